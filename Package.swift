@@ -1,0 +1,71 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependency versions are the ones present in the build machines' package mirror.
+let package = Package(
+    name: "smg",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "smg", targets: ["smg"]),
+        .executable(name: "smg-sim-worker", targets: ["smg-sim-worker"]),
+        .executable(name: "smg-bench", targets: ["smg-bench"]),
+        .library(name: "Node", targets: ["Node"]),
+        .library(name: "SimWorker", targets: ["SimWorker"]),
+        .library(name: "Policies", targets: ["Policies"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // System-library shims: the mesh seals gossip with libsodium, history talks Redis through hiredis.
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium",
+                       providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis",
+                       providers: [.apt(["libhiredis-dev"])]),
+
+        // Pure routing policies: stdlib only, no IO, no clock reads.
+        .target(name: "Policies"),
+        // The HA mesh: Core (pure SWIM + CRDTs) and Shell (NIO transport, sealing).
+        .target(name: "Mesh", dependencies: ["CSodium"]),
+        // The router node: config, data plane, registry, metrics.
+        .target(
+            name: "Node",
+            dependencies: [
+                "Policies", "Mesh", "CHiredis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // A simulated SGLang worker: tests, demo, benchmarks and cluster/ run against it.
+        .target(
+            name: "SimWorker",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(name: "smg", dependencies: ["Node", "SimWorker"]),
+        .executableTarget(name: "smg-sim-worker", dependencies: ["SimWorker"]),
+        .executableTarget(
+            name: "smg-bench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+
+        .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "Mesh", "CHiredis", "CSodium"]),
+        // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
+        .testTarget(name: "EndToEndTests", dependencies: ["smg", "smg-sim-worker"]),
+    ]
+)

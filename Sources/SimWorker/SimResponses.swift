@@ -1,0 +1,155 @@
+import Foundation
+
+/// What a simulated inference request asked for, read from its JSON body.
+struct SimRequest {
+    enum Kind: String { case chat, completion, generate, embeddings, rerank, classify }
+    let kind: Kind
+    let prompt: [UInt8]
+    let outputTokens: Int
+    let stream: Bool
+    let includeUsage: Bool
+    let model: String?
+    let inputCount: Int
+
+    init(kind: Kind, json: [String: Any], maxOutputTokens: Int, defaultOutputTokens: Int) {
+        self.kind = kind
+        self.model = json["model"] as? String
+        self.stream = (json["stream"] as? Bool) ?? false
+        self.includeUsage = ((json["stream_options"] as? [String: Any])?["include_usage"] as? Bool) ?? false
+        var text = ""
+        var inputs = 1
+        switch kind {
+        case .chat:
+            for case let message as [String: Any] in (json["messages"] as? [Any]) ?? [] {
+                text += Self.text(of: message["content"])
+            }
+        case .completion: text = Self.text(of: json["prompt"])
+        case .generate:
+            if let t = json["text"] { text = Self.text(of: t) }
+            else if let ids = json["input_ids"] as? [Any] { text = ids.map { "\($0) " }.joined() }
+        case .embeddings, .classify:
+            let input = json["input"] ?? json["text"]
+            if let list = input as? [Any] { inputs = max(1, list.count) }
+            text = Self.text(of: input)
+        case .rerank:
+            text = Self.text(of: json["query"])
+            inputs = ((json["documents"] as? [Any])?.count) ?? 0
+        }
+        self.prompt = Array(text.utf8)
+        self.inputCount = inputs
+        let sampling = json["sampling_params"] as? [String: Any]
+        let asked = (json["max_tokens"] as? Int) ?? (json["max_completion_tokens"] as? Int)
+            ?? (sampling?["max_new_tokens"] as? Int) ?? defaultOutputTokens
+        self.outputTokens = max(0, min(asked, maxOutputTokens))
+    }
+
+    /// The text of a prompt-like field: a string, a list of strings, or OpenAI content parts.
+    static func text(of value: Any?) -> String {
+        switch value {
+        case let s as String: return s
+        case let list as [Any]:
+            return list.map { item -> String in
+                if let s = item as? String { return s }
+                if let part = item as? [String: Any], let t = part["text"] as? String { return t }
+                return ""
+            }.joined()
+        default: return ""
+        }
+    }
+}
+
+/// JSON bodies in SGLang's and OpenAI's shapes. Built as strings: the shapes are fixed and
+/// this keeps the simulator cheap next to the router it is measured against.
+enum SimResponses {
+    static let words = [" the", " model", " says", " hello", " from", " a", " simulated", " worker"]
+
+    static func token(_ i: Int) -> String { words[i % words.count] }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out + "\""
+    }
+
+    static func usage(prompt: Int, completion: Int, cached: Int) -> String {
+        #"{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion),"total_tokens":\#(prompt + completion),"prompt_tokens_details":{"cached_tokens":\#(cached)}}"#
+    }
+
+    static func metaInfo(id: String, prompt: Int, completion: Int, cached: Int, finished: Bool) -> String {
+        let finish = finished ? #"{"type":"length","length":\#(completion)}"# : "null"
+        return #"{"id":"\#(id)","prompt_tokens":\#(prompt),"completion_tokens":\#(completion),"cached_tokens":\#(cached),"finish_reason":\#(finish)}"#
+    }
+
+    static func complete(_ r: SimRequest, id: String, model: String, cached: Int, created: Int) -> String {
+        let text = (0..<r.outputTokens).map(token).joined()
+        let u = usage(prompt: r.prompt.count, completion: r.outputTokens, cached: cached)
+        switch r.kind {
+        case .chat:
+            return #"{"id":"\#(id)","object":"chat.completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"message":{"role":"assistant","content":\#(quote(text))},"finish_reason":"length"}],"usage":\#(u)}"#
+        case .completion:
+            return #"{"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":\#(quote(text)),"logprobs":null,"finish_reason":"length"}],"usage":\#(u)}"#
+        case .generate:
+            return #"{"text":\#(quote(text)),"meta_info":\#(metaInfo(id: id, prompt: r.prompt.count, completion: r.outputTokens, cached: cached, finished: true))}"#
+        case .embeddings:
+            let rows = (0..<r.inputCount).map { i in
+                #"{"object":"embedding","index":\#(i),"embedding":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8]}"#
+            }.joined(separator: ",")
+            return #"{"object":"list","data":[\#(rows)],"model":\#(quote(model)),"usage":{"prompt_tokens":\#(r.prompt.count),"total_tokens":\#(r.prompt.count)}}"#
+        case .rerank:
+            let rows = (0..<r.inputCount).map { i in
+                #"{"index":\#(i),"score":\#(1.0 / Double(i + 1)),"meta_info":{"id":"\#(id)-\#(i)"}}"#
+            }.joined(separator: ",")
+            return "[\(rows)]"
+        case .classify:
+            let rows = (0..<r.inputCount).map { i in
+                #"{"index":\#(i),"label":"LABEL_0","probs":[0.9,0.1],"num_classes":2}"#
+            }.joined(separator: ",")
+            return #"{"id":"\#(id)","object":"list","created":\#(created),"model":\#(quote(model)),"data":[\#(rows)],"usage":{"prompt_tokens":\#(r.prompt.count),"total_tokens":\#(r.prompt.count)}}"#
+        }
+    }
+
+    /// One SSE event for token `i` of a stream (OpenAI chunk or SGLang cumulative text).
+    static func streamEvent(_ r: SimRequest, id: String, model: String, index i: Int, cached: Int, created: Int) -> String {
+        switch r.kind {
+        case .chat:
+            let role = i == 0 ? #""role":"assistant","# : ""
+            return #"data: {"id":"\#(id)","object":"chat.completion.chunk","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"delta":{\#(role)"content":\#(quote(token(i)))},"finish_reason":null}]}"# + "\n\n"
+        case .completion:
+            return #"data: {"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":\#(quote(token(i))),"logprobs":null,"finish_reason":null}]}"# + "\n\n"
+        default:
+            let text = (0...i).map(token).joined()
+            let meta = metaInfo(id: id, prompt: r.prompt.count, completion: i + 1, cached: cached, finished: i + 1 == r.outputTokens)
+            return #"data: {"text":\#(quote(text)),"meta_info":\#(meta)}"# + "\n\n"
+        }
+    }
+
+    /// The closing events of a stream: a finish chunk (and usage when asked) then `[DONE]`.
+    static func streamEnd(_ r: SimRequest, id: String, model: String, cached: Int, created: Int) -> String {
+        var out = ""
+        switch r.kind {
+        case .chat:
+            out += #"data: {"id":"\#(id)","object":"chat.completion.chunk","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"# + "\n\n"
+        case .completion:
+            out += #"data: {"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":"","logprobs":null,"finish_reason":"length"}]}"# + "\n\n"
+        default: break
+        }
+        if r.includeUsage, r.kind == .chat || r.kind == .completion {
+            out += #"data: {"id":"\#(id)","object":"chat.completion.chunk","created":\#(created),"model":\#(quote(model)),"choices":[],"usage":\#(usage(prompt: r.prompt.count, completion: r.outputTokens, cached: cached))}"# + "\n\n"
+        }
+        return out + "data: [DONE]\n\n"
+    }
+
+    static func error(_ message: String, status: Int) -> String {
+        #"{"object":"error","message":\#(quote(message)),"type":"\#(status == 400 ? "BadRequestError" : "InternalServerError")","param":null,"code":\#(status)}"#
+    }
+}

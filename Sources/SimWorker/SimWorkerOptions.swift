@@ -1,0 +1,115 @@
+/// Knobs of a simulated SGLang worker. Everything a test, the demo or a benchmark needs to
+/// make a worker fast, slow, flaky or stuck without a GPU.
+public struct SimWorkerOptions: Sendable {
+    public var host = "127.0.0.1"
+    /// 0 lets the OS choose; the bound port is printed and returned.
+    public var port = 0
+    /// What `/v1/models` and responses report as the served model.
+    public var modelID = "sim-model"
+    /// A name reported in the `x-sim-worker` response header, so callers can tell workers apart.
+    public var workerName = "sim"
+    /// Delay before the first token (milliseconds).
+    public var timeToFirstTokenMs = 0
+    /// Streaming pace; 0 sends every token at once.
+    public var tokensPerSecond = 0.0
+    /// Tokens generated when the request does not say (`max_tokens` / `max_new_tokens`).
+    public var defaultOutputTokens = 8
+    /// Upper bound on generated tokens, whatever the request asks for.
+    public var maxOutputTokens = 4096
+    /// Fraction of inference requests answered with HTTP 500.
+    public var failureRate = 0.0
+    /// Fraction of inference requests that never get an answer.
+    public var hangRate = 0.0
+    /// Fraction of inference requests whose connection is closed without an answer.
+    public var dropRate = 0.0
+    /// Prefix cache size in blocks (LRU); 0 disables caching.
+    public var cacheCapacityBlocks = 4096
+    /// Characters per cache block. The simulator counts one character as one token.
+    public var cacheBlockSize = 16
+    /// Seed for failure injection, so a flaky worker is reproducible.
+    public var seed: UInt64 = 0x5EED
+
+    public init() {}
+
+    /// Parses `--flag value` pairs as the `smg-sim-worker` executable accepts them.
+    public static func parse(_ arguments: [String]) throws(SimWorkerOptionError) -> SimWorkerOptions {
+        var o = SimWorkerOptions()
+        var i = 0
+        func value(_ name: String) throws(SimWorkerOptionError) -> String {
+            guard i + 1 < arguments.count else { throw .missingValue(name) }
+            i += 1
+            return arguments[i]
+        }
+        func int(_ name: String) throws(SimWorkerOptionError) -> Int {
+            let v = try value(name)
+            guard let n = Int(v), n >= 0 else { throw .badValue(name, v) }
+            return n
+        }
+        func double(_ name: String) throws(SimWorkerOptionError) -> Double {
+            let v = try value(name)
+            guard let d = Double(v), d >= 0, d.isFinite else { throw .badValue(name, v) }
+            return d
+        }
+        func rate(_ name: String) throws(SimWorkerOptionError) -> Double {
+            let d = try double(name)
+            guard d <= 1 else { throw .badValue(name, String(d)) }
+            return d
+        }
+        while i < arguments.count {
+            let a = arguments[i]
+            switch a {
+            case "--host": o.host = try value(a)
+            case "--port": o.port = try int(a)
+            case "--model-id", "--model": o.modelID = try value(a)
+            case "--name": o.workerName = try value(a)
+            case "--ttft-ms": o.timeToFirstTokenMs = try int(a)
+            case "--tokens-per-second": o.tokensPerSecond = try double(a)
+            case "--output-tokens": o.defaultOutputTokens = try int(a)
+            case "--max-output-tokens": o.maxOutputTokens = try int(a)
+            case "--failure-rate": o.failureRate = try rate(a)
+            case "--hang-rate": o.hangRate = try rate(a)
+            case "--drop-rate": o.dropRate = try rate(a)
+            case "--cache-capacity-blocks": o.cacheCapacityBlocks = try int(a)
+            case "--cache-block-size":
+                o.cacheBlockSize = try int(a)
+                if o.cacheBlockSize == 0 { throw .badValue(a, "0") }
+            case "--seed": o.seed = UInt64(try int(a))
+            case "-h", "--help": throw .helpRequested
+            default: throw .unknownFlag(a)
+            }
+            i += 1
+        }
+        return o
+    }
+
+    public static let usage = """
+        smg-sim-worker: a simulated SGLang worker (no GPU, one character = one token)
+
+          --host H                   bind address (127.0.0.1)
+          --port N                   port, 0 = any free port (0)
+          --model-id ID              served model id (sim-model)
+          --name NAME                worker name, sent as the x-sim-worker header (sim)
+          --ttft-ms N                time to first token in ms (0)
+          --tokens-per-second X      streaming pace, 0 = as fast as possible (0)
+          --output-tokens N          tokens generated when the request names none (8)
+          --max-output-tokens N      cap on generated tokens (4096)
+          --failure-rate P           fraction of requests answered with 500 (0)
+          --hang-rate P              fraction of requests never answered (0)
+          --drop-rate P              fraction of connections closed without answer (0)
+          --cache-capacity-blocks N  prefix cache size in blocks, LRU (4096)
+          --cache-block-size N       characters per cache block (16)
+          --seed N                   seed for failure injection
+        """
+}
+
+public enum SimWorkerOptionError: Error, CustomStringConvertible {
+    case missingValue(String), badValue(String, String), unknownFlag(String), helpRequested
+    public var description: String {
+        switch self {
+        case .missingValue(let f): return "flag \(f) needs a value"
+        case .badValue(let f, let v): return "flag \(f): invalid value '\(v)'"
+        case .unknownFlag(let f): return "unknown flag \(f)"
+        case .helpRequested: return SimWorkerOptions.usage
+        }
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A simulated SGLang worker on its own NIO server. Start it in-process (tests, the demo,
+/// the benchmark) or through the `smg-sim-worker` executable.
+public final class SimWorkerServer: Sendable {
+    public let options: SimWorkerOptions
+    let state: SimWorkerState
+    private let channel: any Channel
+    /// The port actually bound (useful with port 0).
+    public let port: Int
+    public var url: String { "http://\(options.host.contains(":") ? "[\(options.host)]" : options.host):\(port)" }
+
+    private init(options: SimWorkerOptions, state: SimWorkerState, channel: any Channel) {
+        self.options = options
+        self.state = state
+        self.channel = channel
+        self.port = channel.localAddress?.port ?? options.port
+    }
+
+    public static func start(_ options: SimWorkerOptions, group: any EventLoopGroup) async throws -> SimWorkerServer {
+        let state = SimWorkerState(options: options)
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(SimWorkerHandler(state: state))
+                }
+            }
+            .bind(host: options.host, port: options.port).get()
+        return SimWorkerServer(options: options, state: state, channel: channel)
+    }
+
+    /// Requests served, streams the client abandoned, and connections open right now.
+    public var stats: (requests: Int, abortedStreams: Int, openConnections: Int) {
+        let s = state.snapshot
+        return (s.requests, s.abortedStreams, s.openConnections)
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// One connection to the simulated worker. Requests are answered in order (NIO's pipelining
+/// helper holds back the next request until this one's response has ended).
+final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let state: SimWorkerState
+    private var head: HTTPRequestHead?
+    private var body = ByteBuffer()
+    /// Set while a response is being produced over several event-loop turns.
+    private var streaming = false
+    private var active = true
+
+    init(state: SimWorkerState) { self.state = state }
+
+    func channelActive(context: ChannelHandlerContext) {
+        state.update { $0.openConnections += 1 }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        active = false
+        state.update { c in
+            c.openConnections -= 1
+            if streaming { c.abortedStreams += 1; c.active -= 1 }
+        }
+        streaming = false
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body.clear()
+        case .body(var chunk):
+            body.writeBuffer(&chunk)
+        case .end:
+            guard let h = head else { return }
+            head = nil
+            handle(context: context, head: h)
+        }
+    }
+
+    private func handle(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let options = state.options
+        switch (head.method, path) {
+        case (.GET, "/health"), (.GET, "/health_generate"):
+            respond(context, head, status: .ok, body: "", contentType: "text/plain")
+        case (.GET, "/v1/models"):
+            respond(context, head, status: .ok, body: #"{"object":"list","data":[{"id":\#(SimResponses.quote(options.modelID)),"object":"model","created":0,"owned_by":"sglang","root":\#(SimResponses.quote(options.modelID))}]}"#)
+        case (.GET, "/get_model_info"):
+            respond(context, head, status: .ok, body: #"{"model_path":\#(SimResponses.quote(options.modelID)),"tokenizer_path":\#(SimResponses.quote(options.modelID)),"is_generation":true}"#)
+        case (.GET, "/get_server_info"):
+            respond(context, head, status: .ok, body: #"{"model_path":\#(SimResponses.quote(options.modelID)),"served_model_name":\#(SimResponses.quote(options.modelID)),"tp_size":1,"dp_size":1,"version":"sim","worker_name":\#(SimResponses.quote(options.workerName))}"#)
+        case (.GET, "/get_load"):
+            let active = state.snapshot.active
+            respond(context, head, status: .ok, body: #"{"load":\#(active),"num_reqs":\#(active),"num_waiting_reqs":0}"#)
+        case (.POST, "/flush_cache"), (.GET, "/flush_cache"):
+            state.flushCache()
+            respond(context, head, status: .ok, body: "Cache flushed.\n", contentType: "text/plain")
+        case (.GET, "/sim/stats"):
+            let s = state.snapshot
+            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens)}"#)
+        case (.POST, "/v1/chat/completions"): infer(context, head, .chat)
+        case (.POST, "/v1/completions"): infer(context, head, .completion)
+        case (.POST, "/generate"): infer(context, head, .generate)
+        case (.POST, "/v1/embeddings"): infer(context, head, .embeddings)
+        case (.POST, "/v1/rerank"), (.POST, "/rerank"): infer(context, head, .rerank)
+        case (.POST, "/v1/classify"): infer(context, head, .classify)
+        default:
+            respond(context, head, status: .notFound, body: SimResponses.error("no route \(head.method) \(path)", status: 404))
+        }
+    }
+
+    private func infer(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ kind: SimRequest.Kind) {
+        let options = state.options
+        state.update { $0.requests += 1 }
+        let bytes = body.readableBytesView
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)), let json = object as? [String: Any] else {
+            respond(context, head, status: .badRequest, body: SimResponses.error("request body is not a JSON object", status: 400))
+            return
+        }
+        // Failure injection, in a fixed order so one seeded draw decides the outcome.
+        let draw = state.draw()
+        if draw < options.dropRate {
+            state.update { $0.failuresInjected += 1 }
+            context.close(promise: nil)
+            return
+        }
+        if draw < options.dropRate + options.hangRate {
+            state.update { $0.failuresInjected += 1 }
+            return  // never answered; the connection stays open until the client gives up
+        }
+        if draw < options.dropRate + options.hangRate + options.failureRate {
+            state.update { $0.failuresInjected += 1 }
+            respond(context, head, status: .internalServerError, body: SimResponses.error("injected failure", status: 500))
+            return
+        }
+        let request = SimRequest(kind: kind, json: json, maxOutputTokens: options.maxOutputTokens, defaultOutputTokens: options.defaultOutputTokens)
+        let cached = state.cachedPrefix(of: request.prompt)
+        let id = "sim-\(options.workerName)-\(state.nextID())"
+        let model = request.model ?? options.modelID
+        let created = Int(Date().timeIntervalSince1970)
+        state.update { c in
+            c.active += 1
+            c.promptTokens += request.prompt.count
+            c.cachedTokens += cached
+        }
+        streaming = true
+        let loop = context.eventLoop.assumeIsolated()
+        let ttft = TimeAmount.milliseconds(Int64(options.timeToFirstTokenMs))
+        if !request.stream {
+            let total = ttft + (options.tokensPerSecond > 0 ? .nanoseconds(Int64(Double(request.outputTokens) / options.tokensPerSecond * 1e9)) : .zero)
+            let send = { [self] in
+                guard active else { return }
+                finish()
+                respond(context, head, status: .ok, body: SimResponses.complete(request, id: id, model: model, cached: cached, created: created))
+            }
+            if total > .zero { loop.scheduleTask(in: total, send) } else { send() }
+            return
+        }
+        var h = HTTPHeaders()
+        h.add(name: "content-type", value: "text/event-stream")
+        h.add(name: "cache-control", value: "no-cache")
+        h.add(name: "x-sim-worker", value: options.workerName)
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
+        let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond)) : .zero
+        func emit(_ i: Int) {
+            guard active else { return }
+            if i < request.outputTokens {
+                write(context, SimResponses.streamEvent(request, id: id, model: model, index: i, cached: cached, created: created))
+                if gap > .zero { loop.scheduleTask(in: gap) { emit(i + 1) } } else { emit(i + 1) }
+            } else {
+                write(context, SimResponses.streamEnd(request, id: id, model: model, cached: cached, created: created))
+                finish()
+                end(context, head)
+            }
+        }
+        if ttft > .zero { loop.scheduleTask(in: ttft) { emit(0) } } else { emit(0) }
+    }
+
+    private func finish() {
+        streaming = false
+        state.update { c in c.active -= 1; c.completed += 1 }
+    }
+
+    private func write(_ context: ChannelHandlerContext, _ text: String) {
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
+    }
+
+    private func end(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        let keepAlive = head.isKeepAlive
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
+        }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, status: HTTPResponseStatus, body: String, contentType: String = "application/json") {
+        var h = HTTPHeaders()
+        h.add(name: "content-type", value: contentType)
+        h.add(name: "content-length", value: String(body.utf8.count))
+        h.add(name: "x-sim-worker", value: state.options.workerName)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: h))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        end(context, head)
+    }
+}

@@ -1,0 +1,48 @@
+import Synchronization
+
+/// State shared by all connections of one simulated worker: its prefix cache, counters that
+/// tests read through `GET /sim/stats`, and the seeded randomness for failure injection.
+final class SimWorkerState: Sendable {
+    struct Counters {
+        var requests = 0
+        var active = 0
+        var openConnections = 0
+        var abortedStreams = 0
+        var completed = 0
+        var failuresInjected = 0
+        var promptTokens = 0
+        var cachedTokens = 0
+    }
+
+    let options: SimWorkerOptions
+    private let cache: Mutex<PrefixCache>
+    private let counters = Mutex(Counters())
+    private let rng: Mutex<UInt64>
+    private let ids = Mutex(0)
+
+    init(options: SimWorkerOptions) {
+        self.options = options
+        self.cache = Mutex(PrefixCache(capacityBlocks: options.cacheCapacityBlocks, blockSize: options.cacheBlockSize))
+        self.rng = Mutex(options.seed == 0 ? 1 : options.seed)
+    }
+
+    func update<T>(_ body: (inout Counters) -> T) -> T { counters.withLock { body(&$0) } }
+    var snapshot: Counters { counters.withLock { $0 } }
+
+    func cachedPrefix(of prompt: [UInt8]) -> Int { cache.withLock { $0.lookupAndInsert(prompt) } }
+    func flushCache() { cache.withLock { $0.flush() } }
+
+    func nextID() -> Int { ids.withLock { $0 += 1; return $0 } }
+
+    /// A uniform draw in [0, 1) from a SplitMix64 stream.
+    func draw() -> Double {
+        rng.withLock { s in
+            s &+= 0x9E37_79B9_7F4A_7C15
+            var z = s
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            return Double(z >> 11) / Double(1 << 53)
+        }
+    }
+}
