@@ -1,1 +1,46 @@
-print("x")
+import Foundation
+import Node
+
+// The `smg` executable: everything lives in the Node library; this only wires it to a process.
+signal(SIGPIPE, SIG_IGN)
+let environment = ProcessInfo.processInfo.environment
+switch Launcher.command(Array(CommandLine.arguments.dropFirst())) {
+case .help:
+    Launcher.printOut(HelpText.render())
+case .version:
+    Launcher.printOut("smg \(Launcher.version)")
+case .run(let arguments), .demo(let arguments):
+    var args = arguments
+    var demoWorkers: [String] = []
+    let isDemo: Bool
+    if case .demo = Launcher.command(Array(CommandLine.arguments.dropFirst())) { isDemo = true } else { isDemo = false }
+    if isDemo {
+        do {
+            demoWorkers = try await Demo.workers(count: 3).map(\.url)
+        } catch {
+            Launcher.printErr("smg: error: cannot start the demo's simulated workers: \(error)")
+            exit(1)
+        }
+        args = ["--worker-urls"] + demoWorkers + ["--policy", "round_robin", "--host", "127.0.0.1", "--prometheus-host", "127.0.0.1"] + args
+    }
+    let config: RouterConfig
+    do {
+        config = try RouterConfig.load(arguments: args, environment: environment)
+    } catch {
+        Launcher.printErr("smg: error: \(error.message)")
+        exit(2)
+    }
+    let logger = Launcher.makeLogger(level: config.logLevel)
+    if let note = config.policyFallbackNote { logger.warning("\(note)") }
+    let node: RouterNode
+    do {
+        node = try await RouterNode.start(config: config, logger: logger)
+    } catch {
+        Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
+        exit(1)
+    }
+    Launcher.printOut(Launcher.readyLine(node, host: config.host))
+    if isDemo { Launcher.printOut(Demo.banner(port: node.apiPort)) }
+    await Launcher.serve(node)
+    exit(0)
+}

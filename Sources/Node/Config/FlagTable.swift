@@ -1,0 +1,157 @@
+/// Every flag of the SGLang Model Gateway configuration reference (seed 000), plus `--config`.
+/// Defaults follow the reference; where the router guide (seed 002) disagrees, the reference wins.
+public enum FlagTable {
+    static let policies = "issue #3 (routing policies)"
+    static let reliability = "issue #4 (reliability)"
+    static let mesh = "issue #5 (mesh)"
+    static let pd = "PD disaggregation (later issue)"
+    static let discovery = "Kubernetes service discovery (later issue)"
+    static let tokenizer = "tokenizer and parsers (later issue)"
+    static let history = "history storage (later issue)"
+    static let security = "security (later issue)"
+    static let tracing = "tracing (later issue)"
+
+    public static let all: [FlagSpec] = [
+        // Core
+        FlagSpec("config", .string, nil, group: "Core", "YAML file with the same keys as the flags (dash or underscore spelling)"),
+        FlagSpec("host", .string, .string("0.0.0.0"), group: "Core", "Network interface to bind the API server to"),
+        FlagSpec("port", .int, .int(30000), group: "Core", "Port of the main API server (0 = any free port)"),
+        FlagSpec("worker-urls", .list, .list([]), group: "Core", "Worker URLs to route to (space-separated)"),
+        FlagSpec("log-level", .string, .string("info"), env: "RUST_LOG", group: "Core", "Log level: debug, info, warn, error"),
+        FlagSpec("log-dir", .string, nil, group: "Core", status: .notBuilt("log files (later issue)"), "Directory to store log files"),
+
+        // Routing policy
+        FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual"),
+        FlagSpec("cache-threshold", .double, .double(0.3), group: "Routing policy", status: .notBuilt(policies), "Prefix match ratio (0.0-1.0) above which cache_aware follows the cache"),
+        FlagSpec("balance-abs-threshold", .int, .int(64), group: "Routing policy", status: .notBuilt(policies), "Absolute load difference that makes the system imbalanced"),
+        FlagSpec("balance-rel-threshold", .double, .double(1.5), group: "Routing policy", status: .notBuilt(policies), "Relative load ratio that makes the system imbalanced"),
+        FlagSpec("eviction-interval", .int, .int(120), group: "Routing policy", status: .notBuilt(policies), "Seconds between cache-tree eviction passes"),
+        FlagSpec("max-tree-size", .int, .int(67_108_864), group: "Routing policy", status: .notBuilt(policies), "Maximum size of the approximate radix tree"),
+        FlagSpec("prefix-token-count", .int, .int(256), group: "Routing policy", status: .notBuilt(policies), "Prefix tokens hashed by prefix_hash"),
+        FlagSpec("prefix-hash-load-factor", .double, .double(1.25), group: "Routing policy", status: .notBuilt(policies), "Load factor above which prefix_hash rebalances"),
+        FlagSpec("max-idle-secs", .int, .int(14400), group: "Routing policy", status: .notBuilt(policies), "Idle seconds before a manual routing key is forgotten"),
+        FlagSpec("assignment-mode", .string, .string("random"), group: "Routing policy", status: .notBuilt(policies), "New routing key assignment: random, min_load, min_group"),
+        FlagSpec("dp-aware", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Data-parallelism aware scheduling"),
+        FlagSpec("enable-igw", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Inference Gateway mode for multi-model support"),
+
+        // PD disaggregation
+        FlagSpec("pd-disaggregation", .bool, .bool(false), group: "PD disaggregation", status: .notBuilt(pd), "Prefill/decode disaggregated mode"),
+        FlagSpec("prefill", .urlWithOptionalPort, .list([]), group: "PD disaggregation", status: .notBuilt(pd), "Prefill worker: URL [BOOTSTRAP_PORT|none] (repeatable)"),
+        FlagSpec("decode", .urlWithOptionalPort, .list([]), group: "PD disaggregation", status: .notBuilt(pd), "Decode worker URL (repeatable)"),
+        FlagSpec("prefill-policy", .string, nil, group: "PD disaggregation", status: .notBuilt(pd), "Policy for prefill workers (default: --policy)"),
+        FlagSpec("decode-policy", .string, nil, group: "PD disaggregation", status: .notBuilt(pd), "Policy for decode workers (default: --policy)"),
+
+        // Worker startup
+        FlagSpec("worker-startup-timeout-secs", .int, .int(1800), group: "Worker startup", status: .notBuilt(reliability), "Seconds to wait for start-up workers"),
+        FlagSpec("worker-startup-check-interval", .int, .int(30), group: "Worker startup", status: .notBuilt(reliability), "Seconds between worker start-up checks"),
+
+        // Service discovery
+        FlagSpec("service-discovery", .bool, .bool(false), group: "Service discovery", status: .notBuilt(discovery), "Discover workers from Kubernetes pods"),
+        FlagSpec("selector", .list, .list([]), group: "Service discovery", status: .notBuilt(discovery), "Pod label selector key=value (space-separated)"),
+        FlagSpec("service-discovery-namespace", .string, nil, group: "Service discovery", status: .notBuilt(discovery), "Namespace to watch (default: all)"),
+        FlagSpec("service-discovery-port", .int, .int(80), group: "Service discovery", status: .notBuilt(discovery), "Worker port on discovered pods"),
+        FlagSpec("prefill-selector", .list, .list([]), group: "Service discovery", status: .notBuilt(discovery), "Label selector for prefill pods"),
+        FlagSpec("decode-selector", .list, .list([]), group: "Service discovery", status: .notBuilt(discovery), "Label selector for decode pods"),
+
+        // Tokenizer and parsers
+        FlagSpec("model-path", .string, nil, group: "Tokenizer", status: .notBuilt(tokenizer), "HuggingFace model id or local path for the tokenizer"),
+        FlagSpec("tokenizer-path", .string, nil, group: "Tokenizer", status: .notBuilt(tokenizer), "Explicit tokenizer path"),
+        FlagSpec("chat-template", .string, nil, group: "Tokenizer", status: .notBuilt(tokenizer), "Path to a chat template file"),
+        FlagSpec("tokenizer-cache-enable-l0", .bool, .bool(false), group: "Tokenizer", status: .notBuilt(tokenizer), "Enable the L0 exact-match tokenizer cache"),
+        FlagSpec("tokenizer-cache-l0-max-entries", .int, .int(10000), group: "Tokenizer", status: .notBuilt(tokenizer), "Entries in the L0 cache"),
+        FlagSpec("tokenizer-cache-enable-l1", .bool, .bool(false), group: "Tokenizer", status: .notBuilt(tokenizer), "Enable the L1 prefix tokenizer cache"),
+        FlagSpec("tokenizer-cache-l1-max-memory", .int, .int(52_428_800), group: "Tokenizer", status: .notBuilt(tokenizer), "Bytes of memory for the L1 cache"),
+        FlagSpec("reasoning-parser", .string, nil, group: "Tokenizer", status: .notBuilt(tokenizer), "Parser for reasoning models (deepseek-r1, qwen3, ...)"),
+        FlagSpec("tool-call-parser", .string, nil, group: "Tokenizer", status: .notBuilt(tokenizer), "Parser for tool calls (json, qwen, ...)"),
+        FlagSpec("mcp-config-path", .string, nil, group: "Tokenizer", status: .notBuilt(tokenizer), "MCP server configuration file"),
+        FlagSpec("backend", .string, .string("sglang"), group: "Core", "Worker backend: sglang, vllm (plain HTTP proxying); trtllm, openai, anthropic not built yet"),
+
+        // History
+        FlagSpec("history-backend", .string, .string("memory"), group: "History", "memory, none, oracle, postgres, redis (only none is built; see docs/configuration.md)"),
+        FlagSpec("oracle-wallet-path", .string, nil, env: "ATP_WALLET_PATH", group: "History", status: .notBuilt(history), "Oracle ATP wallet directory"),
+        FlagSpec("oracle-tns-alias", .string, nil, env: "ATP_TNS_ALIAS", group: "History", status: .notBuilt(history), "Oracle TNS alias"),
+        FlagSpec("oracle-dsn", .string, nil, env: "ATP_DSN", group: "History", status: .notBuilt(history), "Oracle connection descriptor"),
+        FlagSpec("oracle-user", .string, nil, env: "ATP_USER", group: "History", status: .notBuilt(history), "Oracle user"),
+        FlagSpec("oracle-password", .string, nil, env: "ATP_PASSWORD", group: "History", status: .notBuilt(history), "Oracle password"),
+        FlagSpec("oracle-pool-min", .int, .int(1), env: "ATP_POOL_MIN", group: "History", status: .notBuilt(history), "Oracle pool minimum"),
+        FlagSpec("oracle-pool-max", .int, .int(16), env: "ATP_POOL_MAX", group: "History", status: .notBuilt(history), "Oracle pool maximum"),
+        FlagSpec("oracle-pool-timeout-secs", .int, .int(30), env: "ATP_POOL_TIMEOUT_SECS", group: "History", status: .notBuilt(history), "Oracle pool timeout"),
+        FlagSpec("postgres-db-url", .string, nil, env: "POSTGRES_DB_URL", group: "History", status: .notBuilt(history), "PostgreSQL connection URL"),
+        FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", status: .notBuilt(history), "PostgreSQL pool size"),
+        FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", status: .notBuilt(history), "Redis connection URL"),
+        FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", status: .notBuilt(history), "Redis pool size"),
+        FlagSpec("redis-retention-days", .int, .int(30), env: "REDIS_RETENTION_DAYS", group: "History", status: .notBuilt(history), "Days to keep Redis data (-1 = forever)"),
+        FlagSpec("enable-wasm", .bool, .bool(false), group: "History", status: .notBuilt("WebAssembly plugins (not planned yet)"), "WebAssembly support"),
+
+        // Mesh
+        FlagSpec("enable-mesh", .bool, .bool(false), group: "Mesh", status: .notBuilt(mesh), "Join the HA mesh of routers"),
+        FlagSpec("mesh-server-name", .string, nil, group: "Mesh", status: .notBuilt(mesh), "Unique name of this mesh node (default: generated)"),
+        FlagSpec("mesh-host", .string, .string("0.0.0.0"), group: "Mesh", status: .notBuilt(mesh), "Mesh bind address"),
+        FlagSpec("mesh-port", .int, .int(39527), group: "Mesh", status: .notBuilt(mesh), "Mesh port (UDP and TCP)"),
+        FlagSpec("mesh-peer-urls", .list, .list([]), group: "Mesh", status: .notBuilt(mesh), "Peers host:port to join (space-separated)"),
+
+        // Request handling
+        FlagSpec("request-timeout-secs", .int, .int(1800), group: "Request handling", "Maximum seconds for one proxied request"),
+        FlagSpec("shutdown-grace-period-secs", .int, .int(180), group: "Request handling", "Seconds in-flight requests get to finish on SIGTERM"),
+        FlagSpec("max-payload-size", .int, .int(536_870_912), group: "Request handling", "Maximum request body in bytes (413 above)"),
+        FlagSpec("cors-allowed-origins", .list, .list([]), group: "Request handling", "Origins allowed by CORS (space-separated; * for any)"),
+        FlagSpec("request-id-headers", .list, .list(["x-request-id", "x-correlation-id", "x-trace-id", "request-id"]), group: "Request handling", "Headers checked, in order, for a request id"),
+
+        // Rate limiting
+        FlagSpec("max-concurrent-requests", .int, .int(-1), group: "Rate limiting", status: .notBuilt(reliability), "Cap on in-flight requests (-1 = unlimited)"),
+        FlagSpec("queue-size", .int, .int(100), group: "Rate limiting", status: .notBuilt(reliability), "Requests waiting when the cap is reached"),
+        FlagSpec("queue-timeout-secs", .int, .int(60), group: "Rate limiting", status: .notBuilt(reliability), "Seconds a request may wait in the queue"),
+        FlagSpec("rate-limit-tokens-per-second", .int, nil, group: "Rate limiting", status: .notBuilt(reliability), "Token bucket refill rate (default: max-concurrent-requests)"),
+
+        // Retries
+        FlagSpec("retry-max-retries", .int, .int(5), group: "Retries", status: .notBuilt(reliability), "Maximum retry attempts"),
+        FlagSpec("retry-initial-backoff-ms", .int, .int(50), group: "Retries", status: .notBuilt(reliability), "Initial backoff (ms)"),
+        FlagSpec("retry-max-backoff-ms", .int, .int(30000), group: "Retries", status: .notBuilt(reliability), "Maximum backoff (ms)"),
+        FlagSpec("retry-backoff-multiplier", .double, .double(1.5), group: "Retries", status: .notBuilt(reliability), "Backoff multiplier"),
+        FlagSpec("retry-jitter-factor", .double, .double(0.2), group: "Retries", status: .notBuilt(reliability), "Jitter factor (0.0-1.0)"),
+        FlagSpec("disable-retries", .bool, .bool(false), group: "Retries", "Disable retries (this build does not retry yet, so it changes nothing)"),
+
+        // Circuit breaker
+        FlagSpec("cb-failure-threshold", .int, .int(10), group: "Circuit breaker", status: .notBuilt(reliability), "Failures before the circuit opens"),
+        FlagSpec("cb-success-threshold", .int, .int(3), group: "Circuit breaker", status: .notBuilt(reliability), "Successes in half-open before it closes"),
+        FlagSpec("cb-timeout-duration-secs", .int, .int(60), group: "Circuit breaker", status: .notBuilt(reliability), "Seconds open before half-open"),
+        FlagSpec("cb-window-duration-secs", .int, .int(120), group: "Circuit breaker", status: .notBuilt(reliability), "Window for counting failures"),
+        FlagSpec("disable-circuit-breaker", .bool, .bool(false), group: "Circuit breaker", "Disable the circuit breaker (none is built yet, so it changes nothing)"),
+
+        // Health checks
+        FlagSpec("health-failure-threshold", .int, .int(3), group: "Health checks", status: .notBuilt(reliability), "Failures before a worker is unhealthy"),
+        FlagSpec("health-success-threshold", .int, .int(2), group: "Health checks", status: .notBuilt(reliability), "Successes before a worker is healthy again"),
+        FlagSpec("health-check-timeout-secs", .int, .int(5), group: "Health checks", status: .notBuilt(reliability), "Health check timeout"),
+        FlagSpec("health-check-interval-secs", .int, .int(60), group: "Health checks", status: .notBuilt(reliability), "Seconds between health checks"),
+        FlagSpec("health-check-endpoint", .string, .string("/health"), group: "Health checks", status: .notBuilt(reliability), "Worker health path"),
+        FlagSpec("disable-health-check", .bool, .bool(false), group: "Health checks", "Disable health checks (none run yet, so it changes nothing)"),
+
+        // Metrics
+        FlagSpec("prometheus-port", .int, .int(29000), group: "Metrics", "Port of the /metrics server (0 = any free port)"),
+        FlagSpec("prometheus-host", .string, .string("0.0.0.0"), group: "Metrics", "Bind address of the /metrics server"),
+        FlagSpec("prometheus-duration-buckets", .list, .list([]), group: "Metrics", "Histogram buckets in seconds (space-separated)"),
+
+        // Tracing
+        FlagSpec("enable-trace", .bool, .bool(false), group: "Tracing", status: .notBuilt(tracing), "Export OpenTelemetry traces"),
+        FlagSpec("otlp-traces-endpoint", .string, .string("localhost:4317"), group: "Tracing", status: .notBuilt(tracing), "OTLP endpoint host:port"),
+
+        // TLS and auth
+        FlagSpec("tls-cert-path", .string, nil, group: "Security", status: .notBuilt(security), "Server certificate (PEM)"),
+        FlagSpec("tls-key-path", .string, nil, group: "Security", status: .notBuilt(security), "Server private key (PEM)"),
+        FlagSpec("client-cert-path", .string, nil, group: "Security", status: .notBuilt(security), "Client certificate for workers"),
+        FlagSpec("client-key-path", .string, nil, group: "Security", status: .notBuilt(security), "Client key for workers"),
+        FlagSpec("ca-cert-paths", .list, .list([]), group: "Security", status: .notBuilt(security), "CA certificates (space-separated)"),
+        FlagSpec("api-key", .string, nil, group: "Security", status: .notBuilt(reliability), "API key for inference routes and worker authorization"),
+        FlagSpec("control-plane-api-keys", .list, .list([]), env: "CONTROL_PLANE_API_KEYS", group: "Security", status: .notBuilt(security), "Control plane keys id:name:role:key"),
+        FlagSpec("jwt-issuer", .string, nil, env: "JWT_ISSUER", group: "Security", status: .notBuilt(security), "OIDC issuer URL"),
+        FlagSpec("jwt-audience", .string, nil, env: "JWT_AUDIENCE", group: "Security", status: .notBuilt(security), "Expected audience"),
+        FlagSpec("jwt-jwks-uri", .string, nil, env: "JWT_JWKS_URI", group: "Security", status: .notBuilt(security), "JWKS URI"),
+        FlagSpec("jwt-role-claim", .string, .string("roles"), group: "Security", status: .notBuilt(security), "JWT claim holding the role"),
+        FlagSpec("jwt-role-mapping", .list, .list([]), group: "Security", status: .notBuilt(security), "IDP role = gateway role mappings"),
+        FlagSpec("disable-audit-logging", .bool, .bool(false), group: "Security", status: .notBuilt(security), "Disable audit logging"),
+    ]
+
+    static let byName: [String: FlagSpec] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+
+    public static func spec(_ name: String) -> FlagSpec? { byName[name] }
+}

@@ -1,0 +1,41 @@
+/// `smg --help`: the flags grouped as in the configuration reference.
+public enum HelpText {
+    public static func render() -> String {
+        var out = """
+            smg: the SGLang Model Gateway router, in Swift
+
+            USAGE
+              smg [FLAGS]            start a router
+              smg launch [FLAGS]     the same
+              smg demo [FLAGS]       start a router over three simulated workers (try it with curl)
+              smg --help | --version
+
+            Every flag can also come from the environment (SMG_<FLAG> with dashes as underscores,
+            or the reference's own variable where it has one) or from --config FILE.yaml.
+            Precedence: command line > environment > config file > default.
+            Flags marked [not built] are parsed, but giving one stops start-up with a message.
+
+            """
+        var group = ""
+        for spec in FlagTable.all {
+            if spec.group != group {
+                group = spec.group
+                out += "\n\(group.uppercased())\n"
+            }
+            var line = "  --\(spec.name)"
+            switch spec.kind {
+            case .bool: break
+            case .list: line += " V..."
+            case .urlWithOptionalPort: line += " URL [PORT]"
+            default: line += " V"
+            }
+            if line.count < 40 { line += String(repeating: " ", count: 40 - line.count) } else { line += "\n" + String(repeating: " ", count: 40) }
+            line += spec.help
+            if let d = spec.defaultValue, d != .list([]) { line += " (default: \(d))" }
+            if spec.environment.count > 1 { line += " [env \(spec.environment[0])]" }
+            if case .notBuilt = spec.status { line += " [not built]" }
+            out += line + "\n"
+        }
+        return out
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import Policies
+
+/// The typed configuration the router node runs with, built from `ResolvedFlags` and
+/// validated: every error names the flag it is about.
+public struct RouterConfig: Sendable {
+    public var host: String
+    public var port: Int
+    public var workerURLs: [String]
+    public var policy: PolicyName
+    /// Set when `--policy` was defaulted to a policy this build lacks and round_robin stands in.
+    public var policyFallbackNote: String?
+    public var requestTimeoutSecs: Int
+    public var shutdownGracePeriodSecs: Int
+    public var maxPayloadSize: Int
+    public var corsAllowedOrigins: [String]
+    public var requestIDHeaders: [String]
+    public var prometheusHost: String
+    public var prometheusPort: Int
+    public var durationBuckets: [Double]
+    public var logLevel: String
+    public var flags: ResolvedFlags
+
+    public static let defaultDurationBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+
+    public init(_ f: ResolvedFlags) throws(ConfigError) {
+        flags = f
+        // Refuse any explicitly given flag whose feature this build does not have.
+        for spec in FlagTable.all where f.isExplicit(spec.name) {
+            if case .notBuilt(let owner) = spec.status {
+                throw ConfigError("--\(spec.name) is not built yet in this smg (\(owner)); remove it to start (given by \(f.source(spec.name)))")
+            }
+        }
+        host = f.string("host") ?? "0.0.0.0"
+        port = try Self.port(f, "port")
+        workerURLs = try f.list("worker-urls").map { url throws(ConfigError) in try WorkerURL.validate(url, flag: "--worker-urls") }
+
+        let policyName = f.string("policy") ?? "cache_aware"
+        guard let name = PolicyName(rawValue: policyName) else {
+            throw ConfigError("--policy \(policyName): unknown policy; expected one of \(PolicyName.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if name.make() != nil {
+            policy = name
+        } else if f.isExplicit("policy") {
+            throw ConfigError("--policy \(policyName) is not built yet in this smg (issue #3); use --policy round_robin or --policy random")
+        } else {
+            policy = .round_robin
+            policyFallbackNote = "default policy \(policyName) is not built yet (issue #3): routing with round_robin"
+        }
+
+        requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
+        shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
+        maxPayloadSize = try Self.positive(f, "max-payload-size")
+        corsAllowedOrigins = f.list("cors-allowed-origins")
+        requestIDHeaders = f.list("request-id-headers").map { $0.lowercased() }
+        prometheusHost = f.string("prometheus-host") ?? "0.0.0.0"
+        prometheusPort = try Self.port(f, "prometheus-port")
+        let buckets = try f.list("prometheus-duration-buckets").map { s throws(ConfigError) -> Double in
+            guard let d = Double(s), d > 0, d.isFinite else { throw ConfigError("--prometheus-duration-buckets: '\(s)' is not a positive number") }
+            return d
+        }
+        durationBuckets = buckets.isEmpty ? Self.defaultDurationBuckets : buckets.sorted()
+        logLevel = (f.string("log-level") ?? "info").lowercased()
+        guard ["trace", "debug", "info", "warn", "warning", "error"].contains(logLevel) else {
+            throw ConfigError("--log-level \(logLevel): expected debug, info, warn or error")
+        }
+        let backend = f.string("backend") ?? "sglang"
+        switch backend {
+        case "sglang", "vllm": break
+        case "trtllm", "openai", "anthropic": throw ConfigError("--backend \(backend) is not built yet in this smg; use sglang or vllm")
+        default: throw ConfigError("--backend \(backend): expected sglang, vllm, trtllm, openai or anthropic")
+        }
+        let history = f.string("history-backend") ?? "memory"
+        switch history {
+        case "none": break
+        case "memory" where !f.isExplicit("history-backend"): break
+        case "memory", "redis", "postgres", "oracle":
+            throw ConfigError("--history-backend \(history) is not built yet in this smg (history storage, later issue); use none")
+        default: throw ConfigError("--history-backend \(history): expected memory, none, oracle, postgres or redis")
+        }
+    }
+
+    /// Resolves and validates in one step.
+    public static func load(arguments: [String], environment: [String: String]) throws(ConfigError) -> RouterConfig {
+        try RouterConfig(ConfigLoader.resolve(arguments: arguments, environment: environment))
+    }
+
+    static func port(_ f: ResolvedFlags, _ name: String) throws(ConfigError) -> Int {
+        let v = f.int(name) ?? 0
+        guard (0...65535).contains(v) else { throw ConfigError("--\(name) \(v): a port is 0 to 65535") }
+        return v
+    }
+
+    static func positive(_ f: ResolvedFlags, _ name: String) throws(ConfigError) -> Int {
+        let v = f.int(name) ?? 0
+        guard v > 0 else { throw ConfigError("--\(name) \(v): must be greater than 0") }
+        return v
+    }
+
+    static func nonNegative(_ f: ResolvedFlags, _ name: String) throws(ConfigError) -> Int {
+        let v = f.int(name) ?? 0
+        guard v >= 0 else { throw ConfigError("--\(name) \(v): must be 0 or more") }
+        return v
+    }
+}

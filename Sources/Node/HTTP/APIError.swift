@@ -1,0 +1,76 @@
+import NIOHTTP1
+
+/// An error the router answers itself, in the OpenAI-style shape of compat.md:
+/// `{"error":{"type":…,"code":…,"message":…,"param":null}}` plus an `X-SMG-Error-Code` header.
+public struct APIError: Error, Sendable {
+    public let status: HTTPResponseStatus
+    public let type: String
+    public let code: String
+    public let message: String
+
+    public init(_ status: HTTPResponseStatus, type: String, code: String, _ message: String) {
+        self.status = status
+        self.type = type
+        self.code = code
+        self.message = message
+    }
+
+    public var body: String {
+        #"{"error":{"type":"\#(type)","code":"\#(code)","message":\#(JSONText.quote(message)),"param":null}}"#
+    }
+
+    static func invalidJSON(_ detail: String) -> APIError {
+        APIError(.badRequest, type: "invalid_request_error", code: "invalid_json", "request body is not valid JSON: \(detail)")
+    }
+    static func badRequest(_ code: String, _ message: String) -> APIError {
+        APIError(.badRequest, type: "invalid_request_error", code: code, message)
+    }
+    static func modelNotFound(_ model: String) -> APIError {
+        APIError(.notFound, type: "not_found_error", code: "model_not_found", "model '\(model)' is not served by any worker")
+    }
+    static func routeNotFound(_ method: HTTPMethod, _ path: String) -> APIError {
+        APIError(.notFound, type: "not_found_error", code: "not_found", "no route for \(method) \(path)")
+    }
+    static func methodNotAllowed(_ method: HTTPMethod, _ path: String) -> APIError {
+        APIError(.methodNotAllowed, type: "invalid_request_error", code: "method_not_allowed", "\(method) is not allowed on \(path)")
+    }
+    static func noWorkers(_ model: String?) -> APIError {
+        APIError(.serviceUnavailable, type: "service_unavailable", code: "no_available_workers",
+                 model.map { "no healthy worker available for model '\($0)'" } ?? "no healthy worker available")
+    }
+    static func payloadTooLarge(_ limit: Int) -> APIError {
+        APIError(.payloadTooLarge, type: "invalid_request_error", code: "payload_too_large", "request body exceeds --max-payload-size (\(limit) bytes)")
+    }
+    static func upstreamTimeout(_ secs: Int) -> APIError {
+        APIError(.gatewayTimeout, type: "timeout_error", code: "upstream_timeout", "worker did not answer within --request-timeout-secs (\(secs) s)")
+    }
+    static func upstreamFailed(_ detail: String) -> APIError {
+        APIError(.badGateway, type: "bad_gateway", code: "upstream_error", "worker connection failed: \(detail)")
+    }
+    static let shuttingDown = APIError(.serviceUnavailable, type: "service_unavailable", code: "shutting_down", "router is shutting down")
+}
+
+/// Minimal JSON text helpers for the bodies the router writes itself.
+enum JSONText {
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        out.reserveCapacity(s.utf8.count + 2)
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,278 @@
+/// A validating, non-allocating scan of a JSON request body. The router must reject malformed
+/// JSON (400) and read a handful of top-level fields (`model`, `stream`, later the routing
+/// text) on every inference request, without paying for a full object tree.
+///
+/// The scanner checks the whole document against RFC 8259 (including UTF-8 validity and a
+/// nesting limit, so hostile input cannot exhaust the stack) and records where each top-level
+/// member's value lies, so callers decode only what they need.
+public struct JSONScanner {
+    public struct Failure: Error, Equatable, CustomStringConvertible {
+        public let offset: Int
+        public let reason: String
+        public var description: String { "\(reason) at byte \(offset)" }
+    }
+
+    public enum Kind: Equatable { case string, number, object, array, bool, null }
+
+    /// A top-level member: the key's raw bytes (escapes undecoded) and the value's byte range.
+    public struct Member {
+        public let key: Range<Int>
+        public let value: Range<Int>
+        public let kind: Kind
+        public let keyHasEscapes: Bool
+    }
+
+    /// Deeper nesting than this is refused: no legitimate request comes close.
+    public static let maxDepth = 256
+
+    private let bytes: UnsafeRawBufferPointer
+    private var i = 0
+
+    private init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    /// Validates `bytes` as a JSON object and returns its top-level members in order.
+    public static func scanObject(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> [Member] {
+        var s = JSONScanner(bytes)
+        s.skipWhitespace()
+        guard s.i < bytes.count, bytes[s.i] == UInt8(ascii: "{") else {
+            throw s.fail(s.i < bytes.count ? "expected a JSON object" : "empty body")
+        }
+        var members: [Member] = []
+        try s.object(depth: 1, members: &members)
+        s.skipWhitespace()
+        guard s.i == bytes.count else { throw s.fail("unexpected data after the JSON value") }
+        return members
+    }
+
+    private func fail(_ reason: String) -> Failure { Failure(offset: i, reason: reason) }
+
+    private mutating func skipWhitespace() {
+        while i < bytes.count {
+            switch bytes[i] {
+            case 0x20, 0x0A, 0x0D, 0x09: i += 1
+            default: return
+            }
+        }
+    }
+
+    private mutating func expect(_ c: UInt8, _ what: String) throws(Failure) {
+        skipWhitespace()
+        guard i < bytes.count, bytes[i] == c else { throw fail("expected \(what)") }
+        i += 1
+    }
+
+    private mutating func object(depth: Int, members: inout [Member]) throws(Failure) {
+        guard depth <= Self.maxDepth else { throw fail("JSON nested deeper than \(Self.maxDepth)") }
+        i += 1  // {
+        skipWhitespace()
+        if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return }
+        while true {
+            skipWhitespace()
+            guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
+            let keyStart = i + 1
+            let escapes = try string()
+            let key = keyStart..<(i - 1)
+            try expect(UInt8(ascii: ":"), "':'")
+            skipWhitespace()
+            let valueStart = i
+            let kind = try value(depth: depth)
+            if depth == 1 { members.append(Member(key: key, value: valueStart..<i, kind: kind, keyHasEscapes: escapes)) }
+            skipWhitespace()
+            guard i < bytes.count else { throw fail("unterminated object") }
+            if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+            if bytes[i] == UInt8(ascii: "}") { i += 1; return }
+            throw fail("expected ',' or '}'")
+        }
+    }
+
+    private mutating func array(depth: Int) throws(Failure) {
+        guard depth <= Self.maxDepth else { throw fail("JSON nested deeper than \(Self.maxDepth)") }
+        i += 1  // [
+        skipWhitespace()
+        if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return }
+        var ignored: [Member] = []
+        while true {
+            skipWhitespace()
+            _ = try value(depth: depth, nested: &ignored)
+            skipWhitespace()
+            guard i < bytes.count else { throw fail("unterminated array") }
+            if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+            if bytes[i] == UInt8(ascii: "]") { i += 1; return }
+            throw fail("expected ',' or ']'")
+        }
+    }
+
+    private mutating func value(depth: Int) throws(Failure) -> Kind {
+        var ignored: [Member] = []
+        return try value(depth: depth, nested: &ignored)
+    }
+
+    private mutating func value(depth: Int, nested: inout [Member]) throws(Failure) -> Kind {
+        guard i < bytes.count else { throw fail("expected a value") }
+        switch bytes[i] {
+        case UInt8(ascii: "{"): try object(depth: depth + 1, members: &nested); return .object
+        case UInt8(ascii: "["): try array(depth: depth + 1); return .array
+        case UInt8(ascii: "\""): _ = try string(); return .string
+        case UInt8(ascii: "t"): try literal("true"); return .bool
+        case UInt8(ascii: "f"): try literal("false"); return .bool
+        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try number(); return .number
+        default: throw fail("unexpected character")
+        }
+    }
+
+    private mutating func literal(_ word: StaticString) throws(Failure) {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= bytes.count else { throw fail("invalid literal") }
+        let w = word.utf8Start
+        for k in 0..<n where bytes[i + k] != w[k] { throw fail("invalid literal") }
+        i += n
+    }
+
+    private mutating func digits() -> Int {
+        let start = i
+        while i < bytes.count, bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") { i += 1 }
+        return i - start
+    }
+
+    private mutating func number() throws(Failure) {
+        if bytes[i] == UInt8(ascii: "-") { i += 1 }
+        guard i < bytes.count else { throw fail("invalid number") }
+        if bytes[i] == UInt8(ascii: "0") { i += 1 } else if digits() == 0 { throw fail("invalid number") }
+        if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
+            i += 1
+            guard digits() > 0 else { throw fail("invalid number") }
+        }
+        if i < bytes.count, bytes[i] | 0x20 == UInt8(ascii: "e") {
+            i += 1
+            if i < bytes.count, bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-") { i += 1 }
+            guard digits() > 0 else { throw fail("invalid number") }
+        }
+    }
+
+    /// Scans a string starting at its opening quote; returns whether it holds escapes.
+    private mutating func string() throws(Failure) -> Bool {
+        i += 1
+        var escapes = false
+        while i < bytes.count {
+            let c = bytes[i]
+            switch c {
+            case UInt8(ascii: "\""):
+                i += 1
+                return escapes
+            case UInt8(ascii: "\\"):
+                escapes = true
+                i += 1
+                guard i < bytes.count else { throw fail("unterminated string") }
+                switch bytes[i] {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
+                     UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    i += 1
+                case UInt8(ascii: "u"):
+                    guard i + 4 < bytes.count else { throw fail("invalid \\u escape") }
+                    for k in 1...4 where !Self.isHex(bytes[i + k]) { throw fail("invalid \\u escape") }
+                    i += 5
+                default: throw fail("invalid escape")
+                }
+            case 0..<0x20: throw fail("control character in string")
+            case 0x20..<0x80: i += 1
+            default: try utf8Sequence()
+            }
+        }
+        throw fail("unterminated string")
+    }
+
+    /// Validates one multi-byte UTF-8 sequence (no overlongs, no surrogates, ≤ U+10FFFF).
+    private mutating func utf8Sequence() throws(Failure) {
+        let b0 = bytes[i]
+        let n: Int
+        var lo: UInt8 = 0x80, hi: UInt8 = 0xBF
+        switch b0 {
+        case 0xC2...0xDF: n = 1
+        case 0xE0: n = 2; lo = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: n = 2
+        case 0xED: n = 2; hi = 0x9F
+        case 0xF0: n = 3; lo = 0x90
+        case 0xF1...0xF3: n = 3
+        case 0xF4: n = 3; hi = 0x8F
+        default: throw fail("invalid UTF-8")
+        }
+        guard i + n < bytes.count else { throw fail("invalid UTF-8") }
+        let b1 = bytes[i + 1]
+        guard b1 >= lo, b1 <= hi else { throw fail("invalid UTF-8") }
+        for k in stride(from: 2, through: n, by: 1) where bytes[i + k] & 0xC0 != 0x80 { throw fail("invalid UTF-8") }
+        i += n + 1
+    }
+
+    private static func isHex(_ c: UInt8) -> Bool {
+        (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || (c | 0x20 >= UInt8(ascii: "a") && c | 0x20 <= UInt8(ascii: "f"))
+    }
+}
+
+extension JSONScanner.Member {
+    /// True when the key is exactly `name` (keys with escapes never match: no client escapes them).
+    public func keyEquals(_ name: StaticString, in bytes: UnsafeRawBufferPointer) -> Bool {
+        guard !keyHasEscapes, key.count == name.utf8CodeUnitCount else { return false }
+        let p = name.utf8Start
+        for k in 0..<key.count where bytes[key.lowerBound + k] != p[k] { return false }
+        return true
+    }
+
+    /// The value as a Swift string, if it is a string without escapes (model names have none);
+    /// escaped strings are decoded the slow way.
+    public func stringValue(in bytes: UnsafeRawBufferPointer) -> String? {
+        guard kind == .string else { return nil }
+        let inner = UnsafeRawBufferPointer(rebasing: bytes[(value.lowerBound + 1)..<(value.upperBound - 1)])
+        if !inner.contains(UInt8(ascii: "\\")) { return String(decoding: inner, as: UTF8.self) }
+        return JSONScanner.decodeEscaped(inner)
+    }
+
+    public func boolValue(in bytes: UnsafeRawBufferPointer) -> Bool? {
+        guard kind == .bool else { return nil }
+        return bytes[value.lowerBound] == UInt8(ascii: "t")
+    }
+}
+
+extension JSONScanner {
+    /// Decodes the inside of an already validated JSON string that contains escapes.
+    static func decodeEscaped(_ s: UnsafeRawBufferPointer) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.count)
+        var k = 0
+        func hex4(_ at: Int) -> UInt32 {
+            var v: UInt32 = 0
+            for j in 0..<4 {
+                let c = s[at + j] | 0x20
+                v = v << 4 + UInt32(c >= UInt8(ascii: "a") ? c - UInt8(ascii: "a") + 10 : c - UInt8(ascii: "0"))
+            }
+            return v
+        }
+        while k < s.count {
+            let c = s[k]
+            guard c == UInt8(ascii: "\\") else { out.append(c); k += 1; continue }
+            let e = s[k + 1]
+            k += 2
+            switch e {
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var scalar = hex4(k)
+                k += 4
+                if (0xD800..<0xDC00).contains(scalar), k + 6 <= s.count, s[k] == UInt8(ascii: "\\"), s[k + 1] == UInt8(ascii: "u") {
+                    let low = hex4(k + 2)
+                    if (0xDC00..<0xE000).contains(low) {
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        k += 6
+                    }
+                }
+                let u = Unicode.Scalar(scalar) ?? "\u{FFFD}"
+                out.append(contentsOf: Array(String(Character(u)).utf8))
+            default: out.append(e)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

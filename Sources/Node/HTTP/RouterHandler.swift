@@ -1,0 +1,404 @@
+import NIOCore
+import NIOHTTP1
+import Policies
+
+/// One client connection to the router: reads a request, answers control routes itself and
+/// relays inference requests to a worker over this event loop's upstream pool.
+///
+/// The handler is also the delegate of the upstream connection it is using, so response parts
+/// go from the worker socket to the client socket without leaving the event loop. NIO's
+/// pipelining helper in front of it delivers one request at a time.
+final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let state: RouterState
+    private let pool: UpstreamPool
+    private var context: ChannelHandlerContext?
+    private var rng: SplitMix64
+
+    // The request being served.
+    private enum Phase { case idle, readingBody, refused, dispatched }
+    private var phase = Phase.idle
+    private var head: HTTPRequestHead?
+    private var route = Route.notFound
+    private var body = ByteBuffer()
+    private var started = NIODeadline.now()
+    private var requestID = ""
+    private var keepAlive = true
+    /// Bumped per request, so a late callback from an earlier request is recognised and ignored.
+    private var generation = 0
+
+    // The exchange with a worker, while one is under way.
+    private var worker: Worker?
+    private var upstream: PooledConnection?
+    private var upstreamBody = ByteBuffer()
+    private var upstreamHead: HTTPRequestHead?
+    private var responseStarted = false
+    private var retriedStaleConnection = false
+    private var timeout: Scheduled<Void>?
+    private var endpoint = ""
+
+    init(state: RouterState, pool: UpstreamPool) {
+        self.state = state
+        self.pool = pool
+        var g = SystemRandomNumberGenerator()
+        self.rng = SplitMix64(seed: g.next())
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: reading the request
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): begin(h)
+        case .body(var chunk):
+            guard phase == .readingBody else { return }
+            if body.readableBytes + chunk.readableBytes > state.config.maxPayloadSize {
+                refuse(APIError.payloadTooLarge(state.config.maxPayloadSize))
+                return
+            }
+            body.writeBuffer(&chunk)
+        case .end:
+            guard phase == .readingBody else { return }
+            phase = .dispatched
+            dispatch()
+        }
+    }
+
+    private func begin(_ h: HTTPRequestHead) {
+        generation &+= 1
+        head = h
+        started = .now()
+        state.requestBegan()
+        requestID = state.requestIDs.id(for: h.headers)
+        keepAlive = h.isKeepAlive
+        route = Route.resolve(h.method, RequestTarget(h.uri).path)
+        body.clear()
+        phase = .readingBody
+        // Refuse an announced oversized body before reading any of it.
+        if let length = h.headers.first(name: "content-length").flatMap({ Int($0) }), length > state.config.maxPayloadSize {
+            refuse(APIError.payloadTooLarge(state.config.maxPayloadSize))
+        }
+    }
+
+    /// Answers now and closes the connection: the rest of the body is never read.
+    private func refuse(_ error: APIError) {
+        phase = .refused
+        keepAlive = false
+        body.clear()
+        respond(error: error)
+    }
+
+    // MARK: dispatch
+
+    private func dispatch() {
+        guard let head else { return }
+        let target = RequestTarget(head.uri)
+        switch route {
+        case .inference(let kind): routeInference(kind, head: head)
+        case .proxyToAnyWorker: proxyToAnyWorker(head: head, path: target.path)
+        case .health: respond(.ok, json: #"{"status":"ok"}"#)
+        case .readiness: readiness()
+        case .models: respond(.ok, json: ControlAPI.models(state.registry))
+        case .getLoads: fanOut(method: .GET, path: "/get_load") { ControlAPI.loads($0) }
+        case .flushCache: fanOut(method: .POST, path: "/flush_cache") { ControlAPI.flushed($0) }
+        case .corsPreflight:
+            respond(.noContent, body: "", contentType: nil, extra: state.cors.preflightHeaders(head.headers))
+        case .methodNotAllowed: respond(error: .methodNotAllowed(head.method, String(target.path)))
+        case .notFound: respond(error: .routeNotFound(head.method, String(target.path)))
+        case .listWorkers, .addWorker, .getWorker, .deleteWorker, .legacyAddWorker, .legacyRemoveWorker, .legacyListWorkers:
+            let answer = ControlAPI.workers(route, target: target, body: body, state: state)
+            var extra = HTTPHeaders()
+            if let location = answer.location { extra.add(name: "location", value: location) }
+            if let error = answer.error { respond(error: error) } else { respond(answer.status, json: answer.body, extra: extra) }
+        }
+    }
+
+    private func readiness() {
+        let workers = state.registry.all
+        let healthy = workers.filter(\.isAvailable).count
+        if state.isDraining {
+            respond(.serviceUnavailable, json: #"{"status":"not_ready","reason":"shutting_down","healthy_workers":\#(healthy),"total_workers":\#(workers.count)}"#)
+        } else if healthy == 0 {
+            respond(.serviceUnavailable, json: #"{"status":"not_ready","reason":"no_healthy_workers","healthy_workers":0,"total_workers":\#(workers.count)}"#)
+        } else {
+            respond(.ok, json: #"{"status":"ready","healthy_workers":\#(healthy),"total_workers":\#(workers.count)}"#)
+        }
+    }
+
+    private func routeInference(_ kind: Route.Inference, head: HTTPRequestHead) {
+        endpoint = kind.endpoint
+        // Validate the JSON and read the few fields routing needs.
+        var model: String?
+        var stream = false
+        let failure: JSONScanner.Failure? = body.withUnsafeReadableBytes { bytes -> JSONScanner.Failure? in
+            do throws(JSONScanner.Failure) {
+                for m in try JSONScanner.scanObject(bytes) {
+                    if m.keyEquals("model", in: bytes) { model = m.stringValue(in: bytes) }
+                    else if m.keyEquals("stream", in: bytes) { stream = m.boolValue(in: bytes) ?? false }
+                }
+                return nil
+            } catch let failure {
+                return failure
+            }
+        }
+        if let failure {
+            state.metrics.routerError(endpoint: endpoint, code: "invalid_json")
+            respond(error: .invalidJSON(failure.description))
+            return
+        }
+        if model?.isEmpty == true { model = nil }
+        switch state.registry.select(model: model, request: RoutingRequest(), using: &rng) {
+        case .unknownModel:
+            state.metrics.routerError(endpoint: endpoint, code: "model_not_found")
+            respond(error: .modelNotFound(model ?? ""))
+        case .noneAvailable:
+            state.metrics.routerError(endpoint: endpoint, code: "no_available_workers")
+            respond(error: .noWorkers(model))
+        case .worker(let w):
+            state.metrics.routed(model: model ?? "default", endpoint: endpoint, streaming: stream, worker: w.url.canonical)
+            proxy(to: w, head: head, body: body)
+        }
+    }
+
+    private func proxyToAnyWorker(head: HTTPRequestHead, path: Substring) {
+        endpoint = String(path.dropFirst())
+        switch state.registry.select(model: nil, request: RoutingRequest(), using: &rng) {
+        case .worker(let w): proxy(to: w, head: head, body: ByteBuffer())
+        default: respond(error: .noWorkers(nil))
+        }
+    }
+
+    // MARK: proxying
+
+    private static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
+
+    private func proxy(to w: Worker, head: HTTPRequestHead, body: ByteBuffer) {
+        worker = w
+        w.requestStarted()
+        responseStarted = false
+        retriedStaleConnection = false
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 3)
+        for (name, value) in head.headers where !Self.hopByHop.contains(name.lowercased()) && name.lowercased() != "x-request-id" {
+            headers.add(name: name, value: value)
+        }
+        headers.add(name: "host", value: w.url.hostHeader)
+        headers.add(name: "content-length", value: String(body.readableBytes))
+        headers.add(name: "x-request-id", value: requestID)
+        upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+        upstreamBody = body
+        let gen = generation
+        timeout = pool.loop.assumeIsolated().scheduleTask(in: .seconds(Int64(state.config.requestTimeoutSecs))) { [weak self] in
+            guard let self, self.generation == gen else { return }
+            self.upstreamTimedOut()
+        }
+        sendUpstream()
+    }
+
+    private func sendUpstream() {
+        guard let w = worker else { return }
+        let gen = generation
+        pool.acquire(w.url) { [weak self] result in
+            guard let self, self.generation == gen, self.worker != nil, self.context != nil else {
+                if case .success(let c) = result { c.channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .failure(let error):
+                self.failExchange(.upstreamFailed(String(describing: error)))
+            case .success(let c):
+                self.upstream = c
+                c.handler.delegate = self
+                guard let head = self.upstreamHead else { return }
+                c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+                if self.upstreamBody.readableBytes > 0 {
+                    c.channel.write(HTTPClientRequestPart.body(.byteBuffer(self.upstreamBody)), promise: nil)
+                }
+                c.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            }
+        }
+    }
+
+    func upstreamHead(_ response: HTTPResponseHead) {
+        guard let context else { return }
+        responseStarted = true
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(response.headers.count + 4)
+        for (name, value) in response.headers {
+            let lower = name.lowercased()
+            if lower == "content-length" || !Self.hopByHop.contains(lower) { headers.add(name: name, value: value) }
+        }
+        decorate(&headers)
+        let out = HTTPResponseHead(version: head?.version ?? .http1_1, status: response.status, headers: headers)
+        status = Int(response.status.code)
+        context.write(wrapOutboundOut(.head(out)), promise: nil)
+    }
+
+    func upstreamBody(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamEnd(reusable: Bool) {
+        guard let c = upstream else { return }
+        upstream = nil
+        if reusable { pool.release(c) } else { c.channel.close(promise: nil) }
+        endExchange()
+        finishResponse()
+    }
+
+    func upstreamFailed(_ error: any Error) {
+        let wasReused = upstream?.handler.reused ?? false
+        upstream = nil
+        if !responseStarted, wasReused, !retriedStaleConnection, case UpstreamError.closedBeforeResponse = error {
+            // A keep-alive connection the worker had already closed: the request never reached
+            // it, so sending it again on a fresh connection is safe.
+            retriedStaleConnection = true
+            sendUpstream()
+            return
+        }
+        if responseStarted {
+            // Part of the answer is out; the only honest signal left is closing the connection.
+            endExchange()
+            keepAlive = false
+            status = 502
+            context?.close(promise: nil)
+        } else {
+            failExchange(.upstreamFailed(String(describing: error)))
+        }
+    }
+
+    private func upstreamTimedOut() {
+        if let c = upstream {
+            c.handler.delegate = nil
+            c.channel.close(promise: nil)
+            upstream = nil
+        }
+        if responseStarted {
+            endExchange()
+            keepAlive = false
+            status = 504
+            context?.close(promise: nil)
+        } else {
+            failExchange(.upstreamTimeout(state.config.requestTimeoutSecs))
+        }
+    }
+
+    private func failExchange(_ error: APIError) {
+        endExchange()
+        state.metrics.routerError(endpoint: endpoint, code: error.code)
+        respond(error: error)
+    }
+
+    /// Ends the worker side of the exchange exactly once.
+    private func endExchange() {
+        timeout?.cancel()
+        timeout = nil
+        worker?.requestFinished()
+        worker = nil
+        upstreamHead = nil
+        upstreamBody = ByteBuffer()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // The client went away: an abandoned generation costs GPU time, so drop the worker's
+        // connection at once instead of reading the rest of the answer.
+        if let c = upstream {
+            c.handler.delegate = nil
+            c.channel.close(promise: nil)
+            upstream = nil
+        }
+        if worker != nil { endExchange() }
+        if phase != .idle {
+            status = 499  // client closed request (nginx's convention)
+            completeRequest()
+        }
+        context.fireChannelInactive()
+    }
+
+    // MARK: control-path fan-out
+
+    private func fanOut(method: HTTPMethod, path: String, render: @escaping ([(Worker, UpstreamFetch.Response?)]) -> (HTTPResponseStatus, String)) {
+        let workers = state.registry.all
+        guard !workers.isEmpty else {
+            let (status, json) = render([])
+            respond(status, json: json)
+            return
+        }
+        var results: [(Worker, UpstreamFetch.Response?)] = []
+        let gen = generation
+        let timeout = TimeAmount.seconds(Int64(min(state.config.requestTimeoutSecs, 30)))
+        for w in workers {
+            UpstreamFetch.run(pool: pool, url: w.url, method: method, path: path, timeout: timeout) { [weak self] result in
+                results.append((w, try? result.get()))
+                guard results.count == workers.count, let self, self.generation == gen else { return }
+                let (status, json) = render(results)
+                self.respond(status, json: json)
+            }
+        }
+    }
+
+    // MARK: writing responses
+
+    private var status = 200
+
+    private func decorate(_ headers: inout HTTPHeaders) {
+        headers.add(name: "x-request-id", value: requestID)
+        state.cors.decorate(&headers, origin: head?.headers.first(name: "origin"))
+        if state.isDraining { keepAlive = false }
+        if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+    }
+
+    private func respond(error: APIError) {
+        var extra = HTTPHeaders()
+        extra.add(name: "x-smg-error-code", value: error.code)
+        respond(error.status, json: error.body, extra: extra)
+    }
+
+    private func respond(_ status: HTTPResponseStatus, json: String, extra: HTTPHeaders = HTTPHeaders()) {
+        respond(status, body: json, contentType: "application/json", extra: extra)
+    }
+
+    private func respond(_ status: HTTPResponseStatus, body: String, contentType: String?, extra: HTTPHeaders) {
+        guard let context else { return }
+        var headers = extra
+        if let contentType { headers.add(name: "content-type", value: contentType) }
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        decorate(&headers)
+        self.status = Int(status.code)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head?.version ?? .http1_1, status: status, headers: headers))), promise: nil)
+        if !body.isEmpty { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil) }
+        finishResponse()
+    }
+
+    private func finishResponse() {
+        guard let context else { return }
+        let close = !keepAlive
+        let gen = generation
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [weak self] _ in
+            if let self, self.generation == gen, self.phase != .idle { self.completeRequest() }
+            if close { context.close(promise: nil) }
+        }
+    }
+
+    /// Records the finished request once: metrics and the in-flight count shutdown waits on.
+    private func completeRequest() {
+        guard phase != .idle else { return }
+        phase = .idle
+        let seconds = Double(NIODeadline.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        state.metrics.httpRequest(method: head?.method.rawValue ?? "GET", path: route.metricPath, status: status, seconds: seconds)
+        state.requestEnded()
+        head = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

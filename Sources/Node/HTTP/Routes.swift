@@ -1,0 +1,137 @@
+import NIOHTTP1
+
+/// The router's HTTP surface (compat.md). A route is resolved from the request head alone, so
+/// limits and errors can be decided before any body byte is read.
+enum Route: Equatable, Sendable {
+    enum Inference: String, Sendable {
+        case generate, chat, completions, embeddings, rerank, classify
+        /// The endpoint label used in metrics.
+        var endpoint: String {
+            switch self {
+            case .generate: return "generate"
+            case .chat: return "chat_completions"
+            case .completions: return "completions"
+            case .embeddings: return "embeddings"
+            case .rerank: return "rerank"
+            case .classify: return "classify"
+            }
+        }
+    }
+    case inference(Inference)
+    /// GETs answered by any healthy worker: `/get_model_info`, `/get_server_info`, `/health_generate`.
+    case proxyToAnyWorker
+    case models, health, readiness, getLoads, flushCache
+    case listWorkers, addWorker, getWorker(String), deleteWorker(String)
+    case legacyAddWorker, legacyRemoveWorker, legacyListWorkers
+    case corsPreflight
+    case methodNotAllowed
+    case notFound
+
+    /// A bounded label for metrics: the route template, never the raw path.
+    var metricPath: String {
+        switch self {
+        case .inference(let i):
+            switch i {
+            case .generate: return "/generate"
+            case .chat: return "/v1/chat/completions"
+            case .completions: return "/v1/completions"
+            case .embeddings: return "/v1/embeddings"
+            case .rerank: return "/v1/rerank"
+            case .classify: return "/v1/classify"
+            }
+        case .proxyToAnyWorker: return "/proxy"
+        case .models: return "/v1/models"
+        case .health: return "/health"
+        case .readiness: return "/readiness"
+        case .getLoads: return "/get_loads"
+        case .flushCache: return "/flush_cache"
+        case .listWorkers, .addWorker: return "/workers"
+        case .getWorker, .deleteWorker: return "/workers/{id}"
+        case .legacyAddWorker: return "/add_worker"
+        case .legacyRemoveWorker: return "/remove_worker"
+        case .legacyListWorkers: return "/list_workers"
+        case .corsPreflight: return "preflight"
+        case .methodNotAllowed, .notFound: return "other"
+        }
+    }
+
+    static func resolve(_ method: HTTPMethod, _ path: Substring) -> Route {
+        if method == .OPTIONS { return .corsPreflight }
+        func only(_ m: HTTPMethod, _ r: Route) -> Route { method == m ? r : .methodNotAllowed }
+        switch path {
+        case "/generate": return only(.POST, .inference(.generate))
+        case "/v1/chat/completions": return only(.POST, .inference(.chat))
+        case "/v1/completions": return only(.POST, .inference(.completions))
+        case "/v1/embeddings": return only(.POST, .inference(.embeddings))
+        case "/v1/rerank", "/rerank": return only(.POST, .inference(.rerank))
+        case "/v1/classify": return only(.POST, .inference(.classify))
+        case "/v1/models": return only(.GET, .models)
+        case "/health", "/liveness": return only(.GET, .health)
+        case "/readiness": return only(.GET, .readiness)
+        case "/health_generate", "/get_model_info", "/get_server_info": return only(.GET, .proxyToAnyWorker)
+        case "/get_loads": return only(.GET, .getLoads)
+        case "/flush_cache": return only(.POST, .flushCache)
+        case "/workers":
+            switch method {
+            case .GET: return .listWorkers
+            case .POST: return .addWorker
+            default: return .methodNotAllowed
+            }
+        case "/add_worker": return only(.POST, .legacyAddWorker)
+        case "/remove_worker": return only(.POST, .legacyRemoveWorker)
+        case "/list_workers": return only(.GET, .legacyListWorkers)
+        default:
+            if path.hasPrefix("/workers/") {
+                let id = String(path.dropFirst("/workers/".count))
+                guard !id.isEmpty, !id.contains("/") else { return .notFound }
+                switch method {
+                case .GET: return .getWorker(id)
+                case .DELETE: return .deleteWorker(id)
+                default: return .methodNotAllowed
+                }
+            }
+            return .notFound
+        }
+    }
+}
+
+/// Splits a request URI into its path and query parameters (percent-decoded).
+struct RequestTarget {
+    let path: Substring
+    let query: Substring?
+
+    init(_ uri: String) {
+        if let q = uri.firstIndex(of: "?") {
+            path = uri[..<q]
+            query = uri[uri.index(after: q)...]
+        } else {
+            path = Substring(uri)
+            query = nil
+        }
+    }
+
+    func parameter(_ name: String) -> String? {
+        guard let query else { return nil }
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1)
+            if kv.first.map(String.init) == name { return kv.count > 1 ? Self.percentDecode(kv[1]) : "" }
+        }
+        return nil
+    }
+
+    static func percentDecode(_ s: Substring) -> String {
+        var out: [UInt8] = []
+        let u = Array(s.utf8)
+        var k = 0
+        while k < u.count {
+            if u[k] == UInt8(ascii: "%"), k + 2 < u.count, let v = UInt8(String(decoding: u[(k + 1)...(k + 2)], as: UTF8.self), radix: 16) {
+                out.append(v)
+                k += 3
+            } else {
+                out.append(u[k] == UInt8(ascii: "+") ? UInt8(ascii: " ") : u[k])
+                k += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

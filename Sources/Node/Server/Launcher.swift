@@ -1,0 +1,64 @@
+import Foundation
+import Logging
+
+/// What `smg` does with its command line: parse, validate, start, wait for a signal, drain.
+/// Kept in the library so the executable stays a few lines and tests can reach the pieces.
+public enum Launcher {
+    public static let version = "0.1.0"
+
+    public enum Command {
+        case help, version
+        case run(arguments: [String])
+        case demo(arguments: [String])
+    }
+
+    public static func command(_ args: [String]) -> Command {
+        var rest = args
+        if rest.first == "launch" { rest.removeFirst() }
+        if rest.contains("--help") || rest.contains("-h") || rest.first == "help" { return .help }
+        if rest.first == "--version" || rest.first == "version" { return .version }
+        if rest.first == "demo" { return .demo(arguments: Array(rest.dropFirst())) }
+        return .run(arguments: rest)
+    }
+
+    /// One line per event to stderr, at `--log-level`.
+    public static func makeLogger(level: String) -> Logger {
+        var logger = Logger(label: "smg") { label in StreamLogHandler.standardError(label: label) }
+        switch level {
+        case "trace": logger.logLevel = .trace
+        case "debug": logger.logLevel = .debug
+        case "warn", "warning": logger.logLevel = .warning
+        case "error": logger.logLevel = .error
+        default: logger.logLevel = .info
+        }
+        return logger
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains and returns.
+    public static func serve(_ node: RouterNode) async {
+        let (signals, continuation) = AsyncStream<Int32>.makeStream()
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { continuation.yield(sig) }
+            source.resume()
+            sources.append(source)
+        }
+        for await sig in signals {
+            node.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
+            break
+        }
+        withExtendedLifetime(sources) {}
+        await node.shutdown()
+    }
+
+    /// The line tests and scripts wait for: where the router listens.
+    public static func readyLine(_ node: RouterNode, host: String) -> String {
+        let shown = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
+        return "smg ready: api=http://\(shown):\(node.apiPort) metrics=http://\(shown):\(node.metricsPort)/metrics workers=\(node.state.registry.all.count) policy=\(node.state.config.policy.rawValue)"
+    }
+
+    public static func printOut(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+    public static func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+}

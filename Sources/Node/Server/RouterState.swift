@@ -1,0 +1,34 @@
+import Logging
+import NIOCore
+import Synchronization
+
+/// Everything the request handlers of one router node share. Immutable configuration plus
+/// atomics and lock-protected registries: safe to read from any event loop.
+public final class RouterState: Sendable {
+    public let config: RouterConfig
+    public let registry: WorkerRegistry
+    public let metrics: RouterMetrics
+    let logger: Logger
+    let pools: UpstreamPools
+    let requestIDs: RequestIDSource
+    let cors: CORSPolicy
+    private let _draining = Atomic<Bool>(false)
+    /// Requests received and not yet answered in full, on every route.
+    private let _inFlight = Atomic<Int>(0)
+
+    init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools) {
+        self.config = config
+        self.registry = registry
+        self.metrics = metrics
+        self.logger = logger
+        self.pools = pools
+        self.requestIDs = RequestIDSource(headers: config.requestIDHeaders)
+        self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
+    }
+
+    public var isDraining: Bool { _draining.load(ordering: .relaxed) }
+    func startDraining() { _draining.store(true, ordering: .relaxed) }
+    public var inFlight: Int { _inFlight.load(ordering: .relaxed) }
+    func requestBegan() { _inFlight.add(1, ordering: .relaxed); metrics.requestStarted() }
+    func requestEnded() { _inFlight.subtract(1, ordering: .relaxed); metrics.requestEnded() }
+}

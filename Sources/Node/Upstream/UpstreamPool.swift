@@ -1,0 +1,140 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A keep-alive connection to one worker, owned by one event loop's pool.
+final class PooledConnection {
+    let channel: any Channel
+    let handler: UpstreamHandler
+    let url: WorkerURL
+    init(channel: any Channel, handler: UpstreamHandler, url: WorkerURL) {
+        self.channel = channel
+        self.handler = handler
+        self.url = url
+    }
+}
+
+/// Upstream connections of one event loop, keyed by worker. Every channel in it lives on the
+/// same loop as the client connections that use it, so there are no locks and no thread hops
+/// between the client socket and the worker socket.
+final class UpstreamPool {
+    let loop: any EventLoop
+    private let metrics: RouterMetrics
+    private var idle: [WorkerURL: [PooledConnection]] = [:]
+    /// Idle connections kept per worker; extra ones are closed when released.
+    let maxIdlePerWorker: Int
+    private let connectTimeout: TimeAmount
+
+    init(loop: any EventLoop, metrics: RouterMetrics, maxIdlePerWorker: Int = 128, connectTimeout: TimeAmount = .seconds(10)) {
+        self.loop = loop
+        self.metrics = metrics
+        self.maxIdlePerWorker = maxIdlePerWorker
+        self.connectTimeout = connectTimeout
+    }
+
+    /// Idle connections right now (for tests and status).
+    var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
+
+    /// Hands out an idle connection to `url` or opens a new one. Calls back on this loop.
+    func acquire(_ url: WorkerURL, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
+        loop.preconditionInEventLoop()
+        while var list = idle[url], let c = list.popLast() {
+            idle[url] = list.isEmpty ? nil : list
+            if c.channel.isActive { done(.success(c)); return }
+        }
+        metrics.upstreamConnectionOpened()
+        let connect = ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                }
+            }
+            .connect(host: url.host, port: url.port)
+        connect.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                do {
+                    let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+                    done(.success(PooledConnection(channel: channel, handler: handler, url: url)))
+                } catch {
+                    channel.close(promise: nil)
+                    done(.failure(error))
+                }
+            case .failure(let error):
+                done(.failure(error))
+            }
+        }
+    }
+
+    /// Returns a connection after a complete exchange; it is closed if the pool is full.
+    func release(_ c: PooledConnection) {
+        loop.preconditionInEventLoop()
+        guard c.channel.isActive, idle[c.url, default: []].count < maxIdlePerWorker else {
+            c.channel.close(promise: nil)
+            return
+        }
+        c.handler.delegate = nil
+        c.handler.onClose = { [weak self, weak c] in
+            guard let self, let c else { return }
+            self.idle[c.url]?.removeAll { $0 === c }
+        }
+        idle[c.url, default: []].append(c)
+    }
+
+    /// Closes every idle connection (shutdown, or a worker removed).
+    func closeIdle(to url: WorkerURL? = nil) {
+        let victims: [PooledConnection]
+        if let url {
+            victims = idle.removeValue(forKey: url) ?? []
+        } else {
+            victims = idle.values.flatMap { $0 }
+            idle.removeAll()
+        }
+        for c in victims { c.channel.close(promise: nil) }
+    }
+}
+
+/// A pool that may be passed between threads but only used on its own loop (NIOLoopBound
+/// would demand being on that loop already when the pools are created at start-up).
+struct LoopOwnedPool: @unchecked Sendable {
+    private let pool: UpstreamPool
+    let eventLoop: any EventLoop
+    init(_ pool: UpstreamPool) {
+        self.pool = pool
+        self.eventLoop = pool.loop
+    }
+    var value: UpstreamPool {
+        eventLoop.preconditionInEventLoop()
+        return pool
+    }
+}
+
+/// One pool per event loop, found from the loop a client connection runs on.
+final class UpstreamPools: Sendable {
+    private let pools: [ObjectIdentifier: LoopOwnedPool]
+
+    init(group: any EventLoopGroup, metrics: RouterMetrics) {
+        var p: [ObjectIdentifier: LoopOwnedPool] = [:]
+        for loop in group.makeIterator() {
+            p[ObjectIdentifier(loop)] = LoopOwnedPool(UpstreamPool(loop: loop, metrics: metrics))
+        }
+        pools = p
+    }
+
+    /// The pool of `loop`; must be called on that loop.
+    func pool(for loop: any EventLoop) -> UpstreamPool {
+        guard let p = pools[ObjectIdentifier(loop)] else { preconditionFailure("no upstream pool for this event loop") }
+        return p.value
+    }
+
+    var loops: [any EventLoop] { pools.values.map(\.eventLoop) }
+
+    func closeAllIdle() {
+        for bound in pools.values {
+            bound.eventLoop.execute { bound.value.closeIdle() }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The control routes: worker management (`/workers…` and the legacy `/add_worker` forms),
+/// `/v1/models`, `/get_loads` and `/flush_cache` answers. Rare calls, so plain Foundation JSON.
+enum ControlAPI {
+    struct Answer {
+        var status: HTTPResponseStatus = .ok
+        var body = ""
+        var location: String?
+        var error: APIError?
+    }
+
+    static func json(_ object: Any) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func describe(_ w: Worker) -> [String: Any] {
+        [
+            "id": w.id, "url": w.url.canonical, "model_id": w.modelID ?? NSNull(), "worker_type": w.workerType,
+            "is_healthy": w.isHealthy, "is_draining": w.isDraining, "load": w.inFlight, "labels": w.labels,
+        ]
+    }
+
+    static func models(_ registry: WorkerRegistry) -> String {
+        json(["object": "list", "data": registry.models.map { ["id": $0, "object": "model", "created": 0, "owned_by": "smg"] as [String: Any] }])
+    }
+
+    static func loads(_ results: [(Worker, UpstreamFetch.Response?)]) -> (HTTPResponseStatus, String) {
+        let rows: [[String: Any]] = results.map { w, r in
+            var load: Any = -1
+            if let r, r.status == .ok, let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any] {
+                load = obj["load"] ?? obj["num_reqs"] ?? -1
+            }
+            return ["worker": w.url.canonical, "load": load]
+        }
+        return (.ok, json(["workers": rows]))
+    }
+
+    static func flushed(_ results: [(Worker, UpstreamFetch.Response?)]) -> (HTTPResponseStatus, String) {
+        let failed = results.filter { $0.1?.status != .ok }.map { $0.0.url.canonical }
+        let ok = results.count - failed.count
+        let status: HTTPResponseStatus = failed.isEmpty ? .ok : (ok == 0 && !results.isEmpty ? .badGateway : .partialContent)
+        return (status, json(["status": failed.isEmpty ? "ok" : "partial", "flushed": ok, "failed_workers": failed]))
+    }
+
+    static func workers(_ route: Route, target: RequestTarget, body: ByteBuffer, state: RouterState) -> Answer {
+        let registry = state.registry
+        switch route {
+        case .listWorkers:
+            let all = registry.all
+            return Answer(body: json(["workers": all.map(describe), "total": all.count,
+                                      "stats": ["healthy": all.filter(\.isAvailable).count, "total_load": all.reduce(0) { $0 + $1.inFlight }]]))
+        case .legacyListWorkers:
+            return Answer(body: json(["urls": registry.all.map(\.url.canonical)]))
+        case .getWorker(let id):
+            guard let w = registry.worker(id: id) else { return Answer(error: workerNotFound(id)) }
+            return Answer(body: json(describe(w)))
+        case .addWorker:
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
+                return Answer(error: .badRequest("invalid_json", "POST /workers expects a JSON object like {\"url\": \"http://host:port\"}"))
+            }
+            guard let raw = obj["url"] as? String else { return Answer(error: .badRequest("missing_url", "POST /workers: 'url' is required")) }
+            let model = (obj["model_id"] as? String) ?? (obj["model"] as? String)
+            let labels = (obj["labels"] as? [String: String]) ?? [:]
+            return add(raw, model: model, labels: labels, state: state, legacy: false)
+        case .legacyAddWorker:
+            guard let raw = target.parameter("url"), !raw.isEmpty else { return Answer(error: .badRequest("missing_url", "add_worker needs ?url=http://host:port")) }
+            return add(raw, model: nil, labels: [:], state: state, legacy: true)
+        case .deleteWorker(let id):
+            guard let w = registry.remove(id: id) else { return Answer(error: workerNotFound(id)) }
+            removed(w, state: state)
+            return Answer(status: .accepted, body: json(["id": w.id, "url": w.url.canonical, "status": "removed", "message": "worker removed from routing; its in-flight requests finish"]))
+        case .legacyRemoveWorker:
+            guard let raw = target.parameter("url"), let url = try? WorkerURL(parsing: raw) else {
+                return Answer(error: .badRequest("missing_url", "remove_worker needs ?url=http://host:port"))
+            }
+            guard let w = registry.worker(url: url.canonical), registry.remove(id: w.id) != nil else { return Answer(error: workerNotFound(url.canonical)) }
+            removed(w, state: state)
+            return Answer(body: json(["status": "ok", "message": "Successfully removed worker: \(url.canonical)", "id": w.id]))
+        default:
+            return Answer(error: .routeNotFound(.GET, "/workers"))
+        }
+    }
+
+    private static func add(_ raw: String, model: String?, labels: [String: String], state: RouterState, legacy: Bool) -> Answer {
+        let url: WorkerURL
+        do { url = try WorkerURL(parsing: raw) } catch { return Answer(error: .badRequest("invalid_url", error.message)) }
+        do {
+            let w = try state.registry.add(url: url, modelID: model, labels: labels)
+            state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
+            if model == nil { ModelDiscovery.start(for: w, state: state) }
+            if legacy { return Answer(body: json(["status": "ok", "message": "Successfully added worker: \(url.canonical)", "id": w.id])) }
+            return Answer(status: .accepted, body: json(["id": w.id, "url": url.canonical, "status": "accepted", "message": "worker added"]), location: "/workers/\(w.id)")
+        } catch {
+            guard case .duplicate(let existing) = error else { return Answer(error: .badRequest("invalid_worker", "\(error)")) }
+            return Answer(error: APIError(.conflict, type: "invalid_request_error", code: "worker_exists", "worker \(url.canonical) is already registered as \(existing)"))
+        }
+    }
+
+    private static func removed(_ w: Worker, state: RouterState) {
+        state.logger.info("worker removed", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "in_flight": "\(w.inFlight)"])
+        for loop in state.pools.loops {
+            let pools = state.pools
+            loop.execute { pools.pool(for: loop).closeIdle(to: w.url) }
+        }
+    }
+
+    static func workerNotFound(_ id: String) -> APIError {
+        APIError(.notFound, type: "not_found_error", code: "worker_not_found", "no worker \(id)")
+    }
+}
+
+/// Learns a new worker's model from its `/v1/models`, retrying with backoff while the worker
+/// is still registered (it may not be up yet).
+enum ModelDiscovery {
+    static func start(for worker: Worker, state: RouterState, attempt: Int = 0) {
+        guard let loop = state.pools.loops.first else { return }
+        let pools = state.pools
+        loop.execute {
+            UpstreamFetch.run(pool: pools.pool(for: loop), url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { result in
+                if case .success(let r) = result, r.status == .ok,
+                   let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any],
+                   let first = (obj["data"] as? [[String: Any]])?.first, let id = first["id"] as? String {
+                    worker.setModelID(id)
+                    state.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])
+                    return
+                }
+                guard state.registry.worker(id: worker.id) === worker, !state.isDraining else { return }
+                let delay = min(30, 1 << min(attempt, 5))
+                if attempt == 3 {
+                    state.logger.warning("worker model not known yet; still asking its /v1/models", metadata: ["worker": "\(worker.url.canonical)"])
+                }
+                loop.scheduleTask(in: .seconds(Int64(delay))) { start(for: worker, state: state, attempt: attempt + 1) }
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import Policies
+import Synchronization
+
+/// The router's one list of workers, shared by `--worker-urls`, the worker APIs and (later)
+/// the mesh bridge, together with one routing-policy value per model.
+///
+/// Reads on the hot path take a short lock to copy an immutable array of references; every
+/// change replaces the array, so a request routes on a consistent snapshot.
+public final class WorkerRegistry: Sendable {
+    public enum Selection {
+        case worker(Worker)
+        case unknownModel
+        case noneAvailable
+    }
+
+    public enum AddError: Error, Equatable {
+        case duplicate(existingID: String)
+    }
+
+    private let workers = Mutex<[Worker]>([])
+    private let policies: Mutex<[String: any LoadBalancingPolicy]> = Mutex([:])
+    public let policyName: PolicyName
+
+    public init(policy: PolicyName) {
+        self.policyName = policy
+    }
+
+    public var all: [Worker] { workers.withLock { $0 } }
+
+    public func worker(id: String) -> Worker? { all.first { $0.id == id } }
+    public func worker(url: String) -> Worker? { all.first { $0.url.canonical == url } }
+
+    /// A stable id derived from the canonical URL, so every router names a worker the same way.
+    static func id(for url: WorkerURL) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in url.canonical.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        let hex = String(h, radix: 16)
+        return "w" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    @discardableResult
+    public func add(url: WorkerURL, modelID: String?, labels: [String: String] = [:]) throws(AddError) -> Worker {
+        let worker = Worker(id: Self.id(for: url), url: url, modelID: modelID, labels: labels)
+        let duplicate: Worker? = workers.withLock { list in
+            if let existing = list.first(where: { $0.url == url }) { return existing }
+            list.append(worker)
+            return nil
+        }
+        if let duplicate { throw .duplicate(existingID: duplicate.id) }
+        return worker
+    }
+
+    /// Removes the worker from routing at once; requests already sent to it finish.
+    @discardableResult
+    public func remove(id: String) -> Worker? {
+        let removed: Worker? = workers.withLock { list in
+            guard let i = list.firstIndex(where: { $0.id == id }) else { return nil }
+            return list.remove(at: i)
+        }
+        removed?.markDraining()
+        return removed
+    }
+
+    /// The distinct models served, in the order workers were added.
+    public var models: [String] {
+        var seen = Set<String>()
+        return all.compactMap(\.modelID).filter { seen.insert($0).inserted }
+    }
+
+    /// Chooses a worker for a request naming `model` (nil: any worker).
+    ///
+    /// A worker whose model is not known yet (its `/v1/models` has not answered) may serve any
+    /// model, so a new worker is usable before discovery finishes.
+    public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, using rng: inout R) -> Selection {
+        let snapshot = all
+        let chosen = snapshot.filter { w in
+            guard let model else { return true }
+            let m = w.modelID
+            return m == model || m == nil
+        }
+        guard !chosen.isEmpty else { return snapshot.isEmpty ? .noneAvailable : .unknownModel }
+        let candidates = chosen.map { WorkerCandidate(id: $0.id, url: $0.url.canonical, isAvailable: $0.isAvailable, inFlight: $0.inFlight) }
+        let key = model ?? ""
+        let index: Int? = policies.withLock { table in
+            var policy = table[key] ?? policyName.make() ?? RoundRobinPolicy()
+            let i = policy.select(request, from: candidates, using: &rng)
+            table[key] = policy
+            return i
+        }
+        guard let index else { return .noneAvailable }
+        return .worker(chosen[index])
+    }
+}

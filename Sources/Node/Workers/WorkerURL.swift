@@ -1,0 +1,55 @@
+/// A worker address as the router connects to it: `http://host:port`, IPv6 in brackets.
+public struct WorkerURL: Sendable, Hashable {
+    public let host: String
+    public let port: Int
+    /// Canonical spelling, used as the worker's identity in the registry.
+    public var canonical: String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
+    /// The value of the Host header sent upstream.
+    public var hostHeader: String { "\(host.contains(":") ? "[\(host)]" : host):\(port)" }
+
+    public init(parsing raw: String) throws(ConfigError) {
+        var rest = Substring(raw.trimmingCharacters(in: [" ", "\t"]))
+        if rest.hasPrefix("http://") {
+            rest = rest.dropFirst(7)
+        } else if rest.hasPrefix("https://") {
+            throw ConfigError("worker URL '\(raw)': https to workers is not built yet (security, later issue)")
+        } else if rest.hasPrefix("grpc://") {
+            throw ConfigError("worker URL '\(raw)': gRPC workers are not built yet")
+        } else if rest.contains("://") {
+            throw ConfigError("worker URL '\(raw)': expected http://host:port")
+        }
+        while rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard !rest.contains("/"), !rest.contains("?"), !rest.isEmpty else {
+            throw ConfigError("worker URL '\(raw)': expected http://host:port without a path")
+        }
+        var h: Substring
+        var p: Substring?
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { throw ConfigError("worker URL '\(raw)': unclosed [ in IPv6 address") }
+            h = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") { p = after.dropFirst() } else if !after.isEmpty { throw ConfigError("worker URL '\(raw)': junk after the address") }
+        } else if let colon = rest.lastIndex(of: ":") {
+            h = rest[..<colon]
+            p = rest[rest.index(after: colon)...]
+        } else {
+            h = rest
+        }
+        guard !h.isEmpty, h.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == ":" || $0 == "_" }) else {
+            throw ConfigError("worker URL '\(raw)': invalid host")
+        }
+        let port: Int
+        if let p {
+            guard let n = Int(p), (1...65535).contains(n) else { throw ConfigError("worker URL '\(raw)': invalid port '\(p)'") }
+            port = n
+        } else {
+            port = 80
+        }
+        self.host = String(h)
+        self.port = port
+    }
+
+    static func validate(_ raw: String, flag: String) throws(ConfigError) -> String {
+        do { return try WorkerURL(parsing: raw).canonical } catch { throw ConfigError("\(flag): \(error.message)") }
+    }
+}
