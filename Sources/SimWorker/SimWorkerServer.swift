@@ -59,6 +59,8 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Set while a response is being produced over several event-loop turns.
     private var streaming = false
     private var active = true
+    /// The `x-request-id` the router forwarded, echoed back as `x-upstream-request-id`.
+    private var forwardedRequestID: String?
 
     init(state: SimWorkerState) { self.state = state }
 
@@ -81,6 +83,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
+            forwardedRequestID = h.headers.first(name: "x-request-id")
             body.clear()
         case .body(var chunk):
             body.writeBuffer(&chunk)
@@ -174,6 +177,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         h.add(name: "content-type", value: "text/event-stream")
         h.add(name: "cache-control", value: "no-cache")
         h.add(name: "x-sim-worker", value: options.workerName)
+        if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
         let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond)) : .zero
         func emit(_ i: Int) {
@@ -211,6 +215,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         h.add(name: "content-type", value: contentType)
         h.add(name: "content-length", value: String(body.utf8.count))
         h.add(name: "x-sim-worker", value: state.options.workerName)
+        if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: h))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         end(context, head)

@@ -32,6 +32,7 @@ case .run(let arguments), .demo(let arguments):
     }
     let logger = Launcher.makeLogger(level: config.logLevel)
     if let note = config.policyFallbackNote { logger.warning("\(note)") }
+    let signals = Launcher.Signals()
     let node: RouterNode
     do {
         node = try await RouterNode.start(config: config, logger: logger)
@@ -41,6 +42,6 @@ case .run(let arguments), .demo(let arguments):
     }
     Launcher.printOut(Launcher.readyLine(node, host: config.host))
     if isDemo { Launcher.printOut(Demo.banner(port: node.apiPort)) }
-    await Launcher.serve(node)
+    await Launcher.serve(node, until: signals)
     exit(0)
 }

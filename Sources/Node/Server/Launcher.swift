@@ -34,22 +34,33 @@ public enum Launcher {
         return logger
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains and returns.
-    public static func serve(_ node: RouterNode) async {
-        let (signals, continuation) = AsyncStream<Int32>.makeStream()
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { continuation.yield(sig) }
-            source.resume()
-            sources.append(source)
+    /// SIGTERM and SIGINT as a stream. Install before announcing readiness, so a signal sent
+    /// right after the ready line drains instead of killing the process.
+    public final class Signals: @unchecked Sendable {
+        public let stream: AsyncStream<Int32>
+        private let sources: [any DispatchSourceSignal]
+
+        public init() {
+            let (stream, continuation) = AsyncStream<Int32>.makeStream()
+            var sources: [any DispatchSourceSignal] = []
+            for sig in [SIGTERM, SIGINT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { continuation.yield(sig) }
+                source.resume()
+                sources.append(source)
+            }
+            self.stream = stream
+            self.sources = sources
         }
-        for await sig in signals {
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains and returns.
+    public static func serve(_ node: RouterNode, until signals: Signals) async {
+        for await sig in signals.stream {
             node.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
             break
         }
-        withExtendedLifetime(sources) {}
         await node.shutdown()
     }
 

@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+/// What bad requests and missing workers get: JSON errors in the compat.md shape, never a crash.
+@Suite(.serialized) struct ErrorTests {
+    @Test func oversizedBodiesGet413BeforeTheyAreRead() async throws {
+        let w = try await SimWorkerProcess(name: "a")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-payload-size", "1000"])
+
+        // Announced by Content-Length: refused from the head alone; we never send the body.
+        let c = try HTTPConnection(port: smg.port)
+        try c.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50000000\r\n\r\n")
+        let r = try c.readResponse()
+        #expect(r.status == 413)
+        #expect(r.errorCode == "payload_too_large")
+        #expect(r.header("x-smg-error-code") == "payload_too_large")
+
+        // Chunked, with no length up front: refused once the limit is crossed.
+        let d = try HTTPConnection(port: smg.port)
+        try d.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        let chunk = String(repeating: "a", count: 600)
+        try d.send("258\r\n\(chunk)\r\n258\r\n\(chunk)\r\n")
+        #expect(try d.readResponse().status == 413)
+
+        // Under the limit still works.
+        #expect(try smg.chat("small", model: "sim-model").status == 200)
+        #expect(try w.stats()["requests"] == 1, "the refused bodies never reached the worker")
+    }
+
+    @Test func malformedJSONGets400() async throws {
+        let w = try await SimWorkerProcess(name: "a")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        for body in ["{bad", "", "[1,2]", #"{"model": "m",}"#, #"{"a":1} trailing"#, "{\"a\":\"\u{1}\"}"] {
+            let r = try smg.request("POST", "/v1/chat/completions", body: body)
+            #expect(r.status == 400, "body \(body.debugDescription)")
+            #expect(r.errorCode == "invalid_json")
+            let error = try r.json()["error"] as? [String: Any]
+            #expect(error?["type"] as? String == "invalid_request_error")
+            #expect(error?.keys.contains("param") == true)
+        }
+        // Invalid UTF-8 inside a string.
+        let bytes: [UInt8] = Array(#"{"messages":[{"role":"user","content":""#.utf8) + [0xC3, 0x28] + Array(#""}]}"#.utf8)
+        let r = try HTTPClient.request(port: smg.port, method: "POST", path: "/v1/chat/completions", body: bytes)
+        #expect(r.status == 400)
+        // Deep nesting is refused, not recursed into.
+        let deep = String(repeating: "[", count: 100_000)
+        #expect(try smg.request("POST", "/generate", body: #"{"text":\#(deep)}"#).status == 400)
+        #expect(try w.stats()["requests"] == 0)
+    }
+
+    @Test func unknownModelGets404AndNoWorkerGets503() async throws {
+        let w = try await SimWorkerProcess(name: "a")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        try await waitForModels(smg, count: 1)
+        let r = try smg.chat("x", model: "no-such-model")
+        #expect(r.status == 404)
+        #expect(r.errorCode == "model_not_found")
+
+        let empty = try await RouterProcess(["--policy", "round_robin"])
+        let e = try empty.chat("x", model: "sim-model")
+        #expect(e.status == 503)
+        #expect(e.errorCode == "no_available_workers")
+        #expect(e.header("x-smg-error-code") == "no_available_workers")
+        #expect(try empty.request("GET", "/readiness").status == 503)
+        #expect(try empty.request("GET", "/health").status == 200)
+        #expect(try empty.request("GET", "/liveness").status == 200)
+    }
+
+    @Test func unknownRoutesAndMethods() async throws {
+        let smg = try await RouterProcess(["--policy", "round_robin"])
+        let r = try smg.request("GET", "/nope")
+        #expect(r.status == 404)
+        #expect(r.errorCode == "not_found")
+        #expect(try smg.request("GET", "/v1/chat/completions").status == 405)
+    }
+
+    @Test func badInputNeverCrashesTheRouter() async throws {
+        let w = try await SimWorkerProcess(name: "a")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+
+        // A truncated body: the client promises 100 bytes, sends 10 and leaves.
+        let t = try HTTPConnection(port: smg.port)
+        try t.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"messages")
+        t.close()
+        // Garbage instead of HTTP.
+        let g = try HTTPConnection(port: smg.port)
+        try g.send("\u{0}\u{1}\u{2} not http at all\r\n\r\n")
+        _ = try? g.readResponse()
+        // A 200 KB header.
+        let h = try HTTPConnection(port: smg.port)
+        try? h.send("GET /health HTTP/1.1\r\nhost: x\r\nx-big: \(String(repeating: "b", count: 200_000))\r\n\r\n")
+        if let r = try? h.readResponse() { #expect(r.status >= 400) }
+        // A wrong content type with a JSON body is still routed by its JSON.
+        #expect(try smg.request("POST", "/v1/chat/completions", body: #"{"messages":[]}"#, headers: [("content-type", "text/plain")]).status == 200)
+        // A slow client: the request head and body dribble in byte by byte.
+        let s = try HTTPConnection(port: smg.port)
+        let request = HTTPConnection.requestBytes(method: "POST", path: "/generate", headers: [("connection", "close")], body: Array(#"{"text":"slow"}"#.utf8))
+        for b in request { try s.send([b]); try await Task.sleep(for: .milliseconds(2)) }
+        #expect(try s.readResponse().status == 200)
+
+        #expect(try smg.request("GET", "/health").status == 200)
+        #expect(smg.process.process.isRunning)
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Testing
+
+/// The router in front of simulated workers: real `smg` and `smg-sim-worker` processes on
+/// loopback, real HTTP.
+@Suite(.serialized) struct ProxyTests {
+    @Test func nonStreamingChatCompletionsAndGenerateGoThroughTheRouter() async throws {
+        let w = try await SimWorkerProcess(name: "a", ["--output-tokens", "3"])
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+
+        let chat = try smg.chat("hello there", model: "sim-model", headers: [("X-Request-Id", "req-123")])
+        #expect(chat.status == 200)
+        #expect(chat.header("x-request-id") == "req-123")
+        #expect(chat.header("x-upstream-request-id") == "req-123", "the request id is forwarded to the worker")
+        let chatJSON = try chat.json()
+        #expect(chatJSON["object"] as? String == "chat.completion")
+        let usage = chatJSON["usage"] as? [String: Any]
+        #expect(usage?["completion_tokens"] as? Int == 3)
+
+        let completion = try smg.request("POST", "/v1/completions", body: #"{"model":"sim-model","prompt":"once upon a time","max_tokens":2}"#)
+        #expect(completion.status == 200)
+        #expect(try completion.json()["object"] as? String == "text_completion")
+
+        let generate = try smg.request("POST", "/generate", body: #"{"text":"the capital of France is","sampling_params":{"max_new_tokens":4}}"#)
+        #expect(generate.status == 200)
+        let meta = try generate.json()["meta_info"] as? [String: Any]
+        #expect(meta?["completion_tokens"] as? Int == 4)
+        #expect(generate.header("x-request-id")?.hasPrefix("smg-") == true, "a request id is generated when none is sent")
+
+        for (path, body) in [("/v1/embeddings", #"{"input":["a","b"]}"#), ("/v1/rerank", #"{"query":"q","documents":["x","y"]}"#),
+                             ("/rerank", #"{"query":"q","documents":["x"]}"#), ("/v1/classify", #"{"input":"great"}"#)] {
+            #expect(try smg.request("POST", path, body: body).status == 200, "\(path)")
+        }
+        for path in ["/get_model_info", "/get_server_info", "/health_generate"] {
+            #expect(try smg.request("GET", path).status == 200, "\(path)")
+        }
+        let models = try smg.request("GET", "/v1/models").json()
+        #expect((models["data"] as? [[String: Any]])?.first?["id"] as? String == "sim-model")
+    }
+
+    @Test func streamingEventsArriveAtTheWorkersPace() async throws {
+        // One event every 200 ms: the client must see them one by one, not in a burst.
+        let w = try await SimWorkerProcess(name: "slow", ["--tokens-per-second", "5", "--output-tokens", "5"])
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let c = try HTTPConnection(port: smg.port)
+        try c.send(HTTPConnection.requestBytes(method: "POST", path: "/v1/chat/completions", headers: [],
+                                               body: Array(#"{"model":"sim-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        let (status, headers, events) = try c.readEvents()
+        #expect(status == 200)
+        #expect(headers.first { $0.0 == "content-type" }?.1 == "text/event-stream")
+        #expect(events.last?.data == "[DONE]")
+        let tokens = events.filter { $0.data.contains("\"content\"") }
+        #expect(tokens.count == 5)
+        // Consecutive token events are ~200 ms apart; buffering would collapse the gaps to ~0.
+        for (a, b) in zip(tokens, tokens.dropFirst()) {
+            let gap = b.at - a.at
+            #expect(gap > .milliseconds(120), "events were bunched: gap \(gap)")
+        }
+        #expect(tokens.last!.at - tokens.first!.at > .milliseconds(600))
+    }
+
+    @Test func streamingCompletionsAndGenerate() async throws {
+        let w = try await SimWorkerProcess(name: "s", ["--output-tokens", "4"])
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        for (path, body) in [("/v1/completions", #"{"prompt":"abc","stream":true}"#), ("/generate", #"{"text":"abc","stream":true}"#)] {
+            let c = try HTTPConnection(port: smg.port)
+            try c.send(HTTPConnection.requestBytes(method: "POST", path: path, headers: [], body: Array(body.utf8)))
+            let (status, _, events) = try c.readEvents()
+            #expect(status == 200)
+            #expect(events.count >= 5, "\(path): \(events.map(\.data))")
+            #expect(events.last?.data == "[DONE]")
+        }
+    }
+
+    @Test func roundRobinAlternatesBetweenWorkers() async throws {
+        let a = try await SimWorkerProcess(name: "a")
+        let b = try await SimWorkerProcess(name: "b")
+        let smg = try await RouterProcess(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
+        try await waitForModels(smg, count: 2)
+        let served = try (0..<6).map { _ in try smg.chat("x", model: "sim-model").header("x-sim-worker") ?? "?" }
+        #expect(served == ["a", "b", "a", "b", "a", "b"])
+    }
+
+    @Test func clientDisconnectMidStreamDropsTheUpstreamConnection() async throws {
+        let w = try await SimWorkerProcess(name: "long", ["--tokens-per-second", "10", "--output-tokens", "200"])
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let c = try HTTPConnection(port: smg.port)
+        try c.send(HTTPConnection.requestBytes(method: "POST", path: "/v1/chat/completions", headers: [],
+                                               body: Array(#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        let (_, _, events) = try c.readEvents(limit: 2)
+        #expect(events.count == 2)
+        c.close()
+        // The worker sees its stream abandoned long before the 20 s generation would end.
+        try await eventually(timeout: .seconds(5), "worker notices the abandoned stream") {
+            try w.stats()["aborted_streams"] == 1
+        }
+        try await eventually(timeout: .seconds(5), "router's in-flight gauge returns to zero") {
+            try smg.metric("smg_http_requests_active") == 0
+        }
+        #expect(try smg.metric(#"smg_http_responses_total{status="499"}"#) == 1)
+    }
+
+    @Test func requestTimeoutAnswers504() async throws {
+        let w = try await SimWorkerProcess(name: "hang", ["--hang-rate", "1"])
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--request-timeout-secs", "1"])
+        let start = ContinuousClock.now
+        let r = try smg.chat("x", model: "sim-model")
+        #expect(r.status == 504)
+        #expect(r.errorCode == "upstream_timeout")
+        #expect(r.header("x-smg-error-code") == "upstream_timeout")
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
+    @Test func upstreamConnectionsAreKeptAlive() async throws {
+        let w = try await SimWorkerProcess(name: "k")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        try await waitForModels(smg, count: 1)
+        let c = try HTTPConnection(port: smg.port)
+        for _ in 0..<50 {
+            let r = try c.request("POST", "/v1/chat/completions", body: Array(#"{"messages":[{"role":"user","content":"x"}]}"#.utf8))
+            #expect(r.status == 200)
+        }
+        // 50 requests on one client connection reuse pooled worker connections (plus one for model discovery).
+        #expect(try smg.metric("smg_worker_connections_opened_total") <= 3)
+    }
+
+    @Test func workerDroppingTheConnectionGives502() async throws {
+        let w = try await SimWorkerProcess(name: "drop", ["--drop-rate", "1"])
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let r = try smg.chat("x")
+        #expect(r.status == 502)
+        #expect(r.errorCode == "upstream_error")
+        #expect(try smg.request("GET", "/health").status == 200)
+    }
+}
+
+/// Waits until the router has learned every worker's model (discovery runs after start-up).
+func waitForModels(_ smg: RouterProcess, count: Int) async throws {
+    try await eventually(timeout: .seconds(10), "\(count) workers with a known model") {
+        let workers = try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+        return workers.filter { $0["model_id"] is String }.count == count
+    }
+}

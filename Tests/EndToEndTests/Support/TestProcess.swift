@@ -1,0 +1,170 @@
+import Foundation
+import Synchronization
+
+/// Where `swift build` put the executables under test (next to the test bundle).
+enum Binaries {
+    static let directory: URL = {
+        if let dir = ProcessInfo.processInfo.environment["SMG_BIN_DIR"] { return URL(fileURLWithPath: dir) }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        // On Linux the test bundle is itself an executable inside the build directory;
+        // elsewhere it may be nested in a .xctest bundle.
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("smg").path), dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir
+    }()
+    static var smg: URL { directory.appendingPathComponent("smg") }
+    static var simWorker: URL { directory.appendingPathComponent("smg-sim-worker") }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A child process started by a test: output captured, readiness awaited on a printed line,
+/// always killed when the test lets go of it.
+final class TestProcess: @unchecked Sendable {
+    let process = Process()
+    private let output = LockedText()
+    private let errors = LockedText()
+    let name: String
+
+    init(_ executable: URL, _ arguments: [String], name: String, environment: [String: String] = [:]) throws {
+        self.name = name
+        process.executableURL = executable
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        out.fileHandleForReading.readabilityHandler = { [output] h in
+            let d = h.availableData
+            if !d.isEmpty { output.append(d) }
+        }
+        err.fileHandleForReading.readabilityHandler = { [errors] h in
+            let d = h.availableData
+            if !d.isEmpty { errors.append(d) }
+        }
+        try process.run()
+    }
+
+    var stdout: String { output.text }
+    var stderr: String { errors.text }
+
+    /// Waits until stdout has a line containing `marker` and returns that line.
+    func waitForLine(containing marker: String, timeout: Duration = .seconds(30)) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let line = stdout.split(separator: "\n").first(where: { $0.contains(marker) }) { return String(line) }
+            if !process.isRunning {
+                throw TestFailure("\(name) exited (\(process.terminationStatus)) before printing '\(marker)'; stderr: \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestFailure("\(name) did not print '\(marker)' within \(timeout); stdout: \(stdout) stderr: \(stderr)")
+    }
+
+    func signal(_ sig: Int32) { if process.isRunning { kill(process.processIdentifier, sig) } }
+
+    /// Waits for the process to exit and returns its status, or nil if it is still running.
+    func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning { return nil }
+        return process.terminationStatus
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+}
+
+/// A simulated worker process on a free loopback port.
+final class SimWorkerProcess: @unchecked Sendable {
+    let process: TestProcess
+    let url: String
+    let port: Int
+
+    init(name: String, _ extra: [String] = []) async throws {
+        process = try TestProcess(Binaries.simWorker, ["--port", "0", "--name", name] + extra, name: "sim worker \(name)")
+        let line = try await process.waitForLine(containing: "listening on")
+        guard let range = line.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression) else { throw TestFailure("no URL in '\(line)'") }
+        url = String(line[range])
+        port = Int(url.split(separator: ":").last!)!
+    }
+
+    /// The worker's own counters (`GET /sim/stats`).
+    func stats() throws -> [String: Int] {
+        let r = try HTTPClient.request(port: port, method: "GET", path: "/sim/stats")
+        return (try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Int]) ?? [:]
+    }
+}
+
+/// The real `smg` binary on free loopback ports (the API and metrics ports are read from its
+/// ready line).
+final class RouterProcess: @unchecked Sendable {
+    let process: TestProcess
+    let port: Int
+    let metricsPort: Int
+
+    init(_ arguments: [String], environment: [String: String] = [:]) async throws {
+        process = try TestProcess(Binaries.smg, ["--host", "127.0.0.1", "--port", "0", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0"] + arguments,
+                                  name: "smg", environment: environment)
+        let line = try await process.waitForLine(containing: "smg ready:")
+        func port(after key: String) throws -> Int {
+            guard let r = line.range(of: key + #"=http://127\.0\.0\.1:\d+"#, options: .regularExpression),
+                  let p = Int(line[r].split(separator: ":").last!) else { throw TestFailure("no \(key) port in '\(line)'") }
+            return p
+        }
+        self.port = try port(after: "api")
+        self.metricsPort = try port(after: "metrics")
+    }
+
+    func request(_ method: String, _ path: String, body: String? = nil, headers: [(String, String)] = []) throws -> HTTPResponse {
+        try HTTPClient.request(port: port, method: method, path: path, headers: headers, body: body.map { Array($0.utf8) })
+    }
+
+    func chat(_ content: String, model: String? = nil, stream: Bool = false, headers: [(String, String)] = []) throws -> HTTPResponse {
+        let m = model.map { #""model":"\#($0)","# } ?? ""
+        return try request("POST", "/v1/chat/completions", body: #"{\#(m)"stream":\#(stream),"messages":[{"role":"user","content":"\#(content)"}]}"#, headers: headers)
+    }
+
+    func metrics() throws -> String {
+        String(decoding: try HTTPClient.request(port: metricsPort, method: "GET", path: "/metrics").body, as: UTF8.self)
+    }
+
+    /// The value of one sample line of /metrics (`name{labels}`), 0 when absent.
+    func metric(_ sample: String) throws -> Double {
+        for line in try metrics().split(separator: "\n") where line.hasPrefix(sample + " ") {
+            return Double(line.split(separator: " ").last!) ?? 0
+        }
+        return 0
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes (never a fixed sleep).
+func eventually(timeout: Duration, _ what: String, _ condition: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? condition()) == true { return }
+        try await Task.sleep(for: .milliseconds(25))
+    }
+    if try condition() { return }
+    throw TestFailure("timed out after \(timeout) waiting for: \(what)")
+}
+
+/// Text collected from a pipe on another thread.
+final class LockedText: Sendable {
+    private let value = Mutex("")
+    func append(_ d: Data) { value.withLock { $0 += String(decoding: d, as: UTF8.self) } }
+    var text: String { value.withLock { $0 } }
+}

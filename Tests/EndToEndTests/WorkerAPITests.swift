@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+/// Adding and removing workers at run time, through `/workers` and the legacy forms.
+@Suite(.serialized) struct WorkerAPITests {
+    @Test func workersAPIAddsAndRemovesWorkersFromRouting() async throws {
+        let a = try await SimWorkerProcess(name: "a")
+        let b = try await SimWorkerProcess(name: "b")
+        let smg = try await RouterProcess(["--worker-urls", a.url, "--policy", "round_robin"])
+        try await waitForModels(smg, count: 1)
+        #expect(try (0..<3).map { _ in try smg.chat("x").header("x-sim-worker") } == ["a", "a", "a"])
+
+        let added = try smg.request("POST", "/workers", body: #"{"url":"\#(b.url)"}"#)
+        #expect(added.status == 202)
+        let id = try added.json()["id"] as? String ?? ""
+        #expect(added.header("location") == "/workers/\(id)")
+        #expect(try smg.request("POST", "/workers", body: #"{"url":"\#(b.url)"}"#).status == 409)
+        #expect(try smg.request("POST", "/workers", body: #"{"url":"ftp://nope"}"#).status == 400)
+        #expect(try smg.request("POST", "/workers", body: "not json").status == 400)
+        try await waitForModels(smg, count: 2)
+        let mixed = Set(try (0..<4).map { _ in try smg.chat("x", model: "sim-model").header("x-sim-worker") ?? "" })
+        #expect(mixed == ["a", "b"])
+
+        let one = try smg.request("GET", "/workers/\(id)").json()
+        #expect(one["url"] as? String == b.url)
+        let list = try smg.request("GET", "/workers").json()
+        #expect(list["total"] as? Int == 2)
+
+        let aID = (list["workers"] as? [[String: Any]])?.first { $0["url"] as? String == a.url }?["id"] as? String ?? ""
+        #expect(try smg.request("DELETE", "/workers/\(aID)").status == 202)
+        #expect(try smg.request("DELETE", "/workers/\(aID)").status == 404)
+        #expect(try smg.request("GET", "/workers/\(aID)").status == 404)
+        #expect(try (0..<3).map { _ in try smg.chat("x").header("x-sim-worker") } == ["b", "b", "b"])
+    }
+
+    @Test func legacyAddRemoveAndListWorkers() async throws {
+        let a = try await SimWorkerProcess(name: "a")
+        let b = try await SimWorkerProcess(name: "b")
+        let smg = try await RouterProcess(["--policy", "round_robin"])
+        #expect(try smg.chat("x").status == 503)
+
+        #expect(try smg.request("POST", "/add_worker?url=\(a.url)").status == 200)
+        #expect(try smg.request("POST", "/add_worker?url=\(b.url)").status == 200)
+        #expect(try smg.request("POST", "/add_worker").status == 400)
+        let urls = try smg.request("GET", "/list_workers").json()["urls"] as? [String]
+        #expect(urls == [a.url, b.url])
+        try await waitForModels(smg, count: 2)
+        #expect(Set(try (0..<4).map { _ in try smg.chat("x").header("x-sim-worker") ?? "" }) == ["a", "b"])
+
+        #expect(try smg.request("POST", "/remove_worker?url=\(a.url)").status == 200)
+        #expect(try smg.request("POST", "/remove_worker?url=\(a.url)").status == 404)
+        #expect(try (0..<3).map { _ in try smg.chat("x").header("x-sim-worker") } == ["b", "b", "b"])
+        #expect(try smg.request("GET", "/list_workers").json()["urls"] as? [String] == [b.url])
+    }
+
+    @Test func removingAWorkerLetsItsInFlightStreamFinish() async throws {
+        let a = try await SimWorkerProcess(name: "a", ["--tokens-per-second", "10", "--output-tokens", "8"])
+        let smg = try await RouterProcess(["--worker-urls", a.url, "--policy", "round_robin"])
+        let c = try HTTPConnection(port: smg.port)
+        try c.send(HTTPConnection.requestBytes(method: "POST", path: "/v1/chat/completions", headers: [],
+                                               body: Array(#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        let (_, headers) = try c.readHead()
+        #expect(try smg.request("POST", "/remove_worker?url=\(a.url)").status == 200)
+        let body = String(decoding: try c.readBody(headers), as: UTF8.self)
+        #expect(body.hasSuffix("data: [DONE]\n\n"))
+        #expect(try smg.chat("x").status == 503)
+    }
+
+    @Test func fanOutLoadsAndFlushCache() async throws {
+        let a = try await SimWorkerProcess(name: "a")
+        let b = try await SimWorkerProcess(name: "b")
+        let smg = try await RouterProcess(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
+        let loads = try smg.request("GET", "/get_loads").json()["workers"] as? [[String: Any]]
+        #expect(loads?.count == 2)
+        let flush = try smg.request("POST", "/flush_cache")
+        #expect(flush.status == 200)
+        #expect(try flush.json()["flushed"] as? Int == 2)
+        b.process.stop()
+        #expect(try smg.request("POST", "/flush_cache").status == 206, "partial failure")
+    }
+}
