@@ -1,1 +1,219 @@
-print("x")
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+// smg-bench: load against a real `smg` (release build) over simulated workers, printing
+// requests/s, latency percentiles, the router's CPU µs per request and its peak RSS, and the
+// same load sent straight to a worker for comparison. A program that prints numbers, not a test.
+
+struct Options {
+    var requests = 100_000
+    var warmup = 2_000
+    var concurrency = 32
+    var workers = 2
+    var stream = false
+    var streamTokens = 16
+    var direct = true
+    var binDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+
+    static func parse() -> Options {
+        var o = Options()
+        var args = Array(CommandLine.arguments.dropFirst())
+        func next(_ flag: String) -> String {
+            guard !args.isEmpty else { fail("\(flag) needs a value") }
+            return args.removeFirst()
+        }
+        func int(_ flag: String) -> Int {
+            guard let v = Int(next(flag)), v > 0 else { fail("\(flag) needs a positive integer") }
+            return v
+        }
+        while !args.isEmpty {
+            let a = args.removeFirst()
+            switch a {
+            case "--requests": o.requests = int(a)
+            case "--warmup": o.warmup = int(a)
+            case "--concurrency": o.concurrency = int(a)
+            case "--workers": o.workers = int(a)
+            case "--stream": o.stream = true
+            case "--stream-tokens": o.streamTokens = int(a)
+            case "--no-direct": o.direct = false
+            case "--bin-dir": o.binDir = next(a)
+            case "-h", "--help":
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--no-direct] [--bin-dir DIR]")
+                exit(0)
+            default: fail("unknown flag \(a)")
+            }
+        }
+        return o
+    }
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("smg-bench: \(message)\n".utf8))
+    exit(2)
+}
+
+/// A child process whose stdout we read for its ready line.
+final class Child {
+    let process = Process()
+    let pipe = Pipe()
+    init(_ path: String, _ args: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = args
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+    func waitFor(_ marker: String) -> String {
+        var seen = ""
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let d = pipe.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            seen += String(decoding: d, as: UTF8.self)
+            if let line = seen.split(separator: "\n").first(where: { $0.contains(marker) }) { return String(line) }
+        }
+        process.terminate()
+        fail("\(process.executableURL!.lastPathComponent) did not print '\(marker)': \(seen)")
+    }
+    func stop() { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+}
+
+func port(in line: Substring) -> Int {
+    Int(line.split(separator: ":").last!.prefix { $0.isNumber })!
+}
+
+/// CPU seconds (user+system) and peak RSS of a process, from /proc.
+func usage(pid: Int32) -> (cpu: Double, peakRSSKiB: Int) {
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    let cpu = (Double(fields[11]) ?? 0) / ticks + (Double(fields[12]) ?? 0) / ticks
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map { Int($0.split(separator: " ")[1]) ?? 0 } ?? 0
+    return (cpu, hwm)
+}
+
+/// One keep-alive client connection that sends the same request back to back.
+final class LoadConnection: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    let shared: LoadState
+    var sentAt: UInt64 = 0
+    init(shared: LoadState) { self.shared = shared }
+
+    func channelActive(context: ChannelHandlerContext) { sendNext(context) }
+
+    func sendNext(_ context: ChannelHandlerContext) {
+        guard shared.take() else { context.close(promise: nil); return }
+        sentAt = DispatchTime.now().uptimeNanoseconds
+        context.writeAndFlush(NIOAny(shared.request), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): if h.status != .ok { shared.errors += 1 }
+        case .body: break
+        case .end:
+            shared.record(DispatchTime.now().uptimeNanoseconds - sentAt)
+            sendNext(context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { shared.connectionClosed() }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { shared.errors += 1; context.close(promise: nil) }
+}
+
+/// Counters of one load run; touched only on the single load-generator event loop.
+final class LoadState: @unchecked Sendable {
+    let request: ByteBuffer
+    var remaining: Int
+    var latencies: [UInt64] = []
+    var errors = 0
+    var open: Int
+    let done: EventLoopPromise<Void>
+    init(request: ByteBuffer, count: Int, connections: Int, done: EventLoopPromise<Void>) {
+        self.request = request
+        self.remaining = count
+        self.open = connections
+        self.done = done
+        latencies.reserveCapacity(count)
+    }
+    func take() -> Bool { if remaining > 0 { remaining -= 1; return true }; return false }
+    func record(_ ns: UInt64) { latencies.append(ns) }
+    func connectionClosed() { open -= 1; if open == 0 { done.succeed(()) } }
+}
+
+struct RunResult {
+    var seconds: Double
+    var latencies: [UInt64]
+    var errors: Int
+    var rps: Double { Double(latencies.count) / seconds }
+    func percentile(_ p: Double) -> Double {
+        guard !latencies.isEmpty else { return 0 }
+        let sorted = latencies.sorted()
+        return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6
+    }
+}
+
+func run(port: Int, body: String, path: String, count: Int, concurrency: Int, group: any EventLoopGroup) throws -> RunResult {
+    let loop = group.next()
+    var request = ByteBufferAllocator().buffer(capacity: 512)
+    request.writeString("POST \(path) HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+    let done = loop.makePromise(of: Void.self)
+    let state = LoadState(request: request, count: count, connections: concurrency, done: done)
+    let start = DispatchTime.now().uptimeNanoseconds
+    for _ in 0..<concurrency {
+        _ = ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                    try ch.pipeline.syncOperations.addHandler(LoadConnection(shared: state))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port)
+    }
+    try done.futureResult.wait()
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    return try loop.submit { RunResult(seconds: seconds, latencies: state.latencies, errors: state.errors) }.wait()
+}
+
+let o = Options.parse()
+let simPath = o.binDir + "/smg-sim-worker"
+let smgPath = o.binDir + "/smg"
+for p in [simPath, smgPath] where !FileManager.default.isExecutableFile(atPath: p) {
+    fail("\(p) not found: build with `swift build -c release` first, or pass --bin-dir")
+}
+let tokens = o.stream ? o.streamTokens : 16
+var workers: [Child] = []
+var urls: [String] = []
+for i in 0..<o.workers {
+    let w = try Child(simPath, ["--port", "0", "--name", "w\(i)", "--output-tokens", String(tokens), "--cache-capacity-blocks", "0"])
+    let line = w.waitFor("listening on")
+    urls.append("http://127.0.0.1:\(port(in: line.split(separator: " ")[3]))")
+    workers.append(w)
+}
+let smg = try Child(smgPath, ["--host", "127.0.0.1", "--port", "0", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0", "--policy", "round_robin", "--log-level", "warn", "--worker-urls"] + urls)
+let ready = smg.waitFor("smg ready:")
+let smgPort = port(in: ready.split(separator: " ")[2])
+let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+let body = #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
+let path = "/v1/chat/completions"
+
+print("smg-bench: \(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+_ = try run(port: smgPort, body: body, path: path, count: o.warmup, concurrency: o.concurrency, group: group)
+let before = usage(pid: smg.process.processIdentifier)
+let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, group: group)
+let after = usage(pid: smg.process.processIdentifier)
+let cpuPerRequest = (after.cpu - before.cpu) / Double(r.latencies.count) * 1e6
+print(String(format: "through smg:   %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %d", r.rps, r.percentile(0.5), r.percentile(0.99), r.errors))
+print(String(format: "router CPU:    %8.1f µs/request (%.2f CPU-seconds for %d requests)", cpuPerRequest, after.cpu - before.cpu, r.latencies.count))
+print(String(format: "router RSS:    %8.1f MiB peak after %d requests", Double(after.peakRSSKiB) / 1024, o.warmup + r.latencies.count))
+if o.direct {
+    let d = try run(port: port(in: Substring(urls[0])), body: body, path: path, count: o.requests, concurrency: o.concurrency, group: group)
+    print(String(format: "direct to one worker: %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   (smg/direct throughput %.2f)", d.rps, d.percentile(0.5), d.percentile(0.99), r.rps / d.rps))
+}
+smg.stop()
+for w in workers { w.stop() }
+try? group.syncShutdownGracefully()
