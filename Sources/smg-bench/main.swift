@@ -107,7 +107,9 @@ final class LoadConnection: ChannelInboundHandler {
     func sendNext(_ context: ChannelHandlerContext) {
         guard shared.take() else { context.close(promise: nil); return }
         sentAt = DispatchTime.now().uptimeNanoseconds
-        context.writeAndFlush(NIOAny(shared.request), promise: nil)
+        context.write(NIOAny(HTTPClientRequestPart.head(shared.head)), promise: nil)
+        context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(shared.body))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -126,14 +128,16 @@ final class LoadConnection: ChannelInboundHandler {
 
 /// Counters of one load run; touched only on the single load-generator event loop.
 final class LoadState: @unchecked Sendable {
-    let request: ByteBuffer
+    let head: HTTPRequestHead
+    let body: ByteBuffer
     var remaining: Int
     var latencies: [UInt64] = []
     var errors = 0
     var open: Int
     let done: EventLoopPromise<Void>
-    init(request: ByteBuffer, count: Int, connections: Int, done: EventLoopPromise<Void>) {
-        self.request = request
+    init(head: HTTPRequestHead, body: ByteBuffer, count: Int, connections: Int, done: EventLoopPromise<Void>) {
+        self.head = head
+        self.body = body
         self.remaining = count
         self.open = connections
         self.done = done
@@ -158,17 +162,17 @@ struct RunResult {
 
 func run(port: Int, body: String, path: String, count: Int, concurrency: Int, group: any EventLoopGroup) throws -> RunResult {
     let loop = group.next()
-    var request = ByteBufferAllocator().buffer(capacity: 512)
-    request.writeString("POST \(path) HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+    let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path,
+                               headers: ["host": "127.0.0.1", "content-type": "application/json", "content-length": String(body.utf8.count)])
     let done = loop.makePromise(of: Void.self)
-    let state = LoadState(request: request, count: count, connections: concurrency, done: done)
+    let state = LoadState(head: head, body: ByteBufferAllocator().buffer(string: body), count: count, connections: concurrency, done: done)
     let start = DispatchTime.now().uptimeNanoseconds
     for _ in 0..<concurrency {
         _ = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                    try ch.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
                     try ch.pipeline.syncOperations.addHandler(LoadConnection(shared: state))
                 }
             }

@@ -7,6 +7,8 @@ let environment = ProcessInfo.processInfo.environment
 switch Launcher.command(Array(CommandLine.arguments.dropFirst())) {
 case .help:
     Launcher.printOut(HelpText.render())
+case .configReference:
+    Launcher.printOut(HelpText.markdownTable())
 case .version:
     Launcher.printOut("smg \(Launcher.version)")
 case .run(let arguments), .demo(let arguments):

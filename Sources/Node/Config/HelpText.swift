@@ -1,3 +1,5 @@
+import Foundation
+
 /// `smg --help`: the flags grouped as in the configuration reference.
 public enum HelpText {
     public static func render() -> String {
@@ -35,6 +37,30 @@ public enum HelpText {
             if spec.environment.count > 1 { line += " [env \(spec.environment[0])]" }
             if case .notBuilt = spec.status { line += " [not built]" }
             out += line + "\n"
+        }
+        return out
+    }
+}
+
+extension HelpText {
+    /// The flag table of docs/configuration.md (`smg config-reference` prints it; a test keeps
+    /// the committed document equal to it).
+    public static func markdownTable() -> String {
+        var out = ""
+        var group = ""
+        for spec in FlagTable.all {
+            if spec.group != group {
+                group = spec.group
+                out += "\n### \(group)\n\n| flag | default | environment | status | what |\n|---|---|---|---|---|\n"
+            }
+            let d = spec.defaultValue.map { $0 == .list([]) ? "empty" : "`\($0)`" } ?? "none"
+            let env = spec.environment.map { "`\($0)`" }.joined(separator: ", ")
+            let status: String
+            switch spec.status {
+            case .works: status = "works"
+            case .notBuilt(let owner): status = "not yet: \(owner)"
+            }
+            out += "| `--\(spec.name)` | \(d) | \(env) | \(status) | \(spec.help.replacingOccurrences(of: "|", with: "\\|")) |\n"
         }
         return out
     }
