@@ -174,7 +174,22 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
 
     // MARK: proxying
 
-    private static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
+    /// Headers that describe one hop, not the message: never forwarded as they are.
+    private static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
+
+    /// ASCII case-insensitive equality against a lowercase literal, without allocating.
+    private static func nameEquals(_ name: String, _ lower: String) -> Bool {
+        guard name.utf8.count == lower.utf8.count else { return false }
+        for (b, c) in zip(name.utf8, lower.utf8) where (b >= 65 && b <= 90 ? b | 0x20 : b) != c { return false }
+        return true
+    }
+
+    private static func isHopByHop(_ name: String, orRequestID: Bool = false) -> Bool {
+        if orRequestID, nameEquals(name, "x-request-id") { return true }
+        return hopByHop.contains { nameEquals(name, $0) }
+    }
+
+    private static func isContentLength(_ name: String) -> Bool { nameEquals(name, "content-length") }
 
     private func proxy(to w: Worker, head: HTTPRequestHead, body: ByteBuffer) {
         worker = w
@@ -183,7 +198,7 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         retriedStaleConnection = false
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count + 3)
-        for (name, value) in head.headers where !Self.hopByHop.contains(name.lowercased()) && name.lowercased() != "x-request-id" {
+        for (name, value) in head.headers where !Self.isHopByHop(name, orRequestID: true) {
             headers.add(name: name, value: value)
         }
         headers.add(name: "host", value: w.url.hostHeader)
@@ -228,9 +243,8 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         responseStarted = true
         var headers = HTTPHeaders()
         headers.reserveCapacity(response.headers.count + 4)
-        for (name, value) in response.headers {
-            let lower = name.lowercased()
-            if lower == "content-length" || !Self.hopByHop.contains(lower) { headers.add(name: name, value: value) }
+        for (name, value) in response.headers where !Self.isHopByHop(name) || Self.isContentLength(name) {
+            headers.add(name: name, value: value)
         }
         decorate(&headers)
         let out = HTTPResponseHead(version: head?.version ?? .http1_1, status: response.status, headers: headers)

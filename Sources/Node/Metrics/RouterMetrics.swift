@@ -11,16 +11,19 @@ public final class RouterMetrics: Sendable {
     private let buckets: [Double]
 
     private struct Cache {
-        var httpRequests: [String: Counter] = [:]
-        var httpDurations: [String: ValueHistogram] = [:]
+        var http: [HTTPKey: (Counter, ValueHistogram)] = [:]
         var responses: [Int: Counter] = [:]
-        var routerRequests: [String: Counter] = [:]
-        var routerErrors: [String: Counter] = [:]
+        var routerRequests: [RoutedKey: Counter] = [:]
+        var routerErrors: [ErrorKey: Counter] = [:]
         var workerRequests: [String: Counter] = [:]
         var workerActive: [String: Gauge] = [:]
         var workerHealth: [String: Gauge] = [:]
     }
     private let cache = Mutex(Cache())
+    // Label sets as hashable keys, so a lookup builds no string.
+    private struct HTTPKey: Hashable { let method: String, path: String }
+    private struct RoutedKey: Hashable { let model: String, endpoint: String, streaming: Bool }
+    private struct ErrorKey: Hashable { let endpoint: String, code: String }
     private let poolSize: Gauge
     private let healthyWorkers: Gauge
     private let activeRequests: Gauge
@@ -49,28 +52,25 @@ public final class RouterMetrics: Sendable {
 
     /// One HTTP request finished (any route, any status).
     func httpRequest(method: String, path: String, status: Int, seconds: Double) {
-        let key = method + " " + path
-        let (count, duration, response) = cache.withLock { c in
-            (Self.cached(&c.httpRequests, key) {
-                registry.makeCounter(descriptor: Self.descriptor("smg_http_requests_total", "HTTP requests received"), labels: [("method", method), ("path", path)])
-            },
-            Self.cached(&c.httpDurations, key) {
-                registry.makeValueHistogram(descriptor: Self.descriptor("smg_http_request_duration_seconds", "Time from request head to end of response"), labels: [("method", method), ("path", path)], buckets: buckets)
+        let (handles, response) = cache.withLock { c in
+            (Self.cached(&c.http, HTTPKey(method: method, path: path)) {
+                let labels = [("method", method), ("path", path)]
+                return (registry.makeCounter(descriptor: Self.descriptor("smg_http_requests_total", "HTTP requests received"), labels: labels),
+                        registry.makeValueHistogram(descriptor: Self.descriptor("smg_http_request_duration_seconds", "Time from request head to end of response"), labels: labels, buckets: buckets))
             },
             Self.cached(&c.responses, status) {
                 registry.makeCounter(descriptor: Self.descriptor("smg_http_responses_total", "HTTP responses sent, by status code"), labels: [("status", String(status))])
             })
         }
-        count.increment()
-        duration.record(seconds)
+        handles.0.increment()
+        handles.1.record(seconds)
         response.increment()
     }
 
     /// An inference request was routed (before the worker answered).
     func routed(model: String, endpoint: String, streaming: Bool, worker: String) {
-        let key = model + "\u{0}" + endpoint + (streaming ? "\u{0}1" : "\u{0}0")
         let (r, w) = cache.withLock { c in
-            (Self.cached(&c.routerRequests, key) {
+            (Self.cached(&c.routerRequests, RoutedKey(model: model, endpoint: endpoint, streaming: streaming)) {
                 registry.makeCounter(descriptor: Self.descriptor("smg_router_requests_total", "Inference requests routed to a worker"), labels: [("model", model), ("endpoint", endpoint), ("streaming", String(streaming))])
             },
             Self.cached(&c.workerRequests, worker) {
@@ -83,9 +83,8 @@ public final class RouterMetrics: Sendable {
 
     /// An inference request ended in an error the router produced.
     func routerError(endpoint: String, code: String) {
-        let key = endpoint + "\u{0}" + code
         cache.withLock { c in
-            Self.cached(&c.routerErrors, key) {
+            Self.cached(&c.routerErrors, ErrorKey(endpoint: endpoint, code: code)) {
                 registry.makeCounter(descriptor: Self.descriptor("smg_router_request_errors_total", "Inference requests that ended in a router error"), labels: [("endpoint", endpoint), ("error", code)])
             }
         }.increment()

@@ -2,10 +2,10 @@
 public struct WorkerURL: Sendable, Hashable {
     public let host: String
     public let port: Int
-    /// Canonical spelling, used as the worker's identity in the registry.
-    public var canonical: String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
-    /// The value of the Host header sent upstream.
-    public var hostHeader: String { "\(host.contains(":") ? "[\(host)]" : host):\(port)" }
+    /// The value of the Host header sent upstream (computed once: it is used per request).
+    public let hostHeader: String
+    /// Canonical spelling, used as the worker's identity in the registry and in metric labels.
+    public let canonical: String
 
     public init(parsing raw: String) throws(ConfigError) {
         var rest = Substring(raw.trimmingCharacters(in: [" ", "\t"]))
@@ -47,6 +47,8 @@ public struct WorkerURL: Sendable, Hashable {
         }
         self.host = String(h)
         self.port = port
+        self.hostHeader = (h.contains(":") ? "[\(h)]" : String(h)) + ":\(port)"
+        self.canonical = "http://" + hostHeader
     }
 
     static func validate(_ raw: String, flag: String) throws(ConfigError) -> String {
