@@ -141,3 +141,13 @@ import Testing
         for spec in FlagTable.all { #expect(help.contains("--\(spec.name)")) }
     }
 }
+
+@Suite struct ConfigurationDocTests {
+    /// docs/configuration.md carries the generated flag table; regenerate with
+    /// `swift run smg config-reference` when the flag table changes.
+    @Test func documentListsEveryFlagAsTheTableSaysIt() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let doc = try String(contentsOf: root.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        #expect(doc.contains(HelpText.markdownTable()), "docs/configuration.md is out of date: regenerate its table with `smg config-reference`")
+    }
+}

@@ -21,7 +21,7 @@ public enum FlagTable {
         FlagSpec("log-dir", .string, nil, group: "Core", status: .notBuilt("log files (later issue)"), "Directory to store log files"),
 
         // Routing policy
-        FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual"),
+        FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual (built: random, round_robin; the defaulted cache_aware falls back to round_robin with a warning until issue #3)"),
         FlagSpec("cache-threshold", .double, .double(0.3), group: "Routing policy", status: .notBuilt(policies), "Prefix match ratio (0.0-1.0) above which cache_aware follows the cache"),
         FlagSpec("balance-abs-threshold", .int, .int(64), group: "Routing policy", status: .notBuilt(policies), "Absolute load difference that makes the system imbalanced"),
         FlagSpec("balance-rel-threshold", .double, .double(1.5), group: "Routing policy", status: .notBuilt(policies), "Relative load ratio that makes the system imbalanced"),

@@ -321,6 +321,13 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         upstreamBody = ByteBuffer()
     }
 
+    /// Backpressure: while the client cannot take more bytes, stop reading from the worker, so
+    /// a slow client never makes the router buffer a whole large response.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        upstream?.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         // The client went away: an abandoned generation costs GPU time, so drop the worker's
         // connection at once instead of reading the rest of the answer.

@@ -48,7 +48,9 @@ final class UpstreamPool {
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
+                    // Headers sent upstream were parsed from the client's request; validating
+                    // them again on the way out is pure cost.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
             }
@@ -77,6 +79,8 @@ final class UpstreamPool {
             return
         }
         c.handler.delegate = nil
+        // A slow client may have paused reading on this connection; pooled ones always read.
+        c.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
         c.handler.onClose = { [weak self, weak c] in
             guard let self, let c else { return }
             self.idle[c.url]?.removeAll { $0 === c }
