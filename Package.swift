@@ -64,6 +64,7 @@ let package = Package(
         ),
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),
+        .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Mesh", "CHiredis", "CSodium"]),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         .testTarget(name: "EndToEndTests", dependencies: ["smg", "smg-sim-worker"]),

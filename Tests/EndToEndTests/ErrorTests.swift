@@ -66,6 +66,23 @@ import Testing
         #expect(try empty.request("GET", "/liveness").status == 200)
     }
 
+    @Test func expect100ContinueIsAnsweredAtOnce() async throws {
+        let w = try await SimWorkerProcess(name: "a")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-payload-size", "100000"])
+        let body = #"{"text":"\#(String(repeating: "x", count: 5000))"}"#
+        let c = try HTTPConnection(port: smg.port, timeout: 5)
+        try c.send("POST /generate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nexpect: 100-continue\r\n\r\n")
+        let (status, _) = try c.readHead()
+        #expect(status == 100)
+        try c.send(body)
+        let r = try c.readResponse()
+        #expect(r.status == 200)
+        // An oversized body is refused instead of invited.
+        let d = try HTTPConnection(port: smg.port, timeout: 5)
+        try d.send("POST /generate HTTP/1.1\r\nhost: x\r\ncontent-length: 200000\r\nexpect: 100-continue\r\n\r\n")
+        #expect(try d.readResponse().status == 413)
+    }
+
     @Test func unknownRoutesAndMethods() async throws {
         let smg = try await RouterProcess(["--policy", "round_robin"])
         let r = try smg.request("GET", "/nope")

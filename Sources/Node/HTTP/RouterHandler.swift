@@ -81,6 +81,12 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         // Refuse an announced oversized body before reading any of it.
         if let length = h.headers.first(name: "content-length").flatMap({ Int($0) }), length > state.config.maxPayloadSize {
             refuse(APIError.payloadTooLarge(state.config.maxPayloadSize))
+            return
+        }
+        // curl and others wait (curl: one second) for "100 Continue" before sending a body
+        // over 1 KiB; say it at once, since the body is acceptable so far.
+        if let expect = h.headers.first(name: "expect"), Self.nameEquals(expect, "100-continue"), let context {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .continue))), promise: nil)
         }
     }
 
@@ -175,7 +181,8 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
     // MARK: proxying
 
     /// Headers that describe one hop, not the message: never forwarded as they are.
-    private static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
+    /// `expect` too: the router sends the worker the whole body at once.
+    private static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect"]
 
     /// ASCII case-insensitive equality against a lowercase literal, without allocating.
     private static func nameEquals(_ name: String, _ lower: String) -> Bool {
