@@ -30,9 +30,7 @@ import Testing
         let smg = try await RouterProcess(["--worker-urls", a.url, "--policy", "round_robin", "--shutdown-grace-period-secs", "20"])
         let idle = try HTTPConnection(port: smg.port)
         #expect(try idle.request("GET", "/readiness").status == 200)
-        let c = try HTTPConnection(port: smg.port)
-        try c.send(HTTPConnection.requestBytes(method: "POST", path: "/v1/chat/completions", headers: [],
-                                               body: Array(#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        let c = try HTTPConnection.startStream(port: smg.port)
         let (status, headers) = try c.readHead()
         #expect(status == 200)
         smg.process.signal(SIGTERM)

@@ -42,9 +42,7 @@ import Testing
         // One event every 200 ms: the client must see them one by one, not in a burst.
         let w = try await SimWorkerProcess(name: "slow", ["--tokens-per-second", "5", "--output-tokens", "5"])
         let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
-        let c = try HTTPConnection(port: smg.port)
-        try c.send(HTTPConnection.requestBytes(method: "POST", path: "/v1/chat/completions", headers: [],
-                                               body: Array(#"{"model":"sim-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        let c = try HTTPConnection.startStream(port: smg.port, body: #"{"model":"sim-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
         let (status, headers, events) = try c.readEvents()
         #expect(status == 200)
         #expect(headers.first { $0.0 == "content-type" }?.1 == "text/event-stream")
@@ -63,8 +61,7 @@ import Testing
         let w = try await SimWorkerProcess(name: "s", ["--output-tokens", "4"])
         let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
         for (path, body) in [("/v1/completions", #"{"prompt":"abc","stream":true}"#), ("/generate", #"{"text":"abc","stream":true}"#)] {
-            let c = try HTTPConnection(port: smg.port)
-            try c.send(HTTPConnection.requestBytes(method: "POST", path: path, headers: [], body: Array(body.utf8)))
+            let c = try HTTPConnection.startStream(port: smg.port, path: path, body: body)
             let (status, _, events) = try c.readEvents()
             #expect(status == 200)
             #expect(events.count >= 5, "\(path): \(events.map(\.data))")
@@ -84,9 +81,7 @@ import Testing
     @Test func clientDisconnectMidStreamDropsTheUpstreamConnection() async throws {
         let w = try await SimWorkerProcess(name: "long", ["--tokens-per-second", "10", "--output-tokens", "200"])
         let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
-        let c = try HTTPConnection(port: smg.port)
-        try c.send(HTTPConnection.requestBytes(method: "POST", path: "/v1/chat/completions", headers: [],
-                                               body: Array(#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        let c = try HTTPConnection.startStream(port: smg.port)
         let (_, _, events) = try c.readEvents(limit: 2)
         #expect(events.count == 2)
         c.close()

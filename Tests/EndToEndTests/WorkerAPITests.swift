@@ -56,9 +56,7 @@ import Testing
     @Test func removingAWorkerLetsItsInFlightStreamFinish() async throws {
         let a = try await SimWorkerProcess(name: "a", ["--tokens-per-second", "10", "--output-tokens", "8"])
         let smg = try await RouterProcess(["--worker-urls", a.url, "--policy", "round_robin"])
-        let c = try HTTPConnection(port: smg.port)
-        try c.send(HTTPConnection.requestBytes(method: "POST", path: "/v1/chat/completions", headers: [],
-                                               body: Array(#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        let c = try HTTPConnection.startStream(port: smg.port)
         let (_, headers) = try c.readHead()
         #expect(try smg.request("POST", "/remove_worker?url=\(a.url)").status == 200)
         let body = String(decoding: try c.readBody(headers), as: UTF8.self)

@@ -285,15 +285,7 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
             sendUpstream()
             return
         }
-        if responseStarted {
-            // Part of the answer is out; the only honest signal left is closing the connection.
-            endExchange()
-            keepAlive = false
-            status = 502
-            context?.close(promise: nil)
-        } else {
-            failExchange(.upstreamFailed(String(describing: error)))
-        }
+        abortExchange(.upstreamFailed(String(describing: error)))
     }
 
     private func upstreamTimedOut() {
@@ -302,14 +294,17 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
             c.channel.close(promise: nil)
             upstream = nil
         }
-        if responseStarted {
-            endExchange()
-            keepAlive = false
-            status = 504
-            context?.close(promise: nil)
-        } else {
-            failExchange(.upstreamTimeout(state.config.requestTimeoutSecs))
-        }
+        abortExchange(.upstreamTimeout(state.config.requestTimeoutSecs))
+    }
+
+    /// Ends an exchange that went wrong. Before the response head the client gets `error`;
+    /// once part of the answer is out, closing the connection is the only honest signal left.
+    private func abortExchange(_ error: APIError) {
+        guard responseStarted else { return failExchange(error) }
+        endExchange()
+        keepAlive = false
+        status = Int(error.status.code)
+        context?.close(promise: nil)
     }
 
     private func failExchange(_ error: APIError) {

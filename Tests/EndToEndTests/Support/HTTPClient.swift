@@ -178,3 +178,13 @@ extension HTTPConnection {
         return (status, headers, events)
     }
 }
+
+extension HTTPConnection {
+    /// Opens a connection and sends a streaming chat completion (or `body` to `path`).
+    static func startStream(port: Int, path: String = "/v1/chat/completions",
+                            body: String = #"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#) throws -> HTTPConnection {
+        let c = try HTTPConnection(port: port)
+        try c.send(requestBytes(method: "POST", path: path, headers: [], body: Array(body.utf8)))
+        return c
+    }
+}
