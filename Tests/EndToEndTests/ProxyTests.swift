@@ -50,9 +50,10 @@ import Testing
         let tokens = events.filter { $0.data.contains("\"content\"") }
         #expect(tokens.count == 5)
         // Consecutive token events are ~200 ms apart; buffering would collapse the gaps to ~0.
+        // The bound leaves room for a busy 2-core machine delaying one read.
         for (a, b) in zip(tokens, tokens.dropFirst()) {
             let gap = b.at - a.at
-            #expect(gap > .milliseconds(120), "events were bunched: gap \(gap)")
+            #expect(gap > .milliseconds(60), "events were bunched: gap \(gap)")
         }
         #expect(tokens.last!.at - tokens.first!.at > .milliseconds(600))
     }
