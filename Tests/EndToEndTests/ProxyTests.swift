@@ -120,6 +120,24 @@ import Testing
         #expect(try smg.metric("smg_worker_connections_opened_total") <= 3)
     }
 
+    @Test func pipelinedRequestsAreAnsweredInOrderAndCountedOnce() async throws {
+        let w = try await SimWorkerProcess(name: "p")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let c = try HTTPConnection(port: smg.port)
+        let one = HTTPConnection.requestBytes(method: "POST", path: "/generate", headers: [("x-request-id", "r1")], body: Array(#"{"text":"a"}"#.utf8))
+        let two = HTTPConnection.requestBytes(method: "GET", path: "/health", headers: [("x-request-id", "r2")], body: nil)
+        let three = HTTPConnection.requestBytes(method: "POST", path: "/v1/completions", headers: [("x-request-id", "r3")], body: Array(#"{"prompt":"b"}"#.utf8))
+        try c.send(one + two + three)
+        let ids = try (0..<3).map { _ in try c.readResponse().header("x-request-id") }
+        #expect(ids == ["r1", "r2", "r3"])
+        try await eventually(timeout: .seconds(5), "every pipelined request recorded and none left in flight") {
+            try smg.metric("smg_http_requests_active") == 0
+                && smg.metric(#"smg_http_requests_total{method="POST",path="/generate"}"#) == 1
+                && smg.metric(#"smg_http_requests_total{method="GET",path="/health"}"#) == 1
+                && smg.metric(#"smg_http_requests_total{method="POST",path="/v1/completions"}"#) == 1
+        }
+    }
+
     @Test func workerDroppingTheConnectionGives502() async throws {
         let w = try await SimWorkerProcess(name: "drop", ["--drop-rate", "1"])
         let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])

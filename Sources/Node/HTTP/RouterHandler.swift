@@ -404,11 +404,11 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
     private func finishResponse() {
         guard let context else { return }
         let close = !keepAlive
-        let gen = generation
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [weak self] _ in
-            if let self, self.generation == gen, self.phase != .idle { self.completeRequest() }
-            if close { context.close(promise: nil) }
-        }
+        // Record the request before writing its end: NIO's pipelining helper hands us the next
+        // pipelined request synchronously inside that write.
+        completeRequest()
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close { written.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
     }
 
     /// Records the finished request once: metrics and the in-flight count shutdown waits on.
