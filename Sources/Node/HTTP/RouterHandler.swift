@@ -419,6 +419,8 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         state.metrics.httpRequest(method: head?.method.rawValue ?? "GET", path: route.metricPath, status: status, seconds: seconds)
         state.requestEnded()
         head = nil
+        // Do not let an idle keep-alive connection hold on to the memory of one huge body.
+        if body.capacity > 1 << 20 { body = ByteBuffer() } else { body.clear() }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
