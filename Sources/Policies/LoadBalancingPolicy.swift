@@ -1,28 +1,62 @@
 /// A routing policy: a value that picks one of the candidate workers for a request.
 ///
-/// Policies are pure. Randomness comes in as an argument so tests can seed it; state a policy
-/// keeps between decisions (a round-robin cursor, later a radix tree) lives in the value, and
-/// the router owns one value per model behind its own lock.
+/// Policies are pure. Randomness and time come in as arguments so tests can fix them; state a
+/// policy keeps between decisions (a round-robin cursor, a radix tree, sticky keys) lives in
+/// the value, and the router owns one value per model behind its own lock.
 public protocol LoadBalancingPolicy: Sendable {
     /// The name operators use on the command line (`--policy round_robin`).
     var name: String { get }
 
-    /// Returns the index in `workers` of the chosen worker, or nil when none is available.
+    /// Chooses among `workers` (only those with `isAvailable` may be chosen), or nil when none is.
     mutating func select<R: RandomNumberGenerator>(
         _ request: RoutingRequest, from workers: [WorkerCandidate], using rng: inout R
-    ) -> Int?
+    ) -> Selection?
+
+    /// Forgets everything about a removed worker (its tree entries, its sticky keys).
+    mutating func removeWorker(id: String)
+
+    /// Periodic upkeep (tree eviction, idle keys), at `now` in monotonic milliseconds.
+    mutating func maintain(now: UInt64)
+
+    /// Size of the policy's routing state, for metrics (tree elements, keys); 0 if stateless.
+    var stateSize: Int { get }
 }
 
-/// Every policy name of the reference gateway, and whether this build implements it yet.
+extension LoadBalancingPolicy {
+    public mutating func removeWorker(id: String) {}
+    public mutating func maintain(now: UInt64) {}
+    public var stateSize: Int { 0 }
+}
+
+/// Every policy name of the reference gateway.
 public enum PolicyName: String, CaseIterable, Sendable {
     case random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual
 
-    /// Builds the policy, or nil for one that is not built yet.
-    public func make() -> (any LoadBalancingPolicy)? {
+    public func make(_ config: PolicyConfig = PolicyConfig()) -> any LoadBalancingPolicy {
         switch self {
         case .random: return RandomPolicy()
         case .round_robin: return RoundRobinPolicy()
-        default: return nil
+        case .power_of_two: return PowerOfTwoPolicy()
+        case .cache_aware: return CacheAwarePolicy(config.cacheAware)
+        case .prefix_hash: return PrefixHashPolicy(prefixLength: config.prefixTokenCount, loadFactor: config.prefixHashLoadFactor)
+        case .consistent_hashing: return ConsistentHashingPolicy()
+        case .manual: return ManualPolicy(mode: config.assignmentMode, maxIdleMs: config.maxIdleSecs * 1000)
         }
     }
+}
+
+/// The knobs of every policy, from the command line (seed 000 defaults).
+public struct PolicyConfig: Sendable, Equatable {
+    public var cacheAware = CacheAwareConfig()
+    public var prefixTokenCount = 256
+    public var prefixHashLoadFactor = 1.25
+    public var assignmentMode = AssignmentMode.random
+    public var maxIdleSecs: UInt64 = 14_400
+    public init() {}
+}
+
+/// Seed 002's PD policy inheritance: a specific `--prefill-policy`/`--decode-policy` wins,
+/// otherwise each side uses `--policy`.
+public func resolvePDPolicies(policy: PolicyName, prefill: PolicyName?, decode: PolicyName?) -> (prefill: PolicyName, decode: PolicyName) {
+    (prefill ?? policy, decode ?? policy)
 }

@@ -8,24 +8,64 @@ public struct WorkerCandidate: Sendable, Equatable {
     public var isAvailable: Bool
     /// Requests the router has in flight to this worker right now.
     public var inFlight: Int
+    /// The worker's own load report (`/get_load`), when it exposes one; preferred over `inFlight`.
+    public var reportedLoad: Int?
 
-    public init(id: String, url: String, isAvailable: Bool = true, inFlight: Int = 0) {
+    public init(id: String, url: String, isAvailable: Bool = true, inFlight: Int = 0, reportedLoad: Int? = nil) {
         self.id = id
         self.url = url
         self.isAvailable = isAvailable
         self.inFlight = inFlight
+        self.reportedLoad = reportedLoad
     }
+
+    /// The load a policy compares: the worker's report when there is one.
+    public var load: Int { reportedLoad ?? inFlight }
 }
 
 /// What a policy may know about the request being routed.
 public struct RoutingRequest: Sendable {
-    /// The text that identifies the prompt's prefix (chat messages, prompt, text, …), if any.
-    public var routingText: String?
+    /// The bytes that identify the prompt's prefix (chat message texts in order, the prompt,
+    /// `text`, input ids as little-endian UInt32s, …); empty when the request has none.
+    public var routingText: [UInt8]
     /// `X-SMG-Routing-Key`, if the client sent one.
     public var routingKey: String?
+    /// `X-SMG-Target-Worker`: pin to the worker at this index of the candidates.
+    public var targetWorker: Int?
+    /// Monotonic milliseconds, from the router's clock: the only notion of time a policy gets.
+    public var now: UInt64
 
-    public init(routingText: String? = nil, routingKey: String? = nil) {
+    public init(routingText: [UInt8] = [], routingKey: String? = nil, targetWorker: Int? = nil, now: UInt64 = 0) {
         self.routingText = routingText
         self.routingKey = routingKey
+        self.targetWorker = targetWorker
+        self.now = now
+    }
+}
+
+/// Why a policy chose what it chose: counted per policy in metrics.
+public enum SelectionReason: String, Sendable, CaseIterable {
+    case roundRobin = "round_robin"
+    case random
+    case lessLoaded = "less_loaded"
+    case cacheHit = "cache_hit"
+    case cacheMiss = "cache_miss"
+    case imbalance
+    case hashRing = "hash_ring"
+    case boundedLoadSpill = "bounded_load_spill"
+    case pinned
+    case sticky
+    case newAssignment = "new_assignment"
+    case reassigned
+    case fallback
+}
+
+/// A policy's decision: the index of the chosen candidate and why.
+public struct Selection: Sendable, Equatable {
+    public var index: Int
+    public var reason: SelectionReason
+    public init(_ index: Int, _ reason: SelectionReason) {
+        self.index = index
+        self.reason = reason
     }
 }

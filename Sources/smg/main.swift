@@ -23,7 +23,7 @@ case .run(let arguments), .demo(let arguments):
             Launcher.printErr("smg: error: cannot start the demo's simulated workers: \(error)")
             exit(1)
         }
-        args = ["--worker-urls"] + demoWorkers + ["--policy", "round_robin", "--host", "127.0.0.1", "--prometheus-host", "127.0.0.1"] + args
+        args = ["--worker-urls"] + demoWorkers + ["--host", "127.0.0.1", "--prometheus-host", "127.0.0.1"] + args
     }
     let config: RouterConfig
     do {
@@ -33,7 +33,6 @@ case .run(let arguments), .demo(let arguments):
         exit(2)
     }
     let logger = Launcher.makeLogger(level: config.logLevel)
-    if let note = config.policyFallbackNote { logger.warning("\(note)") }
     let signals = Launcher.Signals()
     let node: RouterNode
     do {

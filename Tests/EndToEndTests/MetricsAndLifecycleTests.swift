@@ -88,9 +88,9 @@ import Testing
         let (s2, _, e2) = try await run(["--port", "0"], environment: ["REDIS_URL": "redis://127.0.0.1:1"])
         #expect(s2 == 2)
         #expect(e2.contains("--redis-url"))
-        let (s3, _, e3) = try await run(["--policy", "cache_aware"])
+        let (s3, _, e3) = try await run(["--port", "0", "--enable-igw"])
         #expect(s3 == 2)
-        #expect(e3.contains("--policy cache_aware"))
+        #expect(e3.contains("--enable-igw"))
     }
 
     @Test func badValuesAreClearErrors() async throws {

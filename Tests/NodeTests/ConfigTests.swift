@@ -1,5 +1,6 @@
 import Foundation
 @testable import Node
+import Policies
 import Testing
 
 @Suite struct ConfigTests {
@@ -30,9 +31,9 @@ import Testing
         #expect(c.flags.int("mesh-port") == 39527)
         #expect(c.flags.int("retry-max-retries") == 5)
         #expect(c.flags.string("health-check-endpoint") == "/health")
-        // The default policy is cache_aware, which this build lacks: round_robin stands in, said aloud.
-        #expect(c.policy == .round_robin)
-        #expect(c.policyFallbackNote?.contains("cache_aware") == true)
+        #expect(c.policy == .cache_aware)
+        #expect(c.policyConfig == PolicyConfig())
+        #expect(c.evictionIntervalSecs == 120)
     }
 
     @Test func everyFlagHasAUniqueNameAndAGenericEnvironmentVariable() {
@@ -68,6 +69,23 @@ import Testing
         #expect(try load([], env: ["SMG_CONFIG": file.path]).port == 4444)
     }
 
+    @Test func policyKnobsReachThePolicyConfig() throws {
+        let c = try load(["--policy", "manual", "--cache-threshold", "0.5", "--balance-abs-threshold", "32", "--balance-rel-threshold", "1.0001",
+                          "--max-tree-size", "1000", "--prefix-token-count", "64", "--prefix-hash-load-factor", "2", "--max-idle-secs", "60",
+                          "--assignment-mode", "min_group", "--eviction-interval", "5"])
+        #expect(c.policy == .manual)
+        #expect(c.policyConfig.cacheAware.cacheThreshold == 0.5)
+        #expect(c.policyConfig.cacheAware.balanceAbsThreshold == 32)
+        #expect(c.policyConfig.cacheAware.balanceRelThreshold == 1.0001)
+        #expect(c.policyConfig.cacheAware.maxTreeSize == 1000)
+        #expect(c.policyConfig.prefixTokenCount == 64)
+        #expect(c.policyConfig.prefixHashLoadFactor == 2)
+        #expect(c.policyConfig.maxIdleSecs == 60)
+        #expect(c.policyConfig.assignmentMode == .min_group)
+        #expect(c.evictionIntervalSecs == 5)
+        for name in PolicyName.allCases { #expect(try load(["--policy", name.rawValue]).policy == name) }
+    }
+
     @Test func listsBooleansAndInlineValues() throws {
         let c = try load(["--worker-urls", "http://a:1", "http://[::1]:8000/", "--disable-retries", "--cors-allowed-origins=http://x http://y",
                           "--request-id-headers", "X-Trace", "--port=0"])
@@ -91,7 +109,7 @@ import Testing
 
     @Test func notBuiltFeaturesFailNamingTheFlag() {
         for args in [["--enable-mesh"], ["--pd-disaggregation"], ["--max-concurrent-requests", "10"], ["--redis-url", "redis://x"],
-                     ["--tls-cert-path", "/x"], ["--history-backend", "redis"], ["--policy", "power_of_two"], ["--backend", "openai"]] {
+                     ["--tls-cert-path", "/x"], ["--history-backend", "redis"], ["--enable-igw"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
         }
@@ -106,7 +124,9 @@ import Testing
             (["--max-payload-size", "-1"], "--max-payload-size"), (["--policy", "fastest"], "--policy"), (["--worker-urls", "http://a:0"], "--worker-urls"),
             (["--worker-urls", "a:1/path"], "--worker-urls"), (["--log-level", "loud"], "--log-level"), (["--bogus"], "--bogus"),
             (["--prometheus-duration-buckets", "0.1", "x"], "--prometheus-duration-buckets"), (["positional"], "positional"),
-            (["--port"], "--port"), (["--cache-threshold", "nan"], "--cache-threshold"),
+            (["--port"], "--port"), (["--cache-threshold", "nan"], "--cache-threshold"), (["--cache-threshold", "1.5"], "--cache-threshold"),
+            (["--balance-rel-threshold", "0.5"], "--balance-rel-threshold"), (["--assignment-mode", "sideways"], "--assignment-mode"),
+            (["--prefix-hash-load-factor", "0.9"], "--prefix-hash-load-factor"), (["--max-tree-size", "0"], "--max-tree-size"),
         ]
         for (args, name) in cases {
             let message = failure(args)

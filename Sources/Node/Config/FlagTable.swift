@@ -1,7 +1,7 @@
 /// Every flag of the SGLang Model Gateway configuration reference (seed 000), plus `--config`.
 /// Defaults follow the reference; where the router guide (seed 002) disagrees, the reference wins.
 public enum FlagTable {
-    static let policies = "issue #3 (routing policies)"
+    static let policies = "multi-model gateway and DP-aware routing (later issue)"
     static let reliability = "issue #4 (reliability)"
     static let mesh = "issue #5 (mesh)"
     static let pd = "PD disaggregation (later issue)"
@@ -21,16 +21,16 @@ public enum FlagTable {
         FlagSpec("log-dir", .string, nil, group: "Core", status: .notBuilt("log files (later issue)"), "Directory to store log files"),
 
         // Routing policy
-        FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual (built: random, round_robin; the defaulted cache_aware falls back to round_robin with a warning until issue #3)"),
-        FlagSpec("cache-threshold", .double, .double(0.3), group: "Routing policy", status: .notBuilt(policies), "Prefix match ratio (0.0-1.0) above which cache_aware follows the cache"),
-        FlagSpec("balance-abs-threshold", .int, .int(64), group: "Routing policy", status: .notBuilt(policies), "Absolute load difference that makes the system imbalanced"),
-        FlagSpec("balance-rel-threshold", .double, .double(1.5), group: "Routing policy", status: .notBuilt(policies), "Relative load ratio that makes the system imbalanced"),
-        FlagSpec("eviction-interval", .int, .int(120), group: "Routing policy", status: .notBuilt(policies), "Seconds between cache-tree eviction passes"),
-        FlagSpec("max-tree-size", .int, .int(67_108_864), group: "Routing policy", status: .notBuilt(policies), "Maximum size of the approximate radix tree"),
-        FlagSpec("prefix-token-count", .int, .int(256), group: "Routing policy", status: .notBuilt(policies), "Prefix tokens hashed by prefix_hash"),
-        FlagSpec("prefix-hash-load-factor", .double, .double(1.25), group: "Routing policy", status: .notBuilt(policies), "Load factor above which prefix_hash rebalances"),
-        FlagSpec("max-idle-secs", .int, .int(14400), group: "Routing policy", status: .notBuilt(policies), "Idle seconds before a manual routing key is forgotten"),
-        FlagSpec("assignment-mode", .string, .string("random"), group: "Routing policy", status: .notBuilt(policies), "New routing key assignment: random, min_load, min_group"),
+        FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual"),
+        FlagSpec("cache-threshold", .double, .double(0.3), group: "Routing policy", "Prefix match ratio (0.0-1.0) above which cache_aware follows the cache"),
+        FlagSpec("balance-abs-threshold", .int, .int(64), group: "Routing policy", "Absolute load difference that makes the system imbalanced"),
+        FlagSpec("balance-rel-threshold", .double, .double(1.5), group: "Routing policy", "Relative load ratio that makes the system imbalanced"),
+        FlagSpec("eviction-interval", .int, .int(120), group: "Routing policy", "Seconds between cache-tree eviction passes"),
+        FlagSpec("max-tree-size", .int, .int(67_108_864), group: "Routing policy", "Prompt bytes each worker may hold in the cache-aware tree (LRU eviction above it)"),
+        FlagSpec("prefix-token-count", .int, .int(256), group: "Routing policy", "Prefix length hashed by prefix_hash (UTF-8 bytes over HTTP)"),
+        FlagSpec("prefix-hash-load-factor", .double, .double(1.25), group: "Routing policy", "Load factor above which prefix_hash rebalances"),
+        FlagSpec("max-idle-secs", .int, .int(14400), group: "Routing policy", "Idle seconds before a manual routing key is forgotten"),
+        FlagSpec("assignment-mode", .string, .string("random"), group: "Routing policy", "New routing key assignment: random, min_load, min_group"),
         FlagSpec("dp-aware", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Data-parallelism aware scheduling"),
         FlagSpec("enable-igw", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Inference Gateway mode for multi-model support"),
 

@@ -8,8 +8,8 @@ public struct RouterConfig: Sendable {
     public var port: Int
     public var workerURLs: [String]
     public var policy: PolicyName
-    /// Set when `--policy` was defaulted to a policy this build lacks and round_robin stands in.
-    public var policyFallbackNote: String?
+    public var policyConfig: PolicyConfig
+    public var evictionIntervalSecs: Int
     public var requestTimeoutSecs: Int
     public var shutdownGracePeriodSecs: Int
     public var maxPayloadSize: Int
@@ -39,14 +39,9 @@ public struct RouterConfig: Sendable {
         guard let name = PolicyName(rawValue: policyName) else {
             throw ConfigError("--policy \(policyName): unknown policy; expected one of \(PolicyName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if name.make() != nil {
-            policy = name
-        } else if f.isExplicit("policy") {
-            throw ConfigError("--policy \(policyName) is not built yet in this smg (issue #3); use --policy round_robin or --policy random")
-        } else {
-            policy = .round_robin
-            policyFallbackNote = "default policy \(policyName) is not built yet (issue #3): routing with round_robin"
-        }
+        policy = name
+        policyConfig = try Self.policyConfig(f)
+        evictionIntervalSecs = try Self.positive(f, "eviction-interval")
 
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
@@ -83,6 +78,33 @@ public struct RouterConfig: Sendable {
     /// Resolves and validates in one step.
     public static func load(arguments: [String], environment: [String: String]) throws(ConfigError) -> RouterConfig {
         try RouterConfig(ConfigLoader.resolve(arguments: arguments, environment: environment))
+    }
+
+    static func policyConfig(_ f: ResolvedFlags) throws(ConfigError) -> PolicyConfig {
+        var p = PolicyConfig()
+        let threshold = f.double("cache-threshold") ?? 0.3
+        guard (0...1).contains(threshold) else { throw ConfigError("--cache-threshold \(threshold): must be between 0.0 and 1.0") }
+        p.cacheAware.cacheThreshold = threshold
+        p.cacheAware.balanceAbsThreshold = try nonNegative(f, "balance-abs-threshold")
+        let rel = f.double("balance-rel-threshold") ?? 1.5
+        guard rel >= 1 else { throw ConfigError("--balance-rel-threshold \(rel): must be 1.0 or more") }
+        p.cacheAware.balanceRelThreshold = rel
+        p.cacheAware.maxTreeSize = try positive(f, "max-tree-size")
+        p.prefixTokenCount = try positive(f, "prefix-token-count")
+        let factor = f.double("prefix-hash-load-factor") ?? 1.25
+        guard factor >= 1 else { throw ConfigError("--prefix-hash-load-factor \(factor): must be 1.0 or more") }
+        p.prefixHashLoadFactor = factor
+        p.maxIdleSecs = UInt64(try positive(f, "max-idle-secs"))
+        let mode = f.string("assignment-mode") ?? "random"
+        guard let m = AssignmentMode(rawValue: mode) else {
+            throw ConfigError("--assignment-mode \(mode): expected random, min_load or min_group")
+        }
+        p.assignmentMode = m
+        // PD policies resolve by seed 002's rules; the flags themselves wait for the PD issue.
+        for flag in ["prefill-policy", "decode-policy"] {
+            if let v = f.string(flag), PolicyName(rawValue: v) == nil { throw ConfigError("--\(flag) \(v): unknown policy") }
+        }
+        return p
     }
 
     static func port(_ f: ResolvedFlags, _ name: String) throws(ConfigError) -> Int {

@@ -276,3 +276,77 @@ extension JSONScanner {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+// MARK: walking an already validated document
+
+extension JSONScanner {
+    /// Skips one value starting at `i` in a document `scanObject` accepted; returns its end.
+    static func skipValue(_ b: UnsafeRawBufferPointer, from start: Int) -> Int {
+        var i = start
+        var depth = 0
+        repeat {
+            switch b[i] {
+            case UInt8(ascii: "\""):
+                i += 1
+                while b[i] != UInt8(ascii: "\"") { i += b[i] == UInt8(ascii: "\\") ? 2 : 1 }
+                i += 1
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1; i += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1; i += 1
+            default:
+                if depth == 0 {
+                    // A bare scalar: up to the next delimiter.
+                    while i < b.count, !isDelimiter(b[i]) { i += 1 }
+                    return i
+                }
+                i += 1
+            }
+        } while depth > 0
+        return i
+    }
+
+    private static func isDelimiter(_ c: UInt8) -> Bool {
+        c == UInt8(ascii: ",") || c == UInt8(ascii: "}") || c == UInt8(ascii: "]") || c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09
+    }
+
+    private static func skipSpace(_ b: UnsafeRawBufferPointer, _ i: inout Int) {
+        while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
+    }
+
+    /// Calls `body` with the range of each element of the array at `range`.
+    static func forEachElement(_ b: UnsafeRawBufferPointer, array range: Range<Int>, _ body: (Range<Int>) -> Void) {
+        var i = range.lowerBound + 1
+        skipSpace(b, &i)
+        guard b[i] != UInt8(ascii: "]") else { return }
+        while i < range.upperBound {
+            skipSpace(b, &i)
+            let end = skipValue(b, from: i)
+            body(i..<end)
+            i = end
+            skipSpace(b, &i)
+            guard b[i] == UInt8(ascii: ",") else { return }
+            i += 1
+        }
+    }
+
+    /// Calls `body` with each member of the object at `range` (key without quotes, value range).
+    static func forEachMember(_ b: UnsafeRawBufferPointer, object range: Range<Int>, _ body: (Range<Int>, Range<Int>) -> Void) {
+        var i = range.lowerBound + 1
+        skipSpace(b, &i)
+        guard b[i] != UInt8(ascii: "}") else { return }
+        while i < range.upperBound {
+            skipSpace(b, &i)
+            let keyEnd = skipValue(b, from: i)
+            let key = (i + 1)..<(keyEnd - 1)
+            i = keyEnd
+            skipSpace(b, &i)
+            i += 1  // ':'
+            skipSpace(b, &i)
+            let end = skipValue(b, from: i)
+            body(key, i..<end)
+            i = end
+            skipSpace(b, &i)
+            guard b[i] == UInt8(ascii: ",") else { return }
+            i += 1
+        }
+    }
+}

@@ -140,12 +140,16 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         // Validate the JSON and read the few fields routing needs.
         var model: String?
         var stream = false
+        var routingText: [UInt8] = []
+        let wantsText = state.policyUsesText
         let failure: JSONScanner.Failure? = body.withUnsafeReadableBytes { bytes -> JSONScanner.Failure? in
             do throws(JSONScanner.Failure) {
-                for m in try JSONScanner.scanObject(bytes) {
+                let members = try JSONScanner.scanObject(bytes)
+                for m in members {
                     if m.keyEquals("model", in: bytes) { model = m.stringValue(in: bytes) }
                     else if m.keyEquals("stream", in: bytes) { stream = m.boolValue(in: bytes) ?? false }
                 }
+                if wantsText { routingText = RoutingText.extract(kind, members: members, bytes: bytes) }
                 return nil
             } catch let failure {
                 return failure
@@ -157,23 +161,30 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
             return
         }
         if model?.isEmpty == true { model = nil }
-        switch state.registry.select(model: model, request: RoutingRequest(), using: &rng) {
+        let request = RoutingRequest(
+            routingText: routingText,
+            routingKey: head.headers.first(name: "x-smg-routing-key"),
+            targetWorker: head.headers.first(name: "x-smg-target-worker").flatMap { Int($0) },
+            now: NIODeadline.now().uptimeNanoseconds / 1_000_000)
+        switch state.registry.select(model: model, request: request, using: &rng) {
         case .unknownModel:
             state.metrics.routerError(endpoint: endpoint, code: "model_not_found")
             respond(error: .modelNotFound(model ?? ""))
         case .noneAvailable:
             state.metrics.routerError(endpoint: endpoint, code: "no_available_workers")
             respond(error: .noWorkers(model))
-        case .worker(let w):
-            state.metrics.routed(model: model ?? "default", endpoint: endpoint, streaming: stream, worker: w.url.canonical)
+        case .worker(let w, let reason):
+            state.metrics.routed(model: model ?? "default", endpoint: endpoint, streaming: stream, worker: w.url.canonical,
+                                 policy: state.config.policy.rawValue, reason: reason.rawValue)
             proxy(to: w, head: head, body: body)
         }
     }
 
     private func proxyToAnyWorker(head: HTTPRequestHead, path: Substring) {
         endpoint = String(path.dropFirst())
-        switch state.registry.select(model: nil, request: RoutingRequest(), using: &rng) {
-        case .worker(let w): proxy(to: w, head: head, body: ByteBuffer())
+        let request = RoutingRequest(now: NIODeadline.now().uptimeNanoseconds / 1_000_000)
+        switch state.registry.select(model: nil, request: request, using: &rng) {
+        case .worker(let w, _): proxy(to: w, head: head, body: ByteBuffer())
         default: respond(error: .noWorkers(nil))
         }
     }

@@ -16,6 +16,9 @@ public final class RouterMetrics: Sendable {
         var routerRequests: [RoutedKey: Counter] = [:]
         var routerErrors: [ErrorKey: Counter] = [:]
         var workerRequests: [String: Counter] = [:]
+        var selections: [SelectionKey: Counter] = [:]
+        var decisions: [DecisionKey: Counter] = [:]
+        var stateSizes: [String: Gauge] = [:]
         var workerActive: [String: Gauge] = [:]
         var workerHealth: [String: Gauge] = [:]
     }
@@ -24,6 +27,8 @@ public final class RouterMetrics: Sendable {
     private struct HTTPKey: Hashable { let method: String, path: String }
     private struct RoutedKey: Hashable { let model: String, endpoint: String, streaming: Bool }
     private struct ErrorKey: Hashable { let endpoint: String, code: String }
+    private struct SelectionKey: Hashable { let policy: String, model: String, worker: String }
+    private struct DecisionKey: Hashable { let policy: String, model: String, reason: String }
     private let poolSize: Gauge
     private let healthyWorkers: Gauge
     private let activeRequests: Gauge
@@ -67,18 +72,37 @@ public final class RouterMetrics: Sendable {
         response.increment()
     }
 
-    /// An inference request was routed (before the worker answered).
-    func routed(model: String, endpoint: String, streaming: Bool, worker: String) {
-        let (r, w) = cache.withLock { c in
+    /// An inference request was routed (before the worker answered), and why the policy chose.
+    func routed(model: String, endpoint: String, streaming: Bool, worker: String, policy: String, reason: String) {
+        let (r, w, sel, dec) = cache.withLock { c in
             (Self.cached(&c.routerRequests, RoutedKey(model: model, endpoint: endpoint, streaming: streaming)) {
                 registry.makeCounter(descriptor: Self.descriptor("smg_router_requests_total", "Inference requests routed to a worker"), labels: [("model", model), ("endpoint", endpoint), ("streaming", String(streaming))])
             },
             Self.cached(&c.workerRequests, worker) {
                 registry.makeCounter(descriptor: Self.descriptor("smg_worker_requests_total", "Requests sent to each worker"), labels: [("worker", worker)])
+            },
+            Self.cached(&c.selections, SelectionKey(policy: policy, model: model, worker: worker)) {
+                registry.makeCounter(descriptor: Self.descriptor("smg_worker_selection_total", "Workers chosen by the routing policy"), labels: [("policy", policy), ("model", model), ("worker", worker)])
+            },
+            Self.cached(&c.decisions, DecisionKey(policy: policy, model: model, reason: reason)) {
+                registry.makeCounter(descriptor: Self.descriptor("smg_policy_decisions_total", "Routing decisions by branch (cache_hit, cache_miss, imbalance, sticky, ...)"), labels: [("policy", policy), ("model", model), ("reason", reason)])
             })
         }
         r.increment()
         w.increment()
+        sel.increment()
+        dec.increment()
+    }
+
+    /// Sets the per-model routing state gauge (tree bytes for cache_aware, keys for manual).
+    func policyState(_ sizes: [(model: String, size: Int)], policy: String) {
+        cache.withLock { c in
+            for (model, size) in sizes {
+                Self.cached(&c.stateSizes, model) {
+                    registry.makeGauge(descriptor: Self.descriptor("smg_policy_state_size", "Routing state per model: prompt bytes in the cache-aware tree, or sticky keys"), labels: [("model", model), ("policy", policy)])
+                }.set(to: Double(size))
+            }
+        }
     }
 
     /// An inference request ended in an error the router produced.

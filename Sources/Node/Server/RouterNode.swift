@@ -30,7 +30,7 @@ public final class RouterNode: Sendable {
     public static func start(config: RouterConfig, logger: Logger, threads: Int = System.coreCount) async throws -> RouterNode {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
-        let registry = WorkerRegistry(policy: config.policy)
+        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig)
         let pools = UpstreamPools(group: group, metrics: metrics)
         let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools)
         let connections = ConnectionTracker()
@@ -60,6 +60,11 @@ public final class RouterNode: Sendable {
                 }
                 .bind(host: config.prometheusHost, port: config.prometheusPort).get()
             let node = RouterNode(state: state, group: group, api: api, metrics: metricsServer, connections: connections)
+            // Tree eviction and idle sticky keys, every --eviction-interval.
+            let interval = TimeAmount.seconds(Int64(config.evictionIntervalSecs))
+            group.next().scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                registry.maintainPolicies(now: NIODeadline.now().uptimeNanoseconds / 1_000_000)
+            }
             for raw in config.workerURLs {
                 let url = try WorkerURL(parsing: raw)
                 if let w = try? registry.add(url: url, modelID: nil) {
@@ -129,7 +134,10 @@ final class MetricsHandler: ChannelInboundHandler {
             head = nil
             let ok = h.method == .GET && RequestTarget(h.uri).path == "/metrics"
             var buffer = context.channel.allocator.buffer(capacity: 0)
-            if ok { buffer.writeBytes(state.metrics.render(workers: state.registry.all)) } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
+            if ok {
+                state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
+                buffer.writeBytes(state.metrics.render(workers: state.registry.all))
+            } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: ok ? "text/plain; version=0.0.4" : "text/plain")
             headers.add(name: "content-length", value: String(buffer.readableBytes))

@@ -1,4 +1,5 @@
 import Logging
+import Policies
 import NIOCore
 import Synchronization
 
@@ -12,6 +13,8 @@ public final class RouterState: Sendable {
     let pools: UpstreamPools
     let requestIDs: RequestIDSource
     let cors: CORSPolicy
+    /// Whether the policy reads the prompt (cache_aware, prefix_hash): others skip extracting it.
+    let policyUsesText: Bool
     private let _draining = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
@@ -24,6 +27,7 @@ public final class RouterState: Sendable {
         self.pools = pools
         self.requestIDs = RequestIDSource(headers: config.requestIDHeaders)
         self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
+        self.policyUsesText = config.policy == .cache_aware || config.policy == .prefix_hash
     }
 
     public var isDraining: Bool { _draining.load(ordering: .relaxed) }

@@ -7,8 +7,8 @@ import Synchronization
 /// Reads on the hot path take a short lock to copy an immutable array of references; every
 /// change replaces the array, so a request routes on a consistent snapshot.
 public final class WorkerRegistry: Sendable {
-    public enum Selection {
-        case worker(Worker)
+    public enum Outcome {
+        case worker(Worker, SelectionReason)
         case unknownModel
         case noneAvailable
     }
@@ -18,11 +18,20 @@ public final class WorkerRegistry: Sendable {
     }
 
     private let workers = Mutex<[Worker]>([])
-    private let policies: Mutex<[String: any LoadBalancingPolicy]> = Mutex([:])
+    /// One policy value per model, each behind its own lock so models do not contend.
+    private let policies = Mutex<[String: PolicyBox]>([:])
     public let policyName: PolicyName
+    public let policyConfig: PolicyConfig
 
-    public init(policy: PolicyName) {
+    /// A policy value mutated in place under its lock (a radix tree must never be copied per request).
+    final class PolicyBox: Sendable {
+        let policy: Mutex<any LoadBalancingPolicy>
+        init(_ p: any LoadBalancingPolicy) { policy = Mutex(p) }
+    }
+
+    public init(policy: PolicyName, config: PolicyConfig = PolicyConfig()) {
         self.policyName = policy
+        self.policyConfig = config
     }
 
     public var all: [Worker] { workers.withLock { $0 } }
@@ -50,15 +59,40 @@ public final class WorkerRegistry: Sendable {
         return worker
     }
 
-    /// Removes the worker from routing at once; requests already sent to it finish.
+    /// Removes the worker from routing at once; requests already sent to it finish. Its routing
+    /// state (tree entries, sticky keys) is purged from every model's policy.
     @discardableResult
     public func remove(id: String) -> Worker? {
         let removed: Worker? = workers.withLock { list in
             guard let i = list.firstIndex(where: { $0.id == id }) else { return nil }
             return list.remove(at: i)
         }
-        removed?.markDraining()
+        guard let removed else { return nil }
+        removed.markDraining()
+        for box in policyBoxes { box.policy.withLock { $0.removeWorker(id: id) } }
         return removed
+    }
+
+    private var policyBoxes: [PolicyBox] { policies.withLock { Array($0.values) } }
+
+    private func box(for model: String) -> PolicyBox {
+        policies.withLock { table in
+            if let b = table[model] { return b }
+            let b = PolicyBox(policyName.make(policyConfig))
+            table[model] = b
+            return b
+        }
+    }
+
+    /// Periodic upkeep of every model's policy (tree eviction, idle keys).
+    public func maintainPolicies(now: UInt64) {
+        for box in policyBoxes { box.policy.withLock { $0.maintain(now: now) } }
+    }
+
+    /// Routing state size per model (tree bytes for cache_aware, keys for manual), for metrics.
+    public var policyStateSizes: [(model: String, size: Int)] {
+        let boxes = policies.withLock { $0.map { ($0.key, $0.value) } }
+        return boxes.map { model, box in (model.isEmpty ? "default" : model, box.policy.withLock { $0.stateSize }) }
     }
 
     /// The distinct models served, in the order workers were added.
@@ -71,7 +105,7 @@ public final class WorkerRegistry: Sendable {
     ///
     /// A worker whose model is not known yet (its `/v1/models` has not answered) may serve any
     /// model, so a new worker is usable before discovery finishes.
-    public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, using rng: inout R) -> Selection {
+    public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, using rng: inout R) -> Outcome {
         let snapshot = all
         let chosen = snapshot.filter { w in
             guard let model else { return true }
@@ -80,14 +114,8 @@ public final class WorkerRegistry: Sendable {
         }
         guard !chosen.isEmpty else { return snapshot.isEmpty ? .noneAvailable : .unknownModel }
         let candidates = chosen.map { WorkerCandidate(id: $0.id, url: $0.url.canonical, isAvailable: $0.isAvailable, inFlight: $0.inFlight) }
-        let key = model ?? ""
-        let index: Int? = policies.withLock { table in
-            var policy = table[key] ?? policyName.make() ?? RoundRobinPolicy()
-            let i = policy.select(request, from: candidates, using: &rng)
-            table[key] = policy
-            return i
-        }
-        guard let index else { return .noneAvailable }
-        return .worker(chosen[index])
+        let selection = box(for: model ?? "").policy.withLock { $0.select(request, from: candidates, using: &rng) }
+        guard let selection else { return .noneAvailable }
+        return .worker(chosen[selection.index], selection.reason)
     }
 }

@@ -1,0 +1,124 @@
+/// Knobs of `cache_aware` (seed 000 defaults).
+public struct CacheAwareConfig: Sendable, Equatable {
+    /// Follow the cache when more than this fraction of the prompt is already held by a worker.
+    public var cacheThreshold = 0.3
+    /// Imbalanced when max load − min load exceeds this …
+    public var balanceAbsThreshold = 64
+    /// … and max load exceeds this times min load.
+    public var balanceRelThreshold = 1.5
+    /// Prompt bytes each worker may hold in the tree before least recently used entries go.
+    public var maxTreeSize = 67_108_864
+    /// Prompt bytes per tree element (see `PromptBlocks`).
+    public var blockSize = 16
+    public init() {}
+}
+
+/// `cache_aware`, as seed 002 describes it.
+///
+/// When the load is balanced, a request goes to the worker holding the longest prefix of its
+/// prompt if that prefix is more than `cacheThreshold` of it, else to the worker holding the
+/// least (the most spare cache). When the load is imbalanced — max − min above the absolute
+/// threshold *and* max above the relative threshold times min — the least loaded worker wins.
+/// Either way the prompt is recorded in the tree for the chosen worker.
+public struct CacheAwarePolicy: LoadBalancingPolicy {
+    public let name = "cache_aware"
+    public let config: CacheAwareConfig
+    public private(set) var tree = RadixTree<UInt64>()
+    private var slots: [String: RadixTree<UInt64>.Owner] = [:]
+    private var slotIDs: [String?] = []
+
+    public init(_ config: CacheAwareConfig = CacheAwareConfig()) {
+        self.config = config
+    }
+
+    public var stateSize: Int { tree.size * config.blockSize }
+
+    mutating func slot(for id: String) -> RadixTree<UInt64>.Owner {
+        if let s = slots[id] { return s }
+        let s: RadixTree<UInt64>.Owner
+        if let free = slotIDs.firstIndex(where: { $0 == nil }) {
+            s = RadixTree<UInt64>.Owner(free)
+            slotIDs[free] = id
+        } else {
+            s = RadixTree<UInt64>.Owner(slotIDs.count)
+            slotIDs.append(id)
+        }
+        slots[id] = s
+        return s
+    }
+
+    /// The imbalance test of seed 002 over the available workers' loads.
+    public static func isImbalanced(loads: [Int], absThreshold: Int, relThreshold: Double) -> Bool {
+        guard let maxLoad = loads.max(), let minLoad = loads.min() else { return false }
+        return maxLoad - minLoad > absThreshold && Double(maxLoad) > relThreshold * Double(minLoad)
+    }
+
+    public mutating func select<R: RandomNumberGenerator>(
+        _ request: RoutingRequest, from workers: [WorkerCandidate], using rng: inout R
+    ) -> Selection? {
+        var available: [Int] = []
+        available.reserveCapacity(workers.count)
+        for i in workers.indices where workers[i].isAvailable { available.append(i) }
+        guard !available.isEmpty else { return nil }
+        let key = PromptBlocks.hashes(request.routingText, blockSize: config.blockSize)
+
+        let selection: Selection
+        if Self.isImbalanced(loads: available.map { workers[$0].load }, absThreshold: config.balanceAbsThreshold, relThreshold: config.balanceRelThreshold) {
+            selection = Selection(RandomPolicy.leastLoaded(workers)!, .imbalance)
+        } else {
+            // Which tree owner is which available candidate.
+            var candidateOfSlot = [Int](repeating: -1, count: slotIDs.count)
+            for i in available { if let s = slots[workers[i].id] { candidateOfSlot[Int(s)] = i } }
+            let match = tree.match(key) { Int($0) < candidateOfSlot.count && candidateOfSlot[Int($0)] >= 0 }
+            let ratio = request.routingText.isEmpty ? 0 : Double(match.length * config.blockSize) / Double(request.routingText.count)
+            if ratio > config.cacheThreshold, !match.owners.isEmpty {
+                let owners = match.owners.map { candidateOfSlot[Int($0)] }
+                selection = Selection(owners.min { workers[$0].load < workers[$1].load }!, .cacheHit)
+            } else {
+                // Most spare cache: the worker holding the least, then the less loaded.
+                let sizes = tree.ownerSizes
+                let held = available.map { i in slots[workers[i].id].map { Int($0) < sizes.count ? sizes[Int($0)] : 0 } ?? 0 }
+                let best = available.indices.min { (held[$0], workers[available[$0]].load) < (held[$1], workers[available[$1]].load) }!
+                selection = Selection(available[best], .cacheMiss)
+            }
+        }
+        let owner = slot(for: workers[selection.index].id)
+        tree.insert(key, owner: owner, now: request.now)
+        // Between periodic evictions a flood of new prompts could grow the tree without bound:
+        // past twice its size bound, a worker's entries are evicted at once.
+        if tree.ownerSizes[Int(owner)] > 2 * elementBound { tree.evict(maxSize: elementBound) }
+        return selection
+    }
+
+    public mutating func removeWorker(id: String) {
+        guard let s = slots.removeValue(forKey: id) else { return }
+        tree.remove(owner: s)
+        slotIDs[Int(s)] = nil
+    }
+
+    /// The per-worker size bound in tree elements.
+    var elementBound: Int { max(1, config.maxTreeSize / config.blockSize) }
+
+    public mutating func maintain(now: UInt64) {
+        tree.evict(maxSize: elementBound)
+    }
+
+    // MARK: summaries for other routers
+
+    /// This router's own routing decisions since `version`, with worker ids for owners.
+    public func summary(since version: UInt64) -> TreeDelta<UInt64, String> {
+        let d = tree.changes(since: version)
+        return TreeDelta(fromVersion: d.fromVersion, toVersion: d.toVersion, isFull: d.isFull,
+                         updates: d.updates.compactMap { u in
+                             slotIDs[Int(u.owner)].map { TreeUpdate(owner: $0, path: u.path, lastUse: u.lastUse) }
+                         })
+    }
+
+    /// Learns another router's decisions, so requests it routed find their worker here too.
+    public mutating func apply(_ summary: TreeDelta<UInt64, String>) {
+        let local = TreeDelta<UInt64, RadixTree<UInt64>.Owner>(
+            fromVersion: summary.fromVersion, toVersion: summary.toVersion, isFull: summary.isFull,
+            updates: summary.updates.map { TreeUpdate(owner: slot(for: $0.owner), path: $0.path, lastUse: $0.lastUse) })
+        tree.apply(local)
+    }
+}
