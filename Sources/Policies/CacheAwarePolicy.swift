@@ -76,8 +76,7 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
                 selection = Selection(owners.min { workers[$0].load < workers[$1].load }!, .cacheHit)
             } else {
                 // Most spare cache: the worker holding the least, then the less loaded.
-                let sizes = tree.ownerSizes
-                let held = available.map { i in slots[workers[i].id].map { Int($0) < sizes.count ? sizes[Int($0)] : 0 } ?? 0 }
+                let held = available.map { i in slots[workers[i].id].map { tree.size(of: $0) } ?? 0 }
                 let best = available.indices.min { (held[$0], workers[available[$0]].load) < (held[$1], workers[available[$1]].load) }!
                 selection = Selection(available[best], .cacheMiss)
             }
@@ -86,7 +85,7 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
         tree.insert(key, owner: owner, now: request.now)
         // Between periodic evictions a flood of new prompts could grow the tree without bound:
         // past twice its size bound, a worker's entries are evicted at once.
-        if tree.ownerSizes[Int(owner)] > 2 * elementBound { tree.evict(maxSize: elementBound) }
+        if tree.size(of: owner) > 2 * elementBound { tree.evict(maxSize: elementBound) }
         return selection
     }
 

@@ -41,6 +41,9 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
     private var garbage = 0
     /// Elements held per owner: the sum of the label lengths of the nodes it is stamped on.
     public private(set) var ownerSizes: [Int] = []
+    /// Elements `owner` holds (0 for an owner never seen).
+    public func size(of owner: Owner) -> Int { Int(owner) < ownerSizes.count ? ownerSizes[Int(owner)] : 0 }
+
     /// Elements in all live labels.
     public private(set) var size = 0
     /// Bumped by every local insert.

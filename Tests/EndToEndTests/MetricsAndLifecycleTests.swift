@@ -77,7 +77,6 @@ import Testing
     func run(_ args: [String], environment: [String: String] = [:]) async throws -> (Int32, String, String) {
         let p = try TestProcess(Binaries.smg, args, name: "smg", environment: environment)
         guard let status = await p.waitForExit(timeout: .seconds(20)) else { throw TestFailure("smg \(args) did not exit") }
-        try await Task.sleep(for: .milliseconds(50))  // let the pipe readers drain
         return (status, p.stdout, p.stderr)
     }
 

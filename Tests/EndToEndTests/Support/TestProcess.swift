@@ -25,10 +25,13 @@ struct TestFailure: Error, CustomStringConvertible {
 
 /// A child process started by a test: output captured, readiness awaited on a printed line,
 /// always killed when the test lets go of it.
+///
+/// Output goes to temporary files, not pipes: with tests running in parallel, other children
+/// inherit pipe ends and a pipe may never report its end; a file is simply read back.
 final class TestProcess: @unchecked Sendable {
     let process = Process()
-    private let output = LockedText()
-    private let errors = LockedText()
+    private let outFile: URL
+    private let errFile: URL
     let name: String
 
     init(_ executable: URL, _ arguments: [String], name: String, environment: [String: String] = [:]) throws {
@@ -38,22 +41,25 @@ final class TestProcess: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
-        let out = Pipe(), err = Pipe()
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("smg-test-\(UUID().uuidString)")
+        outFile = base.appendingPathExtension("out")
+        errFile = base.appendingPathExtension("err")
+        _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outFile)
+        let err = try FileHandle(forWritingTo: errFile)
+        defer {
+            try? out.close()
+            try? err.close()
+        }
         process.standardOutput = out
         process.standardError = err
-        out.fileHandleForReading.readabilityHandler = { [output] h in
-            let d = h.availableData
-            if !d.isEmpty { output.append(d) }
-        }
-        err.fileHandleForReading.readabilityHandler = { [errors] h in
-            let d = h.availableData
-            if !d.isEmpty { errors.append(d) }
-        }
+        process.standardInput = FileHandle.nullDevice
         try process.run()
     }
 
-    var stdout: String { output.text }
-    var stderr: String { errors.text }
+    var stdout: String { (try? String(contentsOf: outFile, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOf: errFile, encoding: .utf8)) ?? "" }
 
     /// Waits until stdout has a line containing `marker` and returns that line.
     func waitForLine(containing marker: String, timeout: Duration = .seconds(30)) async throws -> String {
@@ -70,10 +76,13 @@ final class TestProcess: @unchecked Sendable {
 
     func signal(_ sig: Int32) { if process.isRunning { kill(process.processIdentifier, sig) } }
 
-    /// Waits for the process to exit and returns its status, or nil if it is still running.
+    /// Waits for the process to exit and returns its status, or nil if it is still running at
+    /// the deadline.
     func waitForExit(timeout: Duration) async -> Int32? {
         let deadline = ContinuousClock.now + timeout
-        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        while process.isRunning, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         if process.isRunning { return nil }
         return process.terminationStatus
     }
@@ -85,7 +94,11 @@ final class TestProcess: @unchecked Sendable {
         }
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: outFile)
+        try? FileManager.default.removeItem(at: errFile)
+    }
 }
 
 /// A simulated worker process on a free loopback port.
@@ -162,9 +175,3 @@ func eventually(timeout: Duration, _ what: String, _ condition: () throws -> Boo
     throw TestFailure("timed out after \(timeout) waiting for: \(what)")
 }
 
-/// Text collected from a pipe on another thread.
-final class LockedText: Sendable {
-    private let value = Mutex("")
-    func append(_ d: Data) { value.withLock { $0 += String(decoding: d, as: UTF8.self) } }
-    var text: String { value.withLock { $0 } }
-}

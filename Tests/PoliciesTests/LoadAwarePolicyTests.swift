@@ -1,0 +1,181 @@
+import Policies
+import Testing
+
+private func workers(_ loads: [Int], unavailable: Set<Int> = []) -> [WorkerCandidate] {
+    loads.enumerated().map { WorkerCandidate(id: "w\($0.offset)", url: "http://w\($0.offset)", isAvailable: !unavailable.contains($0.offset), inFlight: $0.element) }
+}
+
+private func text(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+@Suite struct CacheAwareTests {
+    /// A policy with small blocks so short test prompts span several of them.
+    func policy(threshold: Double = 0.5, abs: Int = 32, rel: Double = 1.5, maxTreeSize: Int = 1 << 20) -> CacheAwarePolicy {
+        var c = CacheAwareConfig()
+        c.cacheThreshold = threshold
+        c.balanceAbsThreshold = abs
+        c.balanceRelThreshold = rel
+        c.maxTreeSize = maxTreeSize
+        c.blockSize = 4
+        return CacheAwarePolicy(c)
+    }
+
+    @Test func imbalanceNeedsBothThresholds() {
+        #expect(!CacheAwarePolicy.isImbalanced(loads: [0, 32], absThreshold: 32, relThreshold: 1.5), "difference not above abs")
+        #expect(CacheAwarePolicy.isImbalanced(loads: [0, 33], absThreshold: 32, relThreshold: 1.5))
+        #expect(!CacheAwarePolicy.isImbalanced(loads: [100, 140], absThreshold: 32, relThreshold: 1.5), "140 is not above 1.5 × 100")
+        #expect(CacheAwarePolicy.isImbalanced(loads: [100, 151], absThreshold: 32, relThreshold: 1.5))
+        #expect(!CacheAwarePolicy.isImbalanced(loads: [], absThreshold: 0, relThreshold: 1))
+    }
+
+    @Test func aRepeatedPromptFollowsItsWorker() {
+        var p = policy()
+        var rng = SplitMix64(seed: 1)
+        let prompt = text("You are a helpful assistant. Tell me about routers.")
+        let first = p.select(RoutingRequest(routingText: prompt, now: 1), from: workers([0, 0, 0]), using: &rng)!
+        #expect(first.reason == .cacheMiss)
+        for t in 2..<10 {
+            let again = p.select(RoutingRequest(routingText: prompt + text(" more \(t)"), now: UInt64(t)), from: workers([0, 0, 0]), using: &rng)!
+            #expect(again == Selection(first.index, .cacheHit))
+        }
+    }
+
+    @Test func aMissGoesToTheWorkerHoldingTheLeast() {
+        var p = policy()
+        var rng = SplitMix64(seed: 1)
+        let w = workers([0, 0, 0])
+        let a = p.select(RoutingRequest(routingText: text(String(repeating: "a", count: 400)), now: 1), from: w, using: &rng)!
+        let b = p.select(RoutingRequest(routingText: text(String(repeating: "b", count: 200)), now: 2), from: w, using: &rng)!
+        let c = p.select(RoutingRequest(routingText: text(String(repeating: "c", count: 40)), now: 3), from: w, using: &rng)!
+        #expect(Set([a.index, b.index, c.index]).count == 3, "each new prompt went to an empty worker")
+        let d = p.select(RoutingRequest(routingText: text(String(repeating: "d", count: 40)), now: 4), from: w, using: &rng)!
+        #expect(d == Selection(c.index, .cacheMiss), "the worker holding 40 bytes has the most spare cache")
+    }
+
+    @Test func belowTheThresholdTheCacheIsIgnored() {
+        var p = policy(threshold: 0.8)
+        var rng = SplitMix64(seed: 1)
+        let w = workers([0, 0])
+        let base = p.select(RoutingRequest(routingText: text("0123456789abcdef"), now: 1), from: w, using: &rng)!
+        // Half of this prompt is cached on `base`; 0.5 < 0.8, so it goes by spare cache instead.
+        let other = p.select(RoutingRequest(routingText: text("0123456789abcdefXXXXXXXXXXXXXXXX"), now: 2), from: w, using: &rng)!
+        #expect(other == Selection(1 - base.index, .cacheMiss))
+    }
+
+    @Test func imbalanceOverridesTheCache() {
+        var p = policy(abs: 4, rel: 1.5)
+        var rng = SplitMix64(seed: 1)
+        let prompt = text("a long shared system prompt for everyone")
+        let home = p.select(RoutingRequest(routingText: prompt, now: 1), from: workers([0, 0]), using: &rng)!.index
+        var loads = [0, 0]
+        loads[home] = 10
+        let s = p.select(RoutingRequest(routingText: prompt, now: 2), from: workers(loads), using: &rng)!
+        #expect(s == Selection(1 - home, .imbalance))
+        // Just under the absolute threshold it is balanced again and the cache wins.
+        loads[home] = 4
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 3), from: workers(loads), using: &rng)!.reason == .cacheHit)
+    }
+
+    @Test func unavailableOwnersAreNotFollowed() {
+        var p = policy()
+        var rng = SplitMix64(seed: 1)
+        let prompt = text("conversation history that is long enough")
+        let home = p.select(RoutingRequest(routingText: prompt, now: 1), from: workers([0, 0]), using: &rng)!.index
+        let s = p.select(RoutingRequest(routingText: prompt, now: 2), from: workers([0, 0], unavailable: [home]), using: &rng)!
+        #expect(s.index == 1 - home)
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 3), from: workers([0, 0], unavailable: [0, 1]), using: &rng) == nil)
+    }
+
+    @Test func removingAWorkerPurgesItsPrefixes() {
+        var p = policy()
+        var rng = SplitMix64(seed: 1)
+        let prompt = text("the same prompt, over and over again")
+        let home = p.select(RoutingRequest(routingText: prompt, now: 1), from: workers([0, 0]), using: &rng)!.index
+        p.removeWorker(id: "w\(home)")
+        #expect(p.stateSize == 0)
+        let s = p.select(RoutingRequest(routingText: prompt, now: 2), from: workers([0, 0]), using: &rng)!
+        #expect(s.reason == .cacheMiss)
+    }
+
+    @Test func evictionKeepsEachWorkerUnderTheBound() {
+        var p = policy(maxTreeSize: 400)
+        var rng = SplitMix64(seed: 3)
+        for i in 0..<500 {
+            _ = p.select(RoutingRequest(routingText: text("prompt \(i) " + String(repeating: "x", count: i % 50)), now: UInt64(i)), from: workers([0, 0, 0]), using: &rng)
+        }
+        p.maintain(now: 1000)
+        #expect(p.tree.ownerSizes.allSatisfy { $0 * 4 <= 400 })
+    }
+
+    @Test func theTreeNeverGrowsFarPastItsBoundBetweenEvictions() {
+        var p = policy(maxTreeSize: 4096)
+        var rng = SplitMix64(seed: 5)
+        for i in 0..<2000 {
+            _ = p.select(RoutingRequest(routingText: text("unique prompt \(i) " + String(repeating: "y", count: 200)), now: UInt64(i)), from: workers([0]), using: &rng)
+        }
+        #expect(p.tree.ownerSizes[0] * 4 <= 2 * 4096 + 300)
+    }
+
+    @Test func badPromptsNeverCrash() {
+        var p = policy()
+        var rng = SplitMix64(seed: 9)
+        let w = workers([0, 0])
+        #expect(p.select(RoutingRequest(routingText: [], now: 1), from: w, using: &rng) != nil)
+        #expect(p.select(RoutingRequest(routingText: [0xFF, 0xFE, 0x00, 0xC3], now: 2), from: w, using: &rng) != nil)
+        // Larger than the 1 MiB bound: routed, then evicted at once rather than kept.
+        let huge = [UInt8](repeating: 0x61, count: 4 << 20)
+        #expect(p.select(RoutingRequest(routingText: huge, now: 3), from: w, using: &rng) != nil)
+        #expect(p.stateSize <= 2 << 20)
+        // Within the bound, a big prompt is remembered like any other.
+        let big = [UInt8](repeating: 0x62, count: 512 << 10)
+        _ = p.select(RoutingRequest(routingText: big, now: 4), from: w, using: &rng)
+        #expect(p.select(RoutingRequest(routingText: big, now: 5), from: w, using: &rng)?.reason == .cacheHit)
+        #expect(p.select(RoutingRequest(routingText: [1, 2, 3], now: 5), from: [], using: &rng) == nil)
+    }
+
+    @Test func summariesLetAnotherRouterFollowTheSameWorkers() {
+        var a = policy()
+        var b = policy()
+        var rng = SplitMix64(seed: 4)
+        let w = workers([0, 0, 0])
+        var homes: [String: Int] = [:]
+        for s in 0..<12 {
+            let prompt = "session \(s): " + String(repeating: "history of session \(s). ", count: 5)
+            homes[prompt] = a.select(RoutingRequest(routingText: text(prompt), now: UInt64(s)), from: w, using: &rng)!.index
+        }
+        b.apply(a.summary(since: 0))
+        for (prompt, home) in homes {
+            let s = b.select(RoutingRequest(routingText: text(prompt + " next turn"), now: 100), from: w, using: &rng)!
+            #expect(s == Selection(home, .cacheHit))
+        }
+        let since = a.tree.version
+        _ = a.select(RoutingRequest(routingText: text("one more prompt after the first summary"), now: 200), from: w, using: &rng)
+        #expect(a.summary(since: since).updates.count == 1, "only the new decision travels")
+    }
+}
+
+@Suite struct PowerOfTwoTests {
+    @Test func picksTheLessLoadedOfTwo() {
+        var p = PowerOfTwoPolicy()
+        var rng = SplitMix64(seed: 2)
+        var counts = [0, 0, 0]
+        for _ in 0..<3000 { counts[p.select(RoutingRequest(), from: workers([0, 10, 20]), using: &rng)!.index] += 1 }
+        // The least loaded wins whenever it is drawn (2/3 of draws); the most loaded never wins.
+        #expect(counts[2] == 0)
+        #expect(abs(counts[0] - 2000) < 150, "\(counts)")
+    }
+
+    @Test func prefersTheWorkersOwnLoadReport() {
+        var p = PowerOfTwoPolicy()
+        var rng = SplitMix64(seed: 2)
+        var w = workers([0, 5])
+        w[0].reportedLoad = 50  // the router sends it little, but it is busy
+        for _ in 0..<50 { #expect(p.select(RoutingRequest(), from: w, using: &rng)!.index == 1) }
+    }
+
+    @Test func singleAndNoneAvailable() {
+        var p = PowerOfTwoPolicy()
+        var rng = SplitMix64(seed: 2)
+        #expect(p.select(RoutingRequest(), from: workers([5, 0], unavailable: [1]), using: &rng)!.index == 0)
+        #expect(p.select(RoutingRequest(), from: workers([0], unavailable: [0]), using: &rng) == nil)
+    }
+}
