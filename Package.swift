@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "smg", targets: ["smg"]),
         .executable(name: "smg-sim-worker", targets: ["smg-sim-worker"]),
         .executable(name: "smg-bench", targets: ["smg-bench"]),
+        .executable(name: "smg-policy-bench", targets: ["smg-policy-bench"]),
         .library(name: "Node", targets: ["Node"]),
         .library(name: "SimWorker", targets: ["SimWorker"]),
         .library(name: "Policies", targets: ["Policies"]),
@@ -18,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/ordo-one/malloc-interposer.git", from: "1.6.1"),
     ],
     targets: [
         // System-library shims: the mesh seals gossip with libsodium, history talks Redis through hiredis.
@@ -61,6 +63,12 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
+        ),
+        // Micro-benchmarks of the policies (tree insert/match/evict/export, decisions), counting
+        // allocations through malloc-interposer (the program re-runs itself with LD_PRELOAD).
+        .executableTarget(
+            name: "smg-policy-bench",
+            dependencies: ["Policies", .product(name: "MallocInterposerSwift", package: "malloc-interposer")]
         ),
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),

@@ -10,6 +10,9 @@ public struct CacheAwareConfig: Sendable, Equatable {
     public var maxTreeSize = 67_108_864
     /// Prompt bytes per tree element (see `PromptBlocks`).
     public var blockSize = 16
+    /// Keep a log of decisions for `summary(since:)`: on when other routers consume summaries
+    /// (the mesh); off, a summary is always the whole tree and decisions log nothing.
+    public var recordsSummaries = false
     public init() {}
 }
 
@@ -23,12 +26,13 @@ public struct CacheAwareConfig: Sendable, Equatable {
 public struct CacheAwarePolicy: LoadBalancingPolicy {
     public let name = "cache_aware"
     public let config: CacheAwareConfig
-    public private(set) var tree = RadixTree<UInt64>()
+    public private(set) var tree: RadixTree<UInt64>
     private var slots: [String: RadixTree<UInt64>.Owner] = [:]
     private var slotIDs: [String?] = []
 
     public init(_ config: CacheAwareConfig = CacheAwareConfig()) {
         self.config = config
+        self.tree = RadixTree(recordingChanges: config.recordsSummaries)
     }
 
     public var stateSize: Int { tree.size * config.blockSize }
@@ -100,6 +104,18 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
 
     public mutating func maintain(now: UInt64) {
         tree.evict(maxSize: elementBound)
+    }
+
+    /// How many bytes of `text` the tree says some worker holds, and which workers (status,
+    /// benchmarks, tests). Does not record anything.
+    public func cachedPrefix(of text: [UInt8]) -> (bytes: Int, workers: [String]) {
+        let m = tree.match(PromptBlocks.hashes(text, blockSize: config.blockSize)) { _ in true }
+        return (m.length * config.blockSize, m.owners.compactMap { slotIDs[Int($0)] })
+    }
+
+    /// Evicts every worker down to `bytes` of prompt (what `maintain` does with `maxTreeSize`).
+    public mutating func evict(toBytesPerWorker bytes: Int) {
+        tree.evict(maxSize: max(0, bytes / config.blockSize))
     }
 
     // MARK: summaries for other routers

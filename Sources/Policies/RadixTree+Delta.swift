@@ -46,13 +46,21 @@ extension RadixTree {
         private var elements = 0
         /// Log capacity in elements: at 16 bytes a block, 2^20 elements stand for 16 MiB of prompts.
         var budget = 1 << 20
+        /// Log capacity in entries, so many short prompts cannot grow it either.
+        var maxEntries = 1 << 16
+        /// Off when nothing consumes summaries (no mesh): inserts then cost nothing extra.
+        var enabled = true
         /// Every local insert with a version above this is still in the log.
         private(set) var floor: UInt64 = 0
 
         mutating func append(_ e: Entry) {
+            guard enabled else {
+                floor = e.version
+                return
+            }
             entries.append(e)
             elements += e.key.count
-            while elements > budget, head < entries.count - 1 {
+            while elements > budget || entries.count - head > maxEntries, head < entries.count - 1 {
                 floor = entries[head].version
                 elements -= entries[head].key.count
                 entries[head].key = []
@@ -63,6 +71,9 @@ extension RadixTree {
                 head = 0
             }
         }
+
+        /// Entries still held (the trimmed ones before `head` are only awaiting compaction).
+        var count: Int { entries.count - head }
 
         mutating func drop(owner: Owner) {
             entries = entries[head...].filter { $0.owner != owner }

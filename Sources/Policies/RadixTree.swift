@@ -50,7 +50,9 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
     public private(set) var version: UInt64 = 0
     var changeLog = ChangeLog()
 
-    public init() {}
+    public init(recordingChanges: Bool = true) {
+        changeLog.enabled = recordingChanges
+    }
 
     public var nodeCount: Int { nodes.count - freeNodes.count }
 
@@ -60,20 +62,21 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
     public func match(_ key: [Element], eligible: (Owner) -> Bool) -> (length: Int, owners: [Owner]) {
         var node: Int32 = 0
         var i = 0
-        var best = (length: 0, owners: [Owner]())
+        var best: (length: Int, node: Int32) = (0, 0)
         while i < key.count, let child = edges[EdgeKey(parent: node, first: key[i])] {
             let c = nodes[Int(child)]
             var m = 1
             let limit = min(Int(c.count), key.count - i)
             while m < limit, labels[Int(c.start) + m] == key[i + m] { m += 1 }
             i += m
-            var owners: [Owner] = []
-            for s in c.stamps where eligible(s.owner) { owners.append(s.owner) }
-            if !owners.isEmpty { best = (i, owners) }
+            if c.stamps.contains(where: { eligible($0.owner) }) { best = (i, child) }
             if m < Int(c.count) { break }
             node = child
         }
-        return best
+        guard best.node != 0 else { return (0, []) }
+        var owners: [Owner] = []
+        for s in nodes[Int(best.node)].stamps where eligible(s.owner) { owners.append(s.owner) }
+        return (best.length, owners)
     }
 
     // MARK: inserting
@@ -166,9 +169,18 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
 
     /// Evicts each owner's least recently used leaves until it holds at most `maxSize` elements.
     public mutating func evict(maxSize: Int) {
-        for owner in ownerSizes.indices where ownerSizes[owner] > maxSize {
-            evict(owner: Owner(owner), to: maxSize)
+        let over = ownerSizes.indices.filter { ownerSizes[$0] > maxSize }
+        guard !over.isEmpty else { return }
+        // One pass over the nodes finds every over-bound owner's leaves.
+        var leaves = [[Aged]](repeating: [], count: ownerSizes.count)
+        var isOver = [Bool](repeating: false, count: ownerSizes.count)
+        for o in over { isOver[o] = true }
+        for i in nodes.indices where i != 0 && nodes[i].alive {
+            for s in nodes[i].stamps where isOver[Int(s.owner)] && isOwnerLeaf(Int32(i), s.owner) {
+                leaves[Int(s.owner)].append(Aged(lastUse: s.lastUse, node: Int32(i)))
+            }
         }
+        for o in over { evict(owner: Owner(o), leaves: leaves[o], to: maxSize) }
         compactIfWorthIt()
     }
 
@@ -187,11 +199,7 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
         static func < (a: Aged, b: Aged) -> Bool { (a.lastUse, a.node) < (b.lastUse, b.node) }
     }
 
-    private mutating func evict(owner: Owner, to maxSize: Int) {
-        var leaves: [Aged] = []
-        for i in nodes.indices where nodes[i].alive && isOwnerLeaf(Int32(i), owner) {
-            leaves.append(Aged(lastUse: nodes[i].stamps.first { $0.owner == owner }!.lastUse, node: Int32(i)))
-        }
+    private mutating func evict(owner: Owner, leaves: [Aged], to maxSize: Int) {
         var heap = MinHeap(leaves)
         while ownerSizes[Int(owner)] > maxSize, let oldest = heap.pop() {
             let parent = nodes[Int(oldest.node)].parent

@@ -15,6 +15,7 @@ struct Options {
     var stream = false
     var streamTokens = 16
     var direct = true
+    var policy = "round_robin"
     var binDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
 
     static func parse() -> Options {
@@ -38,9 +39,10 @@ struct Options {
             case "--stream": o.stream = true
             case "--stream-tokens": o.streamTokens = int(a)
             case "--no-direct": o.direct = false
+            case "--policy": o.policy = next(a)
             case "--bin-dir": o.binDir = next(a)
             case "-h", "--help":
-                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--no-direct] [--bin-dir DIR]")
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--no-direct] [--bin-dir DIR]")
                 exit(0)
             default: fail("unknown flag \(a)")
             }
@@ -198,14 +200,14 @@ for i in 0..<o.workers {
     urls.append("http://127.0.0.1:\(port(in: line.split(separator: " ")[3]))")
     workers.append(w)
 }
-let smg = try Child(smgPath, ["--host", "127.0.0.1", "--port", "0", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0", "--policy", "round_robin", "--log-level", "warn", "--worker-urls"] + urls)
+let smg = try Child(smgPath, ["--host", "127.0.0.1", "--port", "0", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0", "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls)
 let ready = smg.waitFor("smg ready:")
 let smgPort = port(in: ready.split(separator: " ")[2])
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let body = #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
 let path = "/v1/chat/completions"
 
-print("smg-bench: \(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+print("smg-bench: --policy \(o.policy), \(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
 _ = try run(port: smgPort, body: body, path: path, count: o.warmup, concurrency: o.concurrency, group: group)
 let before = usage(pid: smg.process.processIdentifier)
 let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, group: group)

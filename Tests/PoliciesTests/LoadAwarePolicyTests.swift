@@ -133,8 +133,11 @@ private func text(_ s: String) -> [UInt8] { Array(s.utf8) }
     }
 
     @Test func summariesLetAnotherRouterFollowTheSameWorkers() {
-        var a = policy()
-        var b = policy()
+        var config = CacheAwareConfig()
+        config.blockSize = 4
+        config.recordsSummaries = true
+        var a = CacheAwarePolicy(config)
+        var b = CacheAwarePolicy(config)
         var rng = SplitMix64(seed: 4)
         let w = workers([0, 0, 0])
         var homes: [String: Int] = [:]
@@ -150,6 +153,11 @@ private func text(_ s: String) -> [UInt8] { Array(s.utf8) }
         let since = a.tree.version
         _ = a.select(RoutingRequest(routingText: text("one more prompt after the first summary"), now: 200), from: w, using: &rng)
         #expect(a.summary(since: since).updates.count == 1, "only the new decision travels")
+        // Without a consumer no log is kept: a summary is then the whole tree.
+        var quiet = policy()
+        _ = quiet.select(RoutingRequest(routingText: text("a prompt that is long enough"), now: 1), from: w, using: &rng)
+        #expect(quiet.summary(since: 0).isFull)
+        #expect(quiet.summary(since: 0).updates.count == 1)
     }
 }
 

@@ -166,6 +166,10 @@ import Testing
         var b = Tree()
         b.apply(delta)
         for i in 0..<20 { #expect(b.match([UInt64(i), 1, 2], eligible: all).owners == [UInt16(i % 3)]) }
+        var counted = Tree()
+        counted.changeLog.maxEntries = 4
+        for i in 0..<10 { counted.insert([UInt64(i)], owner: 0, now: 1) }
+        #expect(counted.changeLog.count == 4, "the log is bounded in entries too")
         // Recent versions are still served as a delta.
         let recent = a.changes(since: a.version - 2)
         #expect(!recent.isFull && recent.updates.count == 2)
