@@ -26,6 +26,8 @@ public struct SimWorkerOptions: Sendable {
     public var cacheCapacityBlocks = 4096
     /// Characters per cache block. The simulator counts one character as one token.
     public var cacheBlockSize = 16
+    /// Added to the load `/get_load` reports, to simulate a worker busy with other clients.
+    public var extraReportedLoad = 0
     /// Seed for failure injection, so a flaky worker is reproducible.
     public var seed: UInt64 = 0x5EED
 
@@ -74,6 +76,7 @@ public struct SimWorkerOptions: Sendable {
                 o.cacheBlockSize = try int(a)
                 if o.cacheBlockSize == 0 { throw .badValue(a, "0") }
             case "--seed": o.seed = UInt64(try int(a))
+            case "--extra-reported-load": o.extraReportedLoad = try int(a)
             case "-h", "--help": throw .helpRequested
             default: throw .unknownFlag(a)
             }
@@ -98,6 +101,7 @@ public struct SimWorkerOptions: Sendable {
           --drop-rate P              fraction of connections closed without answer (0)
           --cache-capacity-blocks N  prefix cache size in blocks, LRU (4096)
           --cache-block-size N       characters per cache block (16)
+          --extra-reported-load N    added to the load /get_load reports (0)
           --seed N                   seed for failure injection
         """
 }

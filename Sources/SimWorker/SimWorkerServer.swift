@@ -107,7 +107,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.GET, "/get_server_info"):
             respond(context, head, status: .ok, body: #"{"model_path":\#(SimResponses.quote(options.modelID)),"served_model_name":\#(SimResponses.quote(options.modelID)),"tp_size":1,"dp_size":1,"version":"sim","worker_name":\#(SimResponses.quote(options.workerName))}"#)
         case (.GET, "/get_load"):
-            let active = state.snapshot.active
+            let active = state.snapshot.active + options.extraReportedLoad
             respond(context, head, status: .ok, body: #"{"load":\#(active),"num_reqs":\#(active),"num_waiting_reqs":0}"#)
         case (.POST, "/flush_cache"), (.GET, "/flush_cache"):
             state.flushCache()

@@ -77,6 +77,21 @@ import Testing
         #expect(try (0..<3).map { _ in try smg.chat("x", headers: [("X-SMG-Target-Worker", "1")]).header("x-sim-worker") } == ["b", "b", "b"])
     }
 
+    @Test func powerOfTwoAvoidsAWorkerThatReportsItselfBusy() async throws {
+        let busy = try await SimWorkerProcess(name: "busy", ["--extra-reported-load", "100"])
+        let idle = try await SimWorkerProcess(name: "idle")
+        let smg = try await RouterProcess(["--worker-urls", busy.url, idle.url, "--policy", "power_of_two"])
+        try await waitForModels(smg, count: 2)
+        try await eventually(timeout: .seconds(15), "the busy worker's load report reaches the router") {
+            let workers = try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+            return workers.contains { $0["url"] as? String == busy.url && $0["reported_load"] as? Int == 100 }
+        }
+        // The router itself sends both the same (nothing at a time), so only the reports can
+        // tell them apart: without them half of these would go to the busy worker.
+        let served = try (0..<20).map { _ in try smg.chat("x").header("x-sim-worker") ?? "" }
+        #expect(served.allSatisfy { $0 == "idle" }, "\(served)")
+    }
+
     @Test func everyPolicyServesRequests() async throws {
         let a = try await SimWorkerProcess(name: "a")
         let b = try await SimWorkerProcess(name: "b")

@@ -60,6 +60,7 @@ public final class RouterNode: Sendable {
                 }
                 .bind(host: config.prometheusHost, port: config.prometheusPort).get()
             let node = RouterNode(state: state, group: group, api: api, metrics: metricsServer, connections: connections)
+            if config.policy == .power_of_two { LoadMonitor.start(state: state) }
             // Tree eviction and idle sticky keys, every --eviction-interval.
             let interval = TimeAmount.seconds(Int64(config.evictionIntervalSecs))
             group.next().scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in

@@ -21,6 +21,7 @@ enum ControlAPI {
         [
             "id": w.id, "url": w.url.canonical, "model_id": w.modelID ?? NSNull(), "worker_type": w.workerType,
             "is_healthy": w.isHealthy, "is_draining": w.isDraining, "load": w.inFlight, "labels": w.labels,
+            "reported_load": w.reportedLoad ?? NSNull(),
         ]
     }
 

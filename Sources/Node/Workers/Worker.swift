@@ -14,6 +14,8 @@ public final class Worker: Sendable {
     private let _healthy = Atomic<Bool>(true)
     private let _inFlight = Atomic<Int>(0)
     private let _served = Atomic<Int>(0)
+    /// The worker's own load report (`/get_load`), -1 until one arrives.
+    private let _reportedLoad = Atomic<Int>(-1)
 
     init(id: String, url: WorkerURL, modelID: String?, workerType: String = "regular", labels: [String: String] = [:]) {
         self.id = id
@@ -30,6 +32,11 @@ public final class Worker: Sendable {
     public var isHealthy: Bool { _healthy.load(ordering: .relaxed) }
     public var inFlight: Int { _inFlight.load(ordering: .relaxed) }
     public var served: Int { _served.load(ordering: .relaxed) }
+    public var reportedLoad: Int? {
+        let v = _reportedLoad.load(ordering: .relaxed)
+        return v < 0 ? nil : v
+    }
+    func setReportedLoad(_ load: Int?) { _reportedLoad.store(load ?? -1, ordering: .relaxed) }
 
     func requestStarted() { _inFlight.add(1, ordering: .relaxed); _served.add(1, ordering: .relaxed) }
     func requestFinished() { _inFlight.subtract(1, ordering: .relaxed) }

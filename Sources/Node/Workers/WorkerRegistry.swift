@@ -113,7 +113,7 @@ public final class WorkerRegistry: Sendable {
             return m == model || m == nil
         }
         guard !chosen.isEmpty else { return snapshot.isEmpty ? .noneAvailable : .unknownModel }
-        let candidates = chosen.map { WorkerCandidate(id: $0.id, url: $0.url.canonical, isAvailable: $0.isAvailable, inFlight: $0.inFlight) }
+        let candidates = chosen.map { WorkerCandidate(id: $0.id, url: $0.url.canonical, isAvailable: $0.isAvailable, inFlight: $0.inFlight, reportedLoad: $0.reportedLoad) }
         let selection = box(for: model ?? "").policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
         return .worker(chosen[selection.index], selection.reason)
