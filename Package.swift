@@ -30,13 +30,15 @@ let package = Package(
 
         // Pure routing policies: stdlib only, no IO, no clock reads.
         .target(name: "Policies"),
+        // Pure reliability cores: retry plans, circuit breaker, health state, token bucket.
+        .target(name: "Reliability"),
         // The HA mesh: Core (pure SWIM + CRDTs) and Shell (NIO transport, sealing).
         .target(name: "Mesh", dependencies: ["CSodium"]),
         // The router node: config, data plane, registry, metrics.
         .target(
             name: "Node",
             dependencies: [
-                "Policies", "Mesh", "CHiredis",
+                "Policies", "Reliability", "Mesh", "CHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -73,6 +75,7 @@ let package = Package(
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
+        .testTarget(name: "ReliabilityTests", dependencies: ["Reliability", "Policies"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Mesh", "CHiredis", "CSodium"]),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         .testTarget(name: "EndToEndTests", dependencies: ["smg", "smg-sim-worker"]),

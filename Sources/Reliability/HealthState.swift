@@ -1,0 +1,51 @@
+/// Health check knobs (seed 000 defaults).
+public struct HealthCheckConfig: Sendable, Equatable {
+    public var failureThreshold = 3
+    public var successThreshold = 2
+    public var timeoutMs = 5_000
+    public var intervalMs = 60_000
+    public var endpoint = "/health"
+    public var enabled = true
+    public init() {}
+}
+
+/// A worker's health from consecutive check results: unhealthy after `failureThreshold`
+/// failures in a row, healthy again after `successThreshold` successes in a row. Recovery is
+/// always possible. A worker starts unknown: its first success makes it healthy at once (a
+/// worker coming up at start-up), its first failures count toward unhealthy as usual.
+public struct HealthState: Sendable, Equatable {
+    public enum Status: String, Sendable { case unknown, healthy, unhealthy }
+
+    public let config: HealthCheckConfig
+    public private(set) var status: Status
+    private var consecutiveFailures = 0
+    private var consecutiveSuccesses = 0
+
+    public init(_ config: HealthCheckConfig = HealthCheckConfig(), startHealthy: Bool = false) {
+        self.config = config
+        self.status = startHealthy ? .healthy : .unknown
+    }
+
+    public var isHealthy: Bool { status == .healthy }
+
+    /// Records one check; returns the new status if it changed.
+    @discardableResult
+    public mutating func record(success: Bool) -> Status? {
+        if success {
+            consecutiveFailures = 0
+            consecutiveSuccesses += 1
+            if status == .unknown || (status == .unhealthy && consecutiveSuccesses >= config.successThreshold) {
+                status = .healthy
+                return .healthy
+            }
+        } else {
+            consecutiveSuccesses = 0
+            consecutiveFailures += 1
+            if status != .unhealthy, consecutiveFailures >= config.failureThreshold {
+                status = .unhealthy
+                return .unhealthy
+            }
+        }
+        return nil
+    }
+}

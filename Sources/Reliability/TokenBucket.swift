@@ -1,0 +1,46 @@
+/// A token bucket: `rate` tokens per second up to `capacity`; time (`nowMs`) is an argument.
+///
+/// The router's admission takes one token per request. The bucket is a value so the mesh can
+/// later replace a router's local refill with its share of a cluster-wide budget (the refill
+/// rate becomes an input, `setRate`).
+public struct TokenBucket: Sendable, Equatable {
+    public private(set) var rate: Double
+    public let capacity: Double
+    public private(set) var tokens: Double
+    private var lastRefillMs: UInt64
+
+    public init(rate: Double, capacity: Double, nowMs: UInt64) {
+        self.rate = max(0, rate)
+        self.capacity = max(1, capacity)
+        self.tokens = self.capacity
+        self.lastRefillMs = nowMs
+    }
+
+    private mutating func refill(_ nowMs: UInt64) {
+        guard nowMs > lastRefillMs else { return }
+        tokens = min(capacity, tokens + Double(nowMs - lastRefillMs) * rate / 1000)
+        lastRefillMs = nowMs
+    }
+
+    /// Takes a token if one is there.
+    public mutating func tryTake(nowMs: UInt64) -> Bool {
+        refill(nowMs)
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+
+    /// Milliseconds until a token will be there (0 if one is now); nil when the rate is 0.
+    public mutating func msUntilToken(nowMs: UInt64) -> UInt64? {
+        refill(nowMs)
+        if tokens >= 1 { return 0 }
+        guard rate > 0 else { return nil }
+        return UInt64(((1 - tokens) / rate * 1000).rounded(.up))
+    }
+
+    /// A new refill rate from now on (the cluster-wide budget's share, later).
+    public mutating func setRate(_ newRate: Double, nowMs: UInt64) {
+        refill(nowMs)
+        rate = max(0, newRate)
+    }
+}
