@@ -98,7 +98,7 @@ import Testing
 
     @Test func requestTimeoutAnswers504() async throws {
         let w = try await SimWorkerProcess(name: "hang", ["--hang-rate", "1"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--request-timeout-secs", "1"])
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--request-timeout-secs", "1", "--disable-retries"])
         let start = ContinuousClock.now
         let r = try smg.chat("x", model: "sim-model")
         #expect(r.status == 504)
@@ -148,10 +148,11 @@ import Testing
     }
 }
 
-/// Waits until the router has learned every worker's model (discovery runs after start-up).
+/// Waits until the router knows every worker's model and has seen it healthy (discovery and
+/// the first health check run right after a worker is added).
 func waitForModels(_ smg: RouterProcess, count: Int) async throws {
-    try await eventually(timeout: .seconds(10), "\(count) workers with a known model") {
+    try await eventually(timeout: .seconds(10), "\(count) healthy workers with a known model") {
         let workers = try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
-        return workers.filter { $0["model_id"] is String }.count == count
+        return workers.filter { $0["model_id"] is String && $0["health"] as? String == "healthy" }.count == count
     }
 }

@@ -108,7 +108,7 @@ import Testing
     }
 
     @Test func notBuiltFeaturesFailNamingTheFlag() {
-        for args in [["--enable-mesh"], ["--pd-disaggregation"], ["--max-concurrent-requests", "10"], ["--redis-url", "redis://x"],
+        for args in [["--enable-mesh"], ["--pd-disaggregation"], ["--log-dir", "/tmp"], ["--redis-url", "redis://x"],
                      ["--tls-cert-path", "/x"], ["--history-backend", "redis"], ["--enable-igw"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")

@@ -2,7 +2,6 @@
 /// Defaults follow the reference; where the router guide (seed 002) disagrees, the reference wins.
 public enum FlagTable {
     static let policies = "multi-model gateway and DP-aware routing (later issue)"
-    static let reliability = "issue #4 (reliability)"
     static let mesh = "issue #5 (mesh)"
     static let pd = "PD disaggregation (later issue)"
     static let discovery = "Kubernetes service discovery (later issue)"
@@ -42,8 +41,8 @@ public enum FlagTable {
         FlagSpec("decode-policy", .string, nil, group: "PD disaggregation", status: .notBuilt(pd), "Policy for decode workers (default: --policy)"),
 
         // Worker startup
-        FlagSpec("worker-startup-timeout-secs", .int, .int(1800), group: "Worker startup", status: .notBuilt(reliability), "Seconds to wait for start-up workers"),
-        FlagSpec("worker-startup-check-interval", .int, .int(30), group: "Worker startup", status: .notBuilt(reliability), "Seconds between worker start-up checks"),
+        FlagSpec("worker-startup-timeout-secs", .int, .int(1800), group: "Worker startup", "Seconds to wait for start-up workers"),
+        FlagSpec("worker-startup-check-interval", .int, .int(30), group: "Worker startup", "Seconds between worker start-up checks"),
 
         // Service discovery
         FlagSpec("service-discovery", .bool, .bool(false), group: "Service discovery", status: .notBuilt(discovery), "Discover workers from Kubernetes pods"),
@@ -98,33 +97,33 @@ public enum FlagTable {
         FlagSpec("request-id-headers", .list, .list(["x-request-id", "x-correlation-id", "x-trace-id", "request-id"]), group: "Request handling", "Headers checked, in order, for a request id"),
 
         // Rate limiting
-        FlagSpec("max-concurrent-requests", .int, .int(-1), group: "Rate limiting", status: .notBuilt(reliability), "Cap on in-flight requests (-1 = unlimited)"),
-        FlagSpec("queue-size", .int, .int(100), group: "Rate limiting", status: .notBuilt(reliability), "Requests waiting when the cap is reached"),
-        FlagSpec("queue-timeout-secs", .int, .int(60), group: "Rate limiting", status: .notBuilt(reliability), "Seconds a request may wait in the queue"),
-        FlagSpec("rate-limit-tokens-per-second", .int, nil, group: "Rate limiting", status: .notBuilt(reliability), "Token bucket refill rate (default: max-concurrent-requests)"),
+        FlagSpec("max-concurrent-requests", .int, .int(-1), group: "Rate limiting", "Cap on in-flight inference requests (-1 = unlimited)"),
+        FlagSpec("queue-size", .int, .int(100), group: "Rate limiting", "Requests waiting when the cap is reached"),
+        FlagSpec("queue-timeout-secs", .int, .int(60), group: "Rate limiting", "Seconds a request may wait in the queue"),
+        FlagSpec("rate-limit-tokens-per-second", .int, nil, group: "Rate limiting", "Token bucket refill rate (default: max-concurrent-requests)"),
 
         // Retries
-        FlagSpec("retry-max-retries", .int, .int(5), group: "Retries", status: .notBuilt(reliability), "Maximum retry attempts"),
-        FlagSpec("retry-initial-backoff-ms", .int, .int(50), group: "Retries", status: .notBuilt(reliability), "Initial backoff (ms)"),
-        FlagSpec("retry-max-backoff-ms", .int, .int(30000), group: "Retries", status: .notBuilt(reliability), "Maximum backoff (ms)"),
-        FlagSpec("retry-backoff-multiplier", .double, .double(1.5), group: "Retries", status: .notBuilt(reliability), "Backoff multiplier"),
-        FlagSpec("retry-jitter-factor", .double, .double(0.2), group: "Retries", status: .notBuilt(reliability), "Jitter factor (0.0-1.0)"),
-        FlagSpec("disable-retries", .bool, .bool(false), group: "Retries", "Disable retries (this build does not retry yet, so it changes nothing)"),
+        FlagSpec("retry-max-retries", .int, .int(5), group: "Retries", "Maximum retry attempts"),
+        FlagSpec("retry-initial-backoff-ms", .int, .int(50), group: "Retries", "Initial backoff (ms)"),
+        FlagSpec("retry-max-backoff-ms", .int, .int(30000), group: "Retries", "Maximum backoff (ms)"),
+        FlagSpec("retry-backoff-multiplier", .double, .double(1.5), group: "Retries", "Backoff multiplier"),
+        FlagSpec("retry-jitter-factor", .double, .double(0.2), group: "Retries", "Jitter factor (0.0-1.0)"),
+        FlagSpec("disable-retries", .bool, .bool(false), group: "Retries", "Disable automatic retries"),
 
         // Circuit breaker
-        FlagSpec("cb-failure-threshold", .int, .int(10), group: "Circuit breaker", status: .notBuilt(reliability), "Failures before the circuit opens"),
-        FlagSpec("cb-success-threshold", .int, .int(3), group: "Circuit breaker", status: .notBuilt(reliability), "Successes in half-open before it closes"),
-        FlagSpec("cb-timeout-duration-secs", .int, .int(60), group: "Circuit breaker", status: .notBuilt(reliability), "Seconds open before half-open"),
-        FlagSpec("cb-window-duration-secs", .int, .int(120), group: "Circuit breaker", status: .notBuilt(reliability), "Window for counting failures"),
-        FlagSpec("disable-circuit-breaker", .bool, .bool(false), group: "Circuit breaker", "Disable the circuit breaker (none is built yet, so it changes nothing)"),
+        FlagSpec("cb-failure-threshold", .int, .int(10), group: "Circuit breaker", "Failures before the circuit opens"),
+        FlagSpec("cb-success-threshold", .int, .int(3), group: "Circuit breaker", "Successes in half-open before it closes"),
+        FlagSpec("cb-timeout-duration-secs", .int, .int(60), group: "Circuit breaker", "Seconds open before half-open"),
+        FlagSpec("cb-window-duration-secs", .int, .int(120), group: "Circuit breaker", "Window for counting failures"),
+        FlagSpec("disable-circuit-breaker", .bool, .bool(false), group: "Circuit breaker", "Disable the per-worker circuit breakers"),
 
         // Health checks
-        FlagSpec("health-failure-threshold", .int, .int(3), group: "Health checks", status: .notBuilt(reliability), "Failures before a worker is unhealthy"),
-        FlagSpec("health-success-threshold", .int, .int(2), group: "Health checks", status: .notBuilt(reliability), "Successes before a worker is healthy again"),
-        FlagSpec("health-check-timeout-secs", .int, .int(5), group: "Health checks", status: .notBuilt(reliability), "Health check timeout"),
-        FlagSpec("health-check-interval-secs", .int, .int(60), group: "Health checks", status: .notBuilt(reliability), "Seconds between health checks"),
-        FlagSpec("health-check-endpoint", .string, .string("/health"), group: "Health checks", status: .notBuilt(reliability), "Worker health path"),
-        FlagSpec("disable-health-check", .bool, .bool(false), group: "Health checks", "Disable health checks (none run yet, so it changes nothing)"),
+        FlagSpec("health-failure-threshold", .int, .int(3), group: "Health checks", "Failures before a worker is unhealthy"),
+        FlagSpec("health-success-threshold", .int, .int(2), group: "Health checks", "Successes before a worker is healthy again"),
+        FlagSpec("health-check-timeout-secs", .int, .int(5), group: "Health checks", "Health check timeout"),
+        FlagSpec("health-check-interval-secs", .int, .int(60), group: "Health checks", "Seconds between health checks"),
+        FlagSpec("health-check-endpoint", .string, .string("/health"), group: "Health checks", "Worker health path"),
+        FlagSpec("disable-health-check", .bool, .bool(false), group: "Health checks", "Disable worker health checks (workers count as healthy)"),
 
         // Metrics
         FlagSpec("prometheus-port", .int, .int(29000), group: "Metrics", "Port of the /metrics server (0 = any free port)"),
@@ -141,7 +140,7 @@ public enum FlagTable {
         FlagSpec("client-cert-path", .string, nil, group: "Security", status: .notBuilt(security), "Client certificate for workers"),
         FlagSpec("client-key-path", .string, nil, group: "Security", status: .notBuilt(security), "Client key for workers"),
         FlagSpec("ca-cert-paths", .list, .list([]), group: "Security", status: .notBuilt(security), "CA certificates (space-separated)"),
-        FlagSpec("api-key", .string, nil, group: "Security", status: .notBuilt(reliability), "API key for inference routes and worker authorization"),
+        FlagSpec("api-key", .string, nil, group: "Security", "API key for inference routes and worker authorization"),
         FlagSpec("control-plane-api-keys", .list, .list([]), env: "CONTROL_PLANE_API_KEYS", group: "Security", status: .notBuilt(security), "Control plane keys id:name:role:key"),
         FlagSpec("jwt-issuer", .string, nil, env: "JWT_ISSUER", group: "Security", status: .notBuilt(security), "OIDC issuer URL"),
         FlagSpec("jwt-audience", .string, nil, env: "JWT_AUDIENCE", group: "Security", status: .notBuilt(security), "Expected audience"),

@@ -1,5 +1,6 @@
 import Foundation
 import Policies
+import Reliability
 
 /// The typed configuration the router node runs with, built from `ResolvedFlags` and
 /// validated: every error names the flag it is about.
@@ -19,6 +20,14 @@ public struct RouterConfig: Sendable {
     public var prometheusPort: Int
     public var durationBuckets: [Double]
     public var logLevel: String
+    public var retry: RetryConfig
+    public var breaker: CircuitBreakerConfig
+    public var health: HealthCheckConfig
+    public var admission: AdmissionConfig
+    public var startupTimeoutSecs: Int
+    public var startupCheckIntervalSecs: Int
+    /// `--api-key`: required from clients on inference routes, and sent to workers.
+    public var apiKey: String?
     public var flags: ResolvedFlags
 
     public static let defaultDurationBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -59,6 +68,13 @@ public struct RouterConfig: Sendable {
         guard ["trace", "debug", "info", "warn", "warning", "error"].contains(logLevel) else {
             throw ConfigError("--log-level \(logLevel): expected debug, info, warn or error")
         }
+        retry = try Self.retryConfig(f)
+        breaker = try Self.breakerConfig(f)
+        health = try Self.healthConfig(f)
+        admission = try Self.admissionConfig(f)
+        startupTimeoutSecs = try Self.positive(f, "worker-startup-timeout-secs")
+        startupCheckIntervalSecs = try Self.positive(f, "worker-startup-check-interval")
+        apiKey = f.string("api-key").flatMap { $0.isEmpty ? nil : $0 }
         let backend = f.string("backend") ?? "sglang"
         switch backend {
         case "sglang", "vllm": break
@@ -105,6 +121,59 @@ public struct RouterConfig: Sendable {
             if let v = f.string(flag), PolicyName(rawValue: v) == nil { throw ConfigError("--\(flag) \(v): unknown policy") }
         }
         return p
+    }
+
+    static func retryConfig(_ f: ResolvedFlags) throws(ConfigError) -> RetryConfig {
+        var r = RetryConfig()
+        r.maxRetries = try nonNegative(f, "retry-max-retries")
+        r.initialBackoffMs = try nonNegative(f, "retry-initial-backoff-ms")
+        r.maxBackoffMs = try nonNegative(f, "retry-max-backoff-ms")
+        guard r.maxBackoffMs >= r.initialBackoffMs else { throw ConfigError("--retry-max-backoff-ms \(r.maxBackoffMs): must not be below --retry-initial-backoff-ms (\(r.initialBackoffMs))") }
+        r.multiplier = f.double("retry-backoff-multiplier") ?? 1.5
+        guard r.multiplier >= 1 else { throw ConfigError("--retry-backoff-multiplier \(r.multiplier): must be 1.0 or more") }
+        r.jitterFactor = f.double("retry-jitter-factor") ?? 0.2
+        guard (0...1).contains(r.jitterFactor) else { throw ConfigError("--retry-jitter-factor \(r.jitterFactor): must be between 0.0 and 1.0") }
+        r.enabled = !f.bool("disable-retries")
+        return r
+    }
+
+    static func breakerConfig(_ f: ResolvedFlags) throws(ConfigError) -> CircuitBreakerConfig {
+        var b = CircuitBreakerConfig()
+        b.failureThreshold = try positive(f, "cb-failure-threshold")
+        b.successThreshold = try positive(f, "cb-success-threshold")
+        b.openDurationMs = UInt64(try positive(f, "cb-timeout-duration-secs")) * 1000
+        b.windowMs = UInt64(try positive(f, "cb-window-duration-secs")) * 1000
+        b.enabled = !f.bool("disable-circuit-breaker")
+        return b
+    }
+
+    static func healthConfig(_ f: ResolvedFlags) throws(ConfigError) -> HealthCheckConfig {
+        var h = HealthCheckConfig()
+        h.failureThreshold = try positive(f, "health-failure-threshold")
+        h.successThreshold = try positive(f, "health-success-threshold")
+        h.timeoutMs = try positive(f, "health-check-timeout-secs") * 1000
+        h.intervalMs = try positive(f, "health-check-interval-secs") * 1000
+        let endpoint = f.string("health-check-endpoint") ?? "/health"
+        guard endpoint.hasPrefix("/"), !endpoint.contains(" ") else { throw ConfigError("--health-check-endpoint \(endpoint): must be a path starting with /") }
+        h.endpoint = endpoint
+        h.enabled = !f.bool("disable-health-check")
+        return h
+    }
+
+    static func admissionConfig(_ f: ResolvedFlags) throws(ConfigError) -> AdmissionConfig {
+        var a = AdmissionConfig()
+        let cap = f.int("max-concurrent-requests") ?? -1
+        guard cap == -1 || cap >= 1 else { throw ConfigError("--max-concurrent-requests \(cap): must be -1 (unlimited) or 1 and more") }
+        a.maxConcurrent = cap == -1 ? nil : cap
+        a.queueSize = try nonNegative(f, "queue-size")
+        a.queueTimeoutMs = UInt64(try positive(f, "queue-timeout-secs")) * 1000
+        // A request rate limit only when asked for: the reference's default (the concurrency cap
+        // as a rate) would silently turn "at most 200 at once" into "at most 200 per second".
+        if let rate = f.int("rate-limit-tokens-per-second") {
+            guard rate >= 1 else { throw ConfigError("--rate-limit-tokens-per-second \(rate): must be 1 or more") }
+            a.tokensPerSecond = Double(rate)
+        }
+        return a
     }
 
     static func port(_ f: ResolvedFlags, _ name: String) throws(ConfigError) -> Int {

@@ -47,6 +47,11 @@ public struct APIError: Error, Sendable {
     static func upstreamFailed(_ detail: String) -> APIError {
         APIError(.badGateway, type: "bad_gateway", code: "upstream_error", "worker connection failed: \(detail)")
     }
+    static let unauthorized = APIError(.unauthorized, type: "authentication_error", code: "invalid_api_key", "missing or wrong API key: send Authorization: Bearer <--api-key>")
+    static let rateLimited = APIError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited", "too many requests: the router's queue is full (--max-concurrent-requests, --queue-size)")
+    static func queueTimeout(_ secs: UInt64) -> APIError {
+        APIError(.requestTimeout, type: "timeout_error", code: "queue_timeout", "request waited in the router's queue longer than --queue-timeout-secs (\(secs) s)")
+    }
     static let shuttingDown = APIError(.serviceUnavailable, type: "service_unavailable", code: "shutting_down", "router is shutting down")
 }
 

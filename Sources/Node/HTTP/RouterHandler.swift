@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import Policies
+import Reliability
 
 /// One client connection to the router: reads a request, answers control routes itself and
 /// relays inference requests to a worker over this event loop's upstream pool.
@@ -29,15 +30,29 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
     /// Bumped per request, so a late callback from an earlier request is recognised and ignored.
     private var generation = 0
 
-    // The exchange with a worker, while one is under way.
+    // The exchange with workers: one request, one or more attempts.
     private var worker: Worker?
     private var upstream: PooledConnection?
     private var upstreamBody = ByteBuffer()
     private var upstreamHead: HTTPRequestHead?
     private var responseStarted = false
     private var retriedStaleConnection = false
+    /// The current attempt's `--request-timeout-secs` timer.
     private var timeout: Scheduled<Void>?
     private var endpoint = ""
+    /// What the policy routes on, kept for every attempt.
+    private var routing = RoutingRequest()
+    private var model: String?
+    private var stream = false
+    /// Retries made so far for this request, and the workers that failed it.
+    private var retries = 0
+    private var failedWorkers: Set<String> = []
+    private var retryTask: Scheduled<Void>?
+    /// Whether the current attempt's outcome still has to reach the worker's circuit breaker.
+    private var attemptOpen = false
+    /// Holding an admission slot (released exactly once), or waiting in the queue.
+    private var admitted = false
+    private var admissionTicket: UInt64?
 
     init(state: RouterState, pool: UpstreamPool) {
         self.state = state
@@ -115,7 +130,7 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
             respond(.noContent, body: "", contentType: nil, extra: state.cors.preflightHeaders(head.headers))
         case .methodNotAllowed: respond(error: .methodNotAllowed(head.method, String(target.path)))
         case .notFound: respond(error: .routeNotFound(head.method, String(target.path)))
-        case .listWorkers, .addWorker, .getWorker, .deleteWorker, .legacyAddWorker, .legacyRemoveWorker, .legacyListWorkers:
+        case .listWorkers, .addWorker, .getWorker, .deleteWorker, .updateWorker, .legacyAddWorker, .legacyRemoveWorker, .legacyListWorkers:
             let answer = ControlAPI.workers(route, target: target, body: body, state: state)
             var extra = HTTPHeaders()
             if let location = answer.location { extra.add(name: "location", value: location) }
@@ -137,6 +152,10 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
 
     private func routeInference(_ kind: Route.Inference, head: HTTPRequestHead) {
         endpoint = kind.endpoint
+        if let key = state.config.apiKey, head.headers.first(name: "authorization") != "Bearer " + key {
+            respond(error: .unauthorized)
+            return
+        }
         // Validate the JSON and read the few fields routing needs.
         var model: String?
         var stream = false
@@ -160,13 +179,57 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
             respond(error: .invalidJSON(failure.description))
             return
         }
-        if model?.isEmpty == true { model = nil }
-        let request = RoutingRequest(
+        self.model = model?.isEmpty == true ? nil : model
+        self.stream = stream
+        routing = RoutingRequest(
             routingText: routingText,
             routingKey: head.headers.first(name: "x-smg-routing-key"),
-            targetWorker: head.headers.first(name: "x-smg-target-worker").flatMap { Int($0) },
-            now: NIODeadline.now().uptimeNanoseconds / 1_000_000)
-        switch state.registry.select(model: model, request: request, using: &rng) {
+            targetWorker: head.headers.first(name: "x-smg-target-worker").flatMap { Int($0) })
+        admitThenRoute()
+    }
+
+    private func proxyToAnyWorker(head: HTTPRequestHead, path: Substring) {
+        endpoint = String(path.dropFirst())
+        model = nil
+        routing = RoutingRequest()
+        body.clear()
+        startAttempt()
+    }
+
+    /// Waits for an admission slot when `--max-concurrent-requests` or a rate limit is set.
+    private func admitThenRoute() {
+        guard state.admission.config.isActive, let context else { return startAttempt() }
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let gen = generation
+        admissionTicket = state.admission.admit(on: context.eventLoop) { result in
+            let handler = me.value
+            guard handler.generation == gen, handler.phase == .dispatched else {
+                // The client left while this request waited: give the slot straight back.
+                if case .admitted = result { handler.state.admission.release() }
+                return
+            }
+            handler.admissionTicket = nil
+            switch result {
+            case .admitted:
+                handler.admitted = true
+                handler.startAttempt()
+            case .queueFull:
+                var extra = HTTPHeaders()
+                extra.add(name: "retry-after", value: String(handler.state.admission.retryAfterSeconds))
+                handler.state.metrics.routerError(endpoint: handler.endpoint, code: "rate_limited")
+                handler.respond(error: .rateLimited, extra: extra)
+            case .timedOut:
+                handler.state.metrics.routerError(endpoint: handler.endpoint, code: "queue_timeout")
+                handler.respond(error: .queueTimeout(handler.state.config.admission.queueTimeoutMs / 1000))
+            }
+        }
+    }
+
+    /// Chooses a worker (avoiding those that already failed this request) and sends to it.
+    private func startAttempt() {
+        guard let head else { return }
+        routing.now = state.nowMs()
+        switch state.registry.select(model: model, request: routing, avoiding: failedWorkers, using: &rng) {
         case .unknownModel:
             state.metrics.routerError(endpoint: endpoint, code: "model_not_found")
             respond(error: .modelNotFound(model ?? ""))
@@ -174,18 +237,13 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
             state.metrics.routerError(endpoint: endpoint, code: "no_available_workers")
             respond(error: .noWorkers(model))
         case .worker(let w, let reason):
-            state.metrics.routed(model: model ?? "default", endpoint: endpoint, streaming: stream, worker: w.url.canonical,
-                                 policy: state.config.policy.rawValue, reason: reason.rawValue)
+            if retries == 0, case .inference = route {
+                state.metrics.routed(model: model ?? "default", endpoint: endpoint, streaming: stream, worker: w.url.canonical,
+                                     policy: state.config.policy.rawValue, reason: reason.rawValue)
+            }
+            _ = w.breakerAcquire(now: routing.now)
+            attemptOpen = true
             proxy(to: w, head: head, body: body)
-        }
-    }
-
-    private func proxyToAnyWorker(head: HTTPRequestHead, path: Substring) {
-        endpoint = String(path.dropFirst())
-        let request = RoutingRequest(now: NIODeadline.now().uptimeNanoseconds / 1_000_000)
-        switch state.registry.select(model: nil, request: request, using: &rng) {
-        case .worker(let w, _): proxy(to: w, head: head, body: ByteBuffer())
-        default: respond(error: .noWorkers(nil))
         }
     }
 
@@ -196,7 +254,7 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
     private static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect"]
 
     /// ASCII case-insensitive equality against a lowercase literal, without allocating.
-    private static func nameEquals(_ name: String, _ lower: String) -> Bool {
+    static func nameEquals(_ name: String, _ lower: String) -> Bool {
         guard name.utf8.count == lower.utf8.count else { return false }
         for (b, c) in zip(name.utf8, lower.utf8) where (b >= 65 && b <= 90 ? b | 0x20 : b) != c { return false }
         return true
@@ -214,14 +272,17 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         w.requestStarted()
         responseStarted = false
         retriedStaleConnection = false
+        let bearer = w.apiKey ?? state.config.apiKey
         var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 3)
+        headers.reserveCapacity(head.headers.count + 4)
         for (name, value) in head.headers where !Self.isHopByHop(name, orRequestID: true) {
+            if bearer != nil, Self.nameEquals(name, "authorization") { continue }
             headers.add(name: name, value: value)
         }
         headers.add(name: "host", value: w.url.hostHeader)
         headers.add(name: "content-length", value: String(body.readableBytes))
         headers.add(name: "x-request-id", value: requestID)
+        if let bearer { headers.add(name: "authorization", value: "Bearer " + bearer) }
         upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
         upstreamBody = body
         let gen = generation
@@ -236,13 +297,13 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         guard let w = worker else { return }
         let gen = generation
         pool.acquire(w.url) { [weak self] result in
-            guard let self, self.generation == gen, self.worker != nil, self.context != nil else {
+            guard let self, self.generation == gen, self.worker === w, self.context != nil else {
                 if case .success(let c) = result { c.channel.close(promise: nil) }
                 return
             }
             switch result {
-            case .failure(let error):
-                self.failExchange(.upstreamFailed(String(describing: error)))
+            case .failure:
+                self.attemptFailed(.transportError)
             case .success(let c):
                 self.upstream = c
                 c.handler.delegate = self
@@ -258,6 +319,21 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
 
     func upstreamHead(_ response: HTTPResponseHead) {
         guard let context else { return }
+        let code = Int(response.status.code)
+        if RetryPlan.isRetryable(.status(code)) {
+            switch RetryPlan.decide(retriesSoFar: retries, outcome: .status(code), responseStarted: responseStarted, config: state.config.retry, using: &rng) {
+            case .retry(let delayMs):
+                // Not forwarded: drop this answer and its connection, try another worker.
+                recordAttempt(success: code < 500)
+                dropUpstream()
+                scheduleRetry(afterMs: delayMs)
+                return
+            case .giveUp(.exhausted):
+                state.metrics.retriesExhausted(endpoint: endpoint)
+            case .giveUp:
+                break
+            }
+        }
         responseStarted = true
         var headers = HTTPHeaders()
         headers.reserveCapacity(response.headers.count + 4)
@@ -266,7 +342,7 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         }
         decorate(&headers)
         let out = HTTPResponseHead(version: head?.version ?? .http1_1, status: response.status, headers: headers)
-        status = Int(response.status.code)
+        status = code
         context.write(wrapOutboundOut(.head(out)), promise: nil)
     }
 
@@ -282,6 +358,7 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         guard let c = upstream else { return }
         upstream = nil
         if reusable { pool.release(c) } else { c.channel.close(promise: nil) }
+        recordAttempt(success: status < 500)
         endExchange()
         finishResponse()
     }
@@ -291,21 +368,62 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         upstream = nil
         if !responseStarted, wasReused, !retriedStaleConnection, case UpstreamError.closedBeforeResponse = error {
             // A keep-alive connection the worker had already closed: the request never reached
-            // it, so sending it again on a fresh connection is safe.
+            // it, so sending it again on a fresh connection is safe (and no worker failure).
             retriedStaleConnection = true
             sendUpstream()
             return
         }
-        abortExchange(.upstreamFailed(String(describing: error)))
+        attemptFailed(.transportError)
     }
 
     private func upstreamTimedOut() {
+        dropUpstream()
+        attemptFailed(.timeout)
+    }
+
+    /// An attempt ended without a usable answer: retry elsewhere if the plan says so, else
+    /// tell the client.
+    private func attemptFailed(_ outcome: AttemptOutcome) {
+        recordAttempt(success: false)
+        let decision = RetryPlan.decide(retriesSoFar: retries, outcome: outcome, responseStarted: responseStarted, config: state.config.retry, using: &rng)
+        if case .retry(let delayMs) = decision {
+            scheduleRetry(afterMs: delayMs)
+            return
+        }
+        if case .giveUp(.exhausted) = decision { state.metrics.retriesExhausted(endpoint: endpoint) }
+        abortExchange(outcome == .timeout ? .upstreamTimeout(state.config.requestTimeoutSecs) : .upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"))
+    }
+
+    private func dropUpstream() {
         if let c = upstream {
             c.handler.delegate = nil
             c.channel.close(promise: nil)
             upstream = nil
         }
-        abortExchange(.upstreamTimeout(state.config.requestTimeoutSecs))
+    }
+
+    /// Tells the worker's circuit breaker how the current attempt ended, once.
+    private func recordAttempt(success: Bool) {
+        guard attemptOpen, let w = worker else { return }
+        attemptOpen = false
+        if let change = w.breakerRecord(success: success, now: state.nowMs()) {
+            state.metrics.breakerTransition(worker: w.url.canonical, to: change.rawValue)
+            state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(w.url.canonical)"])
+        }
+    }
+
+    private func scheduleRetry(afterMs delayMs: Int) {
+        guard let w = worker else { return }
+        failedWorkers.insert(w.id)
+        state.metrics.retry(endpoint: endpoint, worker: w.url.canonical, delayMs: delayMs)
+        endAttempt()
+        retries += 1
+        let gen = generation
+        retryTask = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delayMs))) { [weak self] in
+            guard let self, self.generation == gen, self.phase == .dispatched else { return }
+            self.retryTask = nil
+            self.startAttempt()
+        }
     }
 
     /// Ends an exchange that went wrong. Before the response head the client gets `error`;
@@ -324,12 +442,19 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         respond(error: error)
     }
 
-    /// Ends the worker side of the exchange exactly once.
-    private func endExchange() {
+    /// Ends the current attempt: its timer and the worker's in-flight count.
+    private func endAttempt() {
         timeout?.cancel()
         timeout = nil
         worker?.requestFinished()
         worker = nil
+    }
+
+    /// Ends the worker side of the request exactly once.
+    private func endExchange() {
+        endAttempt()
+        retryTask?.cancel()
+        retryTask = nil
         upstreamHead = nil
         upstreamBody = ByteBuffer()
     }
@@ -344,12 +469,13 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
     func channelInactive(context: ChannelHandlerContext) {
         // The client went away: an abandoned generation costs GPU time, so drop the worker's
         // connection at once instead of reading the rest of the answer.
-        if let c = upstream {
-            c.handler.delegate = nil
-            c.channel.close(promise: nil)
-            upstream = nil
+        dropUpstream()
+        if worker != nil { recordAttempt(success: true) }
+        endExchange()
+        if let ticket = admissionTicket {
+            state.admission.cancel(ticket)
+            admissionTicket = nil
         }
-        if worker != nil { endExchange() }
         if phase != .idle {
             status = 499  // client closed request (nginx's convention)
             completeRequest()
@@ -390,8 +516,8 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
     }
 
-    private func respond(error: APIError) {
-        var extra = HTTPHeaders()
+    private func respond(error: APIError, extra more: HTTPHeaders = HTTPHeaders()) {
+        var extra = more
         extra.add(name: "x-smg-error-code", value: error.code)
         respond(error.status, json: error.body, extra: extra)
     }
@@ -429,6 +555,13 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         let seconds = Double(NIODeadline.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         state.metrics.httpRequest(method: head?.method.rawValue ?? "GET", path: route.metricPath, status: status, seconds: seconds)
         state.requestEnded()
+        if admitted {
+            admitted = false
+            state.admission.release()
+        }
+        retries = 0
+        failedWorkers.removeAll()
+        attemptOpen = false
         head = nil
         // Do not let an idle keep-alive connection hold on to the memory of one huge body.
         if body.capacity > 1 << 20 { body = ByteBuffer() } else { body.clear() }

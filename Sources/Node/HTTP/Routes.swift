@@ -21,7 +21,7 @@ enum Route: Equatable, Sendable {
     /// GETs answered by any healthy worker: `/get_model_info`, `/get_server_info`, `/health_generate`.
     case proxyToAnyWorker
     case models, health, readiness, getLoads, flushCache
-    case listWorkers, addWorker, getWorker(String), deleteWorker(String)
+    case listWorkers, addWorker, getWorker(String), deleteWorker(String), updateWorker(String)
     case legacyAddWorker, legacyRemoveWorker, legacyListWorkers
     case corsPreflight
     case methodNotAllowed
@@ -46,7 +46,7 @@ enum Route: Equatable, Sendable {
         case .getLoads: return "/get_loads"
         case .flushCache: return "/flush_cache"
         case .listWorkers, .addWorker: return "/workers"
-        case .getWorker, .deleteWorker: return "/workers/{id}"
+        case .getWorker, .deleteWorker, .updateWorker: return "/workers/{id}"
         case .legacyAddWorker: return "/add_worker"
         case .legacyRemoveWorker: return "/remove_worker"
         case .legacyListWorkers: return "/list_workers"
@@ -87,6 +87,7 @@ enum Route: Equatable, Sendable {
                 switch method {
                 case .GET: return .getWorker(id)
                 case .DELETE: return .deleteWorker(id)
+                case .PATCH, .PUT: return .updateWorker(id)
                 default: return .methodNotAllowed
                 }
             }

@@ -19,6 +19,8 @@ public final class RouterMetrics: Sendable {
         var selections: [SelectionKey: Counter] = [:]
         var decisions: [DecisionKey: Counter] = [:]
         var stateSizes: [String: Gauge] = [:]
+        var named: [NamedKey: Counter] = [:]
+        var breakerState: [String: Gauge] = [:]
         var workerActive: [String: Gauge] = [:]
         var workerHealth: [String: Gauge] = [:]
     }
@@ -29,10 +31,15 @@ public final class RouterMetrics: Sendable {
     private struct ErrorKey: Hashable { let endpoint: String, code: String }
     private struct SelectionKey: Hashable { let policy: String, model: String, worker: String }
     private struct DecisionKey: Hashable { let policy: String, model: String, reason: String }
+    /// A counter by name and its label pairs, flattened.
+    private struct NamedKey: Hashable { let name: String, labels: [String] }
     private let poolSize: Gauge
     private let healthyWorkers: Gauge
     private let activeRequests: Gauge
     private let upstreamConnects: Counter
+    private let backoff: ValueHistogram
+    private let queueDepth: Gauge
+    private let admittedInFlight: Gauge
 
     public init(durationBuckets: [Double]) {
         buckets = durationBuckets
@@ -40,6 +47,10 @@ public final class RouterMetrics: Sendable {
         healthyWorkers = registry.makeGauge(descriptor: Self.descriptor("smg_worker_healthy_total", "Workers currently able to take requests"))
         activeRequests = registry.makeGauge(descriptor: Self.descriptor("smg_http_requests_active", "Requests the router is serving right now"))
         upstreamConnects = registry.makeCounter(descriptor: Self.descriptor("smg_worker_connections_opened_total", "New TCP connections opened to workers (pool misses)"))
+        backoff = registry.makeValueHistogram(descriptor: Self.descriptor("smg_router_retry_backoff_seconds", "Delay before each retry"),
+                                              buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30])
+        queueDepth = registry.makeGauge(descriptor: Self.descriptor("smg_router_queue_depth", "Requests waiting for admission"))
+        admittedInFlight = registry.makeGauge(descriptor: Self.descriptor("smg_router_admitted_active", "Admitted inference requests in flight (the --max-concurrent-requests count)"))
     }
 
     /// swift-prometheus wants a name split as base + unit; ours are written whole.
@@ -115,6 +126,43 @@ public final class RouterMetrics: Sendable {
     }
 
     func upstreamConnectionOpened() { upstreamConnects.increment() }
+
+    private func count(_ name: String, _ help: String, _ labels: [(String, String)]) {
+        cache.withLock { c in
+            Self.cached(&c.named, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {
+                registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
+            }
+        }.increment()
+    }
+
+    /// Admission outcomes: admitted, queued, admitted_from_queue, rejected_queue_full, rejected_queue_timeout.
+    func admission(_ result: String) {
+        count("smg_router_admission_total", "Admission decisions by result", [("result", result)])
+    }
+
+    /// A retry is about to be made after `delayMs`, after `worker` failed.
+    func retry(endpoint: String, worker: String, delayMs: Int) {
+        count("smg_router_retries_total", "Retries of inference requests", [("endpoint", endpoint)])
+        count("smg_worker_retries_total", "Retries caused by each worker's failures", [("worker", worker)])
+        backoff.record(Double(delayMs) / 1000)
+    }
+
+    func retriesExhausted(endpoint: String) {
+        count("smg_router_retries_exhausted_total", "Requests that failed after using every retry", [("endpoint", endpoint)])
+    }
+
+    func breakerTransition(worker: String, to state: String) {
+        count("smg_worker_cb_transitions_total", "Circuit breaker transitions by target state", [("worker", worker), ("to", state)])
+    }
+
+    func healthCheck(worker: String, ok: Bool) {
+        count("smg_worker_health_checks_total", "Health checks by result", [("worker", worker), ("result", ok ? "ok" : "failed")])
+    }
+
+    func admissionGauges(inFlight: Int, queued: Int) {
+        admittedInFlight.set(to: Double(inFlight))
+        queueDepth.set(to: Double(queued))
+    }
     func requestStarted() { activeRequests.increment() }
     func requestEnded() { activeRequests.decrement() }
 
@@ -128,6 +176,10 @@ public final class RouterMetrics: Sendable {
                 registry.unregisterGauge(gauge)
                 c.workerActive[url] = nil
             }
+            for (url, gauge) in c.breakerState where !live.contains(url) {
+                registry.unregisterGauge(gauge)
+                c.breakerState[url] = nil
+            }
             for (url, gauge) in c.workerHealth where !live.contains(url) {
                 registry.unregisterGauge(gauge)
                 c.workerHealth[url] = nil
@@ -137,6 +189,9 @@ public final class RouterMetrics: Sendable {
                 Self.cached(&c.workerActive, url) {
                     registry.makeGauge(descriptor: Self.descriptor("smg_worker_requests_active", "Requests in flight to each worker"), labels: [("worker", url)])
                 }.set(to: Double(w.inFlight))
+                Self.cached(&c.breakerState, url) {
+                    registry.makeGauge(descriptor: Self.descriptor("smg_worker_cb_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open"), labels: [("worker", url)])
+                }.set(to: w.breakerState == .closed ? 0 : (w.breakerState == .open ? 1 : 2))
                 Self.cached(&c.workerHealth, url) {
                     registry.makeGauge(descriptor: Self.descriptor("smg_worker_health", "1 when the worker may take requests, 0 otherwise"), labels: [("worker", url)])
                 }.set(to: w.isAvailable ? 1.0 : 0.0)

@@ -30,7 +30,7 @@ public final class RouterNode: Sendable {
     public static func start(config: RouterConfig, logger: Logger, threads: Int = System.coreCount) async throws -> RouterNode {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
-        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig)
+        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
         let pools = UpstreamPools(group: group, metrics: metrics)
         let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools)
         let connections = ConnectionTracker()
@@ -73,6 +73,7 @@ public final class RouterNode: Sendable {
                     ModelDiscovery.start(for: w, state: state)
                 }
             }
+            HealthChecker.start(state: state)
             return node
         } catch {
             try? await group.shutdownGracefully()
@@ -137,6 +138,7 @@ final class MetricsHandler: ChannelInboundHandler {
             var buffer = context.channel.allocator.buffer(capacity: 0)
             if ok {
                 state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
+                state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
                 buffer.writeBytes(state.metrics.render(workers: state.registry.all))
             } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()

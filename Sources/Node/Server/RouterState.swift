@@ -15,6 +15,7 @@ public final class RouterState: Sendable {
     let cors: CORSPolicy
     /// Whether the policy reads the prompt (cache_aware, prefix_hash): others skip extracting it.
     let policyUsesText: Bool
+    let admission: AdmissionController
     private let _draining = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
@@ -28,7 +29,12 @@ public final class RouterState: Sendable {
         self.requestIDs = RequestIDSource(headers: config.requestIDHeaders)
         self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
         self.policyUsesText = config.policy == .cache_aware || config.policy == .prefix_hash
+        self.admission = AdmissionController(config: config.admission, metrics: metrics, clock: RouterState.monotonicMs)
     }
+
+    /// Monotonic milliseconds: the time every policy, breaker and bucket decision uses.
+    @Sendable static func monotonicMs() -> UInt64 { NIODeadline.now().uptimeNanoseconds / 1_000_000 }
+    func nowMs() -> UInt64 { Self.monotonicMs() }
 
     public var isDraining: Bool { _draining.load(ordering: .relaxed) }
     func startDraining() { _draining.store(true, ordering: .relaxed) }

@@ -21,7 +21,8 @@ enum ControlAPI {
         [
             "id": w.id, "url": w.url.canonical, "model_id": w.modelID ?? NSNull(), "worker_type": w.workerType,
             "is_healthy": w.isHealthy, "is_draining": w.isDraining, "load": w.inFlight, "labels": w.labels,
-            "reported_load": w.reportedLoad ?? NSNull(),
+            "reported_load": w.reportedLoad ?? NSNull(), "health": w.healthStatus.rawValue,
+            "circuit_breaker": w.breakerState.rawValue, "has_api_key": w.apiKey != nil,
         ]
     }
 
@@ -66,10 +67,28 @@ enum ControlAPI {
             guard let raw = obj["url"] as? String else { return Answer(error: .badRequest("missing_url", "POST /workers: 'url' is required")) }
             let model = (obj["model_id"] as? String) ?? (obj["model"] as? String)
             let labels = (obj["labels"] as? [String: String]) ?? [:]
-            return add(raw, model: model, labels: labels, state: state, legacy: false)
+            return add(raw, model: model, labels: labels, apiKey: obj["api_key"] as? String, state: state, legacy: false)
+        case .updateWorker(let id):
+            guard let w = registry.worker(id: id) else { return Answer(error: workerNotFound(id)) }
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
+                return Answer(error: .badRequest("invalid_json", "PATCH/PUT /workers/{id} expects a JSON object of fields to change"))
+            }
+            if let url = obj["url"] as? String, (try? WorkerURL(parsing: url))?.canonical != w.url.canonical {
+                return Answer(error: .badRequest("url_immutable", "a worker's url cannot change; add a new worker and remove this one"))
+            }
+            let known: Set<String> = ["url", "model_id", "labels", "api_key"]
+            if let unknown = obj.keys.first(where: { !known.contains($0) }) {
+                return Answer(error: .badRequest("unknown_field", "unknown field '\(unknown)'; updatable: model_id, labels, api_key"))
+            }
+            if obj["labels"] != nil, !(obj["labels"] is [String: String]) { return Answer(error: .badRequest("invalid_labels", "labels must map strings to strings")) }
+            if let m = obj["model_id"] as? String, !m.isEmpty { w.setModelID(m) }
+            let apiKey: String?? = obj.keys.contains("api_key") ? .some(obj["api_key"] as? String) : .none
+            w.update(labels: obj["labels"] as? [String: String], apiKey: apiKey)
+            state.logger.info("worker updated", metadata: ["worker": "\(w.url.canonical)", "fields": "\(obj.keys.sorted().joined(separator: ","))"])
+            return Answer(body: json(describe(w)))
         case .legacyAddWorker:
             guard let raw = target.parameter("url"), !raw.isEmpty else { return Answer(error: .badRequest("missing_url", "add_worker needs ?url=http://host:port")) }
-            return add(raw, model: nil, labels: [:], state: state, legacy: true)
+            return add(raw, model: nil, labels: [:], apiKey: nil, state: state, legacy: true)
         case .deleteWorker(let id):
             guard let w = registry.remove(id: id) else { return Answer(error: workerNotFound(id)) }
             removed(w, state: state)
@@ -86,11 +105,11 @@ enum ControlAPI {
         }
     }
 
-    private static func add(_ raw: String, model: String?, labels: [String: String], state: RouterState, legacy: Bool) -> Answer {
+    private static func add(_ raw: String, model: String?, labels: [String: String], apiKey: String?, state: RouterState, legacy: Bool) -> Answer {
         let url: WorkerURL
         do { url = try WorkerURL(parsing: raw) } catch { return Answer(error: .badRequest("invalid_url", error.message)) }
         do {
-            let w = try state.registry.add(url: url, modelID: model, labels: labels)
+            let w = try state.registry.add(url: url, modelID: model, labels: labels, apiKey: apiKey)
             state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
             if model == nil { ModelDiscovery.start(for: w, state: state) }
             if legacy { return Answer(body: json(["status": "ok", "message": "Successfully added worker: \(url.canonical)", "id": w.id])) }

@@ -1,3 +1,4 @@
+import Reliability
 import Synchronization
 
 /// One worker known to the router. Identity and settings are immutable; the counters the hot
@@ -8,21 +9,59 @@ public final class Worker: Sendable {
     /// The model this worker serves, learned from its `/v1/models` unless given when added.
     private let _modelID: Mutex<String?>
     public let workerType: String
-    public let labels: [String: String]
+    private let settings: Mutex<(labels: [String: String], apiKey: String?)>
+    private let breaker: Mutex<CircuitBreaker>
+    private let health: Mutex<HealthState>
     /// Set when the worker is being removed: it finishes what it has and gets nothing new.
     private let _draining = Atomic<Bool>(false)
-    private let _healthy = Atomic<Bool>(true)
+    /// Mirrors `health` for the hot path.
+    private let _healthy = Atomic<Bool>(false)
     private let _inFlight = Atomic<Int>(0)
     private let _served = Atomic<Int>(0)
     /// The worker's own load report (`/get_load`), -1 until one arrives.
     private let _reportedLoad = Atomic<Int>(-1)
 
-    init(id: String, url: WorkerURL, modelID: String?, workerType: String = "regular", labels: [String: String] = [:]) {
+    init(id: String, url: WorkerURL, modelID: String?, workerType: String = "regular", labels: [String: String] = [:], apiKey: String? = nil,
+         breaker: CircuitBreakerConfig = CircuitBreakerConfig(), health: HealthCheckConfig = HealthCheckConfig()) {
         self.id = id
         self.url = url
         self._modelID = Mutex(modelID)
         self.workerType = workerType
-        self.labels = labels
+        self.settings = Mutex((labels, apiKey))
+        self.breaker = Mutex(CircuitBreaker(breaker))
+        // Without health checks a worker is taken as healthy; with them it must answer first.
+        self.health = Mutex(HealthState(health, startHealthy: !health.enabled))
+        self._healthy.store(!health.enabled, ordering: .relaxed)
+    }
+
+    public var labels: [String: String] { settings.withLock { $0.labels } }
+    /// The bearer token sent to this worker (per-worker `api_key`, else `--api-key`).
+    public var apiKey: String? { settings.withLock { $0.apiKey } }
+    func update(labels: [String: String]?, apiKey: String??) {
+        settings.withLock { s in
+            if let labels { s.labels = labels }
+            if let apiKey { s.apiKey = apiKey }
+        }
+    }
+
+    // MARK: circuit breaker
+
+    public var breakerState: CircuitBreaker.State { breaker.withLock { $0.state } }
+    /// Whether a request could be sent now (no state change): for building candidates.
+    func breakerAllows(now: UInt64) -> Bool { breaker.withLock { $0.canPass(now: now) } }
+    /// Takes a slot for an attempt about to start (half-open probes are counted).
+    func breakerAcquire(now: UInt64) -> Bool { breaker.withLock { $0.acquire(now: now) } }
+    /// Records an attempt's end; returns the new breaker state if it changed.
+    func breakerRecord(success: Bool, now: UInt64) -> CircuitBreaker.State? { breaker.withLock { $0.record(success: success, now: now) } }
+
+    // MARK: health
+
+    public var healthStatus: HealthState.Status { health.withLock { $0.status } }
+    /// Records a health check; returns the new status if it changed.
+    func recordHealthCheck(success: Bool) -> HealthState.Status? {
+        let change = health.withLock { $0.record(success: success) }
+        if let change { _healthy.store(change == .healthy, ordering: .relaxed) }
+        return change
     }
 
     public var modelID: String? { _modelID.withLock { $0 } }
@@ -41,6 +80,7 @@ public final class Worker: Sendable {
     func requestStarted() { _inFlight.add(1, ordering: .relaxed); _served.add(1, ordering: .relaxed) }
     func requestFinished() { _inFlight.subtract(1, ordering: .relaxed) }
 
-    /// True when the worker may take new requests.
+    /// True when the worker is healthy and not draining (the breaker is checked separately,
+    /// with the time of the decision).
     public var isAvailable: Bool { isHealthy && !isDraining }
 }

@@ -1,4 +1,5 @@
 import Policies
+import Reliability
 import Synchronization
 
 /// The router's one list of workers, shared by `--worker-urls`, the worker APIs and (later)
@@ -29,9 +30,15 @@ public final class WorkerRegistry: Sendable {
         init(_ p: any LoadBalancingPolicy) { policy = Mutex(p) }
     }
 
-    public init(policy: PolicyName, config: PolicyConfig = PolicyConfig()) {
+    public let breakerConfig: CircuitBreakerConfig
+    public let healthConfig: HealthCheckConfig
+
+    public init(policy: PolicyName, config: PolicyConfig = PolicyConfig(), breaker: CircuitBreakerConfig = CircuitBreakerConfig(),
+                health: HealthCheckConfig = HealthCheckConfig()) {
         self.policyName = policy
         self.policyConfig = config
+        self.breakerConfig = breaker
+        self.healthConfig = health
     }
 
     public var all: [Worker] { workers.withLock { $0 } }
@@ -48,8 +55,9 @@ public final class WorkerRegistry: Sendable {
     }
 
     @discardableResult
-    public func add(url: WorkerURL, modelID: String?, labels: [String: String] = [:]) throws(AddError) -> Worker {
-        let worker = Worker(id: Self.id(for: url), url: url, modelID: modelID, labels: labels)
+    public func add(url: WorkerURL, modelID: String?, labels: [String: String] = [:], apiKey: String? = nil) throws(AddError) -> Worker {
+        let worker = Worker(id: Self.id(for: url), url: url, modelID: modelID, labels: labels, apiKey: apiKey,
+                            breaker: breakerConfig, health: healthConfig)
         let duplicate: Worker? = workers.withLock { list in
             if let existing = list.first(where: { $0.url == url }) { return existing }
             list.append(worker)
@@ -105,7 +113,8 @@ public final class WorkerRegistry: Sendable {
     ///
     /// A worker whose model is not known yet (its `/v1/models` has not answered) may serve any
     /// model, so a new worker is usable before discovery finishes.
-    public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, using rng: inout R) -> Outcome {
+    public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, avoiding: Set<String> = [],
+                                                 using rng: inout R) -> Outcome {
         let snapshot = all
         let chosen = snapshot.filter { w in
             guard let model else { return true }
@@ -113,7 +122,14 @@ public final class WorkerRegistry: Sendable {
             return m == model || m == nil
         }
         guard !chosen.isEmpty else { return snapshot.isEmpty ? .noneAvailable : .unknownModel }
-        let candidates = chosen.map { WorkerCandidate(id: $0.id, url: $0.url.canonical, isAvailable: $0.isAvailable, inFlight: $0.inFlight, reportedLoad: $0.reportedLoad) }
+        var candidates = chosen.map {
+            WorkerCandidate(id: $0.id, url: $0.url.canonical, isAvailable: $0.isAvailable && $0.breakerAllows(now: request.now),
+                            inFlight: $0.inFlight, reportedLoad: $0.reportedLoad)
+        }
+        // Prefer workers that have not just failed this request, when any other can serve.
+        if !avoiding.isEmpty, candidates.contains(where: { $0.isAvailable && !avoiding.contains($0.id) }) {
+            for i in candidates.indices where avoiding.contains(candidates[i].id) { candidates[i].isAvailable = false }
+        }
         let selection = box(for: model ?? "").policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
         return .worker(chosen[selection.index], selection.reason)

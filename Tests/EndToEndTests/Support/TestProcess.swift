@@ -140,6 +140,13 @@ final class RouterProcess: @unchecked Sendable {
         }
         self.port = try port(after: "api")
         self.metricsPort = try port(after: "metrics")
+        // With start-up workers, wait until the first health check made one of them usable.
+        if let i = arguments.firstIndex(of: "--worker-urls"), i + 1 < arguments.count, !arguments[i + 1].hasPrefix("--") {
+            let port = self.port
+            try await eventually(timeout: .seconds(15), "a start-up worker is healthy") {
+                try HTTPClient.request(port: port, method: "GET", path: "/readiness").status == 200
+            }
+        }
     }
 
     func request(_ method: String, _ path: String, body: String? = nil, headers: [(String, String)] = []) throws -> HTTPResponse {

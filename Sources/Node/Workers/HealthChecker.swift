@@ -1,0 +1,99 @@
+import Logging
+import NIOCore
+import Synchronization
+
+/// Active health checks: `GET {worker}{--health-check-endpoint}` with a timeout. A worker
+/// whose health is not known yet (start-up, or just added) is checked at once and then every
+/// `--worker-startup-check-interval`; a known one every `--health-check-interval-secs`.
+/// Results go through each worker's `HealthState` (thresholds in both directions); changes are
+/// logged once each. While start-up workers are still awaited, one progress line per start-up
+/// interval says which are up and which are not.
+final class HealthChecker: Sendable {
+    private struct Schedule {
+        var next: [String: UInt64] = [:]
+        var running: Set<String> = []
+    }
+
+    private let state: RouterState
+    private let schedule = Mutex(Schedule())
+    private let startedAt: UInt64
+    private let startupWorkers: Set<String>
+    private let startupReported = Mutex<(lastLine: UInt64, done: Bool)>((0, false))
+
+    private init(state: RouterState, startupWorkers: Set<String>) {
+        self.state = state
+        self.startedAt = state.nowMs()
+        self.startupWorkers = startupWorkers
+    }
+
+    /// Starts checking on one event loop; nothing runs when health checks are disabled.
+    static func start(state: RouterState) {
+        guard state.config.health.enabled, let loop = state.pools.loops.first else { return }
+        let checker = HealthChecker(state: state, startupWorkers: Set(state.registry.all.map(\.id)))
+        loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(200)) { _ in checker.tick(on: loop) }
+    }
+
+    private func tick(on loop: any EventLoop) {
+        let now = state.nowMs()
+        let workers = state.registry.all
+        let config = state.config
+        let due: [Worker] = schedule.withLock { s in
+            let live = Set(workers.map(\.id))
+            s.next = s.next.filter { live.contains($0.key) }
+            var due: [Worker] = []
+            for w in workers where !s.running.contains(w.id) && now >= s.next[w.id, default: 0] {
+                s.running.insert(w.id)
+                let every = w.healthStatus == .unknown ? UInt64(config.startupCheckIntervalSecs) * 1000 : UInt64(config.health.intervalMs)
+                s.next[w.id] = now + every
+                due.append(w)
+            }
+            return due
+        }
+        for w in due { check(w, on: loop) }
+        reportStartup(now: now, workers: workers)
+    }
+
+    private func check(_ w: Worker, on loop: any EventLoop) {
+        let health = state.config.health
+        UpstreamFetch.run(pool: state.pools.pool(for: loop), url: w.url, method: .GET, path: health.endpoint,
+                          timeout: .milliseconds(Int64(health.timeoutMs))) { [self] result in
+            schedule.withLock { _ = $0.running.remove(w.id) }
+            let ok: Bool
+            if case .success(let r) = result, (200..<300).contains(r.status.code) { ok = true } else { ok = false }
+            state.metrics.healthCheck(worker: w.url.canonical, ok: ok)
+            guard state.registry.worker(id: w.id) === w, let change = w.recordHealthCheck(success: ok) else { return }
+            if change == .healthy {
+                state.logger.info("worker healthy", metadata: ["worker": "\(w.url.canonical)"])
+            } else {
+                state.logger.warning("worker unhealthy", metadata: ["worker": "\(w.url.canonical)", "failed_checks": "\(health.failureThreshold)"])
+            }
+        }
+    }
+
+    /// One line per start-up interval while start-up workers are awaited, then one closing line.
+    private func reportStartup(now: UInt64, workers: [Worker]) {
+        guard !startupWorkers.isEmpty else { return }
+        let awaited = workers.filter { startupWorkers.contains($0.id) }
+        let waiting = awaited.filter { $0.healthStatus != .healthy }
+        let elapsed = (now - startedAt) / 1000
+        let timeout = UInt64(state.config.startupTimeoutSecs)
+        let interval = UInt64(state.config.startupCheckIntervalSecs) * 1000
+        let line: String? = startupReported.withLock { r in
+            guard !r.done else { return nil }
+            if waiting.isEmpty {
+                r.done = true
+                return "all \(awaited.count) start-up workers ready after \(elapsed) s"
+            }
+            if elapsed >= timeout {
+                r.done = true
+                return "gave up waiting after --worker-startup-timeout-secs \(timeout): not ready: \(waiting.map(\.url.canonical).joined(separator: " ")); they stay registered and keep being checked"
+            }
+            // The first line only once the first checks had their chance.
+            guard now - startedAt >= 1000, now - r.lastLine >= interval || r.lastLine == 0 else { return nil }
+            r.lastLine = now
+            let ready = awaited.count - waiting.count
+            return "waiting for workers (\(elapsed)/\(timeout) s): \(ready)/\(awaited.count) ready; waiting for \(waiting.map(\.url.canonical).joined(separator: " "))"
+        }
+        if let line { state.logger.info("\(line)") }
+    }
+}
