@@ -61,6 +61,8 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var active = true
     /// The `x-request-id` the router forwarded, echoed back as `x-upstream-request-id`.
     private var forwardedRequestID: String?
+    /// The Authorization header received, echoed as `x-sim-authorization` (tests check API keys).
+    private var receivedAuthorization: String?
 
     init(state: SimWorkerState) { self.state = state }
 
@@ -84,6 +86,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let h):
             head = h
             forwardedRequestID = h.headers.first(name: "x-request-id")
+            receivedAuthorization = h.headers.first(name: "authorization")
             body.clear()
         case .body(var chunk):
             body.writeBuffer(&chunk)
@@ -112,6 +115,19 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.POST, "/flush_cache"), (.GET, "/flush_cache"):
             state.flushCache()
             respond(context, head, status: .ok, body: "Cache flushed.\n", contentType: "text/plain")
+        case (.POST, "/sim/config"):
+            // Tests change failure injection at run time: ?failure_rate=0&hang_rate=0&drop_rate=0
+            func rate(_ name: String) -> Double? {
+                guard let q = head.uri.split(separator: "?", maxSplits: 1).last, head.uri.contains("?") else { return nil }
+                for pair in q.split(separator: "&") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    if kv.count == 2, kv[0] == name, let v = Double(kv[1]), (0...1).contains(v) { return v }
+                }
+                return nil
+            }
+            state.setFaultRates(failure: rate("failure_rate"), hang: rate("hang_rate"), drop: rate("drop_rate"))
+            let f = state.faultRates
+            respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop)}"#)
         case (.GET, "/sim/stats"):
             let s = state.snapshot
             respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens)}"#)
@@ -136,16 +152,17 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         // Failure injection, in a fixed order so one seeded draw decides the outcome.
         let draw = state.draw()
-        if draw < options.dropRate {
+        let faults = state.faultRates
+        if draw < faults.drop {
             state.update { $0.failuresInjected += 1 }
             context.close(promise: nil)
             return
         }
-        if draw < options.dropRate + options.hangRate {
+        if draw < faults.drop + faults.hang {
             state.update { $0.failuresInjected += 1 }
             return  // never answered; the connection stays open until the client gives up
         }
-        if draw < options.dropRate + options.hangRate + options.failureRate {
+        if draw < faults.drop + faults.hang + faults.failure {
             state.update { $0.failuresInjected += 1 }
             respond(context, head, status: .internalServerError, body: SimResponses.error("injected failure", status: 500))
             return
@@ -178,6 +195,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         h.add(name: "cache-control", value: "no-cache")
         h.add(name: "x-sim-worker", value: options.workerName)
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
+        if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
         let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond)) : .zero
         func emit(_ i: Int) {
@@ -216,6 +234,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         h.add(name: "content-length", value: String(body.utf8.count))
         h.add(name: "x-sim-worker", value: state.options.workerName)
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
+        if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: h))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         end(context, head)

@@ -19,11 +19,23 @@ final class SimWorkerState: Sendable {
     private let counters = Mutex(Counters())
     private let rng: Mutex<UInt64>
     private let ids = Mutex(0)
+    /// Failure injection that tests may change at run time (`POST /sim/config`).
+    private let faults: Mutex<(failure: Double, hang: Double, drop: Double)>
 
     init(options: SimWorkerOptions) {
         self.options = options
         self.cache = Mutex(PrefixCache(capacityBlocks: options.cacheCapacityBlocks, blockSize: options.cacheBlockSize))
         self.rng = Mutex(options.seed == 0 ? 1 : options.seed)
+        self.faults = Mutex((options.failureRate, options.hangRate, options.dropRate))
+    }
+
+    var faultRates: (failure: Double, hang: Double, drop: Double) { faults.withLock { $0 } }
+    func setFaultRates(failure: Double?, hang: Double?, drop: Double?) {
+        faults.withLock { f in
+            if let failure { f.failure = failure }
+            if let hang { f.hang = hang }
+            if let drop { f.drop = drop }
+        }
     }
 
     func update<T>(_ body: (inout Counters) -> T) -> T { counters.withLock { body(&$0) } }

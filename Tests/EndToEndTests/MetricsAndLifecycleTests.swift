@@ -34,11 +34,17 @@ import Testing
         let (status, headers) = try c.readHead()
         #expect(status == 200)
         smg.process.signal(SIGTERM)
-        // Readiness turns 503 at once (asked on a connection opened before the signal).
-        try await eventually(timeout: .seconds(5), "readiness turns 503 while draining") {
-            let r = try idle.request("GET", "/readiness")
-            return r.status == 503
+        // Readiness turns 503 (asked on a connection opened before the signal, the listener
+        // being closed): poll until it does, or until the connection is closed on us.
+        var readiness: [Int] = []
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            guard let r = try? idle.request("GET", "/readiness") else { break }
+            readiness.append(r.status)
+            if r.status == 503 { break }
+            try await Task.sleep(for: .milliseconds(20))
         }
+        #expect(readiness.last == 503, "readiness answers \(readiness); router log: \(smg.process.stderr)")
         let body = String(decoding: try c.readBody(headers), as: UTF8.self)
         #expect(body.hasSuffix("data: [DONE]\n\n"), "the stream finished")
         #expect(body.components(separatedBy: "\"content\"").count - 1 == 10)

@@ -36,15 +36,12 @@ final class HealthChecker: Sendable {
     private func tick(on loop: any EventLoop) {
         let now = state.nowMs()
         let workers = state.registry.all
-        let config = state.config
         let due: [Worker] = schedule.withLock { s in
             let live = Set(workers.map(\.id))
             s.next = s.next.filter { live.contains($0.key) }
             var due: [Worker] = []
             for w in workers where !s.running.contains(w.id) && now >= s.next[w.id, default: 0] {
                 s.running.insert(w.id)
-                let every = w.healthStatus == .unknown ? UInt64(config.startupCheckIntervalSecs) * 1000 : UInt64(config.health.intervalMs)
-                s.next[w.id] = now + every
                 due.append(w)
             }
             return due
@@ -57,11 +54,18 @@ final class HealthChecker: Sendable {
         let health = state.config.health
         UpstreamFetch.run(pool: state.pools.pool(for: loop), url: w.url, method: .GET, path: health.endpoint,
                           timeout: .milliseconds(Int64(health.timeoutMs))) { [self] result in
-            schedule.withLock { _ = $0.running.remove(w.id) }
             let ok: Bool
             if case .success(let r) = result, (200..<300).contains(r.status.code) { ok = true } else { ok = false }
             state.metrics.healthCheck(worker: w.url.canonical, ok: ok)
-            guard state.registry.worker(id: w.id) === w, let change = w.recordHealthCheck(success: ok) else { return }
+            let change = state.registry.worker(id: w.id) === w ? w.recordHealthCheck(success: ok) : nil
+            // The next check: soon while the worker's health is still unknown, else at the interval.
+            let every = w.healthStatus == .unknown ? UInt64(state.config.startupCheckIntervalSecs) * 1000 : UInt64(health.intervalMs)
+            let now = state.nowMs()
+            schedule.withLock { s in
+                s.running.remove(w.id)
+                s.next[w.id] = now + every
+            }
+            guard let change else { return }
             if change == .healthy {
                 state.logger.info("worker healthy", metadata: ["worker": "\(w.url.canonical)"])
             } else {

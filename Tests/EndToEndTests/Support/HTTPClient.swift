@@ -188,3 +188,22 @@ extension HTTPConnection {
         return c
     }
 }
+
+/// A loopback port nothing listens on right now (for a worker that starts later).
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { Glibc.close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { a -> Int32 in
+            guard bind(fd, a, len) == 0 else { return -1 }
+            return getsockname(fd, a, &len)
+        }
+    }
+    guard bound == 0 else { throw TestFailure("cannot find a free port") }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}

@@ -107,12 +107,17 @@ final class SimWorkerProcess: @unchecked Sendable {
     let url: String
     let port: Int
 
-    init(name: String, _ extra: [String] = []) async throws {
-        process = try TestProcess(Binaries.simWorker, ["--port", "0", "--name", name] + extra, name: "sim worker \(name)")
+    init(name: String, port requested: Int = 0, _ extra: [String] = []) async throws {
+        process = try TestProcess(Binaries.simWorker, ["--port", String(requested), "--name", name] + extra, name: "sim worker \(name)")
         let line = try await process.waitForLine(containing: "listening on")
         guard let range = line.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression) else { throw TestFailure("no URL in '\(line)'") }
         url = String(line[range])
         port = Int(url.split(separator: ":").last!)!
+    }
+
+    /// Changes the worker's failure injection at run time (`POST /sim/config`).
+    func setFaults(_ query: String) throws {
+        _ = try HTTPClient.request(port: port, method: "POST", path: "/sim/config?" + query)
     }
 
     /// The worker's own counters (`GET /sim/stats`).
@@ -129,7 +134,7 @@ final class RouterProcess: @unchecked Sendable {
     let port: Int
     let metricsPort: Int
 
-    init(_ arguments: [String], environment: [String: String] = [:]) async throws {
+    init(_ arguments: [String], environment: [String: String] = [:], waitForWorkers: Bool = true) async throws {
         process = try TestProcess(Binaries.smg, ["--host", "127.0.0.1", "--port", "0", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0"] + arguments,
                                   name: "smg", environment: environment)
         let line = try await process.waitForLine(containing: "smg ready:")
@@ -141,7 +146,7 @@ final class RouterProcess: @unchecked Sendable {
         self.port = try port(after: "api")
         self.metricsPort = try port(after: "metrics")
         // With start-up workers, wait until the first health check made one of them usable.
-        if let i = arguments.firstIndex(of: "--worker-urls"), i + 1 < arguments.count, !arguments[i + 1].hasPrefix("--") {
+        if waitForWorkers, let i = arguments.firstIndex(of: "--worker-urls"), i + 1 < arguments.count, !arguments[i + 1].hasPrefix("--") {
             let port = self.port
             try await eventually(timeout: .seconds(15), "a start-up worker is healthy") {
                 try HTTPClient.request(port: port, method: "GET", path: "/readiness").status == 200
