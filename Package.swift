@@ -32,8 +32,10 @@ let package = Package(
         .target(name: "Policies"),
         // Pure reliability cores: retry plans, circuit breaker, health state, token bucket.
         .target(name: "Reliability"),
-        // The HA mesh: Core (pure SWIM + CRDTs) and Shell (NIO transport, sealing).
-        .target(name: "Mesh", dependencies: ["CSodium"]),
+        // The HA mesh: Core (pure SWIM + CRDTs, no IO, no clock) and the rest (NIO transport,
+        // libsodium sealing) around it.
+        .target(name: "MeshCore", path: "Sources/Mesh/Core"),
+        .target(name: "Mesh", dependencies: ["MeshCore", "CSodium"], path: "Sources/Mesh", exclude: ["Core"]),
         // The router node: config, data plane, registry, metrics.
         .target(
             name: "Node",
@@ -76,6 +78,7 @@ let package = Package(
         .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["Reliability", "Policies"]),
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Mesh", "CHiredis", "CSodium"]),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         .testTarget(name: "EndToEndTests", dependencies: ["smg", "smg-sim-worker"]),

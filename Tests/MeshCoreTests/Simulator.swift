@@ -1,0 +1,134 @@
+import MeshCore
+
+/// A seeded, deterministic network of SWIM nodes on a virtual clock: loss, delay, duplication,
+/// reordering (random delays) and partitions. Everything random comes from one SplitMix64, so a
+/// seed replays a run exactly.
+struct Simulator {
+    struct Rng: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    struct Delivery {
+        let at: UInt64
+        let order: UInt64
+        let to: String
+        let from: String
+        let message: SwimNode.Message
+    }
+
+    let seed: UInt64
+    var rng: Rng
+    var now: UInt64 = 0
+    var nodes: [String: SwimNode] = [:]
+    var crashed: Set<String> = []
+    var queue: [Delivery] = []
+    var order: UInt64 = 0
+    var lossRate = 0.0
+    var duplicateRate = 0.0
+    var delayMs: ClosedRange<UInt64> = 1...20
+    /// Pairs (a, b) that cannot reach each other, both ways.
+    var cut: Set<[String]> = []
+    var messagesSent = 0
+    var bytesSent = 0
+    let tickMs: UInt64 = 50
+
+    init(seed: UInt64) {
+        self.seed = seed
+        self.rng = Rng(state: seed)
+    }
+
+    static func name(_ i: Int) -> String { "n\(i)" }
+
+    mutating func addNode(_ name: String, seeds: [String], config: SwimNode.Config, generation: UInt64? = nil) {
+        // Generations must grow across restarts of a name: the real node uses its start time.
+        let gen = generation ?? (now << 16 | (rng.next() & 0xFFFF))
+        nodes[name] = SwimNode(name: name, address: name, generation: gen, seeds: seeds, config: config)
+        crashed.remove(name)
+    }
+
+    mutating func crash(_ name: String) { crashed.insert(name) }
+
+    mutating func partition(_ a: [String], _ b: [String]) {
+        for x in a { for y in b { cut.insert([x, y]); cut.insert([y, x]) } }
+    }
+
+    mutating func heal() { cut.removeAll() }
+
+    private mutating func handle(_ directives: [SwimNode.Directive], from: String) {
+        for d in directives {
+            guard case .send(let to, let message) = d else { continue }
+            messagesSent += 1
+            bytesSent += Self.approximateSize(message)
+            if cut.contains([from, to]) { continue }
+            if Double.random(in: 0..<1, using: &rng) < lossRate { continue }
+            let copies = Double.random(in: 0..<1, using: &rng) < duplicateRate ? 2 : 1
+            for _ in 0..<copies {
+                order += 1
+                queue.append(Delivery(at: now + UInt64.random(in: delayMs, using: &rng), order: order, to: to, from: from, message: message))
+            }
+        }
+    }
+
+    /// Runs the virtual clock forward by `ms`.
+    mutating func run(forMs ms: UInt64) {
+        let end = now + ms
+        while now < end {
+            now += tickMs
+            // Deliver everything due, in time order (ties by send order).
+            queue.sort { ($0.at, $0.order) < ($1.at, $1.order) }
+            var due = 0
+            while due < queue.count, queue[due].at <= now { due += 1 }
+            let batch = queue[..<due]
+            queue.removeFirst(due)
+            for d in batch where !crashed.contains(d.to) {
+                guard var node = nodes[d.to] else { continue }
+                let out = node.receive(d.message, from: d.from, now: d.at, using: &rng)
+                nodes[d.to] = node
+                handle(out, from: d.to)
+            }
+            for name in nodes.keys.sorted() where !crashed.contains(name) {
+                var node = nodes[name]!
+                let out = node.tick(now: now, using: &rng)
+                nodes[name] = node
+                handle(out, from: name)
+            }
+        }
+    }
+
+    /// Runs until `condition` holds or `limitMs` passes; returns the virtual time it took.
+    mutating func run(until condition: (Simulator) -> Bool, limitMs: UInt64) -> UInt64? {
+        let start = now
+        while now - start < limitMs {
+            if condition(self) { return now - start }
+            run(forMs: tickMs)
+        }
+        return condition(self) ? now - start : nil
+    }
+
+    /// Every running node sees every other running node alive, and nobody else.
+    func converged(alive expected: Set<String>) -> Bool {
+        for name in expected where !crashed.contains(name) {
+            guard let node = nodes[name] else { return false }
+            let seen = Set(node.members.values.filter { $0.status == .alive }.map(\.name))
+            if seen != expected.subtracting([name]) { return false }
+        }
+        return true
+    }
+
+    static func approximateSize(_ m: SwimNode.Message) -> Int {
+        func size(_ members: [SwimNode.Member]) -> Int { members.reduce(0) { $0 + 24 + $1.name.utf8.count + $1.address.utf8.count } }
+        switch m {
+        case .ping(_, let g), .ack(_, let g): return 12 + size(g)
+        case .pingReq(_, let t, let g): return 12 + t.utf8.count + size(g)
+        case .join(let member): return 8 + size([member])
+        case .sync(let all, _): return 8 + size(all)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import MeshCore
+import Testing
+
+/// The deterministic simulation of SWIM: dozens of nodes on a virtual clock over a lossy,
+/// partitionable network. Every test names its seed in its messages, so a failure replays.
+@Suite struct SwimSimulationTests {
+    var config: SwimNode.Config {
+        var c = SwimNode.Config()
+        c.protocolPeriodMs = 500
+        c.probeTimeoutMs = 200
+        c.pushPullIntervalMs = 5_000
+        c.reapAfterMs = 120_000
+        return c
+    }
+
+    /// `n` nodes that join through n0, started 20 ms apart.
+    func cluster(_ n: Int, seed: UInt64) -> Simulator {
+        var sim = Simulator(seed: seed)
+        for i in 0..<n {
+            sim.addNode(Simulator.name(i), seeds: i == 0 ? [] : [Simulator.name(0)], config: config)
+            sim.run(forMs: 20)
+        }
+        return sim
+    }
+
+    func names(_ n: Int) -> Set<String> { Set((0..<n).map(Simulator.name)) }
+
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func fiftyNodesConverge(seed: UInt64) {
+        var sim = cluster(50, seed: seed)
+        let took = sim.run(until: { $0.converged(alive: names(50)) }, limitMs: 60_000)
+        #expect(took != nil, "seed \(seed): 50 nodes did not converge in 60 s of virtual time")
+    }
+
+    @Test(arguments: [4, 5] as [UInt64])
+    func aCrashedNodeIsDeclaredDeadEverywhereWithinTheBound(seed: UInt64) {
+        var sim = cluster(50, seed: seed)
+        _ = sim.run(until: { $0.converged(alive: names(50)) }, limitMs: 60_000)
+        sim.crash("n17")
+        // Bound: a probe round, then the longest suspicion timeout without confirmations
+        // (6 × 4 × log10(50) × period ≈ 20 s), plus dissemination.
+        let took = sim.run(until: { s in
+            s.nodes.filter { $0.key != "n17" }.allSatisfy { $0.value.status(of: "n17") == .dead }
+        }, limitMs: 30_000)
+        #expect(took != nil, "seed \(seed): n17 not dead everywhere within 30 s")
+        #expect(took.map { $0 <= 30_000 } ?? false)
+        let alive = names(50).subtracting(["n17"])
+        #expect(sim.converged(alive: alive), "seed \(seed): someone else was lost on the way")
+    }
+
+    @Test(arguments: [6, 7] as [UInt64])
+    func noLiveNodeIsDeclaredDeadUnderTenPercentLoss(seed: UInt64) {
+        var sim = cluster(50, seed: seed)
+        _ = sim.run(until: { $0.converged(alive: names(50)) }, limitMs: 60_000)
+        sim.lossRate = 0.10
+        sim.duplicateRate = 0.02
+        sim.delayMs = 1...80
+        var falseDeaths: Set<String> = []
+        for _ in 0..<600 {  // 60 s of virtual time, checked every 100 ms
+            sim.run(forMs: 100)
+            for node in sim.nodes.values {
+                for m in node.members.values where m.status == .dead { falseDeaths.insert(m.name) }
+            }
+        }
+        #expect(falseDeaths.isEmpty, "seed \(seed): declared dead under 10% loss: \(falseDeaths.sorted())")
+    }
+
+    @Test(arguments: [8, 9] as [UInt64])
+    func aPartitionHeals(seed: UInt64) {
+        var sim = cluster(30, seed: seed)
+        _ = sim.run(until: { $0.converged(alive: names(30)) }, limitMs: 60_000)
+        let left = (0..<15).map(Simulator.name), right = (15..<30).map(Simulator.name)
+        sim.partition(left, right)
+        // Each side declares the other dead.
+        let split = sim.run(until: { s in
+            s.nodes["n0"]!.status(of: "n29") == .dead && s.nodes["n29"]!.status(of: "n0") == .dead
+        }, limitMs: 60_000)
+        #expect(split != nil, "seed \(seed): the partition was never noticed")
+        sim.heal()
+        let healed = sim.run(until: { $0.converged(alive: names(30)) }, limitMs: 90_000)
+        #expect(healed != nil, "seed \(seed): the partition did not heal within 90 s")
+    }
+
+    @Test func aLeavingNodeIsMarkedLeftNotDead() {
+        var sim = cluster(20, seed: 10)
+        _ = sim.run(until: { $0.converged(alive: names(20)) }, limitMs: 60_000)
+        var leaver = sim.nodes["n5"]!
+        let notes = leaver.leave(now: sim.now)
+        sim.nodes["n5"] = leaver
+        for case .send(let to, let message) in notes {
+            sim.queue.append(.init(at: sim.now + 1, order: 0, to: to, from: "n5", message: message))
+        }
+        let took = sim.run(until: { s in s.nodes.filter { $0.key != "n5" }.allSatisfy { $0.value.status(of: "n5") == .left } }, limitMs: 10_000)
+        #expect(took != nil && took! <= 5_000, "left seen everywhere within \(String(describing: took)) ms")
+        #expect(!sim.nodes.values.contains { $0.status(of: "n5") == .dead })
+    }
+
+    @Test func aRestartedNodeRejoinsUnderItsName() {
+        var sim = cluster(20, seed: 11)
+        _ = sim.run(until: { $0.converged(alive: names(20)) }, limitMs: 60_000)
+        sim.crash("n9")
+        _ = sim.run(until: { s in s.nodes["n0"]!.status(of: "n9") == .dead }, limitMs: 40_000)
+        #expect(sim.nodes["n0"]!.status(of: "n9") == .dead)
+        sim.addNode("n9", seeds: ["n0"], config: config)  // a new process: new generation
+        let took = sim.run(until: { $0.converged(alive: names(20)) }, limitMs: 20_000)
+        let views = sim.nodes.keys.sorted().map { k in "\(k): " + sim.nodes[k]!.members.values.filter { $0.status != .alive }.map { "\($0.name)=\($0.status.rawValue)" }.joined(separator: ",") + " (\(sim.nodes[k]!.members.count) known)" }
+        #expect(took != nil, "the restarted n9 rejoined in \(String(describing: took)) ms; views: \(views)")
+    }
+
+    @Test func aNodeStartedBeforeItsSeedJoinsOnceTheSeedIsUp() {
+        var sim = Simulator(seed: 12)
+        sim.addNode("n1", seeds: ["n0"], config: config)
+        sim.addNode("n2", seeds: ["n0"], config: config)
+        sim.run(forMs: 5_000)  // n0 does not exist yet: joins go nowhere
+        #expect(sim.nodes["n1"]!.members.isEmpty)
+        sim.addNode("n0", seeds: [], config: config)
+        let took = sim.run(until: { $0.converged(alive: ["n0", "n1", "n2"]) }, limitMs: 10_000)
+        #expect(took != nil)
+    }
+
+    @Test func theSameSeedReplaysTheSameRun() {
+        func fingerprint(_ seed: UInt64) -> [String] {
+            var sim = cluster(20, seed: seed)
+            sim.lossRate = 0.05
+            sim.run(forMs: 20_000)
+            sim.crash("n3")
+            sim.run(forMs: 20_000)
+            return sim.nodes.keys.sorted().map { k in "\(k):" + sim.nodes[k]!.members.values.map { "\($0.name)=\($0.status.rawValue)/\($0.incarnation)" }.sorted().joined(separator: ",") }
+                + ["sent \(sim.messagesSent)"]
+        }
+        #expect(fingerprint(42) == fingerprint(42))
+        #expect(fingerprint(42) != fingerprint(43))
+    }
+}
