@@ -79,6 +79,7 @@ let package = Package(
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["Reliability", "Policies"]),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
+        .testTarget(name: "MeshTests", dependencies: ["Mesh", "MeshCore"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Mesh", "CHiredis", "CSodium"]),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         .testTarget(name: "EndToEndTests", dependencies: ["smg", "smg-sim-worker"]),
