@@ -35,7 +35,16 @@ let package = Package(
         // The HA mesh: Core (pure SWIM + CRDTs, no IO, no clock) and the rest (NIO transport,
         // libsodium sealing) around it.
         .target(name: "MeshCore", path: "Sources/Mesh/Core"),
-        .target(name: "Mesh", dependencies: ["MeshCore", "CSodium"], path: "Sources/Mesh", exclude: ["Core"]),
+        .target(
+            name: "Mesh",
+            dependencies: [
+                "MeshCore", "CSodium",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Mesh", exclude: ["Core"]
+        ),
         // The router node: config, data plane, registry, metrics.
         .target(
             name: "Node",
@@ -58,7 +67,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
-        .executableTarget(name: "smg", dependencies: ["Node", "SimWorker"]),
+        .executableTarget(name: "smg", dependencies: ["Node", "Mesh", "SimWorker"]),
         .executableTarget(name: "smg-sim-worker", dependencies: ["SimWorker"]),
         .executableTarget(
             name: "smg-bench",

@@ -1,4 +1,5 @@
 import Foundation
+import Mesh
 import Node
 
 // The `smg` executable: everything lives in the Node library; this only wires it to a process.
@@ -7,6 +8,9 @@ let environment = ProcessInfo.processInfo.environment
 switch Launcher.command(Array(CommandLine.arguments.dropFirst())) {
 case .help:
     Launcher.printOut(HelpText.render())
+case .meshKeygen:
+    // One line: write it to a file (mode 600) and give every router --mesh-key-file.
+    Launcher.printOut(MeshKeyring.generate())
 case .configReference:
     Launcher.printOut(HelpText.markdownTable())
 case .version:

@@ -83,11 +83,14 @@ public enum FlagTable {
         FlagSpec("enable-wasm", .bool, .bool(false), group: "History", status: .notBuilt("WebAssembly plugins (not planned yet)"), "WebAssembly support"),
 
         // Mesh
-        FlagSpec("enable-mesh", .bool, .bool(false), group: "Mesh", status: .notBuilt(mesh), "Join the HA mesh of routers"),
-        FlagSpec("mesh-server-name", .string, nil, group: "Mesh", status: .notBuilt(mesh), "Unique name of this mesh node (default: generated)"),
-        FlagSpec("mesh-host", .string, .string("0.0.0.0"), group: "Mesh", status: .notBuilt(mesh), "Mesh bind address"),
-        FlagSpec("mesh-port", .int, .int(39527), group: "Mesh", status: .notBuilt(mesh), "Mesh port (UDP and TCP)"),
-        FlagSpec("mesh-peer-urls", .list, .list([]), group: "Mesh", status: .notBuilt(mesh), "Peers host:port to join (space-separated)"),
+        FlagSpec("enable-mesh", .bool, .bool(false), group: "Mesh", "Join the HA mesh of routers (membership; state replication is not built yet)"),
+        FlagSpec("mesh-server-name", .string, nil, group: "Mesh", "Unique name of this mesh node (default: host name and mesh port)"),
+        FlagSpec("mesh-host", .string, .string("0.0.0.0"), group: "Mesh", "Mesh bind address"),
+        FlagSpec("mesh-port", .int, .int(39527), group: "Mesh", "Mesh port (UDP)"),
+        FlagSpec("mesh-advertise-host", .string, nil, group: "Mesh", "Host other routers reach this one at (default: --mesh-host, or 127.0.0.1 for a wildcard bind)"),
+        FlagSpec("mesh-peer-urls", .list, .list([]), group: "Mesh", "Peers host:port to join, retried until joined (space-separated)"),
+        FlagSpec("mesh-key-file", .string, nil, group: "Mesh", "File with the cluster key: 64 hex characters per line, first line primary (smg mesh-keygen)"),
+        FlagSpec("mesh-key", .string, nil, group: "Mesh", "The cluster key itself (prefer SMG_MESH_KEY or --mesh-key-file: a flag shows in ps)"),
 
         // Request handling
         FlagSpec("request-timeout-secs", .int, .int(1800), group: "Request handling", "Maximum seconds for one proxied request"),

@@ -10,6 +10,7 @@ public enum HelpText {
               smg [FLAGS]            start a router
               smg launch [FLAGS]     the same
               smg demo [FLAGS]       start a router over three simulated workers (try it with curl)
+              smg mesh-keygen        print a new cluster key for --mesh-key-file
               smg --help | --version
 
             Every flag can also come from the environment (SMG_<FLAG> with dashes as underscores,

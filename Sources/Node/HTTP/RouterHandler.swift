@@ -123,6 +123,10 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
         case .proxyToAnyWorker: proxyToAnyWorker(head: head, path: target.path)
         case .health: respond(.ok, json: #"{"status":"ok"}"#)
         case .readiness: readiness()
+        case .meshStatus:
+            if let mesh = state.mesh { respond(.ok, json: ControlAPI.meshStatus(mesh)) } else {
+                respond(error: APIError(.notFound, type: "not_found_error", code: "mesh_disabled", "the mesh is off: start smg with --enable-mesh"))
+            }
         case .models: respond(.ok, json: ControlAPI.models(state.registry))
         case .getLoads: fanOut(method: .GET, path: "/get_load") { ControlAPI.loads($0) }
         case .flushCache: fanOut(method: .POST, path: "/flush_cache") { ControlAPI.flushed($0) }

@@ -23,6 +23,7 @@ enum Route: Equatable, Sendable {
     case models, health, readiness, getLoads, flushCache
     case listWorkers, addWorker, getWorker(String), deleteWorker(String), updateWorker(String)
     case legacyAddWorker, legacyRemoveWorker, legacyListWorkers
+    case meshStatus
     case corsPreflight
     case methodNotAllowed
     case notFound
@@ -50,6 +51,7 @@ enum Route: Equatable, Sendable {
         case .legacyAddWorker: return "/add_worker"
         case .legacyRemoveWorker: return "/remove_worker"
         case .legacyListWorkers: return "/list_workers"
+        case .meshStatus: return "/ha/status"
         case .corsPreflight: return "preflight"
         case .methodNotAllowed, .notFound: return "other"
         }
@@ -80,6 +82,7 @@ enum Route: Equatable, Sendable {
         case "/add_worker": return only(.POST, .legacyAddWorker)
         case "/remove_worker": return only(.POST, .legacyRemoveWorker)
         case "/list_workers": return only(.GET, .legacyListWorkers)
+        case "/ha/status", "/mesh/status": return only(.GET, .meshStatus)
         default:
             if path.hasPrefix("/workers/") {
                 let id = String(path.dropFirst("/workers/".count))

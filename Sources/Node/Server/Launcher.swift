@@ -7,7 +7,7 @@ public enum Launcher {
     public static let version = "0.1.0"
 
     public enum Command {
-        case help, version, configReference
+        case help, version, configReference, meshKeygen
         case run(arguments: [String])
         case demo(arguments: [String])
     }
@@ -18,6 +18,7 @@ public enum Launcher {
         if rest.contains("--help") || rest.contains("-h") || rest.first == "help" { return .help }
         if rest.first == "--version" || rest.first == "version" { return .version }
         if rest.first == "config-reference" { return .configReference }
+        if rest.first == "mesh-keygen" { return .meshKeygen }
         if rest.first == "demo" { return .demo(arguments: Array(rest.dropFirst())) }
         return .run(arguments: rest)
     }

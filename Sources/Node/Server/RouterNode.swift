@@ -1,4 +1,6 @@
+import Foundation
 import Logging
+import Mesh
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -32,7 +34,18 @@ public final class RouterNode: Sendable {
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
         let pools = UpstreamPools(group: group, metrics: metrics)
-        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools)
+        var mesh: MeshService?
+        if let m = config.mesh {
+            var c = MeshService.Config(name: m.name, bindHost: m.host, port: m.port, advertise: m.advertise, peers: m.peers, keyring: m.keyring)
+            // Tuned so a dead router is noticed within ~3 s on a LAN, at ~1 KB/s per idle node.
+            c.swim.protocolPeriodMs = 250
+            c.swim.probeTimeoutMs = 100
+            c.swim.suspicionMaxMult = 4
+            // The generation grows with every start (wall-clock ms), so a restart supersedes.
+            let generation = UInt64(Date().timeIntervalSince1970 * 1000)
+            mesh = MeshService(config: c, generation: generation, logger: logger, clock: RouterState.monotonicMs)
+        }
+        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: mesh)
         let connections = ConnectionTracker()
         do {
             let api = try await ServerBootstrap(group: group)
@@ -74,6 +87,7 @@ public final class RouterNode: Sendable {
                 }
             }
             HealthChecker.start(state: state)
+            try await mesh?.start(group: group)
             return node
         } catch {
             try? await group.shutdownGracefully()
@@ -86,6 +100,8 @@ public final class RouterNode: Sendable {
     public func shutdown(gracePeriod: Duration? = nil) async {
         let grace = gracePeriod ?? .seconds(state.config.shutdownGracePeriodSecs)
         state.startDraining()
+        // Leave the mesh first, so peers see a graceful leave at once, not a failure later.
+        await state.mesh?.leave()
         state.logger.info("shutting down: draining in-flight requests", metadata: ["in_flight": "\(state.inFlight)", "grace_secs": "\(grace.components.seconds)"])
         try? await apiChannel.close()
         let clock = ContinuousClock()

@@ -1,4 +1,5 @@
 import Logging
+import Mesh
 import Policies
 import NIOCore
 import Synchronization
@@ -16,11 +17,14 @@ public final class RouterState: Sendable {
     /// Whether the policy reads the prompt (cache_aware, prefix_hash): others skip extracting it.
     let policyUsesText: Bool
     let admission: AdmissionController
+    /// The mesh, when --enable-mesh is on.
+    let mesh: MeshService?
     private let _draining = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
 
-    init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools) {
+    init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools, mesh: MeshService? = nil) {
+        self.mesh = mesh
         self.config = config
         self.registry = registry
         self.metrics = metrics

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Mesh
 
 /// The control routes: worker management (`/workers…` and the legacy `/add_worker` forms),
 /// `/v1/models`, `/get_loads` and `/flush_cache` answers. Rare calls, so plain Foundation JSON.
@@ -126,6 +127,22 @@ enum ControlAPI {
             let pools = state.pools
             loop.execute { pools.pool(for: loop).closeIdle(to: w.url) }
         }
+    }
+
+    static func meshStatus(_ mesh: MeshService) -> String {
+        let s = mesh.status()
+        let members: [[String: Any]] = s.members.map { m, ago in
+            ["name": m.name, "address": m.address, "status": m.status.rawValue, "incarnation": m.incarnation,
+             "generation": m.generation, "last_contact_ms": ago.map { Int($0) as Any } ?? NSNull()]
+        }
+        return json([
+            "name": s.me.name, "address": s.me.address, "incarnation": s.me.incarnation, "generation": mesh.generation,
+            "status": s.me.status.rawValue, "members": members,
+            "alive": s.members.filter { $0.member.status == .alive }.count + 1,
+            "traffic": ["packets_in": s.stats.packetsIn, "packets_out": s.stats.packetsOut, "bytes_in": s.stats.bytesIn, "bytes_out": s.stats.bytesOut,
+                        "dropped": s.stats.dropped],
+            "stores": ["workers": "not replicated yet", "cache_tree": "not replicated yet", "sessions": "not replicated yet", "rate_limits": "not replicated yet"],
+        ])
     }
 
     static func workerNotFound(_ id: String) -> APIError {

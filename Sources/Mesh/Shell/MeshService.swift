@@ -1,0 +1,198 @@
+import Logging
+import MeshCore
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The mesh shell: SWIM's messages sealed and carried over UDP on the mesh port, driven by a
+/// timer on one event loop. Everything protocol-related happens in `SwimNode`; this only
+/// moves bytes, seals them, refuses what does not open, and counts.
+public final class MeshService: Sendable {
+    public struct Config: Sendable {
+        public var name: String
+        public var bindHost: String
+        public var port: Int
+        /// `host:port` other nodes reach this one at.
+        public var advertise: String
+        public var peers: [String]
+        public var keyring: MeshKeyring
+        public var swim = SwimNode.Config()
+        public var tickMs: Int64 = 50
+        public init(name: String, bindHost: String, port: Int, advertise: String, peers: [String], keyring: MeshKeyring) {
+            self.name = name
+            self.bindHost = bindHost
+            self.port = port
+            self.advertise = advertise
+            self.peers = peers
+            self.keyring = keyring
+        }
+    }
+
+    /// Counters for `/ha/status` and metrics.
+    public struct Stats: Sendable {
+        public var packetsIn = 0, packetsOut = 0, bytesIn = 0, bytesOut = 0
+        public var dropped: [String: Int] = [:]
+    }
+
+    struct Inner {
+        var swim: SwimNode
+        var rng: MeshRandom
+        var counter: UInt64 = 0
+        var replay = ReplayFilter()
+        var stats = Stats()
+        var lastContact: [String: UInt64] = [:]
+        var addresses: [String: SocketAddress] = [:]
+    }
+
+    public let config: Config
+    public let generation: UInt64
+    private let inner: Mutex<Inner>
+    private let sealer: Sealer
+    private let logger: Logger
+    private let channel: Mutex<(any Channel)?> = Mutex(nil)
+    private let clock: @Sendable () -> UInt64
+
+    public init(config: Config, generation: UInt64, logger: Logger, clock: @escaping @Sendable () -> UInt64) {
+        self.config = config
+        self.generation = generation
+        self.sealer = Sealer(keyring: config.keyring, maxPacket: 60_000)
+        self.logger = logger
+        self.clock = clock
+        var seed = SystemRandomNumberGenerator()
+        let swim = SwimNode(name: config.name, address: config.advertise, generation: generation, seeds: config.peers, config: config.swim)
+        self.inner = Mutex(Inner(swim: swim, rng: MeshRandom(seed: seed.next())))
+    }
+
+    /// Binds the mesh port and starts the protocol timer.
+    public func start(group: any EventLoopGroup) async throws {
+        let service = self
+        let ch = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MeshDatagramHandler(service: service)) }
+            }
+            .bind(host: config.bindHost, port: config.port).get()
+        channel.withLock { $0 = ch }
+        ch.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
+            let now = service.clock()
+            let out = service.inner.withLock { s in s.swim.tick(now: now, using: &s.rng) }
+            service.handle(out)
+        }
+        logger.info("mesh listening", metadata: ["name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
+    }
+
+    /// Graceful leave: tells peers, then closes the port.
+    public func leave() async {
+        let out = inner.withLock { $0.swim.leave(now: clock()) }
+        handle(out)
+        logger.info("mesh: left the cluster", metadata: ["name": "\(config.name)"])
+        // Give the datagrams a moment to go out before the socket closes.
+        try? await Task.sleep(for: .milliseconds(50))
+        let ch = channel.withLock { $0 }
+        try? await ch?.close()
+    }
+
+    // MARK: traffic
+
+    func received(_ bytes: [UInt8], from source: SocketAddress) {
+        let now = clock()
+        switch sealer.open(bytes) {
+        case .failure(let refusal):
+            inner.withLock { $0.stats.dropped[refusal.rawValue, default: 0] += 1 }
+        case .success(let plain):
+            guard let envelope = WireCodec.decode(plain) else {
+                inner.withLock { $0.stats.dropped["malformed", default: 0] += 1 }
+                return
+            }
+            let out: [SwimNode.Directive]? = inner.withLock { s in
+                guard s.replay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter) else {
+                    s.stats.dropped["replayed", default: 0] += 1
+                    return nil
+                }
+                s.stats.packetsIn += 1
+                s.stats.bytesIn += bytes.count
+                if let name = s.swim.members.values.first(where: { $0.address == envelope.sender })?.name { s.lastContact[name] = now }
+                return s.swim.receive(envelope.message, from: envelope.sender, now: now, using: &s.rng)
+            }
+            if let out { handle(out) }
+        }
+    }
+
+    private func handle(_ directives: [SwimNode.Directive]) {
+        guard !directives.isEmpty, let ch = channel.withLock({ $0 }) else { return }
+        for d in directives {
+            switch d {
+            case .changed(let m):
+                logger.info("mesh member \(m.status.rawValue)", metadata: ["member": "\(m.name)", "address": "\(m.address)", "incarnation": "\(m.incarnation)"])
+            case .send(let to, let message):
+                let packet: [UInt8]? = inner.withLock { s in
+                    s.counter += 1
+                    let bytes = sealer.seal(WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter, message: message)))
+                    s.stats.packetsOut += 1
+                    s.stats.bytesOut += bytes.count
+                    return bytes
+                }
+                guard let packet, let address = resolve(to) else { continue }
+                let envelope = AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: packet))
+                ch.writeAndFlush(envelope, promise: nil)
+            }
+        }
+    }
+
+    /// `host:port` to a socket address (IP literals; names resolved once and cached).
+    private func resolve(_ address: String) -> SocketAddress? {
+        if let cached = inner.withLock({ $0.addresses[address] }) { return cached }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
+        guard let resolved = try? SocketAddress.makeAddressResolvingHost(host, port: port) else { return nil }
+        inner.withLock { $0.addresses[address] = resolved }
+        return resolved
+    }
+
+    // MARK: status
+
+    public struct Status: Sendable {
+        public var me: SwimNode.Member
+        public var members: [(member: SwimNode.Member, lastContactMsAgo: UInt64?)]
+        public var stats: Stats
+    }
+
+    public func status() -> Status {
+        let now = clock()
+        return inner.withLock { s in
+            Status(me: s.swim.me,
+                   members: s.swim.members.values.sorted { $0.name < $1.name }.map { m in (m, s.lastContact[m.name].map { now - $0 }) },
+                   stats: s.stats)
+        }
+    }
+}
+
+/// Feeds datagrams to the service.
+final class MeshDatagramHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    private let service: MeshService
+    init(service: MeshService) { self.service = service }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        service.received(Array(envelope.data.readableBytesView), from: envelope.remoteAddress)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A failed send to a dead peer (ICMP unreachable) must not close the mesh socket.
+    }
+}
+
+/// SplitMix64 for the mesh's protocol randomness (seeded once from the system).
+struct MeshRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

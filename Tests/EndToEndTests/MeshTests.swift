@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Several real `smg` processes forming a mesh on loopback.
+@Suite(.serialized) struct MeshMembershipTests {
+    struct Node {
+        let name: String
+        let meshPort: Int
+        var router: RouterProcess?
+    }
+
+    static let keyFile: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("smg-mesh-key-\(UUID().uuidString)")
+        let p = try! TestProcess(Binaries.smg, ["mesh-keygen"], name: "keygen")
+        p.process.waitUntilExit()
+        try! p.stdout.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }()
+
+    func start(_ name: String, port: Int, peers: [Int], keyFile: URL = MeshMembershipTests.keyFile) async throws -> RouterProcess {
+        try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(port),
+                                 "--mesh-key-file", keyFile.path, "--mesh-peer-urls"] + peers.map { "127.0.0.1:\($0)" })
+    }
+
+    func view(_ r: RouterProcess) throws -> [String: String] {
+        let status = try r.request("GET", "/ha/status").json()
+        var out: [String: String] = [:]
+        for m in status["members"] as? [[String: Any]] ?? [] { out[m["name"] as? String ?? "?"] = m["status"] as? String }
+        return out
+    }
+
+    @Test func threeRoutersJoinInAnyOrderDetectAKillAndTakeBackARestart() async throws {
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        // C first, although its only peer (A) is not up yet: it keeps trying.
+        var c: RouterProcess? = try await start("c", port: ports[2], peers: [ports[0]])
+        let b = try await start("b", port: ports[1], peers: [ports[0]])
+        let a = try await start("a", port: ports[0], peers: [ports[1], ports[2]])
+        try await eventually(timeout: .seconds(10), "all three see each other alive") {
+            try view(a) == ["b": "alive", "c": "alive"] && view(b) == ["a": "alive", "c": "alive"] && view(c!) == ["a": "alive", "b": "alive"]
+        }
+        let status = try a.request("GET", "/ha/status").json()
+        #expect(status["name"] as? String == "a")
+        #expect(((status["traffic"] as? [String: Any])?["packets_in"] as? Int ?? 0) > 0)
+
+        // kill -9: the others notice within 3 s.
+        c!.process.signal(SIGKILL)
+        let killed = ContinuousClock.now
+        try await eventually(timeout: .seconds(6), "a and b see c dead") { try view(a)["c"] == "dead" && view(b)["c"] == "dead" }
+        let detection = ContinuousClock.now - killed
+        #expect(detection < .seconds(3), "detected after \(detection)")
+
+        // Restarted under the same name: back within 5 s.
+        c = nil
+        let restarted = ContinuousClock.now
+        c = try await start("c", port: ports[2], peers: [ports[0]])
+        try await eventually(timeout: .seconds(8), "c is alive again everywhere") { try view(a)["c"] == "alive" && view(b)["c"] == "alive" }
+        #expect(ContinuousClock.now - restarted < .seconds(5))
+
+        // SIGTERM: a graceful leave, seen at once.
+        c!.process.signal(SIGTERM)
+        try await eventually(timeout: .seconds(2), "c's leave is seen") { try view(a)["c"] == "left" && view(b)["c"] == "left" }
+    }
+
+    @Test func aPacketSealedWithAnotherKeyIsRejectedAndCounted() async throws {
+        let port = try freeLoopbackPort()
+        let a = try await start("solo", port: port, peers: [])
+        // Another cluster's router sends to our mesh port.
+        let otherKey = FileManager.default.temporaryDirectory.appendingPathComponent("smg-mesh-other-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: otherKey) }
+        let keygen = try TestProcess(Binaries.smg, ["mesh-keygen"], name: "keygen")
+        keygen.process.waitUntilExit()
+        try keygen.stdout.write(to: otherKey, atomically: true, encoding: .utf8)
+        let intruder = try await start("intruder", port: try freeLoopbackPort(), peers: [port], keyFile: otherKey)
+        try await eventually(timeout: .seconds(5), "the foreign packets are counted as unknown_key") {
+            let traffic = try a.request("GET", "/ha/status").json()["traffic"] as? [String: Any]
+            return ((traffic?["dropped"] as? [String: Int])?["unknown_key"] ?? 0) > 0
+        }
+        #expect(try view(a).isEmpty, "the intruder never joined")
+        #expect(try view(intruder).isEmpty)
+        // Plain garbage too.
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let junk = [UInt8](repeating: 0x41, count: 100)
+        _ = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, junk, junk.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try await eventually(timeout: .seconds(3), "garbage is counted") {
+            let traffic = try a.request("GET", "/ha/status").json()["traffic"] as? [String: Any]
+            return ((traffic?["dropped"] as? [String: Int])?["bad_version"] ?? 0) > 0
+        }
+    }
+
+    @Test func meshFlagsAreChecked() async throws {
+        for (args, expected) in [(["--enable-mesh", "--port", "0", "--prometheus-port", "0"], "cluster key"),
+                                 (["--enable-mesh", "--mesh-key", "abc"], "64 hex"),
+                                 (["--enable-mesh", "--mesh-key", String(repeating: "a", count: 64), "--mesh-peer-urls", "nohost"], "--mesh-peer-urls")] {
+            let p = try TestProcess(Binaries.smg, args, name: "smg")
+            #expect(await p.waitForExit(timeout: .seconds(10)) == 2)
+            #expect(p.stderr.contains(expected), "\(args): \(p.stderr)")
+        }
+        let off = try await RouterProcess([])
+        #expect(try off.request("GET", "/ha/status").status == 404)
+    }
+}
