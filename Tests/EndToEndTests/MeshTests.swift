@@ -21,7 +21,7 @@ import Glibc
     }()
 
     func start(_ name: String, port: Int, peers: [Int], keyFile: URL = MeshMembershipTests.keyFile) async throws -> RouterProcess {
-        try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(port),
+        try await RouterProcess(["--policy", "round_robin", "--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(port),
                                  "--mesh-key-file", keyFile.path, "--mesh-peer-urls"] + peers.map { "127.0.0.1:\($0)" })
     }
 
@@ -62,6 +62,37 @@ import Glibc
         // SIGTERM: a graceful leave, seen at once.
         c!.process.signal(SIGTERM)
         try await eventually(timeout: .seconds(2), "c's leave is seen") { try view(a)["c"] == "left" && view(b)["c"] == "left" }
+    }
+
+    @Test func aWorkerAddedOnOneRouterIsRoutedToByTheOthers() async throws {
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        let w1 = try await SimWorkerProcess(name: "w1")
+        let w2 = try await SimWorkerProcess(name: "w2")
+        // Each router starts with its own worker; the mesh makes it the union.
+        let a = try await start("a", port: ports[0], peers: [ports[1], ports[2]])
+        let b = try await RouterProcess(["--enable-mesh", "--mesh-server-name", "b", "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[1]),
+                                         "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[0])", "--worker-urls", w1.url])
+        let c = try await start("c", port: ports[2], peers: [ports[0]])
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 2 && view(b).count == 2 && view(c).count == 2 }
+        func workers(_ r: RouterProcess) throws -> Set<String> {
+            Set((try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []).compactMap { $0["url"] as? String })
+        }
+        try await eventually(timeout: .seconds(5), "b's start-up worker reached a and c") { try workers(a) == [w1.url] && workers(c) == [w1.url] }
+
+        // Added through a: b and c route to it within a second.
+        #expect(try a.request("POST", "/workers", body: #"{"url":"\#(w2.url)"}"#).status == 202)
+        let added = ContinuousClock.now
+        try await eventually(timeout: .seconds(3), "b and c know w2") { try workers(b).contains(w2.url) && workers(c).contains(w2.url) }
+        #expect(ContinuousClock.now - added < .seconds(1), "replicated in \(ContinuousClock.now - added)")
+        try await waitForModels(c, count: 2)
+        let served = Set(try (0..<4).map { _ in try c.chat("x").header("x-sim-worker") ?? "" })
+        #expect(served.contains("w2"), "c routes to the worker added on a: \(served)")
+
+        // Removed through b: gone everywhere.
+        #expect(try b.request("POST", "/remove_worker?url=\(w1.url)").status == 200)
+        try await eventually(timeout: .seconds(3), "w1 is gone from a and c") { try workers(a) == [w2.url] && workers(c) == [w2.url] }
+        let status = try a.request("GET", "/ha/status").json()
+        #expect(((status["stores"] as? [String: Any])?["workers"] as? [String: Any])?["entries"] as? Int == 1)
     }
 
     @Test func aPacketSealedWithAnotherKeyIsRejectedAndCounted() async throws {

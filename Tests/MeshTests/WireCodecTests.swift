@@ -5,9 +5,13 @@ import Testing
 @Suite struct WireCodecTests {
     let member = SwimNode.Member(name: "router-1", address: "127.0.0.1:39527", generation: 77, incarnation: 3, status: .suspect, origin: "router-2")
 
-    var samples: [SwimNode.Message] {
-        [.ping(seq: 1, gossip: []), .ping(seq: 2, gossip: [member, member]), .ack(seq: .max, gossip: [member]),
-         .pingReq(seq: 9, target: "router-3", gossip: [member]), .join(member), .sync([member, member, member], reply: true), .sync([], reply: false)]
+    var samples: [MeshMessage] {
+        let stamp = HLCStamp(wallMs: 5, logical: 2, node: 99)
+        return [.swim(.ping(seq: 1, gossip: [])), .swim(.ping(seq: 2, gossip: [member, member])), .swim(.ack(seq: .max, gossip: [member])),
+                .swim(.pingReq(seq: 9, target: "router-3", gossip: [member])), .swim(.join(member)), .swim(.sync([member, member, member], reply: true)),
+                .swim(.sync([], reply: false)),
+                .delta(ReplicationDelta(store: "workers", entries: [.init(key: "http://w:1", value: [1, 2, 3], stamp: stamp), .init(key: "gone", value: nil, stamp: stamp)])),
+                .digest(["workers": [99: stamp, 7: HLCStamp(wallMs: 1, logical: 0, node: 7)], "sessions": [:]])]
     }
 
     @Test func everyMessageRoundTrips() {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import MeshCore
 import NIOCore
@@ -42,7 +45,14 @@ public final class MeshService: Sendable {
         var stats = Stats()
         var lastContact: [String: UInt64] = [:]
         var addresses: [String: SocketAddress] = [:]
+        var replicator: Replicator
+        var nextAntiEntropy: UInt64 = 0
     }
+
+    /// Called with every entry another router's write changed here (on a mesh event loop).
+    public typealias ChangeHandler = @Sendable (_ store: String, _ entry: ReplicationDelta.Entry) -> Void
+    private let onChange: Mutex<ChangeHandler?> = Mutex(nil)
+    public func onChange(_ handler: @escaping ChangeHandler) { onChange.withLock { $0 = handler } }
 
     public let config: Config
     public let generation: UInt64
@@ -60,7 +70,9 @@ public final class MeshService: Sendable {
         self.clock = clock
         var seed = SystemRandomNumberGenerator()
         let swim = SwimNode(name: config.name, address: config.advertise, generation: generation, seeds: config.peers, config: config.swim)
-        self.inner = Mutex(Inner(swim: swim, rng: MeshRandom(seed: seed.next())))
+        var nameHash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in config.name.utf8 { nameHash = (nameHash ^ UInt64(b)) &* 0x100_0000_01b3 }
+        self.inner = Mutex(Inner(swim: swim, rng: MeshRandom(seed: seed.next()), replicator: Replicator(node: nameHash ^ generation)))
     }
 
     /// Binds the mesh port and starts the protocol timer.
@@ -75,8 +87,16 @@ public final class MeshService: Sendable {
         channel.withLock { $0 = ch }
         ch.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
             let now = service.clock()
-            let out = service.inner.withLock { s in s.swim.tick(now: now, using: &s.rng) }
+            let (out, digestTo) = service.inner.withLock { s -> ([SwimNode.Directive], (String, ReplicationDigest)?) in
+                let out = s.swim.tick(now: now, using: &s.rng)
+                // Anti-entropy: once a second, one live member gets our digest and sends back
+                // whatever we lack.
+                guard now >= s.nextAntiEntropy, let peer = s.swim.aliveMembers.randomElement(using: &s.rng) else { return (out, nil) }
+                s.nextAntiEntropy = now + 1000
+                return (out, (peer.address, s.replicator.digest()))
+            }
             service.handle(out)
+            if let (peer, digest) = digestTo { service.send(.digest(digest), to: peer) }
         }
         logger.info("mesh listening", metadata: ["name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
     }
@@ -104,17 +124,29 @@ public final class MeshService: Sendable {
                 inner.withLock { $0.stats.dropped["malformed", default: 0] += 1 }
                 return
             }
-            let out: [SwimNode.Directive]? = inner.withLock { s in
+            enum Outcome { case swim([SwimNode.Directive]), changes(String, [ReplicationDelta.Entry]), reply([ReplicationDelta]), none }
+            let outcome: Outcome = inner.withLock { s in
                 guard s.replay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter) else {
                     s.stats.dropped["replayed", default: 0] += 1
-                    return nil
+                    return .none
                 }
                 s.stats.packetsIn += 1
                 s.stats.bytesIn += bytes.count
                 if let name = s.swim.members.values.first(where: { $0.address == envelope.sender })?.name { s.lastContact[name] = now }
-                return s.swim.receive(envelope.message, from: envelope.sender, now: now, using: &s.rng)
+                switch envelope.message {
+                case .swim(let m): return .swim(s.swim.receive(m, from: envelope.sender, now: now, using: &s.rng))
+                case .delta(let d): return .changes(d.store, s.replicator.apply(d, physicalMs: wallClockMs()))
+                case .digest(let d): return .reply(s.replicator.missing(for: d))
+                }
             }
-            if let out { handle(out) }
+            switch outcome {
+            case .swim(let out): handle(out)
+            case .changes(let store, let entries):
+                if let handler = onChange.withLock({ $0 }) { for e in entries { handler(store, e) } }
+            case .reply(let deltas):
+                for d in deltas { send(.delta(d), to: envelope.sender) }
+            case .none: break
+            }
         }
     }
 
@@ -125,18 +157,39 @@ public final class MeshService: Sendable {
             case .changed(let m):
                 logger.info("mesh member \(m.status.rawValue)", metadata: ["member": "\(m.name)", "address": "\(m.address)", "incarnation": "\(m.incarnation)"])
             case .send(let to, let message):
-                let packet: [UInt8]? = inner.withLock { s in
-                    s.counter += 1
-                    let bytes = sealer.seal(WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter, message: message)))
-                    s.stats.packetsOut += 1
-                    s.stats.bytesOut += bytes.count
-                    return bytes
-                }
-                guard let packet, let address = resolve(to) else { continue }
-                let envelope = AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: packet))
-                ch.writeAndFlush(envelope, promise: nil)
+                send(.swim(message), to: to, on: ch)
             }
         }
+    }
+
+    /// Seals and sends one message.
+    private func send(_ message: MeshMessage, to: String, on given: (any Channel)? = nil) {
+        guard let ch = given ?? channel.withLock({ $0 }) else { return }
+        let packet: [UInt8] = inner.withLock { s in
+            s.counter += 1
+            let bytes = sealer.seal(WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter, message: message)))
+            s.stats.packetsOut += 1
+            s.stats.bytesOut += bytes.count
+            return bytes
+        }
+        guard let address = resolve(to) else { return }
+        ch.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: packet)), promise: nil)
+    }
+
+    // MARK: replication
+
+    /// A local write to a replicated store (nil deletes): applied here and pushed to every
+    /// live member at once; anti-entropy repairs what a lost packet missed.
+    public func publish(store: String, key: String, value: [UInt8]?) {
+        let (delta, peers) = inner.withLock { s in
+            (s.replicator.set(store, key, value, physicalMs: wallClockMs()), s.swim.aliveMembers.map(\.address))
+        }
+        for peer in peers { send(.delta(delta), to: peer) }
+    }
+
+    /// The live entries of a store (status, tests).
+    public func entries(of store: String) -> [String: [UInt8]] {
+        inner.withLock { $0.replicator.stores[store]?.values ?? [:] }
     }
 
     /// `host:port` to a socket address (IP literals; names resolved once and cached).
@@ -166,6 +219,13 @@ public final class MeshService: Sendable {
                    stats: s.stats)
         }
     }
+}
+
+/// Wall-clock milliseconds for HLC stamps (the only wall-clock read in the mesh shell).
+func wallClockMs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
 
 /// Feeds datagrams to the service.

@@ -1,5 +1,12 @@
 import MeshCore
 
+/// What travels between routers: SWIM's membership messages and the replication traffic.
+public enum MeshMessage: Sendable, Equatable {
+    case swim(SwimNode.Message)
+    case delta(ReplicationDelta)
+    case digest(ReplicationDigest)
+}
+
 /// The mesh's binary wire format (inside the sealed packet): an envelope naming the sender's
 /// generation and packet counter (for the replay filter), then one SWIM message. Decoding
 /// checks every length against what is left, so hostile input yields nil, never a crash.
@@ -10,8 +17,8 @@ public enum WireCodec {
         public var sender: String
         public var generation: UInt64
         public var counter: UInt64
-        public var message: SwimNode.Message
-        public init(sender: String, generation: UInt64, counter: UInt64, message: SwimNode.Message) {
+        public var message: MeshMessage
+        public init(sender: String, generation: UInt64, counter: UInt64, message: MeshMessage) {
             self.sender = sender
             self.generation = generation
             self.counter = counter
@@ -22,6 +29,7 @@ public enum WireCodec {
     /// Limits that bound what one packet can make a node allocate.
     static let maxString = 1024
     static let maxMembers = 4096
+    static let maxBlob = 16 * 1024
 
     public static func encode(_ e: Envelope) -> [UInt8] {
         var w = Writer()
@@ -29,11 +37,23 @@ public enum WireCodec {
         w.u64(e.generation)
         w.u64(e.counter)
         switch e.message {
-        case .ping(let seq, let gossip): w.u8(1); w.u64(seq); w.members(gossip)
-        case .ack(let seq, let gossip): w.u8(2); w.u64(seq); w.members(gossip)
-        case .pingReq(let seq, let target, let gossip): w.u8(3); w.u64(seq); w.string(target); w.members(gossip)
-        case .join(let m): w.u8(4); w.member(m)
-        case .sync(let all, let reply): w.u8(5); w.u8(reply ? 1 : 0); w.members(all)
+        case .swim(.ping(let seq, let gossip)): w.u8(1); w.u64(seq); w.members(gossip)
+        case .swim(.ack(let seq, let gossip)): w.u8(2); w.u64(seq); w.members(gossip)
+        case .swim(.pingReq(let seq, let target, let gossip)): w.u8(3); w.u64(seq); w.string(target); w.members(gossip)
+        case .swim(.join(let m)): w.u8(4); w.member(m)
+        case .swim(.sync(let all, let reply)): w.u8(5); w.u8(reply ? 1 : 0); w.members(all)
+        case .delta(let d):
+            w.u8(6); w.string(d.store); w.u16(d.entries.count)
+            for entry in d.entries {
+                w.string(entry.key); w.stamp(entry.stamp)
+                if let v = entry.value { w.u8(1); w.blob(v) } else { w.u8(0) }
+            }
+        case .digest(let digest):
+            w.u8(7); w.u16(digest.count)
+            for (store, origins) in digest.sorted(by: { $0.key < $1.key }) {
+                w.string(store); w.u16(origins.count)
+                for (_, stamp) in origins.sorted(by: { $0.key < $1.key }) { w.stamp(stamp) }
+            }
         }
         return w.bytes
     }
@@ -41,23 +61,46 @@ public enum WireCodec {
     public static func decode(_ bytes: [UInt8]) -> Envelope? {
         var r = Reader(bytes: bytes)
         guard let sender = r.string(), let generation = r.u64(), let counter = r.u64(), let kind = r.u8() else { return nil }
-        let message: SwimNode.Message
+        let message: MeshMessage
         switch kind {
         case 1:
             guard let seq = r.u64(), let g = r.members() else { return nil }
-            message = .ping(seq: seq, gossip: g)
+            message = .swim(.ping(seq: seq, gossip: g))
         case 2:
             guard let seq = r.u64(), let g = r.members() else { return nil }
-            message = .ack(seq: seq, gossip: g)
+            message = .swim(.ack(seq: seq, gossip: g))
         case 3:
             guard let seq = r.u64(), let target = r.string(), let g = r.members() else { return nil }
-            message = .pingReq(seq: seq, target: target, gossip: g)
+            message = .swim(.pingReq(seq: seq, target: target, gossip: g))
         case 4:
             guard let m = r.member() else { return nil }
-            message = .join(m)
+            message = .swim(.join(m))
         case 5:
             guard let reply = r.u8(), let all = r.members() else { return nil }
-            message = .sync(all, reply: reply == 1)
+            message = .swim(.sync(all, reply: reply == 1))
+        case 6:
+            guard let store = r.string(), let n = r.u16(), n <= maxMembers else { return nil }
+            var entries: [ReplicationDelta.Entry] = []
+            for _ in 0..<n {
+                guard let key = r.string(), let stamp = r.stamp(), let has = r.u8(), has <= 1 else { return nil }
+                var value: [UInt8]?
+                if has == 1 { guard let v = r.blob() else { return nil }; value = v }
+                entries.append(.init(key: key, value: value, stamp: stamp))
+            }
+            message = .delta(ReplicationDelta(store: store, entries: entries))
+        case 7:
+            guard let n = r.u16(), n <= 64 else { return nil }
+            var digest: ReplicationDigest = [:]
+            for _ in 0..<n {
+                guard let store = r.string(), let m = r.u16(), m <= maxMembers else { return nil }
+                var origins: [UInt64: HLCStamp] = [:]
+                for _ in 0..<m {
+                    guard let stamp = r.stamp() else { return nil }
+                    origins[stamp.node] = stamp
+                }
+                digest[store] = origins
+            }
+            message = .digest(digest)
         default:
             return nil
         }
@@ -69,6 +112,12 @@ public enum WireCodec {
         var bytes: [UInt8] = []
         mutating func u8(_ v: UInt8) { bytes.append(v) }
         mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+        mutating func u16(_ v: Int) { bytes.append(UInt8(v >> 8 & 0xFF)); bytes.append(UInt8(v & 0xFF)) }
+        mutating func stamp(_ s: HLCStamp) { u64(s.wallMs); u64(UInt64(s.logical)); u64(s.node) }
+        mutating func blob(_ b: [UInt8]) {
+            u16(min(b.count, WireCodec.maxBlob))
+            bytes.append(contentsOf: b.prefix(WireCodec.maxBlob))
+        }
         mutating func string(_ s: String) {
             let u = Array(s.utf8.prefix(WireCodec.maxString))
             bytes.append(UInt8(u.count >> 8)); bytes.append(UInt8(u.count & 0xFF))
@@ -105,6 +154,15 @@ public enum WireCodec {
             for k in 0..<8 { v = v << 8 | UInt64(bytes[i + k]) }
             i += 8
             return v
+        }
+        mutating func stamp() -> HLCStamp? {
+            guard let wall = u64(), let logical = u64(), logical <= UInt64(UInt32.max), let node = u64() else { return nil }
+            return HLCStamp(wallMs: wall, logical: UInt32(logical), node: node)
+        }
+        mutating func blob() -> [UInt8]? {
+            guard let n = u16(), n <= WireCodec.maxBlob, i + n <= bytes.count else { return nil }
+            defer { i += n }
+            return Array(bytes[i..<(i + n)])
         }
         mutating func string() -> String? {
             guard let n = u16(), n <= WireCodec.maxString, i + n <= bytes.count else { return nil }

@@ -85,6 +85,7 @@ enum ControlAPI {
             if let m = obj["model_id"] as? String, !m.isEmpty { w.setModelID(m) }
             let apiKey: String?? = obj.keys.contains("api_key") ? .some(obj["api_key"] as? String) : .none
             w.update(labels: obj["labels"] as? [String: String], apiKey: apiKey)
+            MeshBridge.published(w, state: state)
             state.logger.info("worker updated", metadata: ["worker": "\(w.url.canonical)", "fields": "\(obj.keys.sorted().joined(separator: ","))"])
             return Answer(body: json(describe(w)))
         case .legacyAddWorker:
@@ -93,6 +94,7 @@ enum ControlAPI {
         case .deleteWorker(let id):
             guard let w = registry.remove(id: id) else { return Answer(error: workerNotFound(id)) }
             removed(w, state: state)
+            MeshBridge.removed(w.url, state: state)
             return Answer(status: .accepted, body: json(["id": w.id, "url": w.url.canonical, "status": "removed", "message": "worker removed from routing; its in-flight requests finish"]))
         case .legacyRemoveWorker:
             guard let raw = target.parameter("url"), let url = try? WorkerURL(parsing: raw) else {
@@ -100,6 +102,7 @@ enum ControlAPI {
             }
             guard let w = registry.worker(url: url.canonical), registry.remove(id: w.id) != nil else { return Answer(error: workerNotFound(url.canonical)) }
             removed(w, state: state)
+            MeshBridge.removed(w.url, state: state)
             return Answer(body: json(["status": "ok", "message": "Successfully removed worker: \(url.canonical)", "id": w.id]))
         default:
             return Answer(error: .routeNotFound(.GET, "/workers"))
@@ -113,6 +116,7 @@ enum ControlAPI {
             let w = try state.registry.add(url: url, modelID: model, labels: labels, apiKey: apiKey)
             state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
             if model == nil { ModelDiscovery.start(for: w, state: state) }
+            MeshBridge.published(w, state: state)
             if legacy { return Answer(body: json(["status": "ok", "message": "Successfully added worker: \(url.canonical)", "id": w.id])) }
             return Answer(status: .accepted, body: json(["id": w.id, "url": url.canonical, "status": "accepted", "message": "worker added"]), location: "/workers/\(w.id)")
         } catch {
@@ -123,6 +127,11 @@ enum ControlAPI {
 
     private static func removed(_ w: Worker, state: RouterState) {
         state.logger.info("worker removed", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "in_flight": "\(w.inFlight)"])
+        closeIdleConnections(to: w, state: state)
+    }
+
+    /// Drops pooled connections to a removed worker on every event loop.
+    static func closeIdleConnections(to w: Worker, state: RouterState) {
         for loop in state.pools.loops {
             let pools = state.pools
             loop.execute { pools.pool(for: loop).closeIdle(to: w.url) }
@@ -141,7 +150,8 @@ enum ControlAPI {
             "alive": s.members.filter { $0.member.status == .alive }.count + 1,
             "traffic": ["packets_in": s.stats.packetsIn, "packets_out": s.stats.packetsOut, "bytes_in": s.stats.bytesIn, "bytes_out": s.stats.bytesOut,
                         "dropped": s.stats.dropped],
-            "stores": ["workers": "not replicated yet", "cache_tree": "not replicated yet", "sessions": "not replicated yet", "rate_limits": "not replicated yet"],
+            "stores": ["workers": ["entries": mesh.entries(of: MeshBridge.workersStore).count],
+                   "cache_tree": "not replicated yet", "sessions": "not replicated yet", "rate_limits": "not replicated yet"],
         ])
     }
 
