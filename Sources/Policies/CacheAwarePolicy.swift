@@ -129,6 +129,13 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
                          })
     }
 
+    public func summary(since version: UInt64) -> (TreeDelta<UInt64, String>, UInt64)? {
+        guard version < tree.version else { return nil }
+        return (summary(since: version), tree.version)
+    }
+
+    public mutating func apply(summary: TreeDelta<UInt64, String>) { apply(summary) }
+
     /// Learns another router's decisions, so requests it routed find their worker here too.
     public mutating func apply(_ summary: TreeDelta<UInt64, String>) {
         let local = TreeDelta<UInt64, RadixTree<UInt64>.Owner>(

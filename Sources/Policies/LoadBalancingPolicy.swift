@@ -20,12 +20,21 @@ public protocol LoadBalancingPolicy: Sendable {
 
     /// Size of the policy's routing state, for metrics (tree elements, keys); 0 if stateless.
     var stateSize: Int { get }
+
+    /// What this router decided since `version`, for other routers (cache_aware's tree
+    /// summary); nil for policies with nothing to share. Returns the version to ask from next.
+    func summary(since version: UInt64) -> (TreeDelta<UInt64, String>, UInt64)?
+
+    /// Learns another router's decisions.
+    mutating func apply(summary: TreeDelta<UInt64, String>)
 }
 
 extension LoadBalancingPolicy {
     public mutating func removeWorker(id: String) {}
     public mutating func maintain(now: UInt64) {}
     public var stateSize: Int { 0 }
+    public func summary(since version: UInt64) -> (TreeDelta<UInt64, String>, UInt64)? { nil }
+    public mutating func apply(summary: TreeDelta<UInt64, String>) {}
 }
 
 /// Every policy name of the reference gateway.
@@ -37,7 +46,10 @@ public enum PolicyName: String, CaseIterable, Sendable {
         case .random: return RandomPolicy()
         case .round_robin: return RoundRobinPolicy()
         case .power_of_two: return PowerOfTwoPolicy()
-        case .cache_aware: return CacheAwarePolicy(config.cacheAware)
+        case .cache_aware:
+            var c = config.cacheAware
+            c.recordsSummaries = c.recordsSummaries || config.sharesState
+            return CacheAwarePolicy(c)
         case .prefix_hash: return PrefixHashPolicy(prefixLength: config.prefixTokenCount, loadFactor: config.prefixHashLoadFactor)
         case .consistent_hashing: return ConsistentHashingPolicy()
         case .manual: return ManualPolicy(mode: config.assignmentMode, maxIdleMs: config.maxIdleSecs * 1000)
@@ -52,6 +64,8 @@ public struct PolicyConfig: Sendable, Equatable {
     public var prefixHashLoadFactor = 1.25
     public var assignmentMode = AssignmentMode.random
     public var maxIdleSecs: UInt64 = 14_400
+    /// Keep what other routers need (cache_aware's decision log): on with the mesh.
+    public var sharesState = false
     public init() {}
 }
 

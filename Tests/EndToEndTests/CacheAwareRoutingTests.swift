@@ -24,14 +24,19 @@ import Testing
         for i in 0..<workers { sims.append(try await SimWorkerProcess(name: "w\(i)", ["--output-tokens", "12", "--cache-capacity-blocks", "200000"])) }
         let smg = try await RouterProcess(["--worker-urls"] + sims.map(\.url) + ["--policy", policy])
         try await waitForModels(smg, count: workers)
-        let w = Workload()
+        return try Self.drive(Workload(), routers: [smg])
+    }
+
+    /// Sends the workload, turn by turn, request `i` to router `i % routers.count`.
+    static func drive(_ w: Workload, routers: [RouterProcess]) throws -> (cached: Int, prompt: Int) {
         var histories = (0..<w.sessions).map { s in [["role": "system", "content": w.systemPrompts[s % w.systemPrompts.count]]] }
         var cached = 0, prompt = 0
         for t in 0..<w.turns {
             for s in 0..<w.sessions {
                 histories[s].append(["role": "user", "content": w.userTurn(s, t)])
                 let body = try JSONSerialization.data(withJSONObject: ["model": "sim-model", "messages": histories[s]])
-                let r = try HTTPClient.request(port: smg.port, method: "POST", path: "/v1/chat/completions", body: Array(body))
+                let router = routers[(t * w.sessions + s) % routers.count]
+                let r = try HTTPClient.request(port: router.port, method: "POST", path: "/v1/chat/completions", body: Array(body))
                 #expect(r.status == 200)
                 let json = try r.json()
                 let usage = json["usage"] as? [String: Any] ?? [:]

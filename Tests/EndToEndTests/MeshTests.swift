@@ -95,6 +95,35 @@ import Glibc
         #expect(((status["stores"] as? [String: Any])?["workers"] as? [String: Any])?["entries"] as? Int == 1)
     }
 
+    @Test func threeRoutersInAlternationKeepTheCacheHitRatioOfOne() async throws {
+        func sims() async throws -> [SimWorkerProcess] {
+            var out: [SimWorkerProcess] = []
+            for i in 0..<4 { out.append(try await SimWorkerProcess(name: "w\(i)", ["--output-tokens", "12", "--cache-capacity-blocks", "200000"])) }
+            return out
+        }
+        // One router alone: the reference.
+        let soloWorkers = try await sims()
+        let solo = try await RouterProcess(["--worker-urls"] + soloWorkers.map(\.url))
+        try await waitForModels(solo, count: 4)
+        let single = try CacheAwareRoutingTests.drive(.init(), routers: [solo])
+
+        // Three meshed routers over fresh workers, every request to the next router in turn.
+        let workers = try await sims()
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b", "c"].enumerated() {
+            routers.append(try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
+                                                   "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls"] + ports.filter { $0 != ports[i] }.map { "127.0.0.1:\($0)" }
+                                                   + ["--worker-urls"] + workers.map(\.url)))
+        }
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try routers.allSatisfy { try view($0).count == 2 } }
+        for r in routers { try await waitForModels(r, count: 4) }
+        let meshed = try CacheAwareRoutingTests.drive(.init(), routers: routers)
+        let ratio = { (r: (cached: Int, prompt: Int)) in Double(r.cached) / Double(r.prompt) }
+        #expect(ratio(meshed) >= 0.97 * ratio(single), "hit ratio: one router \(ratio(single)), three alternating \(ratio(meshed))")
+        print("hit ratio: one router \(ratio(single)), three alternating meshed routers \(ratio(meshed))")
+    }
+
     @Test func aPacketSealedWithAnotherKeyIsRejectedAndCounted() async throws {
         let port = try freeLoopbackPort()
         let a = try await start("solo", port: port, peers: [])

@@ -54,6 +54,22 @@ public final class MeshService: Sendable {
     private let onChange: Mutex<ChangeHandler?> = Mutex(nil)
     public func onChange(_ handler: @escaping ChangeHandler) { onChange.withLock { $0 = handler } }
 
+    /// Called with every custom message (topic, payload) from another router.
+    public typealias CustomHandler = @Sendable (_ topic: String, _ payload: [UInt8]) -> Void
+    private let onCustom: Mutex<CustomHandler?> = Mutex(nil)
+    public func onCustom(_ handler: @escaping CustomHandler) { onCustom.withLock { $0 = handler } }
+
+    /// Sends a custom message to every live member, at once (no retransmission: for state
+    /// that is refreshed often anyway, like routing decisions).
+    public func broadcast(topic: String, payload: [UInt8]) {
+        guard payload.count <= WireCodec.maxPayload else { return }
+        let peers = inner.withLock { $0.swim.aliveMembers.map(\.address) }
+        for peer in peers { send(.custom(topic: topic, payload: payload), to: peer) }
+    }
+
+    /// Whether any other router is alive (nothing to broadcast to otherwise).
+    public var hasPeers: Bool { inner.withLock { !$0.swim.aliveMembers.isEmpty } }
+
     public let config: Config
     public let generation: UInt64
     private let inner: Mutex<Inner>
@@ -124,7 +140,7 @@ public final class MeshService: Sendable {
                 inner.withLock { $0.stats.dropped["malformed", default: 0] += 1 }
                 return
             }
-            enum Outcome { case swim([SwimNode.Directive]), changes(String, [ReplicationDelta.Entry]), reply([ReplicationDelta]), none }
+            enum Outcome { case swim([SwimNode.Directive]), changes(String, [ReplicationDelta.Entry]), reply([ReplicationDelta]), custom(String, [UInt8]), none }
             let outcome: Outcome = inner.withLock { s in
                 guard s.replay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter) else {
                     s.stats.dropped["replayed", default: 0] += 1
@@ -137,6 +153,7 @@ public final class MeshService: Sendable {
                 case .swim(let m): return .swim(s.swim.receive(m, from: envelope.sender, now: now, using: &s.rng))
                 case .delta(let d): return .changes(d.store, s.replicator.apply(d, physicalMs: wallClockMs()))
                 case .digest(let d): return .reply(s.replicator.missing(for: d))
+                case .custom(let topic, let payload): return .custom(topic, payload)
                 }
             }
             switch outcome {
@@ -145,6 +162,8 @@ public final class MeshService: Sendable {
                 if let handler = onChange.withLock({ $0 }) { for e in entries { handler(store, e) } }
             case .reply(let deltas):
                 for d in deltas { send(.delta(d), to: envelope.sender) }
+            case .custom(let topic, let payload):
+                onCustom.withLock { $0 }?(topic, payload)
             case .none: break
             }
         }

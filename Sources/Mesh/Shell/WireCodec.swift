@@ -5,6 +5,8 @@ public enum MeshMessage: Sendable, Equatable {
     case swim(SwimNode.Message)
     case delta(ReplicationDelta)
     case digest(ReplicationDigest)
+    /// An opaque message for a topic the router defines (the cache-aware tree summaries).
+    case custom(topic: String, payload: [UInt8])
 }
 
 /// The mesh's binary wire format (inside the sealed packet): an envelope naming the sender's
@@ -30,6 +32,8 @@ public enum WireCodec {
     static let maxString = 1024
     static let maxMembers = 4096
     static let maxBlob = 16 * 1024
+    /// A custom payload must fit a datagram with room for the headers.
+    public static let maxPayload = 60_000
 
     public static func encode(_ e: Envelope) -> [UInt8] {
         var w = Writer()
@@ -48,6 +52,8 @@ public enum WireCodec {
                 w.string(entry.key); w.stamp(entry.stamp)
                 if let v = entry.value { w.u8(1); w.blob(v) } else { w.u8(0) }
             }
+        case .custom(let topic, let payload):
+            w.u8(8); w.string(topic); w.u64(UInt64(payload.count)); w.bytes.append(contentsOf: payload)
         case .digest(let digest):
             w.u8(7); w.u16(digest.count)
             for (store, origins) in digest.sorted(by: { $0.key < $1.key }) {
@@ -101,6 +107,10 @@ public enum WireCodec {
                 digest[store] = origins
             }
             message = .digest(digest)
+        case 8:
+            guard let topic = r.string(), let n = r.u64(), n <= UInt64(maxPayload), r.i + Int(n) <= bytes.count else { return nil }
+            message = .custom(topic: topic, payload: Array(bytes[r.i..<(r.i + Int(n))]))
+            r.i += Int(n)
         default:
             return nil
         }

@@ -79,6 +79,8 @@ public struct RouterConfig: Sendable {
         startupCheckIntervalSecs = try Self.positive(f, "worker-startup-check-interval")
         apiKey = f.string("api-key").flatMap { $0.isEmpty ? nil : $0 }
         mesh = f.bool("enable-mesh") ? try MeshSettings(f) : nil
+        // With peers to tell, cache_aware keeps the log its summaries are made from.
+        policyConfig.sharesState = mesh != nil
         let backend = f.string("backend") ?? "sglang"
         switch backend {
         case "sglang", "vllm": break

@@ -244,6 +244,7 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
             if retries == 0, case .inference = route {
                 state.metrics.routed(model: model ?? "default", endpoint: endpoint, streaming: stream, worker: w.url.canonical,
                                      policy: state.config.policy.rawValue, reason: reason.rawValue)
+                state.treeSync?.noteDecision()
             }
             _ = w.breakerAcquire(now: routing.now)
             attemptOpen = true

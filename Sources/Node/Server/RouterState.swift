@@ -19,6 +19,8 @@ public final class RouterState: Sendable {
     let admission: AdmissionController
     /// The mesh, when --enable-mesh is on.
     let mesh: MeshService?
+    /// Ships cache-aware decisions to the other routers (mesh on, cache_aware).
+    let treeSync: TreeSync?
     private let _draining = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
@@ -34,6 +36,11 @@ public final class RouterState: Sendable {
         self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
         self.policyUsesText = config.policy == .cache_aware || config.policy == .prefix_hash
         self.admission = AdmissionController(config: config.admission, metrics: metrics, clock: RouterState.monotonicMs)
+        if let mesh, config.policy == .cache_aware, let loop = pools.loops.first {
+            self.treeSync = TreeSync(registry: registry, mesh: mesh, loop: loop, clock: RouterState.monotonicMs)
+        } else {
+            self.treeSync = nil
+        }
     }
 
     /// Monotonic milliseconds: the time every policy, breaker and bucket decision uses.

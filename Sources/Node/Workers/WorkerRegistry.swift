@@ -92,6 +92,19 @@ public final class WorkerRegistry: Sendable {
         }
     }
 
+    /// Every model's decisions since the versions given (for the mesh), with the next versions.
+    public func policySummaries(since versions: [String: UInt64]) -> [(model: String, delta: TreeDelta<UInt64, String>, version: UInt64)] {
+        let boxes = policies.withLock { $0.map { ($0.key, $0.value) } }
+        return boxes.compactMap { model, box in
+            box.policy.withLock { $0.summary(since: versions[model] ?? 0) }.map { (model, $0.0, $0.1) }
+        }
+    }
+
+    /// Applies another router's decisions to a model's policy.
+    public func applyPolicySummary(model: String, _ delta: TreeDelta<UInt64, String>) {
+        box(for: model).policy.withLock { $0.apply(summary: delta) }
+    }
+
     /// Periodic upkeep of every model's policy (tree eviction, idle keys).
     public func maintainPolicies(now: UInt64) {
         for box in policyBoxes { box.policy.withLock { $0.maintain(now: now) } }
