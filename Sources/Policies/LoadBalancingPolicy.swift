@@ -27,6 +27,9 @@ public protocol LoadBalancingPolicy: Sendable {
 
     /// Learns another router's decisions.
     mutating func apply(summary: TreeDelta<UInt64, String>)
+
+    /// Adopts another router's sticky assignment of a routing key (manual); nil worker forgets it.
+    mutating func adopt(routingKey: String, worker: String?, now: UInt64)
 }
 
 extension LoadBalancingPolicy {
@@ -35,6 +38,7 @@ extension LoadBalancingPolicy {
     public var stateSize: Int { 0 }
     public func summary(since version: UInt64) -> (TreeDelta<UInt64, String>, UInt64)? { nil }
     public mutating func apply(summary: TreeDelta<UInt64, String>) {}
+    public mutating func adopt(routingKey: String, worker: String?, now: UInt64) {}
 }
 
 /// Every policy name of the reference gateway.

@@ -79,6 +79,14 @@ public struct ManualPolicy: LoadBalancingPolicy {
         for (key, a) in assignments where now > a.lastUse && now - a.lastUse > maxIdleMs { unassign(key) }
     }
 
+    public mutating func adopt(routingKey: String, worker: String?, now: UInt64) {
+        let key = Self.normalize(routingKey)
+        unassign(key)
+        guard let worker else { return }
+        assignments[key] = (worker, now)
+        keysPerWorker[worker, default: 0] += 1
+    }
+
     /// The worker a key is assigned to, if any (tests, status).
     public func assignment(of key: String) -> String? { assignments[Self.normalize(key)]?.worker }
 }

@@ -124,6 +124,32 @@ import Glibc
         print("hit ratio: one router \(ratio(single)), three alternating meshed routers \(ratio(meshed))")
     }
 
+    @Test func aSessionKeepsItsWorkerThroughAnyRouterEvenWhenOneDies() async throws {
+        var sims: [SimWorkerProcess] = []
+        for i in 0..<4 { sims.append(try await SimWorkerProcess(name: "w\(i)")) }
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b", "c"].enumerated() {
+            routers.append(try await RouterProcess(["--policy", "manual", "--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1",
+                                                   "--mesh-port", String(ports[i]), "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls"]
+                                                   + ports.filter { $0 != ports[i] }.map { "127.0.0.1:\($0)" } + ["--worker-urls"] + sims.map(\.url)))
+        }
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try routers.allSatisfy { try view($0).count == 2 } }
+        for r in routers { try await waitForModels(r, count: 4) }
+        // 20 sessions placed through a.
+        var homes: [String: String] = [:]
+        for s in 0..<20 { homes["session-\(s)"] = try routers[0].chat("hi", headers: [("X-SMG-Routing-Key", "session-\(s)")]).header("x-sim-worker") }
+        #expect(Set(homes.values).count > 1, "sessions were spread: \(homes)")
+        // Through b and c, each keeps its worker.
+        try await eventually(timeout: .seconds(3), "b and c know the assignments") {
+            try homes.allSatisfy { key, home in try routers[1].chat("hi", headers: [("X-SMG-Routing-Key", key)]).header("x-sim-worker") == home }
+        }
+        for (key, home) in homes { #expect(try routers[2].chat("hi", headers: [("X-SMG-Routing-Key", key)]).header("x-sim-worker") == home) }
+        // a dies; the sessions still keep their workers through b.
+        routers[0].process.signal(SIGKILL)
+        for (key, home) in homes { #expect(try routers[1].chat("hi", headers: [("X-SMG-Routing-Key", key)]).header("x-sim-worker") == home) }
+    }
+
     @Test func aPacketSealedWithAnotherKeyIsRejectedAndCounted() async throws {
         let port = try freeLoopbackPort()
         let a = try await start("solo", port: port, peers: [])

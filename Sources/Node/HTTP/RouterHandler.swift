@@ -245,6 +245,9 @@ final class RouterHandler: ChannelInboundHandler, UpstreamResponseDelegate {
                 state.metrics.routed(model: model ?? "default", endpoint: endpoint, streaming: stream, worker: w.url.canonical,
                                      policy: state.config.policy.rawValue, reason: reason.rawValue)
                 state.treeSync?.noteDecision()
+                if state.mesh != nil, reason == .newAssignment || reason == .reassigned, let key = routing.routingKey {
+                    MeshBridge.assigned(routingKey: key, model: model, worker: w, state: state)
+                }
             }
             _ = w.breakerAcquire(now: routing.now)
             attemptOpen = true

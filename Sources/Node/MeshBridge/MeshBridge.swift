@@ -3,20 +3,37 @@ import Mesh
 
 /// The one place where mesh state and router state meet (policies never import the mesh).
 ///
-/// Today it replicates the worker registry: a worker added or removed on any router, through
-/// `--worker-urls` or the worker APIs, is added or removed on every router. Store "workers",
-/// key: the worker's canonical URL, value: its settings as JSON (nil: removed), last writer
-/// wins by hybrid logical clock.
+/// - The worker registry: a worker added or removed on any router, through `--worker-urls` or
+///   the worker APIs, is added or removed on every router. Store "workers", key: the worker's
+///   canonical URL, value: its settings as JSON (nil: removed).
+/// - Sticky sessions of `manual`: store "sessions", key: model + NUL + routing key, value: the
+///   worker id it is assigned to, so a session keeps its worker through any router, also after
+///   the router that placed it died.
+/// - Cache-aware decisions travel separately, as they happen (`TreeSync`).
+/// Stores are last-writer-wins by hybrid logical clock.
 enum MeshBridge {
     static let workersStore = "workers"
+    static let sessionsStore = "sessions"
 
     /// Starts applying other routers' changes to this router.
     static func start(state: RouterState) {
         guard let mesh = state.mesh else { return }
         mesh.onChange { store, entry in
-            guard store == workersStore else { return }
-            apply(key: entry.key, value: entry.value, state: state)
+            switch store {
+            case workersStore: apply(key: entry.key, value: entry.value, state: state)
+            case sessionsStore:
+                let parts = entry.key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
+                guard parts.count == 2 else { return }
+                state.registry.adoptAssignment(model: String(parts[0]), routingKey: String(parts[1]),
+                                               worker: entry.value.map { String(decoding: $0, as: UTF8.self) }, now: state.nowMs())
+            default: return
+            }
         }
+    }
+
+    /// A routing key was (re)assigned here by `manual`: tell the others.
+    static func assigned(routingKey: String, model: String?, worker: Worker, state: RouterState) {
+        state.mesh?.publish(store: sessionsStore, key: (model ?? "") + "\u{0}" + routingKey, value: Array(worker.id.utf8))
     }
 
     /// A worker was added or changed here: tell the others.

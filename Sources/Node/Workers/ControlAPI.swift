@@ -151,7 +151,8 @@ enum ControlAPI {
             "traffic": ["packets_in": s.stats.packetsIn, "packets_out": s.stats.packetsOut, "bytes_in": s.stats.bytesIn, "bytes_out": s.stats.bytesOut,
                         "dropped": s.stats.dropped],
             "stores": ["workers": ["entries": mesh.entries(of: MeshBridge.workersStore).count],
-                   "cache_tree": "not replicated yet", "sessions": "not replicated yet", "rate_limits": "not replicated yet"],
+                   "sessions": ["entries": mesh.entries(of: MeshBridge.sessionsStore).count],
+                   "cache_tree": "decisions pushed as they happen (no stored copy)", "rate_limits": "not replicated yet"],
         ])
     }
 

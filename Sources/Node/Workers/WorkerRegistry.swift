@@ -105,6 +105,11 @@ public final class WorkerRegistry: Sendable {
         box(for: model).policy.withLock { $0.apply(summary: delta) }
     }
 
+    /// Applies another router's sticky assignment to a model's policy.
+    public func adoptAssignment(model: String, routingKey: String, worker: String?, now: UInt64) {
+        box(for: model).policy.withLock { $0.adopt(routingKey: routingKey, worker: worker, now: now) }
+    }
+
     /// Periodic upkeep of every model's policy (tree eviction, idle keys).
     public func maintainPolicies(now: UInt64) {
         for box in policyBoxes { box.policy.withLock { $0.maintain(now: now) } }
