@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "smg-sim-worker", targets: ["smg-sim-worker"]),
         .executable(name: "smg-bench", targets: ["smg-bench"]),
         .executable(name: "smg-policy-bench", targets: ["smg-policy-bench"]),
+        .executable(name: "smg-mesh-bench", targets: ["smg-mesh-bench"]),
         .library(name: "Node", targets: ["Node"]),
         .library(name: "SimWorker", targets: ["SimWorker"]),
         .library(name: "Policies", targets: ["Policies"]),
@@ -83,6 +84,9 @@ let package = Package(
             name: "smg-policy-bench",
             dependencies: ["Policies", .product(name: "MallocInterposerSwift", package: "malloc-interposer")]
         ),
+
+        // The SWIM core at 200+ nodes on the simulated network.
+        .executableTarget(name: "smg-mesh-bench", dependencies: ["MeshCore"]),
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),

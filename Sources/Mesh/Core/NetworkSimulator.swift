@@ -1,12 +1,11 @@
-import MeshCore
-
 /// A seeded, deterministic network of SWIM nodes on a virtual clock: loss, delay, duplication,
 /// reordering (random delays) and partitions. Everything random comes from one SplitMix64, so a
-/// seed replays a run exactly.
-struct Simulator {
-    struct Rng: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
+/// seed replays a run exactly. Used by the simulation tests and the `smg-mesh-bench` program.
+public struct NetworkSimulator {
+    public struct Rng: RandomNumberGenerator {
+        public var state: UInt64
+        public init(state: UInt64) { self.state = state }
+        public mutating func next() -> UInt64 {
             state &+= 0x9E37_79B9_7F4A_7C15
             var z = state
             z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -15,51 +14,58 @@ struct Simulator {
         }
     }
 
-    struct Delivery {
-        let at: UInt64
-        let order: UInt64
-        let to: String
-        let from: String
-        let message: SwimNode.Message
+    public struct Delivery {
+        public let at: UInt64
+        public let order: UInt64
+        public let to: String
+        public let from: String
+        public let message: SwimNode.Message
+        public init(at: UInt64, order: UInt64, to: String, from: String, message: SwimNode.Message) {
+            self.at = at
+            self.order = order
+            self.to = to
+            self.from = from
+            self.message = message
+        }
     }
 
-    let seed: UInt64
-    var rng: Rng
-    var now: UInt64 = 0
-    var nodes: [String: SwimNode] = [:]
-    var crashed: Set<String> = []
-    var queue: [Delivery] = []
+    public let seed: UInt64
+    public var rng: Rng
+    public var now: UInt64 = 0
+    public var nodes: [String: SwimNode] = [:]
+    public var crashed: Set<String> = []
+    public var queue: [Delivery] = []
     var order: UInt64 = 0
-    var lossRate = 0.0
-    var duplicateRate = 0.0
-    var delayMs: ClosedRange<UInt64> = 1...20
+    public var lossRate = 0.0
+    public var duplicateRate = 0.0
+    public var delayMs: ClosedRange<UInt64> = 1...20
     /// Pairs (a, b) that cannot reach each other, both ways.
-    var cut: Set<[String]> = []
-    var messagesSent = 0
-    var bytesSent = 0
-    let tickMs: UInt64 = 50
+    public var cut: Set<[String]> = []
+    public var messagesSent = 0
+    public var bytesSent = 0
+    public let tickMs: UInt64 = 50
 
-    init(seed: UInt64) {
+    public init(seed: UInt64) {
         self.seed = seed
         self.rng = Rng(state: seed)
     }
 
-    static func name(_ i: Int) -> String { "n\(i)" }
+    public static func name(_ i: Int) -> String { "n\(i)" }
 
-    mutating func addNode(_ name: String, seeds: [String], config: SwimNode.Config, generation: UInt64? = nil) {
+    public mutating func addNode(_ name: String, seeds: [String], config: SwimNode.Config, generation: UInt64? = nil) {
         // Generations must grow across restarts of a name: the real node uses its start time.
         let gen = generation ?? (now << 16 | (rng.next() & 0xFFFF))
         nodes[name] = SwimNode(name: name, address: name, generation: gen, seeds: seeds, config: config)
         crashed.remove(name)
     }
 
-    mutating func crash(_ name: String) { crashed.insert(name) }
+    public mutating func crash(_ name: String) { crashed.insert(name) }
 
-    mutating func partition(_ a: [String], _ b: [String]) {
+    public mutating func partition(_ a: [String], _ b: [String]) {
         for x in a { for y in b { cut.insert([x, y]); cut.insert([y, x]) } }
     }
 
-    mutating func heal() { cut.removeAll() }
+    public mutating func heal() { cut.removeAll() }
 
     private mutating func handle(_ directives: [SwimNode.Directive], from: String) {
         for d in directives {
@@ -77,7 +83,7 @@ struct Simulator {
     }
 
     /// Runs the virtual clock forward by `ms`.
-    mutating func run(forMs ms: UInt64) {
+    public mutating func run(forMs ms: UInt64) {
         let end = now + ms
         while now < end {
             now += tickMs
@@ -103,7 +109,7 @@ struct Simulator {
     }
 
     /// Runs until `condition` holds or `limitMs` passes; returns the virtual time it took.
-    mutating func run(until condition: (Simulator) -> Bool, limitMs: UInt64) -> UInt64? {
+    public mutating func run(until condition: (NetworkSimulator) -> Bool, limitMs: UInt64) -> UInt64? {
         let start = now
         while now - start < limitMs {
             if condition(self) { return now - start }
@@ -113,7 +119,7 @@ struct Simulator {
     }
 
     /// Every running node sees every other running node alive, and nobody else.
-    func converged(alive expected: Set<String>) -> Bool {
+    public func converged(alive expected: Set<String>) -> Bool {
         for name in expected where !crashed.contains(name) {
             guard let node = nodes[name] else { return false }
             let seen = Set(node.members.values.filter { $0.status == .alive }.map(\.name))
@@ -122,7 +128,7 @@ struct Simulator {
         return true
     }
 
-    static func approximateSize(_ m: SwimNode.Message) -> Int {
+    public static func approximateSize(_ m: SwimNode.Message) -> Int {
         func size(_ members: [SwimNode.Member]) -> Int { members.reduce(0) { $0 + 24 + $1.name.utf8.count + $1.address.utf8.count } }
         switch m {
         case .ping(_, let g), .ack(_, let g): return 12 + size(g)
