@@ -5,7 +5,7 @@
 /// rate becomes an input, `setRate`).
 public struct TokenBucket: Sendable, Equatable {
     public private(set) var rate: Double
-    public let capacity: Double
+    public private(set) var capacity: Double
     public private(set) var tokens: Double
     private var lastRefillMs: UInt64
 
@@ -38,9 +38,12 @@ public struct TokenBucket: Sendable, Equatable {
         return UInt64(((1 - tokens) / rate * 1000).rounded(.up))
     }
 
-    /// A new refill rate from now on (the cluster-wide budget's share, later).
+    /// A new refill rate from now on (this router's share of a cluster-wide budget); the
+    /// burst capacity follows it, so a smaller share cannot be exceeded by a stored burst.
     public mutating func setRate(_ newRate: Double, nowMs: UInt64) {
         refill(nowMs)
         rate = max(0, newRate)
+        capacity = max(1, rate)
+        tokens = min(tokens, capacity)
     }
 }

@@ -150,6 +150,45 @@ import Glibc
         for (key, home) in homes { #expect(try routers[1].chat("hi", headers: [("X-SMG-Routing-Key", key)]).header("x-sim-worker") == home) }
     }
 
+    @Test func aRateLimitIsAClusterWideBudget() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b", "c"].enumerated() {
+            routers.append(try await RouterProcess(["--policy", "round_robin", "--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1",
+                                                   "--mesh-port", String(ports[i]), "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls"]
+                                                   + ports.filter { $0 != ports[i] }.map { "127.0.0.1:\($0)" }
+                                                   + ["--worker-urls", w.url, "--rate-limit-tokens-per-second", "30", "--queue-size", "0"]))
+        }
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try routers.allSatisfy { try view($0).count == 2 } }
+        try await eventually(timeout: .seconds(5), "every router took its share") {
+            routers.allSatisfy { $0.process.stderr.contains("routers=3") }
+        }
+        // Spend what is stored, then hammer all three at once for 3 s.
+        for r in routers { for _ in 0..<40 { _ = try r.chat("x") } }
+        let admitted = ResultBox(count: 3)
+        let group = DispatchGroup()
+        for (i, r) in routers.enumerated() {
+            group.enter()
+            let router = UnsafeTransfer(r)
+            Thread.detachNewThread {
+                var ok = 0
+                let start = ContinuousClock.now
+                while ContinuousClock.now - start < .seconds(3) {
+                    if (try? router.value.chat("x").status) == 200 { ok += 1 }
+                }
+                admitted.set(i, (ok, 0))
+                group.leave()
+            }
+        }
+        group.wait()
+        let total = admitted.values.reduce(0) { $0 + $1.status }
+        // 30 tokens/s for the whole cluster over 3 s, plus what each share's bucket may hold (10).
+        #expect(total <= Int(1.1 * 30 * 3) + 30, "the cluster admitted \(total) in 3 s: \(admitted.values.map(\.status))")
+        #expect(total >= 60, "but it did admit about its budget: \(total)")
+        print("cluster rate limit 30/s over 3 routers: admitted \(total) in 3 s (\(admitted.values.map(\.status)))")
+    }
+
     @Test func aPacketSealedWithAnotherKeyIsRejectedAndCounted() async throws {
         let port = try freeLoopbackPort()
         let a = try await start("solo", port: port, peers: [])

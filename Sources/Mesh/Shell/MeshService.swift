@@ -47,7 +47,14 @@ public final class MeshService: Sendable {
         var addresses: [String: SocketAddress] = [:]
         var replicator: Replicator
         var nextAntiEntropy: UInt64 = 0
+        /// Every member seen that has not left gracefully, dead ones included: the divisor of
+        /// cluster-wide budgets, so a partitioned minority never takes more than its share.
+        var budgetMembers: Set<String> = []
     }
+
+    /// How many routers share a cluster-wide budget: this one plus every member seen that did
+    /// not leave gracefully (a crashed or partitioned member keeps its share reserved).
+    public var budgetShareCount: Int { inner.withLock { $0.budgetMembers.count + 1 } }
 
     /// Called with every entry another router's write changed here (on a mesh event loop).
     public typealias ChangeHandler = @Sendable (_ store: String, _ entry: ReplicationDelta.Entry) -> Void
@@ -174,6 +181,9 @@ public final class MeshService: Sendable {
         for d in directives {
             switch d {
             case .changed(let m):
+                inner.withLock { s in
+                    if m.status == .left { s.budgetMembers.remove(m.name) } else { s.budgetMembers.insert(m.name) }
+                }
                 logger.info("mesh member \(m.status.rawValue)", metadata: ["member": "\(m.name)", "address": "\(m.address)", "incarnation": "\(m.incarnation)"])
             case .send(let to, let message):
                 send(.swim(message), to: to, on: ch)

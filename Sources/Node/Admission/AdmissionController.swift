@@ -161,6 +161,12 @@ public final class AdmissionController: Sendable {
         loop.scheduleTask(in: .milliseconds(Int64(max(1, ms)))) { [self] in drain() }
     }
 
+    /// Sets the token bucket's refill rate (this router's share of a cluster-wide budget).
+    func setRate(_ rate: Double) {
+        let now = clock()
+        state.withLock { s in s.bucket?.setRate(rate, nowMs: now) }
+    }
+
     /// Seconds a refused client should wait before trying again.
     var retryAfterSeconds: Int { max(1, Int(config.queueTimeoutMs / 1000 / 10)) }
 }

@@ -1,5 +1,7 @@
 import Foundation
 import Mesh
+import NIOConcurrencyHelpers
+import NIOCore
 
 /// The one place where mesh state and router state meet (policies never import the mesh).
 ///
@@ -28,6 +30,21 @@ enum MeshBridge {
                                                worker: entry.value.map { String(decoding: $0, as: UTF8.self) }, now: state.nowMs())
             default: return
             }
+        }
+    }
+
+    /// A cluster-wide rate limit: `--rate-limit-tokens-per-second` is the budget of the whole
+    /// mesh; each router refills at its share, 1/N for N routers seen (crashed and partitioned
+    /// ones keep their share reserved until they leave gracefully, so a partition never lets
+    /// the sides add up to more than the budget). Re-evaluated every second.
+    static func startBudgetSharing(state: RouterState) {
+        guard let mesh = state.mesh, let total = state.config.admission.tokensPerSecond, let loop = state.pools.loops.first else { return }
+        let last = NIOLockedValueBox(0)
+        loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+            let n = mesh.budgetShareCount
+            guard last.withLockedValue({ old in defer { old = n }; return old != n }) else { return }
+            state.admission.setRate(total / Double(n))
+            state.logger.info("rate limit share", metadata: ["routers": "\(n)", "tokens_per_second": "\(total / Double(n))", "cluster_budget": "\(total)"])
         }
     }
 

@@ -88,6 +88,7 @@ public final class RouterNode: Sendable {
             }
             HealthChecker.start(state: state)
             MeshBridge.start(state: state)
+            MeshBridge.startBudgetSharing(state: state)
             try await mesh?.start(group: group)
             // Start-up workers are this router's own writes: the others learn them too.
             for w in registry.all { MeshBridge.published(w, state: state) }
