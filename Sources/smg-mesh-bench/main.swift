@@ -10,7 +10,8 @@ let sizes = CommandLine.arguments.dropFirst().compactMap { Int($0) }
 var config = SwimNode.Config()
 config.protocolPeriodMs = 250
 config.probeTimeoutMs = 100
-config.suspicionMaxMult = 4
+config.suspicionMult = 3
+config.suspicionMaxMult = 3
 print("smg-mesh-bench: protocol period \(config.protocolPeriodMs) ms, probe timeout \(config.probeTimeoutMs) ms, 1–20 ms network delay, seed 1")
 for n in sizes.isEmpty ? [50, 200] : sizes {
     let wallStart = Date()

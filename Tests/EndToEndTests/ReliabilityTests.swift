@@ -208,9 +208,9 @@ import Testing
     }
 
     @Test func admissionIsReleasedOnceHoweverARequestEnds() async throws {
-        // Streams of 80 tokens at 20/s hold a slot for 4 s; the request timeout (6 s) is longer,
-        // the queue timeout (1 s) much shorter.
-        let w = try await SimWorkerProcess(name: "w", ["--tokens-per-second", "20", "--output-tokens", "80"])
+        // Long streams (200 tokens at 20/s) hold their slots until the request timeout (6 s) cuts
+        // them, far longer than the queue timeout (1 s), however busy the machine is.
+        let w = try await SimWorkerProcess(name: "w", ["--tokens-per-second", "20", "--output-tokens", "200"])
         let failing = try await SimWorkerProcess(name: "f", ["--failure-rate", "1"])
         let hung = try await SimWorkerProcess(name: "h", ["--hang-rate", "1"])
         let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-concurrent-requests", "2",
