@@ -204,6 +204,8 @@ import Glibc
             return ((traffic?["dropped"] as? [String: Int])?["unknown_key"] ?? 0) > 0
         }
         #expect(try view(a).isEmpty, "the intruder never joined")
+        #expect(try a.metric(#"smg_mesh_dropped_packets{reason="unknown_key"}"#) > 0)
+        #expect(try a.metric(#"smg_mesh_members{status="alive"}"#) == 1)
         #expect(try view(intruder).isEmpty)
         // Plain garbage too.
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)

@@ -21,6 +21,7 @@ public final class RouterMetrics: Sendable {
         var stateSizes: [String: Gauge] = [:]
         var named: [NamedKey: Counter] = [:]
         var breakerState: [String: Gauge] = [:]
+        var meshGauges: [NamedKey: Gauge] = [:]
         var workerActive: [String: Gauge] = [:]
         var workerHealth: [String: Gauge] = [:]
     }
@@ -157,6 +158,28 @@ public final class RouterMetrics: Sendable {
 
     func healthCheck(worker: String, ok: Bool) {
         count("smg_worker_health_checks_total", "Health checks by result", [("worker", worker), ("result", ok ? "ok" : "failed")])
+    }
+
+    /// Mesh gauges, filled at scrape time from the mesh's own counters.
+    func meshGauges(membersByStatus: [String: Int], packetsIn: Int, packetsOut: Int, bytesIn: Int, bytesOut: Int, dropped: [String: Int]) {
+        cache.withLock { c in
+            func gauge(_ name: String, _ help: String, _ labels: [(String, String)]) -> Gauge {
+                Self.cached(&c.meshGauges, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {
+                    registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
+                }
+            }
+            for status in ["alive", "suspect", "dead", "left"] {
+                gauge("smg_mesh_members", "Mesh members by status in this router's view (itself included as alive)", [("status", status)])
+                    .set(to: Double(membersByStatus[status] ?? 0))
+            }
+            gauge("smg_mesh_packets", "Mesh packets since start", [("direction", "in")]).set(to: Double(packetsIn))
+            gauge("smg_mesh_packets", "Mesh packets since start", [("direction", "out")]).set(to: Double(packetsOut))
+            gauge("smg_mesh_bytes", "Mesh bytes since start", [("direction", "in")]).set(to: Double(bytesIn))
+            gauge("smg_mesh_bytes", "Mesh bytes since start", [("direction", "out")]).set(to: Double(bytesOut))
+            for (reason, n) in dropped {
+                gauge("smg_mesh_dropped_packets", "Mesh packets refused, by reason (unknown_key, forged, replayed, malformed, ...)", [("reason", reason)]).set(to: Double(n))
+            }
+        }
     }
 
     func admissionGauges(inFlight: Int, queued: Int) {

@@ -161,6 +161,13 @@ final class MetricsHandler: ChannelInboundHandler {
             if ok {
                 state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
                 state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
+                if let mesh = state.mesh {
+                    let s = mesh.status()
+                    var byStatus = ["alive": 1]
+                    for m in s.members { byStatus[m.member.status.rawValue, default: 0] += 1 }
+                    state.metrics.meshGauges(membersByStatus: byStatus, packetsIn: s.stats.packetsIn, packetsOut: s.stats.packetsOut,
+                                             bytesIn: s.stats.bytesIn, bytesOut: s.stats.bytesOut, dropped: s.stats.dropped)
+                }
                 buffer.writeBytes(state.metrics.render(workers: state.registry.all))
             } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()
