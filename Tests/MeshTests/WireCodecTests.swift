@@ -11,7 +11,7 @@ import Testing
                 .swim(.pingReq(seq: 9, target: "router-3", gossip: [member])), .swim(.join(member)), .swim(.sync([member, member, member], reply: true)),
                 .swim(.sync([], reply: false)),
                 .delta(ReplicationDelta(store: "workers", entries: [.init(key: "http://w:1", value: [1, 2, 3], stamp: stamp), .init(key: "gone", value: nil, stamp: stamp)])),
-                .digest(["workers": [99: stamp, 7: HLCStamp(wallMs: 1, logical: 0, node: 7)], "sessions": [:]]),
+                .digest(["workers": StoreDigest(count: 3, hash: 0xDEAD_BEEF), "sessions": StoreDigest(count: 0, hash: 0)]),
                 .custom(topic: "tree", payload: [9, 8, 7]), .custom(topic: "", payload: [])]
     }
 

@@ -18,22 +18,40 @@ public struct ReplicationDelta: Sendable, Equatable {
     }
 }
 
-/// Per store, per origin node, the newest stamp this replica holds: what a peer is asked to
-/// fill in (only entries above it travel).
-public typealias ReplicationDigest = [String: [UInt64: HLCStamp]]
+/// Per store, a fingerprint of everything this replica holds (count and an order-independent
+/// hash of every key, stamp and value). A peer whose fingerprint differs is sent the whole
+/// store: merges are idempotent, so over-sending is safe, and the fingerprint — unlike a
+/// per-origin high-water mark — cannot be fooled by a datagram lost *before* a later one.
+public struct StoreDigest: Sendable, Hashable {
+    public var count: UInt64
+    public var hash: UInt64
+    public init(count: UInt64, hash: UInt64) {
+        self.count = count
+        self.hash = hash
+    }
+}
+
+public typealias ReplicationDigest = [String: StoreDigest]
 
 /// Delta-state replication of named last-writer-wins stores, pure: physical time comes in,
 /// deltas and digests go out. A local write returns the delta to push to every live member
 /// at once; a periodic digest exchange (anti-entropy) repairs whatever a lost packet missed.
 /// Values are opaque bytes: the router's bridge decides what a worker or a session key is.
+///
+/// Tombstones (deletions) are kept for `tombstoneHorizonMs` of wall time, long past any
+/// gossip round, then collected; older ones are left out of digests and exchanges, so a peer
+/// cannot bring them back. A replica cut off for longer than the horizon may resurrect a
+/// deleted entry when it returns: the price of not tracking every member's acknowledgements.
 public struct Replicator: Sendable {
     public typealias Store = LWWMap<String, [UInt8]>
 
     public private(set) var stores: [String: Store] = [:]
     private var clock: HybridLogicalClock
+    public let tombstoneHorizonMs: UInt64
 
-    public init(node: UInt64) {
+    public init(node: UInt64, tombstoneHorizonMs: UInt64 = 10 * 60 * 1000) {
         clock = HybridLogicalClock(node: node)
+        self.tombstoneHorizonMs = tombstoneHorizonMs
     }
 
     public var nodeID: UInt64 { clock.node }
@@ -61,30 +79,66 @@ public struct Replicator: Sendable {
         return changed
     }
 
-    public func digest() -> ReplicationDigest {
+    /// Whether an entry still takes part in replication (live values, and young tombstones).
+    private func isCurrent(_ e: Store.Entry, nowMs: UInt64) -> Bool {
+        !e.isTombstone || e.stamp.wallMs + tombstoneHorizonMs > nowMs
+    }
+
+    public func digest(nowMs: UInt64) -> ReplicationDigest {
         var d: ReplicationDigest = [:]
         for (name, store) in stores {
-            var perOrigin: [UInt64: HLCStamp] = [:]
-            for e in store.entries.values where e.stamp > perOrigin[e.stamp.node, default: .zero] { perOrigin[e.stamp.node] = e.stamp }
-            d[name] = perOrigin
+            var count: UInt64 = 0, hash: UInt64 = 0
+            for (key, e) in store.entries where isCurrent(e, nowMs: nowMs) {
+                count += 1
+                var h: UInt64 = 0xcbf2_9ce4_8422_2325
+                func mix(_ b: UInt8) { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+                for b in key.utf8 { mix(b) }
+                for v in [e.stamp.wallMs, UInt64(e.stamp.logical), e.stamp.node] { for k in 0..<8 { mix(UInt8(v >> (k * 8) & 0xFF)) } }
+                for b in e.value ?? [] { mix(b) }
+                mix(e.value == nil ? 0 : 1)
+                hash ^= h  // order-independent
+            }
+            d[name] = StoreDigest(count: count, hash: hash)
         }
         return d
     }
 
-    /// What a peer with `digest` lacks, in deltas of at most `maxEntries` entries each.
-    public func missing(for digest: ReplicationDigest, maxEntries: Int = 128) -> [ReplicationDelta] {
+    /// What a peer with `digest` may lack: every store whose fingerprint differs, whole, in
+    /// deltas of at most `maxEntries` entries each.
+    public func missing(for digest: ReplicationDigest, nowMs: UInt64, maxEntries: Int = 128) -> [ReplicationDelta] {
+        let mine = self.digest(nowMs: nowMs)
         var out: [ReplicationDelta] = []
-        for (name, store) in stores.sorted(by: { $0.key < $1.key }) {
-            let theirs = digest[name] ?? [:]
-            let newer = store.entries.filter { $0.value.stamp > theirs[$0.value.stamp.node, default: .zero] }
+        for (name, store) in stores.sorted(by: { $0.key < $1.key }) where mine[name] != digest[name] && mine[name]?.count ?? 0 > 0 {
+            let entries = store.entries.filter { isCurrent($0.value, nowMs: nowMs) }
                 .sorted { $0.value.stamp < $1.value.stamp }
                 .map { ReplicationDelta.Entry(key: $0.key, value: $0.value.value, stamp: $0.value.stamp) }
             var i = 0
-            while i < newer.count {
-                out.append(ReplicationDelta(store: name, entries: Array(newer[i..<min(i + maxEntries, newer.count)])))
+            while i < entries.count {
+                out.append(ReplicationDelta(store: name, entries: Array(entries[i..<min(i + maxEntries, entries.count)])))
                 i += maxEntries
             }
         }
         return out
+    }
+
+    /// Drops tombstones past the horizon; returns how many went.
+    @discardableResult
+    public mutating func collectTombstones(nowMs: UInt64) -> Int {
+        guard nowMs > tombstoneHorizonMs else { return 0 }
+        let cutoff = HLCStamp(wallMs: nowMs - tombstoneHorizonMs, logical: 0, node: 0)
+        var collected = 0
+        for name in stores.keys {
+            let before = stores[name]!.tombstoneCount
+            stores[name]!.collect(before: cutoff)
+            collected += before - stores[name]!.tombstoneCount
+        }
+        return collected
+    }
+
+    /// Applies a delta from a peer, ignoring tombstones already past the horizon.
+    public mutating func applyCurrent(_ delta: ReplicationDelta, physicalMs: UInt64) -> [ReplicationDelta.Entry] {
+        var d = delta
+        d.entries.removeAll { $0.value == nil && $0.stamp.wallMs + tombstoneHorizonMs <= physicalMs }
+        return apply(d, physicalMs: physicalMs)
     }
 }

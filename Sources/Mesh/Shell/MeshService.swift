@@ -47,6 +47,7 @@ public final class MeshService: Sendable {
         var addresses: [String: SocketAddress] = [:]
         var replicator: Replicator
         var nextAntiEntropy: UInt64 = 0
+        var nextCollection: UInt64 = 0
         /// Every member seen that has not left gracefully, dead ones included: the divisor of
         /// cluster-wide budgets, so a partitioned minority never takes more than its share.
         var budgetMembers: Set<String> = []
@@ -116,7 +117,11 @@ public final class MeshService: Sendable {
                 // whatever we lack.
                 guard now >= s.nextAntiEntropy, let peer = s.swim.aliveMembers.randomElement(using: &s.rng) else { return (out, nil) }
                 s.nextAntiEntropy = now + 1000
-                return (out, (peer.address, s.replicator.digest()))
+                if now >= s.nextCollection {
+                    s.nextCollection = now + 60_000
+                    s.replicator.collectTombstones(nowMs: wallClockMs())
+                }
+                return (out, (peer.address, s.replicator.digest(nowMs: wallClockMs())))
             }
             service.handle(out)
             if let (peer, digest) = digestTo { service.send(.digest(digest), to: peer) }
@@ -158,8 +163,8 @@ public final class MeshService: Sendable {
                 if let name = s.swim.members.values.first(where: { $0.address == envelope.sender })?.name { s.lastContact[name] = now }
                 switch envelope.message {
                 case .swim(let m): return .swim(s.swim.receive(m, from: envelope.sender, now: now, using: &s.rng))
-                case .delta(let d): return .changes(d.store, s.replicator.apply(d, physicalMs: wallClockMs()))
-                case .digest(let d): return .reply(s.replicator.missing(for: d))
+                case .delta(let d): return .changes(d.store, s.replicator.applyCurrent(d, physicalMs: wallClockMs()))
+                case .digest(let d): return .reply(s.replicator.missing(for: d, nowMs: wallClockMs()))
                 case .custom(let topic, let payload): return .custom(topic, payload)
                 }
             }

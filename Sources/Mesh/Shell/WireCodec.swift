@@ -56,10 +56,7 @@ public enum WireCodec {
             w.u8(8); w.string(topic); w.u64(UInt64(payload.count)); w.bytes.append(contentsOf: payload)
         case .digest(let digest):
             w.u8(7); w.u16(digest.count)
-            for (store, origins) in digest.sorted(by: { $0.key < $1.key }) {
-                w.string(store); w.u16(origins.count)
-                for (_, stamp) in origins.sorted(by: { $0.key < $1.key }) { w.stamp(stamp) }
-            }
+            for (store, d) in digest.sorted(by: { $0.key < $1.key }) { w.string(store); w.u64(d.count); w.u64(d.hash) }
         }
         return w.bytes
     }
@@ -98,13 +95,8 @@ public enum WireCodec {
             guard let n = r.u16(), n <= 64 else { return nil }
             var digest: ReplicationDigest = [:]
             for _ in 0..<n {
-                guard let store = r.string(), let m = r.u16(), m <= maxMembers else { return nil }
-                var origins: [UInt64: HLCStamp] = [:]
-                for _ in 0..<m {
-                    guard let stamp = r.stamp() else { return nil }
-                    origins[stamp.node] = stamp
-                }
-                digest[store] = origins
+                guard let store = r.string(), let count = r.u64(), let hash = r.u64() else { return nil }
+                digest[store] = StoreDigest(count: count, hash: hash)
             }
             message = .digest(digest)
         case 8:
