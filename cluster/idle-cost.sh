@@ -8,12 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-30}"
 bin=.build/release
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-"$bin/smg" mesh-keygen > "$work/key"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+source cluster/lib.sh
+new_key "$bin"
 ports=("$(free_port)" "$(free_port)" "$(free_port)")
 apis=()
 for i in 0 1 2; do
@@ -24,10 +20,7 @@ for i in 0 1 2; do
     --mesh-peer-urls "${peers[@]}" >"$work/r$i" 2>&1 &
   pids+=("$!")
 done
-for i in 0 1 2; do
-  for _ in $(seq 1 200); do grep -q "smg ready" "$work/r$i" && break; sleep 0.05; done
-  apis+=("$(grep -o 'api=http://[0-9.:]*' "$work/r$i" | cut -d= -f2)")
-done
+for i in 0 1 2; do apis+=("$(wait_ready "$work/r$i")"); done
 sleep 5  # join and settle
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }

@@ -9,13 +9,8 @@ cd "$(dirname "$0")/.."
 n="${1:-3}"; m="${2:-2}"; shift 2 2>/dev/null || shift $# || true
 bin="${BIN:-}"
 if [ -z "$bin" ]; then swift build --product smg --product smg-sim-worker >/dev/null; bin="$(swift build --show-bin-path)"; fi
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-
-"$bin/smg" mesh-keygen > "$work/key"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+source cluster/lib.sh
+new_key "$bin"
 
 urls=()
 for i in $(seq 1 "$m"); do
@@ -37,8 +32,7 @@ for i in $(seq 1 "$n"); do
   echo "router-$i pid $!" >> "$work/pids"
 done
 for i in $(seq 1 "$n"); do
-  for _ in $(seq 1 200); do grep -q "smg ready" "$work/r$i" && break; sleep 0.05; done
-  api="$(grep -o 'api=http://[0-9.:]*' "$work/r$i" | cut -d= -f2)"
+  api="$(wait_ready "$work/r$i")"
   echo "router-$i: $api  (status: $api/ha/status, log: $work/r$i.log)"
 done
 echo "workers: ${urls[*]}"

@@ -5,12 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${BIN:-.build/release}"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-"$bin/smg" mesh-keygen > "$work/key"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+source cluster/lib.sh
+new_key "$bin"
 p1=$(free_port); p2=$(free_port)
 "$bin/smg" --host 127.0.0.1 --port 0 --prometheus-port 0 --log-level warn --enable-mesh --mesh-server-name r1 --mesh-host 127.0.0.1 \
   --mesh-port "$p1" --mesh-key-file "$work/key" --mesh-peer-urls "127.0.0.1:$p2" --disable-health-check >"$work/r1" 2>&1 &
@@ -18,9 +14,8 @@ pids+=("$!")
 "$bin/smg" --host 127.0.0.1 --port 0 --prometheus-port 0 --log-level warn --enable-mesh --mesh-server-name r2 --mesh-host 127.0.0.1 \
   --mesh-port "$p2" --mesh-key-file "$work/key" --mesh-peer-urls "127.0.0.1:$p1" --disable-health-check >"$work/r2" 2>&1 &
 pids+=("$!")
-for f in r1 r2; do for _ in $(seq 1 200); do grep -q "smg ready" "$work/$f" && break; sleep 0.05; done; done
-a1=$(grep -o 'api=http://[0-9.:]*' "$work/r1" | cut -d= -f2 | sed 's|http://||')
-a2=$(grep -o 'api=http://[0-9.:]*' "$work/r2" | cut -d= -f2 | sed 's|http://||')
+a1=$(wait_ready "$work/r1" | sed 's|http://||')
+a2=$(wait_ready "$work/r2" | sed 's|http://||')
 sleep 2
 python3 - "$a1" "$a2" <<'PY'
 import http.client, json, sys, time

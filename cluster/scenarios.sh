@@ -9,12 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${BIN:-}"
 if [ -z "$bin" ]; then swift build --product smg >/dev/null; bin="$(swift build --show-bin-path)"; fi
-work="$(mktemp -d)"
+source cluster/lib.sh
+new_key "$bin"
 declare -A pid api port
-cleanup() { for p in "${pid[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-"$bin/smg" mesh-keygen > "$work/key"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 names=(r1 r2 r3)
 for n in "${names[@]}"; do port[$n]=$(free_port); done
 
@@ -25,8 +22,8 @@ start() {
     --enable-mesh --mesh-server-name "$n" --mesh-host 127.0.0.1 --mesh-port "${port[$n]}" --mesh-key-file "$work/key" \
     --mesh-peer-urls "${peers[@]}" >"$work/$n.out" 2>>"$work/$n.log" &
   pid[$n]=$!
-  for _ in $(seq 1 200); do grep -q "smg ready" "$work/$n.out" 2>/dev/null && break; sleep 0.05; done
-  api[$n]=$(grep -o 'api=http://[0-9.:]*' "$work/$n.out" | cut -d= -f2)
+  pids+=("$!")
+  api[$n]=$(wait_ready "$work/$n.out")
 }
 
 # status_of OBSERVER MEMBER -> alive|suspect|dead|left|unknown

@@ -39,7 +39,7 @@ public final class MeshService: Sendable {
 
     struct Inner {
         var swim: SwimNode
-        var rng: MeshRandom
+        var rng: SplitMix64
         var counter: UInt64 = 0
         var replay = ReplayFilter()
         var stats = Stats()
@@ -96,7 +96,7 @@ public final class MeshService: Sendable {
         let swim = SwimNode(name: config.name, address: config.advertise, generation: generation, seeds: config.peers, config: config.swim)
         var nameHash: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in config.name.utf8 { nameHash = (nameHash ^ UInt64(b)) &* 0x100_0000_01b3 }
-        self.inner = Mutex(Inner(swim: swim, rng: MeshRandom(seed: seed.next()), replicator: Replicator(node: nameHash ^ generation)))
+        self.inner = Mutex(Inner(swim: swim, rng: SplitMix64(state: seed.next()), replicator: Replicator(node: nameHash ^ generation)))
     }
 
     /// Binds the mesh port and starts the protocol timer.
@@ -275,18 +275,5 @@ final class MeshDatagramHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A failed send to a dead peer (ICMP unreachable) must not close the mesh socket.
-    }
-}
-
-/// SplitMix64 for the mesh's protocol randomness (seeded once from the system).
-struct MeshRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,0 +1,15 @@
+/// A small, fast, seedable generator (SplitMix64) for the mesh: the simulator seeds it with
+/// constants so runs replay, the shell seeds it once from the system. (Policies has its own
+/// copy: the two cores must not depend on each other.)
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+    public init(state: UInt64) { self.state = state }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
