@@ -45,6 +45,13 @@ case .run(let arguments), .demo(let arguments):
         Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
         exit(1)
     }
+    if isDemo {
+        // The first health checks run at once; let them finish so the first curl succeeds.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !node.state.registry.all.allSatisfy(\.isAvailable), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
     Launcher.printOut(Launcher.readyLine(node, host: config.host))
     if isDemo { Launcher.printOut(Demo.banner(port: node.apiPort)) }
     await Launcher.serve(node, until: signals)
