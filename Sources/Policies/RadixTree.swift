@@ -113,19 +113,21 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
     private mutating func newNode(parent: Int32, label: ArraySlice<Element>) -> Int32 {
         let start = Int32(labels.count)
         labels.append(contentsOf: label)
-        let node = Node(parent: parent, start: start, count: Int32(label.count))
-        let index: Int32
-        if let reused = freeNodes.popLast() {
-            index = reused
-            nodes[Int(index)] = node
-        } else {
-            index = Int32(nodes.count)
-            nodes.append(node)
-        }
+        let index = store(Node(parent: parent, start: start, count: Int32(label.count)))
         nodes[Int(parent)].children.append(index)
         edges[EdgeKey(parent: parent, first: label.first!)] = index
         size += label.count
         return index
+    }
+
+    /// Puts a node in a free slot (one a deleted node left) or at the end; returns its index.
+    private mutating func store(_ node: Node) -> Int32 {
+        if let reused = freeNodes.popLast() {
+            nodes[Int(reused)] = node
+            return reused
+        }
+        nodes.append(node)
+        return Int32(nodes.count - 1)
     }
 
     /// Cuts `node`'s label after `at` elements; the tail becomes its only child, keeping the
@@ -135,14 +137,7 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
         var tail = Node(parent: node, start: n.start + Int32(at), count: n.count - Int32(at))
         tail.children = n.children
         tail.stamps = n.stamps
-        let index: Int32
-        if let reused = freeNodes.popLast() {
-            index = reused
-            nodes[Int(index)] = tail
-        } else {
-            index = Int32(nodes.count)
-            nodes.append(tail)
-        }
+        let index = store(tail)
         for child in n.children {
             nodes[Int(child)].parent = index
             let first = labels[Int(nodes[Int(child)].start)]

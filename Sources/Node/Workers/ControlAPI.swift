@@ -33,13 +33,15 @@ enum ControlAPI {
 
     static func loads(_ results: [(Worker, UpstreamFetch.Response?)]) -> (HTTPResponseStatus, String) {
         let rows: [[String: Any]] = results.map { w, r in
-            var load: Any = -1
-            if let r, r.status == .ok, let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any] {
-                load = obj["load"] ?? obj["num_reqs"] ?? -1
-            }
-            return ["worker": w.url.canonical, "load": load]
+            ["worker": w.url.canonical, "load": r.flatMap(workerLoad) ?? -1]
         }
         return (.ok, json(["workers": rows]))
+    }
+
+    /// The load a worker reports in its `GET /get_load` answer (`load`, else `num_reqs`), as sent.
+    static func workerLoad(_ r: UpstreamFetch.Response) -> Any? {
+        guard r.status == .ok, let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any] else { return nil }
+        return obj["load"] ?? obj["num_reqs"]
     }
 
     static func flushed(_ results: [(Worker, UpstreamFetch.Response?)]) -> (HTTPResponseStatus, String) {

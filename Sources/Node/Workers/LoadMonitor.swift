@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 
 /// Polls every worker's `GET /get_load` for `power_of_two`, which prefers a worker's own view
@@ -13,13 +12,8 @@ enum LoadMonitor {
         loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: interval) { _ in
             for worker in state.registry.all {
                 UpstreamFetch.run(pool: pools.pool(for: loop), url: worker.url, method: .GET, path: "/get_load", timeout: .seconds(2)) { result in
-                    guard case .success(let r) = result, r.status == .ok,
-                          let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any],
-                          let load = (obj["load"] as? Int) ?? (obj["num_reqs"] as? Int) else {
-                        worker.setReportedLoad(nil)
-                        return
-                    }
-                    worker.setReportedLoad(max(0, load))
+                    // No answer, or none with a load: fall back to the in-flight count.
+                    worker.setReportedLoad(((try? result.get()).flatMap(ControlAPI.workerLoad) as? Int).map { max(0, $0) })
                 }
             }
         }
