@@ -86,14 +86,22 @@ let package = Package(
             dependencies: ["Policies", .product(name: "MallocInterposerSwift", package: "malloc-interposer")]
         ),
 
-        // The SWIM core at 200+ nodes on the simulated network.
+        // The mesh core (SWIM and replication) at 200+ nodes on the simulated network.
         .executableTarget(name: "smg-mesh-bench", dependencies: ["MeshCore"]),
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["Reliability", "Policies"]),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
-        .testTarget(name: "MeshTests", dependencies: ["Mesh", "MeshCore"]),
+        .testTarget(
+            name: "MeshTests",
+            dependencies: [
+                "Mesh", "MeshCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Mesh", "CHiredis", "CSodium"]),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         .testTarget(name: "EndToEndTests", dependencies: ["smg", "smg-sim-worker"]),

@@ -43,7 +43,7 @@ import Glibc
         }
         let status = try a.request("GET", "/ha/status").json()
         #expect(status["name"] as? String == "a")
-        #expect(((status["traffic"] as? [String: Any])?["packets_in"] as? Int ?? 0) > 0)
+        #expect(((status["traffic"] as? [String: Any])?["udp_in"] as? Int ?? 0) > 0)
 
         // kill -9: the others notice within 3 s.
         c!.process.signal(SIGKILL)

@@ -7,11 +7,18 @@ import Testing
 
     var samples: [MeshMessage] {
         let stamp = HLCStamp(wallMs: 5, logical: 2, node: 99)
-        return [.swim(.ping(seq: 1, gossip: [])), .swim(.ping(seq: 2, gossip: [member, member])), .swim(.ack(seq: .max, gossip: [member])),
-                .swim(.pingReq(seq: 9, target: "router-3", gossip: [member])), .swim(.join(member)), .swim(.sync([member, member, member], reply: true)),
-                .swim(.sync([], reply: false)),
-                .delta(ReplicationDelta(store: "workers", entries: [.init(key: "http://w:1", value: [1, 2, 3], stamp: stamp), .init(key: "gone", value: nil, stamp: stamp)])),
-                .digest(["workers": StoreDigest(count: 3, hash: 0xDEAD_BEEF), "sessions": StoreDigest(count: 0, hash: 0)]),
+        let vector = VersionVector([1: 5, 0xFFFF_FFFF_FFFF_FFFF: 2])
+        let entries = [ReplicatedEntry(store: "workers", key: "http://w:1", value: [1, 2, 3], stamp: stamp, dot: Dot(origin: 1, seq: 5)),
+                       ReplicatedEntry(store: "sessions", key: "gone", value: nil, stamp: stamp, dot: Dot(origin: 7, seq: 1), seen: vector),
+                       ReplicatedEntry(store: "", key: "", value: [], stamp: .zero, dot: Dot(origin: 0, seq: 0))]
+        return [.node(.swim(.ping(seq: 1, gossip: []))), .node(.swim(.ping(seq: 2, gossip: [member, member]))), .node(.swim(.ack(seq: .max, gossip: [member]))),
+                .node(.swim(.pingReq(seq: 9, target: "router-3", gossip: [member]))), .node(.swim(.join(member))),
+                .node(.swim(.sync([member, member, member], reply: true))), .node(.swim(.sync([], reply: false))),
+                .node(.push(entries)), .node(.push([])),
+                .node(.digest(ReplicationDigest(context: CausalContext(vector: vector, cloud: [Dot(origin: 4, seq: 44)]), liveCount: 3, fingerprint: 0xDEAD_BEEF), reply: true)),
+                .node(.digest(ReplicationDigest(context: CausalContext(), liveCount: 0, fingerprint: 0), reply: false)),
+                .node(.answer(entries, through: vector)),
+                .node(.state(entries, context: CausalContext(vector: vector, cloud: [Dot(origin: 3, seq: 9)]), reply: true)),
                 .custom(topic: "tree", payload: [9, 8, 7]), .custom(topic: "", payload: [])]
     }
 
@@ -38,5 +45,7 @@ import Testing
         }
         // A claimed huge member count with no data behind it is refused, not allocated.
         #expect(WireCodec.decode([0, 1, 0x61, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xFF, 0xFF]) == nil)
+        // Likewise a claimed 4-billion-entry push.
+        #expect(WireCodec.decode([0, 1, 0x61, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 6, 0xFF, 0xFF, 0xFF, 0xFF]) == nil)
     }
 }

@@ -1,6 +1,7 @@
-/// A seeded, deterministic network of SWIM nodes on a virtual clock: loss, delay, duplication,
-/// reordering (random delays) and partitions. Everything random comes from one SplitMix64, so a
-/// seed replays a run exactly. Used by the simulation tests and the `smg-mesh-bench` program.
+/// A seeded, deterministic network of mesh nodes (`MeshNode`: SWIM and the replicated stores)
+/// on a virtual clock: loss, delay, duplication, reordering (random delays), partitions, and a
+/// skewed wall clock per node. Everything random comes from one SplitMix64, so a seed replays
+/// a run exactly. Used by the simulation tests and the `smg-mesh-bench` program.
 public struct NetworkSimulator {
     public typealias Rng = SplitMix64
 
@@ -9,8 +10,8 @@ public struct NetworkSimulator {
         public let order: UInt64
         public let to: String
         public let from: String
-        public let message: SwimNode.Message
-        public init(at: UInt64, order: UInt64, to: String, from: String, message: SwimNode.Message) {
+        public let message: MeshNode.Message
+        public init(at: UInt64, order: UInt64, to: String, from: String, message: MeshNode.Message) {
             self.at = at
             self.order = order
             self.to = to
@@ -22,7 +23,10 @@ public struct NetworkSimulator {
     public let seed: UInt64
     public var rng: Rng
     public var now: UInt64 = 0
-    public var nodes: [String: SwimNode] = [:]
+    public var nodes: [String: MeshNode] = [:]
+    /// Each node's wall clock is the virtual clock plus its own skew (HLC stamps must cope).
+    public var skewMs: [String: UInt64] = [:]
+    public static let epochMs: UInt64 = 1_800_000_000_000
     public var crashed: Set<String> = []
     public var queue: [Delivery] = []
     var order: UInt64 = 0
@@ -43,10 +47,29 @@ public struct NetworkSimulator {
     public static func name(_ i: Int) -> String { "n\(i)" }
 
     public mutating func addNode(_ name: String, seeds: [String], config: SwimNode.Config, generation: UInt64? = nil) {
+        var c = MeshNode.Config()
+        c.swim = config
+        addNode(name, seeds: seeds, meshConfig: c, generation: generation)
+    }
+
+    public mutating func addNode(_ name: String, seeds: [String], meshConfig: MeshNode.Config, generation: UInt64? = nil) {
         // Generations must grow across restarts of a name: the real node uses its start time.
         let gen = generation ?? (now << 16 | (rng.next() & 0xFFFF))
-        nodes[name] = SwimNode(name: name, address: name, generation: gen, seeds: seeds, config: config)
+        var origin: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in name.utf8 { origin = (origin ^ UInt64(b)) &* 0x100_0000_01b3 }
+        nodes[name] = MeshNode(name: name, address: name, generation: gen, origin: origin ^ gen, seeds: seeds, config: meshConfig)
+        skewMs[name] = UInt64.random(in: 0...500, using: &rng)
         crashed.remove(name)
+    }
+
+    public func wallMs(_ name: String) -> UInt64 { Self.epochMs + now + (skewMs[name] ?? 0) }
+
+    /// A local write on `name` (nil deletes), pushed as the real node would.
+    public mutating func write(on name: String, _ store: String, _ key: String, _ value: [UInt8]?) {
+        guard !crashed.contains(name), var node = nodes[name] else { return }
+        let out = node.write(store, key, value, wallMs: wallMs(name))
+        nodes[name] = node
+        handle(out, from: name)
     }
 
     public mutating func crash(_ name: String) { crashed.insert(name) }
@@ -57,7 +80,7 @@ public struct NetworkSimulator {
 
     public mutating func heal() { cut.removeAll() }
 
-    private mutating func handle(_ directives: [SwimNode.Directive], from: String) {
+    public mutating func handle(_ directives: [MeshNode.Output], from: String) {
         for d in directives {
             guard case .send(let to, let message) = d else { continue }
             messagesSent += 1
@@ -85,13 +108,13 @@ public struct NetworkSimulator {
             queue.removeFirst(due)
             for d in batch where !crashed.contains(d.to) {
                 guard var node = nodes[d.to] else { continue }
-                let out = node.receive(d.message, from: d.from, now: d.at, using: &rng)
+                let out = node.receive(d.message, from: d.from, now: d.at, wallMs: Self.epochMs + d.at + (skewMs[d.to] ?? 0), using: &rng)
                 nodes[d.to] = node
                 handle(out, from: d.to)
             }
             for name in nodes.keys.sorted() where !crashed.contains(name) {
                 var node = nodes[name]!
-                let out = node.tick(now: now, using: &rng)
+                let out = node.tick(now: now, wallMs: wallMs(name), using: &rng)
                 nodes[name] = node
                 handle(out, from: name)
             }
@@ -118,13 +141,21 @@ public struct NetworkSimulator {
         return true
     }
 
-    public static func approximateSize(_ m: SwimNode.Message) -> Int {
+    /// Bytes on the wire, roughly (the codec's field sizes, before sealing).
+    public static func approximateSize(_ m: MeshNode.Message) -> Int {
         func size(_ members: [SwimNode.Member]) -> Int { members.reduce(0) { $0 + 24 + $1.name.utf8.count + $1.address.utf8.count } }
+        func size(_ entries: [ReplicatedEntry]) -> Int {
+            entries.reduce(0) { $0 + 44 + $1.store.utf8.count + $1.key.utf8.count + ($1.value?.count ?? 0) + ($1.seen?.counters.count ?? 0) * 16 }
+        }
         switch m {
-        case .ping(_, let g), .ack(_, let g): return 12 + size(g)
-        case .pingReq(_, let t, let g): return 12 + t.utf8.count + size(g)
-        case .join(let member): return 8 + size([member])
-        case .sync(let all, _): return 8 + size(all)
+        case .swim(.ping(_, let g)), .swim(.ack(_, let g)): return 12 + size(g)
+        case .swim(.pingReq(_, let t, let g)): return 12 + t.utf8.count + size(g)
+        case .swim(.join(let member)): return 8 + size([member])
+        case .swim(.sync(let all, _)): return 8 + size(all)
+        case .push(let e): return 4 + size(e)
+        case .digest(let d, _): return 24 + (d.context.vector.counters.count + d.context.cloud.count) * 16
+        case .answer(let e, let v): return 8 + size(e) + v.counters.count * 16
+        case .state(let e, let c, _): return 8 + size(e) + (c.vector.counters.count + c.cloud.count) * 16
         }
     }
 }

@@ -1,144 +1,110 @@
-/// One change to ship or apply: the entries of one store, each with its HLC stamp.
-public struct ReplicationDelta: Sendable, Equatable {
-    public struct Entry: Sendable, Equatable {
-        public var key: String
-        public var value: [UInt8]?
-        public var stamp: HLCStamp
-        public init(key: String, value: [UInt8]?, stamp: HLCStamp) {
-            self.key = key
-            self.value = value
-            self.stamp = stamp
-        }
+/// What a replica tells a peer about itself once a second: its causal context (what it has
+/// seen: the vector, plus the few writes seen out of order), and how many live entries it
+/// holds with their fingerprint (to notice divergence that vectors cannot show).
+public struct ReplicationDigest: Sendable, Equatable {
+    public var context: CausalContext
+    public var liveCount: UInt64
+    public var fingerprint: UInt64
+    public init(context: CausalContext, liveCount: UInt64, fingerprint: UInt64) {
+        self.context = context
+        self.liveCount = liveCount
+        self.fingerprint = fingerprint
     }
-    public var store: String
-    public var entries: [Entry]
-    public init(store: String, entries: [Entry]) {
-        self.store = store
-        self.entries = entries
-    }
+    public var vector: VersionVector { context.vector }
 }
 
-/// Per store, a fingerprint of everything this replica holds (count and an order-independent
-/// hash of every key, stamp and value). A peer whose fingerprint differs is sent the whole
-/// store: merges are idempotent, so over-sending is safe, and the fingerprint — unlike a
-/// per-origin high-water mark — cannot be fooled by a datagram lost *before* a later one.
-public struct StoreDigest: Sendable, Hashable {
-    public var count: UInt64
-    public var hash: UInt64
-    public init(count: UInt64, hash: UInt64) {
-        self.count = count
-        self.hash = hash
-    }
-}
-
-public typealias ReplicationDigest = [String: StoreDigest]
-
-/// Delta-state replication of named last-writer-wins stores, pure: physical time comes in,
-/// deltas and digests go out. A local write returns the delta to push to every live member
-/// at once; a periodic digest exchange (anti-entropy) repairs whatever a lost packet missed.
-/// Values are opaque bytes: the router's bridge decides what a worker or a session key is.
+/// One replica of the replicated stores, pure: physical time comes in, entries go out.
 ///
-/// Tombstones (deletions) are kept for `tombstoneHorizonMs` of wall time, long past any
-/// gossip round, then collected; older ones are left out of digests and exchanges, so a peer
-/// cannot bring them back. A replica cut off for longer than the horizon may resurrect a
-/// deleted entry when it returns: the price of not tracking every member's acknowledgements.
+/// - A local write gets an HLC stamp (its last-writer-wins order) and the next dot of this
+///   replica's origin; the shell pushes it to every live member at once.
+/// - Anti-entropy: a peer's digest (its vector) says exactly which entries it lacks, and only
+///   those travel, in one complete answer that carries this replica's vector along.
+/// - Peers' contexts, learnt from their digests, say what every live member has seen; a
+///   tombstone they have all seen, with everything it deleted, is collected (acknowledged
+///   garbage collection, not a timeout).
 public struct Replicator: Sendable {
-    public typealias Store = LWWMap<String, [UInt8]>
-
-    public private(set) var stores: [String: Store] = [:]
+    public private(set) var state = ReplicaState()
     private var clock: HybridLogicalClock
-    public let tombstoneHorizonMs: UInt64
+    private var seq: UInt64 = 0
+    /// What each peer had seen at its last report, by member name.
+    public private(set) var peerContexts: [String: CausalContext] = [:]
 
-    public init(node: UInt64, tombstoneHorizonMs: UInt64 = 10 * 60 * 1000) {
-        clock = HybridLogicalClock(node: node)
-        self.tombstoneHorizonMs = tombstoneHorizonMs
+    /// `origin` must be unique per process start (the shell mixes the name and generation).
+    public init(origin: UInt64) {
+        clock = HybridLogicalClock(node: origin)
     }
 
-    public var nodeID: UInt64 { clock.node }
+    public var origin: UInt64 { clock.node }
+    public var vector: VersionVector { state.context.vector }
 
-    public func value(_ store: String, _ key: String) -> [UInt8]? { stores[store]?[key] }
+    public func value(_ store: String, _ key: String) -> [UInt8]? { state.entry(store, key)?.value }
 
-    /// A local write (nil deletes); returns the delta to push.
-    public mutating func set(_ store: String, _ key: String, _ value: [UInt8]?, physicalMs: UInt64) -> ReplicationDelta {
-        let stamp = clock.now(physicalMs: physicalMs)
-        stores[store, default: Store()].set(key, value, stamp: stamp)
-        return ReplicationDelta(store: store, entries: [.init(key: key, value: value, stamp: stamp)])
+    public var digest: ReplicationDigest {
+        ReplicationDigest(context: state.context, liveCount: state.liveCount, fingerprint: state.fingerprint)
     }
 
-    /// Applies a delta from a peer; returns the entries that changed this replica.
-    public mutating func apply(_ delta: ReplicationDelta, physicalMs: UInt64) -> [ReplicationDelta.Entry] {
-        var changed: [ReplicationDelta.Entry] = []
-        var store = stores[delta.store] ?? Store()
-        for e in delta.entries {
+    /// A local write (nil deletes); returns the entry to push.
+    public mutating func write(_ store: String, _ key: String, _ value: [UInt8]?, physicalMs: UInt64) -> ReplicatedEntry {
+        seq += 1
+        let e = ReplicatedEntry(store: store, key: key, value: value, stamp: clock.now(physicalMs: physicalMs),
+                                dot: Dot(origin: origin, seq: seq), seen: value == nil ? state.context.vector : nil)
+        state.record(e)
+        return e
+    }
+
+    /// Entries pushed by a peer; returns those that changed a value here.
+    public mutating func apply(_ entries: [ReplicatedEntry], physicalMs: UInt64) -> [ReplicatedEntry] {
+        var changed: [ReplicatedEntry] = []
+        for e in entries {
             clock.observe(e.stamp, physicalMs: physicalMs)
-            if let mine = store.entries[e.key], mine.stamp >= e.stamp { continue }
-            store.set(e.key, e.value, stamp: e.stamp)
-            changed.append(e)
+            if state.apply(e) { changed.append(e) }
         }
-        stores[delta.store] = store
         return changed
     }
 
-    /// Whether an entry still takes part in replication (live values, and young tombstones).
-    private func isCurrent(_ e: Store.Entry, nowMs: UInt64) -> Bool {
-        !e.isTombstone || e.stamp.wallMs + tombstoneHorizonMs > nowMs
+    /// A peer's complete answer to our digest.
+    public mutating func absorb(_ entries: [ReplicatedEntry], through vector: VersionVector, from peer: String, physicalMs: UInt64) -> [ReplicatedEntry] {
+        for e in entries { clock.observe(e.stamp, physicalMs: physicalMs) }
+        var known = peerContexts[peer] ?? CausalContext()
+        known.merge(vector)
+        notePeer(peer, context: known)
+        return state.absorb(entries, through: vector)
     }
 
-    public func digest(nowMs: UInt64) -> ReplicationDigest {
-        var d: ReplicationDigest = [:]
-        for (name, store) in stores {
-            var count: UInt64 = 0, hash: UInt64 = 0
-            for (key, e) in store.entries where isCurrent(e, nowMs: nowMs) {
-                count += 1
-                var h: UInt64 = 0xcbf2_9ce4_8422_2325
-                func mix(_ b: UInt8) { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-                for b in key.utf8 { mix(b) }
-                for v in [e.stamp.wallMs, UInt64(e.stamp.logical), e.stamp.node] { for k in 0..<8 { mix(UInt8(v >> (k * 8) & 0xFF)) } }
-                for b in e.value ?? [] { mix(b) }
-                mix(e.value == nil ? 0 : 1)
-                hash ^= h  // order-independent
-            }
-            d[name] = StoreDigest(count: count, hash: hash)
-        }
-        return d
+    /// A peer's full state; returns the keys whose value changed here (nil: now absent).
+    public mutating func join(_ entries: [ReplicatedEntry], context: CausalContext, from peer: String, physicalMs: UInt64) -> [(store: String, key: String, entry: ReplicatedEntry?)] {
+        for e in entries { clock.observe(e.stamp, physicalMs: physicalMs) }
+        notePeer(peer, context: context)
+        return state.merge(entries: entries, context: context)
     }
 
-    /// What a peer with `digest` may lack: every store whose fingerprint differs, whole, in
-    /// deltas of at most `maxEntries` entries each.
-    public func missing(for digest: ReplicationDigest, nowMs: UInt64, maxEntries: Int = 128) -> [ReplicationDelta] {
-        let mine = self.digest(nowMs: nowMs)
-        var out: [ReplicationDelta] = []
-        for (name, store) in stores.sorted(by: { $0.key < $1.key }) where mine[name] != digest[name] && mine[name]?.count ?? 0 > 0 {
-            let entries = store.entries.filter { isCurrent($0.value, nowMs: nowMs) }
-                .sorted { $0.value.stamp < $1.value.stamp }
-                .map { ReplicationDelta.Entry(key: $0.key, value: $0.value.value, stamp: $0.value.stamp) }
-            var i = 0
-            while i < entries.count {
-                out.append(ReplicationDelta(store: name, entries: Array(entries[i..<min(i + maxEntries, entries.count)])))
-                i += maxEntries
-            }
-        }
-        return out
+    /// What a peer that reported `vector` lacks.
+    public func missing(for vector: VersionVector) -> [ReplicatedEntry] { state.entries(notCoveredBy: vector) }
+
+    /// What a peer that reported `context` lacks (writes it saw out of order are not resent).
+    public func missing(for context: CausalContext) -> [ReplicatedEntry] {
+        state.entries(notCoveredBy: context.vector).filter { !context.cloud.contains($0.dot) }
     }
 
-    /// Drops tombstones past the horizon; returns how many went.
+    /// Records what a peer has seen (from its digest, answer or full state).
+    public mutating func notePeer(_ peer: String, context: CausalContext) {
+        peerContexts[peer] = context
+    }
+
+    /// A peer restarted or left for good: what its old process had seen says nothing any more.
+    public mutating func forgetPeer(_ peer: String) { peerContexts[peer] = nil }
+
+    /// Collects the tombstones that every member in `live` (other than this replica) has seen,
+    /// with everything they deleted. A live member whose vector is not known yet holds
+    /// collection back. Returns how many went.
     @discardableResult
-    public mutating func collectTombstones(nowMs: UInt64) -> Int {
-        guard nowMs > tombstoneHorizonMs else { return 0 }
-        let cutoff = HLCStamp(wallMs: nowMs - tombstoneHorizonMs, logical: 0, node: 0)
-        var collected = 0
-        for name in stores.keys {
-            let before = stores[name]!.tombstoneCount
-            stores[name]!.collect(before: cutoff)
-            collected += before - stores[name]!.tombstoneCount
+    public mutating func collectTombstones(live: [String]) -> Int {
+        guard state.tombstoneCount > 0 else { return 0 }
+        var contexts = [state.context]
+        for name in live {
+            guard let c = peerContexts[name] else { return 0 }
+            contexts.append(c)
         }
-        return collected
-    }
-
-    /// Applies a delta from a peer, ignoring tombstones already past the horizon.
-    public mutating func applyCurrent(_ delta: ReplicationDelta, physicalMs: UInt64) -> [ReplicationDelta.Entry] {
-        var d = delta
-        d.entries.removeAll { $0.value == nil && $0.stamp.wallMs + tombstoneHorizonMs <= physicalMs }
-        return apply(d, physicalMs: physicalMs)
+        return state.collectTombstones(seenBy: contexts)
     }
 }

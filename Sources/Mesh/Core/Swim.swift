@@ -217,7 +217,7 @@ public struct SwimNode: Sendable {
         }
     }
 
-    private var clusterSize: Int { aliveMembers.count + 1 }
+    private var clusterSize: Int { members.values.reduce(1) { $0 + ($1.status == .alive || $1.status == .suspect ? 1 : 0) } }
 
     /// Lifeguard: the timeout shrinks from max toward min as confirmations come in.
     private func suspicionTimeout(confirmations: Int) -> UInt64 {

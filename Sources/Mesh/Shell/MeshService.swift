@@ -7,9 +7,12 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// The mesh shell: SWIM's messages sealed and carried over UDP on the mesh port, driven by a
-/// timer on one event loop. Everything protocol-related happens in `SwimNode`; this only
-/// moves bytes, seals them, refuses what does not open, and counts.
+/// The mesh shell: the pure `MeshNode` driven by a timer on one event loop, its messages
+/// sealed and carried over the mesh port. Small messages (probes, acks, pushed writes,
+/// digests) go in UDP datagrams that fit one MTU; anything larger (membership push-pull,
+/// anti-entropy answers, full states, big tree summaries) goes as a frame over a TCP
+/// connection to the same port. This file only moves bytes, seals them, refuses what does
+/// not open, and counts.
 public final class MeshService: Sendable {
     public struct Config: Sendable {
         public var name: String
@@ -19,7 +22,7 @@ public final class MeshService: Sendable {
         public var advertise: String
         public var peers: [String]
         public var keyring: MeshKeyring
-        public var swim = SwimNode.Config()
+        public var node = MeshNode.Config()
         public var tickMs: Int64 = 50
         public init(name: String, bindHost: String, port: Int, advertise: String, peers: [String], keyring: MeshKeyring) {
             self.name = name
@@ -31,34 +34,37 @@ public final class MeshService: Sendable {
         }
     }
 
+    /// A sealed message up to this size (plaintext) travels by UDP: below a 1500-byte MTU
+    /// with the IP, UDP and sealing headers.
+    public static let datagramLimit = 1400
+    /// The largest TCP frame accepted (a full state of a big session store).
+    public static let frameLimit = 64 << 20
+
     /// Counters for `/ha/status` and metrics.
     public struct Stats: Sendable {
-        public var packetsIn = 0, packetsOut = 0, bytesIn = 0, bytesOut = 0
+        public var packetsIn = 0, packetsOut = 0, framesIn = 0, framesOut = 0, bytesIn = 0, bytesOut = 0
         public var dropped: [String: Int] = [:]
     }
 
     struct Inner {
-        var swim: SwimNode
+        var node: MeshNode
         var rng: SplitMix64
         var counter: UInt64 = 0
-        var replay = ReplayFilter()
+        var datagramReplay = ReplayFilter()
+        var frameReplay = ReplayFilter()
         var stats = Stats()
         var lastContact: [String: UInt64] = [:]
         var addresses: [String: SocketAddress] = [:]
-        var replicator: Replicator
-        var nextAntiEntropy: UInt64 = 0
-        var nextCollection: UInt64 = 0
-        /// Every member seen that has not left gracefully, dead ones included: the divisor of
-        /// cluster-wide budgets, so a partitioned minority never takes more than its share.
-        var budgetMembers: Set<String> = []
+        var connections: [String: EventLoopFuture<any Channel>] = [:]
     }
 
     /// How many routers share a cluster-wide budget: this one plus every member seen that did
     /// not leave gracefully (a crashed or partitioned member keeps its share reserved).
-    public var budgetShareCount: Int { inner.withLock { $0.budgetMembers.count + 1 } }
+    public var budgetShareCount: Int { inner.withLock { $0.node.budgetMembers.count + 1 } }
 
-    /// Called with every entry another router's write changed here (on a mesh event loop).
-    public typealias ChangeHandler = @Sendable (_ store: String, _ entry: ReplicationDelta.Entry) -> Void
+    /// Called with every key another router's write changed here (nil: deleted), on a mesh
+    /// event loop.
+    public typealias ChangeHandler = @Sendable (_ store: String, _ key: String, _ value: [UInt8]?) -> Void
     private let onChange: Mutex<ChangeHandler?> = Mutex(nil)
     public func onChange(_ handler: @escaping ChangeHandler) { onChange.withLock { $0 = handler } }
 
@@ -67,83 +73,110 @@ public final class MeshService: Sendable {
     private let onCustom: Mutex<CustomHandler?> = Mutex(nil)
     public func onCustom(_ handler: @escaping CustomHandler) { onCustom.withLock { $0 = handler } }
 
+    /// Called with the address of every member that becomes alive (joined, restarted, or back
+    /// from a partition): state kept outside the replicated stores can be sent to it.
+    public typealias MemberHandler = @Sendable (_ address: String) -> Void
+    private let onMemberAlive: Mutex<[MemberHandler]> = Mutex([])
+    public func onMemberAlive(_ handler: @escaping MemberHandler) { onMemberAlive.withLock { $0.append(handler) } }
+
     /// Sends a custom message to every live member, at once (no retransmission: for state
     /// that is refreshed often anyway, like routing decisions).
     public func broadcast(topic: String, payload: [UInt8]) {
         guard payload.count <= WireCodec.maxPayload else { return }
-        let peers = inner.withLock { $0.swim.aliveMembers.map(\.address) }
+        let peers = inner.withLock { $0.node.aliveMembers.map(\.address) }
         for peer in peers { send(.custom(topic: topic, payload: payload), to: peer) }
     }
 
+    /// Sends a custom message to one member.
+    public func send(topic: String, payload: [UInt8], to address: String) {
+        guard payload.count <= WireCodec.maxPayload else { return }
+        send(.custom(topic: topic, payload: payload), to: address)
+    }
+
     /// Whether any other router is alive (nothing to broadcast to otherwise).
-    public var hasPeers: Bool { inner.withLock { !$0.swim.aliveMembers.isEmpty } }
+    public var hasPeers: Bool { inner.withLock { !$0.node.aliveMembers.isEmpty } }
 
     public let config: Config
     public let generation: UInt64
     private let inner: Mutex<Inner>
-    private let sealer: Sealer
+    private let datagramSealer: Sealer
+    private let frameSealer: Sealer
     private let logger: Logger
-    private let channel: Mutex<(any Channel)?> = Mutex(nil)
+    private let channels: Mutex<(datagram: (any Channel)?, listener: (any Channel)?, group: (any EventLoopGroup)?)> = Mutex((nil, nil, nil))
     private let clock: @Sendable () -> UInt64
 
     public init(config: Config, generation: UInt64, logger: Logger, clock: @escaping @Sendable () -> UInt64) {
         self.config = config
         self.generation = generation
-        self.sealer = Sealer(keyring: config.keyring, maxPacket: 60_000)
+        self.datagramSealer = Sealer(keyring: config.keyring, maxPacket: 60_000)
+        self.frameSealer = Sealer(keyring: config.keyring, maxPacket: Self.frameLimit)
         self.logger = logger
         self.clock = clock
         var seed = SystemRandomNumberGenerator()
-        let swim = SwimNode(name: config.name, address: config.advertise, generation: generation, seeds: config.peers, config: config.swim)
         var nameHash: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in config.name.utf8 { nameHash = (nameHash ^ UInt64(b)) &* 0x100_0000_01b3 }
-        self.inner = Mutex(Inner(swim: swim, rng: SplitMix64(state: seed.next()), replicator: Replicator(node: nameHash ^ generation)))
+        let node = MeshNode(name: config.name, address: config.advertise, generation: generation, origin: nameHash ^ generation,
+                            seeds: config.peers, config: config.node)
+        self.inner = Mutex(Inner(node: node, rng: SplitMix64(state: seed.next())))
     }
 
-    /// Binds the mesh port and starts the protocol timer.
+    /// Binds the mesh port (UDP and TCP) and starts the protocol timer.
     public func start(group: any EventLoopGroup) async throws {
         let service = self
-        let ch = try await DatagramBootstrap(group: group)
+        let datagram = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MeshDatagramHandler(service: service)) }
             }
             .bind(host: config.bindHost, port: config.port).get()
-        channel.withLock { $0 = ch }
-        ch.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
-            let now = service.clock()
-            let (out, digestTo) = service.inner.withLock { s -> ([SwimNode.Directive], (String, ReplicationDigest)?) in
-                let out = s.swim.tick(now: now, using: &s.rng)
-                // Anti-entropy: once a second, one live member gets our digest and sends back
-                // whatever we lack.
-                guard now >= s.nextAntiEntropy, let peer = s.swim.aliveMembers.randomElement(using: &s.rng) else { return (out, nil) }
-                s.nextAntiEntropy = now + 1000
-                if now >= s.nextCollection {
-                    s.nextCollection = now + 60_000
-                    s.replicator.collectTombstones(nowMs: wallClockMs())
+        let listener: any Channel
+        do {
+            listener = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            IdleStateHandler(readTimeout: .minutes(5)),
+                            ByteToMessageHandler(MeshFrameDecoder(limit: Self.frameLimit + Sealer.headerSize + Sealer.tagSize)),
+                            MeshFrameHandler(service: service),
+                        ])
+                    }
                 }
-                return (out, (peer.address, s.replicator.digest(nowMs: wallClockMs())))
-            }
-            service.handle(out)
-            if let (peer, digest) = digestTo { service.send(.digest(digest), to: peer) }
+                .bind(host: config.bindHost, port: config.port).get()
+        } catch {
+            try? await datagram.close()
+            throw error
+        }
+        channels.withLock { $0 = (datagram, listener, group) }
+        datagram.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
+            let now = service.clock()
+            let out = service.inner.withLock { s in s.node.tick(now: now, wallMs: wallClockMs(), using: &s.rng) }
+            service.execute(out)
         }
         logger.info("mesh listening", metadata: ["name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
     }
 
     /// Graceful leave: tells peers, then closes the port.
     public func leave() async {
-        let out = inner.withLock { $0.swim.leave(now: clock()) }
-        handle(out)
+        let out = inner.withLock { $0.node.leave(now: clock()) }
+        execute(out)
         logger.info("mesh: left the cluster", metadata: ["name": "\(config.name)"])
-        // Give the datagrams a moment to go out before the socket closes.
+        // Give the datagrams a moment to go out before the sockets close.
         try? await Task.sleep(for: .milliseconds(50))
-        let ch = channel.withLock { $0 }
-        try? await ch?.close()
+        let (datagram, listener, _) = channels.withLock { $0 }
+        let outbound = inner.withLock { s in defer { s.connections = [:] }; return Array(s.connections.values) }
+        for c in outbound { c.whenSuccess { $0.close(promise: nil) } }
+        try? await datagram?.close()
+        try? await listener?.close()
     }
 
-    // MARK: traffic
+    // MARK: traffic in
 
-    func received(_ bytes: [UInt8], from source: SocketAddress) {
+    enum Transport { case datagram, frame }
+
+    func received(_ bytes: [UInt8], over transport: Transport) {
         let now = clock()
+        let sealer = transport == .datagram ? datagramSealer : frameSealer
         switch sealer.open(bytes) {
         case .failure(let refusal):
             inner.withLock { $0.stats.dropped[refusal.rawValue, default: 0] += 1 }
@@ -152,62 +185,115 @@ public final class MeshService: Sendable {
                 inner.withLock { $0.stats.dropped["malformed", default: 0] += 1 }
                 return
             }
-            enum Outcome { case swim([SwimNode.Directive]), changes(String, [ReplicationDelta.Entry]), reply([ReplicationDelta]), custom(String, [UInt8]), none }
+            enum Outcome { case node([MeshNode.Output]), custom(String, [UInt8]), none }
             let outcome: Outcome = inner.withLock { s in
-                guard s.replay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter) else {
+                let fresh = transport == .datagram
+                    ? s.datagramReplay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter)
+                    : s.frameReplay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter)
+                guard fresh else {
                     s.stats.dropped["replayed", default: 0] += 1
                     return .none
                 }
-                s.stats.packetsIn += 1
+                if transport == .datagram { s.stats.packetsIn += 1 } else { s.stats.framesIn += 1 }
                 s.stats.bytesIn += bytes.count
-                if let name = s.swim.members.values.first(where: { $0.address == envelope.sender })?.name { s.lastContact[name] = now }
+                s.lastContact[envelope.sender] = now
                 switch envelope.message {
-                case .swim(let m): return .swim(s.swim.receive(m, from: envelope.sender, now: now, using: &s.rng))
-                case .delta(let d): return .changes(d.store, s.replicator.applyCurrent(d, physicalMs: wallClockMs()))
-                case .digest(let d): return .reply(s.replicator.missing(for: d, nowMs: wallClockMs()))
+                case .node(let m): return .node(s.node.receive(m, from: envelope.sender, now: now, wallMs: wallClockMs(), using: &s.rng))
                 case .custom(let topic, let payload): return .custom(topic, payload)
                 }
             }
             switch outcome {
-            case .swim(let out): handle(out)
-            case .changes(let store, let entries):
-                if let handler = onChange.withLock({ $0 }) { for e in entries { handler(store, e) } }
-            case .reply(let deltas):
-                for d in deltas { send(.delta(d), to: envelope.sender) }
-            case .custom(let topic, let payload):
-                onCustom.withLock { $0 }?(topic, payload)
+            case .node(let out): execute(out)
+            case .custom(let topic, let payload): onCustom.withLock { $0 }?(topic, payload)
             case .none: break
             }
         }
     }
 
-    private func handle(_ directives: [SwimNode.Directive]) {
-        guard !directives.isEmpty, let ch = channel.withLock({ $0 }) else { return }
-        for d in directives {
-            switch d {
-            case .changed(let m):
-                inner.withLock { s in
-                    if m.status == .left { s.budgetMembers.remove(m.name) } else { s.budgetMembers.insert(m.name) }
-                }
+    private func execute(_ outputs: [MeshNode.Output]) {
+        guard !outputs.isEmpty else { return }
+        var changes: [(String, String, [UInt8]?)] = []
+        for o in outputs {
+            switch o {
+            case .send(let to, let message): send(.node(message), to: to)
+            case .member(let m):
                 logger.info("mesh member \(m.status.rawValue)", metadata: ["member": "\(m.name)", "address": "\(m.address)", "incarnation": "\(m.incarnation)"])
-            case .send(let to, let message):
-                send(.swim(message), to: to, on: ch)
+                if m.status == .alive { for h in onMemberAlive.withLock({ $0 }) { h(m.address) } }
+                if m.status != .alive && m.status != .suspect { dropConnection(to: m.address) }
+            case .changed(let store, let key, let value): changes.append((store, key, value))
+            }
+        }
+        if !changes.isEmpty, let handler = onChange.withLock({ $0 }) {
+            for (store, key, value) in changes { handler(store, key, value) }
+        }
+    }
+
+    // MARK: traffic out
+
+    /// Seals and sends one message: a datagram if it fits one, a frame otherwise.
+    private func send(_ message: MeshMessage, to address: String) {
+        let plain: [UInt8] = inner.withLock { s in
+            s.counter += 1
+            return WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter, message: message))
+        }
+        if plain.count <= Self.datagramLimit {
+            sendDatagram(datagramSealer.seal(plain), to: address)
+        } else {
+            sendFrame(frameSealer.seal(plain), to: address)
+        }
+    }
+
+    private func sendDatagram(_ packet: [UInt8], to address: String) {
+        guard let ch = channels.withLock({ $0.datagram }), let remote = resolve(address) else { return }
+        inner.withLock { s in
+            s.stats.packetsOut += 1
+            s.stats.bytesOut += packet.count
+        }
+        ch.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: packet)), promise: nil)
+    }
+
+    /// Frames go over one outbound connection per peer, opened on first use and reopened
+    /// after it fails; a frame that cannot be sent is dropped (anti-entropy repairs).
+    private func sendFrame(_ sealed: [UInt8], to address: String) {
+        guard let group = channels.withLock({ $0.group }), let remote = resolve(address) else { return }
+        var frame = ByteBuffer()
+        frame.writeInteger(UInt32(sealed.count))
+        frame.writeBytes(sealed)
+        let connection: EventLoopFuture<any Channel> = inner.withLock { s in
+            s.stats.framesOut += 1
+            s.stats.bytesOut += sealed.count + 4
+            if let c = s.connections[address] { return c }
+            let c = ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connectTimeout(.seconds(2))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MeshOutboundHandler()) }
+                }
+                .connect(to: remote)
+            s.connections[address] = c
+            return c
+        }
+        connection.whenComplete { [self] result in
+            switch result {
+            case .success(let ch):
+                ch.writeAndFlush(frame, promise: nil)
+                ch.closeFuture.whenComplete { [self] _ in forget(connection, to: address) }
+            case .failure:
+                inner.withLock { $0.stats.dropped["connect_failed", default: 0] += 1 }
+                forget(connection, to: address)
             }
         }
     }
 
-    /// Seals and sends one message.
-    private func send(_ message: MeshMessage, to: String, on given: (any Channel)? = nil) {
-        guard let ch = given ?? channel.withLock({ $0 }) else { return }
-        let packet: [UInt8] = inner.withLock { s in
-            s.counter += 1
-            let bytes = sealer.seal(WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter, message: message)))
-            s.stats.packetsOut += 1
-            s.stats.bytesOut += bytes.count
-            return bytes
+    private func forget(_ connection: EventLoopFuture<any Channel>, to address: String) {
+        inner.withLock { s in
+            if s.connections[address] === connection { s.connections[address] = nil }
         }
-        guard let address = resolve(to) else { return }
-        ch.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: packet)), promise: nil)
+    }
+
+    private func dropConnection(to address: String) {
+        let c = inner.withLock { s in s.connections.removeValue(forKey: address) }
+        c?.whenSuccess { $0.close(promise: nil) }
     }
 
     // MARK: replication
@@ -215,15 +301,13 @@ public final class MeshService: Sendable {
     /// A local write to a replicated store (nil deletes): applied here and pushed to every
     /// live member at once; anti-entropy repairs what a lost packet missed.
     public func publish(store: String, key: String, value: [UInt8]?) {
-        let (delta, peers) = inner.withLock { s in
-            (s.replicator.set(store, key, value, physicalMs: wallClockMs()), s.swim.aliveMembers.map(\.address))
-        }
-        for peer in peers { send(.delta(delta), to: peer) }
+        let out = inner.withLock { s in s.node.write(store, key, value, wallMs: wallClockMs()) }
+        execute(out)
     }
 
     /// The live entries of a store (status, tests).
     public func entries(of store: String) -> [String: [UInt8]] {
-        inner.withLock { $0.replicator.stores[store]?.values ?? [:] }
+        inner.withLock { $0.node.values(of: store) }
     }
 
     /// `host:port` to a socket address (IP literals; names resolved once and cached).
@@ -240,17 +324,43 @@ public final class MeshService: Sendable {
     // MARK: status
 
     public struct Status: Sendable {
+        public struct Peer: Sendable {
+            public var member: SwimNode.Member
+            public var lastContactMsAgo: UInt64?
+            /// Writes this node has seen that the peer had not, at its last digest.
+            public var lagWrites: UInt64?
+            public var lastDigestMsAgo: UInt64?
+        }
+        public struct Store: Sendable {
+            public var name: String
+            public var entries: Int
+            public var tombstones: Int
+        }
         public var me: SwimNode.Member
-        public var members: [(member: SwimNode.Member, lastContactMsAgo: UInt64?)]
+        public var members: [Peer]
         public var stats: Stats
+        public var stores: [Store]
+        public var vector: VersionVector
+        public var counters: MeshNode.Counters
     }
 
     public func status() -> Status {
         let now = clock()
         return inner.withLock { s in
-            Status(me: s.swim.me,
-                   members: s.swim.members.values.sorted { $0.name < $1.name }.map { m in (m, s.lastContact[m.name].map { now - $0 }) },
-                   stats: s.stats)
+            let state = s.node.replicator.state
+            return Status(
+                me: s.node.me,
+                members: s.node.members.values.sorted { $0.name < $1.name }.map { m in
+                    Status.Peer(member: m, lastContactMsAgo: s.lastContact[m.address].map { now - $0 },
+                                lagWrites: s.node.lag(of: m.name), lastDigestMsAgo: s.node.lastDigest[m.name].map { now - $0 })
+                },
+                stats: s.stats,
+                stores: state.stores.keys.sorted().map { name in
+                    let entries = state.stores[name]!
+                    return Status.Store(name: name, entries: entries.values.filter { $0.value != nil }.count,
+                                        tombstones: entries.values.filter { $0.value == nil }.count)
+                },
+                vector: s.node.replicator.vector, counters: s.node.counters)
         }
     }
 }
@@ -270,10 +380,60 @@ final class MeshDatagramHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        service.received(Array(envelope.data.readableBytesView), from: envelope.remoteAddress)
+        service.received(Array(envelope.data.readableBytesView), over: .datagram)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A failed send to a dead peer (ICMP unreachable) must not close the mesh socket.
     }
+}
+
+/// Splits a TCP stream into frames: a 4-byte big-endian length, then that many sealed bytes.
+/// A length over the limit closes the connection (nothing legitimate is that big).
+struct MeshFrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = [UInt8]
+    let limit: Int
+
+    struct Oversized: Error {}
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
+        guard Int(length) <= limit else { throw Oversized() }
+        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let frame = buffer.readBytes(length: Int(length))!
+        context.fireChannelRead(wrapInboundOut(frame))
+        return .continue
+    }
+}
+
+/// Feeds frames from an inbound mesh connection to the service; closes idle or broken ones.
+final class MeshFrameHandler: ChannelInboundHandler {
+    typealias InboundIn = [UInt8]
+    private let service: MeshService
+    init(service: MeshService) { self.service = service }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        service.received(unwrapInboundIn(data), over: .frame)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is MeshFrameDecoder.Oversized { service.countDrop("oversized") }
+        context.close(promise: nil)
+    }
+}
+
+/// Outbound mesh connections only write; whatever comes back is ignored.
+final class MeshOutboundHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
+
+extension MeshService {
+    func countDrop(_ reason: String) { inner.withLock { $0.stats.dropped[reason, default: 0] += 1 } }
 }

@@ -1,17 +1,18 @@
 import MeshCore
 
-/// What travels between routers: SWIM's membership messages and the replication traffic.
+/// What travels between routers: the mesh protocol's messages (membership and replication),
+/// and opaque messages for topics the router defines.
 public enum MeshMessage: Sendable, Equatable {
-    case swim(SwimNode.Message)
-    case delta(ReplicationDelta)
-    case digest(ReplicationDigest)
+    case node(MeshNode.Message)
     /// An opaque message for a topic the router defines (the cache-aware tree summaries).
     case custom(topic: String, payload: [UInt8])
 }
 
-/// The mesh's binary wire format (inside the sealed packet): an envelope naming the sender's
-/// generation and packet counter (for the replay filter), then one SWIM message. Decoding
-/// checks every length against what is left, so hostile input yields nil, never a crash.
+/// The mesh's binary wire format (inside the sealed packet or frame): an envelope naming the
+/// sender's generation and packet counter (for the replay filter), then one message. All
+/// integers are big-endian. Decoding checks every length against what is left, so hostile
+/// input yields nil, never a crash, and no count can make a node allocate more than the
+/// bytes it was sent could describe. docs/mesh-protocol.md has the layout.
 public enum WireCodec {
     public struct Envelope: Sendable, Equatable {
         /// The sender's advertised mesh address (what SWIM calls it), whatever the packet's
@@ -28,12 +29,15 @@ public enum WireCodec {
         }
     }
 
-    /// Limits that bound what one packet can make a node allocate.
+    /// Limits that bound what one message can make a node allocate.
     static let maxString = 1024
     static let maxMembers = 4096
     static let maxBlob = 16 * 1024
-    /// A custom payload must fit a datagram with room for the headers.
+    static let maxVector = 4096
+    /// A custom payload's limit (TreeSync chunks its summaries below it).
     public static let maxPayload = 60_000
+    /// The smallest encoded entry (empty strings, no value): bounds entry counts by bytes left.
+    static let minEntrySize = 2 + 2 + 24 + 16 + 1
 
     public static func encode(_ e: Envelope) -> [UInt8] {
         var w = Writer()
@@ -41,22 +45,19 @@ public enum WireCodec {
         w.u64(e.generation)
         w.u64(e.counter)
         switch e.message {
-        case .swim(.ping(let seq, let gossip)): w.u8(1); w.u64(seq); w.members(gossip)
-        case .swim(.ack(let seq, let gossip)): w.u8(2); w.u64(seq); w.members(gossip)
-        case .swim(.pingReq(let seq, let target, let gossip)): w.u8(3); w.u64(seq); w.string(target); w.members(gossip)
-        case .swim(.join(let m)): w.u8(4); w.member(m)
-        case .swim(.sync(let all, let reply)): w.u8(5); w.u8(reply ? 1 : 0); w.members(all)
-        case .delta(let d):
-            w.u8(6); w.string(d.store); w.u16(d.entries.count)
-            for entry in d.entries {
-                w.string(entry.key); w.stamp(entry.stamp)
-                if let v = entry.value { w.u8(1); w.blob(v) } else { w.u8(0) }
-            }
+        case .node(.swim(.ping(let seq, let gossip))): w.u8(1); w.u64(seq); w.members(gossip)
+        case .node(.swim(.ack(let seq, let gossip))): w.u8(2); w.u64(seq); w.members(gossip)
+        case .node(.swim(.pingReq(let seq, let target, let gossip))): w.u8(3); w.u64(seq); w.string(target); w.members(gossip)
+        case .node(.swim(.join(let m))): w.u8(4); w.member(m)
+        case .node(.swim(.sync(let all, let reply))): w.u8(5); w.u8(reply ? 1 : 0); w.members(all)
+        case .node(.push(let entries)): w.u8(6); w.entries(entries)
+        case .node(.digest(let d, let reply)):
+            w.u8(7); w.u8(reply ? 1 : 0); w.context(d.context); w.u64(d.liveCount); w.u64(d.fingerprint)
         case .custom(let topic, let payload):
             w.u8(8); w.string(topic); w.u64(UInt64(payload.count)); w.bytes.append(contentsOf: payload)
-        case .digest(let digest):
-            w.u8(7); w.u16(digest.count)
-            for (store, d) in digest.sorted(by: { $0.key < $1.key }) { w.string(store); w.u64(d.count); w.u64(d.hash) }
+        case .node(.answer(let entries, let vector)): w.u8(9); w.vector(vector); w.entries(entries)
+        case .node(.state(let entries, let context, let reply)):
+            w.u8(10); w.u8(reply ? 1 : 0); w.context(context); w.entries(entries)
         }
         return w.bytes
     }
@@ -68,41 +69,35 @@ public enum WireCodec {
         switch kind {
         case 1:
             guard let seq = r.u64(), let g = r.members() else { return nil }
-            message = .swim(.ping(seq: seq, gossip: g))
+            message = .node(.swim(.ping(seq: seq, gossip: g)))
         case 2:
             guard let seq = r.u64(), let g = r.members() else { return nil }
-            message = .swim(.ack(seq: seq, gossip: g))
+            message = .node(.swim(.ack(seq: seq, gossip: g)))
         case 3:
             guard let seq = r.u64(), let target = r.string(), let g = r.members() else { return nil }
-            message = .swim(.pingReq(seq: seq, target: target, gossip: g))
+            message = .node(.swim(.pingReq(seq: seq, target: target, gossip: g)))
         case 4:
             guard let m = r.member() else { return nil }
-            message = .swim(.join(m))
+            message = .node(.swim(.join(m)))
         case 5:
-            guard let reply = r.u8(), let all = r.members() else { return nil }
-            message = .swim(.sync(all, reply: reply == 1))
+            guard let reply = r.flag(), let all = r.members() else { return nil }
+            message = .node(.swim(.sync(all, reply: reply)))
         case 6:
-            guard let store = r.string(), let n = r.u16(), n <= maxMembers else { return nil }
-            var entries: [ReplicationDelta.Entry] = []
-            for _ in 0..<n {
-                guard let key = r.string(), let stamp = r.stamp(), let has = r.u8(), has <= 1 else { return nil }
-                var value: [UInt8]?
-                if has == 1 { guard let v = r.blob() else { return nil }; value = v }
-                entries.append(.init(key: key, value: value, stamp: stamp))
-            }
-            message = .delta(ReplicationDelta(store: store, entries: entries))
+            guard let entries = r.entries() else { return nil }
+            message = .node(.push(entries))
         case 7:
-            guard let n = r.u16(), n <= 64 else { return nil }
-            var digest: ReplicationDigest = [:]
-            for _ in 0..<n {
-                guard let store = r.string(), let count = r.u64(), let hash = r.u64() else { return nil }
-                digest[store] = StoreDigest(count: count, hash: hash)
-            }
-            message = .digest(digest)
+            guard let reply = r.flag(), let context = r.context(), let live = r.u64(), let fingerprint = r.u64() else { return nil }
+            message = .node(.digest(ReplicationDigest(context: context, liveCount: live, fingerprint: fingerprint), reply: reply))
         case 8:
             guard let topic = r.string(), let n = r.u64(), n <= UInt64(maxPayload), r.i + Int(n) <= bytes.count else { return nil }
             message = .custom(topic: topic, payload: Array(bytes[r.i..<(r.i + Int(n))]))
             r.i += Int(n)
+        case 9:
+            guard let vector = r.vector(), let entries = r.entries() else { return nil }
+            message = .node(.answer(entries, through: vector))
+        case 10:
+            guard let reply = r.flag(), let context = r.context(), let entries = r.entries() else { return nil }
+            message = .node(.state(entries, context: context, reply: reply))
         default:
             return nil
         }
@@ -115,6 +110,27 @@ public enum WireCodec {
         mutating func u8(_ v: UInt8) { bytes.append(v) }
         mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
         mutating func u16(_ v: Int) { bytes.append(UInt8(v >> 8 & 0xFF)); bytes.append(UInt8(v & 0xFF)) }
+        mutating func u32(_ v: Int) { for k in [24, 16, 8, 0] { bytes.append(UInt8(v >> k & 0xFF)) } }
+        mutating func vector(_ v: VersionVector) {
+            let pairs = v.counters.sorted { $0.key < $1.key }.prefix(WireCodec.maxVector)
+            u16(pairs.count)
+            for (origin, seq) in pairs { u64(origin); u64(seq) }
+        }
+        mutating func context(_ c: CausalContext) {
+            vector(c.vector)
+            let cloud = c.cloud.sorted()
+            u32(cloud.count)
+            for dot in cloud { u64(dot.origin); u64(dot.seq) }
+        }
+        mutating func entries(_ es: [ReplicatedEntry]) {
+            u32(es.count)
+            for e in es {
+                string(e.store); string(e.key); stamp(e.stamp); u64(e.dot.origin); u64(e.dot.seq)
+                u8((e.value == nil ? 0 : 1) | (e.seen == nil ? 0 : 2))
+                if let v = e.value { blob(v) }
+                if let seen = e.seen { vector(seen) }
+            }
+        }
         mutating func stamp(_ s: HLCStamp) { u64(s.wallMs); u64(UInt64(s.logical)); u64(s.node) }
         mutating func blob(_ b: [UInt8]) {
             u16(min(b.count, WireCodec.maxBlob))
@@ -141,6 +157,48 @@ public enum WireCodec {
         let bytes: [UInt8]
         var i = 0
         var atEnd: Bool { i == bytes.count }
+        var left: Int { bytes.count - i }
+        mutating func flag() -> Bool? {
+            guard let b = u8(), b <= 1 else { return nil }
+            return b == 1
+        }
+        mutating func u32() -> Int? {
+            guard let a = u16(), let b = u16() else { return nil }
+            return a << 16 | b
+        }
+        mutating func vector() -> VersionVector? {
+            guard let n = u16(), n <= WireCodec.maxVector, n <= left / 16 else { return nil }
+            var counters: [UInt64: UInt64] = [:]
+            for _ in 0..<n {
+                guard let origin = u64(), let seq = u64() else { return nil }
+                counters[origin] = seq
+            }
+            return VersionVector(counters)
+        }
+        mutating func context() -> CausalContext? {
+            guard let vector = vector(), let n = u32(), n <= left / 16 else { return nil }
+            var cloud: Set<Dot> = []
+            for _ in 0..<n {
+                guard let origin = u64(), let seq = u64() else { return nil }
+                cloud.insert(Dot(origin: origin, seq: seq))
+            }
+            return CausalContext(vector: vector, cloud: cloud)
+        }
+        mutating func entries() -> [ReplicatedEntry]? {
+            guard let n = u32(), n <= left / WireCodec.minEntrySize else { return nil }
+            var out: [ReplicatedEntry] = []
+            out.reserveCapacity(n)
+            for _ in 0..<n {
+                guard let store = string(), let key = string(), let stamp = stamp(), let origin = u64(), let seq = u64(),
+                      let flags = u8(), flags <= 3 else { return nil }
+                var value: [UInt8]?
+                if flags & 1 != 0 { guard let v = blob() else { return nil }; value = v }
+                var seen: VersionVector?
+                if flags & 2 != 0 { guard let v = vector() else { return nil }; seen = v }
+                out.append(ReplicatedEntry(store: store, key: key, value: value, stamp: stamp, dot: Dot(origin: origin, seq: seq), seen: seen))
+            }
+            return out
+        }
         mutating func u8() -> UInt8? {
             guard i < bytes.count else { return nil }
             defer { i += 1 }

@@ -20,14 +20,14 @@ enum MeshBridge {
     /// Starts applying other routers' changes to this router.
     static func start(state: RouterState) {
         guard let mesh = state.mesh else { return }
-        mesh.onChange { store, entry in
+        mesh.onChange { store, key, value in
             switch store {
-            case workersStore: apply(key: entry.key, value: entry.value, state: state)
+            case workersStore: apply(key: key, value: value, state: state)
             case sessionsStore:
-                let parts = entry.key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
+                let parts = key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
                 guard parts.count == 2 else { return }
                 state.registry.adoptAssignment(model: String(parts[0]), routingKey: String(parts[1]),
-                                               worker: entry.value.map { String(decoding: $0, as: UTF8.self) }, now: state.nowMs())
+                                               worker: value.map { String(decoding: $0, as: UTF8.self) }, now: state.nowMs())
             default: return
             }
         }

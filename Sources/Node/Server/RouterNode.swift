@@ -39,10 +39,10 @@ public final class RouterNode: Sendable {
             var c = MeshService.Config(name: m.name, bindHost: m.host, port: m.port, advertise: m.advertise, peers: m.peers, keyring: m.keyring)
             // Tuned so a dead router is noticed within 3 s even on a busy machine (typically
             // ~1.5 s in a 3-node mesh), at ~1 KB/s per idle node.
-            c.swim.protocolPeriodMs = 250
-            c.swim.probeTimeoutMs = 100
-            c.swim.suspicionMult = 3
-            c.swim.suspicionMaxMult = 3
+            c.node.swim.protocolPeriodMs = 250
+            c.node.swim.probeTimeoutMs = 100
+            c.node.swim.suspicionMult = 3
+            c.node.swim.suspicionMaxMult = 3
             // The generation grows with every start (wall-clock ms), so a restart supersedes.
             let generation = UInt64(Date().timeIntervalSince1970 * 1000)
             mesh = MeshService(config: c, generation: generation, logger: logger, clock: RouterState.monotonicMs)
@@ -161,13 +161,7 @@ final class MetricsHandler: ChannelInboundHandler {
             if ok {
                 state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
                 state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
-                if let mesh = state.mesh {
-                    let s = mesh.status()
-                    var byStatus = ["alive": 1]
-                    for m in s.members { byStatus[m.member.status.rawValue, default: 0] += 1 }
-                    state.metrics.meshGauges(membersByStatus: byStatus, packetsIn: s.stats.packetsIn, packetsOut: s.stats.packetsOut,
-                                             bytesIn: s.stats.bytesIn, bytesOut: s.stats.bytesOut, dropped: s.stats.dropped)
-                }
+                if let mesh = state.mesh { state.metrics.meshGauges(mesh.status()) }
                 buffer.writeBytes(state.metrics.render(workers: state.registry.all))
             } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()

@@ -142,19 +142,27 @@ enum ControlAPI {
 
     static func meshStatus(_ mesh: MeshService) -> String {
         let s = mesh.status()
-        let members: [[String: Any]] = s.members.map { m, ago in
-            ["name": m.name, "address": m.address, "status": m.status.rawValue, "incarnation": m.incarnation,
-             "generation": m.generation, "last_contact_ms": ago.map { Int($0) as Any } ?? NSNull()]
+        func number(_ v: UInt64?) -> Any { v.map { Int($0) as Any } ?? NSNull() }
+        let members: [[String: Any]] = s.members.map { p in
+            ["name": p.member.name, "address": p.member.address, "status": p.member.status.rawValue, "incarnation": p.member.incarnation,
+             "generation": p.member.generation, "last_contact_ms": number(p.lastContactMsAgo),
+             "lag_writes": number(p.lagWrites), "last_digest_ms": number(p.lastDigestMsAgo)]
         }
+        var stores: [String: Any] = [:]
+        for name in [MeshBridge.workersStore, MeshBridge.sessionsStore] { stores[name] = ["entries": 0, "tombstones": 0] }
+        for store in s.stores { stores[store.name] = ["entries": store.entries, "tombstones": store.tombstones] }
+        stores["cache_tree"] = "decisions pushed as they happen; a joining router gets every tree in full"
         return json([
             "name": s.me.name, "address": s.me.address, "incarnation": s.me.incarnation, "generation": mesh.generation,
             "status": s.me.status.rawValue, "members": members,
             "alive": s.members.filter { $0.member.status == .alive }.count + 1,
-            "traffic": ["packets_in": s.stats.packetsIn, "packets_out": s.stats.packetsOut, "bytes_in": s.stats.bytesIn, "bytes_out": s.stats.bytesOut,
-                        "dropped": s.stats.dropped],
-            "stores": ["workers": ["entries": mesh.entries(of: MeshBridge.workersStore).count],
-                   "sessions": ["entries": mesh.entries(of: MeshBridge.sessionsStore).count],
-                   "cache_tree": "decisions pushed as they happen (no stored copy)", "rate_limits": "not replicated yet"],
+            "traffic": ["udp_in": s.stats.packetsIn, "udp_out": s.stats.packetsOut, "tcp_in": s.stats.framesIn, "tcp_out": s.stats.framesOut,
+                        "bytes_in": s.stats.bytesIn, "bytes_out": s.stats.bytesOut, "dropped": s.stats.dropped],
+            "replication": ["vector": Dictionary(uniqueKeysWithValues: s.vector.counters.map { (String($0.key, radix: 16), Int($0.value)) }),
+                            "pushed_writes": s.counters.pushed, "digests_sent": s.counters.digests, "answers_sent": s.counters.answers,
+                            "full_states_sent": s.counters.fullStates, "tombstones_collected": s.counters.collected,
+                            "rate_limit_share_routers": mesh.budgetShareCount],
+            "stores": stores,
         ])
     }
 
