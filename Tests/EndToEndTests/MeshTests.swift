@@ -124,6 +124,34 @@ import Glibc
         print("hit ratio: one router \(ratio(single)), three alternating meshed routers \(ratio(meshed))")
     }
 
+    @Test func aRouterThatJoinsLateRoutesKnownConversationsToTheirWorkers() async throws {
+        var sims: [SimWorkerProcess] = []
+        for i in 0..<4 { sims.append(try await SimWorkerProcess(name: "w\(i)")) }
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        func router(_ name: String, _ i: Int) async throws -> RouterProcess {
+            try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
+                                     "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])", "--worker-urls"] + sims.map(\.url))
+        }
+        let a = try await router("a", 0)
+        try await waitForModels(a, count: 4)
+        // 16 conversations placed through a while b does not exist yet.
+        let prompts = (0..<16).map { i in "conversation \(i): " + String(repeating: "the same long shared context of conversation \(i), ", count: 12) }
+        var homes: [String] = []
+        for p in prompts { homes.append(try a.chat(p).header("x-sim-worker") ?? "?") }
+        #expect(Set(homes).count > 1, "the conversations were spread over the workers: \(homes)")
+        // b starts, joins, and is sent a's tree: its policy state grows before it routes anything.
+        let b = try await router("b", 1)
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
+        try await waitForModels(b, count: 4)
+        try await eventually(timeout: .seconds(5), "b holds a's tree") {
+            try b.metrics().split(separator: "\n").contains { $0.hasPrefix("smg_policy_state_size") && !$0.hasSuffix(" 0") && !$0.hasSuffix(" 0.0") }
+        }
+        // The next turn of each conversation, through b, goes where the conversation lives.
+        var same = 0
+        for (i, p) in prompts.enumerated() where try b.chat(p + " and the next turn").header("x-sim-worker") == homes[i] { same += 1 }
+        #expect(same == prompts.count, "\(same) of \(prompts.count) conversations routed by b to the worker holding them")
+    }
+
     @Test func aSessionKeepsItsWorkerThroughAnyRouterEvenWhenOneDies() async throws {
         var sims: [SimWorkerProcess] = []
         for i in 0..<4 { sims.append(try await SimWorkerProcess(name: "w\(i)")) }

@@ -83,10 +83,10 @@ public enum FlagTable {
         FlagSpec("enable-wasm", .bool, .bool(false), group: "History", status: .notBuilt("WebAssembly plugins (not planned yet)"), "WebAssembly support"),
 
         // Mesh
-        FlagSpec("enable-mesh", .bool, .bool(false), group: "Mesh", "Join the HA mesh of routers (membership; state replication is not built yet)"),
+        FlagSpec("enable-mesh", .bool, .bool(false), group: "Mesh", "Join the HA mesh of routers: membership, replicated workers, sessions, cache trees and rate-limit shares"),
         FlagSpec("mesh-server-name", .string, nil, group: "Mesh", "Unique name of this mesh node (default: host name and mesh port)"),
         FlagSpec("mesh-host", .string, .string("0.0.0.0"), group: "Mesh", "Mesh bind address"),
-        FlagSpec("mesh-port", .int, .int(39527), group: "Mesh", "Mesh port (UDP)"),
+        FlagSpec("mesh-port", .int, .int(39527), group: "Mesh", "Mesh port (UDP and TCP)"),
         FlagSpec("mesh-advertise-host", .string, nil, group: "Mesh", "Host other routers reach this one at (default: --mesh-host, or 127.0.0.1 for a wildcard bind)"),
         FlagSpec("mesh-peer-urls", .list, .list([]), group: "Mesh", "Peers host:port to join, retried until joined (space-separated)"),
         FlagSpec("mesh-key-file", .string, nil, group: "Mesh", "File with the cluster key: 64 hex characters per line, first line primary (smg mesh-keygen)"),

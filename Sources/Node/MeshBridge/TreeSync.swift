@@ -8,8 +8,10 @@ import Synchronization
 /// prefix. Decisions are batched: the first one after a flush schedules the next flush 1 ms
 /// later; an idle router sends nothing. Losing a datagram loses only those hints.
 ///
-/// Last-use stamps travel as ages (milliseconds ago), because each router's clock is its own
-/// monotonic one.
+/// A router that joins (or restarts, or comes back from a partition) is sent every tree in
+/// full, so it routes conversations it has never seen to the workers holding them from its
+/// first request. Last-use stamps travel as ages (milliseconds ago), because each router's
+/// clock is its own monotonic one.
 final class TreeSync: Sendable {
     static let topic = "tree"
     private let registry: WorkerRegistry
@@ -27,6 +29,17 @@ final class TreeSync: Sendable {
         mesh.onCustom { [weak self] topic, payload in
             guard topic == Self.topic, let self else { return }
             self.receive(payload)
+        }
+        mesh.onMemberAlive { [weak self] address in self?.sendEverything(to: address) }
+    }
+
+    /// Every model's whole tree, to one router that just became alive.
+    private func sendEverything(to address: String) {
+        loop.execute { [self] in
+            let now = clock()
+            for s in registry.policySummaries(since: [:]) {
+                for payload in Self.encode(model: s.model, s.delta, now: now) { mesh.send(topic: Self.topic, payload: payload, to: address) }
+            }
         }
     }
 
