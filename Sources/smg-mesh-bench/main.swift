@@ -51,10 +51,15 @@ for n in sizes.isEmpty ? [50, 200] : sizes {
     let collectedMs = sim.run(until: { s in s.nodes.values.allSatisfy { $0.replicator.state.tombstoneCount == 0 } }, limitMs: 1_200_000)
     print("  their tombstones are collected everywhere \(collectedMs.map { "\($0) ms" } ?? "NOT within 1200 s") later")
     sim.lossRate = 0
+    func work(_ s: NetworkSimulator) -> String {
+        let c = s.nodes.values.map(\.counters)
+        return "digests \(c.reduce(0) { $0 + $1.digests }), answers \(c.reduce(0) { $0 + $1.answers }), full states \(c.reduce(0) { $0 + $1.fullStates })"
+    }
+    print("  replication work so far: \(work(sim))")
 
     sim.crash("n7")
     let bytesAtCrash = sim.bytesSent
     let deadMs = sim.run(until: { s in s.nodes.filter { $0.key != "n7" }.allSatisfy { $0.value.status(of: "n7") == .dead } }, limitMs: 120_000)
-    print("  a crash is known everywhere after \(deadMs.map { "\($0) ms (\($0 / config.protocolPeriodMs) rounds)" } ?? "NOT within 120 s"), \((sim.bytesSent - bytesAtCrash) / 1024) KiB meanwhile")
+    print("  a crash is known everywhere after \(deadMs.map { "\($0) ms (\($0 / config.protocolPeriodMs) rounds)" } ?? "NOT within 120 s"), \((sim.bytesSent - bytesAtCrash) / 1024) KiB meanwhile; \(work(sim))")
     print(String(format: "  (%.1f s of wall time)", Date().timeIntervalSince(wallStart)))
 }
