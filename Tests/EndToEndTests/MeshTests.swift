@@ -124,6 +124,41 @@ import Glibc
         print("hit ratio: one router \(ratio(single)), three alternating meshed routers \(ratio(meshed))")
     }
 
+    @Test func aWorkerRemovedWhileARouterWasCutOffIsGoneThereWhenItReturns() async throws {
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        let w = try await SimWorkerProcess(name: "w")
+        let a = try await start("a", port: ports[0], peers: [ports[1], ports[2]])
+        let b = try await start("b", port: ports[1], peers: [ports[0], ports[2]])
+        let c = try await start("c", port: ports[2], peers: [ports[0], ports[1]])
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 2 && view(b).count == 2 && view(c).count == 2 }
+        func workers(_ r: RouterProcess) throws -> [String] {
+            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []).compactMap { $0["url"] as? String }
+        }
+        func tombstones(_ r: RouterProcess) throws -> Int {
+            ((try r.request("GET", "/ha/status").json()["stores"] as? [String: Any])?["workers"] as? [String: Any])?["tombstones"] as? Int ?? -1
+        }
+        #expect(try a.request("POST", "/workers", body: #"{"url":"\#(w.url)"}"#).status == 202)
+        try await eventually(timeout: .seconds(3), "every router knows w") { try workers(b) == [w.url] && workers(c) == [w.url] }
+        // c is cut off (stopped: it sends and answers nothing) until a and b declare it dead
+        // (3 s bound for a kill), then w is removed through a.
+        c.process.signal(SIGSTOP)
+        try await eventually(timeout: .seconds(6), "a and b declare c dead") { try view(a)["c"] == "dead" && view(b)["c"] == "dead" }
+        #expect(try a.request("POST", "/remove_worker?url=\(w.url)").status == 200)
+        try await eventually(timeout: .seconds(3), "b drops w") { try workers(b).isEmpty }
+        // a and b have both seen the deletion and c is not live: the tombstone is collected
+        // (a digest each way, one a second; 5 s for a loaded machine).
+        try await eventually(timeout: .seconds(5), "a and b collect the tombstone") { try tombstones(a) == 0 && tombstones(b) == 0 }
+        // c comes back still holding w: the full state it is sent on return removes it, and
+        // nothing brings w back to a or b.
+        c.process.signal(SIGCONT)
+        try await eventually(timeout: .seconds(5), "c is alive again for a") { try view(a)["c"] == "alive" }
+        try await eventually(timeout: .seconds(5), "c drops w") { try workers(c).isEmpty }
+        for _ in 0..<3 {
+            try await Task.sleep(for: .seconds(1))  // anti-entropy rounds: w must stay gone
+            #expect(try workers(a).isEmpty && workers(b).isEmpty && workers(c).isEmpty)
+        }
+    }
+
     @Test func aRouterThatJoinsLateRoutesKnownConversationsToTheirWorkers() async throws {
         var sims: [SimWorkerProcess] = []
         for i in 0..<4 { sims.append(try await SimWorkerProcess(name: "w\(i)")) }
