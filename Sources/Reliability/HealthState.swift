@@ -48,4 +48,15 @@ public struct HealthState: Sendable, Equatable {
         }
         return nil
     }
+
+    /// Takes another router's verdict that the worker is down (it saw the failures): unhealthy
+    /// now, back only after this router's own `successThreshold` successes. Returns whether
+    /// the status changed.
+    @discardableResult
+    public mutating func adoptUnhealthy() -> Bool {
+        guard status != .unhealthy else { return false }
+        status = .unhealthy
+        consecutiveSuccesses = 0
+        return true
+    }
 }

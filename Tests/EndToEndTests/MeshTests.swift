@@ -159,6 +159,31 @@ import Glibc
         }
     }
 
+    @Test func aWorkerOneRouterSeesDieIsTakenOutOfRotationByTheOthers() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        // a checks every second; b only every minute: without the mesh, b would go on sending
+        // requests to a dead worker for up to a minute.
+        let intervals = ["1", "60"]
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b"].enumerated() {
+            routers.append(try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
+                                                   "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])",
+                                                   "--health-check-interval-secs", intervals[i], "--health-failure-threshold", "1", "--worker-urls", w.url]))
+        }
+        let (a, b) = (routers[0], routers[1])
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
+        func healthy(_ r: RouterProcess) throws -> Bool {
+            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["is_healthy"] as? Bool ?? false
+        }
+        try await eventually(timeout: .seconds(10), "both see w healthy") { try healthy(a) && healthy(b) }
+        w.process.signal(SIGKILL)
+        // a's next check (within 1 s) fails; its verdict reaches b within milliseconds.
+        try await eventually(timeout: .seconds(5), "a sees w unhealthy") { try !healthy(a) }
+        try await eventually(timeout: .seconds(2), "b takes w out of rotation on a's word") { try !healthy(b) }
+        #expect(b.process.stderr.contains("seen by another router"))
+    }
+
     @Test func aRouterThatJoinsLateRoutesKnownConversationsToTheirWorkers() async throws {
         var sims: [SimWorkerProcess] = []
         for i in 0..<4 { sims.append(try await SimWorkerProcess(name: "w\(i)")) }

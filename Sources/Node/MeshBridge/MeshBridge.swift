@@ -2,6 +2,7 @@ import Foundation
 import Mesh
 import NIOConcurrencyHelpers
 import NIOCore
+import Reliability
 
 /// The one place where mesh state and router state meet (policies never import the mesh).
 ///
@@ -11,11 +12,17 @@ import NIOCore
 /// - Sticky sessions of `manual`: store "sessions", key: model + NUL + routing key, value: the
 ///   worker id it is assigned to, so a session keeps its worker through any router, also after
 ///   the router that placed it died.
+/// - Health verdicts: store "health", key: the worker's canonical URL, value: "unhealthy" or
+///   "healthy", written when this router's own checks change their verdict. A router told
+///   "unhealthy" stops routing to the worker at once (one router seeing a dead worker spares the
+///   others the failed requests and the wait for their own checks); "healthy" is only
+///   information: each router brings a worker back on its own checks' successes.
 /// - Cache-aware decisions travel separately, as they happen (`TreeSync`).
 /// Stores are last-writer-wins by hybrid logical clock.
 enum MeshBridge {
     static let workersStore = "workers"
     static let sessionsStore = "sessions"
+    static let healthStore = "health"
 
     /// Starts applying other routers' changes to this router.
     static func start(state: RouterState) {
@@ -23,6 +30,10 @@ enum MeshBridge {
         mesh.onChange { store, key, value in
             switch store {
             case workersStore: apply(key: key, value: value, state: state)
+            case healthStore:
+                guard value.map({ String(decoding: $0, as: UTF8.self) }) == "unhealthy", let w = state.registry.worker(url: key),
+                      w.adoptUnhealthy() else { return }
+                state.logger.warning("worker unhealthy (seen by another router)", metadata: ["worker": "\(key)"])
             case sessionsStore:
                 let parts = key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
                 guard parts.count == 2 else { return }
@@ -61,6 +72,12 @@ enum MeshBridge {
         if let k = w.apiKey { settings["api_key"] = k }
         let bytes = (try? JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys])).map { Array($0) } ?? []
         mesh.publish(store: workersStore, key: w.url.canonical, value: bytes)
+    }
+
+    /// This router's health checks changed their verdict on a worker: tell the others.
+    static func healthObserved(_ w: Worker, status: HealthState.Status, state: RouterState) {
+        guard status != .unknown else { return }
+        state.mesh?.publish(store: healthStore, key: w.url.canonical, value: Array(status.rawValue.utf8))
     }
 
     /// A worker was removed here: tell the others.

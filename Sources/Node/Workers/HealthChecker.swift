@@ -66,6 +66,7 @@ final class HealthChecker: Sendable {
                 s.next[w.id] = now + every
             }
             guard let change else { return }
+            MeshBridge.healthObserved(w, status: change, state: state)
             if change == .healthy {
                 state.logger.info("worker healthy", metadata: ["worker": "\(w.url.canonical)"])
             } else {

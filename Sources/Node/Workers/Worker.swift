@@ -65,6 +65,14 @@ public final class Worker: Sendable {
     }
 
     public var modelID: String? { _modelID.withLock { $0 } }
+    /// Another router saw this worker fail its health checks: stop routing to it until this
+    /// router's own checks see it recover. Returns whether anything changed.
+    func adoptUnhealthy() -> Bool {
+        let changed = health.withLock { $0.adoptUnhealthy() }
+        if changed { _healthy.store(false, ordering: .relaxed) }
+        return changed
+    }
+
     func setModelID(_ m: String) { _modelID.withLock { $0 = m } }
     public var isDraining: Bool { _draining.load(ordering: .relaxed) }
     func markDraining() { _draining.store(true, ordering: .relaxed) }
