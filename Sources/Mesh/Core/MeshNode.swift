@@ -80,7 +80,7 @@ public struct MeshNode: Sendable {
     // MARK: inputs
 
     public mutating func tick<R: RandomNumberGenerator>(now: UInt64, wallMs: UInt64, using rng: inout R) -> [Output] {
-        var out = membership(swim.tick(now: now, using: &rng), wallMs: wallMs)
+        var out = membership(swim.tick(now: now, using: &rng))
         guard swim.me.status == .alive else { return out }
         if now >= nextAntiEntropy {
             nextAntiEntropy = now + config.antiEntropyIntervalMs
@@ -105,7 +105,7 @@ public struct MeshNode: Sendable {
     public mutating func receive<R: RandomNumberGenerator>(_ message: Message, from address: String, now: UInt64, wallMs: UInt64, using rng: inout R) -> [Output] {
         switch message {
         case .swim(let m):
-            return membership(swim.receive(m, from: address, now: now, using: &rng), wallMs: wallMs)
+            return membership(swim.receive(m, from: address, now: now, using: &rng))
         case .push(let entries):
             return replicator.apply(entries, physicalMs: wallMs).map { .changed(store: $0.store, key: $0.key, value: $0.value) }
         case .digest(let d, let reply):
@@ -126,8 +126,7 @@ public struct MeshNode: Sendable {
             if mine.context == d.context, (mine.liveCount, mine.fingerprint) != (d.liveCount, d.fingerprint) {
                 // Same writes seen, different entries: a member that came back holds something
                 // deleted meanwhile (or the other way round). Full states settle it.
-                out.append(.send(to: address, .state(replicator.state.allEntries, context: replicator.state.context, reply: true)))
-                counters.fullStates += 1
+                out.append(fullState(to: address, reply: true))
             } else {
                 // Our digest back: the asker sends what we lack, and learns our vector (every
                 // live member's vector is what tombstone collection waits for).
@@ -143,8 +142,7 @@ public struct MeshNode: Sendable {
             let changed = replicator.join(entries, context: context, from: peer, physicalMs: wallMs)
             var out: [Output] = changed.map { .changed(store: $0.store, key: $0.key, value: $0.entry?.value) }
             if reply {
-                out.append(.send(to: address, .state(replicator.state.allEntries, context: replicator.state.context, reply: false)))
-                counters.fullStates += 1
+                out.append(fullState(to: address, reply: false))
             }
             return out
         }
@@ -167,7 +165,7 @@ public struct MeshNode: Sendable {
     /// restarted members, and a full-state push to a member back from the dead (it may hold
     /// entries deleted while it was away, and may have missed deletions whose tombstones the
     /// live members have since collected).
-    private mutating func membership(_ directives: [SwimNode.Directive], wallMs: UInt64) -> [Output] {
+    private mutating func membership(_ directives: [SwimNode.Directive]) -> [Output] {
         var out: [Output] = []
         for d in directives {
             out.append(Self.output(d))
@@ -180,11 +178,16 @@ public struct MeshNode: Sendable {
                 replicator.forgetPeer(m.name)
             }
             if m.status == .alive, let previous, previous.status == .dead, previous.generation == m.generation {
-                out.append(.send(to: m.address, .state(replicator.state.allEntries, context: replicator.state.context, reply: false)))
-                counters.fullStates += 1
+                out.append(fullState(to: m.address, reply: false))
             }
         }
         return out
+    }
+
+    /// This node's whole replicated state, for `address`.
+    private mutating func fullState(to address: String, reply: Bool) -> Output {
+        counters.fullStates += 1
+        return .send(to: address, .state(replicator.state.allEntries, context: replicator.state.context, reply: reply))
     }
 
     private static func output(_ d: SwimNode.Directive) -> Output {
