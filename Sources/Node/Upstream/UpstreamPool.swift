@@ -35,10 +35,11 @@ final class UpstreamPool {
     /// Idle connections right now (for tests and status).
     var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
 
-    /// Hands out an idle connection to `url` or opens a new one. Calls back on this loop.
-    func acquire(_ url: WorkerURL, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
+    /// Hands out an idle connection to `url` or opens a new one (always, when `fresh`: after a
+    /// stale pooled connection, the others pooled beside it may be stale too). Calls back on this loop.
+    func acquire(_ url: WorkerURL, fresh: Bool = false, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
         loop.preconditionInEventLoop()
-        while var list = idle[url], let c = list.popLast() {
+        while !fresh, var list = idle[url], let c = list.popLast() {
             idle[url] = list.isEmpty ? nil : list
             if c.channel.isActive { done(.success(c)); return }
         }

@@ -1,0 +1,253 @@
+import NIOCore
+import NIOHTTP1
+import Policies
+
+/// The client side of an exchange: where the response goes. `RouterHandler` implements it; the
+/// client side adds what belongs to the client connection (request id, CORS, keep-alive).
+protocol ExchangeClient: AnyObject {
+    func sendHead(status: HTTPResponseStatus, headers: HTTPHeaders)
+    func sendBody(_ buffer: ByteBuffer)
+    func flush()
+    func endResponse()
+    func respond(error: APIError, extra: HTTPHeaders)
+    /// Part of the response is out and the rest will never come: closing is the only honest signal.
+    func abortResponse()
+}
+
+extension Worker: ExchangeTarget {}
+
+/// The shell of one request's exchange with the workers: it feeds channel, pool, timer and
+/// admission events to `ExchangeStateMachine` and performs the actions it returns, all on the
+/// client connection's event loop. It holds no decision of its own.
+final class Exchange: UpstreamResponseDelegate {
+    typealias Machine = ExchangeStateMachine<Worker>
+
+    private var machine: Machine
+    private var plan: ExchangePlan
+    private let state: RouterState
+    private let pool: UpstreamPool
+    private weak var client: (any ExchangeClient)?
+    /// Policy randomness (random, power_of_two picks); retry jitter is the machine's own.
+    private var rng: SplitMix64
+
+    private var upstream: PooledConnection?
+    /// The head sent to the current attempt's worker, kept for a resend on a fresh connection.
+    private var upstreamHead: HTTPRequestHead?
+    private var attemptTimer: Scheduled<Void>?
+    private var retryTimer: Scheduled<Void>?
+    private var admissionTicket: UInt64?
+
+    init(plan: ExchangePlan, state: RouterState, pool: UpstreamPool, client: any ExchangeClient, seed: UInt64) {
+        self.plan = plan
+        self.state = state
+        self.pool = pool
+        self.client = client
+        self.rng = SplitMix64(seed: seed)
+        self.machine = Machine(
+            needsAdmission: plan.isInference && state.admission.config.isActive,
+            attemptTimeoutMs: UInt64(state.config.requestTimeoutSecs) * 1000,
+            retry: state.config.retry, seed: seed ^ 0x5DEE_CE66_D1CE_5EED)
+    }
+
+    func start() { perform(machine.start()) }
+
+    /// The client connection closed: whatever runs is dropped.
+    func clientClosed() { perform(machine.clientClosed()) }
+
+    /// Backpressure: while the client cannot take more bytes, stop reading from the worker, so a
+    /// slow client never makes the router buffer a whole large response.
+    func clientWritabilityChanged(writable: Bool) {
+        upstream?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
+    }
+
+    // MARK: upstream events (UpstreamResponseDelegate)
+
+    func upstreamHead(_ response: HTTPResponseHead) {
+        let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
+        guard case .forwardHead(let exhausted) = action else { return perform(action) }
+        if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
+        client?.sendHead(status: response.status, headers: UpstreamHeaders.response(response.headers))
+    }
+
+    func upstreamBody(_ buffer: ByteBuffer) {
+        if case .forwardBody = machine.upstreamBodyPart() { client?.sendBody(buffer) }
+    }
+
+    func upstreamReadComplete() { client?.flush() }
+
+    func upstreamEnd(reusable: Bool) { perform(machine.upstreamEnd(keepAlive: reusable)) }
+
+    func upstreamFailed(_ error: any Error) {
+        let beforeResponse: Bool
+        if case UpstreamError.closedBeforeResponse = error { beforeResponse = true } else { beforeResponse = false }
+        perform(machine.upstreamClosed(beforeResponse: beforeResponse, now: state.nowMs()))
+    }
+
+    // MARK: performing actions
+
+    private func perform(_ action: Machine.Action) {
+        switch action {
+        case .none, .forwardHead, .forwardBody:
+            break
+        case .requestAdmission:
+            requestAdmission()
+        case .selectWorker(let avoiding):
+            selectWorker(avoiding: avoiding)
+        case .startAttempt(let worker, let deadlineMs, let firstAttempt):
+            startAttempt(worker, deadlineMs: deadlineMs, firstAttempt: firstAttempt)
+        case .sendRequest:
+            sendRequest()
+        case .resendOnFreshConnection:
+            upstream = nil
+            acquireConnection(fresh: true)
+        case .discardConnection:
+            break  // handled where the connection arrives
+        case .retry(let end, let delayMs):
+            state.metrics.retry(endpoint: plan.endpoint, worker: end.target.url.canonical, delayMs: delayMs)
+            endAttempt(end)
+            retryTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delayMs))) { [weak self] in
+                guard let self else { return }
+                self.retryTimer = nil
+                self.perform(self.machine.retryTimerFired(now: self.state.nowMs()))
+            }
+        case .succeed(let end, let releaseSlot):
+            // Everything is settled before the end is written: NIO's pipelining helper hands
+            // the connection's next request to the handler inside that write.
+            endAttempt(end)
+            if releaseSlot { state.admission.release() }
+            client?.endResponse()
+        case .fail(let failure, let end, let releaseSlot, let exhausted, let responseStarted):
+            if let end { endAttempt(end) }
+            retryTimer?.cancel()
+            if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
+            if releaseSlot { state.admission.release() }
+            if responseStarted {
+                client?.abortResponse()
+            } else {
+                let (error, extra) = apiError(failure, worker: end?.target)
+                state.metrics.routerError(endpoint: plan.endpoint, code: error.code)
+                client?.respond(error: error, extra: extra)
+            }
+        case .abandon(let end, let leaveQueue, let releaseSlot):
+            if let end { endAttempt(end) }
+            retryTimer?.cancel()
+            if leaveQueue, let ticket = admissionTicket { state.admission.cancel(ticket) }
+            admissionTicket = nil
+            if releaseSlot { state.admission.release() }
+        case .releaseSlot:
+            state.admission.release()
+        }
+    }
+
+    private func requestAdmission() {
+        let me = NIOLoopBound(self, eventLoop: pool.loop)
+        admissionTicket = state.admission.admit(on: pool.loop) { result in
+            let exchange = me.value
+            exchange.admissionTicket = nil
+            switch result {
+            case .admitted: exchange.perform(exchange.machine.admission(.admitted))
+            case .queueFull: exchange.perform(exchange.machine.admission(.queueFull))
+            case .timedOut: exchange.perform(exchange.machine.admission(.timedOut))
+            }
+        }
+    }
+
+    private func selectWorker(avoiding: Set<String>) {
+        plan.routing.now = state.nowMs()
+        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
+        case .unknownModel: perform(machine.noWorker(unknownModel: true))
+        case .noneAvailable: perform(machine.noWorker(unknownModel: false))
+        case .worker(let w, let reason):
+            if machine.retries == 0, plan.isInference { recordDecision(w, reason: reason) }
+            perform(machine.workerChosen(w, now: plan.routing.now))
+        }
+    }
+
+    /// The first routing decision of an inference request: metrics, and what the mesh shares.
+    private func recordDecision(_ w: Worker, reason: SelectionReason) {
+        state.metrics.routed(model: plan.model ?? "default", endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
+                             policy: state.config.policy.rawValue, reason: reason.rawValue)
+        state.treeSync?.noteDecision()
+        if state.mesh != nil, reason == .newAssignment || reason == .reassigned, let key = plan.routing.routingKey {
+            MeshBridge.assigned(routingKey: key, model: plan.model, worker: w, state: state)
+        }
+    }
+
+    private func startAttempt(_ w: Worker, deadlineMs: UInt64, firstAttempt: Bool) {
+        _ = w.breakerAcquire(now: plan.routing.now)
+        w.requestStarted()
+        upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: plan.body.readableBytes,
+                                               requestID: plan.requestID, bearer: w.apiKey ?? state.config.apiKey)
+        let now = state.nowMs()
+        attemptTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(deadlineMs &- min(now, deadlineMs)))) { [weak self] in
+            guard let self else { return }
+            self.attemptTimer = nil
+            self.perform(self.machine.attemptTimerFired(now: self.state.nowMs()))
+        }
+        acquireConnection(fresh: false)
+    }
+
+    private func acquireConnection(fresh: Bool) {
+        guard case .connecting(let attempt) = machine.state else { return }
+        pool.acquire(attempt.target.url, fresh: fresh) { [weak self] result in
+            guard let self else {
+                if case .success(let c) = result { c.channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .failure:
+                self.perform(self.machine.connectFailed(now: self.state.nowMs()))
+            case .success(let c):
+                let action = self.machine.connected(reused: c.handler.reused)
+                if case .discardConnection = action { return c.channel.close(promise: nil) }
+                self.upstream = c
+                c.handler.delegate = self
+                self.perform(action)
+            }
+        }
+    }
+
+    private func sendRequest() {
+        guard let c = upstream, let head = upstreamHead else { return }
+        c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if plan.body.readableBytes > 0 {
+            c.channel.write(HTTPClientRequestPart.body(.byteBuffer(plan.body)), promise: nil)
+        }
+        c.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+    }
+
+    /// Ends an attempt exactly as the machine says: timer, in-flight count, breaker, connection.
+    private func endAttempt(_ end: Machine.AttemptEnd) {
+        attemptTimer?.cancel()
+        attemptTimer = nil
+        let w = end.target
+        w.requestFinished()
+        if let change = w.breakerRecord(success: end.breakerSuccess, now: state.nowMs()) {
+            state.metrics.breakerTransition(worker: w.url.canonical, to: change.rawValue)
+            state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(w.url.canonical)"])
+        }
+        if let c = upstream {
+            upstream = nil
+            switch end.connection {
+            case .release: pool.release(c)
+            case .close, .none:
+                c.handler.delegate = nil
+                c.channel.close(promise: nil)
+            }
+        }
+    }
+
+    private func apiError(_ failure: Machine.Failure, worker: Worker?) -> (APIError, HTTPHeaders) {
+        var extra = HTTPHeaders()
+        switch failure {
+        case .rateLimited:
+            extra.add(name: "retry-after", value: String(state.admission.retryAfterSeconds))
+            return (.rateLimited, extra)
+        case .queueTimeout: return (.queueTimeout(state.config.admission.queueTimeoutMs / 1000), extra)
+        case .modelNotFound: return (.modelNotFound(plan.model ?? ""), extra)
+        case .noWorkers: return (.noWorkers(plan.model), extra)
+        case .upstreamTimeout: return (.upstreamTimeout(state.config.requestTimeoutSecs), extra)
+        case .upstreamFailed: return (.upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"), extra)
+        }
+    }
+}

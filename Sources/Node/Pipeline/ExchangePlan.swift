@@ -1,0 +1,34 @@
+import NIOCore
+import NIOHTTP1
+import Policies
+
+/// What the pipeline is to do with one request, decided before any worker is involved.
+///
+/// Today every plan sends the request to one worker chosen by the model's policy, with retries
+/// elsewhere before the first response byte. The seams for what comes next are here: a
+/// prefill/decode plan names two legs (a prefill and a decode worker chosen together, the
+/// bootstrap fields injected into the body), and a gateway-owned Responses plan names a
+/// translation and a store; each adds a `Kind`, the actions it needs in
+/// `ExchangeStateMachine`, and their execution in `Exchange` — not a new handler.
+struct ExchangePlan {
+    enum Kind {
+        /// One worker, chosen by `registry.select` for `model`.
+        case singleWorker
+    }
+
+    var kind = Kind.singleWorker
+    /// The endpoint label in metrics (`chat_completions`, `get_server_info`, …).
+    var endpoint: String
+    /// The model the request names; nil: any worker.
+    var model: String?
+    var stream = false
+    /// What the policy routes on (prompt text, routing key, pinned worker).
+    var routing = RoutingRequest()
+    /// Inference requests wait for admission and record their routing decision; the GETs any
+    /// worker may answer (`/get_server_info`, …) do neither.
+    var isInference: Bool
+    /// The client's request head and body, sent to the worker after `UpstreamHeaders.request`.
+    var head: HTTPRequestHead
+    var body: ByteBuffer
+    var requestID: String
+}

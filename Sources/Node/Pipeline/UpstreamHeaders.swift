@@ -1,0 +1,45 @@
+import NIOHTTP1
+
+/// Header rewriting between the client and the worker. Headers that describe one hop (not the
+/// message) are never forwarded as they are; `expect` neither, since the router sends the worker
+/// the whole body at once.
+enum UpstreamHeaders {
+    private static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect"]
+
+    /// ASCII case-insensitive equality against a lowercase literal, without allocating.
+    static func nameEquals(_ name: String, _ lower: String) -> Bool {
+        guard name.utf8.count == lower.utf8.count else { return false }
+        for (b, c) in zip(name.utf8, lower.utf8) where (b >= 65 && b <= 90 ? b | 0x20 : b) != c { return false }
+        return true
+    }
+
+    private static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { nameEquals(name, $0) } }
+
+    /// The head sent to `worker`: the client's headers less hop-by-hop ones, with the worker's
+    /// host, the body's length, the request id and the worker's bearer token (which replaces
+    /// the client's `authorization` when set).
+    static func request(_ client: HTTPRequestHead, host: String, bodyLength: Int, requestID: String, bearer: String?) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(client.headers.count + 4)
+        for (name, value) in client.headers where !isHopByHop(name) && !nameEquals(name, "x-request-id") {
+            if bearer != nil, nameEquals(name, "authorization") { continue }
+            headers.add(name: name, value: value)
+        }
+        headers.add(name: "host", value: host)
+        headers.add(name: "content-length", value: String(bodyLength))
+        headers.add(name: "x-request-id", value: requestID)
+        if let bearer { headers.add(name: "authorization", value: "Bearer " + bearer) }
+        return HTTPRequestHead(version: .http1_1, method: client.method, uri: client.uri, headers: headers)
+    }
+
+    /// The worker's response headers the client gets: hop-by-hop ones dropped except the
+    /// content length (the router relays the body as it comes, framed the same way).
+    static func response(_ worker: HTTPHeaders) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(worker.count + 4)
+        for (name, value) in worker where !isHopByHop(name) || nameEquals(name, "content-length") {
+            headers.add(name: name, value: value)
+        }
+        return headers
+    }
+}
