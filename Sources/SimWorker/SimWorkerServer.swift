@@ -37,9 +37,9 @@ public final class SimWorkerServer: Sendable {
     }
 
     /// Requests served, streams the client abandoned, and connections open right now.
-    public var stats: (requests: Int, abortedStreams: Int, openConnections: Int) {
+    public var stats: (requests: Int, abortedStreams: Int, openConnections: Int, healthChecks: Int) {
         let s = state.snapshot
-        return (s.requests, s.abortedStreams, s.openConnections)
+        return (s.requests, s.abortedStreams, s.openConnections, s.healthChecks)
     }
 
     public func close() async {
@@ -102,6 +102,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         let options = state.options
         switch (head.method, path) {
         case (.GET, "/health"), (.GET, "/health_generate"):
+            state.update { $0.healthChecks += 1 }
             respond(context, head, status: .ok, body: "", contentType: "text/plain")
         case (.GET, "/v1/models"):
             respond(context, head, status: .ok, body: #"{"object":"list","data":[{"id":\#(SimResponses.quote(options.modelID)),"object":"model","created":0,"owned_by":"sglang","root":\#(SimResponses.quote(options.modelID))}]}"#)
@@ -130,7 +131,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop)}"#)
         case (.GET, "/sim/stats"):
             let s = state.snapshot
-            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens)}"#)
+            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks)}"#)
         case (.POST, "/v1/chat/completions"): infer(context, head, .chat)
         case (.POST, "/v1/completions"): infer(context, head, .completion)
         case (.POST, "/generate"): infer(context, head, .generate)

@@ -5,6 +5,8 @@ import Synchronization
 final class SimWorkerState: Sendable {
     struct Counters {
         var requests = 0
+        /// `GET /health` calls: how tests see a router's health checker at work (or stopped).
+        var healthChecks = 0
         var active = 0
         var openConnections = 0
         var abortedStreams = 0

@@ -1,10 +1,40 @@
 import Foundation
+import Logging
 import Mesh
 import Node
 
 // The `smg` executable: everything lives in the Node library; this only wires it to a process.
 signal(SIGPIPE, SIG_IGN)
 let environment = ProcessInfo.processInfo.environment
+
+/// Loads the router's configuration, starts it, announces it, serves until a signal.
+func serve(_ arguments: [String], demo: Demo?) async -> Never {
+    let config: RouterConfig
+    do {
+        config = try RouterConfig.load(arguments: arguments, environment: environment)
+    } catch {
+        Launcher.printErr("smg: error: \(error.message)")
+        exit(2)
+    }
+    var logger = Launcher.makeLogger(level: config.logLevel)
+    // Routers of one mesh often share a terminal or a log collector: say which one speaks.
+    if let mesh = config.mesh { logger[metadataKey: "router"] = "\(mesh.name)" }
+    // Installed before the ready line, so a signal sent right after it drains instead of killing.
+    let signals = Launcher.Signals(exitWithParent: environment[Demo.parentVariable].flatMap { Int32($0) })
+    let node: RouterNode
+    do {
+        node = try await RouterNode.start(config: config, logger: logger)
+    } catch {
+        Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
+        exit(1)
+    }
+    if let demo { await demo.waitUntilReady(node) }
+    Launcher.printOut(Launcher.readyLine(node, host: config.host))
+    if let demo { Launcher.printOut(demo.banner(ports: [node.apiPort])) }
+    await Launcher.serve([node], until: signals)
+    exit(0)
+}
+
 switch Launcher.command(Array(CommandLine.arguments.dropFirst())) {
 case .help:
     Launcher.printOut(HelpText.render())
@@ -15,45 +45,16 @@ case .configReference:
     Launcher.printOut(HelpText.markdownTable())
 case .version:
     Launcher.printOut("smg \(Launcher.version)")
-case .run(let arguments), .demo(let arguments):
-    var args = arguments
-    var demoWorkers: [String] = []
-    let isDemo: Bool
-    if case .demo = Launcher.command(Array(CommandLine.arguments.dropFirst())) { isDemo = true } else { isDemo = false }
-    if isDemo {
-        do {
-            demoWorkers = try await Demo.workers(count: 3).map(\.url)
-        } catch {
-            Launcher.printErr("smg: error: cannot start the demo's simulated workers: \(error)")
-            exit(1)
-        }
-        args = ["--worker-urls"] + demoWorkers + ["--host", "127.0.0.1", "--prometheus-host", "127.0.0.1"] + args
-    }
-    let config: RouterConfig
+case .run(let arguments):
+    await serve(arguments, demo: nil)
+case .demo(let arguments):
+    let demo: Demo
     do {
-        config = try RouterConfig.load(arguments: args, environment: environment)
+        demo = try await Demo.start(arguments: arguments)
     } catch {
-        Launcher.printErr("smg: error: \(error.message)")
+        Launcher.printErr("smg: error: \(error)")
         exit(2)
     }
-    let logger = Launcher.makeLogger(level: config.logLevel)
-    let signals = Launcher.Signals()
-    let node: RouterNode
-    do {
-        node = try await RouterNode.start(config: config, logger: logger)
-    } catch {
-        Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
-        exit(1)
-    }
-    if isDemo {
-        // The first health checks run at once; let them finish so the first curl succeeds.
-        let deadline = ContinuousClock.now + .seconds(5)
-        while !node.state.registry.all.allSatisfy(\.isAvailable), ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-    }
-    Launcher.printOut(Launcher.readyLine(node, host: config.host))
-    if isDemo { Launcher.printOut(Demo.banner(port: node.apiPort)) }
-    await Launcher.serve(node, until: signals)
-    exit(0)
+    if demo.routerArguments.count > 1 { await demo.runMeshed() }
+    await serve(demo.routerArguments[0], demo: demo)
 }

@@ -104,6 +104,8 @@ public final class MeshService: Sendable {
     private let logger: Logger
     private let channels: Mutex<(datagram: (any Channel)?, listener: (any Channel)?, group: (any EventLoopGroup)?)> = Mutex((nil, nil, nil))
     private let clock: @Sendable () -> UInt64
+    /// The protocol timer (every `tickMs`), from `start` until `leave`.
+    private let ticker = Mutex<(task: RepeatedTask, loop: any EventLoop)?>(nil)
 
     public init(config: Config, generation: UInt64, logger: Logger, clock: @escaping @Sendable () -> UInt64) {
         self.config = config
@@ -148,11 +150,12 @@ public final class MeshService: Sendable {
             throw error
         }
         channels.withLock { $0 = (datagram, listener, group) }
-        datagram.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
+        let ticker = datagram.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
             let now = service.clock()
             let out = service.inner.withLock { s in s.node.tick(now: now, wallMs: wallClockMs(), using: &s.rng) }
             service.execute(out)
         }
+        self.ticker.withLock { $0 = (ticker, datagram.eventLoop) }
         logger.info("mesh listening", metadata: ["name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
     }
 
@@ -163,6 +166,12 @@ public final class MeshService: Sendable {
         logger.info("mesh: left the cluster", metadata: ["name": "\(config.name)"])
         // Give the datagrams a moment to go out before the sockets close.
         try? await Task.sleep(for: .milliseconds(50))
+        // No protocol tick after leaving: the timer is cancelled and its cancellation awaited.
+        if let ticker = ticker.withLock({ t in defer { t = nil }; return t }) {
+            let stopped = ticker.loop.makePromise(of: Void.self)
+            ticker.task.cancel(promise: stopped)
+            try? await stopped.futureResult.get()
+        }
         let (datagram, listener, _) = channels.withLock { $0 }
         let outbound = inner.withLock { s in defer { s.connections = [:] }; return Array(s.connections.values) }
         for c in outbound { c.whenSuccess { $0.close(promise: nil) } }

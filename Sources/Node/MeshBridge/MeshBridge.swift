@@ -48,10 +48,10 @@ enum MeshBridge {
     /// mesh; each router refills at its share, 1/N for N routers seen (crashed and partitioned
     /// ones keep their share reserved until they leave gracefully, so a partition never lets
     /// the sides add up to more than the budget). Re-evaluated every second.
-    static func startBudgetSharing(state: RouterState) {
-        guard let mesh = state.mesh, let total = state.config.admission.tokensPerSecond, let loop = state.pools.loops.first else { return }
+    static func budgetSharing(state: RouterState) -> PeriodicTask? {
+        guard let mesh = state.mesh, let total = state.config.admission.tokensPerSecond, let loop = state.pools.loops.first else { return nil }
         let last = NIOLockedValueBox(0)
-        loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+        return PeriodicTask("rate-limit share", on: loop, every: .seconds(1)) {
             let n = mesh.budgetShareCount
             guard last.withLockedValue({ old in defer { old = n }; return old != n }) else { return }
             state.admission.setRate(total / Double(n))
@@ -106,6 +106,6 @@ enum MeshBridge {
         }
         guard let w = try? state.registry.add(url: url, modelID: model, labels: labels, apiKey: apiKey) else { return }
         state.logger.info("worker added (by another router)", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
-        if model == nil { ModelDiscovery.start(for: w, state: state) }
+        if model == nil { state.discovery.discover(w) }
     }
 }

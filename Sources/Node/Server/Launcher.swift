@@ -42,7 +42,11 @@ public enum Launcher {
         public let stream: AsyncStream<Int32>
         private let sources: [any DispatchSourceSignal]
 
-        public init() {
+        private let parentWatch: (any DispatchSourceTimer)?
+
+        /// `exitWithParent`: the process that started this one (`smg demo`); when it is gone
+        /// (this process was handed to another parent), it counts as a SIGTERM.
+        public init(exitWithParent parent: Int32? = nil) {
             let (stream, continuation) = AsyncStream<Int32>.makeStream()
             var sources: [any DispatchSourceSignal] = []
             for sig in [SIGTERM, SIGINT] {
@@ -52,18 +56,37 @@ public enum Launcher {
                 source.resume()
                 sources.append(source)
             }
+            if let parent {
+                let timer = DispatchSource.makeTimerSource(queue: .global())
+                timer.schedule(deadline: .now() + 0.5, repeating: 0.5)
+                timer.setEventHandler { if getppid() != parent { continuation.yield(SIGTERM) } }
+                timer.resume()
+                parentWatch = timer
+            } else {
+                parentWatch = nil
+            }
             self.stream = stream
             self.sources = sources
         }
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains and returns.
-    public static func serve(_ node: RouterNode, until signals: Signals) async {
-        for await sig in signals.stream {
-            node.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
-            break
+    /// Serves until SIGTERM or SIGINT, then drains every node and returns once all have stopped.
+    public static func serve(_ nodes: [RouterNode], until signals: Signals) async {
+        await withTaskGroup(of: Bool.self) { group in
+            for node in nodes { group.addTask { try? await node.run(); return true } }
+            group.addTask {
+                for await sig in signals.stream {
+                    nodes.first?.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                    break
+                }
+                for node in nodes { await node.shutdown() }
+                return false
+            }
+            // The nodes return after their drain; the signal task may still wait (no signal came).
+            var stopped = 0
+            while stopped < nodes.count, let wasNode = await group.next() { if wasNode { stopped += 1 } }
+            group.cancelAll()
         }
-        await node.shutdown()
     }
 
     /// The line tests and scripts wait for: where the router listens.

@@ -17,6 +17,8 @@ public final class RouterState: Sendable {
     /// Whether the policy reads the prompt (cache_aware, prefix_hash): others skip extracting it.
     let policyUsesText: Bool
     let admission: AdmissionController
+    /// Learns the model of workers added without one.
+    let discovery = ModelDiscovery(clock: RouterState.monotonicMs)
     /// The mesh, when --enable-mesh is on.
     let mesh: MeshService?
     /// Ships cache-aware decisions to the other routers (mesh on, cache_aware).

@@ -116,7 +116,7 @@ enum ControlAPI {
         do {
             let w = try state.registry.add(url: url, modelID: model, labels: labels, apiKey: apiKey)
             state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
-            if model == nil { ModelDiscovery.start(for: w, state: state) }
+            if model == nil { state.discovery.discover(w) }
             MeshBridge.published(w, state: state)
             if legacy { return Answer(body: json(["status": "ok", "message": "Successfully added worker: \(url.canonical)", "id": w.id])) }
             return Answer(status: .accepted, body: json(["id": w.id, "url": url.canonical, "status": "accepted", "message": "worker added"]), location: "/workers/\(w.id)")
@@ -141,31 +141,5 @@ enum ControlAPI {
 
     static func workerNotFound(_ id: String) -> APIError {
         APIError(.notFound, type: "not_found_error", code: "worker_not_found", "no worker \(id)")
-    }
-}
-
-/// Learns a new worker's model from its `/v1/models`, retrying with backoff while the worker
-/// is still registered (it may not be up yet).
-enum ModelDiscovery {
-    static func start(for worker: Worker, state: RouterState, attempt: Int = 0) {
-        guard let loop = state.pools.loops.first else { return }
-        let pools = state.pools
-        loop.execute {
-            UpstreamFetch.run(pool: pools.pool(for: loop), url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { result in
-                if case .success(let r) = result, r.status == .ok,
-                   let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any],
-                   let first = (obj["data"] as? [[String: Any]])?.first, let id = first["id"] as? String {
-                    worker.setModelID(id)
-                    state.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])
-                    return
-                }
-                guard state.registry.worker(id: worker.id) === worker, !state.isDraining else { return }
-                let delay = min(30, 1 << min(attempt, 5))
-                if attempt == 3 {
-                    state.logger.warning("worker model not known yet; still asking its /v1/models", metadata: ["worker": "\(worker.url.canonical)"])
-                }
-                loop.scheduleTask(in: .seconds(Int64(delay))) { start(for: worker, state: state, attempt: attempt + 1) }
-            }
-        }
     }
 }

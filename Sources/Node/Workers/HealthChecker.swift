@@ -26,11 +26,11 @@ final class HealthChecker: Sendable {
         self.startupWorkers = startupWorkers
     }
 
-    /// Starts checking on one event loop; nothing runs when health checks are disabled.
-    static func start(state: RouterState) {
-        guard state.config.health.enabled, let loop = state.pools.loops.first else { return }
+    /// The checks as a service ticking on one event loop; nil when health checks are disabled.
+    static func service(state: RouterState) -> PeriodicTask? {
+        guard state.config.health.enabled, let loop = state.pools.loops.first else { return nil }
         let checker = HealthChecker(state: state, startupWorkers: Set(state.registry.all.map(\.id)))
-        loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(200)) { _ in checker.tick(on: loop) }
+        return PeriodicTask("health checks", on: loop, every: .milliseconds(200)) { checker.tick(on: loop) }
     }
 
     private func tick(on loop: any EventLoop) {

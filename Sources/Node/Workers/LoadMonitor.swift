@@ -6,10 +6,10 @@ import NIOCore
 enum LoadMonitor {
     static let interval = TimeAmount.seconds(5)
 
-    static func start(state: RouterState) {
-        guard let loop = state.pools.loops.first else { return }
+    static func service(state: RouterState) -> PeriodicTask? {
+        guard let loop = state.pools.loops.first else { return nil }
         let pools = state.pools
-        loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: interval) { _ in
+        return PeriodicTask("load monitor", on: loop, initialDelay: .milliseconds(200), every: interval) {
             for worker in state.registry.all {
                 UpstreamFetch.run(pool: pools.pool(for: loop), url: worker.url, method: .GET, path: "/get_load", timeout: .seconds(2)) { result in
                     // No answer, or none with a load: fall back to the in-flight count.

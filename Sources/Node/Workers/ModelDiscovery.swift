@@ -1,0 +1,72 @@
+import Foundation
+import NIOCore
+import Synchronization
+
+/// Learns each new worker's model from its `/v1/models`, asking again with backoff (1, 2, 4 …
+/// 30 s) while the worker is registered and has not answered (it may not be up yet). Workers
+/// wait in a list that one periodic tick works through, so shutdown stops discovery with it.
+final class ModelDiscovery: Sendable {
+    private struct Pending {
+        let worker: Worker
+        var attempt = 0
+        var dueMs: UInt64 = 0
+        var asking = false
+    }
+
+    private let pending = Mutex<[String: Pending]>([:])
+    private let clock: @Sendable () -> UInt64
+
+    init(clock: @escaping @Sendable () -> UInt64) { self.clock = clock }
+
+    /// Asks `worker` for its model at the next tick.
+    func discover(_ worker: Worker) {
+        pending.withLock { $0[worker.id] = Pending(worker: worker) }
+    }
+
+    /// The tick as a service on the first event loop.
+    func service(state: RouterState) -> PeriodicTask? {
+        guard let loop = state.pools.loops.first else { return nil }
+        let pools = state.pools
+        return PeriodicTask("model discovery", on: loop, every: .milliseconds(250)) { [self] in
+            tick(pool: pools.pool(for: loop), state: state)
+        }
+    }
+
+    private func tick(pool: UpstreamPool, state: RouterState) {
+        let now = clock()
+        let due: [Worker] = pending.withLock { p in
+            var due: [Worker] = []
+            for (id, var entry) in p where !entry.asking && entry.dueMs <= now {
+                // Removed meanwhile: nothing left to learn.
+                guard state.registry.worker(id: id) === entry.worker else { p[id] = nil; continue }
+                entry.asking = true
+                p[id] = entry
+                due.append(entry.worker)
+            }
+            return due
+        }
+        for worker in due {
+            UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { [self] result in
+                if case .success(let r) = result, r.status == .ok,
+                   let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any],
+                   let first = (obj["data"] as? [[String: Any]])?.first, let id = first["id"] as? String {
+                    worker.setModelID(id)
+                    pending.withLock { _ = $0.removeValue(forKey: worker.id) }
+                    state.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])
+                    return
+                }
+                let attempt: Int? = pending.withLock { p in
+                    guard var entry = p[worker.id] else { return nil }
+                    entry.attempt += 1
+                    entry.asking = false
+                    entry.dueMs = clock() + UInt64(min(30, 1 << min(entry.attempt - 1, 5))) * 1000
+                    p[worker.id] = entry
+                    return entry.attempt
+                }
+                if attempt == 3 {
+                    state.logger.warning("worker model not known yet; still asking its /v1/models", metadata: ["worker": "\(worker.url.canonical)"])
+                }
+            }
+        }
+    }
+}
