@@ -16,6 +16,11 @@ struct Options {
     var streamTokens = 16
     var direct = true
     var policy = "round_robin"
+    /// Requests per second, evenly spaced; nil: as fast as the connections go (saturated).
+    var rate: Double?
+    /// The router to measure, instead of this build's `smg` (for example the reference gateway's
+    /// `smg launch`); the standard flags are appended.
+    var routerCommand: [String]?
     var binDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
 
     static func parse() -> Options {
@@ -41,8 +46,10 @@ struct Options {
             case "--no-direct": o.direct = false
             case "--policy": o.policy = next(a)
             case "--bin-dir": o.binDir = next(a)
+            case "--rate": o.rate = Double(int(a))
+            case "--router-cmd": o.routerCommand = next(a).split(separator: " ").map(String.init)
             case "-h", "--help":
-                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--no-direct] [--bin-dir DIR]")
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--no-direct] [--bin-dir DIR]")
                 exit(0)
             default: fail("unknown flag \(a)")
             }
@@ -60,10 +67,10 @@ func fail(_ message: String) -> Never {
 final class Child {
     let process = Process()
     let pipe = Pipe()
-    init(_ path: String, _ args: [String]) throws {
+    init(_ path: String, _ args: [String], captureOutput: Bool = true) throws {
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = args
-        process.standardOutput = pipe
+        process.standardOutput = captureOutput ? pipe : FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
     }
@@ -80,6 +87,42 @@ final class Child {
         fail("\(process.executableURL!.lastPathComponent) did not print '\(marker)': \(seen)")
     }
     func stop() { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+}
+
+/// A port free right now on 127.0.0.1 (for routers that cannot bind port 0 and say which).
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len); return getsockname(fd, $0, &len) }
+    }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// The HTTP status of `GET path` on 127.0.0.1:port, or nil when nothing answers.
+func httpStatus(port: Int, path: String) -> Int? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var tv = timeval(tv_sec: 1, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return nil }
+    let request = Array("GET \(path) HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".utf8)
+    guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { return nil }
+    var buffer = [UInt8](repeating: 0, count: 64)
+    let n = recv(fd, &buffer, buffer.count, 0)
+    guard n >= 12 else { return nil }
+    return Int(String(decoding: buffer[9..<12], as: UTF8.self))
 }
 
 func port(in line: Substring) -> Int {
@@ -107,7 +150,16 @@ final class LoadConnection: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) { sendNext(context) }
 
     func sendNext(_ context: ChannelHandlerContext) {
-        guard shared.take() else { context.close(promise: nil); return }
+        guard let slot = shared.take() else { context.close(promise: nil); return }
+        if let due = shared.due(slot), due > DispatchTime.now().uptimeNanoseconds {
+            // Paced: this request's slot is still ahead.
+            context.eventLoop.assumeIsolated().scheduleTask(deadline: NIODeadline.uptimeNanoseconds(due)) { self.send(context) }
+            return
+        }
+        send(context)
+    }
+
+    func send(_ context: ChannelHandlerContext) {
         sentAt = DispatchTime.now().uptimeNanoseconds
         context.write(NIOAny(HTTPClientRequestPart.head(shared.head)), promise: nil)
         context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(shared.body))), promise: nil)
@@ -133,11 +185,16 @@ final class LoadState: @unchecked Sendable {
     let head: HTTPRequestHead
     let body: ByteBuffer
     var remaining: Int
+    var taken = 0
+    /// Nanoseconds between paced requests, and when the first is due.
+    let spacing: UInt64?
+    let start = DispatchTime.now().uptimeNanoseconds
     var latencies: [UInt64] = []
     var errors = 0
     var open: Int
     let done: EventLoopPromise<Void>
-    init(head: HTTPRequestHead, body: ByteBuffer, count: Int, connections: Int, done: EventLoopPromise<Void>) {
+    init(head: HTTPRequestHead, body: ByteBuffer, count: Int, connections: Int, rate: Double?, done: EventLoopPromise<Void>) {
+        self.spacing = rate.map { UInt64(1e9 / $0) }
         self.head = head
         self.body = body
         self.remaining = count
@@ -145,7 +202,14 @@ final class LoadState: @unchecked Sendable {
         self.done = done
         latencies.reserveCapacity(count)
     }
-    func take() -> Bool { if remaining > 0 { remaining -= 1; return true }; return false }
+    /// The next request's slot number, or nil when all are sent.
+    func take() -> Int? {
+        guard remaining > 0 else { return nil }
+        remaining -= 1
+        taken += 1
+        return taken - 1
+    }
+    func due(_ slot: Int) -> UInt64? { spacing.map { start + UInt64(slot) * $0 } }
     func record(_ ns: UInt64) { latencies.append(ns) }
     func connectionClosed() { open -= 1; if open == 0 { done.succeed(()) } }
 }
@@ -162,12 +226,12 @@ struct RunResult {
     }
 }
 
-func run(port: Int, body: String, path: String, count: Int, concurrency: Int, group: any EventLoopGroup) throws -> RunResult {
+func run(port: Int, body: String, path: String, count: Int, concurrency: Int, rate: Double? = nil, group: any EventLoopGroup) throws -> RunResult {
     let loop = group.next()
     let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path,
                                headers: ["host": "127.0.0.1", "content-type": "application/json", "content-length": String(body.utf8.count)])
     let done = loop.makePromise(of: Void.self)
-    let state = LoadState(head: head, body: ByteBufferAllocator().buffer(string: body), count: count, connections: concurrency, done: done)
+    let state = LoadState(head: head, body: ByteBufferAllocator().buffer(string: body), count: count, connections: concurrency, rate: rate, done: done)
     let start = DispatchTime.now().uptimeNanoseconds
     for _ in 0..<concurrency {
         _ = ClientBootstrap(group: loop)
@@ -200,24 +264,32 @@ for i in 0..<o.workers {
     urls.append("http://127.0.0.1:\(port(in: line.split(separator: " ")[3]))")
     workers.append(w)
 }
-let smg = try Child(smgPath, ["--host", "127.0.0.1", "--port", "0", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0", "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls)
-let ready = smg.waitFor("smg ready:")
-let smgPort = port(in: ready.split(separator: " ")[2])
+// The router: this build's smg, or any command that takes the gateway's flags.
+let smgPort = freePort()
+let routerCommand = o.routerCommand ?? [smgPath]
+let smg = try Child(routerCommand[0], Array(routerCommand.dropFirst()) + [
+    "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(freePort()),
+    "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls, captureOutput: false)
+let readyBy = Date().addingTimeInterval(60)
+while httpStatus(port: smgPort, path: "/readiness") != 200 {
+    guard Date() < readyBy, smg.process.isRunning else { smg.stop(); fail("the router did not become ready on port \(smgPort)") }
+    usleep(100_000)
+}
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let body = #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
 let path = "/v1/chat/completions"
 
-print("smg-bench: --policy \(o.policy), \(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
 _ = try run(port: smgPort, body: body, path: path, count: o.warmup, concurrency: o.concurrency, group: group)
 let before = usage(pid: smg.process.processIdentifier)
-let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, group: group)
+let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, group: group)
 let after = usage(pid: smg.process.processIdentifier)
 let cpuPerRequest = (after.cpu - before.cpu) / Double(r.latencies.count) * 1e6
 print(String(format: "through smg:   %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %d", r.rps, r.percentile(0.5), r.percentile(0.99), r.errors))
 print(String(format: "router CPU:    %8.1f µs/request (%.2f CPU-seconds for %d requests)", cpuPerRequest, after.cpu - before.cpu, r.latencies.count))
 print(String(format: "router RSS:    %8.1f MiB peak after %d requests", Double(after.peakRSSKiB) / 1024, o.warmup + r.latencies.count))
 if o.direct {
-    let d = try run(port: port(in: Substring(urls[0])), body: body, path: path, count: o.requests, concurrency: o.concurrency, group: group)
+    let d = try run(port: port(in: Substring(urls[0])), body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, group: group)
     print(String(format: "direct to one worker: %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   (smg/direct throughput %.2f)", d.rps, d.percentile(0.5), d.percentile(0.99), r.rps / d.rps))
 }
 smg.stop()
