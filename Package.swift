@@ -30,13 +30,16 @@ let package = Package(
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis",
                        providers: [.apt(["libhiredis-dev"])]),
 
+        // The few primitives more than one module needs, stdlib only: a seeded generator
+        // (SplitMix64), a stable hash (FNV-1a), JSON string quoting.
+        .target(name: "Primitives"),
         // Pure routing policies: stdlib only, no IO, no clock reads.
-        .target(name: "Policies"),
+        .target(name: "Policies", dependencies: ["Primitives"]),
         // Pure reliability cores: retry plans, circuit breaker, health state, token bucket.
         .target(name: "Reliability"),
         // The HA mesh: Core (pure SWIM + CRDTs, no IO, no clock) and the rest (NIO transport,
         // libsodium sealing) around it.
-        .target(name: "MeshCore", path: "Sources/Mesh/Core"),
+        .target(name: "MeshCore", dependencies: ["Primitives"], path: "Sources/Mesh/Core"),
         .target(
             name: "Mesh",
             dependencies: [
@@ -51,7 +54,7 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "Policies", "Reliability", "Mesh", "CHiredis",
+                "Primitives", "Policies", "Reliability", "Mesh",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -66,6 +69,7 @@ let package = Package(
         .target(
             name: "SimWorker",
             dependencies: [
+                "Primitives",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -94,16 +98,16 @@ let package = Package(
         // allocations through malloc-interposer (the program re-runs itself with LD_PRELOAD).
         .executableTarget(
             name: "smg-policy-bench",
-            dependencies: ["Policies", .product(name: "MallocInterposerSwift", package: "malloc-interposer")]
+            dependencies: ["Policies", "Primitives", .product(name: "MallocInterposerSwift", package: "malloc-interposer")]
         ),
 
         // The mesh core (SWIM and replication) at 200+ nodes on the simulated network.
-        .executableTarget(name: "smg-mesh-bench", dependencies: ["MeshCore"]),
+        .executableTarget(name: "smg-mesh-bench", dependencies: ["MeshCore", "Primitives"]),
 
-        .testTarget(name: "PoliciesTests", dependencies: ["Policies"]),
+        .testTarget(name: "PoliciesTests", dependencies: ["Policies", "Primitives"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
-        .testTarget(name: "ReliabilityTests", dependencies: ["Reliability", "Policies"]),
-        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
+        .testTarget(name: "ReliabilityTests", dependencies: ["Reliability", "Policies", "Primitives"]),
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Primitives"]),
         .testTarget(
             name: "MeshTests",
             dependencies: [
@@ -115,7 +119,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NodeTests",
-            dependencies: ["Node", "Mesh", "SimWorker", "CHiredis", "CSodium",
+            dependencies: ["Node", "Mesh", "SimWorker", "Primitives", "CHiredis", "CSodium",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.

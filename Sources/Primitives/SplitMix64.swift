@@ -1,5 +1,6 @@
-/// A small, fast, seedable generator (SplitMix64). The router seeds one per event loop from
-/// the system generator; tests seed it with constants to make every decision reproducible.
+/// A small, fast, seedable generator (SplitMix64). The router seeds one per connection from the
+/// system generator; tests and the mesh simulator seed it with constants, so every decision and
+/// every simulated run replays.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
     public init(seed: UInt64) { state = seed }

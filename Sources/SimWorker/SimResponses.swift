@@ -1,3 +1,4 @@
+import Primitives
 import Foundation
 
 /// What a simulated inference request asked for, read from its JSON body.
@@ -65,21 +66,7 @@ enum SimResponses {
 
     static func token(_ i: Int) -> String { words[i % words.count] }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { JSONString.quote(s) }
 
     static func usage(prompt: Int, completion: Int, cached: Int) -> String {
         #"{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion),"total_tokens":\#(prompt + completion),"prompt_tokens_details":{"cached_tokens":\#(cached)}}"#

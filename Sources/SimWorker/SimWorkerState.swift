@@ -1,3 +1,4 @@
+import Primitives
 import Synchronization
 
 /// State shared by all connections of one simulated worker: its prefix cache, counters that

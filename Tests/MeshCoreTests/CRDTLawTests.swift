@@ -6,7 +6,7 @@ import Testing
 /// random pushes between them, an occasional full join. Seeded.
 @Suite struct CRDTLawTests {
     func replicas(seed: UInt64) -> [ReplicaState] {
-        var rng = Simulator.Rng(state: seed)
+        var rng = Simulator.Rng(seed: seed)
         var rs = (1...3).map { Replicator(origin: UInt64($0)) }
         var written: [ReplicatedEntry] = []
         var t: UInt64 = 1000

@@ -1,4 +1,5 @@
 @testable import Node
+import Primitives
 import Policies
 import Reliability
 import Testing

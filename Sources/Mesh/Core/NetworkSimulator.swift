@@ -1,3 +1,5 @@
+import Primitives
+
 /// A seeded, deterministic network of mesh nodes (`MeshNode`: SWIM and the replicated stores)
 /// on a virtual clock: loss, delay, duplication, reordering (random delays), partitions, and a
 /// skewed wall clock per node. Everything random comes from one SplitMix64, so a seed replays
@@ -41,7 +43,7 @@ public struct NetworkSimulator {
 
     public init(seed: UInt64) {
         self.seed = seed
-        self.rng = Rng(state: seed)
+        self.rng = Rng(seed: seed)
     }
 
     public static func name(_ i: Int) -> String { "n\(i)" }
@@ -55,9 +57,7 @@ public struct NetworkSimulator {
     public mutating func addNode(_ name: String, seeds: [String], meshConfig: MeshNode.Config, generation: UInt64? = nil) {
         // Generations must grow across restarts of a name: the real node uses its start time.
         let gen = generation ?? (now << 16 | (rng.next() & 0xFFFF))
-        var origin: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in name.utf8 { origin = (origin ^ UInt64(b)) &* 0x100_0000_01b3 }
-        nodes[name] = MeshNode(name: name, address: name, generation: gen, origin: origin ^ gen, seeds: seeds, config: meshConfig)
+        nodes[name] = MeshNode(name: name, address: name, generation: gen, origin: FNV1a.hash(name) ^ gen, seeds: seeds, config: meshConfig)
         skewMs[name] = UInt64.random(in: 0...500, using: &rng)
         crashed.remove(name)
     }

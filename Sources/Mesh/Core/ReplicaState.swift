@@ -1,3 +1,5 @@
+import Primitives
+
 /// One replicated register: a key of a named store, its value (nil: deleted), the HLC stamp
 /// that orders it against other writes of the key, and the dot that names the write.
 public struct ReplicatedEntry: Sendable, Equatable {
@@ -178,11 +180,13 @@ public struct ReplicaState: CRDT {
     /// FNV-1a over store, key and dot (a dot names one write, value included), then a final mix
     /// so that XOR-ing many of them stays well spread.
     static func hash(_ e: ReplicatedEntry) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in e.store.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        h = (h ^ 0xFF) &* 0x100_0000_01b3
-        for b in e.key.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        for v in [e.dot.origin, e.dot.seq] { for k in 0..<8 { h = (h ^ (v >> (k * 8) & 0xFF)) &* 0x100_0000_01b3 } }
+        var f = FNV1a()
+        f.add(e.store.utf8)
+        f.add(UInt8(0xFF))
+        f.add(e.key.utf8)
+        f.add(e.dot.origin)
+        f.add(e.dot.seq)
+        var h = f.value
         h ^= h >> 33; h &*= 0xff51_afd7_ed55_8ccd; h ^= h >> 33
         return h
     }

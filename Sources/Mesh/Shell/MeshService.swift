@@ -6,6 +6,7 @@ import MeshCore
 import NIOCore
 import NIOPosix
 import Synchronization
+import Primitives
 
 /// The mesh shell: the pure `MeshNode` driven by a timer on one event loop, its messages
 /// sealed and carried over the mesh port. Small messages (probes, acks, pushed writes,
@@ -115,11 +116,9 @@ public final class MeshService: Sendable {
         self.logger = logger
         self.clock = clock
         var seed = SystemRandomNumberGenerator()
-        var nameHash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in config.name.utf8 { nameHash = (nameHash ^ UInt64(b)) &* 0x100_0000_01b3 }
-        let node = MeshNode(name: config.name, address: config.advertise, generation: generation, origin: nameHash ^ generation,
+        let node = MeshNode(name: config.name, address: config.advertise, generation: generation, origin: FNV1a.hash(config.name) ^ generation,
                             seeds: config.peers, config: config.node)
-        self.inner = Mutex(Inner(node: node, rng: SplitMix64(state: seed.next())))
+        self.inner = Mutex(Inner(node: node, rng: SplitMix64(seed: seed.next())))
     }
 
     /// Binds the mesh port (UDP and TCP) and starts the protocol timer.

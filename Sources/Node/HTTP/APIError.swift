@@ -1,4 +1,5 @@
 import NIOHTTP1
+import Primitives
 
 /// An error the router answers itself, in the OpenAI-style shape of compat.md:
 /// `{"error":{"type":…,"code":…,"message":…,"param":null}}` plus an `X-SMG-Error-Code` header.
@@ -16,7 +17,7 @@ public struct APIError: Error, Sendable {
     }
 
     public var body: String {
-        #"{"error":{"type":"\#(type)","code":"\#(code)","message":\#(JSONText.quote(message)),"param":null}}"#
+        #"{"error":{"type":"\#(type)","code":"\#(code)","message":\#(JSONString.quote(message)),"param":null}}"#
     }
 
     static func invalidJSON(_ detail: String) -> APIError {
@@ -53,29 +54,4 @@ public struct APIError: Error, Sendable {
         APIError(.requestTimeout, type: "timeout_error", code: "queue_timeout", "request waited in the router's queue longer than --queue-timeout-secs (\(secs) s)")
     }
     static let shuttingDown = APIError(.serviceUnavailable, type: "service_unavailable", code: "shutting_down", "router is shutting down")
-}
-
-/// Minimal JSON text helpers for the bodies the router writes itself.
-enum JSONText {
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        out.reserveCapacity(s.utf8.count + 2)
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
 }

@@ -26,7 +26,7 @@ enum MeshBridge {
 
     /// Starts applying other routers' changes to this router.
     static func start(state: RouterState) {
-        guard let mesh = state.mesh else { return }
+        guard let mesh = state.mesh?.service else { return }
         mesh.onChange { store, key, value in
             switch store {
             case workersStore: apply(key: key, value: value, state: state)
@@ -49,7 +49,7 @@ enum MeshBridge {
     /// ones keep their share reserved until they leave gracefully, so a partition never lets
     /// the sides add up to more than the budget). Re-evaluated every second.
     static func budgetSharing(state: RouterState) -> PeriodicTask? {
-        guard let mesh = state.mesh, let total = state.config.admission.tokensPerSecond, let loop = state.pools.loops.first else { return nil }
+        guard let mesh = state.mesh?.service, let total = state.config.admission.tokensPerSecond, let loop = state.pools.loops.first else { return nil }
         let last = NIOLockedValueBox(0)
         return PeriodicTask("rate-limit share", on: loop, every: .seconds(1)) {
             let n = mesh.budgetShareCount
@@ -61,12 +61,12 @@ enum MeshBridge {
 
     /// A routing key was (re)assigned here by `manual`: tell the others.
     static func assigned(routingKey: String, model: String?, worker: Worker, state: RouterState) {
-        state.mesh?.publish(store: sessionsStore, key: (model ?? "") + "\u{0}" + routingKey, value: Array(worker.id.utf8))
+        state.mesh?.service.publish(store: sessionsStore, key: (model ?? "") + "\u{0}" + routingKey, value: Array(worker.id.utf8))
     }
 
     /// A worker was added or changed here: tell the others.
     static func published(_ w: Worker, state: RouterState) {
-        guard let mesh = state.mesh else { return }
+        guard let mesh = state.mesh?.service else { return }
         var settings: [String: Any] = ["labels": w.labels]
         if let m = w.modelID { settings["model_id"] = m }
         if let k = w.apiKey { settings["api_key"] = k }
@@ -77,12 +77,12 @@ enum MeshBridge {
     /// This router's health checks changed their verdict on a worker: tell the others.
     static func healthObserved(_ w: Worker, status: HealthState.Status, state: RouterState) {
         guard status != .unknown else { return }
-        state.mesh?.publish(store: healthStore, key: w.url.canonical, value: Array(status.rawValue.utf8))
+        state.mesh?.service.publish(store: healthStore, key: w.url.canonical, value: Array(status.rawValue.utf8))
     }
 
     /// A worker was removed here: tell the others.
     static func removed(_ url: WorkerURL, state: RouterState) {
-        state.mesh?.publish(store: workersStore, key: url.canonical, value: nil)
+        state.mesh?.service.publish(store: workersStore, key: url.canonical, value: nil)
     }
 
     private static func apply(key: String, value: [UInt8]?, state: RouterState) {

@@ -5,7 +5,7 @@ extension MeshBridge {
     /// `GET /ha/status`: this router's view of the mesh (members, traffic, replication, stores);
     /// nil when the mesh is off.
     static func statusJSON(_ state: RouterState) -> String? {
-        guard let mesh = state.mesh else { return nil }
+        guard let mesh = state.mesh?.service else { return nil }
         let s = mesh.status()
         func number(_ v: UInt64?) -> Any { v.map { Int($0) as Any } ?? NSNull() }
         let members: [[String: Any]] = s.members.map { p in

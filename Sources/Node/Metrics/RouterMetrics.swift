@@ -1,4 +1,3 @@
-import Mesh
 import Prometheus
 import Synchronization
 
@@ -22,7 +21,7 @@ public final class RouterMetrics: Sendable {
         var stateSizes: [String: Gauge] = [:]
         var named: [NamedKey: Counter] = [:]
         var breakerState: [String: Gauge] = [:]
-        var meshGauges: [NamedKey: Gauge] = [:]
+        var namedGauges: [NamedKey: Gauge] = [:]
         var workerActive: [String: Gauge] = [:]
         var workerHealth: [String: Gauge] = [:]
     }
@@ -161,45 +160,13 @@ public final class RouterMetrics: Sendable {
         count("smg_worker_health_checks_total", "Health checks by result", [("worker", worker), ("result", ok ? "ok" : "failed")])
     }
 
-    /// Mesh gauges, filled at scrape time from the mesh's own counters.
-    func meshGauges(_ s: MeshService.Status) {
+    /// Sets a gauge by name and labels, created on first use: for values read at scrape time
+    /// from another part of the router (the mesh's counters).
+    func setGauge(_ name: String, _ help: String, _ labels: [(String, String)] = [], to value: Double) {
         cache.withLock { c in
-            func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
-                Self.cached(&c.meshGauges, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {
-                    registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
-                }
-            }
-            var byStatus = ["alive": 1]
-            for p in s.members { byStatus[p.member.status.rawValue, default: 0] += 1 }
-            for status in ["alive", "suspect", "dead", "left"] {
-                gauge("smg_mesh_members", "Mesh members by status in this router's view (itself included as alive)", [("status", status)])
-                    .set(to: Double(byStatus[status] ?? 0))
-            }
-            let traffic = "Mesh traffic since start: UDP datagrams and TCP frames"
-            gauge("smg_mesh_messages", traffic, [("direction", "in"), ("transport", "udp")]).set(to: Double(s.stats.packetsIn))
-            gauge("smg_mesh_messages", traffic, [("direction", "out"), ("transport", "udp")]).set(to: Double(s.stats.packetsOut))
-            gauge("smg_mesh_messages", traffic, [("direction", "in"), ("transport", "tcp")]).set(to: Double(s.stats.framesIn))
-            gauge("smg_mesh_messages", traffic, [("direction", "out"), ("transport", "tcp")]).set(to: Double(s.stats.framesOut))
-            gauge("smg_mesh_bytes", "Mesh bytes since start", [("direction", "in")]).set(to: Double(s.stats.bytesIn))
-            gauge("smg_mesh_bytes", "Mesh bytes since start", [("direction", "out")]).set(to: Double(s.stats.bytesOut))
-            for (reason, n) in s.stats.dropped {
-                gauge("smg_mesh_dropped_packets", "Mesh packets and frames refused, by reason (unknown_key, forged, replayed, malformed, ...)", [("reason", reason)]).set(to: Double(n))
-            }
-            for store in s.stores {
-                gauge("smg_mesh_store_entries", "Live entries of a replicated store", [("store", store.name)]).set(to: Double(store.entries))
-                gauge("smg_mesh_store_tombstones", "Deletions not yet seen by every live member", [("store", store.name)]).set(to: Double(store.tombstones))
-            }
-            for p in s.members where p.member.status == .alive || p.member.status == .suspect {
-                if let lag = p.lagWrites {
-                    gauge("smg_mesh_peer_lag_writes", "Writes this router has seen that the peer had not at its last digest", [("peer", p.member.name)]).set(to: Double(lag))
-                }
-            }
-            let sync = "Replication work since start"
-            gauge("smg_mesh_replication", sync, [("kind", "pushed_writes")]).set(to: Double(s.counters.pushed))
-            gauge("smg_mesh_replication", sync, [("kind", "digests_sent")]).set(to: Double(s.counters.digests))
-            gauge("smg_mesh_replication", sync, [("kind", "answers_sent")]).set(to: Double(s.counters.answers))
-            gauge("smg_mesh_replication", sync, [("kind", "full_states_sent")]).set(to: Double(s.counters.fullStates))
-            gauge("smg_mesh_replication", sync, [("kind", "tombstones_collected")]).set(to: Double(s.counters.collected))
+            Self.cached(&c.namedGauges, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {
+                registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
+            }.set(to: value)
         }
     }
 

@@ -1,3 +1,4 @@
+import Primitives
 import NIOCore
 import NIOHTTP1
 import Policies

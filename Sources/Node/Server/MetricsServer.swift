@@ -35,7 +35,7 @@ final class MetricsHandler: ChannelInboundHandler {
             if ok {
                 state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
                 state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
-                if let mesh = state.mesh { state.metrics.meshGauges(mesh.status()) }
+                MeshBridge.updateGauges(state)
                 buffer.writeBytes(state.metrics.render(workers: state.registry.all))
             } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()

@@ -42,7 +42,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             // The generation grows with every start (wall-clock ms), so a restart supersedes.
             return MeshService(config: c, generation: UInt64(Date().timeIntervalSince1970 * 1000), logger: logger, clock: RouterState.monotonicMs)
         }
-        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: mesh)
+        let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first) }
+        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link)
         let connections = ConnectionTracker()
         do {
             let api = try await ServerBootstrap(group: group)

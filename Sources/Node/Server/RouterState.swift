@@ -1,5 +1,4 @@
 import Logging
-import Mesh
 import Policies
 import NIOCore
 import Synchronization
@@ -20,14 +19,14 @@ public final class RouterState: Sendable {
     /// Learns the model of workers added without one.
     let discovery = ModelDiscovery(clock: RouterState.monotonicMs)
     /// The mesh, when --enable-mesh is on.
-    let mesh: MeshService?
+    let mesh: MeshLink?
     /// Ships cache-aware decisions to the other routers (mesh on, cache_aware).
-    let treeSync: TreeSync?
+    var treeSync: TreeSync? { mesh?.treeSync }
     private let _draining = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
 
-    init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools, mesh: MeshService? = nil) {
+    init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools, mesh: MeshLink? = nil) {
         self.mesh = mesh
         self.config = config
         self.registry = registry
@@ -38,11 +37,6 @@ public final class RouterState: Sendable {
         self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
         self.policyUsesText = config.policy == .cache_aware || config.policy == .prefix_hash
         self.admission = AdmissionController(config: config.admission, metrics: metrics, clock: RouterState.monotonicMs)
-        if let mesh, config.policy == .cache_aware, let loop = pools.loops.first {
-            self.treeSync = TreeSync(registry: registry, mesh: mesh, loop: loop, clock: RouterState.monotonicMs)
-        } else {
-            self.treeSync = nil
-        }
     }
 
     /// Monotonic milliseconds: the time every policy, breaker and bucket decision uses.

@@ -1,6 +1,7 @@
 import Policies
 import Reliability
 import Synchronization
+import Primitives
 
 /// The router's one list of workers, shared by `--worker-urls`, the worker APIs and (later)
 /// the mesh bridge, together with one routing-policy value per model.
@@ -48,9 +49,7 @@ public final class WorkerRegistry: Sendable {
 
     /// A stable id derived from the canonical URL, so every router names a worker the same way.
     static func id(for url: WorkerURL) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in url.canonical.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        let hex = String(h, radix: 16)
+        let hex = String(FNV1a.hash(url.canonical), radix: 16)
         return "w" + String(repeating: "0", count: 16 - hex.count) + hex
     }
 
