@@ -56,7 +56,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                         connections.add(channel)
                         // Outbound header validation is off: every header we write was parsed by
                         // llhttp (client or worker) or is our own ASCII; it cost ~8% of router CPU.
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: false)
+                        // RouterHandler serves pipelined requests in order itself (see there).
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true, withOutboundHeaderValidation: false)
                         try channel.pipeline.syncOperations.addHandler(RouterHandler(state: state, pool: pools.pool(for: channel.eventLoop)))
                     }
                 }

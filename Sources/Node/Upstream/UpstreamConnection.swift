@@ -31,7 +31,9 @@ enum UpstreamError: Error, CustomStringConvertible {
 final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
 
-    weak var delegate: (any UpstreamResponseDelegate)?
+    /// Strong (a weak reference would give every exchange a side table and slow its retains):
+    /// cleared whenever the response ends, the connection closes or the exchange lets it go.
+    var delegate: (any UpstreamResponseDelegate)?
     /// Called when the channel closes, so the pool forgets it.
     var onClose: (() -> Void)?
     private var responseKeepAlive = true

@@ -15,7 +15,7 @@ final class UpstreamFetch: UpstreamResponseDelegate {
     private var body = ByteBuffer()
     private var done: ((Result<Response, any Error>) -> Void)?
     private var timeout: Scheduled<Void>?
-    /// Keeps the fetch alive while it runs (the upstream handler holds its delegate weakly).
+    /// Keeps the fetch alive while it runs, also before a connection holds it as its delegate.
     private var selfReference: UpstreamFetch?
 
     private init(pool: UpstreamPool, done: @escaping (Result<Response, any Error>) -> Void) {

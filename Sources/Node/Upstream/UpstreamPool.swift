@@ -82,9 +82,10 @@ final class UpstreamPool {
         c.handler.delegate = nil
         // A slow client may have paused reading on this connection; pooled ones always read.
         c.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
-        c.handler.onClose = { [weak self, weak c] in
-            guard let self, let c else { return }
-            self.idle[c.url]?.removeAll { $0 === c }
+        let id = ObjectIdentifier(c)
+        let url = c.url
+        c.handler.onClose = { [unowned self] in
+            self.idle[url]?.removeAll { ObjectIdentifier($0) == id }
         }
         idle[c.url, default: []].append(c)
     }
