@@ -86,28 +86,36 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "smg-sim-worker", dependencies: ["SimWorker"]),
+        
+        // Benchmarks: programs that print numbers (docs/benchmarks.md), under Benchmarks/.
+        // The router under load, against simulated workers (or any router command).
         .executableTarget(
             name: "smg-bench",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            path: "Benchmarks/smg-bench"
         ),
         // Micro-benchmarks of the policies (tree insert/match/evict/export, decisions), counting
         // allocations through malloc-interposer (the program re-runs itself with LD_PRELOAD).
         .executableTarget(
             name: "smg-policy-bench",
-            dependencies: ["Policies", "Primitives", .product(name: "MallocInterposerSwift", package: "malloc-interposer")]
+            dependencies: ["Policies", "Primitives", .product(name: "MallocInterposerSwift", package: "malloc-interposer")],
+            path: "Benchmarks/smg-policy-bench"
         ),
-
         // The mesh core (SWIM and replication) at 200+ nodes on the simulated network.
-        .executableTarget(name: "smg-mesh-bench", dependencies: ["MeshCore", "Primitives"]),
+        .executableTarget(name: "smg-mesh-bench", dependencies: ["MeshCore", "MeshSimulation", "Primitives"], path: "Benchmarks/smg-mesh-bench"),
+
+        // The deterministic network simulator that drives MeshCore nodes: for tests and the mesh
+        // benchmark, never shipped.
+        .target(name: "MeshSimulation", dependencies: ["MeshCore", "Primitives"], path: "Tests/MeshSimulation"),
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies", "Primitives"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["Reliability", "Policies", "Primitives"]),
-        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Primitives"]),
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "MeshSimulation", "Primitives"]),
         .testTarget(
             name: "MeshTests",
             dependencies: [

@@ -1,4 +1,5 @@
 import MeshCore
+import MeshSimulation
 import Testing
 
 /// Merge laws of the replicated state: commutative, associative, idempotent. Checked on

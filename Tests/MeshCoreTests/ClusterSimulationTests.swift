@@ -1,5 +1,6 @@
 import Foundation
 import MeshCore
+import MeshSimulation
 import Testing
 
 /// The whole mesh protocol (`MeshNode`: SWIM plus the replicated stores) on 50 simulated

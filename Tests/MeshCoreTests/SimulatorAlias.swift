@@ -1,4 +1,5 @@
 import MeshCore
+import MeshSimulation
 
 /// The tests call the shared deterministic network `Simulator`.
 typealias Simulator = NetworkSimulator

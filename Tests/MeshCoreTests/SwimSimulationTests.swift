@@ -1,4 +1,5 @@
 import MeshCore
+import MeshSimulation
 import Testing
 
 /// The deterministic simulation of SWIM: dozens of nodes on a virtual clock over a lossy,

@@ -1,5 +1,6 @@
 import Foundation
 import MeshCore
+import MeshSimulation
 
 // smg-mesh-bench: the mesh core (`MeshNode`: SWIM and the replicated stores) on the
 // deterministic simulated network, at sizes beyond the test suite's. Prints virtual time,

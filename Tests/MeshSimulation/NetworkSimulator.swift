@@ -1,3 +1,4 @@
+import MeshCore
 import Primitives
 
 /// A seeded, deterministic network of mesh nodes (`MeshNode`: SWIM and the replicated stores)
