@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts one smg router over N simulated workers on loopback and tears everything down on
-# Ctrl-C or exit. The mesh (several routers) comes with issue #5; this is the single-node base.
+# Ctrl-C or exit. cluster/local-cluster.sh runs several meshed routers.
 #
 #   cluster/local-node.sh [N_WORKERS] [extra smg flags...]
 #   e.g. cluster/local-node.sh 4 --policy random --port 30000

@@ -61,7 +61,7 @@ public enum PolicyName: String, CaseIterable, Sendable {
     }
 }
 
-/// The knobs of every policy, from the command line (seed 000 defaults).
+/// The knobs of every policy, from the command line (the gateway's documented defaults).
 public struct PolicyConfig: Sendable, Equatable {
     public var cacheAware = CacheAwareConfig()
     public var prefixTokenCount = 256

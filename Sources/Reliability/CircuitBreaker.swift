@@ -1,4 +1,4 @@
-/// Circuit breaker knobs (seed 000 defaults).
+/// Circuit breaker knobs (the gateway's documented defaults).
 public struct CircuitBreakerConfig: Sendable, Equatable {
     public var failureThreshold = 10
     public var successThreshold = 3

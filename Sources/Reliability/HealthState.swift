@@ -1,4 +1,4 @@
-/// Health check knobs (seed 000 defaults).
+/// Health check knobs (the gateway's documented defaults).
 public struct HealthCheckConfig: Sendable, Equatable {
     public var failureThreshold = 3
     public var successThreshold = 2

@@ -8,7 +8,7 @@ public enum AttemptOutcome: Sendable, Equatable {
     case timeout
 }
 
-/// Retry knobs (seed 000 defaults).
+/// Retry knobs (the gateway's documented defaults).
 public struct RetryConfig: Sendable, Equatable {
     public var maxRetries = 5
     public var initialBackoffMs = 50

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// What bad requests and missing workers get: JSON errors in the compat.md shape, never a crash.
+/// What bad requests and missing workers get: JSON errors in the gateway's shape, never a crash.
 @Suite(.serialized) struct ErrorTests {
     @Test func oversizedBodiesGet413BeforeTheyAreRead() async throws {
         let w = try await SimWorkerProcess(name: "a")

@@ -115,7 +115,7 @@ public struct NetworkSimulator {
             }
             for name in nodes.keys.sorted() where !crashed.contains(name) {
                 var node = nodes[name]!
-                let out = node.tick(now: now, wallMs: wallMs(name), using: &rng)
+                let out = node.tick(now: now, using: &rng)
                 nodes[name] = node
                 handle(out, from: name)
             }

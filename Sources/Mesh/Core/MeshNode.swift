@@ -79,7 +79,7 @@ public struct MeshNode: Sendable {
 
     // MARK: inputs
 
-    public mutating func tick<R: RandomNumberGenerator>(now: UInt64, wallMs: UInt64, using rng: inout R) -> [Output] {
+    public mutating func tick<R: RandomNumberGenerator>(now: UInt64, using rng: inout R) -> [Output] {
         var out = membership(swim.tick(now: now, using: &rng))
         guard swim.me.status == .alive else { return out }
         if now >= nextAntiEntropy {

@@ -151,7 +151,7 @@ public final class MeshService: Sendable {
         channels.withLock { $0 = (datagram, listener, group) }
         let ticker = datagram.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
             let now = service.clock()
-            let out = service.inner.withLock { s in s.node.tick(now: now, wallMs: wallClockMs(), using: &s.rng) }
+            let out = service.inner.withLock { s in s.node.tick(now: now, using: &s.rng) }
             service.execute(out)
         }
         self.ticker.withLock { $0 = (ticker, datagram.eventLoop) }

@@ -27,6 +27,16 @@ public struct ResolvedFlags: Sendable {
     public func double(_ n: String) -> Double? { if case .double(let d)? = value(n) { return d }; return nil }
     public func bool(_ n: String) -> Bool { if case .bool(let b)? = value(n) { return b }; return false }
     public func list(_ n: String) -> [String] { if case .list(let l)? = value(n) { return l }; return [] }
+
+    // Flags whose default `FlagTable` states: the value is always there, and no caller states
+    // the default a second time. A flag without one is a programming error, caught by any test.
+    func stringWithDefault(_ n: String) -> String { withDefault(n, string(n)) }
+    func doubleWithDefault(_ n: String) -> Double { withDefault(n, double(n)) }
+    func intWithDefault(_ n: String) -> Int { withDefault(n, int(n)) }
+    private func withDefault<T>(_ n: String, _ v: T?) -> T {
+        guard let v else { preconditionFailure("--\(n) has no default in FlagTable") }
+        return v
+    }
 }
 
 /// Reads flags from the command line, the environment and a YAML file, and merges them with

@@ -17,7 +17,7 @@ public struct FlagSpec: Sendable {
     /// Whether the feature behind a flag exists in this build.
     public enum Status: Sendable, Equatable {
         case works
-        /// Parsed, but giving it explicitly stops start-up: names the issue that will build it.
+        /// Parsed, but giving it explicitly stops start-up with a message naming the missing feature.
         case notBuilt(String)
     }
 

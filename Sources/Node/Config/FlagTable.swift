@@ -1,14 +1,13 @@
-/// Every flag of the SGLang Model Gateway configuration reference (seed 000), plus `--config`.
-/// Defaults follow the reference; where the router guide (seed 002) disagrees, the reference wins.
+/// Every flag of the SGLang Model Gateway configuration reference, plus `--config`.
+/// Defaults follow the reference; where its router guide disagrees, the reference wins.
 public enum FlagTable {
-    static let policies = "multi-model gateway and DP-aware routing (later issue)"
-    static let mesh = "issue #5 (mesh)"
-    static let pd = "PD disaggregation (later issue)"
-    static let discovery = "Kubernetes service discovery (later issue)"
-    static let tokenizer = "tokenizer and parsers (later issue)"
-    static let history = "history storage (later issue)"
-    static let security = "security (later issue)"
-    static let tracing = "tracing (later issue)"
+    static let policies = "multi-model gateway and DP-aware routing"
+        static let pd = "PD disaggregation"
+    static let discovery = "Kubernetes service discovery"
+    static let tokenizer = "tokenizer and parsers"
+    static let history = "history storage"
+    static let security = "security"
+    static let tracing = "tracing"
 
     public static let all: [FlagSpec] = [
         // Core
@@ -17,7 +16,7 @@ public enum FlagTable {
         FlagSpec("port", .int, .int(30000), group: "Core", "Port of the main API server (0 = any free port)"),
         FlagSpec("worker-urls", .list, .list([]), group: "Core", "Worker URLs to route to (space-separated)"),
         FlagSpec("log-level", .string, .string("info"), env: "RUST_LOG", group: "Core", "Log level: debug, info, warn, error"),
-        FlagSpec("log-dir", .string, nil, group: "Core", status: .notBuilt("log files (later issue)"), "Directory to store log files"),
+        FlagSpec("log-dir", .string, nil, group: "Core", status: .notBuilt("log files"), "Directory to store log files"),
 
         // Routing policy
         FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual"),

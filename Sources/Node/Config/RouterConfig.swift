@@ -42,11 +42,11 @@ public struct RouterConfig: Sendable {
                 throw ConfigError("--\(spec.name) is not built yet in this smg (\(owner)); remove it to start (given by \(f.source(spec.name)))")
             }
         }
-        host = f.string("host") ?? "0.0.0.0"
+        host = f.stringWithDefault("host")
         port = try Self.port(f, "port")
         workerURLs = try f.list("worker-urls").map { url throws(ConfigError) in try WorkerURL.validate(url, flag: "--worker-urls") }
 
-        let policyName = f.string("policy") ?? "cache_aware"
+        let policyName = f.stringWithDefault("policy")
         guard let name = PolicyName(rawValue: policyName) else {
             throw ConfigError("--policy \(policyName): unknown policy; expected one of \(PolicyName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -59,14 +59,14 @@ public struct RouterConfig: Sendable {
         maxPayloadSize = try Self.positive(f, "max-payload-size")
         corsAllowedOrigins = f.list("cors-allowed-origins")
         requestIDHeaders = f.list("request-id-headers").map { $0.lowercased() }
-        prometheusHost = f.string("prometheus-host") ?? "0.0.0.0"
+        prometheusHost = f.stringWithDefault("prometheus-host")
         prometheusPort = try Self.port(f, "prometheus-port")
         let buckets = try f.list("prometheus-duration-buckets").map { s throws(ConfigError) -> Double in
             guard let d = Double(s), d > 0, d.isFinite else { throw ConfigError("--prometheus-duration-buckets: '\(s)' is not a positive number") }
             return d
         }
         durationBuckets = buckets.isEmpty ? Self.defaultDurationBuckets : buckets.sorted()
-        logLevel = (f.string("log-level") ?? "info").lowercased()
+        logLevel = (f.stringWithDefault("log-level")).lowercased()
         guard ["trace", "debug", "info", "warn", "warning", "error"].contains(logLevel) else {
             throw ConfigError("--log-level \(logLevel): expected debug, info, warn or error")
         }
@@ -80,18 +80,18 @@ public struct RouterConfig: Sendable {
         mesh = f.bool("enable-mesh") ? try MeshSettings(f) : nil
         // With peers to tell, cache_aware keeps the log its summaries are made from.
         policyConfig.sharesState = mesh != nil
-        let backend = f.string("backend") ?? "sglang"
+        let backend = f.stringWithDefault("backend")
         switch backend {
         case "sglang", "vllm": break
         case "trtllm", "openai", "anthropic": throw ConfigError("--backend \(backend) is not built yet in this smg; use sglang or vllm")
         default: throw ConfigError("--backend \(backend): expected sglang, vllm, trtllm, openai or anthropic")
         }
-        let history = f.string("history-backend") ?? "memory"
+        let history = f.stringWithDefault("history-backend")
         switch history {
         case "none": break
         case "memory" where !f.isExplicit("history-backend"): break
         case "memory", "redis", "postgres", "oracle":
-            throw ConfigError("--history-backend \(history) is not built yet in this smg (history storage, later issue); use none")
+            throw ConfigError("--history-backend \(history) is not built yet in this smg (history storage); use none")
         default: throw ConfigError("--history-backend \(history): expected memory, none, oracle, postgres or redis")
         }
     }
@@ -103,25 +103,25 @@ public struct RouterConfig: Sendable {
 
     static func policyConfig(_ f: ResolvedFlags) throws(ConfigError) -> PolicyConfig {
         var p = PolicyConfig()
-        let threshold = f.double("cache-threshold") ?? 0.3
+        let threshold = f.doubleWithDefault("cache-threshold")
         guard (0...1).contains(threshold) else { throw ConfigError("--cache-threshold \(threshold): must be between 0.0 and 1.0") }
         p.cacheAware.cacheThreshold = threshold
         p.cacheAware.balanceAbsThreshold = try nonNegative(f, "balance-abs-threshold")
-        let rel = f.double("balance-rel-threshold") ?? 1.5
+        let rel = f.doubleWithDefault("balance-rel-threshold")
         guard rel >= 1 else { throw ConfigError("--balance-rel-threshold \(rel): must be 1.0 or more") }
         p.cacheAware.balanceRelThreshold = rel
         p.cacheAware.maxTreeSize = try positive(f, "max-tree-size")
         p.prefixTokenCount = try positive(f, "prefix-token-count")
-        let factor = f.double("prefix-hash-load-factor") ?? 1.25
+        let factor = f.doubleWithDefault("prefix-hash-load-factor")
         guard factor >= 1 else { throw ConfigError("--prefix-hash-load-factor \(factor): must be 1.0 or more") }
         p.prefixHashLoadFactor = factor
         p.maxIdleSecs = UInt64(try positive(f, "max-idle-secs"))
-        let mode = f.string("assignment-mode") ?? "random"
+        let mode = f.stringWithDefault("assignment-mode")
         guard let m = AssignmentMode(rawValue: mode) else {
             throw ConfigError("--assignment-mode \(mode): expected random, min_load or min_group")
         }
         p.assignmentMode = m
-        // PD policies resolve by seed 002's rules; the flags themselves wait for the PD issue.
+        // PD policies resolve by the router guide's inheritance rules; the flags themselves are refused until PD is built.
         for flag in ["prefill-policy", "decode-policy"] {
             if let v = f.string(flag), PolicyName(rawValue: v) == nil { throw ConfigError("--\(flag) \(v): unknown policy") }
         }
@@ -134,9 +134,9 @@ public struct RouterConfig: Sendable {
         r.initialBackoffMs = try nonNegative(f, "retry-initial-backoff-ms")
         r.maxBackoffMs = try nonNegative(f, "retry-max-backoff-ms")
         guard r.maxBackoffMs >= r.initialBackoffMs else { throw ConfigError("--retry-max-backoff-ms \(r.maxBackoffMs): must not be below --retry-initial-backoff-ms (\(r.initialBackoffMs))") }
-        r.multiplier = f.double("retry-backoff-multiplier") ?? 1.5
+        r.multiplier = f.doubleWithDefault("retry-backoff-multiplier")
         guard r.multiplier >= 1 else { throw ConfigError("--retry-backoff-multiplier \(r.multiplier): must be 1.0 or more") }
-        r.jitterFactor = f.double("retry-jitter-factor") ?? 0.2
+        r.jitterFactor = f.doubleWithDefault("retry-jitter-factor")
         guard (0...1).contains(r.jitterFactor) else { throw ConfigError("--retry-jitter-factor \(r.jitterFactor): must be between 0.0 and 1.0") }
         r.enabled = !f.bool("disable-retries")
         return r
@@ -158,7 +158,7 @@ public struct RouterConfig: Sendable {
         h.successThreshold = try positive(f, "health-success-threshold")
         h.timeoutMs = try positive(f, "health-check-timeout-secs") * 1000
         h.intervalMs = try positive(f, "health-check-interval-secs") * 1000
-        let endpoint = f.string("health-check-endpoint") ?? "/health"
+        let endpoint = f.stringWithDefault("health-check-endpoint")
         guard endpoint.hasPrefix("/"), !endpoint.contains(" ") else { throw ConfigError("--health-check-endpoint \(endpoint): must be a path starting with /") }
         h.endpoint = endpoint
         h.enabled = !f.bool("disable-health-check")
@@ -167,7 +167,7 @@ public struct RouterConfig: Sendable {
 
     static func admissionConfig(_ f: ResolvedFlags) throws(ConfigError) -> AdmissionConfig {
         var a = AdmissionConfig()
-        let cap = f.int("max-concurrent-requests") ?? -1
+        let cap = f.intWithDefault("max-concurrent-requests")
         guard cap == -1 || cap >= 1 else { throw ConfigError("--max-concurrent-requests \(cap): must be -1 (unlimited) or 1 and more") }
         a.maxConcurrent = cap == -1 ? nil : cap
         a.queueSize = try nonNegative(f, "queue-size")

@@ -1,7 +1,7 @@
 import NIOHTTP1
 import Primitives
 
-/// An error the router answers itself, in the OpenAI-style shape of compat.md:
+/// An error the router answers itself, in the OpenAI-style shape the gateway uses:
 /// `{"error":{"type":…,"code":…,"message":…,"param":null}}` plus an `X-SMG-Error-Code` header.
 public struct APIError: Error, Sendable {
     public let status: HTTPResponseStatus

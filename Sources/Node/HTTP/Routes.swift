@@ -1,6 +1,6 @@
 import NIOHTTP1
 
-/// The router's HTTP surface (compat.md). A route is resolved from the request head alone, so
+/// The router's HTTP surface (the gateway's endpoints). A route is resolved from the request head alone, so
 /// limits and errors can be decided before any body byte is read.
 enum Route: Equatable, Sendable {
     enum Inference: String, Sendable {

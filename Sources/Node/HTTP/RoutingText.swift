@@ -1,4 +1,4 @@
-/// The routing text of an inference request (compat.md): the bytes cache-aware and prefix
+/// The routing text of an inference request: the bytes cache-aware and prefix
 /// policies key on. Chat: the text of every message in order; completions: the prompt;
 /// generate: `text`, or `input_ids` as little-endian UInt32s; embeddings and classify: `input`;
 /// rerank: `query`. Read straight from the request bytes the scanner already validated.

@@ -11,7 +11,7 @@ public struct MeshSettings: Sendable {
     public var keyring: MeshKeyring
 
     init(_ f: ResolvedFlags) throws(ConfigError) {
-        host = f.string("mesh-host") ?? "0.0.0.0"
+        host = f.stringWithDefault("mesh-host")
         port = try RouterConfig.port(f, "mesh-port")
         guard port != 0 else { throw ConfigError("--mesh-port 0: peers must know the port; give a fixed one") }
         let advertiseHost = f.string("mesh-advertise-host") ?? (host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host)

@@ -1,7 +1,7 @@
 import Prometheus
 import Synchronization
 
-/// The router's Prometheus metrics (`smg_http_*`, `smg_router_*`, `smg_worker_*`, compat.md).
+/// The router's Prometheus metrics (`smg_http_*`, `smg_router_*`, `smg_worker_*`: the gateway's metric names).
 ///
 /// Handles are created once per label set and cached, so the hot path does a dictionary
 /// lookup and an atomic add per metric. Per-worker gauges are filled at scrape time from the

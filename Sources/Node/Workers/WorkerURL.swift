@@ -12,7 +12,7 @@ public struct WorkerURL: Sendable, Hashable {
         if rest.hasPrefix("http://") {
             rest = rest.dropFirst(7)
         } else if rest.hasPrefix("https://") {
-            throw ConfigError("worker URL '\(raw)': https to workers is not built yet (security, later issue)")
+            throw ConfigError("worker URL '\(raw)': https to workers is not built yet (security)")
         } else if rest.hasPrefix("grpc://") {
             throw ConfigError("worker URL '\(raw)': gRPC workers are not built yet")
         } else if rest.contains("://") {
