@@ -67,12 +67,19 @@ func fail(_ message: String) -> Never {
 final class Child {
     let process = Process()
     let pipe = Pipe()
-    init(_ path: String, _ args: [String], captureOutput: Bool = true) throws {
-        process.executableURL = URL(fileURLWithPath: path)
+    init(_ path: String, _ args: [String], captureOutput: Bool = true) {
+        process.executableURL = URL(fileURLWithPath: Child.resolve(path))
         process.arguments = args
         process.standardOutput = captureOutput ? pipe : FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        do { try process.run() } catch { fail("cannot start \(path): \(error.localizedDescription)") }
+    }
+
+    /// A command name without a slash is looked up on PATH, as a shell would.
+    static func resolve(_ command: String) -> String {
+        guard !command.contains("/") else { return command }
+        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+        return dirs.map { "\($0)/\(command)" }.first { FileManager.default.isExecutableFile(atPath: $0) } ?? command
     }
     func waitFor(_ marker: String) -> String {
         var seen = ""
@@ -259,7 +266,7 @@ let tokens = o.stream ? o.streamTokens : 16
 var workers: [Child] = []
 var urls: [String] = []
 for i in 0..<o.workers {
-    let w = try Child(simPath, ["--port", "0", "--name", "w\(i)", "--output-tokens", String(tokens), "--cache-capacity-blocks", "0"])
+    let w = Child(simPath, ["--port", "0", "--name", "w\(i)", "--output-tokens", String(tokens), "--cache-capacity-blocks", "0"])
     let line = w.waitFor("listening on")
     urls.append("http://127.0.0.1:\(port(in: line.split(separator: " ")[3]))")
     workers.append(w)
@@ -267,7 +274,7 @@ for i in 0..<o.workers {
 // The router: this build's smg, or any command that takes the gateway's flags.
 let smgPort = freePort()
 let routerCommand = o.routerCommand ?? [smgPath]
-let smg = try Child(routerCommand[0], Array(routerCommand.dropFirst()) + [
+let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + [
     "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(freePort()),
     "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls, captureOutput: false)
 let readyBy = Date().addingTimeInterval(60)
