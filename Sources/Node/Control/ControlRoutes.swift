@@ -9,6 +9,12 @@ struct ControlResponse {
     var headers = HTTPHeaders()
 }
 
+extension ControlResponse {
+    init(status: HTTPResponseStatus = .ok, json: JSONValue) {
+        self.init(status: status, body: json.render())
+    }
+}
+
 /// The routes the router answers itself: health and readiness, models, worker management,
 /// mesh status, and the fan-outs to every worker. They are rare; none of them touches the
 /// inference pipeline. Each answers through `done` on the connection's event loop (the
@@ -18,25 +24,25 @@ enum ControlRoutes {
                        _ done: @escaping (Result<ControlResponse, APIError>) -> Void) {
         let target = RequestTarget(head.uri)
         switch route {
-        case .health: done(.success(ControlResponse(body: #"{"status":"ok"}"#)))
+        case .health: done(.success(ControlResponse(json: ["status": "ok"])))
         case .readiness: done(.success(readiness(state)))
         case .meshStatus:
             guard let json = MeshBridge.statusJSON(state) else {
                 return done(.failure(APIError(.notFound, type: "not_found_error", code: "mesh_disabled", "the mesh is off: start smg with --enable-mesh")))
             }
             done(.success(ControlResponse(body: json)))
-        case .models: done(.success(ControlResponse(body: ControlAPI.models(state.registry))))
-        case .getLoads: fanOut(state: state, pool: pool, method: .GET, path: "/get_load", render: ControlAPI.loads, done)
-        case .flushCache: fanOut(state: state, pool: pool, method: .POST, path: "/flush_cache", render: ControlAPI.flushed, done)
+        case .models: done(.success(FleetRoutes.models(state.registry)))
+        case .getLoads: fanOut(state: state, pool: pool, method: .GET, path: "/get_load", render: FleetRoutes.loads, done)
+        case .flushCache: fanOut(state: state, pool: pool, method: .POST, path: "/flush_cache", render: FleetRoutes.flushed, done)
         case .corsPreflight:
             done(.success(ControlResponse(status: .noContent, body: "", contentType: nil, headers: state.cors.preflightHeaders(head.headers))))
         case .methodNotAllowed: done(.failure(.methodNotAllowed(head.method, String(target.path))))
         case .listWorkers, .addWorker, .getWorker, .deleteWorker, .updateWorker, .legacyAddWorker, .legacyRemoveWorker, .legacyListWorkers:
-            let answer = ControlAPI.workers(route, target: target, body: body, state: state)
-            if let error = answer.error { return done(.failure(error)) }
-            var response = ControlResponse(status: answer.status, body: answer.body)
-            if let location = answer.location { response.headers.add(name: "location", value: location) }
-            done(.success(response))
+            do throws(APIError) {
+                done(.success(try WorkerRoutes.answer(route, target: target, body: body, state: state)))
+            } catch {
+                done(.failure(error))
+            }
         case .notFound, .inference, .proxyToAnyWorker:
             done(.failure(.routeNotFound(head.method, String(target.path))))
         }
@@ -46,26 +52,22 @@ enum ControlRoutes {
     static func readiness(_ state: RouterState) -> ControlResponse {
         let workers = state.registry.all
         let healthy = workers.filter(\.isAvailable).count
-        let counts = #""healthy_workers":\#(healthy),"total_workers":\#(workers.count)"#
-        if state.isDraining {
-            return ControlResponse(status: .serviceUnavailable, body: #"{"status":"not_ready","reason":"shutting_down",\#(counts)}"#)
+        var answer: [String: JSONValue] = ["status": "ready", "healthy_workers": .int(healthy), "total_workers": .int(workers.count)]
+        guard !state.isDraining, healthy > 0 else {
+            answer["status"] = "not_ready"
+            answer["reason"] = state.isDraining ? "shutting_down" : "no_healthy_workers"
+            return ControlResponse(status: .serviceUnavailable, json: .object(answer))
         }
-        if healthy == 0 {
-            return ControlResponse(status: .serviceUnavailable, body: #"{"status":"not_ready","reason":"no_healthy_workers",\#(counts)}"#)
-        }
-        return ControlResponse(body: #"{"status":"ready",\#(counts)}"#)
+        return ControlResponse(json: .object(answer))
     }
 
     /// Sends `method path` to every worker at once and renders all the answers together
     /// (a worker that fails or times out is rendered as missing).
     private static func fanOut(state: RouterState, pool: UpstreamPool, method: HTTPMethod, path: String,
-                               render: @escaping ([(Worker, UpstreamFetch.Response?)]) -> (HTTPResponseStatus, String),
+                               render: @escaping ([(Worker, UpstreamFetch.Response?)]) -> ControlResponse,
                                _ done: @escaping (Result<ControlResponse, APIError>) -> Void) {
         let workers = state.registry.all
-        func finish(_ results: [(Worker, UpstreamFetch.Response?)]) {
-            let (status, json) = render(results)
-            done(.success(ControlResponse(status: status, body: json)))
-        }
+        func finish(_ results: [(Worker, UpstreamFetch.Response?)]) { done(.success(render(results))) }
         guard !workers.isEmpty else { return finish([]) }
         var results: [(Worker, UpstreamFetch.Response?)] = []
         let timeout = TimeAmount.seconds(Int64(min(state.config.requestTimeoutSecs, 30)))

@@ -1,4 +1,3 @@
-import Foundation
 import Mesh
 import NIOConcurrencyHelpers
 import NIOCore
@@ -67,11 +66,10 @@ enum MeshBridge {
     /// A worker was added or changed here: tell the others.
     static func published(_ w: Worker, state: RouterState) {
         guard let mesh = state.mesh?.service else { return }
-        var settings: [String: Any] = ["labels": w.labels]
-        if let m = w.modelID { settings["model_id"] = m }
-        if let k = w.apiKey { settings["api_key"] = k }
-        let bytes = (try? JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys])).map { Array($0) } ?? []
-        mesh.publish(store: workersStore, key: w.url.canonical, value: bytes)
+        var settings: [String: JSONValue] = ["labels": JSONValue(w.labels)]
+        if let m = w.modelID { settings["model_id"] = .string(m) }
+        if let k = w.apiKey { settings["api_key"] = .string(k) }
+        mesh.publish(store: workersStore, key: w.url.canonical, value: Array(JSONValue.object(settings).render().utf8))
     }
 
     /// This router's health checks changed their verdict on a worker: tell the others.
@@ -91,14 +89,14 @@ enum MeshBridge {
         guard let value else {
             if let w = existing, let removed = state.registry.remove(id: w.id) {
                 state.logger.info("worker removed (by another router)", metadata: ["worker": "\(removed.url.canonical)"])
-                ControlAPI.closeIdleConnections(to: removed, state: state)
+                WorkerRoutes.closeIdleConnections(to: removed, state: state)
             }
             return
         }
-        let settings = (try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any]) ?? [:]
-        let model = settings["model_id"] as? String
-        let labels = settings["labels"] as? [String: String] ?? [:]
-        let apiKey = settings["api_key"] as? String
+        let settings = JSONValue.parse(value) ?? [:]
+        let model = settings["model_id"]?.string
+        let labels = settings["labels"]?.stringMap ?? [:]
+        let apiKey = settings["api_key"]?.string
         if let w = existing {
             if let model { w.setModelID(model) }
             w.update(labels: labels, apiKey: .some(apiKey))

@@ -1,4 +1,3 @@
-import Foundation
 import Mesh
 
 extension MeshBridge {
@@ -7,27 +6,29 @@ extension MeshBridge {
     static func statusJSON(_ state: RouterState) -> String? {
         guard let mesh = state.mesh?.service else { return nil }
         let s = mesh.status()
-        func number(_ v: UInt64?) -> Any { v.map { Int($0) as Any } ?? NSNull() }
-        let members: [[String: Any]] = s.members.map { p in
-            ["name": p.member.name, "address": p.member.address, "status": p.member.status.rawValue, "incarnation": p.member.incarnation,
-             "generation": p.member.generation, "last_contact_ms": number(p.lastContactMsAgo),
-             "lag_writes": number(p.lagWrites), "last_digest_ms": number(p.lastDigestMsAgo)]
+        func n(_ v: some BinaryInteger) -> JSONValue { .int(Int(truncatingIfNeeded: v)) }
+        func n(_ v: UInt64?) -> JSONValue { v.map { n($0) } ?? .null }
+        let members: [JSONValue] = s.members.map { p in
+            ["name": .string(p.member.name), "address": .string(p.member.address), "status": .string(p.member.status.rawValue),
+             "incarnation": n(p.member.incarnation), "generation": n(p.member.generation), "last_contact_ms": n(p.lastContactMsAgo),
+             "lag_writes": n(p.lagWrites), "last_digest_ms": n(p.lastDigestMsAgo)]
         }
-        var stores: [String: Any] = [:]
+        var stores: [String: JSONValue] = [:]
         for name in [MeshBridge.workersStore, MeshBridge.sessionsStore] { stores[name] = ["entries": 0, "tombstones": 0] }
-        for store in s.stores { stores[store.name] = ["entries": store.entries, "tombstones": store.tombstones] }
+        for store in s.stores { stores[store.name] = ["entries": n(store.entries), "tombstones": n(store.tombstones)] }
         stores["cache_tree"] = "decisions pushed as they happen; a joining router gets every tree in full"
-        return ControlAPI.json([
-            "name": s.me.name, "address": s.me.address, "incarnation": s.me.incarnation, "generation": mesh.generation,
-            "status": s.me.status.rawValue, "members": members,
-            "alive": s.members.filter { $0.member.status == .alive }.count + 1,
-            "traffic": ["udp_in": s.stats.packetsIn, "udp_out": s.stats.packetsOut, "tcp_in": s.stats.framesIn, "tcp_out": s.stats.framesOut,
-                        "bytes_in": s.stats.bytesIn, "bytes_out": s.stats.bytesOut, "dropped": s.stats.dropped],
-            "replication": ["vector": Dictionary(uniqueKeysWithValues: s.vector.counters.map { (String($0.key, radix: 16), Int($0.value)) }),
-                            "pushed_writes": s.counters.pushed, "digests_sent": s.counters.digests, "answers_sent": s.counters.answers,
-                            "full_states_sent": s.counters.fullStates, "tombstones_collected": s.counters.collected,
-                            "rate_limit_share_routers": mesh.budgetShareCount],
-            "stores": stores,
-        ])
+        let status: JSONValue = [
+            "name": .string(s.me.name), "address": .string(s.me.address), "incarnation": n(s.me.incarnation), "generation": n(mesh.generation),
+            "status": .string(s.me.status.rawValue), "members": .array(members),
+            "alive": n(s.members.filter { $0.member.status == .alive }.count + 1),
+            "traffic": ["udp_in": n(s.stats.packetsIn), "udp_out": n(s.stats.packetsOut), "tcp_in": n(s.stats.framesIn), "tcp_out": n(s.stats.framesOut),
+                        "bytes_in": n(s.stats.bytesIn), "bytes_out": n(s.stats.bytesOut), "dropped": .object(s.stats.dropped.mapValues { n($0) })],
+            "replication": ["vector": .object(Dictionary(uniqueKeysWithValues: s.vector.counters.map { (String($0.key, radix: 16), n($0.value)) })),
+                            "pushed_writes": n(s.counters.pushed), "digests_sent": n(s.counters.digests), "answers_sent": n(s.counters.answers),
+                            "full_states_sent": n(s.counters.fullStates), "tombstones_collected": n(s.counters.collected),
+                            "rate_limit_share_routers": n(mesh.budgetShareCount)],
+            "stores": .object(stores),
+        ]
+        return status.render()
     }
 }

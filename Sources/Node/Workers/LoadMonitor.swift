@@ -13,7 +13,7 @@ enum LoadMonitor {
             for worker in state.registry.all {
                 UpstreamFetch.run(pool: pools.pool(for: loop), url: worker.url, method: .GET, path: "/get_load", timeout: .seconds(2)) { result in
                     // No answer, or none with a load: fall back to the in-flight count.
-                    worker.setReportedLoad(((try? result.get()).flatMap(ControlAPI.workerLoad) as? Int).map { max(0, $0) })
+                    worker.setReportedLoad((try? result.get()).flatMap(FleetRoutes.workerLoad)?.int.map { max(0, $0) })
                 }
             }
         }

@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import Synchronization
 
@@ -48,8 +47,7 @@ final class ModelDiscovery: Sendable {
         for worker in due {
             UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { [self] result in
                 if case .success(let r) = result, r.status == .ok,
-                   let obj = try? JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any],
-                   let first = (obj["data"] as? [[String: Any]])?.first, let id = first["id"] as? String {
+                   let id = JSONValue.parse(r.body.readableBytesView)?["data"]?.array?.first?["id"]?.string {
                     worker.setModelID(id)
                     pending.withLock { _ = $0.removeValue(forKey: worker.id) }
                     state.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])

@@ -1,0 +1,105 @@
+import Foundation
+import Primitives
+
+/// A JSON document as a value, for the control plane: the bodies of the worker APIs, status
+/// answers, what the mesh replicates about a worker, and what workers answer on `/v1/models` and
+/// `/get_load`. Typed (no `[String: Any]`), written with keys sorted so answers are stable.
+/// The inference path never builds one: it reads requests with `JSONScanner`.
+enum JSONValue: Equatable, Sendable {
+    case null
+    case bool(Bool)
+    case int(Int)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    subscript(key: String) -> JSONValue? {
+        if case .object(let o) = self { return o[key] }
+        return nil
+    }
+
+    var string: String? { if case .string(let s) = self { return s }; return nil }
+    var int: Int? { if case .int(let i) = self { return i }; return nil }
+    var object: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
+    var array: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    /// A string-to-string object (labels), or nil when it is anything else.
+    var stringMap: [String: String]? {
+        guard let o = object else { return nil }
+        var out: [String: String] = [:]
+        for (k, v) in o {
+            guard let s = v.string else { return nil }
+            out[k] = s
+        }
+        return out
+    }
+
+    /// Compact JSON text with object keys sorted.
+    func render() -> String {
+        var out = ""
+        write(to: &out)
+        return out
+    }
+
+    private func write(to out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .int(let i): out += String(i)
+        case .double(let d): out += d.isFinite ? (d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)) : "null"
+        case .string(let s): out += JSONString.quote(s)
+        case .array(let a):
+            out += "["
+            for (k, v) in a.enumerated() {
+                if k > 0 { out += "," }
+                v.write(to: &out)
+            }
+            out += "]"
+        case .object(let o):
+            out += "{"
+            for (k, key) in o.keys.sorted().enumerated() {
+                if k > 0 { out += "," }
+                out += JSONString.quote(key)
+                out += ":"
+                o[key]!.write(to: &out)
+            }
+            out += "}"
+        }
+    }
+
+    /// Parses a JSON document; nil when the bytes are not JSON.
+    static func parse(_ bytes: some Sequence<UInt8>) -> JSONValue? {
+        try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+    }
+}
+
+extension JSONValue: Decodable {
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+    ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral {
+    init(stringLiteral s: String) { self = .string(s) }
+    init(integerLiteral i: Int) { self = .int(i) }
+    init(booleanLiteral b: Bool) { self = .bool(b) }
+    init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    init(dictionaryLiteral pairs: (String, JSONValue)...) { self = .object(Dictionary(pairs, uniquingKeysWith: { _, last in last })) }
+    init(nilLiteral: ()) { self = .null }
+}
+
+extension JSONValue {
+    init(_ s: String?) { self = s.map { .string($0) } ?? .null }
+    init(_ i: Int?) { self = i.map { .int($0) } ?? .null }
+    init(_ b: Bool) { self = .bool(b) }
+    init(_ strings: [String]) { self = .array(strings.map { .string($0) }) }
+    init(_ map: [String: String]) { self = .object(map.mapValues { .string($0) }) }
+}

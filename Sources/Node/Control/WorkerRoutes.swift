@@ -1,0 +1,127 @@
+import NIOCore
+import NIOHTTP1
+
+/// Worker management: `GET/POST /workers`, `GET/PATCH/PUT/DELETE /workers/{id}` and the legacy
+/// `/add_worker`, `/remove_worker`, `/list_workers` forms. A change made here is published to the
+/// other routers of the mesh.
+enum WorkerRoutes {
+    static func answer(_ route: Route, target: RequestTarget, body: ByteBuffer, state: RouterState) throws(APIError) -> ControlResponse {
+        let registry = state.registry
+        switch route {
+        case .listWorkers:
+            let all = registry.all
+            return ControlResponse(json: [
+                "workers": .array(all.map(describe)), "total": .int(all.count),
+                "stats": ["healthy": .int(all.filter(\.isAvailable).count), "total_load": .int(all.reduce(0) { $0 + $1.inFlight })],
+            ])
+        case .legacyListWorkers:
+            return ControlResponse(json: ["urls": JSONValue(registry.all.map(\.url.canonical))])
+        case .getWorker(let id):
+            return ControlResponse(json: describe(try worker(id, in: registry)))
+        case .addWorker:
+            guard let request = JSONValue.parse(body.readableBytesView), request.object != nil else {
+                throw .badRequest("invalid_json", #"POST /workers expects a JSON object like {"url": "http://host:port"}"#)
+            }
+            guard let raw = request["url"]?.string else { throw .badRequest("missing_url", "POST /workers: 'url' is required") }
+            if let labels = request["labels"], labels.stringMap == nil { throw invalidLabels }
+            return try add(raw, model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap ?? [:],
+                           apiKey: request["api_key"]?.string, state: state, legacy: false)
+        case .updateWorker(let id):
+            let w = try worker(id, in: registry)
+            guard let request = JSONValue.parse(body.readableBytesView), let fields = request.object else {
+                throw .badRequest("invalid_json", "PATCH/PUT /workers/{id} expects a JSON object of fields to change")
+            }
+            if let url = fields["url"]?.string, (try? WorkerURL(parsing: url))?.canonical != w.url.canonical {
+                throw .badRequest("url_immutable", "a worker's url cannot change; add a new worker and remove this one")
+            }
+            let known: Set<String> = ["url", "model_id", "labels", "api_key"]
+            if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
+                throw .badRequest("unknown_field", "unknown field '\(unknown)'; updatable: model_id, labels, api_key")
+            }
+            if let labels = fields["labels"], labels.stringMap == nil { throw invalidLabels }
+            if let m = fields["model_id"]?.string, !m.isEmpty { w.setModelID(m) }
+            // `"api_key": null` removes the worker's key; leaving the field out keeps it.
+            let apiKey: String?? = fields.keys.contains("api_key") ? .some(fields["api_key"]?.string) : .none
+            w.update(labels: fields["labels"]?.stringMap, apiKey: apiKey)
+            MeshBridge.published(w, state: state)
+            state.logger.info("worker updated", metadata: ["worker": "\(w.url.canonical)", "fields": "\(fields.keys.sorted().joined(separator: ","))"])
+            return ControlResponse(json: describe(w))
+        case .legacyAddWorker:
+            guard let raw = target.parameter("url"), !raw.isEmpty else { throw .badRequest("missing_url", "add_worker needs ?url=http://host:port") }
+            return try add(raw, model: nil, labels: [:], apiKey: nil, state: state, legacy: true)
+        case .deleteWorker(let id):
+            guard let w = registry.remove(id: id) else { throw workerNotFound(id) }
+            removed(w, state: state)
+            return ControlResponse(status: .accepted, json: [
+                "id": .string(w.id), "url": .string(w.url.canonical), "status": "removed",
+                "message": "worker removed from routing; its in-flight requests finish",
+            ])
+        case .legacyRemoveWorker:
+            guard let raw = target.parameter("url"), let url = try? WorkerURL(parsing: raw) else {
+                throw .badRequest("missing_url", "remove_worker needs ?url=http://host:port")
+            }
+            guard let w = registry.worker(url: url.canonical), registry.remove(id: w.id) != nil else { throw workerNotFound(url.canonical) }
+            removed(w, state: state)
+            return ControlResponse(json: ["status": "ok", "message": .string("Successfully removed worker: \(url.canonical)"), "id": .string(w.id)])
+        default:
+            throw .routeNotFound(.GET, "/workers")
+        }
+    }
+
+    /// A worker as the worker APIs show it.
+    static func describe(_ w: Worker) -> JSONValue {
+        [
+            "id": .string(w.id), "url": .string(w.url.canonical), "model_id": JSONValue(w.modelID), "worker_type": .string(w.workerType),
+            "is_healthy": .bool(w.isHealthy), "is_draining": .bool(w.isDraining), "load": .int(w.inFlight), "labels": JSONValue(w.labels),
+            "reported_load": JSONValue(w.reportedLoad), "health": .string(w.healthStatus.rawValue),
+            "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
+        ]
+    }
+
+    private static func add(_ raw: String, model: String?, labels: [String: String], apiKey: String?, state: RouterState, legacy: Bool) throws(APIError) -> ControlResponse {
+        let url: WorkerURL
+        do { url = try WorkerURL(parsing: raw) } catch { throw .badRequest("invalid_url", error.message) }
+        let w: Worker
+        do {
+            w = try state.registry.add(url: url, modelID: model, labels: labels, apiKey: apiKey)
+        } catch {
+            guard case .duplicate(let existing) = error else { throw .badRequest("invalid_worker", "\(error)") }
+            throw APIError(.conflict, type: "invalid_request_error", code: "worker_exists", "worker \(url.canonical) is already registered as \(existing)")
+        }
+        state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
+        if model == nil { state.discovery.discover(w) }
+        MeshBridge.published(w, state: state)
+        if legacy {
+            return ControlResponse(json: ["status": "ok", "message": .string("Successfully added worker: \(url.canonical)"), "id": .string(w.id)])
+        }
+        var response = ControlResponse(status: .accepted, json: ["id": .string(w.id), "url": .string(url.canonical), "status": "accepted", "message": "worker added"])
+        response.headers.add(name: "location", value: "/workers/\(w.id)")
+        return response
+    }
+
+    /// A worker removed here: logged, its pooled connections closed, the other routers told.
+    private static func removed(_ w: Worker, state: RouterState) {
+        state.logger.info("worker removed", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "in_flight": "\(w.inFlight)"])
+        closeIdleConnections(to: w, state: state)
+        MeshBridge.removed(w.url, state: state)
+    }
+
+    /// Drops pooled connections to a removed worker on every event loop.
+    static func closeIdleConnections(to w: Worker, state: RouterState) {
+        for loop in state.pools.loops {
+            let pools = state.pools
+            loop.execute { pools.pool(for: loop).closeIdle(to: w.url) }
+        }
+    }
+
+    private static func worker(_ id: String, in registry: WorkerRegistry) throws(APIError) -> Worker {
+        guard let w = registry.worker(id: id) else { throw workerNotFound(id) }
+        return w
+    }
+
+    private static func workerNotFound(_ id: String) -> APIError {
+        APIError(.notFound, type: "not_found_error", code: "worker_not_found", "no worker \(id)")
+    }
+
+    private static let invalidLabels = APIError.badRequest("invalid_labels", "labels must map strings to strings")
+}
