@@ -4,7 +4,9 @@
 ///
 /// The scanner checks the whole document against RFC 8259 (including UTF-8 validity and a
 /// nesting limit, so hostile input cannot exhaust the stack) and records where each top-level
-/// member's value lies, so callers decode only what they need.
+/// member's value lies, so callers decode only what they need. The same walker, told the
+/// document is already validated (`trusted`), skips the checks and walks nested arrays and
+/// objects for `RoutingText`: one walker, one whitespace rule, one set of bugs.
 public struct JSONScanner {
     public struct Failure: Error, Equatable, CustomStringConvertible {
         public let offset: Int
@@ -27,8 +29,14 @@ public struct JSONScanner {
 
     private let bytes: UnsafeRawBufferPointer
     private var i = 0
+    /// The document was validated before: walk it without checking it again.
+    private let trusted: Bool
 
-    private init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    private init(_ bytes: UnsafeRawBufferPointer, at start: Int = 0, trusted: Bool = false) {
+        self.bytes = bytes
+        self.i = start
+        self.trusted = trusted
+    }
 
     /// Validates `bytes` as a JSON object and returns its top-level members in order.
     public static func scanObject(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> [Member] {
@@ -154,6 +162,13 @@ public struct JSONScanner {
     private mutating func string() throws(Failure) -> Bool {
         i += 1
         var escapes = false
+        if trusted {
+            while bytes[i] != UInt8(ascii: "\"") {
+                if bytes[i] == UInt8(ascii: "\\") { escapes = true; i += 2 } else { i += 1 }
+            }
+            i += 1
+            return escapes
+        }
         while i < bytes.count {
             let c = bytes[i]
             switch c {
@@ -212,10 +227,7 @@ public struct JSONScanner {
 extension JSONScanner.Member {
     /// True when the key is exactly `name` (keys with escapes never match: no client escapes them).
     public func keyEquals(_ name: StaticString, in bytes: UnsafeRawBufferPointer) -> Bool {
-        guard !keyHasEscapes, key.count == name.utf8CodeUnitCount else { return false }
-        let p = name.utf8Start
-        for k in 0..<key.count where bytes[key.lowerBound + k] != p[k] { return false }
-        return true
+        !keyHasEscapes && JSONScanner.keyMatches(bytes, key, name)
     }
 
     /// The value as a Swift string, if it is a string without escapes (model names have none);
@@ -280,73 +292,51 @@ extension JSONScanner {
 // MARK: walking an already validated document
 
 extension JSONScanner {
-    /// Skips one value starting at `i` in a document `scanObject` accepted; returns its end.
-    static func skipValue(_ b: UnsafeRawBufferPointer, from start: Int) -> Int {
-        var i = start
-        var depth = 0
-        repeat {
-            switch b[i] {
-            case UInt8(ascii: "\""):
-                i += 1
-                while b[i] != UInt8(ascii: "\"") { i += b[i] == UInt8(ascii: "\\") ? 2 : 1 }
-                i += 1
-            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1; i += 1
-            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1; i += 1
-            default:
-                if depth == 0 {
-                    // A bare scalar: up to the next delimiter.
-                    while i < b.count, !isDelimiter(b[i]) { i += 1 }
-                    return i
-                }
-                i += 1
-            }
-        } while depth > 0
-        return i
+    /// True when the raw key bytes at `key` are exactly `name`.
+    static func keyMatches(_ b: UnsafeRawBufferPointer, _ key: Range<Int>, _ name: StaticString) -> Bool {
+        guard key.count == name.utf8CodeUnitCount else { return false }
+        let p = name.utf8Start
+        for k in 0..<key.count where b[key.lowerBound + k] != p[k] { return false }
+        return true
     }
 
-    private static func isDelimiter(_ c: UInt8) -> Bool {
-        c == UInt8(ascii: ",") || c == UInt8(ascii: "}") || c == UInt8(ascii: "]") || c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09
-    }
-
-    private static func skipSpace(_ b: UnsafeRawBufferPointer, _ i: inout Int) {
-        while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
-    }
-
-    /// Calls `body` with the range of each element of the array at `range`.
+    /// Calls `body` with the range of each element of the array at `range`, in a document
+    /// `scanObject` accepted.
     static func forEachElement(_ b: UnsafeRawBufferPointer, array range: Range<Int>, _ body: (Range<Int>) -> Void) {
-        var i = range.lowerBound + 1
-        skipSpace(b, &i)
-        guard b[i] != UInt8(ascii: "]") else { return }
-        while i < range.upperBound {
-            skipSpace(b, &i)
-            let end = skipValue(b, from: i)
-            body(i..<end)
-            i = end
-            skipSpace(b, &i)
-            guard b[i] == UInt8(ascii: ",") else { return }
-            i += 1
+        var s = JSONScanner(b, at: range.lowerBound + 1, trusted: true)
+        s.skipWhitespace()
+        guard b[s.i] != UInt8(ascii: "]") else { return }
+        while true {
+            s.skipWhitespace()
+            let start = s.i
+            guard (try? s.value(depth: 1)) != nil else { return }
+            body(start..<s.i)
+            s.skipWhitespace()
+            guard s.i < range.upperBound, b[s.i] == UInt8(ascii: ",") else { return }
+            s.i += 1
         }
     }
 
-    /// Calls `body` with each member of the object at `range` (key without quotes, value range).
+    /// Calls `body` with each member of the object at `range` (key without quotes, value range),
+    /// in a document `scanObject` accepted.
     static func forEachMember(_ b: UnsafeRawBufferPointer, object range: Range<Int>, _ body: (Range<Int>, Range<Int>) -> Void) {
-        var i = range.lowerBound + 1
-        skipSpace(b, &i)
-        guard b[i] != UInt8(ascii: "}") else { return }
-        while i < range.upperBound {
-            skipSpace(b, &i)
-            let keyEnd = skipValue(b, from: i)
-            let key = (i + 1)..<(keyEnd - 1)
-            i = keyEnd
-            skipSpace(b, &i)
-            i += 1  // ':'
-            skipSpace(b, &i)
-            let end = skipValue(b, from: i)
-            body(key, i..<end)
-            i = end
-            skipSpace(b, &i)
-            guard b[i] == UInt8(ascii: ",") else { return }
-            i += 1
+        var s = JSONScanner(b, at: range.lowerBound + 1, trusted: true)
+        s.skipWhitespace()
+        guard b[s.i] != UInt8(ascii: "}") else { return }
+        while true {
+            s.skipWhitespace()
+            let keyStart = s.i + 1
+            guard (try? s.string()) != nil else { return }
+            let key = keyStart..<(s.i - 1)
+            s.skipWhitespace()
+            s.i += 1  // ':'
+            s.skipWhitespace()
+            let start = s.i
+            guard (try? s.value(depth: 1)) != nil else { return }
+            body(key, start..<s.i)
+            s.skipWhitespace()
+            guard s.i < range.upperBound, b[s.i] == UInt8(ascii: ",") else { return }
+            s.i += 1
         }
     }
 }

@@ -16,7 +16,7 @@ enum RoutingText {
             JSONScanner.forEachElement(b, array: messages.value) { message in
                 guard b[message.lowerBound] == UInt8(ascii: "{") else { return }
                 JSONScanner.forEachMember(b, object: message) { key, value in
-                    if keyIs(b, key, "content") { appendText(b, value, to: &out) }
+                    if JSONScanner.keyMatches(b, key, "content") { appendText(b, value, to: &out) }
                 }
             }
         case .completions:
@@ -30,13 +30,6 @@ enum RoutingText {
             if let query = member("query") { appendText(b, query.value, to: &out) }
         }
         return out
-    }
-
-    private static func keyIs(_ b: UnsafeRawBufferPointer, _ key: Range<Int>, _ name: StaticString) -> Bool {
-        guard key.count == name.utf8CodeUnitCount else { return false }
-        let p = name.utf8Start
-        for k in 0..<key.count where b[key.lowerBound + k] != p[k] { return false }
-        return true
     }
 
     /// Appends a string, the strings of an array (content parts' `text`), or integers as tokens.
@@ -54,7 +47,7 @@ enum RoutingText {
             JSONScanner.forEachElement(b, array: value) { element in appendText(b, element, to: &out) }
         case UInt8(ascii: "{"):
             JSONScanner.forEachMember(b, object: value) { key, v in
-                if keyIs(b, key, "text") { appendText(b, v, to: &out) }
+                if JSONScanner.keyMatches(b, key, "text") { appendText(b, v, to: &out) }
             }
         case UInt8(ascii: "0")...UInt8(ascii: "9"):
             // A token id: four little-endian bytes, so token prompts hash like text ones.
