@@ -40,6 +40,8 @@ final class Exchange: UpstreamResponseDelegate {
     private var attemptTimer: Scheduled<Void>?
     private var retryTimer: Scheduled<Void>?
     private var admissionTicket: UInt64?
+    /// Why the policy chose the current attempt's worker (metrics, and what the mesh shares).
+    private var selectionReason = SelectionReason.random
     /// Body parts of the current upstream read burst, written to the client as one piece when
     /// the burst ends: a worker that sends several stream events back to back costs one chunk
     /// and one write, not one per event.
@@ -133,8 +135,8 @@ final class Exchange: UpstreamResponseDelegate {
                 self.perform(self.machine.retryTimerFired(now: self.state.nowMs()))
             }
         case .succeed(let end, let releaseSlot):
-            // Everything is settled before the end is written: NIO's pipelining helper hands
-            // the connection's next request to the handler inside that write.
+            // Everything is settled before the end is written: right after that write the
+            // handler may start the connection's next (pipelined) request.
             endAttempt(end)
             if releaseSlot { state.admission.release() }
             sendBurst()
@@ -181,7 +183,7 @@ final class Exchange: UpstreamResponseDelegate {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
         case .noneAvailable: perform(machine.noWorker(unknownModel: false))
         case .worker(let w, let reason):
-            if machine.retries == 0, plan.isInference { recordDecision(w, reason: reason) }
+            selectionReason = reason
             perform(machine.workerChosen(w, now: plan.routing.now))
         }
     }
@@ -197,6 +199,7 @@ final class Exchange: UpstreamResponseDelegate {
     }
 
     private func startAttempt(_ w: Worker, deadlineMs: UInt64, firstAttempt: Bool) {
+        if firstAttempt, plan.isInference { recordDecision(w, reason: selectionReason) }
         _ = w.breakerAcquire(now: plan.routing.now)
         w.requestStarted()
         upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: plan.body.readableBytes,
