@@ -63,7 +63,7 @@ public enum WireCodec {
     }
 
     public static func decode(_ bytes: [UInt8]) -> Envelope? {
-        var r = Reader(bytes: bytes)
+        var r = Reader(bytes)
         guard let sender = r.string(), let generation = r.u64(), let counter = r.u64(), let kind = r.u8() else { return nil }
         let message: MeshMessage
         switch kind {
@@ -105,12 +105,15 @@ public enum WireCodec {
         return Envelope(sender: sender, generation: generation, counter: counter, message: message)
     }
 
-    struct Writer {
-        var bytes: [UInt8] = []
-        mutating func u8(_ v: UInt8) { bytes.append(v) }
-        mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-        mutating func u16(_ v: Int) { bytes.append(UInt8(v >> 8 & 0xFF)); bytes.append(UInt8(v & 0xFF)) }
-        mutating func u32(_ v: Int) { for k in [24, 16, 8, 0] { bytes.append(UInt8(v >> k & 0xFF)) } }
+    /// Big-endian primitives, strings as a 16-bit length and UTF-8: the mesh's messages, and the
+    /// payloads the router sends on custom topics (cache-aware tree summaries).
+    public struct Writer {
+        public var bytes: [UInt8] = []
+        public init() {}
+        public mutating func u8(_ v: UInt8) { bytes.append(v) }
+        public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+        public mutating func u16(_ v: Int) { bytes.append(UInt8(v >> 8 & 0xFF)); bytes.append(UInt8(v & 0xFF)) }
+        public mutating func u32(_ v: Int) { for k in [24, 16, 8, 0] { bytes.append(UInt8(v >> k & 0xFF)) } }
         mutating func vector(_ v: VersionVector) {
             let pairs = v.counters.sorted { $0.key < $1.key }.prefix(WireCodec.maxVector)
             u16(pairs.count)
@@ -136,7 +139,7 @@ public enum WireCodec {
             u16(min(b.count, WireCodec.maxBlob))
             bytes.append(contentsOf: b.prefix(WireCodec.maxBlob))
         }
-        mutating func string(_ s: String) {
+        public mutating func string(_ s: String) {
             let u = Array(s.utf8.prefix(WireCodec.maxString))
             bytes.append(UInt8(u.count >> 8)); bytes.append(UInt8(u.count & 0xFF))
             bytes.append(contentsOf: u)
@@ -153,16 +156,18 @@ public enum WireCodec {
         }
     }
 
-    struct Reader {
+    /// Reads what `Writer` wrote; every read is bounds-checked and answers nil past the end.
+    public struct Reader {
         let bytes: [UInt8]
         var i = 0
-        var atEnd: Bool { i == bytes.count }
-        var left: Int { bytes.count - i }
+        public init(_ bytes: [UInt8]) { self.bytes = bytes }
+        public var atEnd: Bool { i == bytes.count }
+        public var left: Int { bytes.count - i }
         mutating func flag() -> Bool? {
             guard let b = u8(), b <= 1 else { return nil }
             return b == 1
         }
-        mutating func u32() -> Int? {
+        public mutating func u32() -> Int? {
             guard let a = u16(), let b = u16() else { return nil }
             return a << 16 | b
         }
@@ -199,16 +204,16 @@ public enum WireCodec {
             }
             return out
         }
-        mutating func u8() -> UInt8? {
+        public mutating func u8() -> UInt8? {
             guard i < bytes.count else { return nil }
             defer { i += 1 }
             return bytes[i]
         }
-        mutating func u16() -> Int? {
+        public mutating func u16() -> Int? {
             guard let a = u8(), let b = u8() else { return nil }
             return Int(a) << 8 | Int(b)
         }
-        mutating func u64() -> UInt64? {
+        public mutating func u64() -> UInt64? {
             guard i + 8 <= bytes.count else { return nil }
             var v: UInt64 = 0
             for k in 0..<8 { v = v << 8 | UInt64(bytes[i + k]) }
@@ -224,7 +229,7 @@ public enum WireCodec {
             defer { i += n }
             return Array(bytes[i..<(i + n)])
         }
-        mutating func string() -> String? {
+        public mutating func string() -> String? {
             guard let n = u16(), n <= WireCodec.maxString, i + n <= bytes.count else { return nil }
             defer { i += n }
             return String(validating: bytes[i..<(i + n)], as: UTF8.self)

@@ -69,35 +69,32 @@ final class TreeSync: Sendable {
         registry.applyPolicySummary(model: model, delta)
     }
 
-    // MARK: encoding (model, then entries of owner, age, block-hash path), in datagram-sized chunks
+    // MARK: encoding (model, entry count, then entries of owner, age, block-hash path) in
+    // datagram-sized chunks, with the mesh's own wire primitives
 
     static func encode(model: String, _ delta: TreeDelta<UInt64, String>, now: UInt64) -> [[UInt8]] {
         var chunks: [[UInt8]] = []
-        var out: [UInt8] = []
+        var entries = WireCodec.Writer()
         var count = 0
-        func start() {
-            out = []
-            count = 0
-            appendString(model, to: &out)
-            out += [0, 0, 0, 0]  // entry count, filled in at the end
-        }
+        let header = 2 + model.utf8.count + 4
         func finish() {
             guard count > 0 else { return }
-            let n = UInt32(count)
-            let at = 2 + Array(model.utf8).count
-            out[at] = UInt8(n >> 24); out[at + 1] = UInt8(n >> 16 & 0xFF); out[at + 2] = UInt8(n >> 8 & 0xFF); out[at + 3] = UInt8(n & 0xFF)
-            chunks.append(out)
+            var w = WireCodec.Writer()
+            w.string(model)
+            w.u32(count)
+            w.bytes += entries.bytes
+            chunks.append(w.bytes)
+            entries = WireCodec.Writer()
+            count = 0
         }
-        start()
         for u in delta.updates {
             let size = 2 + u.owner.utf8.count + 8 + 4 + u.path.count * 8
             guard size < WireCodec.maxPayload - 512 else { continue }  // a prompt too long to ship
-            if out.count + size > WireCodec.maxPayload - 256 { finish(); start() }
-            appendString(u.owner, to: &out)
-            appendU64(now > u.lastUse ? now - u.lastUse : 0, to: &out)
-            let n = UInt32(u.path.count)
-            out += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
-            for h in u.path { appendU64(h, to: &out) }
+            if header + entries.bytes.count + size > WireCodec.maxPayload - 256 { finish() }
+            entries.string(u.owner)
+            entries.u64(now > u.lastUse ? now - u.lastUse : 0)
+            entries.u32(u.path.count)
+            for h in u.path { entries.u64(h) }
             count += 1
         }
         finish()
@@ -105,47 +102,17 @@ final class TreeSync: Sendable {
     }
 
     static func decode(_ b: [UInt8], now: UInt64) -> (String, TreeDelta<UInt64, String>)? {
-        var i = 0
-        func u32() -> Int? {
-            guard i + 4 <= b.count else { return nil }
-            defer { i += 4 }
-            return Int(b[i]) << 24 | Int(b[i + 1]) << 16 | Int(b[i + 2]) << 8 | Int(b[i + 3])
-        }
-        func u64() -> UInt64? {
-            guard i + 8 <= b.count else { return nil }
-            var v: UInt64 = 0
-            for k in 0..<8 { v = v << 8 | UInt64(b[i + k]) }
-            i += 8
-            return v
-        }
-        func string() -> String? {
-            guard i + 2 <= b.count else { return nil }
-            let n = Int(b[i]) << 8 | Int(b[i + 1])
-            i += 2
-            guard i + n <= b.count else { return nil }
-            defer { i += n }
-            return String(validating: b[i..<(i + n)], as: UTF8.self)
-        }
-        guard let model = string(), let count = u32(), count <= 100_000 else { return nil }
+        var r = WireCodec.Reader(b)
+        guard let model = r.string(), let count = r.u32(), count <= 100_000 else { return nil }
         var updates: [TreeUpdate<UInt64, String>] = []
         for _ in 0..<count {
-            guard let owner = string(), let age = u64(), let n = u32(), n <= (b.count - i) / 8 else { return nil }
+            guard let owner = r.string(), let age = r.u64(), let n = r.u32(), n <= r.left / 8 else { return nil }
             var path: [UInt64] = []
             path.reserveCapacity(n)
-            for _ in 0..<n { guard let h = u64() else { return nil }; path.append(h) }
+            for _ in 0..<n { guard let h = r.u64() else { return nil }; path.append(h) }
             updates.append(TreeUpdate(owner: owner, path: path, lastUse: now > age ? now - age : 0))
         }
-        guard i == b.count else { return nil }
+        guard r.atEnd else { return nil }
         return (model, TreeDelta(fromVersion: 0, toVersion: 0, isFull: false, updates: updates))
-    }
-
-    private static func appendString(_ s: String, to out: inout [UInt8]) {
-        let u = Array(s.utf8.prefix(65535))
-        out += [UInt8(u.count >> 8), UInt8(u.count & 0xFF)]
-        out += u
-    }
-
-    private static func appendU64(_ v: UInt64, to out: inout [UInt8]) {
-        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
     }
 }
