@@ -30,8 +30,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
     }
 
     /// Binds both servers (and the mesh port), registers the configured workers. `threads`
-    /// defaults to one event loop per core.
-    public static func start(config: RouterConfig, logger: Logger, threads: Int = System.coreCount) async throws -> RouterNode {
+    /// defaults to one event loop per core this process may run on.
+    public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores) async throws -> RouterNode {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
@@ -120,6 +120,19 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         state.pools.closeAllIdle()
         try? await group.shutdownGracefully()
         state.logger.info("shutdown complete")
+    }
+
+    /// The cores this process may run on: NIO's `System.coreCount` honours cgroup quotas and
+    /// cpusets but not the scheduler affinity (`taskset`, `numactl`, systemd's CPUAffinity=);
+    /// two event loops on one allowed core only take turns and pay the switches.
+    public static var usableCores: Int {
+        // "Cpus_allowed:\t00000000,00000003": the affinity mask, in hex words.
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) {
+            let allowed = line.dropFirst("Cpus_allowed:".count).reduce(0) { n, c in n + (c.hexDigitValue?.nonzeroBitCount ?? 0) }
+            if allowed > 0 { return min(allowed, System.coreCount) }
+        }
+        return System.coreCount
     }
 
     /// Starts the graceful shutdown `run` is waiting for (as SIGTERM would).
