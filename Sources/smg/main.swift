@@ -31,7 +31,7 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
     if let demo { await demo.waitUntilReady(node) }
     Launcher.printOut(Launcher.readyLine(node, host: config.host))
     if let demo { Launcher.printOut(demo.banner(ports: [node.apiPort])) }
-    await Launcher.serve([node], until: signals)
+    await Launcher.serve(node, until: signals)
     exit(0)
 }
 

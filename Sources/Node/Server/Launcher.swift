@@ -70,21 +70,18 @@ public enum Launcher {
         }
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains every node and returns once all have stopped.
-    public static func serve(_ nodes: [RouterNode], until signals: Signals) async {
-        await withTaskGroup(of: Bool.self) { group in
-            for node in nodes { group.addTask { try? await node.run(); return true } }
+    /// Serves until SIGTERM or SIGINT, then drains and returns once every service has stopped.
+    public static func serve(_ node: RouterNode, until signals: Signals) async {
+        await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await sig in signals.stream {
-                    nodes.first?.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
-                    break
+                    node.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                    await node.shutdown()
+                    return
                 }
-                for node in nodes { await node.shutdown() }
-                return false
             }
-            // The nodes return after their drain; the signal task may still wait (no signal came).
-            var stopped = 0
-            while stopped < nodes.count, let wasNode = await group.next() { if wasNode { stopped += 1 } }
+            try? await node.run()
+            // The node stopped without a signal (a service failed): stop waiting for one.
             group.cancelAll()
         }
     }
