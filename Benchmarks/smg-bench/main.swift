@@ -60,11 +60,15 @@ struct Options {
 
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("smg-bench: \(message)\n".utf8))
+    // Nothing this run started outlives it.
+    for child in Child.started { child.stop() }
     exit(2)
 }
 
 /// A child process whose stdout we read for its ready line.
 final class Child {
+    /// Every child started so far, stopped by `fail` on the way out.
+    nonisolated(unsafe) static var started: [Child] = []
     let process = Process()
     let pipe = Pipe()
     init(_ path: String, _ args: [String], captureOutput: Bool = true) {
@@ -73,6 +77,7 @@ final class Child {
         process.standardOutput = captureOutput ? pipe : FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         do { try process.run() } catch { fail("cannot start \(path): \(error.localizedDescription)") }
+        Child.started.append(self)
     }
 
     /// A command name without a slash is looked up on PATH, as a shell would.
