@@ -102,16 +102,8 @@ enum WorkerRoutes {
     /// A worker removed here: logged, its pooled connections closed, the other routers told.
     private static func removed(_ w: Worker, state: RouterState) {
         state.logger.info("worker removed", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "in_flight": "\(w.inFlight)"])
-        closeIdleConnections(to: w, state: state)
+        state.pools.closeIdle(to: w.url)
         MeshBridge.removed(w.url, state: state)
-    }
-
-    /// Drops pooled connections to a removed worker on every event loop.
-    static func closeIdleConnections(to w: Worker, state: RouterState) {
-        for loop in state.pools.loops {
-            let pools = state.pools
-            loop.execute { pools.pool(for: loop).closeIdle(to: w.url) }
-        }
     }
 
     private static func worker(_ id: String, in registry: WorkerRegistry) throws(APIError) -> Worker {

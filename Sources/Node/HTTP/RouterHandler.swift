@@ -154,8 +154,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     func endResponse() {
         guard let context, let request else { return }
         let close = !request.keepAlive
-        // Record the request before writing its end: NIO's pipelining helper hands us the next
-        // pipelined request synchronously inside that write.
+        // Record the request before writing its end, so a held pipelined request served right
+        // after it starts from a clean slate.
         completeRequest()
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if close {

@@ -89,7 +89,7 @@ enum MeshBridge {
         guard let value else {
             if let w = existing, let removed = state.registry.remove(id: w.id) {
                 state.logger.info("worker removed (by another router)", metadata: ["worker": "\(removed.url.canonical)"])
-                WorkerRoutes.closeIdleConnections(to: removed, state: state)
+                state.pools.closeIdle(to: removed.url)
             }
             return
         }

@@ -143,7 +143,6 @@ final class Exchange: UpstreamResponseDelegate {
             client.endResponse()
         case .fail(let failure, let end, let releaseSlot, let exhausted, let responseStarted):
             if let end { endAttempt(end) }
-            retryTimer?.cancel()
             if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
             if releaseSlot { state.admission.release() }
             if responseStarted {

@@ -117,7 +117,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         } catch {
             state.logger.error("router stopped on an error", metadata: ["error": "\(error)"])
         }
-        state.pools.closeAllIdle()
+        state.pools.closeIdle()
         try? await group.shutdownGracefully()
         state.logger.info("shutdown complete")
     }

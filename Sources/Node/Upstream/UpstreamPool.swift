@@ -138,9 +138,10 @@ final class UpstreamPools: Sendable {
 
     var loops: [any EventLoop] { pools.values.map(\.eventLoop) }
 
-    func closeAllIdle() {
+    /// Closes idle connections on every loop: to `url` (a worker removed), or all (shutdown).
+    func closeIdle(to url: WorkerURL? = nil) {
         for bound in pools.values {
-            bound.eventLoop.execute { bound.value.closeIdle() }
+            bound.eventLoop.execute { bound.value.closeIdle(to: url) }
         }
     }
 }
