@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/ordo-one/malloc-interposer.git", from: "1.6.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // Control-plane JWT/JWKS verification (signatures are never checked by hand).
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // System-library shims: the mesh seals gossip with libsodium, history talks Redis through hiredis.
@@ -63,6 +66,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // A simulated SGLang worker: tests, demo, benchmarks and cluster/ run against it.
@@ -128,9 +133,18 @@ let package = Package(
         .testTarget(
             name: "NodeTests",
             dependencies: ["Node", "Mesh", "SimWorker", "Primitives", "CHiredis", "CSodium",
-                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "JWTKit", package: "jwt-kit"),
+                           .product(name: "_CryptoExtras", package: "swift-crypto")]
         ),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
-        .testTarget(name: "EndToEndTests", dependencies: ["smg", "smg-sim-worker"]),
+        // Its JWKS server and token issuer use NIO and jwt-kit (keys generated at test time).
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "smg", "smg-sim-worker",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "JWTKit", package: "jwt-kit"),
+        ]),
     ]
 )

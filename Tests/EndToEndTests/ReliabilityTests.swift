@@ -285,8 +285,11 @@ import Testing
         #expect(ok.header("x-sim-authorization") == "Bearer sekrit")
         #expect(try smg.request("GET", "/health").status == 200, "health is not an inference route")
         // A per-worker key replaces the router's on the way to that worker.
-        let id = (try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["id"] as? String ?? ""
-        let patched = try smg.request("PATCH", "/workers/\(id)", body: #"{"api_key":"worker-key","labels":{"zone":"a"}}"#)
+        // With no control-plane credentials configured, --api-key guards the control plane too.
+        #expect(try smg.request("GET", "/workers").status == 401)
+        let key = [("authorization", "Bearer sekrit")]
+        let id = (try smg.request("GET", "/workers", headers: key).json()["workers"] as? [[String: Any]])?.first?["id"] as? String ?? ""
+        let patched = try smg.request("PATCH", "/workers/\(id)", body: #"{"api_key":"worker-key","labels":{"zone":"a"}}"#, headers: key)
         #expect(patched.status == 200)
         #expect(try patched.json()["labels"] as? [String: String] == ["zone": "a"])
         #expect(try smg.chat("x", headers: [("authorization", "Bearer sekrit")]).header("x-sim-authorization") == "Bearer worker-key")

@@ -113,9 +113,27 @@ import Testing
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
         }
-        // The same through the environment names the source.
-        let message = failure([], env: ["JWT_ISSUER": "https://idp"]) ?? ""
-        #expect(message.contains("--jwt-issuer") && message.contains("environment"), "\(message)")
+        // The same through the environment names the source: keys from an https issuer need TLS.
+        let message = failure([], env: ["JWT_ISSUER": "https://idp", "JWT_AUDIENCE": "smg"]) ?? ""
+        #expect(message.contains("--jwt-issuer") && message.contains("environment") && message.contains("TLS"), "\(message)")
+    }
+
+    @Test func securityFlagsParseAndRefuseWhatCannotBeSafe() throws {
+        let c = try load(["--control-plane-api-keys", " ops:Operations:admin:s3:cret", "ro:Read Only:user:k2", "--api-key", "inference"])
+        #expect(c.security.controlKeys.map(\.id) == ["ops", "ro"])
+        #expect(c.security.controlKeys[0].key == "s3:cret", "a key may contain colons")
+        #expect(c.security.controlKeys[1].role == .user && c.security.controlPlaneHasOwnCredentials && !c.security.isOpen)
+        let env = try RouterConfig.load(arguments: [], environment: ["CONTROL_PLANE_API_KEYS": "a:A:admin:x", "JWT_ISSUER": "http://127.0.0.1:8080/realms/x", "JWT_AUDIENCE": "smg"])
+        #expect(env.security.controlKeys.count == 1 && env.security.jwt?.audience == "smg" && env.security.jwt?.roleClaim == "roles")
+        #expect(try load([]).security.isOpen)
+        for (args, flag) in [(["--control-plane-api-keys", "a:b:root:k"], "root"), (["--control-plane-api-keys", "a:b:admin"], "id:name:role:key"),
+                             (["--control-plane-api-keys", "a:b:admin:k", "a:c:user:j"], "twice"),
+                             (["--jwt-issuer", "http://idp"], "--jwt-audience"), (["--jwt-audience", "x"], "--jwt-issuer"),
+                             (["--jwt-issuer", "http://idp", "--jwt-audience", "x", "--jwt-role-mapping", "Admin"], "--jwt-role-mapping"),
+                             (["--api-key", "a\r\nX-Injected: 1"], "--api-key")] {
+            let message = failure(args) ?? "loaded"
+            #expect(message.contains(flag), "\(args): \(message)")
+        }
     }
 
     @Test func badValuesAreRefusedWithTheFlagName() {

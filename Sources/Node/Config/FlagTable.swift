@@ -143,13 +143,13 @@ public enum FlagTable {
         FlagSpec("client-key-path", .string, nil, group: "Security", status: .notBuilt(security), "Client key for workers"),
         FlagSpec("ca-cert-paths", .list, .list([]), group: "Security", status: .notBuilt(security), "CA certificates (space-separated)"),
         FlagSpec("api-key", .string, nil, group: "Security", "API key for inference routes and worker authorization"),
-        FlagSpec("control-plane-api-keys", .list, .list([]), env: "CONTROL_PLANE_API_KEYS", group: "Security", status: .notBuilt(security), "Control plane keys id:name:role:key"),
-        FlagSpec("jwt-issuer", .string, nil, env: "JWT_ISSUER", group: "Security", status: .notBuilt(security), "OIDC issuer URL"),
-        FlagSpec("jwt-audience", .string, nil, env: "JWT_AUDIENCE", group: "Security", status: .notBuilt(security), "Expected audience"),
-        FlagSpec("jwt-jwks-uri", .string, nil, env: "JWT_JWKS_URI", group: "Security", status: .notBuilt(security), "JWKS URI"),
-        FlagSpec("jwt-role-claim", .string, .string("roles"), group: "Security", status: .notBuilt(security), "JWT claim holding the role"),
-        FlagSpec("jwt-role-mapping", .list, .list([]), group: "Security", status: .notBuilt(security), "IDP role = gateway role mappings"),
-        FlagSpec("disable-audit-logging", .bool, .bool(false), group: "Security", status: .notBuilt(security), "Disable audit logging"),
+        FlagSpec("control-plane-api-keys", .list, .list([]), env: "CONTROL_PLANE_API_KEYS", group: "Security", "Control plane keys id:name:role:key"),
+        FlagSpec("jwt-issuer", .string, nil, env: "JWT_ISSUER", group: "Security", "OIDC issuer URL"),
+        FlagSpec("jwt-audience", .string, nil, env: "JWT_AUDIENCE", group: "Security", "Expected audience"),
+        FlagSpec("jwt-jwks-uri", .string, nil, env: "JWT_JWKS_URI", group: "Security", "JWKS URI"),
+        FlagSpec("jwt-role-claim", .string, .string("roles"), group: "Security", "JWT claim holding the role"),
+        FlagSpec("jwt-role-mapping", .list, .list([]), group: "Security", "IDP role = gateway role mappings"),
+        FlagSpec("disable-audit-logging", .bool, .bool(false), group: "Security", "Disable audit logging"),
     ]
 
     static let byName: [String: FlagSpec] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

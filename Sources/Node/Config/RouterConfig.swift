@@ -26,8 +26,10 @@ public struct RouterConfig: Sendable {
     public var admission: AdmissionConfig
     public var startupTimeoutSecs: Int
     public var startupCheckIntervalSecs: Int
+    /// Credentials: `--api-key`, control-plane keys, JWTs, audit logging.
+    public var security: SecuritySettings
     /// `--api-key`: required from clients on inference routes, and sent to workers.
-    public var apiKey: String?
+    public var apiKey: String? { security.apiKey }
     /// Set with --enable-mesh.
     public var mesh: MeshSettings?
     public var flags: ResolvedFlags
@@ -76,7 +78,7 @@ public struct RouterConfig: Sendable {
         admission = try Self.admissionConfig(f)
         startupTimeoutSecs = try Self.positive(f, "worker-startup-timeout-secs")
         startupCheckIntervalSecs = try Self.positive(f, "worker-startup-check-interval")
-        apiKey = f.string("api-key").flatMap { $0.isEmpty ? nil : $0 }
+        security = try SecuritySettings(f)
         mesh = f.bool("enable-mesh") ? try MeshSettings(f) : nil
         // With peers to tell, cache_aware keeps the log its summaries are made from.
         policyConfig.sharesState = mesh != nil

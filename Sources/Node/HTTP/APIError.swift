@@ -49,6 +49,18 @@ public struct APIError: Error, Sendable {
         APIError(.badGateway, type: "bad_gateway", code: "upstream_error", "worker connection failed: \(detail)")
     }
     static let unauthorized = APIError(.unauthorized, type: "authentication_error", code: "invalid_api_key", "missing or wrong API key: send Authorization: Bearer <--api-key>")
+    static let controlUnauthorized = APIError(.unauthorized, type: "authentication_error", code: "invalid_credentials",
+        "the control plane needs credentials: send Authorization: Bearer <control-plane key, JWT or --api-key>")
+    static func invalidToken(_ reason: String) -> APIError {
+        APIError(.unauthorized, type: "authentication_error", code: "invalid_token", "JWT rejected: \(reason)")
+    }
+    static func forbidden(_ principal: Principal, needs role: Role, detail: String? = nil) -> APIError {
+        APIError(.forbidden, type: "permission_error", code: "insufficient_role",
+                 detail ?? "'\(principal.id)' has role \(principal.role.rawValue); this route needs \(role.rawValue)")
+    }
+    static func jwksUnavailable(_ detail: String) -> APIError {
+        APIError(.serviceUnavailable, type: "service_unavailable", code: "jwks_unavailable", "cannot verify tokens: the issuer's keys could not be loaded (\(detail))")
+    }
     static let rateLimited = APIError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited", "too many requests: the router's queue is full (--max-concurrent-requests, --queue-size)")
     static func queueTimeout(_ secs: UInt64) -> APIError {
         APIError(.requestTimeout, type: "timeout_error", code: "queue_timeout", "request waited in the router's queue longer than --queue-timeout-secs (\(secs) s)")

@@ -29,10 +29,16 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         var requestID: String
         var started: NIODeadline
         var keepAlive: Bool
-        /// Reading the body (false once refused, or once the body ended and it was dispatched).
+        /// The most body this route accepts: control routes take at most `controlBodyLimit`.
+        var bodyLimit: Int
+        /// Reading the body (false once refused, or once the body ended).
         var readingBody = true
+        /// A JWT is being verified: the request is dispatched when it is accepted.
+        var awaitingAuth = false
         var status = 200
     }
+    /// Control routes carry small JSON documents; nothing bigger is read for them.
+    static let controlBodyLimit = 1 << 20
     private var request: Request?
     private var body = ByteBuffer()
     private var exchange: Exchange?
@@ -69,27 +75,46 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         case .head(let head):
             begin(head, context: context)
         case .body(var chunk):
-            guard request?.readingBody == true else { return }
-            if body.readableBytes + chunk.readableBytes > state.config.maxPayloadSize {
-                return refuse(.payloadTooLarge(state.config.maxPayloadSize))
+            guard let request, request.readingBody else { return }
+            if body.readableBytes + chunk.readableBytes > request.bodyLimit {
+                return refuse(.payloadTooLarge(request.bodyLimit))
             }
             body.writeBuffer(&chunk)
         case .end:
             guard request?.readingBody == true else { return }
             request?.readingBody = false
-            dispatch()
+            if request?.awaitingAuth == false { dispatch() }
         }
     }
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         requestNumber &+= 1
         state.requestBegan()
-        request = Request(head: head, route: Route.resolve(head.method, RequestTarget(head.uri).path),
-                          requestID: state.requestIDs.id(for: head.headers), started: .now(), keepAlive: head.isKeepAlive)
+        let route = Route.resolve(head.method, RequestTarget(head.uri).path)
+        let access = Access(route)
+        let limit = if case .control = access { min(Self.controlBodyLimit, state.config.maxPayloadSize) } else { state.config.maxPayloadSize }
+        request = Request(head: head, route: route, requestID: state.requestIDs.id(for: head.headers), started: .now(),
+                          keepAlive: head.isKeepAlive, bodyLimit: limit)
         body.clear()
+        // Unknown routes and refused credentials are answered before any body byte is read.
+        switch route {
+        case .notFound: return refuse(.routeNotFound(head.method, String(RequestTarget(head.uri).path)))
+        case .methodNotAllowed: return refuse(.methodNotAllowed(head.method, String(RequestTarget(head.uri).path)))
+        default: break
+        }
+        switch state.access.decide(access, headers: head.headers) {
+        case .allowed(let principal):
+            if let principal, case .control(let role) = access { state.audit.allowed(principal, needs: role, head: head, requestID: request!.requestID) }
+        case .denied(let error, let principal):
+            if case .control = access { state.audit.denied(principal, error: error, head: head, requestID: request!.requestID) }
+            return refuse(error)
+        case .verifyToken(let token):
+            guard case .control(let role) = access, let jwt = state.jwt else { return refuse(.controlUnauthorized) }
+            verify(token, with: jwt, needs: role, context: context)
+        }
         // Refuse an announced oversized body before reading any of it.
-        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > state.config.maxPayloadSize {
-            return refuse(.payloadTooLarge(state.config.maxPayloadSize))
+        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > limit {
+            return refuse(.payloadTooLarge(limit))
         }
         // curl and others wait (curl: one second) for "100 Continue" before sending a body
         // over 1 KiB; say it at once, since the body is acceptable so far.
@@ -98,10 +123,50 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         }
     }
 
-    /// Answers now and closes the connection: the rest of the body is never read.
+    /// Checks a JWT off the event loop, with reading paused (what already arrived is kept, up to
+    /// the control limit); the request goes on, or is refused, when the answer is back.
+    private func verify(_ token: String, with jwt: JWTAuthority, needs role: Role, context: ChannelHandlerContext) {
+        request?.awaitingAuth = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        let number = requestNumber
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        Task {
+            let result = await jwt.authenticate(token)
+            loop.execute { handler.value.tokenChecked(result, needs: role, number: number) }
+        }
+    }
+
+    private func tokenChecked(_ result: Result<Principal, APIError>, needs role: Role, number: Int) {
+        guard requestNumber == number, let request, request.awaitingAuth, let context else { return }
+        self.request?.awaitingAuth = false
+        let decision: AccessDecision
+        switch result {
+        case .success(let principal): decision = state.access.authorize(principal, needs: role)
+        case .failure(let error): decision = .denied(error, nil)
+        }
+        switch decision {
+        case .allowed(let principal):
+            if let principal { state.audit.allowed(principal, needs: role, head: request.head, requestID: request.requestID) }
+            if held.isEmpty { context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in } }
+            if !request.readingBody { dispatch() }
+        case .denied(let error, let principal):
+            state.audit.denied(principal, error: error, head: request.head, requestID: request.requestID)
+            refuse(error)
+        case .verifyToken:
+            refuse(.controlUnauthorized)
+        }
+    }
+
+    /// Answers now without reading the rest of the body. The connection stays open only when
+    /// the request announced no body at all.
     private func refuse(_ error: APIError) {
+        let announcedBody = request.map { r in
+            r.head.headers.contains(name: "transfer-encoding") || (r.head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0
+        } ?? true
+        if request?.readingBody == true, announcedBody { request?.keepAlive = false }
         request?.readingBody = false
-        request?.keepAlive = false
+        request?.awaitingAuth = false
         body.clear()
         respond(error: error, extra: HTTPHeaders())
     }

@@ -4,12 +4,9 @@ import Policies
 
 /// Turns a complete inference request into the plan the pipeline runs: the body is validated
 /// as JSON in one pass that also reads the fields routing needs (`model`, `stream`, and the
-/// routing text when the policy reads prompts).
+/// routing text when the policy reads prompts). The caller was authenticated from the head.
 enum InferenceRequest {
     static func plan(_ kind: Route.Inference, head: HTTPRequestHead, body: ByteBuffer, requestID: String, state: RouterState) throws(APIError) -> ExchangePlan {
-        if let key = state.config.apiKey, head.headers.first(name: "authorization") != "Bearer " + key {
-            throw .unauthorized
-        }
         var model: String?
         var stream = false
         var routingText: [UInt8] = []

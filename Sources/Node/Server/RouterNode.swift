@@ -43,7 +43,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             return MeshService(config: c, generation: UInt64(Date().timeIntervalSince1970 * 1000), logger: logger, clock: RouterState.monotonicMs)
         }
         let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first) }
-        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link)
+        let jwt = try config.security.jwt.map { settings in
+            try JWTAuthority(settings) { url in try await UpstreamFetch.get(url, pools: pools, timeout: .seconds(5)) }
+        }
+        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt)
         let connections = ConnectionTracker()
         do {
             let api = try await ServerBootstrap(group: group)
@@ -78,6 +81,14 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                     state.discovery.discover(w)
                 }
             }
+            warnIfOpen(config, logger: logger)
+            if let jwt {
+                Task {
+                    do { try await jwt.prefetch() } catch {
+                        logger.warning("JWT signing keys not loaded yet; retried when a token arrives", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
             MeshBridge.start(state: state)
             try await mesh?.start(group: group)
             // Start-up workers are this router's own writes: the others learn them too.
@@ -106,6 +117,17 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         } catch {
             try? await group.shutdownGracefully()
             throw error
+        }
+    }
+
+    /// Without any credential configured every route is open (as the reference gateway is by
+    /// default); on an address other machines reach, that deserves one clear line.
+    private static func warnIfOpen(_ config: RouterConfig, logger: Logger) {
+        let loopback = ["127.0.0.1", "localhost", "::1"].contains(config.host) || config.host.hasPrefix("127.")
+        if config.security.isOpen, !loopback {
+            logger.warning("no authentication configured: anyone who reaches \(config.host):\(config.port) can add, change and remove workers; set --api-key or --control-plane-api-keys / --jwt-issuer")
+        } else if !config.security.controlPlaneHasOwnCredentials, config.security.apiKey != nil {
+            logger.info("the control plane is guarded by --api-key (no control-plane keys or JWT issuer configured)")
         }
     }
 

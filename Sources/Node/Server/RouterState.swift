@@ -16,6 +16,11 @@ public final class RouterState: Sendable {
     /// Whether the policy reads the prompt (cache_aware, prefix_hash): others skip extracting it.
     let policyUsesText: Bool
     let admission: AdmissionController
+    /// Who may call which route (`--api-key`, control-plane keys, JWTs).
+    let access: AccessPolicy
+    /// Verifies control-plane JWTs, when `--jwt-issuer` is set.
+    let jwt: JWTAuthority?
+    let audit: AuditLog
     /// Learns the model of workers added without one.
     let discovery = ModelDiscovery(clock: RouterState.monotonicMs)
     /// The mesh, when --enable-mesh is on.
@@ -26,8 +31,12 @@ public final class RouterState: Sendable {
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
 
-    init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools, mesh: MeshLink? = nil) {
+    init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools,
+         mesh: MeshLink? = nil, jwt: JWTAuthority? = nil) {
         self.mesh = mesh
+        self.access = AccessPolicy(config.security)
+        self.jwt = jwt
+        self.audit = AuditLog(enabled: config.security.auditLogging, logger: logger)
         self.config = config
         self.registry = registry
         self.metrics = metrics

@@ -79,3 +79,27 @@ final class UpstreamFetch: UpstreamResponseDelegate {
         finish(.failure(error))
     }
 }
+
+extension UpstreamFetch {
+    /// `GET url` from async code (the router fetching something for itself, such as a JWKS):
+    /// the body of a 200 answer, or an error that says what went wrong.
+    static func get(_ url: ResourceURL, pools: UpstreamPools, timeout: TimeAmount) async throws -> [UInt8] {
+        guard let loop = pools.loops.first else { throw FetchError("no event loop") }
+        return try await withCheckedThrowingContinuation { continuation in
+            loop.execute {
+                run(pool: pools.pool(for: loop), url: url.server, method: .GET, path: url.target, timeout: timeout) { result in
+                    switch result {
+                    case .success(let r) where r.status == .ok: continuation.resume(returning: Array(r.body.readableBytesView))
+                    case .success(let r): continuation.resume(throwing: FetchError("\(url.description) answered \(r.status.code)"))
+                    case .failure(let error): continuation.resume(throwing: FetchError("\(url.description): \(error)"))
+                    }
+                }
+            }
+        }
+    }
+
+    struct FetchError: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+}

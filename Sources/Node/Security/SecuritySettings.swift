@@ -1,0 +1,91 @@
+/// Who may call what, as configured by the Security flags. Built and validated with the rest of
+/// `RouterConfig`; every error names its flag.
+public struct SecuritySettings: Sendable {
+    /// One `--control-plane-api-keys` entry, `id:name:role:key`.
+    public struct ControlKey: Sendable {
+        public let id: String
+        public let name: String
+        public let role: Role
+        public let key: String
+    }
+
+    /// `--jwt-*`: tokens from one OIDC issuer.
+    public struct JWT: Sendable {
+        public var issuer: String
+        public var audience: String
+        /// Where the signing keys are; discovered from the issuer when not given.
+        public var jwksURI: String?
+        /// The claim holding the caller's role(s): a string or an array of strings; a dotted
+        /// path (`realm_access.roles`) reaches into nested objects.
+        public var roleClaim: String
+        /// IdP role → gateway role. Without mappings, the literal roles `admin` and `user` count.
+        public var roleMapping: [String: Role]
+    }
+
+    /// `--api-key`: inference routes need it; it also guards the control plane when no
+    /// control-plane credential is configured.
+    public var apiKey: String?
+    public var controlKeys: [ControlKey]
+    public var jwt: JWT?
+    /// One line per control-plane decision (`--disable-audit-logging` turns it off).
+    public var auditLogging: Bool
+
+    /// Control routes check control-plane keys or JWTs; when neither is configured, `--api-key`.
+    public var controlPlaneHasOwnCredentials: Bool { !controlKeys.isEmpty || jwt != nil }
+    /// Nothing guards anything: the drop-in default, warned about on non-loopback addresses.
+    public var isOpen: Bool { apiKey == nil && !controlPlaneHasOwnCredentials }
+
+    init(_ f: ResolvedFlags) throws(ConfigError) {
+        apiKey = f.string("api-key").flatMap { $0.isEmpty ? nil : $0 }
+        if let key = apiKey { try Self.headerSafe(key, flag: "--api-key") }
+        controlKeys = try f.list("control-plane-api-keys").map { entry throws(ConfigError) in try Self.controlKey(entry) }
+        var ids = Set<String>()
+        for k in controlKeys where !ids.insert(k.id).inserted {
+            throw ConfigError("--control-plane-api-keys: id '\(k.id)' is given twice")
+        }
+        auditLogging = !f.bool("disable-audit-logging")
+        let jwtFlags = ["jwt-issuer", "jwt-audience", "jwt-jwks-uri", "jwt-role-mapping"].filter { f.isExplicit($0) }
+        guard !jwtFlags.isEmpty else { jwt = nil; return }
+        guard let issuer = f.string("jwt-issuer"), !issuer.isEmpty else {
+            throw ConfigError("--\(jwtFlags[0]) needs --jwt-issuer (the OIDC issuer whose tokens are accepted)")
+        }
+        guard let audience = f.string("jwt-audience"), !audience.isEmpty else {
+            throw ConfigError("--jwt-issuer needs --jwt-audience: a token is accepted only when it was issued for this gateway")
+        }
+        var mapping: [String: Role] = [:]
+        for entry in f.list("jwt-role-mapping") {
+            let parts = entry.trimmingCharacters(in: [" "]).split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, let role = Role(rawValue: parts[1]) else {
+                throw ConfigError("--jwt-role-mapping '\(entry)': expected IdpRole=admin or IdpRole=user")
+            }
+            mapping[parts[0]] = role
+        }
+        let roleClaim = f.stringWithDefault("jwt-role-claim")
+        guard !roleClaim.isEmpty else { throw ConfigError("--jwt-role-claim: must name a claim") }
+        let jwksURI = f.string("jwt-jwks-uri").flatMap { $0.isEmpty ? nil : $0 }
+        // Where the keys will be fetched from must be reachable by this build.
+        do { _ = try ResourceURL(parsing: jwksURI ?? issuer) } catch {
+            let flag = jwksURI == nil ? "jwt-issuer" : "jwt-jwks-uri"
+            throw ConfigError("--\(flag) (given by \(f.source(flag))): \(error.message)")
+        }
+        jwt = JWT(issuer: issuer, audience: audience, jwksURI: jwksURI, roleClaim: roleClaim, roleMapping: mapping)
+    }
+
+    static func controlKey(_ raw: String) throws(ConfigError) -> ControlKey {
+        let entry = raw.trimmingCharacters(in: [" ", "\t"])
+        let parts = entry.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 4, !parts[0].isEmpty, !parts[3].isEmpty else {
+            throw ConfigError("--control-plane-api-keys: expected id:name:role:key (got an entry with \(parts.count) part(s))")
+        }
+        guard let role = Role(rawValue: parts[2]) else {
+            throw ConfigError("--control-plane-api-keys: key '\(parts[0])' has role '\(parts[2])'; expected admin or user")
+        }
+        try headerSafe(parts[3], flag: "--control-plane-api-keys")
+        return ControlKey(id: parts[0], name: parts[1], role: role, key: parts[3])
+    }
+
+    /// A secret that is sent or compared as a header value may not hold control characters.
+    static func headerSafe(_ value: String, flag: String) throws(ConfigError) {
+        guard HeaderValue.isSafe(value) else { throw ConfigError("\(flag): the key holds a control character (CR, LF, NUL, …)") }
+    }
+}

@@ -1,0 +1,34 @@
+/// An absolute `http://host[:port]/path` URL of something the router fetches for itself (the
+/// OIDC discovery document, a JWKS): the server to connect to plus the request target.
+struct ResourceURL: Sendable, Equatable {
+    let server: WorkerURL
+    /// Path and query, at least "/".
+    let target: String
+
+    init(parsing raw: String) throws(ConfigError) {
+        guard raw.utf8.count <= 2048, HeaderValue.isSafe(raw), !raw.contains(" ") else {
+            throw ConfigError("URL '\(raw.prefix(80))': too long or holds spaces or control characters")
+        }
+        if raw.hasPrefix("https://") {
+            throw ConfigError("URL '\(raw)': fetching over https needs TLS to upstreams, which is not built yet; use an http:// URL")
+        }
+        guard raw.hasPrefix("http://") else { throw ConfigError("URL '\(raw)': expected http://host[:port]/path") }
+        let rest = raw.dropFirst("http://".count)
+        let slash = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        server = try WorkerURL(parsing: "http://" + rest[..<slash])
+        let path = rest[slash...]
+        target = path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : String(path))
+    }
+
+    /// `base` with `suffix` appended to its path (`issuer` + `/.well-known/openid-configuration`).
+    func appending(path suffix: String) -> ResourceURL {
+        ResourceURL(server: server, target: (target.hasSuffix("/") ? String(target.dropLast()) : target) + suffix)
+    }
+
+    private init(server: WorkerURL, target: String) {
+        self.server = server
+        self.target = target
+    }
+
+    var description: String { server.canonical + target }
+}
