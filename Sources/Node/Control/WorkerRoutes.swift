@@ -24,6 +24,7 @@ enum WorkerRoutes {
             }
             guard let raw = request["url"]?.string else { throw .badRequest("missing_url", "POST /workers: 'url' is required") }
             if let labels = request["labels"], labels.stringMap == nil { throw invalidLabels }
+            try check(model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap, apiKey: request["api_key"]?.string)
             return try add(raw, model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap ?? [:],
                            apiKey: request["api_key"]?.string, state: state, legacy: false)
         case .updateWorker(let id):
@@ -39,6 +40,7 @@ enum WorkerRoutes {
                 throw .badRequest("unknown_field", "unknown field '\(unknown)'; updatable: model_id, labels, api_key")
             }
             if let labels = fields["labels"], labels.stringMap == nil { throw invalidLabels }
+            try check(model: fields["model_id"]?.string, labels: fields["labels"]?.stringMap, apiKey: fields["api_key"]?.string)
             if let m = fields["model_id"]?.string, !m.isEmpty { w.setModelID(m) }
             // `"api_key": null` removes the worker's key; leaving the field out keeps it.
             let apiKey: String?? = fields.keys.contains("api_key") ? .some(fields["api_key"]?.string) : .none
@@ -113,6 +115,10 @@ enum WorkerRoutes {
 
     private static func workerNotFound(_ id: String) -> APIError {
         APIError(.notFound, type: "not_found_error", code: "worker_not_found", "no worker \(id)")
+    }
+
+    private static func check(model: String?, labels: [String: String]?, apiKey: String?) throws(APIError) {
+        if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) { throw .badRequest("invalid_worker_field", problem) }
     }
 
     private static let invalidLabels = APIError.badRequest("invalid_labels", "labels must map strings to strings")

@@ -1,9 +1,12 @@
 // Reading the values `JSONScanner.scanObject` located: keys, strings (escapes decoded), booleans.
 
 extension JSONScanner.Member {
-    /// True when the key is exactly `name` (keys with escapes never match: no client escapes them).
+    /// True when the key, unescaped, is `name`: `"mod\u0065l"` is `model`, as every JSON parser
+    /// (the worker's too) reads it. Escaped keys take the slow path; clients rarely send them.
     public func keyEquals(_ name: StaticString, in bytes: UnsafeRawBufferPointer) -> Bool {
-        !keyHasEscapes && JSONScanner.keyMatches(bytes, key, name)
+        guard keyHasEscapes else { return JSONScanner.keyMatches(bytes, key, name) }
+        let decoded = JSONScanner.decodeEscaped(UnsafeRawBufferPointer(rebasing: bytes[key]))
+        return decoded.utf8.elementsEqual(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
     }
 
     /// The value as a Swift string, if it is a string without escapes (model names have none);

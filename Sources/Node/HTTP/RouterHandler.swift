@@ -54,7 +54,13 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         self.rng = SplitMix64(seed: g.next())
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    /// The client's IP, for `X-Forwarded-For` (read once per connection).
+    private var clientAddress: String?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        clientAddress = context.channel.remoteAddress?.ipAddress
+    }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     // MARK: reading the request
@@ -173,7 +179,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
 
     private func dispatch() {
         guard let request else { return }
-        let plan: ExchangePlan
+        var plan: ExchangePlan
         switch request.route {
         case .inference(let kind):
             do throws(APIError) {
@@ -195,6 +201,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             }
             return
         }
+        plan.clientAddress = clientAddress
         let exchange = Exchange(plan: plan, state: state, pool: pool, client: self, seed: rng.next())
         self.exchange = exchange
         exchange.start()

@@ -97,6 +97,11 @@ enum MeshBridge {
         let model = settings["model_id"]?.string
         let labels = settings["labels"]?.stringMap ?? [:]
         let apiKey = settings["api_key"]?.string
+        // Peers are authenticated, but a value that could split a header line is never applied.
+        if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) {
+            state.logger.warning("worker update from another router refused", metadata: ["worker": "\(url.canonical)", "reason": "\(problem)"])
+            return
+        }
         if let w = existing {
             if let model { w.setModelID(model) }
             w.update(labels: labels, apiKey: .some(apiKey))

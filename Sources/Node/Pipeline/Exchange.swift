@@ -202,7 +202,8 @@ final class Exchange: UpstreamResponseDelegate {
         _ = w.breakerAcquire(now: plan.routing.now)
         w.requestStarted()
         upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: plan.body.readableBytes,
-                                               requestID: plan.requestID, bearer: w.apiKey ?? state.config.apiKey)
+                                               requestID: plan.requestID, bearer: w.apiKey ?? state.config.apiKey,
+                                               clientAddress: plan.clientAddress)
         let now = state.nowMs()
         attemptTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(deadlineMs &- min(now, deadlineMs)))) { [self] in
             self.attemptTimer = nil

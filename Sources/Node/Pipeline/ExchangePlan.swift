@@ -31,4 +31,6 @@ struct ExchangePlan {
     var head: HTTPRequestHead
     var body: ByteBuffer
     var requestID: String
+    /// The client's IP address, appended to `X-Forwarded-For` (nil for Unix sockets).
+    var clientAddress: String?
 }

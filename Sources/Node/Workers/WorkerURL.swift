@@ -7,7 +7,11 @@ public struct WorkerURL: Sendable, Hashable {
     /// Canonical spelling, used as the worker's identity in the registry and in metric labels.
     public let canonical: String
 
+    /// Longer URLs are refused: they end up in logs, metric labels and mesh messages.
+    public static let maxLength = 2048
+
     public init(parsing raw: String) throws(ConfigError) {
+        guard raw.utf8.count <= Self.maxLength else { throw ConfigError("worker URL '\(raw.prefix(60))…': longer than \(Self.maxLength) bytes") }
         var rest = Substring(raw.trimmingCharacters(in: [" ", "\t"]))
         if rest.hasPrefix("http://") {
             rest = rest.dropFirst(7)

@@ -1,0 +1,30 @@
+/// What a caller, or a peer router, may set on a worker. The `api_key` becomes an
+/// `Authorization` header line to that worker, and the model id a metric label and a policy:
+/// no control characters (a CR LF would split the header line and could smuggle a second
+/// request onto a pooled connection), and bounded sizes.
+enum WorkerFields {
+    static let maxModelID = 512
+    static let maxAPIKey = 4096
+    static let maxLabels = 64
+    static let maxLabelLength = 256
+
+    /// What is wrong with these values, or nil when they are acceptable.
+    static func problem(model: String?, labels: [String: String]?, apiKey: String?) -> String? {
+        if let model {
+            guard model.utf8.count <= maxModelID else { return "model_id is longer than \(maxModelID) bytes" }
+            guard HeaderValue.isSafe(model) else { return "model_id holds a control character" }
+        }
+        if let apiKey {
+            guard apiKey.utf8.count <= maxAPIKey else { return "api_key is longer than \(maxAPIKey) bytes" }
+            guard HeaderValue.isSafe(apiKey) else { return "api_key holds a control character (CR, LF, NUL, …)" }
+        }
+        if let labels {
+            guard labels.count <= maxLabels else { return "more than \(maxLabels) labels" }
+            for (k, v) in labels {
+                guard k.utf8.count <= maxLabelLength, v.utf8.count <= maxLabelLength else { return "label '\(k.prefix(40))' is longer than \(maxLabelLength) bytes" }
+                guard HeaderValue.isSafe(k), HeaderValue.isSafe(v) else { return "label '\(k.prefix(40))' holds a control character" }
+            }
+        }
+        return nil
+    }
+}
