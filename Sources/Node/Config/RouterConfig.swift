@@ -14,6 +14,8 @@ public struct RouterConfig: Sendable {
     public var requestTimeoutSecs: Int
     public var shutdownGracePeriodSecs: Int
     public var maxPayloadSize: Int
+    /// Client timeouts and the connection limit.
+    public var clients: ClientLimits
     public var corsAllowedOrigins: [String]
     public var requestIDHeaders: [String]
     public var prometheusHost: String
@@ -59,6 +61,7 @@ public struct RouterConfig: Sendable {
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
         maxPayloadSize = try Self.positive(f, "max-payload-size")
+        clients = try ClientLimits(f)
         corsAllowedOrigins = f.list("cors-allowed-origins")
         requestIDHeaders = f.list("request-id-headers").map { $0.lowercased() }
         prometheusHost = f.stringWithDefault("prometheus-host")

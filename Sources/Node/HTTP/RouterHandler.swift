@@ -47,9 +47,13 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     /// Bumped per request, so a control answer that arrives after its request ended is dropped.
     private var requestNumber = 0
 
-    init(state: RouterState, pool: UpstreamPool) {
+    /// The connection's deadlines (header, body, keep-alive), told of each phase.
+    private let deadline: ConnectionGuard?
+
+    init(state: RouterState, pool: UpstreamPool, deadline: ConnectionGuard? = nil) {
         self.state = state
         self.pool = pool
+        self.deadline = deadline
         var g = SystemRandomNumberGenerator()
         self.rng = SplitMix64(seed: g.next())
     }
@@ -85,10 +89,12 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             if body.readableBytes + chunk.readableBytes > request.bodyLimit {
                 return refuse(.payloadTooLarge(request.bodyLimit))
             }
+            deadline?.bodyProgress()
             body.writeBuffer(&chunk)
         case .end:
             guard request?.readingBody == true else { return }
             request?.readingBody = false
+            deadline?.serving()
             if request?.awaitingAuth == false { dispatch() }
         }
     }
@@ -96,6 +102,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         requestNumber &+= 1
         state.requestBegan()
+        deadline?.headReceived()
         let route = Route.resolve(head.method, RequestTarget(head.uri).path)
         let access = Access(route)
         let limit = if case .control = access { min(Self.controlBodyLimit, state.config.maxPayloadSize) } else { state.config.maxPayloadSize }
@@ -173,6 +180,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         if request?.readingBody == true, announcedBody { request?.keepAlive = false }
         request?.readingBody = false
         request?.awaitingAuth = false
+        deadline?.serving()
         body.clear()
         respond(error: error, extra: HTTPHeaders())
     }
@@ -229,6 +237,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         // Record the request before writing its end, so a held pipelined request served right
         // after it starts from a clean slate.
         completeRequest()
+        deadline?.idle()
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if close {
             held.removeAll()

@@ -128,6 +128,12 @@ public final class RouterMetrics: Sendable {
 
     func upstreamConnectionOpened() { upstreamConnects.increment() }
 
+    /// Client connections the router closed or turned away: header_timeout, body_timeout,
+    /// idle_timeout, max_connections.
+    func connectionRefused(reason: String) {
+        count("smg_http_connections_refused_total", "Client connections closed or refused by the router's limits", [("reason", reason)])
+    }
+
     private func count(_ name: String, _ help: String, _ labels: [(String, String)]) {
         cache.withLock { c in
             Self.cached(&c.named, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {

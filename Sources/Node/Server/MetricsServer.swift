@@ -19,17 +19,24 @@ final class MetricsHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     private let state: RouterState
+    private let deadline: ConnectionGuard?
     private var head: HTTPRequestHead?
 
-    init(state: RouterState) { self.state = state }
+    init(state: RouterState, deadline: ConnectionGuard? = nil) {
+        self.state = state
+        self.deadline = deadline
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let h): head = h
-        case .body: break
+        case .head(let h):
+            head = h
+            deadline?.headReceived()
+        case .body: deadline?.bodyProgress()
         case .end:
             guard let h = head else { return }
             head = nil
+            deadline?.serving()
             let ok = h.method == .GET && RequestTarget(h.uri).path == "/metrics"
             var buffer = context.channel.allocator.buffer(capacity: 0)
             if ok {
@@ -45,6 +52,7 @@ final class MetricsHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: ok ? .ok : .notFound, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             let keepAlive = h.isKeepAlive
+            deadline?.idle()
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 if !keepAlive { context.close(promise: nil) }
             }

@@ -48,6 +48,15 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         }
         let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt)
         let connections = ConnectionTracker()
+        let deadlines = ClientDeadlines(group: group, metrics: metrics, logger: logger)
+        var clientLimits = config.clients
+        if let files = OpenFileLimit.raise(), OpenFileLimit.clientConnections(fitting: files) < clientLimits.maxConnections {
+            clientLimits.maxConnections = OpenFileLimit.clientConnections(fitting: files)
+            logger.warning("--max-client-connections lowered to what the open-file limit allows", metadata: [
+                "open_file_limit": "\(files)", "max_client_connections": "\(clientLimits.maxConnections)"])
+        }
+        let metricsLimits = clientLimits.forMetrics
+        let metricsConnections = ConnectionTracker()
         do {
             let api = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
@@ -56,12 +65,19 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        connections.add(channel)
+                        guard connections.add(channel, limit: clientLimits.maxConnections) else {
+                            deadlines.refused(.maxConnections, nowMs: RouterState.monotonicMs())
+                            return try channel.pipeline.syncOperations.addHandler(RefuseConnection())
+                        }
+                        let deadline = ConnectionGuard(loop: deadlines.state(for: channel.eventLoop), limits: clientLimits)
+                        try channel.pipeline.syncOperations.addHandler(deadline)
                         // Outbound header validation is off: every header we write was parsed by
-                        // llhttp (client or worker) or is our own ASCII; it cost ~8% of router CPU.
+                        // llhttp (client or worker), is our own ASCII, or was checked for control
+                        // characters where it entered (flags, control routes, mesh: `HeaderValue`);
+                        // validation cost ~8% of router CPU.
                         // RouterHandler serves pipelined requests in order itself (see there).
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true, withOutboundHeaderValidation: false)
-                        try channel.pipeline.syncOperations.addHandler(RouterHandler(state: state, pool: pools.pool(for: channel.eventLoop)))
+                        try channel.pipeline.syncOperations.addHandler(RouterHandler(state: state, pool: pools.pool(for: channel.eventLoop), deadline: deadline))
                     }
                 }
                 .bind(host: config.host, port: config.port).get()
@@ -69,8 +85,14 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        guard metricsConnections.add(channel, limit: metricsLimits.maxConnections) else {
+                            deadlines.refused(.maxConnections, nowMs: RouterState.monotonicMs())
+                            return try channel.pipeline.syncOperations.addHandler(RefuseConnection())
+                        }
+                        let deadline = ConnectionGuard(loop: deadlines.state(for: channel.eventLoop), limits: metricsLimits)
+                        try channel.pipeline.syncOperations.addHandler(deadline)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(state: state))
+                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(state: state, deadline: deadline))
                     }
                 }
                 .bind(host: config.prometheusHost, port: config.prometheusPort).get()
@@ -98,6 +120,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             let evictionInterval = TimeAmount.seconds(Int64(config.evictionIntervalSecs))
             var list: [any Service] = [
                 MetricsServer(channel: metricsChannel),
+                // Slow clients: header, body and keep-alive deadlines, checked once a second.
+                PeriodicTask("client deadlines", on: loop, initialDelay: .seconds(1), every: .seconds(1)) {
+                    deadlines.sweep(nowMs: RouterState.monotonicMs())
+                },
                 // Tree eviction and idle sticky keys.
                 PeriodicTask("policy maintenance", on: loop, initialDelay: evictionInterval, every: evictionInterval) {
                     registry.maintainPolicies(now: RouterState.monotonicMs())

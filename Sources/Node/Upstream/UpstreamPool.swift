@@ -103,29 +103,14 @@ final class UpstreamPool {
     }
 }
 
-/// A pool that may be passed between threads but only used on its own loop (NIOLoopBound
-/// would demand being on that loop already when the pools are created at start-up).
-struct LoopOwnedPool: @unchecked Sendable {
-    private let pool: UpstreamPool
-    let eventLoop: any EventLoop
-    init(_ pool: UpstreamPool) {
-        self.pool = pool
-        self.eventLoop = pool.loop
-    }
-    var value: UpstreamPool {
-        eventLoop.preconditionInEventLoop()
-        return pool
-    }
-}
-
 /// One pool per event loop, found from the loop a client connection runs on.
 final class UpstreamPools: Sendable {
-    private let pools: [ObjectIdentifier: LoopOwnedPool]
+    private let pools: [ObjectIdentifier: LoopOwned<UpstreamPool>]
 
     init(group: any EventLoopGroup, metrics: RouterMetrics) {
-        var p: [ObjectIdentifier: LoopOwnedPool] = [:]
+        var p: [ObjectIdentifier: LoopOwned<UpstreamPool>] = [:]
         for loop in group.makeIterator() {
-            p[ObjectIdentifier(loop)] = LoopOwnedPool(UpstreamPool(loop: loop, metrics: metrics))
+            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics), on: loop)
         }
         pools = p
     }

@@ -1,0 +1,28 @@
+/// How long a client may take and how many may be connected (`--header-read-timeout-secs`,
+/// `--body-idle-timeout-secs`, `--keep-alive-timeout-secs`, `--max-client-connections`). Slow
+/// clients are what would otherwise hold a router's sockets and memory forever: a head sent one
+/// byte at a time, a body that stops, a keep-alive connection never used again.
+public struct ClientLimits: Sendable {
+    /// From the first byte of a request to the end of its head.
+    public var headerReadTimeoutSecs: Int
+    /// Between two pieces of a request body.
+    public var bodyIdleTimeoutSecs: Int
+    /// An open connection between requests.
+    public var keepAliveTimeoutSecs: Int
+    /// Client connections open at once; more are answered 503 and closed.
+    public var maxConnections: Int
+
+    init(_ f: ResolvedFlags) throws(ConfigError) {
+        headerReadTimeoutSecs = try RouterConfig.positive(f, "header-read-timeout-secs")
+        bodyIdleTimeoutSecs = try RouterConfig.positive(f, "body-idle-timeout-secs")
+        keepAliveTimeoutSecs = try RouterConfig.positive(f, "keep-alive-timeout-secs")
+        maxConnections = try RouterConfig.positive(f, "max-client-connections")
+    }
+
+    /// The metrics port: the same timeouts, and few connections (scrapers, not clients).
+    var forMetrics: ClientLimits {
+        var l = self
+        l.maxConnections = min(maxConnections, 64)
+        return l
+    }
+}
