@@ -109,6 +109,11 @@ public final class RouterMetrics: Sendable {
     /// Sets the per-model routing state gauge (tree bytes for cache_aware, keys for manual).
     func policyState(_ sizes: [(model: String, size: Int)], policy: String) {
         cache.withLock { c in
+            let current = Set(sizes.map(\.model))
+            for (model, gauge) in c.stateSizes where !current.contains(model) {
+                registry.unregisterGauge(gauge)
+                c.stateSizes[model] = nil
+            }
             for (model, size) in sizes {
                 Self.cached(&c.stateSizes, model) {
                     registry.makeGauge(descriptor: Self.descriptor("smg_policy_state_size", "Routing state per model: prompt bytes in the cache-aware tree, or sticky keys"), labels: [("model", model), ("policy", policy)])
@@ -200,6 +205,20 @@ public final class RouterMetrics: Sendable {
             for (url, gauge) in c.workerHealth where !live.contains(url) {
                 registry.unregisterGauge(gauge)
                 c.workerHealth[url] = nil
+            }
+            // Counters labelled with a worker go with it, so removed workers leave no series.
+            for (url, counter) in c.workerRequests where !live.contains(url) {
+                registry.unregisterCounter(counter)
+                c.workerRequests[url] = nil
+            }
+            for (key, counter) in c.selections where !live.contains(key.worker) {
+                registry.unregisterCounter(counter)
+                c.selections[key] = nil
+            }
+            for (key, counter) in c.named {
+                guard let i = key.labels.firstIndex(of: "worker"), i % 2 == 0, i + 1 < key.labels.count, !live.contains(key.labels[i + 1]) else { continue }
+                registry.unregisterCounter(counter)
+                c.named[key] = nil
             }
             for w in workers {
                 let url = w.url.canonical

@@ -189,7 +189,10 @@ final class Exchange: UpstreamResponseDelegate {
 
     /// The first routing decision of an inference request: metrics, and what the mesh shares.
     private func recordDecision(_ w: Worker, reason: SelectionReason) {
-        state.metrics.routed(model: plan.model ?? "default", endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
+        // A model label only for models a worker is known to serve: request-supplied names
+        // would otherwise each add series (a worker of unknown model takes any name).
+        let label = plan.model.map { w.modelID == $0 ? $0 : "other" } ?? "default"
+        state.metrics.routed(model: label, endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
                              policy: state.config.policy.rawValue, reason: reason.rawValue)
         state.treeSync?.noteDecision()
         if state.mesh != nil, reason == .newAssignment || reason == .reassigned, let key = plan.routing.routingKey {

@@ -82,14 +82,20 @@ public final class WorkerRegistry: Sendable {
 
     private var policyBoxes: [PolicyBox] { policies.withLock { Array($0.values) } }
 
+    /// Policies kept at most: one per model the fleet serves, and any peer routers name. Past
+    /// it, decisions go to the shared default policy instead of growing the table.
+    public static let maxPolicies = 1024
+
     private func box(for model: String) -> PolicyBox {
         policies.withLock { table in
             if let b = table[model] { return b }
+            if table.count >= Self.maxPolicies, let shared = table[""] { return shared }
             let b = PolicyBox(policyName.make(policyConfig))
             table[model] = b
             return b
         }
     }
+
 
     /// Every model's decisions since the versions given (for the mesh), with the next versions.
     public func policySummaries(since versions: [String: UInt64]) -> [(model: String, delta: TreeDelta<UInt64, String>, version: UInt64)] {
@@ -109,9 +115,15 @@ public final class WorkerRegistry: Sendable {
         box(for: model).policy.withLock { $0.adopt(routingKey: routingKey, worker: worker, now: now) }
     }
 
-    /// Periodic upkeep of every model's policy (tree eviction, idle keys).
+    /// Periodic upkeep of every model's policy (tree eviction, idle keys); the policies of
+    /// models no worker serves any more are dropped.
     public func maintainPolicies(now: UInt64) {
-        for box in policyBoxes { box.policy.withLock { $0.maintain(now: now) } }
+        let served = Set(all.compactMap(\.modelID))
+        let boxes: [PolicyBox] = policies.withLock { table in
+            for model in table.keys where !model.isEmpty && !served.contains(model) { table[model] = nil }
+            return Array(table.values)
+        }
+        for box in boxes { box.policy.withLock { $0.maintain(now: now) } }
     }
 
     /// Routing state size per model (tree bytes for cache_aware, keys for manual), for metrics.
@@ -133,10 +145,12 @@ public final class WorkerRegistry: Sendable {
     public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, avoiding: Set<String> = [],
                                                  using rng: inout R) -> Outcome {
         let snapshot = all
+        var served = false
         let chosen = snapshot.filter { w in
             guard let model else { return true }
             let m = w.modelID
-            return m == model || m == nil
+            if m == model { served = true; return true }
+            return m == nil
         }
         guard !chosen.isEmpty else { return snapshot.isEmpty ? .noneAvailable : .unknownModel }
         var candidates = chosen.map {
@@ -147,7 +161,10 @@ public final class WorkerRegistry: Sendable {
         if !avoiding.isEmpty, candidates.contains(where: { $0.isAvailable && !avoiding.contains($0.id) }) {
             for i in candidates.indices where avoiding.contains(candidates[i].id) { candidates[i].isAvailable = false }
         }
-        let selection = box(for: model ?? "").policy.withLock { $0.select(request, from: candidates, using: &rng) }
+        // A model name is whatever a client writes: only a model some worker serves gets a
+        // policy of its own; others (which only workers of unknown model can take) share the
+        // default one, so made-up names create no routing state.
+        let selection = box(for: served ? model ?? "" : "").policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
         return .worker(chosen[selection.index], selection.reason)
     }
