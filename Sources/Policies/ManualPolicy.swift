@@ -25,7 +25,7 @@ public struct ManualPolicy: LoadBalancingPolicy {
     public var stateSize: Int { assignments.count }
 
     /// Keys longer than this are remembered by their hash, so odd clients cannot blow up memory.
-    static func normalize(_ key: String) -> String {
+    public static func normalize(_ key: String) -> String {
         key.utf8.count <= 256 ? key : "#" + String(PromptBlocks.hash(key.utf8), radix: 16)
     }
 
@@ -86,6 +86,9 @@ public struct ManualPolicy: LoadBalancingPolicy {
         assignments[key] = (worker, now)
         keysPerWorker[worker, default: 0] += 1
     }
+
+    /// When a key was last routed or adopted (the `now` of that request), nil when not held.
+    public func lastUse(of key: String) -> UInt64? { assignments[Self.normalize(key)]?.lastUse }
 
     /// The worker a key is assigned to, if any (tests, status).
     public func assignment(of key: String) -> String? { assignments[Self.normalize(key)]?.worker }

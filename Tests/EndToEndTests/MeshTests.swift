@@ -238,6 +238,47 @@ import Glibc
         for (key, home) in homes { #expect(try routers[1].chat("hi", headers: [("X-SMG-Routing-Key", key)]).header("x-sim-worker") == home) }
     }
 
+    @Test func replicatedSessionsExpireWhenIdleAndLongKeysReplicate() async throws {
+        var sims: [SimWorkerProcess] = []
+        for i in 0..<3 { sims.append(try await SimWorkerProcess(name: "w\(i)")) }
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        let idleSecs = 4
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b"].enumerated() {
+            routers.append(try await RouterProcess(["--policy", "manual", "--max-idle-secs", String(idleSecs), "--enable-mesh", "--mesh-server-name", name,
+                                                   "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]), "--mesh-key-file", Self.keyFile.path,
+                                                   "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])", "--worker-urls"] + sims.map(\.url)))
+        }
+        let (a, b) = (routers[0], routers[1])
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
+        for r in routers { try await waitForModels(r, count: 3) }
+        func sessions(_ r: RouterProcess) throws -> Int {
+            ((try r.request("GET", "/ha/status").json()["stores"] as? [String: Any])?["sessions"] as? [String: Any])?["entries"] as? Int ?? -1
+        }
+        func fullStates(_ r: RouterProcess) throws -> Int {
+            ((try r.request("GET", "/ha/status").json()["replication"] as? [String: Any])?["full_states_sent"] as? Int) ?? -1
+        }
+        // A 2,000-byte key of non-ASCII characters (as raw UTF-8 in the header) keeps its worker through b.
+        let long = String(repeating: "セッション", count: 134)
+        #expect(long.utf8.count >= 2000)
+        let home = try a.chat("hi", headers: [("X-SMG-Routing-Key", long)]).header("x-sim-worker")
+        for s in 0..<10 { _ = try a.chat("hi", headers: [("X-SMG-Routing-Key", "idle-\(s)")]) }
+        try await eventually(timeout: .seconds(5), "b holds all 11 sessions") { try sessions(b) == 11 }
+        #expect(try b.chat("hi", headers: [("X-SMG-Routing-Key", long)]).header("x-sim-worker") == home)
+        let states = try fullStates(a) + fullStates(b)
+
+        // One key stays in use through b; the others idle out on both routers.
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(idleSecs * 2 + 2) {
+            #expect(try b.chat("hi", headers: [("X-SMG-Routing-Key", "busy")]).status == 200)
+            try await Task.sleep(for: .milliseconds(300))
+            if try sessions(a) == 1 && sessions(b) == 1 { break }
+        }
+        let (left, right) = (try sessions(a), try sessions(b))
+        #expect(left == 1 && right == 1, "only the key in use is left: a \(left), b \(right)")
+        #expect(try fullStates(a) + fullStates(b) <= states + 2, "anti-entropy is not stuck re-sending full states")
+    }
+
     @Test func aRateLimitIsAClusterWideBudget() async throws {
         let w = try await SimWorkerProcess(name: "w")
         let ports = try (0..<3).map { _ in try freeLoopbackPort() }

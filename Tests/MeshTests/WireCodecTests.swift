@@ -37,6 +37,22 @@ import Testing
         }
     }
 
+    @Test func longStringsAreCutOnAScalarBoundaryAndStillDecode() {
+        // Every alignment of a multi-byte character across the cut.
+        for pad in 0..<4 {
+            for scalar in ["é", "€", "😀"] {
+                let long = String(repeating: "a", count: WireCodec.maxString - 3 + pad) + String(repeating: scalar, count: 400)
+                let m = MeshMessage.node(.push([ReplicatedEntry(store: "sessions", key: long, value: [1], stamp: .zero, dot: Dot(origin: 1, seq: 1))]))
+                let e = WireCodec.Envelope(sender: long, generation: 1, counter: 1, message: m)
+                let decoded = WireCodec.decode(WireCodec.encode(e))
+                #expect(decoded != nil, "pad \(pad) \(scalar)")
+                #expect(decoded.map { long.hasPrefix($0.sender) && $0.sender.utf8.count <= WireCodec.maxString } == true)
+            }
+        }
+        // Short strings are untouched.
+        #expect(WireCodec.cut("añb😀") == Array("añb😀".utf8))
+    }
+
     @Test func randomBytesNeverCrash() {
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<5000 {

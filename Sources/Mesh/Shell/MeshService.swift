@@ -308,7 +308,15 @@ public final class MeshService: Sendable {
 
     /// A local write to a replicated store (nil deletes): applied here and pushed to every
     /// live member at once; anti-entropy repairs what a lost packet missed.
+    /// A key longer than `WireCodec.maxString`, or a value over `maxBlob`, is refused (logged):
+    /// peers would store it cut,
+    /// and the fingerprints of the two versions would disagree forever.
     public func publish(store: String, key: String, value: [UInt8]?) {
+        guard key.utf8.count <= WireCodec.maxString, store.utf8.count <= WireCodec.maxString, (value?.count ?? 0) <= WireCodec.maxBlob else {
+            logger.warning("mesh write refused: key or value too long", metadata: [
+                "store": "\(store.prefix(64))", "key_bytes": "\(key.utf8.count)", "value_bytes": "\(value?.count ?? 0)"])
+            return
+        }
         let out = inner.withLock { s in s.node.write(store, key, value, wallMs: wallClockMs()) }
         execute(out)
     }

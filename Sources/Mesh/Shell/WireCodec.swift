@@ -30,14 +30,30 @@ public enum WireCodec {
     }
 
     /// Limits that bound what one message can make a node allocate.
-    static let maxString = 1024
+    /// Longer strings are cut on a Unicode scalar boundary (so what arrives still decodes);
+    /// `MeshService.publish` refuses keys past it, so a key is never stored whole here and cut
+    /// there. Worker URLs (at most 2,048 bytes) fit.
+    public static let maxString = 4096
     static let maxMembers = 4096
-    static let maxBlob = 16 * 1024
+    public static let maxBlob = 16 * 1024
     static let maxVector = 4096
     /// A custom payload's limit (TreeSync chunks its summaries below it).
     public static let maxPayload = 60_000
     /// The smallest encoded entry (empty strings, no value): bounds entry counts by bytes left.
     static let minEntrySize = 2 + 2 + 24 + 16 + 1
+
+    /// The UTF-8 of `s`, at most `maxString` bytes, never ending inside a scalar: a cut after the
+    /// lead byte of a multi-byte character would make the string fail to decode on every peer,
+    /// and with it every message carrying it, forever.
+    static func cut(_ s: String) -> [UInt8] {
+        let all = s.utf8
+        guard all.count > maxString else { return Array(all) }
+        var bytes = Array(all.prefix(maxString + 1))
+        var end = maxString
+        while end > 0, bytes[end] & 0xC0 == 0x80 { end -= 1 }  // bytes[end] continues a scalar
+        bytes.removeSubrange(end...)
+        return bytes
+    }
 
     public static func encode(_ e: Envelope) -> [UInt8] {
         var w = Writer()
@@ -140,7 +156,7 @@ public enum WireCodec {
             bytes.append(contentsOf: b.prefix(WireCodec.maxBlob))
         }
         public mutating func string(_ s: String) {
-            let u = Array(s.utf8.prefix(WireCodec.maxString))
+            let u = WireCodec.cut(s)
             bytes.append(UInt8(u.count >> 8)); bytes.append(UInt8(u.count & 0xFF))
             bytes.append(contentsOf: u)
         }

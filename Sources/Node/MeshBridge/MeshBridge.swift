@@ -8,9 +8,8 @@ import Reliability
 /// - The worker registry: a worker added or removed on any router, through `--worker-urls` or
 ///   the worker APIs, is added or removed on every router. Store "workers", key: the worker's
 ///   canonical URL, value: its settings as JSON (nil: removed).
-/// - Sticky sessions of `manual`: store "sessions", key: model + NUL + routing key, value: the
-///   worker id it is assigned to, so a session keeps its worker through any router, also after
-///   the router that placed it died.
+/// - Sticky sessions of `manual` (`SessionReplication`): a session keeps its worker through any
+///   router, also after the router that placed it died; the store is bounded and expires.
 /// - Health verdicts: store "health", key: the worker's canonical URL, value: "unhealthy" or
 ///   "healthy", written when this router's own checks change their verdict. A router told
 ///   "unhealthy" stops routing to the worker at once (one router seeing a dead worker spares the
@@ -20,7 +19,7 @@ import Reliability
 /// Stores are last-writer-wins by hybrid logical clock.
 enum MeshBridge {
     static let workersStore = "workers"
-    static let sessionsStore = "sessions"
+    static let sessionsStore = SessionReplication.store
     static let healthStore = "health"
 
     /// Starts applying other routers' changes to this router.
@@ -33,11 +32,7 @@ enum MeshBridge {
                 guard value.map({ String(decoding: $0, as: UTF8.self) }) == "unhealthy", let w = state.registry.worker(url: key),
                       w.adoptUnhealthy() else { return }
                 state.logger.warning("worker unhealthy (seen by another router)", metadata: ["worker": "\(key)"])
-            case sessionsStore:
-                let parts = key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
-                guard parts.count == 2 else { return }
-                state.registry.adoptAssignment(model: String(parts[0]), routingKey: String(parts[1]),
-                                               worker: value.map { String(decoding: $0, as: UTF8.self) }, now: state.nowMs())
+            case sessionsStore: SessionReplication.applied(key: key, value: value, state: state)
             default: return
             }
         }
@@ -60,7 +55,7 @@ enum MeshBridge {
 
     /// A routing key was (re)assigned here by `manual`: tell the others.
     static func assigned(routingKey: String, model: String?, worker: Worker, state: RouterState) {
-        state.mesh?.service.publish(store: sessionsStore, key: (model ?? "") + "\u{0}" + routingKey, value: Array(worker.id.utf8))
+        SessionReplication.assigned(routingKey: routingKey, model: model, worker: worker, state: state)
     }
 
     /// A worker was added or changed here: tell the others.

@@ -196,7 +196,7 @@ final class Exchange: UpstreamResponseDelegate {
                              policy: state.config.policy.rawValue, reason: reason.rawValue)
         state.treeSync?.noteDecision()
         if state.mesh != nil, reason == .newAssignment || reason == .reassigned, let key = plan.routing.routingKey {
-            MeshBridge.assigned(routingKey: key, model: plan.model, worker: w, state: state)
+            MeshBridge.assigned(routingKey: key, model: w.modelID == plan.model ? plan.model : nil, worker: w, state: state)
         }
     }
 

@@ -133,6 +133,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let discovery = state.discovery.service(state: state) { list.append(discovery) }
             if let health = HealthChecker.service(state: state) { list.append(health) }
             if let share = MeshBridge.budgetSharing(state: state) { list.append(share) }
+            if let sessions = SessionReplication.service(state: state) { list.append(sessions) }
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
             let services = ServiceGroup(configuration: ServiceGroupConfiguration(

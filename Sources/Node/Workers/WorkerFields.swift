@@ -5,7 +5,8 @@
 enum WorkerFields {
     static let maxModelID = 512
     static let maxAPIKey = 4096
-    static let maxLabels = 64
+    /// With the other limits, a worker's replicated settings stay under the mesh's 16 KiB value.
+    static let maxLabels = 16
     static let maxLabelLength = 256
 
     /// What is wrong with these values, or nil when they are acceptable.

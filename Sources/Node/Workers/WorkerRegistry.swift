@@ -115,6 +115,12 @@ public final class WorkerRegistry: Sendable {
         box(for: model).policy.withLock { $0.adopt(routingKey: routingKey, worker: worker, now: now) }
     }
 
+    /// When `manual` last used a routing key for `model` (monotonic ms), nil when it holds none.
+    public func sessionLastUse(model: String, routingKey: String) -> UInt64? {
+        let box = policies.withLock { $0[model] }
+        return box?.policy.withLock { ($0 as? ManualPolicy)?.lastUse(of: routingKey) }
+    }
+
     /// Periodic upkeep of every model's policy (tree eviction, idle keys); the policies of
     /// models no worker serves any more are dropped.
     public func maintainPolicies(now: UInt64) {

@@ -39,7 +39,7 @@ public struct WorkerURL: Sendable, Hashable {
         } else {
             h = rest
         }
-        guard !h.isEmpty, h.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == ":" || $0 == "_" }) else {
+        guard !h.isEmpty, h.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == ":" || $0 == "_") }) else {
             throw ConfigError("worker URL '\(raw)': invalid host")
         }
         let port: Int
