@@ -16,7 +16,7 @@ import Glibc
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("smg-mesh-key-\(UUID().uuidString)")
         let p = try! TestProcess(Binaries.smg, ["mesh-keygen"], name: "keygen")
         p.process.waitUntilExit()
-        try! p.stdout.write(to: url, atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: url.path, contents: Data(p.stdout.utf8), attributes: [.posixPermissions: 0o600])
         return url
     }()
 

@@ -20,7 +20,8 @@ import Testing
 
     /// Starts a service on a free loopback port (UDP and TCP both), retrying if another
     /// process takes the port between the probe and the bind.
-    static func start(_ name: String, peers: [String], group: any EventLoopGroup) async throws -> MeshService {
+    static func start(_ name: String, peers: [String], group: any EventLoopGroup,
+                      configure: (inout MeshService.Config) -> Void = { _ in }) async throws -> MeshService {
         var lastError: (any Error)?
         for _ in 0..<5 {
             let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
@@ -30,6 +31,7 @@ import Testing
                                        keyring: try MeshKeyring(parsing: key))
             c.node.swim.protocolPeriodMs = 250
             c.node.swim.probeTimeoutMs = 100
+            configure(&c)
             let service = MeshService(config: c, generation: monotonicMs(), logger: Logger(label: name), clock: monotonicMs)
             do {
                 try await service.start(group: group)
@@ -97,7 +99,7 @@ import Testing
         }
         // A frame claiming 2 GiB: refused before anything is allocated.
         try sendRaw([0x7F, 0xFF, 0xFF, 0xFF, 1, 2, 3], waitForClose: true)
-        try await eventually(5, "the oversized frame is counted") { a.status().stats.dropped["oversized"] == 1 }
+        try await eventually(5, "the oversized frame is counted") { a.status().stats.dropped["oversized_untrusted"] == 1 }
         // A well-framed packet sealed under another cluster's key.
         let other = Sealer(keyring: try MeshKeyring(parsing: MeshKeyring.generate()), maxPacket: MeshService.frameLimit)
         let sealed = other.seal(Array(repeating: 9, count: 3000))
@@ -105,6 +107,72 @@ import Testing
         try sendRaw([UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + sealed, waitForClose: false)
         try await eventually(5, "the foreign frame is counted") { a.status().stats.dropped["unknown_key"] == 1 }
         #expect(a.status().stats.framesIn == 0)
+        await a.leave()
+        try await group.shutdownGracefully()
+    }
+
+    /// A raw TCP connection to a service's mesh port (as a stranger without the key would open).
+    final class RawConnection {
+        let fd: Int32
+        init(port: Int) throws {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = UInt16(port).bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { close(fd); throw CancellationError() }
+            var tv = timeval(tv_sec: 0, tv_usec: 20_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
+        deinit { close(fd) }
+        @discardableResult func send(_ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count }
+        /// True once the other side closed (a read sees the end of the stream or a reset).
+        var isClosed: Bool {
+            var b = [UInt8](repeating: 0, count: 16)
+            let n = recv(fd, &b, 16, 0)
+            return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        }
+    }
+
+    static func lengthPrefix(_ n: Int) -> [UInt8] { [UInt8(n >> 24 & 0xFF), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)] }
+
+    @Test func strangersCannotMakeANodeBufferMuchOrHoldConnections() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let a = try await Self.start("a", peers: [], group: group) { c in
+            c.frameDeadline = .seconds(1)
+            c.maxInboundConnections = 4
+        }
+        let port = a.config.port
+        // Before a connection proved it holds the key, a frame may be 64 KiB, not 64 MiB.
+        let big = try RawConnection(port: port)
+        big.send(Self.lengthPrefix(1 << 20) + [1, 2, 3])
+        try await eventually(5, "a 1 MiB frame from a stranger closes the connection") { big.isClosed }
+        #expect(a.status().stats.dropped["oversized_untrusted"] == 1)
+        // A frame trickling in a byte at a time is cut at its deadline.
+        let slow = try RawConnection(port: port)
+        slow.send(Self.lengthPrefix(1000) + [0])
+        let started = ContinuousClock.now
+        while !slow.isClosed, ContinuousClock.now - started < .seconds(6) {
+            slow.send([0])
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(slow.isClosed && ContinuousClock.now - started >= .seconds(1), "cut at the frame deadline")
+        #expect(a.status().stats.dropped["frame_deadline"] == 1)
+        // A well-framed message sealed under another key ends the connection.
+        let foreign = try RawConnection(port: port)
+        let sealed = Sealer(keyring: try MeshKeyring(parsing: MeshKeyring.generate()), maxPacket: 1 << 16).seal([9, 9, 9])
+        foreign.send(Self.lengthPrefix(sealed.count) + sealed)
+        try await eventually(5, "the foreign frame closes its connection") { foreign.isClosed }
+        // At most four inbound connections at once.
+        // (The listener accepts in arrival order, so the fifth is handled after the four.)
+        let held = try (0..<4).map { _ in try RawConnection(port: port) }
+        let extra = try RawConnection(port: port)
+        try await eventually(5, "the fifth connection is closed") { extra.isClosed }
+        #expect(a.status().stats.dropped["connection_limit"] == 1)
+        #expect(held.allSatisfy { !$0.isClosed }, "the four held ones stay (until idle)")
         await a.leave()
         try await group.shutdownGracefully()
     }

@@ -118,6 +118,17 @@ import Testing
         #expect(message.contains("--jwt-issuer") && message.contains("environment") && message.contains("TLS"), "\(message)")
     }
 
+    @Test func aMeshKeyFileOthersCanReadIsWarnedAbout() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("smg-key-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        FileManager.default.createFile(atPath: path, contents: Data((String(repeating: "ab", count: 32) + "\n").utf8),
+                                       attributes: [.posixPermissions: 0o644])
+        let args = ["--enable-mesh", "--mesh-port", "39999", "--mesh-key-file", path]
+        #expect(try load(args).mesh?.keyFileWarning?.contains("chmod 600") == true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+        #expect(try load(args).mesh?.keyFileWarning == nil)
+    }
+
     @Test func securityFlagsParseAndRefuseWhatCannotBeSafe() throws {
         let c = try load(["--control-plane-api-keys", " ops:Operations:admin:s3:cret", "ro:Read Only:user:k2", "--api-key", "inference"])
         #expect(c.security.controlKeys.map(\.id) == ["ops", "ro"])

@@ -25,6 +25,12 @@ public final class MeshService: Sendable {
         public var keyring: MeshKeyring
         public var node = MeshNode.Config()
         public var tickMs: Int64 = 50
+        /// Inbound TCP connections at once (each peer opens one); more are closed at once.
+        public var maxInboundConnections = 128
+        /// A frame must arrive whole this long after its first byte, or its connection is closed.
+        public var frameDeadline: TimeAmount = .seconds(30)
+        /// An inbound connection without traffic this long is closed.
+        public var idleTimeout: TimeAmount = .minutes(5)
         public init(name: String, bindHost: String, port: Int, advertise: String, peers: [String], keyring: MeshKeyring) {
             self.name = name
             self.bindHost = bindHost
@@ -40,6 +46,11 @@ public final class MeshService: Sendable {
     public static let datagramLimit = 1400
     /// The largest TCP frame accepted (a full state of a big session store).
     public static let frameLimit = 64 << 20
+    /// The largest frame accepted before a connection has delivered one frame that opened under
+    /// the cluster key: a stranger can make a router buffer this much, not `frameLimit`. Senders
+    /// open every connection with a small sealed hello for this reason.
+    public static let unauthenticatedFrameLimit = 64 << 10
+    static let helloTopic = "mesh.hello"
 
     /// Counters for `/ha/status` and metrics.
     public struct Stats: Sendable {
@@ -134,12 +145,17 @@ public final class MeshService: Sendable {
         do {
             listener = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelInitializer { channel in
+                .childChannelInitializer { [config] channel in
                     channel.eventLoop.makeCompletedFuture {
+                        guard service.inboundOpened() else {
+                            service.countDrop("connection_limit")
+                            channel.close(promise: nil)
+                            return
+                        }
+                        channel.closeFuture.whenComplete { _ in service.inboundClosed() }
                         try channel.pipeline.syncOperations.addHandlers([
-                            IdleStateHandler(readTimeout: .minutes(5)),
-                            ByteToMessageHandler(MeshFrameDecoder(limit: Self.frameLimit + Sealer.headerSize + Sealer.tagSize)),
-                            MeshFrameHandler(service: service),
+                            IdleStateHandler(readTimeout: config.idleTimeout),
+                            MeshFrameReader(service: service, deadline: config.frameDeadline),
                         ])
                     }
                 }
@@ -182,18 +198,22 @@ public final class MeshService: Sendable {
 
     enum Transport { case datagram, frame }
 
-    func received(_ bytes: [UInt8], over transport: Transport) {
+    /// Handles one datagram or frame; true when it opened under the cluster key and was fresh
+    /// (not a replay), which is what makes an inbound connection trusted with big frames.
+    @discardableResult
+    func received(_ bytes: [UInt8], over transport: Transport) -> Bool {
         let now = clock()
         let sealer = transport == .datagram ? datagramSealer : frameSealer
         switch sealer.open(bytes) {
         case .failure(let refusal):
             inner.withLock { $0.stats.dropped[refusal.rawValue, default: 0] += 1 }
+            return false
         case .success(let plain):
             guard let envelope = WireCodec.decode(plain) else {
                 inner.withLock { $0.stats.dropped["malformed", default: 0] += 1 }
-                return
+                return false
             }
-            enum Outcome { case node([MeshNode.Output]), custom(String, [UInt8]), none }
+            enum Outcome { case node([MeshNode.Output]), custom(String, [UInt8]), hello, none }
             let outcome: Outcome = inner.withLock { s in
                 let fresh = transport == .datagram
                     ? s.datagramReplay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter)
@@ -207,16 +227,31 @@ public final class MeshService: Sendable {
                 s.lastContact[envelope.sender] = now
                 switch envelope.message {
                 case .node(let m): return .node(s.node.receive(m, from: envelope.sender, now: now, wallMs: wallClockMs(), using: &s.rng))
+                case .custom(let topic, _) where topic == Self.helloTopic: return .hello
                 case .custom(let topic, let payload): return .custom(topic, payload)
                 }
             }
             switch outcome {
             case .node(let out): execute(out)
             case .custom(let topic, let payload): onCustom.withLock { $0 }?(topic, payload)
-            case .none: break
+            case .hello: break
+            case .none: return false
             }
+            return true
         }
     }
+
+    private let inbound = Atomic<Int>(0)
+    /// Counts an inbound connection; false when the limit is reached (it is not counted then).
+    func inboundOpened() -> Bool {
+        let n = inbound.add(1, ordering: .relaxed).newValue
+        if n > config.maxInboundConnections {
+            inbound.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+    func inboundClosed() { inbound.subtract(1, ordering: .relaxed) }
 
     private func execute(_ outputs: [MeshNode.Output]) {
         guard !outputs.isEmpty else { return }
@@ -271,6 +306,11 @@ public final class MeshService: Sendable {
             s.stats.framesOut += 1
             s.stats.bytesOut += sealed.count + 4
             if let c = s.connections[address] { return c }
+            // Every connection opens with a small sealed hello: the receiver accepts big frames
+            // only on a connection that proved it holds the cluster key.
+            s.counter += 1
+            let hello = WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter,
+                                               message: .custom(topic: Self.helloTopic, payload: [])))
             let c = ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connectTimeout(.seconds(2))
@@ -278,6 +318,13 @@ public final class MeshService: Sendable {
                     channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MeshOutboundHandler()) }
                 }
                 .connect(to: remote)
+            let sealedHello = frameSealer.seal(hello)
+            c.whenSuccess { ch in
+                var buffer = ByteBuffer()
+                buffer.writeInteger(UInt32(sealedHello.count))
+                buffer.writeBytes(sealedHello)
+                ch.write(buffer, promise: nil)
+            }
             s.connections[address] = c
             return c
         }
@@ -404,33 +451,66 @@ final class MeshDatagramHandler: ChannelInboundHandler {
     }
 }
 
-/// Splits a TCP stream into frames: a 4-byte big-endian length, then that many sealed bytes.
-/// A length over the limit closes the connection (nothing legitimate is that big).
-struct MeshFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = [UInt8]
-    let limit: Int
-
-    struct Oversized: Error {}
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        guard Int(length) <= limit else { throw Oversized() }
-        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 4)
-        let frame = buffer.readBytes(length: Int(length))!
-        context.fireChannelRead(wrapInboundOut(frame))
-        return .continue
-    }
-}
-
-/// Feeds frames from an inbound mesh connection to the service; closes idle or broken ones.
-final class MeshFrameHandler: ChannelInboundHandler {
-    typealias InboundIn = [UInt8]
+/// Reads frames from an inbound mesh connection: a 4-byte big-endian length, then that many
+/// sealed bytes, each handed to the service. What a connection can cost before it is trusted is
+/// bounded: frames over `unauthenticatedFrameLimit` until one frame opened under the cluster
+/// key, over `frameLimit` after; a frame not whole within `deadline` of its first byte (a peer
+/// trickling bytes keeps no buffer alive forever); a frame that does not open on a connection not
+/// yet trusted. Each of these closes the connection and is counted.
+final class MeshFrameReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
     private let service: MeshService
-    init(service: MeshService) { self.service = service }
+    private let deadline: TimeAmount
+    private var buffer = ByteBuffer()
+    private var trusted = false
+    private var timer: Scheduled<Void>?
+
+    init(service: MeshService, deadline: TimeAmount) {
+        self.service = service
+        self.deadline = deadline
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        service.received(unwrapInboundIn(data), over: .frame)
+        var bytes = unwrapInboundIn(data)
+        buffer.writeBuffer(&bytes)
+        var completed = false
+        while let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) {
+            let limit = (trusted ? MeshService.frameLimit : MeshService.unauthenticatedFrameLimit) + Sealer.headerSize + Sealer.tagSize
+            guard Int(length) <= limit else { return refuse(trusted ? "oversized" : "oversized_untrusted", context) }
+            guard buffer.readableBytes >= 4 + Int(length) else { break }
+            buffer.moveReaderIndex(forwardBy: 4)
+            let frame = buffer.readBytes(length: Int(length))!
+            completed = true
+            let authentic = service.received(frame, over: .frame)
+            if authentic { trusted = true } else if !trusted { return refuse("untrusted_connection", context) }
+        }
+        if completed || buffer.readableBytes == 0 {
+            timer?.cancel()
+            timer = nil
+        }
+        if buffer.readableBytes == 0 {
+            buffer.clear()
+        } else if timer == nil {
+            // A frame has begun: it must be whole by the deadline.
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) { [self] in
+                timer = nil
+                refuse("frame_deadline", context)
+            }
+        }
+    }
+
+    private func refuse(_ reason: String, _ context: ChannelHandlerContext) {
+        service.countDrop(reason)
+        timer?.cancel()
+        timer = nil
+        buffer = ByteBuffer()
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -438,7 +518,6 @@ final class MeshFrameHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is MeshFrameDecoder.Oversized { service.countDrop("oversized") }
         context.close(promise: nil)
     }
 }

@@ -9,6 +9,9 @@ public struct MeshSettings: Sendable {
     public var advertise: String
     public var peers: [String]
     public var keyring: MeshKeyring
+    /// Said once at start: a key file others can read (a key anyone on the host can read lets
+    /// them join or forge the mesh). Not refused: Kubernetes mounts secrets 0644 by default.
+    public var keyFileWarning: String?
 
     init(_ f: ResolvedFlags) throws(ConfigError) {
         host = f.stringWithDefault("mesh-host")
@@ -31,6 +34,9 @@ public struct MeshSettings: Sendable {
         } else if let path = f.string("mesh-key-file") {
             do { keyText = try String(contentsOfFile: path, encoding: .utf8) } catch {
                 throw ConfigError("--mesh-key-file \(path): cannot read it (\(error.localizedDescription))")
+            }
+            if let mode = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
+                keyFileWarning = "--mesh-key-file \(path) is readable by \(mode & 0o007 != 0 ? "every user on this host" : "its group") (mode \(String(mode, radix: 8))): anyone who reads it can join and forge the mesh; chmod 600 it"
             }
         } else {
             throw ConfigError("--enable-mesh needs a cluster key: --mesh-key-file FILE or SMG_MESH_KEY (make one with `smg mesh-keygen`)")

@@ -104,6 +104,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 }
             }
             warnIfOpen(config, logger: logger)
+            if let warning = config.mesh?.keyFileWarning { logger.warning("\(warning)") }
             if let jwt {
                 Task {
                     do { try await jwt.prefetch() } catch {
