@@ -113,6 +113,20 @@ let package = Package(
         // The mesh core (SWIM and replication) at 200+ nodes on the simulated network.
         .executableTarget(name: "smg-mesh-bench", dependencies: ["MeshCore", "MeshSimulation", "Primitives"], path: "Benchmarks/smg-mesh-bench"),
 
+        // Fuzz targets for the parsers strangers reach (fuzz/run.sh builds them with libFuzzer;
+        // a normal build replays the seed corpus through them).
+        .executableTarget(
+            name: "smg-fuzz",
+            dependencies: [
+                "Node", "Mesh", "MeshCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "fuzz/smg-fuzz"
+        ),
+
         // The deterministic network simulator that drives MeshCore nodes: for tests and the mesh
         // benchmark, never shipped.
         .target(name: "MeshSimulation", dependencies: ["MeshCore", "Primitives"], path: "Tests/MeshSimulation"),

@@ -151,25 +151,41 @@ public enum ConfigLoader {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw ConfigError("--config \(path): cannot read the file (\(error.localizedDescription))")
         }
-        let node: Any?
-        do { node = try Yams.load(yaml: text) } catch {
+        return try parseConfig(text, path: path)
+    }
+
+    /// The flags of a config file's text (`path` only names it in errors). The YAML is read as
+    /// a node tree, not through Yams' `load` (its untyped constructor traps on a mapping whose
+    /// key is not a string, which fuzzing found): keys must be scalars, values scalars or lists
+    /// of scalars.
+    static func parseConfig(_ text: String, path: String) throws(ConfigError) -> [(String, FlagValue)] {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
             throw ConfigError("--config \(path): not valid YAML: \(error)")
         }
-        guard let node else { return [] }
-        guard let mapping = node as? [String: Any] else { throw ConfigError("--config \(path): the top level must be a mapping of flag names to values") }
+        guard let root else { return [] }
+        guard let mapping = root.mapping else { throw ConfigError("--config \(path): the top level must be a mapping of flag names to values") }
+        var entries: [(String, Node)] = []
+        for (keyNode, value) in mapping {
+            guard let key = keyNode.scalar?.string else { throw ConfigError("--config \(path): every key must be a flag name") }
+            entries.append((key, value))
+        }
         var out: [(String, FlagValue)] = []
-        for (key, value) in mapping.sorted(by: { $0.key < $1.key }) {
+        for (key, value) in entries.sorted(by: { $0.0 < $1.0 }) {
             let name = normalize(key)
             guard let spec = FlagTable.spec(name), name != "config" else {
                 throw ConfigError("--config \(path): unknown key '\(key)'")
             }
             let raw: [String]
             switch value {
-            case let list as [Any]: raw = list.map { "\($0)" }
-            case is NSNull: continue
-            default:
-                let s = "\(value)"
-                raw = spec.kind == .list ? splitList(s) : [s]
+            case .scalar where value.null != nil: continue
+            case .scalar: raw = spec.kind == .list ? splitList(scalarText(value, spec)) : [scalarText(value, spec)]
+            case .sequence(let items):
+                raw = try items.map { item throws(ConfigError) -> String in
+                    guard case .scalar = item else { throw ConfigError("--config \(path): key '\(key)' takes a value or a list of values") }
+                    return scalarText(item, spec)
+                }
+            default: throw ConfigError("--config \(path): key '\(key)' takes a value or a list of values")
             }
             if spec.kind != .list && spec.kind != .urlWithOptionalPort && raw.count != 1 {
                 throw ConfigError("--config \(path): key '\(key)' takes one value")
@@ -177,5 +193,17 @@ public enum ConfigLoader {
             out.append((name, try convert(spec, raw: raw, origin: "--config \(path): key '\(key)'")))
         }
         return out
+    }
+
+    /// A scalar as the flag reads it: YAML's spellings of booleans and numbers (`yes`, `0x10`)
+    /// as their values, anything else as written.
+    private static func scalarText(_ node: Node, _ spec: FlagSpec) -> String {
+        let text = node.scalar?.string ?? ""
+        switch spec.kind {
+        case .bool: return node.bool.map { String($0) } ?? text
+        case .int: return node.int.map { String($0) } ?? text
+        case .double: return node.float.map { String($0) } ?? text
+        default: return text
+        }
     }
 }

@@ -1,0 +1,131 @@
+import Foundation
+import Logging
+@testable import Mesh
+import MeshCore
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+@testable import Node
+
+/// The parsers a stranger's bytes reach, one fuzz target each. A target returns normally for any
+/// input; a crash, a sanitizer report or a broken invariant (`check`) is a finding.
+enum FuzzTarget: String, CaseIterable {
+    /// The inference body: the JSON scanner, the routing fields, the routing text of every kind.
+    case json
+    /// The mesh: a datagram or frame opened under a key, the wire codec, the replay filter.
+    case wire
+    /// Configuration: a YAML config file, and a command line (arguments split at NUL bytes).
+    case config
+    /// The API port: raw bytes into the HTTP decoder and the router's handler, on an embedded
+    /// channel (authentication, routes, limits, the exchange up to worker selection).
+    case http
+
+    func run(_ bytes: UnsafeRawBufferPointer) {
+        switch self {
+        case .json: Self.json(bytes)
+        case .wire: Self.wire(Array(bytes))
+        case .config: Self.config(Array(bytes))
+        case .http: Self.http(Array(bytes))
+        }
+    }
+
+    /// Replay prints what the router answered (`SMG_FUZZ_VERBOSE=1`), to see what an input does.
+    nonisolated(unsafe) static var verbose = ProcessInfo.processInfo.environment["SMG_FUZZ_VERBOSE"] == "1"
+
+    /// An invariant that must hold whatever the input: a failure is a finding.
+    static func check(_ condition: Bool, _ what: @autoclosure () -> String) {
+        if !condition { fatalError("invariant broken: \(what())") }
+    }
+
+    static func json(_ bytes: UnsafeRawBufferPointer) {
+        guard let members = try? JSONScanner.scanObject(bytes) else { return }
+        for m in members {
+            check(m.key.lowerBound >= 0 && m.key.upperBound <= bytes.count && m.value.upperBound <= bytes.count, "member ranges inside the body")
+            for name in InferenceRequest.routingFields where m.keyEquals(name, in: bytes) {
+                _ = m.stringValue(in: bytes)
+                _ = m.boolValue(in: bytes)
+            }
+        }
+        for kind in [Route.Inference.generate, .chat, .completions, .embeddings, .rerank, .classify] {
+            let text = RoutingText.extract(kind, members: members, bytes: bytes)
+            check(text.count <= RoutingText.maxBytes + 4, "routing text within its cap")
+        }
+    }
+
+    static let keyring = try! MeshKeyring(parsing: String(repeating: "5a", count: 32))
+    static let sealer = Sealer(keyring: keyring, maxPacket: 1 << 20)
+
+    static func wire(_ bytes: [UInt8]) {
+        // As received off the network: open (nearly always refused), then decode what opened.
+        if case .success(let plain) = sealer.open(bytes) { _ = WireCodec.decode(plain) }
+        // The codec on its own, as if the bytes had opened: what decodes re-encodes to itself.
+        if let envelope = WireCodec.decode(bytes) {
+            check(WireCodec.decode(WireCodec.encode(envelope)) == envelope, "a decoded envelope round-trips")
+            var filter = ReplayFilter()
+            check(filter.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter), "first sight is fresh")
+            check(!filter.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter), "second sight is a replay")
+        }
+        // What we seal, we open.
+        check((try? sealer.open(sealer.seal(bytes)).get()) == bytes, "seal then open gives the bytes back")
+    }
+
+    /// Encoded envelopes of every message kind (`smg-fuzz write-wire-seeds DIR`), and one sealed.
+    static func wireSeeds() -> [[UInt8]] {
+        let stamp = HLCStamp(wallMs: 5, logical: 2, node: 99)
+        let vector = VersionVector([1: 5, 7: 2])
+        let member = SwimNode.Member(name: "router-1", address: "127.0.0.1:39527", generation: 7, incarnation: 3, status: .suspect, origin: "router-2")
+        let entries = [ReplicatedEntry(store: "workers", key: "http://w:1", value: Array(#"{"labels":{}}"#.utf8), stamp: stamp, dot: Dot(origin: 1, seq: 5)),
+                       ReplicatedEntry(store: "sessions", key: "m\u{0}k", value: nil, stamp: stamp, dot: Dot(origin: 7, seq: 1), seen: vector)]
+        let messages: [MeshMessage] = [
+            .node(.swim(.ping(seq: 1, gossip: [member]))), .node(.swim(.ack(seq: 2, gossip: []))), .node(.swim(.pingReq(seq: 3, target: "router-3", gossip: [member]))),
+            .node(.swim(.join(member))), .node(.swim(.sync([member], reply: true))), .node(.push(entries)),
+            .node(.digest(ReplicationDigest(context: CausalContext(vector: vector, cloud: [Dot(origin: 4, seq: 44)]), liveCount: 3, fingerprint: 9), reply: true)),
+            .node(.answer(entries, through: vector)), .node(.state(entries, context: CausalContext(vector: vector, cloud: []), reply: false)),
+            .custom(topic: "tree", payload: [1, 2, 3]), .custom(topic: MeshService.helloTopic, payload: []),
+        ]
+        let plain = messages.enumerated().map { WireCodec.encode(.init(sender: "127.0.0.1:39527", generation: 1, counter: UInt64($0.offset), message: $0.element)) }
+        return plain + [sealer.seal(plain[0])]
+    }
+
+    static func config(_ bytes: [UInt8]) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        if let pairs = try? ConfigLoader.parseConfig(text, path: "fuzz.yaml") {
+            var flags = (try? ConfigLoader.resolve(arguments: [], environment: [:]))!
+            for (name, value) in pairs { flags.set(name, value, from: .configFile) }
+            _ = try? RouterConfig(flags)
+        }
+        let arguments = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        // File flags would read the fuzzer's arbitrary paths: only in-memory ones here.
+        guard !arguments.contains(where: { $0.contains("file") || $0.contains("config") || $0.contains("path") }) else { return }
+        _ = try? RouterConfig.load(arguments: arguments, environment: [:])
+    }
+
+    /// One router state and loop for every input: control routes need a key the fuzzer cannot
+    /// guess, so the fleet stays empty (an embedded loop cannot open worker connections).
+    static let loop = EmbeddedEventLoop()
+    static let state: RouterState = {
+        let config = try! RouterConfig.load(arguments: ["--control-plane-api-keys", "fuzz:fuzz:admin:\(UUID().uuidString)",
+                                                        "--max-payload-size", "65536"], environment: [:])
+        let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
+        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
+        return RouterState(config: config, registry: registry, metrics: metrics,
+                           logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }),
+                           pools: UpstreamPools(group: loop, metrics: metrics))
+    }()
+
+    static func http(_ bytes: [UInt8]) {
+        let channel = EmbeddedChannel(loop: loop)
+        try! channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+        try! channel.pipeline.syncOperations.addHandler(RouterHandler(state: state, pool: state.pools.pool(for: loop)))
+        try? channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        _ = try? channel.writeInbound(ByteBuffer(bytes: bytes))
+        loop.run()
+        while let out = try? channel.readOutbound(as: ByteBuffer.self) {
+            if verbose { print(String(buffer: out), terminator: "") }
+        }
+        _ = try? channel.finish()
+        loop.run()
+        check(state.inFlight == 0, "every request began is ended once the connection is gone (\(state.inFlight) left)")
+        check(state.admission.inFlight == 0, "every admission slot is released")
+    }
+}
