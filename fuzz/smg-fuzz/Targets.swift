@@ -6,6 +6,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 @testable import Node
+import Primitives
 
 /// The parsers a stranger's bytes reach, one fuzz target each. A target returns normally for any
 /// input; a crash, a sanitizer report or a broken invariant (`check`) is a finding.
@@ -61,6 +62,16 @@ enum FuzzTarget: String, CaseIterable {
         // The codec on its own, as if the bytes had opened: what decodes re-encodes to itself.
         if let envelope = WireCodec.decode(bytes) {
             check(WireCodec.decode(WireCodec.encode(envelope)) == envelope, "a decoded envelope round-trips")
+            // The pure core takes it as a peer's message: a fresh node with some state of its own,
+            // so joins, refutations, merges and full-state exchanges all have something to act on.
+            if case .node(let message) = envelope.message {
+                var node = MeshNode(name: "fuzz", address: "127.0.0.1:1", generation: 1, origin: 1, seeds: ["127.0.0.1:2"])
+                var rng = SplitMix64(seed: 1)
+                _ = node.write("sessions", "k", [1], wallMs: 1)
+                _ = node.tick(now: 1, using: &rng)
+                _ = node.receive(message, from: envelope.sender, now: 2, wallMs: 2, using: &rng)
+                _ = node.tick(now: 10_000, using: &rng)
+            }
             var filter = ReplayFilter()
             check(filter.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter), "first sight is fresh")
             check(!filter.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter), "second sight is a replay")

@@ -78,7 +78,7 @@ public struct CausalContext: Sendable, Equatable {
 
     public mutating func add(_ dot: Dot) {
         guard !covers(dot) else { return }
-        if dot.seq == vector[dot.origin] + 1 {
+        if Self.extends(vector, dot) {
             vector[dot.origin] = dot.seq
             compact()
         } else {
@@ -97,13 +97,21 @@ public struct CausalContext: Sendable, Equatable {
         compact()
     }
 
+    /// Whether `dot` is the next write of its origin after `vector`'s prefix. Counters come off
+    /// the wire: one at `UInt64.max` (a buggy or hostile peer) must not overflow (found by
+    /// fuzz/run.sh wire).
+    private static func extends(_ vector: VersionVector, _ dot: Dot) -> Bool {
+        let v = vector[dot.origin]
+        return v < .max && dot.seq == v + 1
+    }
+
     /// Moves cloud dots that extend the vector into it, and drops those it covers.
     private mutating func compact() {
         guard !cloud.isEmpty else { return }
         var progressed = true
         while progressed {
             progressed = false
-            for dot in cloud where dot.seq == vector[dot.origin] + 1 {
+            for dot in cloud where Self.extends(vector, dot) {
                 vector[dot.origin] = dot.seq
                 progressed = true
             }

@@ -164,7 +164,7 @@ public struct SwimNode: Sendable {
 
     /// Leaves the cluster: tells a few members at once; gossip does the rest.
     public mutating func leave(now: UInt64) -> [Directive] {
-        me.incarnation += 1
+        me.incarnation = me.incarnation == .max ? .max : me.incarnation + 1
         me.status = .left
         let note = Message.sync([me], reply: false)
         return aliveMembers.prefix(max(3, config.indirectProbes + 1)).map { .send(to: $0.address, note) }
@@ -321,7 +321,8 @@ public struct SwimNode: Sendable {
 
     private mutating func refuteIfNeeded(_ claim: Member) {
         guard claim.generation == me.generation, claim.status != .alive, claim.incarnation >= me.incarnation else { return }
-        me.incarnation = claim.incarnation + 1
+        // Incarnations come off the wire: saturate rather than trap on a hostile UInt64.max.
+        me.incarnation = claim.incarnation == .max ? .max : claim.incarnation + 1
         me.origin = me.name
         enqueue(me)
     }
