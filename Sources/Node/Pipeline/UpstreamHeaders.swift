@@ -5,8 +5,8 @@ import NIOHTTP1
 /// `Connection` header names (RFC 9110 §7.6.1); `expect` neither, since the router sends the
 /// worker the whole body at once. The client's address is appended to `X-Forwarded-For`.
 enum UpstreamHeaders {
-    private static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-                                             "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect"]
+    private static let hopByHop: [String] = ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+                                             "host", "content-length", "expect"]
 
     /// ASCII case-insensitive equality against a lowercase literal, without allocating.
     static func nameEquals(_ name: String, _ lower: String) -> Bool {
@@ -15,7 +15,14 @@ enum UpstreamHeaders {
         return true
     }
 
-    private static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { nameEquals(name, $0) } }
+    private static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { nameEquals(name, $0) } || isProxyHeader(name) }
+
+    /// `Proxy-*` (`Proxy-Authorization`, `Proxy-Connection`, …): meant for a proxy, never a worker.
+    private static func isProxyHeader(_ name: String) -> Bool {
+        let u = name.utf8
+        guard u.count > 6, let first = u.first, first | 0x20 == UInt8(ascii: "p") else { return false }
+        return nameEquals(String(name.prefix(6)), "proxy-")
+    }
 
     /// The head sent to `worker`: the client's headers less hop-by-hop ones, with the worker's
     /// host, the body's length, the request id and the worker's bearer token (which replaces
