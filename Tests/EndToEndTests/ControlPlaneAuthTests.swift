@@ -120,6 +120,14 @@ import Glibc
         let c = try HTTPConnection(port: smg.port, timeout: 5)
         try c.send("POST /workers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer admin-secret-1\r\ncontent-length: 2000000\r\n\r\n")
         #expect(try c.readResponse().status == 413, "control routes take at most 1 MiB")
+        // A request pipelined behind a refused one on the same write is dropped with the
+        // connection, and nothing stays counted as in flight.
+        let p = try HTTPConnection(port: smg.port, timeout: 5)
+        try p.send("POST /nope HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{\"pro")
+        #expect(try p.readResponse().status == 404)
+        try await eventually(timeout: .seconds(5), "no request is left in flight") {
+            try smg.metric("smg_http_requests_active") == 0
+        }
         // A request without a body keeps its connection after a refusal.
         let k = try HTTPConnection(port: smg.port, timeout: 5)
         #expect(try k.request("GET", "/workers").status == 401)

@@ -167,7 +167,8 @@ import Testing
         let dir = FileManager.default.temporaryDirectory
         // Non-string keys once trapped inside Yams (found by fuzz/run.sh config).
         for (text, expected) in [("port: [1, 2]", "port"), ("- a\n- b", "mapping"), ("nope_key: 1", "nope_key"), ("port: : :", "YAML"),
-                                 ("? [a]\n: b", "flag name"), ("{[1]: 2}", "flag name"), ("policy: {a: b}", "policy"), ("worker-urls: [[x]]", "worker-urls")] {
+                                 ("? [a]\n: b", "flag name"), ("{[1]: 2}", "flag name"), ("policy: {a: b}", "policy"), ("worker-urls: [[x]]", "worker-urls"),
+                                 ("port: 74200:+00000:07270:07270:072742002200", "port")] {
             let file = dir.appendingPathComponent("smg-\(UUID().uuidString).yaml")
             try text.write(to: file, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(at: file) }
@@ -177,7 +178,7 @@ import Testing
         #expect(throws: ConfigError.self) { try load(["--config", "/nonexistent/smg.yaml"]) }
         // YAML's own spellings still read as before.
         let file = dir.appendingPathComponent("smg-\(UUID().uuidString).yaml")
-        try "disable-retries: yes\nport: 0x1F90\ncache-threshold: .5\nworker-urls: http://a:1 http://b:2\napi-key: ~\n".write(to: file, atomically: true, encoding: .utf8)
+        try "disable-retries: yes\nport: 8080\ncache-threshold: .5\nworker-urls: http://a:1 http://b:2\napi-key: ~\n".write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         let c = try load(["--config", file.path])
         #expect(!c.retry.enabled && c.port == 8080 && c.policyConfig.cacheAware.cacheThreshold == 0.5 && c.workerURLs.count == 2 && c.apiKey == nil)

@@ -44,6 +44,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     private var exchange: Exchange?
     /// Parts of pipelined requests that arrived while one was being served.
     private var held: [HTTPServerRequestPart] = []
+    /// The connection is being closed (or is closed): further parts are dropped.
+    private var closing = false
     /// Bumped per request, so a control answer that arrives after its request ended is dropped.
     private var requestNumber = 0
 
@@ -70,6 +72,10 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     // MARK: reading the request
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Once the connection is closing, nothing more is read: the HTTP decoder may still hand
+        // over requests it had parsed from the same read (found by fuzzing: such a request began
+        // after the connection was gone and was never ended).
+        guard !closing else { return }
         let part = unwrapInboundIn(data)
         // The next request while this one is still being answered: hold it back.
         if !held.isEmpty || (request != nil && request?.readingBody == false) {
@@ -241,6 +247,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if close {
             held.removeAll()
+            closing = true
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         } else if !held.isEmpty {
             serveHeld(context)
@@ -264,6 +271,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
 
     func abortResponse() {
         request?.keepAlive = false
+        closing = true
         context?.close(promise: nil)
     }
 
@@ -305,6 +313,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closing = true
         // The client went away: an abandoned generation costs GPU time, so the exchange drops
         // the worker's connection at once instead of reading the rest of the answer.
         exchange?.clientClosed()
@@ -316,6 +325,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closing = true
         context.close(promise: nil)
     }
 }
