@@ -98,7 +98,7 @@ public enum FlagTable {
         FlagSpec("header-read-timeout-secs", .int, .int(10), group: "Request handling", "Seconds from a request's first byte to the end of its head"),
         FlagSpec("body-idle-timeout-secs", .int, .int(30), group: "Request handling", "Seconds a request body may pause between pieces"),
         FlagSpec("keep-alive-timeout-secs", .int, .int(60), group: "Request handling", "Seconds an idle client connection stays open"),
-        FlagSpec("max-client-connections", .int, .int(10_000), group: "Request handling", "Client connections open at once (503 and close above)"),
+        FlagSpec("max-client-connections", .int, .int(8192), group: "Request handling", "Client connections open at once (503 and close above)"),
         FlagSpec("cors-allowed-origins", .list, .list([]), group: "Request handling", "Origins allowed by CORS (space-separated; * for any)"),
         FlagSpec("request-id-headers", .list, .list(["x-request-id", "x-correlation-id", "x-trace-id", "request-id"]), group: "Request handling", "Headers checked, in order, for a request id"),
 
