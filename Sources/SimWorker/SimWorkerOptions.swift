@@ -30,6 +30,11 @@ public struct SimWorkerOptions: Sendable {
     public var extraReportedLoad = 0
     /// Seed for failure injection, so a flaky worker is reproducible.
     public var seed: UInt64 = 0x5EED
+    /// HTTPS with this certificate chain and key (PEM), when both are set.
+    public var tlsCertificatePath: String?
+    public var tlsKeyPath: String?
+    /// With HTTPS: require a client certificate issued by this CA (PEM).
+    public var tlsClientCAPath: String?
 
     public init() {}
 
@@ -77,11 +82,16 @@ public struct SimWorkerOptions: Sendable {
                 if o.cacheBlockSize == 0 { throw .badValue(a, "0") }
             case "--seed": o.seed = UInt64(try int(a))
             case "--extra-reported-load": o.extraReportedLoad = try int(a)
+            case "--tls-cert": o.tlsCertificatePath = try value(a)
+            case "--tls-key": o.tlsKeyPath = try value(a)
+            case "--tls-client-ca": o.tlsClientCAPath = try value(a)
             case "-h", "--help": throw .helpRequested
             default: throw .unknownFlag(a)
             }
             i += 1
         }
+        if (o.tlsCertificatePath == nil) != (o.tlsKeyPath == nil) { throw SimWorkerOptionError.badValue("--tls-cert/--tls-key", "give both") }
+        if o.tlsClientCAPath != nil, o.tlsCertificatePath == nil { throw SimWorkerOptionError.badValue("--tls-client-ca", "needs --tls-cert and --tls-key") }
         return o
     }
 
@@ -103,6 +113,9 @@ public struct SimWorkerOptions: Sendable {
           --cache-block-size N       characters per cache block (16)
           --extra-reported-load N    added to the load /get_load reports (0)
           --seed N                   seed for failure injection
+          --tls-cert FILE            serve HTTPS with this certificate chain (PEM; with --tls-key)
+          --tls-key FILE             the private key of --tls-cert (PEM)
+          --tls-client-ca FILE       with HTTPS: require client certificates issued by this CA
         """
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A simulated SGLang worker on its own NIO server. Start it in-process (tests, the demo,
 /// the benchmark) or through the `smg-sim-worker` executable.
@@ -11,7 +12,9 @@ public final class SimWorkerServer: Sendable {
     private let channel: any Channel
     /// The port actually bound (useful with port 0).
     public let port: Int
-    public var url: String { "http://\(options.host.contains(":") ? "[\(options.host)]" : options.host):\(port)" }
+    public var url: String {
+        "\(options.tlsCertificatePath == nil ? "http" : "https")://\(options.host.contains(":") ? "[\(options.host)]" : options.host):\(port)"
+    }
 
     private init(options: SimWorkerOptions, state: SimWorkerState, channel: any Channel) {
         self.options = options
@@ -22,18 +25,37 @@ public final class SimWorkerServer: Sendable {
 
     public static func start(_ options: SimWorkerOptions, group: any EventLoopGroup) async throws -> SimWorkerServer {
         let state = SimWorkerState(options: options)
+        let tls = try tlsContext(options)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(SimWorkerHandler(state: state))
                 }
             }
             .bind(host: options.host, port: options.port).get()
         return SimWorkerServer(options: options, state: state, channel: channel)
+    }
+
+    /// The HTTPS context, when `--tls-cert` and `--tls-key` are given; with `--tls-client-ca`,
+    /// a client certificate from that CA is required.
+    static func tlsContext(_ options: SimWorkerOptions) throws -> NIOSSLContext? {
+        guard let cert = options.tlsCertificatePath, let key = options.tlsKeyPath else { return nil }
+        let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+        let privateKey = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+        var configuration: TLSConfiguration
+        if let ca = options.tlsClientCAPath {
+            configuration = .makeServerConfigurationWithMTLS(certificateChain: chain, privateKey: privateKey,
+                                                             trustRoots: .certificates(try NIOSSLCertificate.fromPEMFile(ca)))
+        } else {
+            configuration = .makeServerConfiguration(certificateChain: chain, privateKey: privateKey)
+        }
+        configuration.minimumTLSVersion = .tlsv12
+        return try NIOSSLContext(configuration: configuration)
     }
 
     /// Requests served, streams the client abandoned, and connections open right now.

@@ -107,15 +107,16 @@ import Testing
         #expect(throws: ConfigError.self) { try ConfigLoader.resolve(arguments: ["--prefill"], environment: [:]) }
     }
 
-    @Test func notBuiltFeaturesFailNamingTheFlag() {
+    @Test func notBuiltFeaturesFailNamingTheFlag() throws {
         for args in [["--enable-mesh"], ["--pd-disaggregation"], ["--log-dir", "/tmp"], ["--redis-url", "redis://x"],
-                     ["--tls-cert-path", "/x"], ["--history-backend", "redis"], ["--enable-igw"], ["--backend", "openai"]] {
+                     ["--enable-trace"], ["--history-backend", "redis"], ["--enable-igw"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
         }
-        // The same through the environment names the source: keys from an https issuer need TLS.
-        let message = failure([], env: ["JWT_ISSUER": "https://idp", "JWT_AUDIENCE": "smg"]) ?? ""
-        #expect(message.contains("--jwt-issuer") && message.contains("environment") && message.contains("TLS"), "\(message)")
+        // The same through the environment names the source.
+        let message = failure([], env: ["SMG_PD_DISAGGREGATION": "true"]) ?? ""
+        #expect(message.contains("--pd-disaggregation") && message.contains("environment"), "\(message)")
+        #expect(try load([], env: ["JWT_ISSUER": "https://idp", "JWT_AUDIENCE": "smg"]).security.jwt?.issuer == "https://idp", "https issuers work with TLS")
     }
 
     @Test func aMeshKeyFileOthersCanReadIsWarnedAbout() throws {
@@ -189,7 +190,10 @@ import Testing
         #expect(try WorkerURL(parsing: "127.0.0.1:9").canonical == "http://127.0.0.1:9")
         #expect(try WorkerURL(parsing: "http://[::1]:8000").host == "::1")
         #expect(try WorkerURL(parsing: "http://w").port == 80)
-        for bad in ["https://w:1", "grpc://w:1", "http://", "http://w:x", "http://[::1", "http://w:1/v1", "http://a b:1"] {
+        #expect(try WorkerURL(parsing: "https://w").canonical == "https://w:443")
+        #expect(try WorkerURL(parsing: "https://10.0.0.1:8443").tlsServerName == nil && WorkerURL(parsing: "https://gpu-1.internal").tlsServerName == "gpu-1.internal")
+        #expect(try WorkerURL(parsing: "https://w:1") != WorkerURL(parsing: "http://w:1"), "a scheme is part of a worker's identity")
+        for bad in ["grpc://w:1", "http://", "http://w:x", "http://[::1", "http://w:1/v1", "http://a b:1"] {
             #expect(throws: ConfigError.self, "\(bad)") { try WorkerURL(parsing: bad) }
         }
     }

@@ -121,7 +121,7 @@ enum FuzzTarget: String, CaseIterable {
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
         return RouterState(config: config, registry: registry, metrics: metrics,
                            logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }),
-                           pools: UpstreamPools(group: loop, metrics: metrics))
+                           pools: UpstreamPools(group: loop, metrics: metrics), tls: try! TLSContexts(config.tls))
     }()
 
     static func http(_ bytes: [UInt8]) {

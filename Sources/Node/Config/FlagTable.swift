@@ -141,11 +141,11 @@ public enum FlagTable {
         FlagSpec("otlp-traces-endpoint", .string, .string("localhost:4317"), group: "Tracing", status: .notBuilt(tracing), "OTLP endpoint host:port"),
 
         // TLS and auth
-        FlagSpec("tls-cert-path", .string, nil, group: "Security", status: .notBuilt(security), "Server certificate (PEM)"),
-        FlagSpec("tls-key-path", .string, nil, group: "Security", status: .notBuilt(security), "Server private key (PEM)"),
-        FlagSpec("client-cert-path", .string, nil, group: "Security", status: .notBuilt(security), "Client certificate for workers"),
-        FlagSpec("client-key-path", .string, nil, group: "Security", status: .notBuilt(security), "Client key for workers"),
-        FlagSpec("ca-cert-paths", .list, .list([]), group: "Security", status: .notBuilt(security), "CA certificates (space-separated)"),
+        FlagSpec("tls-cert-path", .string, nil, group: "Security", "Server certificate chain (PEM): HTTPS on the API port"),
+        FlagSpec("tls-key-path", .string, nil, group: "Security", "Server private key (PEM, RSA or ECDSA)"),
+        FlagSpec("client-cert-path", .string, nil, group: "Security", "Client certificate (PEM) for mutual TLS to https workers"),
+        FlagSpec("client-key-path", .string, nil, group: "Security", "Client private key (PEM) for mutual TLS to https workers"),
+        FlagSpec("ca-cert-paths", .list, .list([]), group: "Security", "CA certificates (PEM) https workers are verified against (default: the system store)"),
         FlagSpec("api-key", .string, nil, group: "Security", "API key for inference routes and worker authorization"),
         FlagSpec("control-plane-api-keys", .list, .list([]), env: "CONTROL_PLANE_API_KEYS", group: "Security", "Control plane keys id:name:role:key"),
         FlagSpec("jwt-issuer", .string, nil, env: "JWT_ISSUER", group: "Security", "OIDC issuer URL"),

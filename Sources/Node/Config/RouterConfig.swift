@@ -30,6 +30,8 @@ public struct RouterConfig: Sendable {
     public var startupCheckIntervalSecs: Int
     /// Credentials: `--api-key`, control-plane keys, JWTs, audit logging.
     public var security: SecuritySettings
+    /// HTTPS on the API port, TLS to workers.
+    public var tls: TLSSettings
     /// `--api-key`: required from clients on inference routes, and sent to workers.
     public var apiKey: String? { security.apiKey }
     /// Set with --enable-mesh.
@@ -82,6 +84,7 @@ public struct RouterConfig: Sendable {
         startupTimeoutSecs = try Self.positive(f, "worker-startup-timeout-secs")
         startupCheckIntervalSecs = try Self.positive(f, "worker-startup-check-interval")
         security = try SecuritySettings(f)
+        tls = try TLSSettings(f)
         mesh = f.bool("enable-mesh") ? try MeshSettings(f) : nil
         // With peers to tell, cache_aware keeps the log its summaries are made from.
         policyConfig.sharesState = mesh != nil

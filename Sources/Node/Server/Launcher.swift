@@ -36,7 +36,7 @@ public enum Launcher {
         return logger
     }
 
-    /// SIGTERM and SIGINT as a stream. Install before announcing readiness, so a signal sent
+    /// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload certificates) as a stream. Install before announcing readiness, so a signal sent
     /// right after the ready line drains instead of killing the process.
     public final class Signals: @unchecked Sendable {
         public let stream: AsyncStream<Int32>
@@ -49,7 +49,7 @@ public enum Launcher {
         public init(exitWithParent parent: Int32? = nil) {
             let (stream, continuation) = AsyncStream<Int32>.makeStream()
             var sources: [any DispatchSourceSignal] = []
-            for sig in [SIGTERM, SIGINT] {
+            for sig in [SIGTERM, SIGINT, SIGHUP] {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
                 source.setEventHandler { continuation.yield(sig) }
@@ -71,10 +71,16 @@ public enum Launcher {
     }
 
     /// Serves until SIGTERM or SIGINT, then drains and returns once every service has stopped.
+    /// SIGHUP reloads the TLS certificates and keys from their files.
     public static func serve(_ node: RouterNode, until signals: Signals) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await sig in signals.stream {
+                    if sig == SIGHUP {
+                        node.state.logger.info("signal received", metadata: ["signal": "SIGHUP"])
+                        node.reloadCertificates()
+                        continue
+                    }
                     node.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
                     await node.shutdown()
                     return
@@ -89,7 +95,8 @@ public enum Launcher {
     /// The line tests and scripts wait for: where the router listens.
     public static func readyLine(_ node: RouterNode, host: String) -> String {
         let shown = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
-        return "smg ready: api=http://\(shown):\(node.apiPort) metrics=http://\(shown):\(node.metricsPort)/metrics workers=\(node.state.registry.all.count) policy=\(node.state.config.policy.rawValue)"
+        let scheme = node.state.tls.settings.server == nil ? "http" : "https"
+        return "smg ready: api=\(scheme)://\(shown):\(node.apiPort) metrics=http://\(shown):\(node.metricsPort)/metrics workers=\(node.state.registry.all.count) policy=\(node.state.config.policy.rawValue)"
     }
 
     public static func printOut(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }

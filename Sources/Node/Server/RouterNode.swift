@@ -4,6 +4,7 @@ import Mesh
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// A running router node: its listeners are bound and its workers registered by `start`;
@@ -35,7 +36,12 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
-        let pools = UpstreamPools(group: group, metrics: metrics)
+        let tls: TLSContexts
+        do { tls = try TLSContexts(config.tls) } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let pools = UpstreamPools(group: group, metrics: metrics, tls: tls)
         let mesh = config.mesh.map { m in
             var c = MeshService.Config(name: m.name, bindHost: m.host, port: m.port, advertise: m.advertise, peers: m.peers, keyring: m.keyring)
             c.node = .lan
@@ -46,7 +52,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let jwt = try config.security.jwt.map { settings in
             try JWTAuthority(settings) { url in try await UpstreamFetch.get(url, pools: pools, timeout: .seconds(5)) }
         }
-        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt)
+        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt, tls: tls)
         let connections = ConnectionTracker()
         let deadlines = ClientDeadlines(group: group, metrics: metrics, logger: logger)
         var clientLimits = config.clients
@@ -71,6 +77,11 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                         }
                         let deadline = ConnectionGuard(loop: deadlines.state(for: channel.eventLoop), limits: clientLimits)
                         try channel.pipeline.syncOperations.addHandler(deadline)
+                        // HTTPS: the context current when the connection arrives (SIGHUP swaps it
+                        // for new connections only). The handshake counts toward the header deadline.
+                        if let tlsContext = tls.serverContext {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
+                        }
                         // Outbound header validation is off: every header we write was parsed by
                         // llhttp (client or worker), is our own ASCII, or was checked for control
                         // characters where it entered (flags, control routes, mesh: `HeaderValue`);
@@ -183,6 +194,12 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if allowed > 0 { return min(allowed, System.coreCount) }
         }
         return System.coreCount
+    }
+
+    /// Reloads the TLS certificates and keys from their files (SIGHUP): new connections use
+    /// them; open ones keep theirs. A file that does not load leaves the old context in use.
+    public func reloadCertificates() {
+        state.tls.reload(logger: state.logger)
     }
 
     /// Starts the graceful shutdown `run` is waiting for (as SIGTERM would).

@@ -21,6 +21,8 @@ public final class RouterState: Sendable {
     /// Verifies control-plane JWTs, when `--jwt-issuer` is set.
     let jwt: JWTAuthority?
     let audit: AuditLog
+    /// The TLS contexts (API port, workers), reloaded on SIGHUP.
+    public let tls: TLSContexts
     /// Learns the model of workers added without one.
     let discovery = ModelDiscovery(clock: RouterState.monotonicMs)
     /// The mesh, when --enable-mesh is on.
@@ -32,8 +34,9 @@ public final class RouterState: Sendable {
     private let _inFlight = Atomic<Int>(0)
 
     init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools,
-         mesh: MeshLink? = nil, jwt: JWTAuthority? = nil) {
+         mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts) {
         self.mesh = mesh
+        self.tls = tls
         self.access = AccessPolicy(config.security)
         self.jwt = jwt
         self.audit = AuditLog(enabled: config.security.auditLogging, logger: logger)

@@ -1,4 +1,4 @@
-/// An absolute `http://host[:port]/path` URL of something the router fetches for itself (the
+/// An absolute `http(s)://host[:port]/path` URL of something the router fetches for itself (the
 /// OIDC discovery document, a JWKS): the server to connect to plus the request target.
 struct ResourceURL: Sendable, Equatable {
     let server: WorkerURL
@@ -9,13 +9,11 @@ struct ResourceURL: Sendable, Equatable {
         guard raw.utf8.count <= 2048, HeaderValue.isSafe(raw), !raw.contains(" ") else {
             throw ConfigError("URL '\(raw.prefix(80))': too long or holds spaces or control characters")
         }
-        if raw.hasPrefix("https://") {
-            throw ConfigError("URL '\(raw)': fetching over https needs TLS to upstreams, which is not built yet; use an http:// URL")
-        }
-        guard raw.hasPrefix("http://") else { throw ConfigError("URL '\(raw)': expected http://host[:port]/path") }
-        let rest = raw.dropFirst("http://".count)
+        let scheme = raw.hasPrefix("https://") ? "https://" : "http://"
+        guard raw.hasPrefix(scheme) else { throw ConfigError("URL '\(raw)': expected http(s)://host[:port]/path") }
+        let rest = raw.dropFirst(scheme.count)
         let slash = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
-        server = try WorkerURL(parsing: "http://" + rest[..<slash])
+        server = try WorkerURL(parsing: scheme + rest[..<slash])
         let path = rest[slash...]
         target = path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : String(path))
     }

@@ -16,8 +16,15 @@ enum UpstreamError: Error, CustomStringConvertible {
     case closedBeforeResponse
     case closedMidResponse
     case timedOut
+    /// An `https://` worker in a router started without TLS contexts (never in `smg`).
+    case tlsUnavailable
+    /// The TLS handshake failed: the certificate did not verify, or the worker wants a client
+    /// certificate, or it does not speak TLS.
+    case tlsHandshake(String)
     var description: String {
         switch self {
+        case .tlsUnavailable: return "TLS to workers is not configured in this router"
+        case .tlsHandshake(let why): return "TLS handshake failed: \(why)"
         case .closedBeforeResponse: return "worker closed the connection before answering"
         case .closedMidResponse: return "worker closed the connection mid-response"
         case .timedOut: return "worker timed out"

@@ -1,6 +1,8 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOTLS
 
 /// A keep-alive connection to one worker, owned by one event loop's pool.
 final class PooledConnection {
@@ -24,10 +26,13 @@ final class UpstreamPool {
     /// Idle connections kept per worker; extra ones are closed when released.
     let maxIdlePerWorker: Int
     private let connectTimeout: TimeAmount
+    /// For `https://` workers.
+    private let tls: TLSContexts?
 
-    init(loop: any EventLoop, metrics: RouterMetrics, maxIdlePerWorker: Int = 128, connectTimeout: TimeAmount = .seconds(10)) {
+    init(loop: any EventLoop, metrics: RouterMetrics, tls: TLSContexts? = nil, maxIdlePerWorker: Int = 128, connectTimeout: TimeAmount = .seconds(10)) {
         self.loop = loop
         self.metrics = metrics
+        self.tls = tls
         self.maxIdlePerWorker = maxIdlePerWorker
         self.connectTimeout = connectTimeout
     }
@@ -44,11 +49,22 @@ final class UpstreamPool {
             if c.channel.isActive { done(.success(c)); return }
         }
         metrics.upstreamConnectionOpened()
+        let tlsContext = url.isTLS ? tls?.clientContext : nil
+        if url.isTLS, tlsContext == nil { return done(.failure(UpstreamError.tlsUnavailable)) }
+        let handshake = loop.makePromise(of: Void.self)
         let connect = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        // SNI and hostname verification for names; an IP address is verified
+                        // against the certificate's IP SANs.
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: url.tlsServerName))
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake))
+                    } else {
+                        handshake.succeed()
+                    }
                     // Headers sent upstream were parsed from the client's request; validating
                     // them again on the way out is pure cost.
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
@@ -59,14 +75,20 @@ final class UpstreamPool {
         connect.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
-                do {
-                    let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
-                    done(.success(PooledConnection(channel: channel, handler: handler, url: url)))
-                } catch {
-                    channel.close(promise: nil)
-                    done(.failure(error))
+                // A TLS connection is handed out once its handshake succeeded, so a certificate
+                // that fails verification is a connect failure that says why.
+                handshake.futureResult.assumeIsolated().whenComplete { shaken in
+                    do {
+                        try shaken.get()
+                        let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+                        done(.success(PooledConnection(channel: channel, handler: handler, url: url)))
+                    } catch {
+                        channel.close(promise: nil)
+                        done(.failure(error))
+                    }
                 }
             case .failure(let error):
+                handshake.fail(error)
                 done(.failure(error))
             }
         }
@@ -103,14 +125,45 @@ final class UpstreamPool {
     }
 }
 
+/// Completes `promise` when the TLS handshake with a worker finished, or fails it with why it did
+/// not; then steps out of the pipeline.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var promise: EventLoopPromise<Void>?
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let p = promise {
+            promise = nil
+            p.succeed()
+            context.fireUserInboundEventTriggered(event)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise?.fail(UpstreamError.tlsHandshake(String(describing: error)))
+        promise = nil
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.fail(UpstreamError.tlsHandshake("the worker closed the connection during the handshake"))
+        promise = nil
+        context.fireChannelInactive()
+    }
+}
+
 /// One pool per event loop, found from the loop a client connection runs on.
 final class UpstreamPools: Sendable {
     private let pools: [ObjectIdentifier: LoopOwned<UpstreamPool>]
 
-    init(group: any EventLoopGroup, metrics: RouterMetrics) {
+    init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil) {
         var p: [ObjectIdentifier: LoopOwned<UpstreamPool>] = [:]
         for loop in group.makeIterator() {
-            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics), on: loop)
+            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics, tls: tls), on: loop)
         }
         pools = p
     }

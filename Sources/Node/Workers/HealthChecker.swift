@@ -55,7 +55,12 @@ final class HealthChecker: Sendable {
         UpstreamFetch.run(pool: state.pools.pool(for: loop), url: w.url, method: .GET, path: health.endpoint,
                           timeout: .milliseconds(Int64(health.timeoutMs))) { [self] result in
             let ok: Bool
-            if case .success(let r) = result, (200..<300).contains(r.status.code) { ok = true } else { ok = false }
+            let reason: String
+            switch result {
+            case .success(let r) where (200..<300).contains(r.status.code): ok = true; reason = ""
+            case .success(let r): ok = false; reason = "answered \(r.status.code) on \(health.endpoint)"
+            case .failure(let error): ok = false; reason = "\(error)"
+            }
             state.metrics.healthCheck(worker: w.url.canonical, ok: ok)
             let change = state.registry.worker(id: w.id) === w ? w.recordHealthCheck(success: ok) : nil
             // The next check: soon while the worker's health is still unknown, else at the interval.
@@ -70,7 +75,10 @@ final class HealthChecker: Sendable {
             if change == .healthy {
                 state.logger.info("worker healthy", metadata: ["worker": "\(w.url.canonical)"])
             } else {
-                state.logger.warning("worker unhealthy", metadata: ["worker": "\(w.url.canonical)", "failed_checks": "\(health.failureThreshold)"])
+                // Says why: a refused connection, a timeout, a status, or a TLS handshake that
+                // failed (certificate not trusted, hostname mismatch, client certificate wanted).
+                state.logger.warning("worker unhealthy", metadata: ["worker": "\(w.url.canonical)", "failed_checks": "\(health.failureThreshold)",
+                                                                    "reason": "\(reason)"])
             }
         }
     }

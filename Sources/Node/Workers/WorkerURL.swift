@@ -1,7 +1,10 @@
-/// A worker address as the router connects to it: `http://host:port`, IPv6 in brackets.
+/// A worker address as the router connects to it: `http://host:port` or `https://host:port`
+/// (TLS, verified against `--ca-cert-paths`), IPv6 in brackets.
 public struct WorkerURL: Sendable, Hashable {
     public let host: String
     public let port: Int
+    /// `https://`: the connection is TLS.
+    public let isTLS: Bool
     /// The value of the Host header sent upstream (computed once: it is used per request).
     public let hostHeader: String
     /// Canonical spelling, used as the worker's identity in the registry and in metric labels.
@@ -13,14 +16,16 @@ public struct WorkerURL: Sendable, Hashable {
     public init(parsing raw: String) throws(ConfigError) {
         guard raw.utf8.count <= Self.maxLength else { throw ConfigError("worker URL '\(raw.prefix(60))…': longer than \(Self.maxLength) bytes") }
         var rest = Substring(raw.trimmingCharacters(in: [" ", "\t"]))
+        var tls = false
         if rest.hasPrefix("http://") {
             rest = rest.dropFirst(7)
         } else if rest.hasPrefix("https://") {
-            throw ConfigError("worker URL '\(raw)': https to workers is not built yet (security)")
+            rest = rest.dropFirst(8)
+            tls = true
         } else if rest.hasPrefix("grpc://") {
             throw ConfigError("worker URL '\(raw)': gRPC workers are not built yet")
         } else if rest.contains("://") {
-            throw ConfigError("worker URL '\(raw)': expected http://host:port")
+            throw ConfigError("worker URL '\(raw)': expected http://host:port or https://host:port")
         }
         while rest.hasSuffix("/") { rest = rest.dropLast() }
         guard !rest.contains("/"), !rest.contains("?"), !rest.isEmpty else {
@@ -47,12 +52,21 @@ public struct WorkerURL: Sendable, Hashable {
             guard let n = Int(p), (1...65535).contains(n) else { throw ConfigError("worker URL '\(raw)': invalid port '\(p)'") }
             port = n
         } else {
-            port = 80
+            port = tls ? 443 : 80
         }
         self.host = String(h)
         self.port = port
+        self.isTLS = tls
         self.hostHeader = (h.contains(":") ? "[\(h)]" : String(h)) + ":\(port)"
-        self.canonical = "http://" + hostHeader
+        self.canonical = (tls ? "https://" : "http://") + hostHeader
+    }
+
+    /// The name to send as SNI and to verify the certificate against; nil for an IP address,
+    /// whose certificate is verified against its IP SANs.
+    var tlsServerName: String? {
+        if host.contains(":") { return nil }
+        if host.split(separator: ".").count == 4, host.split(separator: ".").allSatisfy({ UInt8($0) != nil }) { return nil }
+        return host
     }
 
     static func validate(_ raw: String, flag: String) throws(ConfigError) -> String {

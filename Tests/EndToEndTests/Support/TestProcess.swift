@@ -110,7 +110,7 @@ final class SimWorkerProcess: @unchecked Sendable {
     init(name: String, port requested: Int = 0, _ extra: [String] = []) async throws {
         process = try TestProcess(Binaries.simWorker, ["--port", String(requested), "--name", name] + extra, name: "sim worker \(name)")
         let line = try await process.waitForLine(containing: "listening on")
-        guard let range = line.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression) else { throw TestFailure("no URL in '\(line)'") }
+        guard let range = line.range(of: #"https?://127\.0\.0\.1:\d+"#, options: .regularExpression) else { throw TestFailure("no URL in '\(line)'") }
         url = String(line[range])
         port = Int(url.split(separator: ":").last!)!
     }
@@ -139,7 +139,7 @@ final class RouterProcess: @unchecked Sendable {
                                   name: "smg", environment: environment)
         let line = try await process.waitForLine(containing: "smg ready:")
         func port(after key: String) throws -> Int {
-            guard let r = line.range(of: key + #"=http://127\.0\.0\.1:\d+"#, options: .regularExpression),
+            guard let r = line.range(of: key + #"=https?://127\.0\.0\.1:\d+"#, options: .regularExpression),
                   let p = Int(line[r].split(separator: ":").last!) else { throw TestFailure("no \(key) port in '\(line)'") }
             return p
         }
