@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 // smg-bench: load against a real `smg` (release build) over simulated workers, printing
 // requests/s, latency percentiles, the router's CPU µs per request and its peak RSS, and the
@@ -22,6 +23,10 @@ struct Options {
     /// `smg launch`); the standard flags are appended.
     var routerCommand: [String]?
     var binDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    /// HTTPS between the load generator and the router.
+    var tlsClients = false
+    /// https:// workers (the router verifies them against a CA made for the run).
+    var tlsWorkers = false
 
     static func parse() -> Options {
         var o = Options()
@@ -48,8 +53,15 @@ struct Options {
             case "--bin-dir": o.binDir = next(a)
             case "--rate": o.rate = Double(int(a))
             case "--router-cmd": o.routerCommand = next(a).split(separator: " ").map(String.init)
+            case "--tls":
+                switch next(a) {
+                case "clients": o.tlsClients = true
+                case "workers": o.tlsWorkers = true
+                case "both": o.tlsClients = true; o.tlsWorkers = true
+                default: fail("--tls takes clients, workers or both")
+                }
             case "-h", "--help":
-                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--no-direct] [--bin-dir DIR]")
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--no-direct] [--bin-dir DIR]")
                 exit(0)
             default: fail("unknown flag \(a)")
             }
@@ -135,6 +147,70 @@ func httpStatus(port: Int, path: String) -> Int? {
     let n = recv(fd, &buffer, buffer.count, 0)
     guard n >= 12 else { return nil }
     return Int(String(decoding: buffer[9..<12], as: UTF8.self))
+}
+
+/// The body of `GET path` (plain HTTP), nil when the server does not answer.
+func httpBody(port: Int, path: String) -> String? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var tv = timeval(tv_sec: 1, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return nil }
+    let request = Array("GET \(path) HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".utf8)
+    guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { return nil }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n <= 0 { break }
+        out += buffer[0..<n]
+    }
+    return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
+}
+
+/// A CA and one certificate for 127.0.0.1 (server and client use), made with `openssl` for one
+/// run in a temporary directory.
+final class BenchPKI {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smg-bench-pki-\(UUID().uuidString)").path
+    var caPath: String { dir + "/ca.pem" }
+    var certPath: String { dir + "/leaf-chain.pem" }
+    var keyPath: String { dir + "/leaf.key" }
+
+    init() {
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/ext.cnf", contents: Data("subjectAltName=IP:127.0.0.1,DNS:localhost\n".utf8))
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for args in [["req", "-x509"] + ec + ["-keyout", dir + "/ca.key", "-out", caPath, "-days", "1", "-subj", "/CN=smg-bench CA"],
+                     ["req"] + ec + ["-keyout", keyPath, "-out", dir + "/leaf.csr", "-subj", "/CN=127.0.0.1"],
+                     ["x509", "-req", "-in", dir + "/leaf.csr", "-CA", caPath, "-CAkey", dir + "/ca.key", "-CAcreateserial",
+                      "-out", dir + "/leaf.pem", "-days", "1", "-extfile", dir + "/ext.cnf"]] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            p.arguments = args
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            do { try p.run() } catch { fail("the TLS modes need openssl (/usr/bin/openssl): \(error)") }
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { fail("openssl \(args.joined(separator: " ")) failed") }
+        }
+        let chain = ((try? String(contentsOfFile: dir + "/leaf.pem", encoding: .utf8)) ?? "") + ((try? String(contentsOfFile: caPath, encoding: .utf8)) ?? "")
+        FileManager.default.createFile(atPath: certPath, contents: Data(chain.utf8))
+    }
+
+    func clientContext() throws -> NIOSSLContext {
+        var c = TLSConfiguration.makeClientConfiguration()
+        c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caPath))
+        return try NIOSSLContext(configuration: c)
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: dir) }
 }
 
 func port(in line: Substring) -> Int {
@@ -238,7 +314,8 @@ struct RunResult {
     }
 }
 
-func run(port: Int, body: String, path: String, count: Int, concurrency: Int, rate: Double? = nil, group: any EventLoopGroup) throws -> RunResult {
+func run(port: Int, body: String, path: String, count: Int, concurrency: Int, rate: Double? = nil, tls: NIOSSLContext? = nil,
+         group: any EventLoopGroup) throws -> RunResult {
     let loop = group.next()
     let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path,
                                headers: ["host": "127.0.0.1", "content-type": "application/json", "content-length": String(body.utf8.count)])
@@ -250,6 +327,7 @@ func run(port: Int, body: String, path: String, count: Int, concurrency: Int, ra
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
+                    if let tls { try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil)) }
                     try ch.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
                     try ch.pipeline.syncOperations.addHandler(LoadConnection(shared: state))
                 }
@@ -268,42 +346,55 @@ for p in [simPath, smgPath] where !FileManager.default.isExecutableFile(atPath: 
     fail("\(p) not found: build with `swift build -c release` first, or pass --bin-dir")
 }
 let tokens = o.stream ? o.streamTokens : 16
+// Certificates for the TLS modes, made for this run (openssl) and removed at the end.
+let pki = (o.tlsClients || o.tlsWorkers) ? BenchPKI() : nil
 var workers: [Child] = []
 var urls: [String] = []
 for i in 0..<o.workers {
-    let w = Child(simPath, ["--port", "0", "--name", "w\(i)", "--output-tokens", String(tokens), "--cache-capacity-blocks", "0"])
+    let tlsFlags = o.tlsWorkers ? ["--tls-cert", pki!.certPath, "--tls-key", pki!.keyPath] : []
+    let w = Child(simPath, ["--port", "0", "--name", "w\(i)", "--output-tokens", String(tokens), "--cache-capacity-blocks", "0"] + tlsFlags)
     let line = w.waitFor("listening on")
-    urls.append("http://127.0.0.1:\(port(in: line.split(separator: " ")[3]))")
+    urls.append("\(o.tlsWorkers ? "https" : "http")://127.0.0.1:\(port(in: line.split(separator: " ")[3]))")
     workers.append(w)
 }
 // The router: this build's smg, or any command that takes the gateway's flags.
 let smgPort = freePort()
+let metricsPort = freePort()
 let routerCommand = o.routerCommand ?? [smgPath]
-let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + [
-    "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(freePort()),
+let tlsFlags = (o.tlsClients ? ["--tls-cert-path", pki!.certPath, "--tls-key-path", pki!.keyPath] : [])
+    + (o.tlsWorkers ? ["--ca-cert-paths", pki!.caPath] : [])
+let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + [
+    "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(metricsPort),
     "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls, captureOutput: false)
 let readyBy = Date().addingTimeInterval(60)
-while httpStatus(port: smgPort, path: "/readiness") != 200 {
+// Over HTTPS the plain readiness probe cannot ask; the metrics port (plain) says when a worker is healthy.
+func routerReady() -> Bool {
+    o.tlsClients ? (httpBody(port: metricsPort, path: "/metrics")?.contains("smg_worker_healthy_total 0") == false) : httpStatus(port: smgPort, path: "/readiness") == 200
+}
+while !routerReady() {
     guard Date() < readyBy, smg.process.isRunning else { smg.stop(); fail("the router did not become ready on port \(smgPort)") }
     usleep(100_000)
 }
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+let clientTLS: NIOSSLContext? = o.tlsClients ? try pki!.clientContext() : nil
 let body = #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
 let path = "/v1/chat/completions"
 
-print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
-_ = try run(port: smgPort, body: body, path: path, count: o.warmup, concurrency: o.concurrency, group: group)
+let tlsLabel = o.tlsClients && o.tlsWorkers ? "HTTPS clients and https workers, " : o.tlsClients ? "HTTPS clients, " : o.tlsWorkers ? "https workers, " : ""
+print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(tlsLabel)\(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+_ = try run(port: smgPort, body: body, path: path, count: o.warmup, concurrency: o.concurrency, tls: clientTLS, group: group)
 let before = usage(pid: smg.process.processIdentifier)
-let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, group: group)
+let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, tls: clientTLS, group: group)
 let after = usage(pid: smg.process.processIdentifier)
 let cpuPerRequest = (after.cpu - before.cpu) / Double(r.latencies.count) * 1e6
 print(String(format: "through smg:   %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %d", r.rps, r.percentile(0.5), r.percentile(0.99), r.errors))
 print(String(format: "router CPU:    %8.1f µs/request (%.2f CPU-seconds for %d requests)", cpuPerRequest, after.cpu - before.cpu, r.latencies.count))
 print(String(format: "router RSS:    %8.1f MiB peak after %d requests", Double(after.peakRSSKiB) / 1024, o.warmup + r.latencies.count))
-if o.direct {
+if o.direct, !o.tlsWorkers {
     let d = try run(port: port(in: Substring(urls[0])), body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, group: group)
     print(String(format: "direct to one worker: %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   (smg/direct throughput %.2f)", d.rps, d.percentile(0.5), d.percentile(0.99), r.rps / d.rps))
 }
 smg.stop()
 for w in workers { w.stop() }
+pki?.remove()
 try? group.syncShutdownGracefully()
