@@ -85,6 +85,36 @@ import Glibc
         #expect(try smg.metric("smg_worker_connections_opened_total") - opened <= 1)
     }
 
+    @Test func anHTTPSWorkerAddedOnOneRouterIsServedByTheMesh() async throws {
+        let pki = try TestPKI("mesh")
+        let cert = try pki.issue("worker")
+        let w = try await SimWorkerProcess(name: "tls-w", ["--tls-cert", cert.certificatePath, "--tls-key", cert.keyPath])
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for i in 0..<2 {
+            routers.append(try await RouterProcess(["--ca-cert-paths", pki.caPath, "--enable-mesh", "--mesh-server-name", "r\(i)", "--mesh-host", "127.0.0.1",
+                                                   "--mesh-port", String(ports[i]), "--mesh-key-file", MeshMembershipTests.keyFile.path,
+                                                   "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])"]))
+        }
+        #expect(try routers[0].request("POST", "/workers", body: #"{"url":"\#(w.url)"}"#).status == 202)
+        try await eventually(timeout: .seconds(10), "the other router serves through the https worker") {
+            try routers[1].chat("x").header("x-sim-worker") == "tls-w"
+        }
+        let listed = try routers[1].request("GET", "/workers").json()["workers"] as? [[String: Any]]
+        #expect(listed?.first?["url"] as? String == w.url)
+    }
+
+    @Test func jwtKeysAreFetchedFromAnHTTPSIssuer() async throws {
+        let pki = try TestPKI("idp")
+        let issuer = try await TestIssuer(certificate: try pki.issue("idp"))
+        try await issuer.addKey("k1")
+        #expect(issuer.url.hasPrefix("https://"))
+        let smg = try await RouterProcess(["--jwt-issuer", issuer.url, "--jwt-audience", "smg", "--ca-cert-paths", pki.caPath])
+        let admin = try await issuer.token(kid: "k1", roles: ["admin"])
+        #expect(try smg.request("GET", "/workers", headers: [("authorization", "Bearer " + admin)]).status == 200)
+        #expect(issuer.jwksFetches >= 1, "the keys came over https")
+    }
+
     @Test func aMutualTLSWorkerTakesTheRouterOnlyWithItsClientCertificate() async throws {
         let workers = try TestPKI("mtls-workers")
         let clients = try TestPKI("mtls-clients")

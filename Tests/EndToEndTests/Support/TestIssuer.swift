@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A local OIDC issuer for tests: ES256 keys generated at test time, its discovery document and
 /// JWKS served over real HTTP on a loopback port, and tokens signed with its keys.
@@ -13,18 +14,27 @@ final class TestIssuer: @unchecked Sendable {
     private let documents = NIOLockedValueBox<[String: String]>([:])
     private let signers = JWTKeyCollection()
     private(set) var port = 0
-    var url: String { "http://127.0.0.1:\(port)" }
+    private let scheme: String
+    var url: String { "\(scheme)://127.0.0.1:\(port)" }
     /// How many times the JWKS was fetched.
     var jwksFetches: Int { fetches.withLockedValue { $0 } }
     private let fetches = NIOLockedValueBox(0)
 
-    init() async throws {
+    /// Serves over HTTPS with `certificate` when given.
+    init(certificate: TestPKI.Issued? = nil) async throws {
         let documents = self.documents
         let fetches = self.fetches
+        scheme = certificate == nil ? "http" : "https"
+        let tls = try certificate.map { c in
+            try NIOSSLContext(configuration: .makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(c.certificatePath).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: c.keyPath, format: .pem))))
+        }
         channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(DocumentHandler(documents: documents, fetches: fetches))
                 }
