@@ -119,6 +119,20 @@ import Testing
         #expect(await eager.authenticate(try await issuer.token(kid: "newer", Self.claims())).failureCode == nil, "a rotated key is fetched")
     }
 
+    @Test func aTokenArrivingWhileTheKeysLoadWaitsForThem() async throws {
+        let issuer = Issuer()
+        await issuer.addES256("ec")
+        let settings = SecuritySettings.JWT(issuer: Issuer.url, audience: "smg", jwksURI: "http://127.0.0.1:1/keys", roleClaim: "roles", roleMapping: [:])
+        let jwt = try JWTAuthority(settings, refetchInterval: .seconds(3600)) { _ in
+            try await Task.sleep(for: .milliseconds(300))  // a slow issuer: the start-up load is still running
+            return Array(#"{"keys":[\#(issuer.jwks.withLock { $0.joined(separator: ",") })]}"#.utf8)
+        }
+        let prefetch = Task { try await jwt.prefetch() }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(await jwt.authenticate(try await issuer.token(kid: "ec", Self.claims())).failureCode == nil, "once found no keys and said 401")
+        try await prefetch.value
+    }
+
     @Test func roleClaimPathsAndMappings() async throws {
         let issuer = Issuer()
         await issuer.addES256("ec")

@@ -28,10 +28,12 @@ actor JWKSCache {
     /// The keys, when they include `kid` (or, for a token without one, when the set holds
     /// exactly one key); nil when they do not. Throws only when no keys could be loaded at all.
     func collection(needing kid: String?) async throws -> JWTKeyCollection? {
+        // A load in progress (the one at start-up, or another request's) is awaited, not skipped.
+        if let running { _ = try? await running.value }
         if collection == nil || !has(kid), lastFetch.map({ ContinuousClock.now - $0 >= refetchInterval }) ?? true {
             do { try await refresh() } catch where collection != nil { /* keep serving the keys we have */ }
         }
-        guard let collection else { return nil }
+        guard let collection else { throw JWKSError("no signing keys loaded (the last attempt failed; retried after \(refetchInterval))") }
         return has(kid) ? collection : nil
     }
 
