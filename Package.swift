@@ -62,7 +62,7 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "Primitives", "Policies", "Reliability", "Mesh",
+                "Primitives", "Policies", "Reliability", "Mesh", "CHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,0 +1,62 @@
+import NIOCore
+
+/// A batch of commands written back to back on one connection, answered together: one command,
+/// or a MULTI … EXEC transaction that no other command can interleave with.
+struct RedisRequest {
+    let commands: [[[UInt8]]]
+    let promise: EventLoopPromise<[RedisValue]>
+}
+
+/// One Redis connection's protocol, on its event loop: requests are formatted by hiredis and
+/// written at once (pipelining: many may be in flight), replies are parsed by hiredis' reader
+/// and matched to requests in order. A protocol error or a closed connection fails every request
+/// still waiting; nothing is retried here (the client decides).
+final class RedisHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = RedisRequest
+    typealias OutboundOut = ByteBuffer
+
+    private let reader = RESP.Reader()
+    private var waiting = CircularBuffer<(request: RedisRequest, replies: [RedisValue])>()
+    /// Requests written and not fully answered.
+    var inFlight: Int { waiting.count }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        var buffer = context.channel.allocator.buffer(capacity: 64 * request.commands.count)
+        for command in request.commands { RESP.format(command, into: &buffer) }
+        waiting.append((request, []))
+        context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reader.feed(unwrapInboundIn(data))
+        do throws(RedisError) {
+            while let reply = try reader.next() {
+                guard !waiting.isEmpty else { throw .protocolError("a reply nobody asked for") }
+                waiting[waiting.startIndex].replies.append(reply)
+                if waiting[waiting.startIndex].replies.count == waiting[waiting.startIndex].request.commands.count {
+                    let done = waiting.removeFirst()
+                    done.request.promise.succeed(done.replies)
+                }
+            }
+        } catch {
+            failAll(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(.connectionClosed)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(.connectionClosed)
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: RedisError) {
+        while let w = waiting.popFirst() { w.request.promise.fail(error) }
+    }
+}
