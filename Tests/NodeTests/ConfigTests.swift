@@ -108,7 +108,7 @@ import Testing
     }
 
     @Test func notBuiltFeaturesFailNamingTheFlag() throws {
-        for args in [["--enable-mesh"], ["--pd-disaggregation"], ["--log-dir", "/tmp"], ["--redis-url", "redis://x"],
+        for args in [["--enable-mesh"], ["--pd-disaggregation"], ["--log-dir", "/tmp"], ["--history-backend", "postgres"],
                      ["--enable-trace"], ["--history-backend", "redis"], ["--enable-igw"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")

@@ -65,7 +65,7 @@ public enum FlagTable {
         FlagSpec("backend", .string, .string("sglang"), group: "Core", "Worker backend: sglang, vllm (plain HTTP proxying); trtllm, openai, anthropic not built yet"),
 
         // History
-        FlagSpec("history-backend", .string, .string("memory"), group: "History", "memory, none, oracle, postgres, redis (only none is built; see docs/configuration.md)"),
+        FlagSpec("history-backend", .string, .string("memory"), group: "History", "memory, none, redis (oracle and postgres are not built)"),
         FlagSpec("oracle-wallet-path", .string, nil, env: "ATP_WALLET_PATH", group: "History", status: .notBuilt(history), "Oracle ATP wallet directory"),
         FlagSpec("oracle-tns-alias", .string, nil, env: "ATP_TNS_ALIAS", group: "History", status: .notBuilt(history), "Oracle TNS alias"),
         FlagSpec("oracle-dsn", .string, nil, env: "ATP_DSN", group: "History", status: .notBuilt(history), "Oracle connection descriptor"),
@@ -76,9 +76,9 @@ public enum FlagTable {
         FlagSpec("oracle-pool-timeout-secs", .int, .int(30), env: "ATP_POOL_TIMEOUT_SECS", group: "History", status: .notBuilt(history), "Oracle pool timeout"),
         FlagSpec("postgres-db-url", .string, nil, env: "POSTGRES_DB_URL", group: "History", status: .notBuilt(history), "PostgreSQL connection URL"),
         FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", status: .notBuilt(history), "PostgreSQL pool size"),
-        FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", status: .notBuilt(history), "Redis connection URL"),
-        FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", status: .notBuilt(history), "Redis pool size"),
-        FlagSpec("redis-retention-days", .int, .int(30), env: "REDIS_RETENTION_DAYS", group: "History", status: .notBuilt(history), "Days to keep Redis data (-1 = forever)"),
+        FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", "Redis connection URL"),
+        FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", "Redis pool size"),
+        FlagSpec("redis-retention-days", .int, .int(30), env: "REDIS_RETENTION_DAYS", group: "History", "Days to keep Redis data (-1 = forever)"),
         FlagSpec("enable-wasm", .bool, .bool(false), group: "History", status: .notBuilt("WebAssembly plugins (not planned yet)"), "WebAssembly support"),
 
         // Mesh

@@ -32,6 +32,12 @@ public struct RouterConfig: Sendable {
     public var security: SecuritySettings
     /// HTTPS on the API port, TLS to workers.
     public var tls: TLSSettings
+    /// Where conversations are kept.
+    public enum History: Sendable, Equatable {
+        case memory, none
+        case redis(RedisURL, poolSize: Int, retentionDays: Int)
+    }
+    public var history: History = .memory
     /// `--api-key`: required from clients on inference routes, and sent to workers.
     public var apiKey: String? { security.apiKey }
     /// Set with --enable-mesh.
@@ -94,13 +100,18 @@ public struct RouterConfig: Sendable {
         case "trtllm", "openai", "anthropic": throw ConfigError("--backend \(backend) is not built yet in this smg; use sglang or vllm")
         default: throw ConfigError("--backend \(backend): expected sglang, vllm, trtllm, openai or anthropic")
         }
-        let history = f.stringWithDefault("history-backend")
-        switch history {
-        case "none": break
-        case "memory" where !f.isExplicit("history-backend"): break
-        case "memory", "redis", "postgres", "oracle":
-            throw ConfigError("--history-backend \(history) is not built yet in this smg (history storage); use none")
-        default: throw ConfigError("--history-backend \(history): expected memory, none, oracle, postgres or redis")
+        let historyBackend = f.stringWithDefault("history-backend")
+        switch historyBackend {
+        case "memory": history = .memory
+        case "none": history = .none
+        case "redis":
+            guard let raw = f.string("redis-url"), !raw.isEmpty else { throw ConfigError("--history-backend redis needs --redis-url redis://host:port") }
+            let retention = f.intWithDefault("redis-retention-days")
+            guard retention == -1 || retention >= 1 else { throw ConfigError("--redis-retention-days \(retention): 1 or more, or -1 to keep forever") }
+            history = .redis(try RedisURL(parsing: raw), poolSize: try Self.positive(f, "redis-pool-max-size"), retentionDays: retention)
+        case "postgres", "oracle":
+            throw ConfigError("--history-backend \(historyBackend) is not built yet in this smg (history storage); use memory, none or redis")
+        default: throw ConfigError("--history-backend \(historyBackend): expected memory, none, oracle, postgres or redis")
         }
     }
 

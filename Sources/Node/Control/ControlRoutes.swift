@@ -43,6 +43,18 @@ enum ControlRoutes {
             } catch {
                 done(.failure(error))
             }
+        case .conversations(let path):
+            // Storage is async (Redis): answered from a task, handed back on this connection's loop.
+            let reply = NIOLoopBound(done, eventLoop: pool.loop)
+            let loop = pool.loop
+            let store = state.history
+            let method = head.method
+            let uri = head.uri
+            nonisolated(unsafe) let body = body
+            Task {
+                let result = await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store)
+                loop.execute { reply.value(result) }
+            }
         case .notFound, .inference, .proxyToAnyWorker:
             done(.failure(.routeNotFound(head.method, String(target.path))))
         }

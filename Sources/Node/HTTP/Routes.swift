@@ -24,6 +24,8 @@ enum Route: Equatable, Sendable {
     case listWorkers, addWorker, getWorker(String), deleteWorker(String), updateWorker(String)
     case legacyAddWorker, legacyRemoveWorker, legacyListWorkers
     case meshStatus
+    /// The Conversations API.
+    case conversations(ConversationRoutes.Path)
     case corsPreflight
     case methodNotAllowed
     case notFound
@@ -52,6 +54,13 @@ enum Route: Equatable, Sendable {
         case .legacyRemoveWorker: return "/remove_worker"
         case .legacyListWorkers: return "/list_workers"
         case .meshStatus: return "/ha/status"
+        case .conversations(let p):
+            switch p {
+            case .create: return "/v1/conversations"
+            case .conversation: return "/v1/conversations/{id}"
+            case .items: return "/v1/conversations/{id}/items"
+            case .item: return "/v1/conversations/{id}/items/{item_id}"
+            }
         case .corsPreflight: return "preflight"
         case .methodNotAllowed, .notFound: return "other"
         }
@@ -84,6 +93,15 @@ enum Route: Equatable, Sendable {
         case "/list_workers": return only(.GET, .legacyListWorkers)
         case "/ha/status", "/mesh/status": return only(.GET, .meshStatus)
         default:
+            if path == "/v1/conversations" || path.hasPrefix("/v1/conversations/") {
+                guard let p = ConversationRoutes.resolve(path) else { return .notFound }
+                switch (p, method) {
+                case (.create, .POST), (.conversation, .GET), (.conversation, .POST), (.conversation, .DELETE),
+                     (.items, .GET), (.items, .POST), (.item, .GET), (.item, .DELETE):
+                    return .conversations(p)
+                default: return .methodNotAllowed
+                }
+            }
             if path.hasPrefix("/workers/") {
                 let id = String(path.dropFirst("/workers/".count))
                 guard !id.isEmpty, !id.contains("/") else { return .notFound }

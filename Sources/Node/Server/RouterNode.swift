@@ -52,7 +52,15 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let jwt = try config.security.jwt.map { settings in
             try JWTAuthority(settings) { url in try await UpstreamFetch.get(url, pools: pools, timeout: .seconds(5)) }
         }
-        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt, tls: tls)
+        let history: any HistoryStore
+        switch config.history {
+        case .memory: history = MemoryHistoryStore()
+        case .none: history = NoHistoryStore()
+        case .redis(let url, let poolSize, let retentionDays):
+            history = RedisHistoryStore(redis: RedisClient(url: url, group: group, maxConnections: poolSize, logger: logger), retentionDays: retentionDays)
+        }
+        let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt, tls: tls,
+                                history: history)
         let connections = ConnectionTracker()
         let deadlines = ClientDeadlines(group: group, metrics: metrics, logger: logger)
         var clientLimits = config.clients

@@ -21,6 +21,8 @@ public final class RouterState: Sendable {
     /// Verifies control-plane JWTs, when `--jwt-issuer` is set.
     let jwt: JWTAuthority?
     let audit: AuditLog
+    /// Conversations (`--history-backend`).
+    let history: any HistoryStore
     /// The TLS contexts (API port, workers), reloaded on SIGHUP.
     public let tls: TLSContexts
     /// Learns the model of workers added without one.
@@ -34,8 +36,9 @@ public final class RouterState: Sendable {
     private let _inFlight = Atomic<Int>(0)
 
     init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools,
-         mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts) {
+         mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts, history: any HistoryStore = MemoryHistoryStore()) {
         self.mesh = mesh
+        self.history = history
         self.tls = tls
         self.access = AccessPolicy(config.security)
         self.jwt = jwt

@@ -1,0 +1,140 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The Conversations API (`/v1/conversations…`), in OpenAI's shapes, over the history store.
+enum ConversationRoutes {
+    enum Path: Equatable, Sendable {
+        case create
+        case conversation(String)
+        case items(String)
+        case item(String, String)
+    }
+
+    /// `/v1/conversations[/{id}[/items[/{item_id}]]]` → the path, nil for anything else under it.
+    static func resolve(_ path: Substring) -> Path? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst(3)  // "", "v1", "conversations"
+        switch parts.count {
+        case 0: return .create
+        case 1 where !parts[parts.startIndex].isEmpty: return .conversation(String(parts[parts.startIndex]))
+        case 2 where parts.last == "items": return .items(String(parts[parts.startIndex]))
+        case 3 where parts[parts.startIndex + 1] == "items": return .item(String(parts[parts.startIndex]), String(parts.last!))
+        default: return nil
+        }
+    }
+
+    static let maxItemsPerRequest = 20
+    static let maxMetadataKeys = 16
+
+    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore) async -> Result<ControlResponse, APIError> {
+        do {
+            return .success(try await route(path, method: method, target: target, body: body, store: store))
+        } catch let error as APIError {
+            return .failure(error)
+        } catch let error as HistoryUnavailable {
+            return .failure(APIError(.serviceUnavailable, type: "service_unavailable", code: "history_unavailable",
+                                     "conversation storage is unavailable: \(error.description)"))
+        } catch {
+            return .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+        }
+    }
+
+    private static func route(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore) async throws -> ControlResponse {
+        let now = Date()
+        switch (path, method) {
+        case (.create, .POST):
+            let request = try object(body, allowEmpty: true)
+            let metadata = try Self.metadata(request["metadata"])
+            let items = try Self.items(request["items"], now: now)
+            let c = try await store.createConversation(metadata: metadata, items: items)
+            return ControlResponse(json: c.json)
+        case (.conversation(let id), .GET):
+            return ControlResponse(json: try await existing(id, store).json)
+        case (.conversation(let id), .POST):
+            let request = try object(body, allowEmpty: false)
+            guard let c = try await store.updateConversation(try valid(id), metadata: try Self.metadata(request["metadata"])) else { throw notFound(id) }
+            return ControlResponse(json: c.json)
+        case (.conversation(let id), .DELETE):
+            guard try await store.deleteConversation(try valid(id)) else { throw notFound(id) }
+            return ControlResponse(json: ["id": .string(id), "object": "conversation.deleted", "deleted": true])
+        case (.items(let id), .GET):
+            let limit = try target.parameter("limit").map { s throws(APIError) -> Int in
+                guard let n = Int(s), (1...100).contains(n) else { throw .badRequest("invalid_limit", "limit must be 1 to 100") }
+                return n
+            } ?? 20
+            let order = target.parameter("order") ?? "desc"
+            guard order == "asc" || order == "desc" else { throw APIError.badRequest("invalid_order", "order must be asc or desc") }
+            guard let page = try await store.items(of: try valid(id), limit: limit, ascending: order == "asc", after: target.parameter("after")) else { throw notFound(id) }
+            return ControlResponse(json: list(page.items, hasMore: page.hasMore))
+        case (.items(let id), .POST):
+            let request = try object(body, allowEmpty: false)
+            let items = try Self.items(request["items"], now: now)
+            guard !items.isEmpty else { throw APIError.badRequest("missing_items", "'items' must hold at least one item") }
+            guard let added = try await store.addItems(items, to: try valid(id)) else { throw notFound(id) }
+            return ControlResponse(json: list(added, hasMore: false))
+        case (.item(let id, let itemID), .GET):
+            guard let item = try await store.item(itemID, of: try valid(id)) else { throw itemNotFound(itemID) }
+            return ControlResponse(json: item.json)
+        case (.item(let id, let itemID), .DELETE):
+            guard try await store.deleteItem(itemID, of: try valid(id)) else { throw itemNotFound(itemID) }
+            return ControlResponse(json: try await existing(id, store).json)
+        default:
+            throw APIError.methodNotAllowed(method, String(target.path))
+        }
+    }
+
+    private static func list(_ items: [ConversationItem], hasMore: Bool) -> JSONValue {
+        ["object": "list", "data": .array(items.map(\.json)), "first_id": JSONValue(items.first?.id), "last_id": JSONValue(items.last?.id),
+         "has_more": .bool(hasMore)]
+    }
+
+    private static func existing(_ id: String, _ store: any HistoryStore) async throws -> Conversation {
+        guard let c = try await store.conversation(try valid(id)) else { throw notFound(id) }
+        return c
+    }
+
+    private static func valid(_ id: String) throws(APIError) -> String {
+        guard HistoryIDs.isValid(id) else { throw .badRequest("invalid_id", "'\(id.prefix(64))' is not a valid id") }
+        return id
+    }
+
+    private static func object(_ body: ByteBuffer, allowEmpty: Bool) throws(APIError) -> JSONValue {
+        if body.readableBytes == 0, allowEmpty { return [:] }
+        guard let v = JSONValue.parse(body.readableBytesView), v.object != nil else {
+            throw .badRequest("invalid_json", "the body must be a JSON object")
+        }
+        return v
+    }
+
+    private static func metadata(_ value: JSONValue?) throws(APIError) -> [String: String] {
+        guard let value, value != .null else { return [:] }
+        guard let map = value.stringMap, map.count <= maxMetadataKeys,
+              map.allSatisfy({ $0.key.utf8.count <= 64 && $0.value.utf8.count <= 512 }) else {
+            throw .badRequest("invalid_metadata", "metadata is at most 16 string keys (64 characters) with string values (512 characters)")
+        }
+        return map
+    }
+
+    private static func items(_ value: JSONValue?, now: Date) throws(APIError) -> [ConversationItem] {
+        guard let value, value != .null else { return [] }
+        guard let array = value.array else { throw .badRequest("invalid_items", "'items' must be an array") }
+        guard array.count <= maxItemsPerRequest else { throw .badRequest("too_many_items", "at most \(maxItemsPerRequest) items per request") }
+        var out: [ConversationItem] = []
+        for (i, raw) in array.enumerated() {
+            do throws(HistoryInputError) {
+                // Items added together keep their order: each a millisecond after the one before.
+                out.append(try ConversationItem.parse(raw, now: now.addingTimeInterval(Double(i) / 1000)))
+            } catch {
+                throw .badRequest("invalid_item", "items[\(i)]: \(error.message)")
+            }
+        }
+        return out
+    }
+
+    private static func notFound(_ id: String) -> APIError {
+        APIError(.notFound, type: "not_found_error", code: "conversation_not_found", "no conversation \(id.prefix(128))")
+    }
+    private static func itemNotFound(_ id: String) -> APIError {
+        APIError(.notFound, type: "not_found_error", code: "item_not_found", "no item \(id.prefix(128)) in this conversation")
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+
+/// A conversation as the Conversations API shows it.
+struct Conversation: Sendable, Equatable {
+    let id: String
+    let createdAt: Date
+    /// Up to 16 string keys (OpenAI's limits); empty when none.
+    var metadata: [String: String]
+
+    var json: JSONValue {
+        ["id": .string(id), "object": "conversation", "created_at": .int(Int(createdAt.timeIntervalSince1970)), "metadata": JSONValue(metadata)]
+    }
+}
+
+/// One item of a conversation (a message, a function call, its output, reasoning), stored in
+/// the reference gateway's fields: type, role, content (JSON), status, the response it came from.
+struct ConversationItem: Sendable, Equatable {
+    let id: String
+    var responseID: String?
+    var type: String
+    var role: String?
+    /// A message's content parts; for other types, the item's own fields.
+    var content: JSONValue
+    var status: String?
+    let createdAt: Date
+
+    /// The OpenAI item object.
+    var json: JSONValue {
+        var o: [String: JSONValue] = [:]
+        if type != "message", case .object(let fields) = content { o = fields }
+        o["id"] = .string(id)
+        o["type"] = .string(type)
+        if let status { o["status"] = .string(status) }
+        if type == "message" {
+            o["role"] = JSONValue(role)
+            o["content"] = content
+        }
+        return .object(o)
+    }
+
+    /// An item from a request body, checked and normalized (a message's string content becomes
+    /// one text part). Throws a message for the 400.
+    static func parse(_ value: JSONValue, now: Date) throws(HistoryInputError) -> ConversationItem {
+        guard case .object(var o) = value else { throw HistoryInputError("each item must be an object") }
+        let type = o["type"]?.string ?? "message"
+        guard ["message", "function_call", "function_call_output", "reasoning"].contains(type) else {
+            throw HistoryInputError("item type '\(type)' is not supported; use message, function_call, function_call_output or reasoning")
+        }
+        let id = o["id"]?.string.flatMap { HistoryIDs.isValid($0) ? $0 : nil } ?? HistoryIDs.make(type == "message" ? "msg" : (type == "reasoning" ? "rs" : "fc"))
+        if type == "message" {
+            guard let role = o["role"]?.string, ["user", "assistant", "system", "developer"].contains(role) else {
+                throw HistoryInputError("a message item needs a role: user, assistant, system or developer")
+            }
+            let content: JSONValue
+            switch o["content"] {
+            case .string(let text)?: content = [["type": .string(role == "assistant" ? "output_text" : "input_text"), "text": .string(text)]]
+            case .array(let parts)?: content = .array(parts)
+            default: throw HistoryInputError("a message item needs content: a string or an array of parts")
+            }
+            return ConversationItem(id: id, type: type, role: role, content: content, status: o["status"]?.string ?? "completed", createdAt: now)
+        }
+        o["id"] = nil
+        o["type"] = nil
+        let status = o.removeValue(forKey: "status")?.string
+        return ConversationItem(id: id, type: type, role: nil, content: .object(o), status: status, createdAt: now)
+    }
+}
+
+struct HistoryInputError: Error {
+    let message: String
+    init(_ m: String) { message = m }
+}
+
+/// Why a history operation could not be done (Redis down or slow): a 503, never a crash.
+struct HistoryUnavailable: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Ids in OpenAI's style: a prefix and random hex (`conv_…`, `msg_…`, `resp_…`).
+enum HistoryIDs {
+    static func make(_ prefix: String) -> String {
+        var g = SystemRandomNumberGenerator()
+        let hex = (0..<3).map { _ in String(g.next() as UInt64, radix: 16).leftPadded(16) }.joined()
+        return prefix + "_" + hex
+    }
+
+    /// Ids a client may give: letters, digits, `_` and `-`, at most 128 characters (they become
+    /// Redis keys and URL path segments).
+    static func isValid(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 128 && id.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 95 || $0 == 45 }
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
+}
+
+/// Where conversations live (`--history-backend`).
+protocol HistoryStore: Sendable {
+    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation
+    func conversation(_ id: String) async throws -> Conversation?
+    func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation?
+    func deleteConversation(_ id: String) async throws -> Bool
+    /// nil when the conversation does not exist.
+    func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]?
+    /// Items in `order`, after the item `after` (exclusive), at most `limit`; nil when the
+    /// conversation does not exist.
+    func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)?
+    func item(_ id: String, of conversation: String) async throws -> ConversationItem?
+    func deleteItem(_ id: String, of conversation: String) async throws -> Bool
+}

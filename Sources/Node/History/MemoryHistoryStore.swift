@@ -1,0 +1,73 @@
+import Foundation
+import Synchronization
+
+/// `--history-backend memory`: conversations in this router's memory (gone with the process,
+/// not shared with other routers).
+final class MemoryHistoryStore: HistoryStore {
+    private struct Stored {
+        var conversation: Conversation
+        var items: [ConversationItem]
+    }
+    private let conversations = Mutex<[String: Stored]>([:])
+
+    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
+        let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
+        conversations.withLock { $0[c.id] = Stored(conversation: c, items: items) }
+        return c
+    }
+
+    func conversation(_ id: String) async throws -> Conversation? { conversations.withLock { $0[id]?.conversation } }
+
+    func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? {
+        conversations.withLock { all in
+            guard all[id] != nil else { return nil }
+            all[id]!.conversation.metadata = metadata
+            return all[id]!.conversation
+        }
+    }
+
+    func deleteConversation(_ id: String) async throws -> Bool { conversations.withLock { $0.removeValue(forKey: id) != nil } }
+
+    func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? {
+        conversations.withLock { all in
+            guard all[conversation] != nil else { return nil }
+            all[conversation]!.items += items
+            return items
+        }
+    }
+
+    func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? {
+        conversations.withLock { all in
+            guard let stored = all[conversation] else { return nil }
+            var list = ascending ? stored.items : stored.items.reversed()
+            if let after, let i = list.firstIndex(where: { $0.id == after }) { list = Array(list[(i + 1)...]) }
+            return (Array(list.prefix(limit)), list.count > limit)
+        }
+    }
+
+    func item(_ id: String, of conversation: String) async throws -> ConversationItem? {
+        conversations.withLock { $0[conversation]?.items.first { $0.id == id } }
+    }
+
+    func deleteItem(_ id: String, of conversation: String) async throws -> Bool {
+        conversations.withLock { all in
+            guard let i = all[conversation]?.items.firstIndex(where: { $0.id == id }) else { return false }
+            all[conversation]!.items.remove(at: i)
+            return true
+        }
+    }
+}
+
+/// `--history-backend none`: writes are accepted and forgotten, reads find nothing.
+final class NoHistoryStore: HistoryStore {
+    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
+        Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
+    }
+    func conversation(_ id: String) async throws -> Conversation? { nil }
+    func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? { nil }
+    func deleteConversation(_ id: String) async throws -> Bool { false }
+    func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? { nil }
+    func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? { nil }
+    func item(_ id: String, of conversation: String) async throws -> ConversationItem? { nil }
+    func deleteItem(_ id: String, of conversation: String) async throws -> Bool { false }
+}

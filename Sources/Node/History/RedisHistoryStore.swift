@@ -1,0 +1,138 @@
+import Foundation
+
+/// `--history-backend redis`: the reference gateway's schema, so either gateway reads the other's
+/// data. `conversation:{id}` hash (`id`, `created_at` RFC 3339, `metadata` JSON);
+/// `conversation:{id}:items` sorted set (item ids scored by the ms they were added); `item:{id}`
+/// hash (`id`, `response_id`, `item_type`, `role`, `content` JSON, `status`, `created_at`).
+/// Retention (`--redis-retention-days`) is an EXPIRE set on the hashes when they are written.
+/// Every multi-key write is one MULTI/EXEC: a crash never leaves an item without its index.
+final class RedisHistoryStore: HistoryStore {
+    let redis: RedisClient
+    /// Seconds, nil: kept forever.
+    let retention: Int?
+
+    init(redis: RedisClient, retentionDays: Int) {
+        self.redis = redis
+        retention = retentionDays < 0 ? nil : retentionDays * 86_400
+    }
+
+    private static func conversationKey(_ id: String) -> String { "conversation:\(id)" }
+    private static func itemsKey(_ id: String) -> String { "conversation:\(id):items" }
+    private static func itemKey(_ id: String) -> String { "item:\(id)" }
+
+    /// RFC 3339 timestamps, as the reference gateway writes them.
+    private static let rfc3339 = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    private static func date(_ s: String?) -> Date {
+        guard let s else { return Date(timeIntervalSince1970: 0) }
+        return (try? rfc3339.parse(s)) ?? (try? Date.ISO8601FormatStyle().parse(s)) ?? Date(timeIntervalSince1970: 0)
+    }
+
+    /// Runs a Redis call, turning transport failures into `HistoryUnavailable`.
+    private func call<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as RedisError { throw HistoryUnavailable(description: error.description) }
+    }
+
+    private func expire(_ key: String) -> [[String]] { retention.map { [["EXPIRE", key, String($0)]] } ?? [] }
+
+    private func writeItems(_ items: [ConversationItem], conversation: String) -> [[String]] {
+        var commands: [[String]] = []
+        for item in items {
+            var fields = ["HSET", Self.itemKey(item.id), "id", item.id, "item_type", item.type, "content", item.content.render(),
+                          "created_at", Self.rfc3339.format(item.createdAt)]
+            if let r = item.responseID { fields += ["response_id", r] }
+            if let r = item.role { fields += ["role", r] }
+            if let s = item.status { fields += ["status", s] }
+            commands.append(fields)
+            commands += expire(Self.itemKey(item.id))
+            commands.append(["ZADD", Self.itemsKey(conversation), String(Int(item.createdAt.timeIntervalSince1970 * 1000)), item.id])
+        }
+        return commands
+    }
+
+    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
+        let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
+        var commands: [[String]] = [["HSET", Self.conversationKey(c.id), "id", c.id, "created_at", Self.rfc3339.format(c.createdAt),
+                                     "metadata", JSONValue(metadata).render()]]
+        commands += expire(Self.conversationKey(c.id))
+        commands += writeItems(items, conversation: c.id)
+        _ = try await call { try await redis.transaction(commands) }
+        return c
+    }
+
+    func conversation(_ id: String) async throws -> Conversation? {
+        let fields = try await call { try await redis.send(["HGETALL", Self.conversationKey(id)]) }
+        let map = Self.map(fields)
+        guard !map.isEmpty else { return nil }
+        let metadata = map["metadata"].flatMap { JSONValue.parse(Array($0.utf8))?.stringMap } ?? [:]
+        return Conversation(id: map["id"] ?? id, createdAt: Self.date(map["created_at"]), metadata: metadata)
+    }
+
+    func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? {
+        guard var c = try await conversation(id) else { return nil }
+        c.metadata = metadata
+        _ = try await call { try await redis.send(["HSET", Self.conversationKey(id), "metadata", JSONValue(metadata).render()]) }
+        return c
+    }
+
+    func deleteConversation(_ id: String) async throws -> Bool {
+        let replies = try await call { try await redis.transaction([["DEL", Self.conversationKey(id)], ["DEL", Self.itemsKey(id)]]) }
+        return (replies.first?.int ?? 0) > 0
+    }
+
+    func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? {
+        guard try await call({ try await redis.send(["EXISTS", Self.conversationKey(conversation)]) }).int == 1 else { return nil }
+        _ = try await call { try await redis.transaction(writeItems(items, conversation: conversation)) }
+        return items
+    }
+
+    func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? {
+        guard try await call({ try await redis.send(["EXISTS", Self.conversationKey(conversation)]) }).int == 1 else { return nil }
+        var start = 0
+        if let after {
+            // Ranks, not scores: items added in the same millisecond are neither skipped nor repeated.
+            let rank = try await call { try await redis.send([ascending ? "ZRANK" : "ZREVRANK", Self.itemsKey(conversation), after]) }
+            if let r = rank.int { start = r + 1 }
+        }
+        let ids = try await call {
+            try await redis.send([ascending ? "ZRANGE" : "ZREVRANGE", Self.itemsKey(conversation), String(start), String(start + limit)])
+        }.array?.compactMap(\.text) ?? []
+        let loaded = try await load(Array(ids.prefix(limit)))
+        return (loaded, ids.count > limit)
+    }
+
+    func item(_ id: String, of conversation: String) async throws -> ConversationItem? {
+        let score = try await call { try await redis.send(["ZSCORE", Self.itemsKey(conversation), id]) }
+        guard score != .null else { return nil }
+        return try await load([id]).first
+    }
+
+    func deleteItem(_ id: String, of conversation: String) async throws -> Bool {
+        let replies = try await call { try await redis.transaction([["ZREM", Self.itemsKey(conversation), id], ["DEL", Self.itemKey(id)]]) }
+        return (replies.first?.int ?? 0) > 0
+    }
+
+    /// The items' hashes, in the order given, in one round trip; expired ones are skipped.
+    private func load(_ ids: [String]) async throws -> [ConversationItem] {
+        guard !ids.isEmpty else { return [] }
+        let replies = try await call { try await redis.batch(ids.map { [Array("HGETALL".utf8), Array(Self.itemKey($0).utf8)] }) }
+        return zip(ids, replies).compactMap { id, reply in
+            let map = Self.map(reply)
+            guard !map.isEmpty else { return nil }
+            return ConversationItem(id: map["id"] ?? id, responseID: map["response_id"], type: map["item_type"] ?? "message", role: map["role"],
+                                    content: map["content"].flatMap { JSONValue.parse(Array($0.utf8)) } ?? .null, status: map["status"],
+                                    createdAt: Self.date(map["created_at"]))
+        }
+    }
+
+    /// An HGETALL reply as a dictionary.
+    private static func map(_ reply: RedisValue) -> [String: String] {
+        guard let a = reply.array else { return [:] }
+        var out: [String: String] = [:]
+        var i = 0
+        while i + 1 < a.count {
+            if let k = a[i].text, let v = a[i + 1].text { out[k] = v }
+            i += 2
+        }
+        return out
+    }
+}
