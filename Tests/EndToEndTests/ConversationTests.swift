@@ -90,6 +90,8 @@ final class RedisProcess: @unchecked Sendable {
         let down = try smg.request("GET", "/v1/conversations/\(id)")
         #expect(down.status == 503 && down.errorCode == "history_unavailable")
         #expect(try smg.chat("hi").status == 200, "inference does not depend on Redis")
+        #expect(try smg.metric(#"smg_history_operations_total{op="get_conversation",result="unavailable"}"#) == 1)
+        #expect(try smg.metric(#"smg_history_operations_total{op="create_conversation",result="ok"}"#) == 1)
         try await redis.start()
         try await eventually(timeout: .seconds(10), "history works again without a restart") {
             // The data went with the server (no persistence here); a new conversation proves the connection is back.

@@ -48,11 +48,12 @@ enum ControlRoutes {
             let reply = NIOLoopBound(done, eventLoop: pool.loop)
             let loop = pool.loop
             let store = state.history
+            let metrics = state.metrics
             let method = head.method
             let uri = head.uri
             nonisolated(unsafe) let body = body
             Task {
-                let result = await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store)
+                let result = await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store, metrics: metrics)
                 loop.execute { reply.value(result) }
             }
         case .notFound, .inference, .proxyToAnyWorker:

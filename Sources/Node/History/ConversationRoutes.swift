@@ -26,16 +26,46 @@ enum ConversationRoutes {
     static let maxItemsPerRequest = 20
     static let maxMetadataKeys = 16
 
-    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore) async -> Result<ControlResponse, APIError> {
+    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore,
+                       metrics: RouterMetrics? = nil) async -> Result<ControlResponse, APIError> {
+        let started = ContinuousClock.now
+        let result: Result<ControlResponse, APIError>
         do {
-            return .success(try await route(path, method: method, target: target, body: body, store: store))
+            result = .success(try await route(path, method: method, target: target, body: body, store: store))
         } catch let error as APIError {
-            return .failure(error)
+            result = .failure(error)
         } catch let error as HistoryUnavailable {
-            return .failure(APIError(.serviceUnavailable, type: "service_unavailable", code: "history_unavailable",
-                                     "conversation storage is unavailable: \(error.description)"))
+            result = .failure(APIError(.serviceUnavailable, type: "service_unavailable", code: "history_unavailable",
+                                       "conversation storage is unavailable: \(error.description)"))
         } catch {
-            return .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+            result = .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+        }
+        if let metrics {
+            let elapsed = ContinuousClock.now - started
+            let outcome: String
+            switch result {
+            case .success: outcome = "ok"
+            case .failure(let e) where e.status == .notFound: outcome = "not_found"
+            case .failure(let e) where e.status == .serviceUnavailable: outcome = "unavailable"
+            case .failure(let e) where e.status.code < 500: outcome = "invalid"
+            case .failure: outcome = "error"
+            }
+            metrics.historyOperation(operation(path, method), result: outcome, seconds: Double(elapsed.components.attoseconds) / 1e18 + Double(elapsed.components.seconds))
+        }
+        return result
+    }
+
+    /// A bounded metric label for the operation.
+    static func operation(_ path: Path, _ method: HTTPMethod) -> String {
+        switch (path, method) {
+        case (.create, _): return "create_conversation"
+        case (.conversation, .GET): return "get_conversation"
+        case (.conversation, .DELETE): return "delete_conversation"
+        case (.conversation, _): return "update_conversation"
+        case (.items, .GET): return "list_items"
+        case (.items, _): return "add_items"
+        case (.item, .DELETE): return "delete_item"
+        case (.item, _): return "get_item"
         }
     }
 

@@ -24,6 +24,7 @@ public final class RouterMetrics: Sendable {
         var namedGauges: [NamedKey: Gauge] = [:]
         var workerActive: [String: Gauge] = [:]
         var workerHealth: [String: Gauge] = [:]
+        var historyDurations: [String: ValueHistogram] = [:]
     }
     private let cache = Mutex(Cache())
     // Label sets as hashable keys, so a lookup builds no string.
@@ -157,6 +158,18 @@ public final class RouterMetrics: Sendable {
         count("smg_router_retries_total", "Retries of inference requests", [("endpoint", endpoint)])
         count("smg_worker_retries_total", "Retries caused by each worker's failures", [("worker", worker)])
         backoff.record(Double(delayMs) / 1000)
+    }
+
+    /// One history operation (Conversations API): its result (`ok`, `not_found`, `invalid`,
+    /// `unavailable`, `error`) and how long the store took.
+    func historyOperation(_ op: String, result: String, seconds: Double) {
+        count("smg_history_operations_total", "History operations by operation and result", [("op", op), ("result", result)])
+        cache.withLock { c in
+            Self.cached(&c.historyDurations, op) {
+                registry.makeValueHistogram(descriptor: Self.descriptor("smg_history_operation_duration_seconds", "Time a history operation took"),
+                                            labels: [("op", op)], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+            }
+        }.record(seconds)
     }
 
     func retriesExhausted(endpoint: String) {
