@@ -353,9 +353,32 @@ import Glibc
         }
     }
 
+    @Test func keylessRoutersMeshUnsealedAndASealedOneRefusesThem() async throws {
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        func keyless(_ name: String, _ i: Int, peers: [Int]) async throws -> RouterProcess {
+            try await RouterProcess(["--policy", "round_robin", "--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1",
+                                     "--mesh-port", String(ports[i]), "--mesh-peer-urls"] + peers.map { "127.0.0.1:\($0)" })
+        }
+        // The reference gateway's two-router example has no key: it starts, and says so.
+        // a also names the port where a sealed router will run: it keeps knocking there, unsealed.
+        let a = try await keyless("a", 0, peers: [ports[1], ports[2]])
+        let b = try await keyless("b", 1, peers: [ports[0]])
+        try await eventually(timeout: .seconds(10), "a and b mesh without a key") { try view(a)["b"] == "alive" && view(b)["a"] == "alive" }
+        #expect(a.process.stderr.contains("UNSEALED"))
+        #expect(try a.request("GET", "/ha/status").json()["sealed"] as? Bool == false)
+        #expect(try a.metric("smg_mesh_sealed") == 0)
+        // A router with a key refuses their unsealed packets, and counts them.
+        let sealed = try await start("sealed", port: ports[2], peers: [ports[0]])
+        try await eventually(timeout: .seconds(5), "unsealed packets are counted") {
+            let traffic = try sealed.request("GET", "/ha/status").json()["traffic"] as? [String: Any]
+            return ((traffic?["dropped"] as? [String: Int])?["unsealed"] ?? 0) > 0
+        }
+        #expect(try view(sealed).isEmpty && view(a)["sealed"] == nil, "no mixing of sealed and unsealed routers")
+        #expect(try sealed.request("GET", "/ha/status").json()["sealed"] as? Bool == true)
+    }
+
     @Test func meshFlagsAreChecked() async throws {
-        for (args, expected) in [(["--enable-mesh", "--port", "0", "--prometheus-port", "0"], "cluster key"),
-                                 (["--enable-mesh", "--mesh-key", "abc"], "64 hex"),
+        for (args, expected) in [(["--enable-mesh", "--mesh-key", "abc"], "64 hex"),
                                  (["--enable-mesh", "--mesh-key", String(repeating: "a", count: 64), "--mesh-peer-urls", "nohost"], "--mesh-peer-urls")] {
             let p = try TestProcess(Binaries.smg, args, name: "smg")
             #expect(await p.waitForExit(timeout: .seconds(10)) == 2)

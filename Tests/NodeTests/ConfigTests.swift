@@ -108,7 +108,7 @@ import Testing
     }
 
     @Test func notBuiltFeaturesFailNamingTheFlag() throws {
-        for args in [["--enable-mesh"], ["--pd-disaggregation"], ["--log-dir", "/tmp"], ["--history-backend", "postgres"],
+        for args in [["--pd-disaggregation"], ["--log-dir", "/tmp"], ["--history-backend", "postgres"],
                      ["--enable-trace"], ["--history-backend", "redis"], ["--enable-igw"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
@@ -117,6 +117,17 @@ import Testing
         let message = failure([], env: ["SMG_PD_DISAGGREGATION": "true"]) ?? ""
         #expect(message.contains("--pd-disaggregation") && message.contains("environment"), "\(message)")
         #expect(try load([], env: ["JWT_ISSUER": "https://idp", "JWT_AUDIENCE": "smg"]).security.jwt?.issuer == "https://idp", "https issuers work with TLS")
+    }
+
+    @Test func theMeshAdvertisesAnAddressItsPeersCanReach() throws {
+        // Wildcard bind, peers on this host: loopback, as before.
+        let local = try load(["--enable-mesh", "--mesh-port", "39999", "--mesh-peer-urls", "127.0.0.1:39998"]).mesh
+        #expect(local?.advertise == "127.0.0.1:39999" && local?.advertiseWarning == nil && local?.keyring == nil, "keyless starts")
+        // Bound to loopback while the peers are elsewhere: said clearly (connect() on UDP sends nothing).
+        let stuck = try load(["--enable-mesh", "--mesh-host", "127.0.0.1", "--mesh-port", "39999", "--mesh-peer-urls", "198.18.0.2:39527"]).mesh
+        #expect(stuck?.advertiseWarning?.contains("198.18.0.2:39527") == true)
+        #expect(try load(["--enable-mesh", "--mesh-port", "39999", "--mesh-advertise-host", "198.18.0.1"]).mesh?.advertise == "198.18.0.1:39999")
+        #expect(AdvertiseAddress.routeSource(toHost: "127.0.0.1", port: 9) == "127.0.0.1")
     }
 
     @Test func aMeshKeyFileOthersCanReadIsWarnedAbout() throws {

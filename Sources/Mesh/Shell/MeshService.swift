@@ -22,7 +22,8 @@ public final class MeshService: Sendable {
         /// `host:port` other nodes reach this one at.
         public var advertise: String
         public var peers: [String]
-        public var keyring: MeshKeyring
+        /// nil: keyless, unsealed mode.
+        public var keyring: MeshKeyring?
         public var node = MeshNode.Config()
         public var tickMs: Int64 = 50
         /// Inbound TCP connections at once (each peer opens one); more are closed at once.
@@ -31,7 +32,7 @@ public final class MeshService: Sendable {
         public var frameDeadline: TimeAmount = .seconds(30)
         /// An inbound connection without traffic this long is closed.
         public var idleTimeout: TimeAmount = .minutes(5)
-        public init(name: String, bindHost: String, port: Int, advertise: String, peers: [String], keyring: MeshKeyring) {
+        public init(name: String, bindHost: String, port: Int, advertise: String, peers: [String], keyring: MeshKeyring?) {
             self.name = name
             self.bindHost = bindHost
             self.port = port
@@ -104,6 +105,9 @@ public final class MeshService: Sendable {
         guard payload.count <= WireCodec.maxPayload else { return }
         send(.custom(topic: topic, payload: payload), to: address)
     }
+
+    /// Whether packets are sealed under a cluster key (false: keyless mode).
+    public var isSealed: Bool { config.keyring != nil }
 
     /// Whether any other router is alive (nothing to broadcast to otherwise).
     public var hasPeers: Bool { inner.withLock { !$0.node.aliveMembers.isEmpty } }

@@ -3,11 +3,15 @@ import CSodium
 /// Seals and opens mesh packets with XChaCha20-Poly1305 (libsodium) under the cluster key.
 ///
 /// Packet: `version (1) | key id (4) | nonce (24) | ciphertext + tag (16)`; the first five
-/// bytes are authenticated as associated data. A random 24-byte nonce per packet is safe with
+/// bytes are authenticated as associated data. Without a key (keyless mode, warned about at
+/// start) a packet is `0 | plaintext`: a sealed node refuses those (`unsealed`), a keyless node
+/// refuses sealed ones (it cannot open them). A random 24-byte nonce per packet is safe with
 /// XChaCha20. Anything that does not open — garbage, a forged or altered packet, another
 /// cluster's key, an oversized datagram — is refused with a reason, for counting.
 public struct Sealer: Sendable {
     public static let version: UInt8 = 1
+    /// The first byte of a packet from a keyless node.
+    public static let unsealedVersion: UInt8 = 0
     public static let headerSize = 1 + 4 + 24
     public static let tagSize = 16
     /// Plaintext limit for a datagram; TCP frames may be larger (`maxFrame`).
@@ -19,16 +23,21 @@ public struct Sealer: Sendable {
         case badVersion = "bad_version"
         case unknownKey = "unknown_key"
         case forged
+        /// An unsealed packet at a node that has a key.
+        case unsealed
     }
 
-    public let keyring: MeshKeyring
+    /// nil: keyless (unsealed) mode.
+    public let keyring: MeshKeyring?
+    public var isSealed: Bool { keyring != nil }
 
-    public init(keyring: MeshKeyring, maxPacket: Int = 64 * 1024) {
+    public init(keyring: MeshKeyring?, maxPacket: Int = 64 * 1024) {
         self.keyring = keyring
         self.maxPacket = maxPacket
     }
 
     public func seal(_ plaintext: [UInt8]) -> [UInt8] {
+        guard let keyring else { return [Self.unsealedVersion] + plaintext }
         let key = keyring.primary
         var packet = [UInt8](repeating: 0, count: Self.headerSize + plaintext.count + Self.tagSize)
         packet[0] = Self.version
@@ -44,6 +53,12 @@ public struct Sealer: Sendable {
     }
 
     public func open(_ packet: [UInt8]) -> Result<[UInt8], Refusal> {
+        if packet.first == Self.unsealedVersion {
+            guard keyring == nil else { return .failure(.unsealed) }
+            guard packet.count <= maxPacket + 1 else { return .failure(.oversized) }
+            return .success(Array(packet.dropFirst()))
+        }
+        guard let keyring else { return .failure(packet.first == Self.version ? .unknownKey : .badVersion) }
         guard packet.count >= Self.headerSize + Self.tagSize else { return .failure(.tooShort) }
         guard packet.count <= maxPacket + Self.headerSize + Self.tagSize else { return .failure(.oversized) }
         guard packet[0] == Self.version else { return .failure(.badVersion) }

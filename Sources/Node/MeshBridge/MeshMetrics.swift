@@ -11,6 +11,7 @@ extension MeshBridge {
         for status in ["alive", "suspect", "dead", "left"] {
             metrics.setGauge("smg_mesh_members", "Mesh members by status in this router's view (itself included as alive)", [("status", status)], to: Double(byStatus[status] ?? 0))
         }
+        metrics.setGauge("smg_mesh_sealed", "1 when mesh packets are sealed under a cluster key, 0 in keyless mode", to: mesh.service.isSealed ? 1 : 0)
         let traffic = "Mesh traffic since start: UDP datagrams and TCP frames"
         metrics.setGauge("smg_mesh_messages", traffic, [("direction", "in"), ("transport", "udp")], to: Double(s.stats.packetsIn))
         metrics.setGauge("smg_mesh_messages", traffic, [("direction", "out"), ("transport", "udp")], to: Double(s.stats.packetsOut))

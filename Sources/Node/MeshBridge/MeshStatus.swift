@@ -19,7 +19,7 @@ extension MeshBridge {
         stores["cache_tree"] = "decisions pushed as they happen; a joining router gets every tree in full"
         let status: JSONValue = [
             "name": .string(s.me.name), "address": .string(s.me.address), "incarnation": n(s.me.incarnation), "generation": n(mesh.generation),
-            "status": .string(s.me.status.rawValue), "members": .array(members),
+            "status": .string(s.me.status.rawValue), "members": .array(members), "sealed": .bool(mesh.isSealed),
             "alive": n(s.members.filter { $0.member.status == .alive }.count + 1),
             "traffic": ["udp_in": n(s.stats.packetsIn), "udp_out": n(s.stats.packetsOut), "tcp_in": n(s.stats.framesIn), "tcp_out": n(s.stats.framesOut),
                         "bytes_in": n(s.stats.bytesIn), "bytes_out": n(s.stats.bytesOut), "dropped": .object(s.stats.dropped.mapValues { n($0) })],

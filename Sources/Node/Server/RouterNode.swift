@@ -124,6 +124,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             }
             warnIfOpen(config, logger: logger)
             if let warning = config.mesh?.keyFileWarning { logger.warning("\(warning)") }
+            if let warning = config.mesh?.advertiseWarning { logger.warning("\(warning)") }
+            if let m = config.mesh, m.keyring == nil {
+                logger.warning("the mesh runs UNSEALED (no --mesh-key-file or SMG_MESH_KEY): anyone who reaches port \(m.port) can join the cluster, read what it replicates and change it; make a key with `smg mesh-keygen`")
+            }
             if let jwt {
                 Task {
                     do { try await jwt.prefetch() } catch {
