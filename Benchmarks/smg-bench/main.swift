@@ -127,30 +127,9 @@ func freePort() -> Int {
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
-/// The HTTP status of `GET path` on 127.0.0.1:port, or nil when nothing answers.
-func httpStatus(port: Int, path: String) -> Int? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var tv = timeval(tv_sec: 1, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { return nil }
-    let request = Array("GET \(path) HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".utf8)
-    guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { return nil }
-    var buffer = [UInt8](repeating: 0, count: 64)
-    let n = recv(fd, &buffer, buffer.count, 0)
-    guard n >= 12 else { return nil }
-    return Int(String(decoding: buffer[9..<12], as: UTF8.self))
-}
-
-/// The body of `GET path` (plain HTTP), nil when the server does not answer.
-func httpBody(port: Int, path: String) -> String? {
+/// The whole answer to `GET path` on 127.0.0.1:port (plain HTTP, one second to answer), or nil
+/// when nothing answers.
+func httpGet(port: Int, path: String) -> String? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var tv = timeval(tv_sec: 1, tv_usec: 0)
@@ -173,6 +152,18 @@ func httpBody(port: Int, path: String) -> String? {
         out += buffer[0..<n]
     }
     return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
+}
+
+/// The HTTP status of `GET path` on 127.0.0.1:port, or nil when nothing answers.
+func httpStatus(port: Int, path: String) -> Int? {
+    guard let answer = httpGet(port: port, path: path), answer.utf8.count >= 12 else { return nil }
+    return Int(answer.dropFirst(9).prefix(3))
+}
+
+/// The body of `GET path` (plain HTTP), nil when the server does not answer.
+func httpBody(port: Int, path: String) -> String? {
+    guard let answer = httpGet(port: port, path: path), let split = answer.range(of: "\r\n\r\n") else { return nil }
+    return String(answer[split.upperBound...])
 }
 
 /// A CA and one certificate for 127.0.0.1 (server and client use), made with `openssl` for one

@@ -79,32 +79,20 @@ import Testing
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let a = try await Self.start("a", peers: [], group: group)
         let port = a.config.port
-        func sendRaw(_ bytes: [UInt8], waitForClose: Bool) throws {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = UInt16(port).bigEndian
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &addr) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else { throw CancellationError() }
-            _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        func sendRaw(_ bytes: [UInt8], waitForClose: Bool) async throws {
+            let c = try RawConnection(port: port)
+            c.send(bytes)
             guard waitForClose else { return }
-            var buffer = [UInt8](repeating: 0, count: 16)
-            var tv = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            #expect(recv(fd, &buffer, 16, 0) == 0, "the service closed the connection")
+            try await eventually(5, "the service closed the connection") { c.isClosed }
         }
         // A frame claiming 2 GiB: refused before anything is allocated.
-        try sendRaw([0x7F, 0xFF, 0xFF, 0xFF, 1, 2, 3], waitForClose: true)
+        try await sendRaw([0x7F, 0xFF, 0xFF, 0xFF, 1, 2, 3], waitForClose: true)
         try await eventually(5, "the oversized frame is counted") { a.status().stats.dropped["oversized_untrusted"] == 1 }
         // A well-framed packet sealed under another cluster's key.
         let other = Sealer(keyring: try MeshKeyring(parsing: MeshKeyring.generate()), maxPacket: MeshService.frameLimit)
         let sealed = other.seal(Array(repeating: 9, count: 3000))
         let length = UInt32(sealed.count)
-        try sendRaw([UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + sealed, waitForClose: false)
+        try await sendRaw(Self.lengthPrefix(Int(length)) + sealed, waitForClose: false)
         try await eventually(5, "the foreign frame is counted") { a.status().stats.dropped["unknown_key"] == 1 }
         #expect(a.status().stats.framesIn == 0)
         await a.leave()
