@@ -316,6 +316,20 @@ import Glibc
         #expect(total <= Int(1.1 * 30 * 3) + 30, "the cluster admitted \(total) in 3 s: \(admitted.values.map(\.status))")
         #expect(total >= 60, "but it did admit about its budget: \(total)")
         print("cluster rate limit 30/s over 3 routers: admitted \(total) in 3 s (\(admitted.values.map(\.status)))")
+
+        // All traffic on one router (an active/backup VIP): its share follows the demand, so it
+        // admits about the whole budget, not a third of it.
+        func hammer(_ r: RouterProcess, for duration: Duration) -> Int {
+            var ok = 0
+            let start = ContinuousClock.now
+            while ContinuousClock.now - start < duration { if (try? r.chat("x").status) == 200 { ok += 1 } }
+            return ok
+        }
+        _ = hammer(routers[0], for: .seconds(2))  // the demand estimate and the gossip catch up
+        let alone = hammer(routers[0], for: .seconds(3))
+        print("cluster rate limit 30/s, all traffic on one router: admitted \(alone) in 3 s")
+        #expect(alone >= 72, "one router with all the traffic admits about the whole budget: \(alone) in 3 s (a static third would be 30)")
+        #expect(alone <= Int(1.1 * 30 * 3) + 30)
     }
 
     @Test func aPacketSealedWithAnotherKeyIsRejectedAndCounted() async throws {

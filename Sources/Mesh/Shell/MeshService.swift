@@ -83,8 +83,9 @@ public final class MeshService: Sendable {
 
     /// Called with every custom message (topic, payload) from another router.
     public typealias CustomHandler = @Sendable (_ topic: String, _ payload: [UInt8]) -> Void
-    private let onCustom: Mutex<CustomHandler?> = Mutex(nil)
-    public func onCustom(_ handler: @escaping CustomHandler) { onCustom.withLock { $0 = handler } }
+    private let onCustom: Mutex<[CustomHandler]> = Mutex([])
+    /// Adds a handler (each part of the router listens for its own topics).
+    public func onCustom(_ handler: @escaping CustomHandler) { onCustom.withLock { $0.append(handler) } }
 
     /// Called with the address of every member that becomes alive (joined, restarted, or back
     /// from a partition): state kept outside the replicated stores can be sent to it.
@@ -237,7 +238,7 @@ public final class MeshService: Sendable {
             }
             switch outcome {
             case .node(let out): execute(out)
-            case .custom(let topic, let payload): onCustom.withLock { $0 }?(topic, payload)
+            case .custom(let topic, let payload): for handler in onCustom.withLock({ $0 }) { handler(topic, payload) }
             case .hello: break
             case .none: return false
             }

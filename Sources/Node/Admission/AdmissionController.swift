@@ -21,8 +21,8 @@ public struct AdmissionConfig: Sendable, Equatable {
 /// lock); a waiter is woken on its own loop. Every admitted request must call `release()`
 /// exactly once, however it ends.
 ///
-/// The token bucket is the seam for a cluster-wide budget: the mesh will set its refill rate to
-/// this router's share (`setRate`) instead of the local flag value.
+/// With the mesh, the token bucket's rate is this router's share of the cluster-wide budget,
+/// following demand (`DemandShares`, driven by `MeshBridge.budgetSharing`).
 public final class AdmissionController: Sendable {
     public enum Result: Sendable { case admitted, queueFull, timedOut }
 
@@ -38,6 +38,8 @@ public final class AdmissionController: Sendable {
         var queueHead = 0
         var nextTicket: UInt64 = 0
         var bucket: TokenBucket?
+        /// With the mesh: the cluster budget's shares, following each router's demand.
+        var shares: DemandShares?
         var drainScheduled = false
         var queueLength: Int { queue.count - queueHead }
     }
@@ -72,6 +74,7 @@ public final class AdmissionController: Sendable {
         let now = clock()
         enum Immediate { case admitted, refused, queued(UInt64, UInt64?) }
         let outcome: Immediate = state.withLock { s in
+            s.shares?.asked(nowMs: now)
             // FIFO: nobody jumps a non-empty queue.
             if s.queueLength == 0, canAdmit(&s, now: now) {
                 s.inFlight += 1
@@ -165,6 +168,37 @@ public final class AdmissionController: Sendable {
     func setRate(_ rate: Double) {
         let now = clock()
         state.withLock { s in s.bucket?.setRate(rate, nowMs: now) }
+    }
+
+    /// Makes `--rate-limit-tokens-per-second` the budget of the whole mesh, shared by demand.
+    func shareClusterBudget() {
+        guard let total = config.tokensPerSecond else { return }
+        let now = clock()
+        state.withLock { s in s.shares = DemandShares(config: .init(total: total), nowMs: now) }
+    }
+
+    /// This router's demand (requests per second asked for), to tell the others.
+    func localDemand() -> Double? {
+        let now = clock()
+        return state.withLock { $0.shares?.localDemand(nowMs: now) }
+    }
+
+    /// What another router said its demand is.
+    func heard(from peer: String, demand: Double) {
+        let now = clock()
+        state.withLock { $0.shares?.heard(from: peer, demand: demand, nowMs: now) }
+    }
+
+    /// Sets the bucket's rate to this router's share with `members` routers in the budget;
+    /// returns the share.
+    @discardableResult
+    func applyShare(members: Int) -> Double? {
+        let now = clock()
+        return state.withLock { s in
+            guard let share = s.shares?.share(nowMs: now, members: members) else { return nil }
+            s.bucket?.setRate(share, nowMs: now)
+            return share
+        }
     }
 
     /// Seconds a refused client should wait before trying again.

@@ -39,19 +39,38 @@ enum MeshBridge {
     }
 
     /// A cluster-wide rate limit: `--rate-limit-tokens-per-second` is the budget of the whole
-    /// mesh; each router refills at its share, 1/N for N routers seen (crashed and partitioned
-    /// ones keep their share reserved until they leave gracefully, so a partition never lets
-    /// the sides add up to more than the budget). Re-evaluated every second.
+    /// mesh, shared by demand (`DemandShares`): every 100 ms this router tells the others how
+    /// many requests per second it is asked for, and sets its rate to its share of the budget.
+    /// All traffic on one router (an active/backup VIP) gets about the whole budget; traffic on
+    /// every router splits it. Crashed and partitioned routers keep a reserve of budget/N until
+    /// they leave gracefully, which is also what a router cut off from the others falls back to:
+    /// the sides of a partition never add up to more than the budget.
     static func budgetSharing(state: RouterState) -> PeriodicTask? {
-        guard let mesh = state.mesh?.service, let total = state.config.admission.tokensPerSecond, let loop = state.pools.loops.first else { return nil }
+        guard let mesh = state.mesh?.service, state.config.admission.tokensPerSecond != nil, let loop = state.pools.loops.first else { return nil }
+        state.admission.shareClusterBudget()
+        let me = mesh.config.name
+        mesh.onCustom { topic, payload in
+            guard topic == demandTopic, payload.count > 8, payload.count < 1100 else { return }
+            var bits: UInt64 = 0
+            for b in payload.prefix(8) { bits = bits << 8 | UInt64(b) }
+            let demand = Double(bitPattern: bits)
+            let peer = String(decoding: payload.dropFirst(8), as: UTF8.self)
+            state.admission.heard(from: peer, demand: demand)
+        }
         let last = NIOLockedValueBox(0)
-        return PeriodicTask("rate-limit share", on: loop, every: .seconds(1)) {
+        return PeriodicTask("rate-limit share", on: loop, every: .milliseconds(100)) {
+            if let demand = state.admission.localDemand(), mesh.hasPeers {
+                let bits = demand.bitPattern
+                mesh.broadcast(topic: demandTopic, payload: (0..<8).map { UInt8(truncatingIfNeeded: bits >> (56 - 8 * $0)) } + Array(me.utf8))
+            }
             let n = mesh.budgetShareCount
+            state.admission.applyShare(members: n)
             guard last.withLockedValue({ old in defer { old = n }; return old != n }) else { return }
-            state.admission.setRate(total / Double(n))
-            state.logger.info("rate limit share", metadata: ["routers": "\(n)", "tokens_per_second": "\(total / Double(n))", "cluster_budget": "\(total)"])
+            state.logger.info("rate limit shared by demand", metadata: ["routers": "\(n)", "cluster_budget": "\(state.config.admission.tokensPerSecond ?? 0)"])
         }
     }
+
+    static let demandTopic = "demand"
 
     /// A routing key was (re)assigned here by `manual`: tell the others.
     static func assigned(routingKey: String, model: String?, worker: Worker, state: RouterState) {
