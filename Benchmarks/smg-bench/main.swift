@@ -23,6 +23,11 @@ struct Options {
     /// `smg launch`); the standard flags are appended.
     var routerCommand: [String]?
     var binDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    /// Another endpoint and body than the chat completion (e.g. `/v1/conversations` and `{}`).
+    var path = "/v1/chat/completions"
+    var body: String?
+    /// Extra flags for the router (e.g. `--history-backend redis --redis-url redis://…`).
+    var routerArgs: [String] = []
     /// HTTPS between the load generator and the router.
     var tlsClients = false
     /// https:// workers (the router verifies them against a CA made for the run).
@@ -53,6 +58,9 @@ struct Options {
             case "--bin-dir": o.binDir = next(a)
             case "--rate": o.rate = Double(int(a))
             case "--router-cmd": o.routerCommand = next(a).split(separator: " ").map(String.init)
+            case "--path": o.path = next(a)
+            case "--body": o.body = next(a)
+            case "--router-args": o.routerArgs = next(a).split(separator: " ").map(String.init)
             case "--tls":
                 switch next(a) {
                 case "clients": o.tlsClients = true
@@ -61,7 +69,7 @@ struct Options {
                 default: fail("--tls takes clients, workers or both")
                 }
             case "-h", "--help":
-                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--no-direct] [--bin-dir DIR]")
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--path P] [--body JSON] [--router-args FLAGS] [--no-direct] [--bin-dir DIR]")
                 exit(0)
             default: fail("unknown flag \(a)")
             }
@@ -354,7 +362,7 @@ let metricsPort = freePort()
 let routerCommand = o.routerCommand ?? [smgPath]
 let tlsFlags = (o.tlsClients ? ["--tls-cert-path", pki!.certPath, "--tls-key-path", pki!.keyPath] : [])
     + (o.tlsWorkers ? ["--ca-cert-paths", pki!.caPath] : [])
-let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + [
+let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + o.routerArgs + [
     "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(metricsPort),
     "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls, captureOutput: false)
 let readyBy = Date().addingTimeInterval(60)
@@ -368,11 +376,11 @@ while !routerReady() {
 }
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let clientTLS: NIOSSLContext? = o.tlsClients ? try pki!.clientContext() : nil
-let body = #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
-let path = "/v1/chat/completions"
+let body = o.body ?? #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
+let path = o.path
 
 let tlsLabel = o.tlsClients && o.tlsWorkers ? "HTTPS clients and https workers, " : o.tlsClients ? "HTTPS clients, " : o.tlsWorkers ? "https workers, " : ""
-print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(tlsLabel)\(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.stream ? "streaming (\(tokens) SSE events per response)" : "non-streaming") chat completions, \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(tlsLabel)\(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.path != "/v1/chat/completions" ? "POST \(o.path)" : (o.stream ? "streaming (\(tokens) SSE events per response) chat completions" : "non-streaming chat completions")), \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
 _ = try run(port: smgPort, body: body, path: path, count: o.warmup, concurrency: o.concurrency, tls: clientTLS, group: group)
 let before = usage(pid: smg.process.processIdentifier)
 let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, tls: clientTLS, group: group)
