@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -83,6 +84,9 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var active = true
     /// The `x-request-id` the router forwarded, echoed back as `x-upstream-request-id`.
     private var forwardedRequestID: String?
+    /// What the worker was asked, as `x-sim-prompt: <characters>:<FNV-1a hex>` of the prompt it
+    /// read (every message's text for chat): tests tell from it whether history reached the worker.
+    private var promptDigest: String?
     /// The Authorization header received, echoed as `x-sim-authorization` (tests check API keys).
     private var receivedAuthorization: String?
 
@@ -108,6 +112,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let h):
             head = h
             forwardedRequestID = h.headers.first(name: "x-request-id")
+            promptDigest = nil
             receivedAuthorization = h.headers.first(name: "authorization")
             body.clear()
         case .body(var chunk):
@@ -191,6 +196,8 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let request = SimRequest(kind: kind, json: json, maxOutputTokens: options.maxOutputTokens, defaultOutputTokens: options.defaultOutputTokens)
+        let promptText = String(decoding: request.prompt, as: UTF8.self)
+        promptDigest = "\(promptText.count):\(String(FNV1a.hash(promptText), radix: 16))"
         let cached = state.cachedPrefix(of: request.prompt)
         let id = "sim-\(options.workerName)-\(state.nextID())"
         let model = request.model ?? options.modelID
@@ -217,6 +224,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         h.add(name: "content-type", value: "text/event-stream")
         h.add(name: "cache-control", value: "no-cache")
         h.add(name: "x-sim-worker", value: options.workerName)
+        if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
@@ -256,6 +264,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         h.add(name: "content-type", value: contentType)
         h.add(name: "content-length", value: String(body.utf8.count))
         h.add(name: "x-sim-worker", value: state.options.workerName)
+        if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: h))), promise: nil)

@@ -12,6 +12,11 @@ import Testing
         #expect(chat.status == 200)
         #expect(chat.header("x-request-id") == "req-123")
         #expect(chat.header("x-upstream-request-id") == "req-123", "the request id is forwarded to the worker")
+        // The worker says what it read (characters and FNV-1a of the prompt), so tests can check
+        // what reached it: "hello there" is 11 characters.
+        #expect(chat.header("x-sim-prompt")?.hasPrefix("11:") == true)
+        #expect(try smg.chat("hello there").header("x-sim-prompt") == chat.header("x-sim-prompt"))
+        #expect(try smg.chat("hello thera").header("x-sim-prompt") != chat.header("x-sim-prompt"))
         let chatJSON = try chat.json()
         #expect(chatJSON["object"] as? String == "chat.completion")
         let usage = chatJSON["usage"] as? [String: Any]
