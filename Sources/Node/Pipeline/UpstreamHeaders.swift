@@ -10,7 +10,12 @@ enum UpstreamHeaders {
 
     /// ASCII case-insensitive equality against a lowercase literal, without allocating.
     static func nameEquals(_ name: String, _ lower: String) -> Bool {
-        guard name.utf8.count == lower.utf8.count else { return false }
+        name.utf8.count == lower.utf8.count && namePrefixEquals(name, lower)
+    }
+
+    /// Whether `name` starts with the lowercase literal `lower`, ASCII case-insensitively, without allocating.
+    static func namePrefixEquals(_ name: String, _ lower: String) -> Bool {
+        guard name.utf8.count >= lower.utf8.count else { return false }
         for (b, c) in zip(name.utf8, lower.utf8) where (b >= 65 && b <= 90 ? b | 0x20 : b) != c { return false }
         return true
     }
@@ -19,9 +24,7 @@ enum UpstreamHeaders {
 
     /// `Proxy-*` (`Proxy-Authorization`, `Proxy-Connection`, …): meant for a proxy, never a worker.
     private static func isProxyHeader(_ name: String) -> Bool {
-        let u = name.utf8
-        guard u.count > 6, let first = u.first, first | 0x20 == UInt8(ascii: "p") else { return false }
-        return nameEquals(String(name.prefix(6)), "proxy-")
+        name.utf8.count > 6 && namePrefixEquals(name, "proxy-")
     }
 
     /// The head sent to `worker`: the client's headers less hop-by-hop ones, with the worker's

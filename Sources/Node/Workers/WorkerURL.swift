@@ -65,7 +65,8 @@ public struct WorkerURL: Sendable, Hashable {
     /// whose certificate is verified against its IP SANs.
     var tlsServerName: String? {
         if host.contains(":") { return nil }
-        if host.split(separator: ".").count == 4, host.split(separator: ".").allSatisfy({ UInt8($0) != nil }) { return nil }
+        let labels = host.split(separator: ".")
+        if labels.count == 4, labels.allSatisfy({ UInt8($0) != nil }) { return nil }
         return host
     }
 
