@@ -1,8 +1,7 @@
 /// A token bucket: `rate` tokens per second up to `capacity`; time (`nowMs`) is an argument.
 ///
-/// The router's admission takes one token per request. The bucket is a value so the mesh can
-/// later replace a router's local refill with its share of a cluster-wide budget (the refill
-/// rate becomes an input, `setRate`).
+/// The router's admission takes one token per request. With the mesh, the refill rate is this
+/// router's share of the cluster-wide budget (`DemandShares`), set through `setRate`.
 public struct TokenBucket: Sendable, Equatable {
     public private(set) var rate: Double
     public private(set) var capacity: Double

@@ -433,8 +433,9 @@ public final class MeshService: Sendable {
     }
 }
 
-/// Wall-clock milliseconds for HLC stamps (the only wall-clock read in the mesh shell).
-func wallClockMs() -> UInt64 {
+/// Wall-clock milliseconds for HLC stamps (the only wall-clock read in the mesh shell), and for
+/// what the router replicates with a time in it (sticky sessions' last use).
+public func wallClockMs() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000

@@ -164,12 +164,6 @@ public final class AdmissionController: Sendable {
         loop.scheduleTask(in: .milliseconds(Int64(max(1, ms)))) { [self] in drain() }
     }
 
-    /// Sets the token bucket's refill rate (this router's share of a cluster-wide budget).
-    func setRate(_ rate: Double) {
-        let now = clock()
-        state.withLock { s in s.bucket?.setRate(rate, nowMs: now) }
-    }
-
     /// Makes `--rate-limit-tokens-per-second` the budget of the whole mesh, shared by demand.
     func shareClusterBudget() {
         guard let total = config.tokensPerSecond else { return }

@@ -1,4 +1,3 @@
-import Foundation
 import Mesh
 import NIOCore
 import Policies
@@ -45,7 +44,8 @@ enum SessionReplication {
         // Adopted at the time it was last used, not now: adopting is not using, and a router
         // that joins late must not refresh every old key it was just told about.
         let monoNow = state.nowMs()
-        let age = parsed?.wallMs.map { wallClockMs() &- min(wallClockMs(), $0) } ?? 0
+        let wallNow = wallClockMs()
+        let age = parsed?.wallMs.map { wallNow &- min(wallNow, $0) } ?? 0
         state.registry.adoptAssignment(model: String(parts[0]), routingKey: String(parts[1]),
                                        worker: parsed?.worker, now: monoNow &- min(monoNow, age))
     }
@@ -99,6 +99,4 @@ enum SessionReplication {
             if expired > 0 { state.logger.debug("sessions expired", metadata: ["count": "\(expired)"]) }
         }
     }
-
-    static func wallClockMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 }

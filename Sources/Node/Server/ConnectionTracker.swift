@@ -6,8 +6,6 @@ import Synchronization
 final class ConnectionTracker: Sendable {
     private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
 
-    var count: Int { channels.withLock { $0.count } }
-
     /// Tracks `channel` unless `limit` connections are open already (then false).
     func add(_ channel: any Channel, limit: Int = .max) -> Bool {
         let id = ObjectIdentifier(channel)
