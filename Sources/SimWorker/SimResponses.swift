@@ -11,6 +11,9 @@ struct SimRequest {
     let includeUsage: Bool
     let model: String?
     let inputCount: Int
+    /// The request set a token limit: the answer stops at it (`length`); otherwise the
+    /// simulated answer is complete at its default length (`stop`).
+    let limited: Bool
 
     init(kind: Kind, json: [String: Any], maxOutputTokens: Int, defaultOutputTokens: Int) {
         self.kind = kind
@@ -39,10 +42,13 @@ struct SimRequest {
         self.prompt = Array(text.utf8)
         self.inputCount = inputs
         let sampling = json["sampling_params"] as? [String: Any]
-        let asked = (json["max_tokens"] as? Int) ?? (json["max_completion_tokens"] as? Int)
-            ?? (sampling?["max_new_tokens"] as? Int) ?? defaultOutputTokens
+        let limit = (json["max_tokens"] as? Int) ?? (json["max_completion_tokens"] as? Int) ?? (sampling?["max_new_tokens"] as? Int)
+        let asked = limit ?? defaultOutputTokens
         self.outputTokens = max(0, min(asked, maxOutputTokens))
+        self.limited = limit != nil || asked > maxOutputTokens
     }
+
+    var finishReason: String { limited ? "length" : "stop" }
 
     /// The text of a prompt-like field: a string, a list of strings, or OpenAI content parts.
     static func text(of value: Any?) -> String {
@@ -82,9 +88,9 @@ enum SimResponses {
         let u = usage(prompt: r.prompt.count, completion: r.outputTokens, cached: cached)
         switch r.kind {
         case .chat:
-            return #"{"id":"\#(id)","object":"chat.completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"message":{"role":"assistant","content":\#(quote(text))},"finish_reason":"length"}],"usage":\#(u)}"#
+            return #"{"id":"\#(id)","object":"chat.completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"message":{"role":"assistant","content":\#(quote(text))},"finish_reason":"\#(r.finishReason)"}],"usage":\#(u)}"#
         case .completion:
-            return #"{"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":\#(quote(text)),"logprobs":null,"finish_reason":"length"}],"usage":\#(u)}"#
+            return #"{"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":\#(quote(text)),"logprobs":null,"finish_reason":"\#(r.finishReason)"}],"usage":\#(u)}"#
         case .generate:
             return #"{"text":\#(quote(text)),"meta_info":\#(metaInfo(id: id, prompt: r.prompt.count, completion: r.outputTokens, cached: cached, finished: true))}"#
         case .embeddings:
@@ -125,9 +131,9 @@ enum SimResponses {
         var out = ""
         switch r.kind {
         case .chat:
-            out += #"data: {"id":"\#(id)","object":"chat.completion.chunk","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"# + "\n\n"
+            out += #"data: {"id":"\#(id)","object":"chat.completion.chunk","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"delta":{},"finish_reason":"\#(r.finishReason)"}]}"# + "\n\n"
         case .completion:
-            out += #"data: {"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":"","logprobs":null,"finish_reason":"length"}]}"# + "\n\n"
+            out += #"data: {"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":"","logprobs":null,"finish_reason":"\#(r.finishReason)"}]}"# + "\n\n"
         default: break
         }
         if r.includeUsage, r.kind == .chat || r.kind == .completion {

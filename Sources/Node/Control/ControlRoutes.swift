@@ -45,17 +45,15 @@ enum ControlRoutes {
             }
         case .conversations(let path):
             // Storage is async (Redis): answered from a task, handed back on this connection's loop.
-            let reply = NIOLoopBound(done, eventLoop: pool.loop)
-            let loop = pool.loop
-            let store = state.history
-            let metrics = state.metrics
-            let method = head.method
-            let uri = head.uri
-            nonisolated(unsafe) let body = body
-            Task {
-                let result = await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store, metrics: metrics)
-                loop.execute { reply.value(result) }
-            }
+            let (store, metrics, method, uri) = (state.history, state.metrics, head.method, head.uri)
+            OffLoop.run(on: pool.loop, {
+                await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store, metrics: metrics)
+            }, then: done)
+        case .responses(let path):
+            let (store, metrics, method, uri) = (state.history, state.metrics, head.method, head.uri)
+            OffLoop.run(on: pool.loop, {
+                await ResponsesRoutes.answer(path, method: method, target: RequestTarget(uri), store: store, metrics: metrics)
+            }, then: done)
         case .notFound, .inference, .proxyToAnyWorker:
             done(.failure(.routeNotFound(head.method, String(target.path))))
         }

@@ -148,11 +148,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         request?.awaitingAuth = true
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
         let number = requestNumber
-        let loop = context.eventLoop
-        let handler = NIOLoopBound(self, eventLoop: loop)
-        Task {
-            let result = await jwt.authenticate(token)
-            loop.execute { handler.value.tokenChecked(result, needs: role, number: number) }
+        OffLoop.run(on: context.eventLoop, { await jwt.authenticate(token) }) { [self] result in
+            self.tokenChecked(result, needs: role, number: number)
         }
     }
 
@@ -204,6 +201,20 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             }
         case .proxyToAnyWorker:
             plan = InferenceRequest.anyWorker(path: RequestTarget(request.head.uri).path, head: request.head, requestID: request.requestID)
+        case .responses(.create):
+            let number = requestNumber
+            let loop = pool.loop
+            ResponsesGateway.prepare(head: request.head, body: body, requestID: request.requestID, state: state, loop: loop) { [self] prepared in
+                guard self.requestNumber == number, self.request != nil else { return }
+                switch prepared {
+                case .success(let (plan, turn)):
+                    self.start(plan, client: ResponsesClient(inner: self, turn: turn, state: self.state, loop: loop))
+                case .failure(let error):
+                    self.state.metrics.routerError(endpoint: "responses", code: error.code)
+                    self.respond(error: error, extra: HTTPHeaders())
+                }
+            }
+            return
         default:
             let number = requestNumber
             ControlRoutes.answer(request.route, head: request.head, body: body, state: state, pool: pool) { [self] result in
@@ -215,8 +226,13 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             }
             return
         }
+        start(plan, client: self)
+    }
+
+    private func start(_ plan: ExchangePlan, client: any ExchangeClient) {
+        var plan = plan
         plan.clientAddress = clientAddress
-        let exchange = Exchange(plan: plan, state: state, pool: pool, client: self, seed: rng.next())
+        let exchange = Exchange(plan: plan, state: state, pool: pool, client: client, seed: rng.next())
         self.exchange = exchange
         exchange.start()
     }

@@ -26,6 +26,8 @@ enum Route: Equatable, Sendable {
     case meshStatus
     /// The Conversations API.
     case conversations(ConversationRoutes.Path)
+    /// The Responses API: `create` runs through the request pipeline, the rest reads the store.
+    case responses(ResponsesRoutes.Path)
     case corsPreflight
     case methodNotAllowed
     case notFound
@@ -60,6 +62,12 @@ enum Route: Equatable, Sendable {
             case .conversation: return "/v1/conversations/{id}"
             case .items: return "/v1/conversations/{id}/items"
             case .item: return "/v1/conversations/{id}/items/{item_id}"
+            }
+        case .responses(let p):
+            switch p {
+            case .create: return "/v1/responses"
+            case .response: return "/v1/responses/{id}"
+            case .inputItems: return "/v1/responses/{id}/input_items"
             }
         case .corsPreflight: return "preflight"
         case .methodNotAllowed, .notFound: return "other"
@@ -99,6 +107,13 @@ enum Route: Equatable, Sendable {
                 case (.create, .POST), (.conversation, .GET), (.conversation, .POST), (.conversation, .DELETE),
                      (.items, .GET), (.items, .POST), (.item, .GET), (.item, .DELETE):
                     return .conversations(p)
+                default: return .methodNotAllowed
+                }
+            }
+            if path == "/v1/responses" || path.hasPrefix("/v1/responses/") {
+                guard let p = ResponsesRoutes.resolve(path) else { return .notFound }
+                switch (p, method) {
+                case (.create, .POST), (.response, .GET), (.response, .DELETE), (.inputItems, .GET): return .responses(p)
                 default: return .methodNotAllowed
                 }
             }

@@ -35,23 +35,11 @@ enum ConversationRoutes {
         } catch let error as APIError {
             result = .failure(error)
         } catch let error as HistoryUnavailable {
-            result = .failure(APIError(.serviceUnavailable, type: "service_unavailable", code: "history_unavailable",
-                                       "conversation storage is unavailable: \(error.description)"))
+            result = .failure(.historyUnavailable(error))
         } catch {
             result = .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
         }
-        if let metrics {
-            let elapsed = ContinuousClock.now - started
-            let outcome: String
-            switch result {
-            case .success: outcome = "ok"
-            case .failure(let e) where e.status == .notFound: outcome = "not_found"
-            case .failure(let e) where e.status == .serviceUnavailable: outcome = "unavailable"
-            case .failure(let e) where e.status.code < 500: outcome = "invalid"
-            case .failure: outcome = "error"
-            }
-            metrics.historyOperation(operation(path, method), result: outcome, seconds: Double(elapsed.components.attoseconds) / 1e18 + Double(elapsed.components.seconds))
-        }
+        metrics?.historyOperation(operation(path, method), result: HistoryOutcome(result).label, seconds: (ContinuousClock.now - started).seconds)
         return result
     }
 
@@ -136,7 +124,8 @@ enum ConversationRoutes {
         return v
     }
 
-    private static func metadata(_ value: JSONValue?) throws(APIError) -> [String: String] {
+    /// OpenAI's metadata limits, shared with the Responses API.
+    static func metadata(_ value: JSONValue?) throws(APIError) -> [String: String] {
         guard let value, value != .null else { return [:] }
         guard let map = value.stringMap, map.count <= maxMetadataKeys,
               map.allSatisfy({ $0.key.utf8.count <= 64 && $0.value.utf8.count <= 512 }) else {

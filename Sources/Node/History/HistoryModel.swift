@@ -95,6 +95,26 @@ extension String {
     fileprivate func leftPadded(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
 }
 
+/// A response the gateway generated with `store: true`: what the Responses API serves back
+/// (`GET /v1/responses/{id}`) and what a later turn's `previous_response_id` expands into.
+struct StoredResponse: Sendable, Equatable {
+    let id: String
+    var previousResponseID: String?
+    var conversationID: String?
+    /// The turn's own input items (not the history it was given).
+    var input: [ConversationItem]
+    let createdAt: Date
+    var safetyIdentifier: String?
+    var model: String?
+    /// The `response` object as the client received it.
+    var raw: JSONValue
+
+    /// The output items of `raw`, as items a later turn replays.
+    var output: [ConversationItem] {
+        (raw["output"]?.array ?? []).compactMap { try? ConversationItem.parse($0, now: createdAt) }
+    }
+}
+
 /// Where conversations live (`--history-backend`).
 protocol HistoryStore: Sendable {
     func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation
@@ -108,4 +128,23 @@ protocol HistoryStore: Sendable {
     func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)?
     func item(_ id: String, of conversation: String) async throws -> ConversationItem?
     func deleteItem(_ id: String, of conversation: String) async throws -> Bool
+    /// Stores a response; with `appendingTo`, its items join that conversation in the same write.
+    func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws
+    func response(_ id: String) async throws -> StoredResponse?
+    func deleteResponse(_ id: String) async throws -> Bool
+}
+
+extension HistoryStore {
+    /// The chain ending at `id`, root first, at most `maxDepth` responses back; nil when `id`
+    /// itself is unknown. A link that expired or was deleted ends the chain there.
+    func responseChain(_ id: String, maxDepth: Int = 100) async throws -> [StoredResponse]? {
+        guard let last = try await response(id) else { return nil }
+        var chain = [last]
+        var seen: Set<String> = [id]
+        while chain.count < maxDepth, let previous = chain.last?.previousResponseID, seen.insert(previous).inserted,
+              let r = try await response(previous) {
+            chain.append(r)
+        }
+        return chain.reversed()
+    }
 }

@@ -9,6 +9,16 @@ final class MemoryHistoryStore: HistoryStore {
         var items: [ConversationItem]
     }
     private let conversations = Mutex<[String: Stored]>([:])
+    private let responses = Mutex<[String: StoredResponse]>([:])
+
+    func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws {
+        responses.withLock { $0[response.id] = response }
+        if let conversation { _ = try await addItems(items, to: conversation) }
+    }
+
+    func response(_ id: String) async throws -> StoredResponse? { responses.withLock { $0[id] } }
+
+    func deleteResponse(_ id: String) async throws -> Bool { responses.withLock { $0.removeValue(forKey: id) != nil } }
 
     func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
         let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
@@ -70,4 +80,7 @@ final class NoHistoryStore: HistoryStore {
     func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? { nil }
     func item(_ id: String, of conversation: String) async throws -> ConversationItem? { nil }
     func deleteItem(_ id: String, of conversation: String) async throws -> Bool { false }
+    func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws {}
+    func response(_ id: String) async throws -> StoredResponse? { nil }
+    func deleteResponse(_ id: String) async throws -> Bool { false }
 }

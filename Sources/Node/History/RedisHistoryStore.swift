@@ -3,7 +3,10 @@ import Foundation
 /// `--history-backend redis`: the reference gateway's schema, so either gateway reads the other's
 /// data. `conversation:{id}` hash (`id`, `created_at` RFC 3339, `metadata` JSON);
 /// `conversation:{id}:items` sorted set (item ids scored by the ms they were added); `item:{id}`
-/// hash (`id`, `response_id`, `item_type`, `role`, `content` JSON, `status`, `created_at`).
+/// hash (`id`, `response_id`, `item_type`, `role`, `content` JSON, `status`, `created_at`);
+/// `response:{id}` hash (`id`, `previous_response_id`, `conversation_id`, `input` JSON,
+/// `created_at`, `safety_identifier`, `model`, `raw_response` JSON); `safety:{identifier}:responses`
+/// sorted set of response ids scored by creation ms.
 /// Retention (`--redis-retention-days`) is an EXPIRE set on the hashes when they are written.
 /// Every multi-key write is one MULTI/EXEC: a crash never leaves an item without its index.
 final class RedisHistoryStore: HistoryStore {
@@ -19,6 +22,8 @@ final class RedisHistoryStore: HistoryStore {
     private static func conversationKey(_ id: String) -> String { "conversation:\(id)" }
     private static func itemsKey(_ id: String) -> String { "conversation:\(id):items" }
     private static func itemKey(_ id: String) -> String { "item:\(id)" }
+    private static func responseKey(_ id: String) -> String { "response:\(id)" }
+    private static func safetyKey(_ identifier: String) -> String { "safety:\(identifier):responses" }
 
     /// RFC 3339 timestamps, as the reference gateway writes them.
     private static let rfc3339 = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
@@ -108,6 +113,39 @@ final class RedisHistoryStore: HistoryStore {
 
     func deleteItem(_ id: String, of conversation: String) async throws -> Bool {
         let replies = try await call { try await redis.transaction([["ZREM", Self.itemsKey(conversation), id], ["DEL", Self.itemKey(id)]]) }
+        return (replies.first?.int ?? 0) > 0
+    }
+
+    func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws {
+        var fields = ["HSET", Self.responseKey(response.id), "id", response.id, "input", JSONValue.array(response.input.map(\.json)).render(),
+                      "created_at", Self.rfc3339.format(response.createdAt), "raw_response", response.raw.render()]
+        if let p = response.previousResponseID { fields += ["previous_response_id", p] }
+        if let c = response.conversationID { fields += ["conversation_id", c] }
+        if let s = response.safetyIdentifier { fields += ["safety_identifier", s] }
+        if let m = response.model { fields += ["model", m] }
+        var commands = [fields] + expire(Self.responseKey(response.id))
+        if let s = response.safetyIdentifier {
+            commands.append(["ZADD", Self.safetyKey(s), String(Int(response.createdAt.timeIntervalSince1970 * 1000)), response.id])
+            commands += expire(Self.safetyKey(s))
+        }
+        if let conversation { commands += writeItems(items, conversation: conversation) }
+        _ = try await call { try await redis.transaction(commands) }
+    }
+
+    func response(_ id: String) async throws -> StoredResponse? {
+        let map = Self.map(try await call { try await redis.send(["HGETALL", Self.responseKey(id)]) })
+        guard !map.isEmpty, let raw = map["raw_response"].flatMap({ JSONValue.parse(Array($0.utf8)) }) else { return nil }
+        let createdAt = Self.date(map["created_at"])
+        let input = (map["input"].flatMap { JSONValue.parse(Array($0.utf8)) }?.array ?? []).compactMap { try? ConversationItem.parse($0, now: createdAt) }
+        return StoredResponse(id: map["id"] ?? id, previousResponseID: map["previous_response_id"], conversationID: map["conversation_id"],
+                              input: input, createdAt: createdAt, safetyIdentifier: map["safety_identifier"], model: map["model"], raw: raw)
+    }
+
+    func deleteResponse(_ id: String) async throws -> Bool {
+        let safety = try await call { try await redis.send(["HGET", Self.responseKey(id), "safety_identifier"]) }.text
+        var commands = [["DEL", Self.responseKey(id)]]
+        if let safety { commands.append(["ZREM", Self.safetyKey(safety), id]) }
+        let replies = try await call { try await redis.transaction(commands) }
         return (replies.first?.int ?? 0) > 0
     }
 

@@ -13,7 +13,7 @@ enum Access: Equatable {
     init(_ route: Route) {
         switch route {
         case .health, .readiness, .corsPreflight, .notFound, .methodNotAllowed: self = .open
-        case .inference, .proxyToAnyWorker, .models, .conversations: self = .inference
+        case .inference, .proxyToAnyWorker, .models, .conversations, .responses: self = .inference
         case .listWorkers, .getWorker, .legacyListWorkers, .getLoads, .meshStatus: self = .control(.user)
         case .addWorker, .updateWorker, .deleteWorker, .legacyAddWorker, .legacyRemoveWorker, .flushCache: self = .control(.admin)
         }

@@ -17,3 +17,16 @@ struct LoopOwned<Value: AnyObject>: @unchecked Sendable {
         return owned
     }
 }
+
+/// Async work the router cannot do on an event loop (verifying a token against a JWKS, a
+/// storage round trip), run in a task whose result is handed back on the loop that asked: the
+/// handler that receives it is only ever touched on its own loop.
+enum OffLoop {
+    static func run<T: Sendable>(on loop: any EventLoop, _ work: @escaping @Sendable () async -> T, then deliver: @escaping (T) -> Void) {
+        let deliver = NIOLoopBound(deliver, eventLoop: loop)
+        Task {
+            let result = await work()
+            loop.execute { deliver.value(result) }
+        }
+    }
+}

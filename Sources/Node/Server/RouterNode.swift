@@ -63,12 +63,13 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                                 history: history)
         let connections = ConnectionTracker()
         let deadlines = ClientDeadlines(group: group, metrics: metrics, logger: logger)
-        var clientLimits = config.clients
-        if let files = OpenFileLimit.raise(), OpenFileLimit.clientConnections(fitting: files) < clientLimits.maxConnections {
-            clientLimits.maxConnections = OpenFileLimit.clientConnections(fitting: files)
+        var limits = config.clients
+        if let files = OpenFileLimit.raise(), OpenFileLimit.clientConnections(fitting: files) < limits.maxConnections {
+            limits.maxConnections = OpenFileLimit.clientConnections(fitting: files)
             logger.warning("--max-client-connections lowered to what the open-file limit allows", metadata: [
-                "open_file_limit": "\(files)", "max_client_connections": "\(clientLimits.maxConnections)"])
+                "open_file_limit": "\(files)", "max_client_connections": "\(limits.maxConnections)"])
         }
+        let clientLimits = limits
         let metricsLimits = clientLimits.forMetrics
         let metricsConnections = ConnectionTracker()
         do {

@@ -1,0 +1,168 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The client side of a Responses turn's exchange: it stands between the exchange and the
+/// client connection, translates the worker's chat completion (whole or streamed) into the
+/// Responses API's shapes, stores the result when asked, and only then ends the client's
+/// response, so a client that reads `GET /v1/responses/{id}` after its answer always finds it.
+///
+/// A worker's error (any status but 200) is relayed as it came: it is already JSON in the
+/// shape clients know. A stored write that fails does not cost the client its answer: the
+/// response still goes out, marked `x-smg-history-write: failed` (or, for a stream whose head
+/// is long gone, logged), and counted as `save_response`/`unavailable`.
+final class ResponsesClient: ExchangeClient {
+    private let inner: any ExchangeClient
+    private let turn: ResponsesGateway.Turn
+    private let state: RouterState
+    private let loop: any EventLoop
+
+    private enum Mode {
+        /// Nothing from the worker yet.
+        case waiting
+        /// A complete JSON answer is being collected.
+        case collecting(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer)
+        /// A stream is being translated event by event.
+        case streaming(ResponsesStream)
+        /// A worker error is being relayed as it is.
+        case relaying
+        case done
+    }
+    private var mode = Mode.waiting
+
+    /// A worker's complete answer above this is not a chat completion the gateway will parse.
+    static let maxCompletionBytes = 32 << 20
+
+    init(inner: any ExchangeClient, turn: ResponsesGateway.Turn, state: RouterState, loop: any EventLoop) {
+        self.inner = inner
+        self.turn = turn
+        self.state = state
+        self.loop = loop
+    }
+
+    func sendHead(status: HTTPResponseStatus, headers: HTTPHeaders) {
+        guard case .waiting = mode else { return }
+        guard status == .ok else {
+            mode = .relaying
+            return inner.sendHead(status: status, headers: headers)
+        }
+        var h = headers
+        h.remove(name: "content-length")
+        h.remove(name: "content-type")
+        guard turn.request.stream else {
+            mode = .collecting(status: status, headers: h, body: ByteBuffer())
+            return
+        }
+        h.add(name: "content-type", value: "text/event-stream")
+        h.add(name: "cache-control", value: "no-cache")
+        var stream = ResponsesStream(responseID: turn.id, createdAt: turn.createdAt, request: turn.request)
+        inner.sendHead(status: .ok, headers: h)
+        inner.sendBody(ByteBuffer(string: stream.start()))
+        mode = .streaming(stream)
+    }
+
+    func sendBody(_ buffer: ByteBuffer) {
+        switch mode {
+        case .relaying:
+            inner.sendBody(buffer)
+        case .collecting(let status, let headers, var body):
+            guard body.readableBytes + buffer.readableBytes <= Self.maxCompletionBytes else {
+                mode = .done
+                return inner.respond(error: .upstreamFailed("the worker's answer exceeds \(Self.maxCompletionBytes) bytes"), extra: HTTPHeaders())
+            }
+            mode = .waiting  // drop the reference so the buffer is written in place
+            var more = buffer
+            body.writeBuffer(&more)
+            mode = .collecting(status: status, headers: headers, body: body)
+        case .streaming(var stream):
+            mode = .waiting
+            let events = stream.feed(buffer.readableBytesView)
+            mode = .streaming(stream)
+            if !events.isEmpty { inner.sendBody(ByteBuffer(string: events)) }
+        case .waiting, .done:
+            break
+        }
+    }
+
+    func flush() {
+        if case .collecting = mode { return }
+        inner.flush()
+    }
+
+    func endResponse() {
+        switch mode {
+        case .relaying, .waiting:
+            mode = .done
+            inner.endResponse()
+        case .collecting(_, let headers, let body):
+            mode = .done
+            guard let json = JSONValue.parse(body.readableBytesView), let result = ResponsesTranslation.result(ofCompletion: json) else {
+                state.metrics.routerError(endpoint: "responses", code: "invalid_upstream_response")
+                return inner.respond(error: .upstreamFailed("the worker's answer is not a chat completion"), extra: HTTPHeaders())
+            }
+            let response = ResponsesTranslation.response(id: turn.id, createdAt: turn.createdAt, request: turn.request, result: result)
+            store(response, result: result) { [inner] saved in
+                var h = headers
+                if !saved { h.add(name: "x-smg-history-write", value: "failed") }
+                let text = response.render()
+                h.add(name: "content-type", value: "application/json")
+                h.add(name: "content-length", value: String(text.utf8.count))
+                inner.sendHead(status: .ok, headers: h)
+                inner.sendBody(ByteBuffer(string: text))
+                inner.endResponse()
+            }
+        case .streaming(var stream):
+            mode = .done
+            guard stream.sawDone else {
+                // The worker's stream ended without its last event: say so, store nothing.
+                inner.sendBody(ByteBuffer(string: stream.failed("the worker's stream ended early")))
+                return inner.endResponse()
+            }
+            var events = stream.finishItems()
+            let response = ResponsesTranslation.response(id: turn.id, createdAt: turn.createdAt, request: turn.request, result: stream.result)
+            events += stream.completed(response)
+            store(response, result: stream.result) { [inner] _ in
+                inner.sendBody(ByteBuffer(string: events))
+                inner.flush()
+                inner.endResponse()
+            }
+        case .done:
+            break
+        }
+    }
+
+    func respond(error: APIError, extra: HTTPHeaders) {
+        guard case .waiting = mode else { return abortResponse() }
+        mode = .done
+        inner.respond(error: error, extra: extra)
+    }
+
+    func abortResponse() {
+        mode = .done
+        inner.abortResponse()
+    }
+
+    /// Stores the turn (with `store: true`) and then calls `then(saved)` on the loop.
+    private func store(_ response: JSONValue, result: ChatResult, then: @escaping (Bool) -> Void) {
+        let r = turn.request
+        guard r.store else { return then(true) }
+        let stored = StoredResponse(id: turn.id, previousResponseID: r.previousResponseID, conversationID: r.conversationID,
+                                    input: r.input.map { var i = $0; i.responseID = turn.id; return i }, createdAt: turn.createdAt,
+                                    safetyIdentifier: r.safetyIdentifier, model: result.model ?? r.model, raw: response)
+        let items = r.conversationID == nil ? [] : stored.input + stored.output.map { var i = $0; i.responseID = turn.id; return i }
+        let (store, metrics, logger, id) = (state.history, state.metrics, state.logger, turn.id)
+        OffLoop.run(on: loop, {
+            let started = ContinuousClock.now
+            let outcome: String
+            do {
+                try await store.saveResponse(stored, appendingTo: stored.conversationID, items: items)
+                outcome = "ok"
+            } catch {
+                outcome = error is HistoryUnavailable ? "unavailable" : "error"
+                logger.warning("response not stored", metadata: ["response_id": "\(id)", "error": "\(error)"])
+            }
+            metrics.historyOperation("save_response", result: outcome, seconds: (ContinuousClock.now - started).seconds)
+            return outcome == "ok"
+        }, then: then)
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// `POST /v1/responses`, owned by the gateway: the request is checked, its history loaded (the
+/// `previous_response_id` chain or the `conversation`'s items), and the turn translated into a
+/// chat completion that runs through the normal pipeline (policy, admission, retries, mesh) as
+/// any chat does, so a history that expands to a shared prefix routes cache-aware like a chat.
+/// `ResponsesClient` translates the worker's answer back and stores it.
+enum ResponsesGateway {
+    /// One turn: what the answer's translation and storage need.
+    struct Turn {
+        let request: ResponsesRequest
+        let id: String
+        let createdAt: Date
+    }
+
+    /// History a turn replays: the most recent this many items (OpenAI's chain limit).
+    static let maxHistoryItems = 100
+
+    /// Builds the plan for a turn; `done` runs on `loop`, at once when the turn has no history
+    /// to load, after the store answered otherwise.
+    static func prepare(head: HTTPRequestHead, body: ByteBuffer, requestID: String, state: RouterState, loop: any EventLoop,
+                        done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
+        let now = Date()
+        let request: ResponsesRequest
+        do throws(APIError) {
+            request = try ResponsesRequest.parse(body.readableBytesView, now: now)
+        } catch {
+            return done(.failure(error))
+        }
+        let turn = Turn(request: request, id: HistoryIDs.make("resp"), createdAt: now)
+        func build(_ history: [ConversationItem]) -> Result<(ExchangePlan, Turn), APIError> {
+            Result { () throws(APIError) in (try plan(turn, history: history, head: head, requestID: requestID, state: state), turn) }
+        }
+        guard request.previousResponseID != nil || request.conversationID != nil else { return done(build([])) }
+        let store = state.history
+        let metrics = state.metrics
+        OffLoop.run(on: loop, {
+            let started = ContinuousClock.now
+            let loaded: Result<[ConversationItem], APIError>
+            do {
+                loaded = .success(try await history(for: request, store: store))
+            } catch let error as APIError {
+                loaded = .failure(error)
+            } catch let error as HistoryUnavailable {
+                loaded = .failure(.historyUnavailable(error))
+            } catch {
+                loaded = .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+            }
+            let outcome = if case .failure(let e) = loaded { HistoryOutcome(e).label } else { "ok" }
+            metrics.historyOperation("load_history", result: outcome, seconds: (ContinuousClock.now - started).seconds)
+            return loaded
+        }) { loaded in
+            done(loaded.flatMap(build))
+        }
+    }
+
+    /// The items the turn continues from, oldest first, at most `maxHistoryItems`.
+    static func history(for request: ResponsesRequest, store: any HistoryStore) async throws -> [ConversationItem] {
+        if let previous = request.previousResponseID {
+            guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems) else {
+                throw APIError.badRequest("previous_response_not_found", "previous response '\(previous.prefix(128))' was not found (never stored, deleted or expired)")
+            }
+            return Array(chain.flatMap { $0.input + $0.output }.suffix(maxHistoryItems))
+        }
+        if let conversation = request.conversationID {
+            guard let page = try await store.items(of: conversation, limit: maxHistoryItems, ascending: false, after: nil) else {
+                throw APIError(.notFound, type: "not_found_error", code: "conversation_not_found", "no conversation \(conversation.prefix(128))")
+            }
+            return page.items.reversed()
+        }
+        return []
+    }
+
+    /// The chat completion plan for a turn: the translated body to `/v1/chat/completions`,
+    /// read for routing like any chat request, counted as the `responses` endpoint.
+    static func plan(_ turn: Turn, history: [ConversationItem], head: HTTPRequestHead, requestID: String, state: RouterState) throws(APIError) -> ExchangePlan {
+        let messages = ResponsesTranslation.messages(instructions: turn.request.instructions, items: history + turn.request.input)
+        let body = ByteBuffer(string: ResponsesTranslation.chatBody(turn.request, messages: messages).render())
+        var chatHead = head
+        chatHead.uri = "/v1/chat/completions"
+        // The gateway reads the worker's answer: it must come uncompressed.
+        chatHead.headers.remove(name: "accept-encoding")
+        var plan = try InferenceRequest.plan(.chat, head: chatHead, body: body, requestID: requestID, state: state)
+        plan.endpoint = "responses"
+        return plan
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import NIOHTTP1
+
+/// The stored side of the Responses API: `GET`/`DELETE /v1/responses/{id}` and
+/// `GET /v1/responses/{id}/input_items`. (`POST /v1/responses` runs through the request
+/// pipeline: `ResponsesGateway`.)
+enum ResponsesRoutes {
+    enum Path: Equatable, Sendable {
+        case create
+        case response(String)
+        case inputItems(String)
+    }
+
+    /// `/v1/responses[/{id}[/input_items]]` → the path, nil for anything else under it.
+    static func resolve(_ path: Substring) -> Path? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst(3)  // "", "v1", "responses"
+        switch parts.count {
+        case 0: return .create
+        case 1 where !parts[parts.startIndex].isEmpty: return .response(String(parts[parts.startIndex]))
+        case 2 where parts.last == "input_items" && !parts[parts.startIndex].isEmpty: return .inputItems(String(parts[parts.startIndex]))
+        default: return nil
+        }
+    }
+
+    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, store: any HistoryStore,
+                       metrics: RouterMetrics? = nil) async -> Result<ControlResponse, APIError> {
+        let started = ContinuousClock.now
+        let result: Result<ControlResponse, APIError>
+        do {
+            result = .success(try await route(path, method: method, target: target, store: store))
+        } catch let error as APIError {
+            result = .failure(error)
+        } catch let error as HistoryUnavailable {
+            result = .failure(.historyUnavailable(error))
+        } catch {
+            result = .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+        }
+        let op: String
+        switch (path, method) {
+        case (.inputItems, _): op = "list_input_items"
+        case (_, .DELETE): op = "delete_response"
+        default: op = "get_response"
+        }
+        metrics?.historyOperation(op, result: HistoryOutcome(result).label, seconds: (ContinuousClock.now - started).seconds)
+        return result
+    }
+
+    private static func route(_ path: Path, method: HTTPMethod, target: RequestTarget, store: any HistoryStore) async throws -> ControlResponse {
+        switch (path, method) {
+        case (.response(let id), .GET):
+            return ControlResponse(json: try await existing(id, store).raw)
+        case (.response(let id), .DELETE):
+            guard try await store.deleteResponse(try valid(id)) else { throw notFound(id) }
+            return ControlResponse(json: ["id": .string(id), "object": "response", "deleted": true])
+        case (.inputItems(let id), .GET):
+            let limit = try target.parameter("limit").map { s throws(APIError) -> Int in
+                guard let n = Int(s), (1...100).contains(n) else { throw .badRequest("invalid_limit", "limit must be 1 to 100") }
+                return n
+            } ?? 20
+            let order = target.parameter("order") ?? "desc"
+            guard order == "asc" || order == "desc" else { throw APIError.badRequest("invalid_order", "order must be asc or desc") }
+            var items = try await existing(id, store).input
+            if order == "desc" { items.reverse() }
+            if let after = target.parameter("after"), let i = items.firstIndex(where: { $0.id == after }) { items = Array(items[(i + 1)...]) }
+            let page = Array(items.prefix(limit))
+            return ControlResponse(json: ["object": "list", "data": .array(page.map(\.json)), "first_id": JSONValue(page.first?.id),
+                                          "last_id": JSONValue(page.last?.id), "has_more": .bool(items.count > limit)])
+        default:
+            throw APIError.methodNotAllowed(method, String(target.path))
+        }
+    }
+
+    private static func existing(_ id: String, _ store: any HistoryStore) async throws -> StoredResponse {
+        guard let r = try await store.response(try valid(id)) else { throw notFound(id) }
+        return r
+    }
+
+    private static func valid(_ id: String) throws(APIError) -> String {
+        guard HistoryIDs.isValid(id) else { throw .badRequest("invalid_id", "'\(id.prefix(64))' is not a valid id") }
+        return id
+    }
+
+    static func notFound(_ id: String) -> APIError {
+        APIError(.notFound, type: "not_found_error", code: "response_not_found", "no stored response \(id.prefix(128))")
+    }
+}
+
+/// How a history operation ended, as the `result` label of `smg_history_operations_total`.
+struct HistoryOutcome {
+    let label: String
+
+    init(_ result: Result<ControlResponse, APIError>) {
+        switch result {
+        case .success: self.label = "ok"
+        case .failure(let e): self.label = HistoryOutcome(e).label
+        }
+    }
+
+    init(_ e: APIError) {
+        switch e.status {
+        case .notFound: self.label = "not_found"
+        case .serviceUnavailable: self.label = "unavailable"
+        case let s where s.code < 500: self.label = "invalid"
+        default: self.label = "error"
+        }
+    }
+}
+
+extension APIError {
+    static func historyUnavailable(_ error: HistoryUnavailable) -> APIError {
+        APIError(.serviceUnavailable, type: "service_unavailable", code: "history_unavailable", "conversation storage is unavailable: \(error.description)")
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, for metrics.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
