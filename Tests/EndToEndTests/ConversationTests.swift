@@ -4,22 +4,32 @@ import Testing
 import Glibc
 #endif
 
-/// A `redis-server` for end-to-end tests: a free port, no persistence, killed at the end.
+/// A `redis-server` for end-to-end tests: a free port, killed at the end. Without a directory
+/// it keeps nothing on disk; with one it writes an append-only file there (fsync on every
+/// write), so a restart finds the data again.
 final class RedisProcess: @unchecked Sendable {
     let port: Int
+    private let directory: URL?
     private var process: TestProcess?
 
-    init() async throws {
+    init(persistentIn directory: URL? = nil) async throws {
         port = try freeLoopbackPort()
+        self.directory = directory
         try await start()
     }
 
     func start() async throws {
-        process = try TestProcess(URL(fileURLWithPath: "/usr/bin/redis-server"),
-                                  ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], name: "redis-server")
+        var args = ["--port", String(port), "--bind", "127.0.0.1", "--save", ""]
+        if let directory {
+            args += ["--dir", directory.path, "--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            args += ["--appendonly", "no"]
+        }
+        process = try TestProcess(URL(fileURLWithPath: "/usr/bin/redis-server"), args, name: "redis-server")
         _ = try await process!.waitForLine(containing: "Ready to accept connections")
     }
 
+    /// Kills the server with SIGKILL: no shutdown, nothing written that was not already.
     func stop() { process?.stop(); process = nil }
 
     /// `redis-cli` against this server; its output lines.

@@ -22,7 +22,7 @@ struct ConversationItem: Sendable, Equatable {
     /// A message's content parts; for other types, the item's own fields.
     var content: JSONValue
     var status: String?
-    let createdAt: Date
+    var createdAt: Date
 
     /// The OpenAI item object.
     var json: JSONValue {

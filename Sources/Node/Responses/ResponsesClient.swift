@@ -149,7 +149,15 @@ final class ResponsesClient: ExchangeClient {
         let stored = StoredResponse(id: turn.id, previousResponseID: r.previousResponseID, conversationID: r.conversationID,
                                     input: r.input.map { var i = $0; i.responseID = turn.id; return i }, createdAt: turn.createdAt,
                                     safetyIdentifier: r.safetyIdentifier, model: result.model ?? r.model, raw: response)
-        let items = r.conversationID == nil ? [] : stored.input + stored.output.map { var i = $0; i.responseID = turn.id; return i }
+        // A conversation orders its items by when they were added: the turn's input, then its
+        // output, each a millisecond after the one before (equal scores would sort by id).
+        let added = Date()
+        let items = r.conversationID == nil ? [] : (stored.input + stored.output).enumerated().map { k, item -> ConversationItem in
+            var i = item
+            i.responseID = turn.id
+            i.createdAt = added.addingTimeInterval(Double(k) / 1000)
+            return i
+        }
         let (store, metrics, logger, id) = (state.history, state.metrics, state.logger, turn.id)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
