@@ -78,6 +78,7 @@ public enum FlagTable {
         FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", status: .notBuilt(history), "PostgreSQL pool size"),
         FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", "Redis connection URL"),
         FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", "Redis pool size"),
+        FlagSpec("session-store", .string, .string("memory"), group: "History", "Where manual routing-key assignments live: memory (this router and its mesh) or redis (--redis-url; survives restarts)"),
         FlagSpec("redis-retention-days", .int, .int(30), env: "REDIS_RETENTION_DAYS", group: "History", "Days to keep Redis data (-1 = forever)"),
         FlagSpec("enable-wasm", .bool, .bool(false), group: "History", status: .notBuilt("WebAssembly plugins (not planned yet)"), "WebAssembly support"),
 

@@ -38,6 +38,12 @@ public struct RouterConfig: Sendable {
         case redis(RedisURL, poolSize: Int, retentionDays: Int)
     }
     public var history: History = .memory
+    /// Where `manual`'s routing-key assignments are also kept (`--session-store`).
+    public enum SessionStore: Sendable, Equatable {
+        case memory
+        case redis(RedisURL, poolSize: Int)
+    }
+    public var sessionStore: SessionStore = .memory
     /// `--api-key`: required from clients on inference routes, and sent to workers.
     public var apiKey: String? { security.apiKey }
     /// Set with --enable-mesh.
@@ -112,6 +118,13 @@ public struct RouterConfig: Sendable {
         case "postgres", "oracle":
             throw ConfigError("--history-backend \(historyBackend) is not built yet in this smg (history storage); use memory, none or redis")
         default: throw ConfigError("--history-backend \(historyBackend): expected memory, none, oracle, postgres or redis")
+        }
+        switch f.stringWithDefault("session-store") {
+        case "memory": sessionStore = .memory
+        case "redis":
+            guard let raw = f.string("redis-url"), !raw.isEmpty else { throw ConfigError("--session-store redis needs --redis-url redis://host:port") }
+            sessionStore = .redis(try RedisURL(parsing: raw), poolSize: try Self.positive(f, "redis-pool-max-size"))
+        case let other: throw ConfigError("--session-store \(other): expected memory or redis")
         }
     }
 

@@ -176,7 +176,24 @@ final class Exchange: UpstreamResponseDelegate {
         }
     }
 
+    /// Whether Redis was asked for this request's routing key (once per request).
+    private var sessionLookedUp = false
+
     private func selectWorker(avoiding: Set<String>) {
+        if let sessions = state.sessions, !sessionLookedUp, let key = plan.routing.routingKey, !key.isEmpty {
+            sessionLookedUp = true
+            let model = state.registry.policyModel(plan.model)
+            let routingKey = ManualPolicy.normalize(key)
+            // Only a key this router does not know costs a Redis read: the local table (kept
+            // current by the mesh when on) is the fast path.
+            if state.registry.sessionLastUse(model: model, routingKey: routingKey) == nil {
+                return OffLoop.run(on: pool.loop, { await sessions.lookup(model: model, routingKey: routingKey) }) { [self] worker in
+                    guard case .selecting = self.machine.state else { return }
+                    if let worker { self.state.registry.adoptAssignment(model: model, routingKey: routingKey, worker: worker, now: self.state.nowMs()) }
+                    self.selectWorker(avoiding: avoiding)
+                }
+            }
+        }
         plan.routing.now = state.nowMs()
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
@@ -197,6 +214,10 @@ final class Exchange: UpstreamResponseDelegate {
         state.treeSync?.noteDecision()
         if state.mesh != nil, reason == .newAssignment || reason == .reassigned, let key = plan.routing.routingKey {
             MeshBridge.assigned(routingKey: key, model: w.modelID == plan.model ? plan.model : nil, worker: w, state: state)
+        }
+        if let sessions = state.sessions, reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = plan.routing.routingKey {
+            sessions.used(model: state.registry.policyModel(plan.model), routingKey: ManualPolicy.normalize(key), worker: w.id,
+                          changed: reason != .sticky, now: plan.routing.now)
         }
     }
 

@@ -59,8 +59,18 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         case .redis(let url, let poolSize, let retentionDays):
             history = RedisHistoryStore(redis: RedisClient(url: url, group: group, maxConnections: poolSize, logger: logger), retentionDays: retentionDays)
         }
+        var sessions: RedisSessions?
+        if case .redis(let url, let poolSize) = config.sessionStore {
+            // A client of its own: a session read gives up after 200 ms, and a command that
+            // times out drops its connection, which must not cut history commands short.
+            let redis = RedisClient(url: url, group: group, maxConnections: min(poolSize, 4), commandTimeout: .seconds(1), logger: logger)
+            sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger)
+            if config.policy != .manual {
+                logger.warning("--session-store redis keeps manual's routing-key assignments; --policy \(config.policy.rawValue) makes none")
+            }
+        }
         let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt, tls: tls,
-                                history: history)
+                                history: history, sessions: sessions)
         let connections = ConnectionTracker()
         let deadlines = ClientDeadlines(group: group, metrics: metrics, logger: logger)
         var limits = config.clients

@@ -23,6 +23,8 @@ public final class RouterState: Sendable {
     let audit: AuditLog
     /// Conversations (`--history-backend`).
     let history: any HistoryStore
+    /// `manual` assignments in Redis (`--session-store redis`).
+    let sessions: RedisSessions?
     /// The TLS contexts (API port, workers), reloaded on SIGHUP.
     public let tls: TLSContexts
     /// Learns the model of workers added without one.
@@ -36,9 +38,11 @@ public final class RouterState: Sendable {
     private let _inFlight = Atomic<Int>(0)
 
     init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools,
-         mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts, history: any HistoryStore = MemoryHistoryStore()) {
+         mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts, history: any HistoryStore = MemoryHistoryStore(),
+         sessions: RedisSessions? = nil) {
         self.mesh = mesh
         self.history = history
+        self.sessions = sessions
         self.tls = tls
         self.access = AccessPolicy(config.security)
         self.jwt = jwt

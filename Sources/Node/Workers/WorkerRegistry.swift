@@ -115,6 +115,13 @@ public final class WorkerRegistry: Sendable {
         box(for: model).policy.withLock { $0.adopt(routingKey: routingKey, worker: worker, now: now) }
     }
 
+    /// The name the policy of a request for `model` is kept under: the model when some worker
+    /// serves it, otherwise the shared default ("").
+    public func policyModel(_ model: String?) -> String {
+        guard let model else { return "" }
+        return all.contains { $0.modelID == model } ? model : ""
+    }
+
     /// When `manual` last used a routing key for `model` (monotonic ms), nil when it holds none.
     public func sessionLastUse(model: String, routingKey: String) -> UInt64? {
         let box = policies.withLock { $0[model] }

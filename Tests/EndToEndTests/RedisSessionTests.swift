@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--session-store redis`: `manual`'s sticky sessions shared by routers that are not meshed,
+/// and kept across a restart of every router.
+@Suite(.serialized) struct RedisSessionTests {
+    @Test func stickySessionsSurviveRestartingEveryRouterAndAreSharedWithoutAMesh() async throws {
+        let redis = try await RedisProcess()
+        var workers: [SimWorkerProcess] = []
+        for name in ["w1", "w2", "w3"] { workers.append(try await SimWorkerProcess(name: name)) }
+        let flags = ["--policy", "manual", "--max-idle-secs", "600", "--worker-urls"] + workers.map(\.url)
+        let shared = flags + ["--session-store", "redis", "--redis-url", redis.url]
+        let keys = (0..<12).map { "user-\($0)" }
+        func placement(_ router: RouterProcess) throws -> [String] {
+            try keys.map { key in try router.chat("hi", headers: [("x-smg-routing-key", key)]).header("x-sim-worker") ?? "?" }
+        }
+
+        var a: RouterProcess? = try await RouterProcess(shared)
+        let first = try placement(a!)
+        #expect(!first.contains("?") && Set(first).count > 1, "keys spread over the workers: \(first)")
+        // Written after each decision, without delaying it: wait until all are in Redis.
+        try await eventually(timeout: .seconds(5), "every key is in Redis") {
+            try redis.cli("DBSIZE") == [String(keys.count)]
+        }
+        let stored = try redis.cli("KEYS", "smg:session:*")
+        #expect(stored.count == keys.count && stored.contains("smg:session:0::user-0"))
+        let ttl = Int(try redis.cli("PTTL", "smg:session:0::user-0").first ?? "") ?? 0
+        #expect(ttl > 590_000 && ttl <= 600_000, "expires after --max-idle-secs")
+
+        // Another router, not meshed with the first, finds the same workers.
+        let b = try await RouterProcess(shared)
+        #expect(try placement(b) == first)
+
+        // Every router restarts: the sessions are still where they were.
+        a!.process.signal(SIGKILL)
+        a = nil
+        b.process.signal(SIGKILL)
+        let c = try await RouterProcess(shared)
+        #expect(try placement(c) == first)
+
+        // Without the store, a fresh router places the keys anew (this is what the test would
+        // see if Redis did nothing): with 12 keys on 3 workers, some land elsewhere.
+        let alone = try await RouterProcess(flags)
+        #expect(try placement(alone) != first)
+
+        // Redis gone: routing goes on (a read gives up fast, writes are dropped).
+        redis.stop()
+        let started = ContinuousClock.now
+        let r = try c.chat("hi", headers: [("x-smg-routing-key", "new-key")])
+        #expect(r.status == 200)
+        #expect(ContinuousClock.now - started < .seconds(2), "a session read gives up after 200 ms")
+        #expect(try c.chat("hi", headers: [("x-smg-routing-key", "user-0")]).header("x-sim-worker") == first[0], "known keys stay where they are")
+    }
+
+    @Test func theFlagNeedsARedisURL() async throws {
+        let p = try TestProcess(Binaries.smg, ["--session-store", "redis"], name: "smg")
+        let status = await p.waitForExit(timeout: .seconds(10))
+        #expect(status == 2)
+        #expect(p.stderr.contains("--session-store redis needs --redis-url"))
+    }
+}
