@@ -88,6 +88,9 @@ extension RouterProcess {
         let orphan = try b.respond(#"{"input":"x","previous_response_id":"\#(id2)"}"#)
         #expect(orphan.status == 400 && orphan.errorCode == "previous_response_not_found")
         #expect(try b.metric(#"smg_history_operations_total{op="save_response",result="ok"}"#) == 2, "turns 2 and 3")
+        #expect(try b.metric(#"smg_history_operations_total{op="load_history",result="ok"}"#) == 2)
+        #expect(try b.metric(#"smg_redis_pool_connections{use="history",state="open"}"#) >= 1)
+        #expect(try b.metric(#"smg_redis_pool_max_connections{use="history"}"#) == 16)
     }
 
     @Test func aConversationCollectsEachTurnAndReplaysIt() async throws {

@@ -186,6 +186,14 @@ public final class RouterMetrics: Sendable {
 
     /// Sets a gauge by name and labels, created on first use: for values read at scrape time
     /// from another part of the router (the mesh's counters).
+    /// A Redis pool's connections: open, in use (a command in flight), and the bound.
+    func redisPool(_ use: String, _ redis: RedisClient) {
+        let usage = redis.poolUsage
+        setGauge("smg_redis_pool_connections", "Redis connections by use (history, sessions) and state", [("use", use), ("state", "open")], to: Double(usage.open))
+        setGauge("smg_redis_pool_connections", "Redis connections by use (history, sessions) and state", [("use", use), ("state", "in_use")], to: Double(usage.inUse))
+        setGauge("smg_redis_pool_max_connections", "The most Redis connections a pool opens (--redis-pool-max-size)", [("use", use)], to: Double(redis.maxConnections))
+    }
+
     func setGauge(_ name: String, _ help: String, _ labels: [(String, String)] = [], to value: Double) {
         cache.withLock { c in
             Self.cached(&c.namedGauges, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {

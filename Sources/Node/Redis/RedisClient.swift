@@ -135,6 +135,18 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Connections open, and those with a command in flight (the pool gauges).
+    public var poolUsage: (open: Int, inUse: Int) {
+        state.withLock { s in
+            s.slots.reduce(into: (open: 0, inUse: 0)) { sum, slot in
+                if case .ready(_, let inFlight) = slot {
+                    sum.open += 1
+                    if inFlight > 0 { sum.inUse += 1 }
+                }
+            }
+        }
+    }
+
     private func done(_ index: Int, _ channel: any Channel) {
         state.withLock { s in
             if case .ready(let c, let load) = s.slots[index], c === channel { s.slots[index] = .ready(c, inFlight: max(0, load - 1)) }

@@ -43,6 +43,8 @@ final class MetricsHandler: ChannelInboundHandler {
                 state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
                 state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
                 MeshBridge.updateGauges(state)
+                if let redis = (state.history as? RedisHistoryStore)?.redis { state.metrics.redisPool("history", redis) }
+                if let redis = state.sessions?.redis { state.metrics.redisPool("sessions", redis) }
                 buffer.writeBytes(state.metrics.render(workers: state.registry.all))
             } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()
