@@ -189,6 +189,22 @@ extension RouterProcess {
         }
     }
 
+    @Test func aWorkerAnswerThatBreaksOffIsAClearErrorAndNothingIsStored() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let smg = try await RouterProcess(["--worker-urls", w.url])
+        try w.setFaults("cut_rate=1")
+        let whole = try smg.respond(#"{"input":"x"}"#)
+        #expect(whole.status == 502 && whole.errorCode == "upstream_error", "a collected answer that broke off: \(whole.status)")
+        let streamed = try smg.respond(#"{"input":"x","stream":true}"#)
+        let events = responseEvents(streamed.body)
+        #expect(streamed.status == 200 && events.last?.type == "response.failed")
+        let id = (events.first?.data["response"] as? [String: Any])?["id"] as? String ?? ""
+        #expect(!id.isEmpty && (try smg.request("GET", "/v1/responses/\(id)").status) == 404, "a failed stream stores nothing")
+        try w.setFaults("cut_rate=0")
+        #expect(try smg.respond(#"{"input":"x","stream":true}"#).status == 200)
+        #expect(try smg.respond(#"{"input":"x"}"#).status == 200, "the connection is usable again")
+    }
+
     @Test func badRequestsGetClearErrors() async throws {
         let w = try await SimWorkerProcess(name: "w")
         let smg = try await RouterProcess(["--worker-urls", w.url])

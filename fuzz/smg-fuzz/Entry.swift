@@ -15,7 +15,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     target.run(UnsafeRawBufferPointer(start: data, count: size))
     return 0
 }
-#else
+#elseif DEBUG
 /// Without libFuzzer: replays inputs through a target, `smg-fuzz TARGET FILE|DIR …` (the
 /// committed seed corpus, or a crash file a fuzzing run wrote), so a finding can be re-run and
 /// debugged in a normal build.
@@ -45,6 +45,15 @@ struct Replay {
             }
         }
         print("smg-fuzz \(name): \(count) inputs ran without a finding")
+    }
+}
+#else
+/// A plain release build: the targets need `@testable` access, which it does not have.
+@main
+struct Unavailable {
+    static func main() {
+        print("smg-fuzz: build it with ./dev fuzz (fuzzing) or in debug (replay)")
+        exit(2)
     }
 }
 #endif

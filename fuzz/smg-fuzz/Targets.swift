@@ -1,3 +1,6 @@
+// The targets reach into the router's internals (`@testable`), which only debug and fuzzing
+// builds (`-enable-testing`) allow; a plain release build of the package compiles them out.
+#if DEBUG || FUZZING
 import Foundation
 import Logging
 @testable import Mesh
@@ -149,3 +152,4 @@ enum FuzzTarget: String, CaseIterable {
         check(state.admission.inFlight == 0, "every admission slot is released")
     }
 }
+#endif

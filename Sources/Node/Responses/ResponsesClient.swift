@@ -137,9 +137,22 @@ final class ResponsesClient: ExchangeClient {
         inner.respond(error: error, extra: extra)
     }
 
+    /// The worker's answer broke off. Nothing of a collected answer went out yet, so the client
+    /// gets a clear 502; a stream gets `response.failed` and a proper end, which is as honest as
+    /// a cut connection and easier on clients.
     func abortResponse() {
+        let was = mode
         mode = .done
-        inner.abortResponse()
+        switch was {
+        case .collecting:
+            state.metrics.routerError(endpoint: "responses", code: "upstream_error")
+            inner.respond(error: .upstreamFailed("the worker's answer broke off"), extra: HTTPHeaders())
+        case .streaming(var stream):
+            inner.sendBody(ByteBuffer(string: stream.failed("the worker's stream broke off")))
+            inner.endResponse()
+        default:
+            inner.abortResponse()
+        }
     }
 
     /// Stores the turn (with `store: true`) and then calls `then(saved)` on the loop.
