@@ -22,6 +22,9 @@ public struct SimWorkerOptions: Sendable {
     public var hangRate = 0.0
     /// Fraction of inference requests whose connection is closed without an answer.
     public var dropRate = 0.0
+    /// Fraction of inference requests whose answer starts and then breaks off (the connection
+    /// closes after the head and part of the body).
+    public var cutRate = 0.0
     /// Prefix cache size in blocks (LRU); 0 disables caching.
     public var cacheCapacityBlocks = 4096
     /// Characters per cache block. The simulator counts one character as one token.
@@ -76,6 +79,7 @@ public struct SimWorkerOptions: Sendable {
             case "--failure-rate": o.failureRate = try rate(a)
             case "--hang-rate": o.hangRate = try rate(a)
             case "--drop-rate": o.dropRate = try rate(a)
+            case "--cut-rate": o.cutRate = try rate(a)
             case "--cache-capacity-blocks": o.cacheCapacityBlocks = try int(a)
             case "--cache-block-size":
                 o.cacheBlockSize = try int(a)
@@ -109,6 +113,7 @@ public struct SimWorkerOptions: Sendable {
           --failure-rate P           fraction of requests answered with 500 (0)
           --hang-rate P              fraction of requests never answered (0)
           --drop-rate P              fraction of connections closed without answer (0)
+          --cut-rate P               fraction of answers that break off after the head and part of the body (0)
           --cache-capacity-blocks N  prefix cache size in blocks, LRU (4096)
           --cache-block-size N       characters per cache block (16)
           --extra-reported-load N    added to the load /get_load reports (0)

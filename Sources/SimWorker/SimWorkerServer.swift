@@ -153,9 +153,9 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
                 return nil
             }
-            state.setFaultRates(failure: rate("failure_rate"), hang: rate("hang_rate"), drop: rate("drop_rate"))
+            state.setFaultRates(failure: rate("failure_rate"), hang: rate("hang_rate"), drop: rate("drop_rate"), cut: rate("cut_rate"))
             let f = state.faultRates
-            respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop)}"#)
+            respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop),"cut_rate":\#(f.cut)}"#)
         case (.GET, "/sim/stats"):
             let s = state.snapshot
             respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks)}"#)
@@ -196,6 +196,10 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let request = SimRequest(kind: kind, json: json, maxOutputTokens: options.maxOutputTokens, defaultOutputTokens: options.defaultOutputTokens)
+        if draw < faults.drop + faults.hang + faults.failure + faults.cut {
+            state.update { $0.failuresInjected += 1 }
+            return cutShort(context, head, request)
+        }
         let promptText = String(decoding: request.prompt, as: UTF8.self)
         promptDigest = "\(promptText.count):\(String(FNV1a.hash(promptText), radix: 16))"
         let cached = state.cachedPrefix(of: request.prompt)
@@ -241,6 +245,27 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         if ttft > .zero { loop.scheduleTask(in: ttft) { emit(0) } } else { emit(0) }
+    }
+
+    /// The answer starts (head and part of the body: a JSON answer's first half, or a stream's
+    /// first event) and then the connection closes, as when a worker dies mid-answer.
+    private func cutShort(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ request: SimRequest) {
+        let model = request.model ?? state.options.modelID
+        var h = HTTPHeaders()
+        let part: String
+        if request.stream {
+            h.add(name: "content-type", value: "text/event-stream")
+            part = SimResponses.streamEvent(request, id: "sim-cut", model: model, index: 0, cached: 0, created: 0)
+        } else {
+            let body = SimResponses.complete(request, id: "sim-cut", model: model, cached: 0, created: 0)
+            h.add(name: "content-type", value: "application/json")
+            h.add(name: "content-length", value: String(body.utf8.count))
+            part = String(body.prefix(body.count / 2))
+        }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: part))))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 
     private func finish() {

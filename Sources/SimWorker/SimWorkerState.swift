@@ -23,21 +23,22 @@ final class SimWorkerState: Sendable {
     private let rng: Mutex<UInt64>
     private let ids = Mutex(0)
     /// Failure injection that tests may change at run time (`POST /sim/config`).
-    private let faults: Mutex<(failure: Double, hang: Double, drop: Double)>
+    private let faults: Mutex<(failure: Double, hang: Double, drop: Double, cut: Double)>
 
     init(options: SimWorkerOptions) {
         self.options = options
         self.cache = Mutex(PrefixCache(capacityBlocks: options.cacheCapacityBlocks, blockSize: options.cacheBlockSize))
         self.rng = Mutex(options.seed == 0 ? 1 : options.seed)
-        self.faults = Mutex((options.failureRate, options.hangRate, options.dropRate))
+        self.faults = Mutex((options.failureRate, options.hangRate, options.dropRate, options.cutRate))
     }
 
-    var faultRates: (failure: Double, hang: Double, drop: Double) { faults.withLock { $0 } }
-    func setFaultRates(failure: Double?, hang: Double?, drop: Double?) {
+    var faultRates: (failure: Double, hang: Double, drop: Double, cut: Double) { faults.withLock { $0 } }
+    func setFaultRates(failure: Double?, hang: Double?, drop: Double?, cut: Double? = nil) {
         faults.withLock { f in
             if let failure { f.failure = failure }
             if let hang { f.hang = hang }
             if let drop { f.drop = drop }
+            if let cut { f.cut = cut }
         }
     }
 
