@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-3}"; m="${2:-2}"; shift 2 2>/dev/null || shift $# || true
 bin="${BIN:-}"
-if [ -z "$bin" ]; then swift build --product smg --product smg-sim-worker >/dev/null; bin="$(swift build --show-bin-path)"; fi
+if [ -z "$bin" ]; then swift build >/dev/null; bin="$(swift build --show-bin-path)"; fi
 source cluster/lib.sh
 new_key "$bin"
 

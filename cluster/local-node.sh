@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-3}"; shift || true
-swift build --product smg --product smg-sim-worker >/dev/null
+swift build >/dev/null
 bin="$(swift build --show-bin-path)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

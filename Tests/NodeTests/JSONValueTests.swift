@@ -1,3 +1,4 @@
+import Foundation
 @testable import Node
 import Testing
 
@@ -21,5 +22,36 @@ import Testing
         #expect(JSONValue.parse(Array("{\"a\":".utf8)) == nil)
         #expect(JSONValue.parse(Array("".utf8)) == nil)
         #expect(JSONValue.parse(Array(#"{"labels":{"zone":1}}"#.utf8))?["labels"]?.stringMap == nil)
+    }
+}
+
+/// The hand-written parser accepts what JSON is and refuses what it is not: compared with
+/// Foundation's JSONSerialization on edge cases.
+@Suite struct JSONValueParserTests {
+    @Test func agreesWithFoundationOnWhatIsJSON() {
+        let cases = [
+            #"{}"#, #"[]"#, #" {"a" : [1, -2.5e3, true, false, null, "x"]} "#, #""\u00e9\ud83d\ude00\n\t\"\\\/""#, "0", "-0", "1e5", "1E+2",
+            "01", "1.", ".5", "-", "+1", "1e", "{\"a\" 1}", "{a:1}", "[1 2]", "nul", "tru", "\"\\x\"",
+            "\"\\ud800\"", "\"\\udc00x\"", "\"a\u{01}\"", "[", "{", "\"abc", "[]]", "{} {}", "NaN", "Infinity", "1e999",
+            "\"\\uZZZZ\"", "9223372036854775808", "-9223372036854775809", "[\"\\u0000\"]", "{\"a\":{\"b\":[[],{}]}}",
+        ]
+        for text in cases {
+            let ours = JSONValue.parse(Array(text.utf8))
+            let foundation = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+            #expect((ours != nil) == (foundation != nil), "\(text): ours \(String(describing: ours)), Foundation \(String(describing: foundation))")
+        }
+        #expect(JSONValue.parse(Array(#"{"a":[1,2.5,"é😀"],"b":{"c":null}}"#.utf8)) == ["a": [1, .double(2.5), "é😀"], "b": ["c": nil]])
+        #expect(JSONValue.parse(Array(#""\u00e9\ud83d\ude00""#.utf8)) == "é😀")
+        #expect(JSONValue.parse(Array("9223372036854775808".utf8)) == .double(9223372036854775808))
+        #expect(JSONValue.parse([0x22, 0xFF, 0x22]) == nil, "invalid UTF-8 is refused")
+        // Stricter than Foundation, as RFC 8259 is: no trailing commas.
+        #expect(JSONValue.parse(Array("[1,]".utf8)) == nil && JSONValue.parse(Array(#"{"a":1,}"#.utf8)) == nil)
+    }
+
+    @Test func deepNestingIsRefusedNotACrash() {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(JSONValue.parse(Array(deep.utf8)) == nil)
+        let ok = String(repeating: "[", count: JSONValue.maxDepth) + String(repeating: "]", count: JSONValue.maxDepth)
+        #expect(JSONValue.parse(Array(ok.utf8)) != nil)
     }
 }

@@ -67,10 +67,6 @@ enum JSONValue: Equatable, Sendable {
         }
     }
 
-    /// Parses a JSON document; nil when the bytes are not JSON.
-    static func parse(_ bytes: some Sequence<UInt8>) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-    }
 }
 
 extension JSONValue: Decodable {
