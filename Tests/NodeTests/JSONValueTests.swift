@@ -7,6 +7,8 @@ import Testing
         let v: JSONValue = ["b": [1, "two", nil, true], "a": ["model_id": nil, "load": -1], "c": .double(0.25)]
         #expect(v.render() == #"{"a":{"load":-1,"model_id":null},"b":[1,"two",null,true],"c":0.25}"#)
         #expect(JSONValue.string("quote \" and \n").render() == #""quote \" and \n""#)
+        #expect(JSONValue.string("é\u{01}\\\t😀").render() == #""é\u0001\\\t😀""#)
+        #expect(JSONValue.string("plain é 😀").render() == "\"plain é 😀\"")
     }
 
     @Test func parsesWhatItRenders() {

@@ -47,7 +47,7 @@ enum JSONValue: Equatable, Sendable {
         case .bool(let b): out += b ? "true" : "false"
         case .int(let i): out += String(i)
         case .double(let d): out += d.isFinite ? (d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)) : "null"
-        case .string(let s): out += JSONString.quote(s)
+        case .string(let s): JSONString.append(s, to: &out)
         case .array(let a):
             out += "["
             for (k, v) in a.enumerated() {
@@ -59,7 +59,7 @@ enum JSONValue: Equatable, Sendable {
             out += "{"
             for (k, key) in o.keys.sorted().enumerated() {
                 if k > 0 { out += "," }
-                out += JSONString.quote(key)
+                JSONString.append(key, to: &out)
                 out += ":"
                 o[key]!.write(to: &out)
             }

@@ -80,8 +80,15 @@ struct HistoryUnavailable: Error, CustomStringConvertible {
 enum HistoryIDs {
     static func make(_ prefix: String) -> String {
         var g = SystemRandomNumberGenerator()
-        let hex = (0..<3).map { _ in String(g.next() as UInt64, radix: 16).leftPadded(16) }.joined()
-        return prefix + "_" + hex
+        let digits = Array("0123456789abcdef".utf8)
+        var out = Array(prefix.utf8)
+        out.reserveCapacity(out.count + 49)
+        out.append(UInt8(ascii: "_"))
+        for _ in 0..<3 {
+            let word: UInt64 = g.next()
+            for shift in stride(from: 60, through: 0, by: -4) { out.append(digits[Int((word >> UInt64(shift)) & 0xF)]) }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Ids a client may give: letters, digits, `_` and `-`, at most 128 characters (they become
@@ -91,9 +98,6 @@ enum HistoryIDs {
     }
 }
 
-extension String {
-    fileprivate func leftPadded(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
-}
 
 /// A response the gateway generated with `store: true`: what the Responses API serves back
 /// (`GET /v1/responses/{id}`) and what a later turn's `previous_response_id` expands into.
