@@ -5,10 +5,10 @@ import Policies
 /// What the pipeline is to do with one request, decided before any worker is involved.
 ///
 /// Today every plan sends the request to one worker chosen by the model's policy, with retries
-/// elsewhere before the first response byte. The seams for what comes next are here: a
+/// elsewhere before the first response byte. (A Responses turn is such a plan too: a chat
+/// completion, translated by its `ExchangeClient`.) The seam for what comes next is here: a
 /// prefill/decode plan names two legs (a prefill and a decode worker chosen together, the
-/// bootstrap fields injected into the body), and a gateway-owned Responses plan names a
-/// translation and a store; each adds a `Kind`, the actions it needs in
+/// bootstrap fields injected into the body); it adds a `Kind`, the actions it needs in
 /// `ExchangeStateMachine`, and their execution in `Exchange` — not a new handler.
 struct ExchangePlan {
     enum Kind {
