@@ -123,6 +123,9 @@ public final class MeshService: Sendable {
     private let clock: @Sendable () -> UInt64
     /// The protocol timer (every `tickMs`), from `start` until `leave`.
     private let ticker = Mutex<(task: RepeatedTask, loop: any EventLoop)?>(nil)
+    /// Set when the service leaves: sockets that close then stay closed.
+    private let stopping = Atomic<Bool>(false)
+    private let lastSocketWarningMs = Atomic<UInt64>(0)
 
     public init(config: Config, generation: UInt64, logger: Logger, clock: @escaping @Sendable () -> UInt64) {
         self.config = config
@@ -140,12 +143,7 @@ public final class MeshService: Sendable {
     /// Binds the mesh port (UDP and TCP) and starts the protocol timer.
     public func start(group: any EventLoopGroup) async throws {
         let service = self
-        let datagram = try await DatagramBootstrap(group: group)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MeshDatagramHandler(service: service)) }
-            }
-            .bind(host: config.bindHost, port: config.port).get()
+        let datagram = try await bindDatagram(group: group).get()
         let listener: any Channel
         do {
             listener = try await ServerBootstrap(group: group)
@@ -170,6 +168,7 @@ public final class MeshService: Sendable {
             throw error
         }
         channels.withLock { $0 = (datagram, listener, group) }
+        watch(datagram, group: group)
         let ticker = datagram.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
             let now = service.clock()
             let out = service.inner.withLock { s in s.node.tick(now: now, using: &s.rng) }
@@ -179,8 +178,55 @@ public final class MeshService: Sendable {
         logger.info("mesh listening", metadata: ["name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
     }
 
+    private func bindDatagram(group: any EventLoopGroup) -> EventLoopFuture<any Channel> {
+        let service = self
+        return DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MeshDatagramHandler(service: service)) }
+            }
+            .bind(host: config.bindHost, port: config.port)
+    }
+
+    /// NIO closes a UDP channel on send errors it deems fatal, such as ENETDOWN or ENETUNREACH
+    /// while the host's link is down (found in the VIP lab: a router whose link went down for a
+    /// few seconds never rejoined the mesh). The mesh socket is therefore reopened whenever it
+    /// closes while the service runs, after 100 ms and then backing off to 5 s while the bind fails.
+    private func watch(_ datagram: any Channel, group: any EventLoopGroup) {
+        datagram.closeFuture.whenComplete { [self] _ in
+            guard !stopping.load(ordering: .relaxed) else { return }
+            // While the link stays down every reopened socket closes again at its first send:
+            // one warning a minute says so, not one per attempt.
+            let now = clock()
+            let last = lastSocketWarningMs.load(ordering: .relaxed)
+            if last == 0 || now &- last >= 60_000 {
+                lastSocketWarningMs.store(now, ordering: .relaxed)
+                logger.warning("mesh: the UDP socket was closed by a network error; reopening it", metadata: ["port": "\(config.port)"])
+            }
+            reopenDatagram(group: group, after: .milliseconds(100))
+        }
+    }
+
+    private func reopenDatagram(group: any EventLoopGroup, after delay: TimeAmount) {
+        group.next().scheduleTask(in: delay) { [self] in
+            guard !stopping.load(ordering: .relaxed) else { return }
+            bindDatagram(group: group).whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    guard !stopping.load(ordering: .relaxed) else { return channel.close(promise: nil) }
+                    channels.withLock { $0.datagram = channel }
+                    watch(channel, group: group)
+                    logger.debug("mesh: UDP socket reopened", metadata: ["port": "\(config.port)"])
+                case .failure:
+                    reopenDatagram(group: group, after: min(delay * 2, .seconds(5)))
+                }
+            }
+        }
+    }
+
     /// Graceful leave: tells peers, then closes the port.
     public func leave() async {
+        stopping.store(true, ordering: .relaxed)
         let out = inner.withLock { $0.node.leave(now: clock()) }
         execute(out)
         logger.info("mesh: left the cluster", metadata: ["name": "\(config.name)"])

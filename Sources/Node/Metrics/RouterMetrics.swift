@@ -186,6 +186,11 @@ public final class RouterMetrics: Sendable {
 
     /// Sets a gauge by name and labels, created on first use: for values read at scrape time
     /// from another part of the router (the mesh's counters).
+    /// A sticky session looked up in Redis (`found`, `missing`, `unavailable`: down or too slow).
+    func sessionLookup(_ result: String) {
+        count("smg_session_store_lookups_total", "Sticky-session reads from Redis, by result", [("result", result)])
+    }
+
     /// A Redis pool's connections: open, in use (a command in flight), and the bound.
     func redisPool(_ use: String, _ redis: RedisClient) {
         let usage = redis.poolUsage

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// The client side of a Responses turn's exchange: it stands between the exchange and the
 /// client connection, translates the worker's chat completion (whole or streamed) into the
@@ -101,9 +102,9 @@ final class ResponsesClient: ExchangeClient {
                 return inner.respond(error: .upstreamFailed("the worker's answer is not a chat completion"), extra: HTTPHeaders())
             }
             let response = ResponsesTranslation.response(id: turn.id, createdAt: turn.createdAt, request: turn.request, result: result)
-            store(response, result: result) { [inner] saved in
+            store(response, result: result) { [inner] write in
                 var h = headers
-                if !saved { h.add(name: "x-smg-history-write", value: "failed") }
+                if write != "stored" { h.add(name: "x-smg-history-write", value: write) }
                 let text = response.render()
                 h.add(name: "content-type", value: "application/json")
                 h.add(name: "content-length", value: String(text.utf8.count))
@@ -156,9 +157,9 @@ final class ResponsesClient: ExchangeClient {
     }
 
     /// Stores the turn (with `store: true`) and then calls `then(saved)` on the loop.
-    private func store(_ response: JSONValue, result: ChatResult, then: @escaping (Bool) -> Void) {
+    private func store(_ response: JSONValue, result: ChatResult, then: @escaping (String) -> Void) {
         let r = turn.request
-        guard r.store else { return then(true) }
+        guard r.store else { return then("stored") }
         let stored = StoredResponse(id: turn.id, previousResponseID: r.previousResponseID, conversationID: r.conversationID,
                                     input: r.input.map { var i = $0; i.responseID = turn.id; return i }, createdAt: turn.createdAt,
                                     safetyIdentifier: r.safetyIdentifier, model: result.model ?? r.model, raw: response)
@@ -171,7 +172,7 @@ final class ResponsesClient: ExchangeClient {
             i.createdAt = added.addingTimeInterval(Double(k) / 1000)
             return i
         }
-        let (store, metrics, logger, id) = (state.history, state.metrics, state.logger, turn.id)
+        let (store, metrics, logger, id, deferred) = (state.history, state.metrics, state.logger, turn.id, state.deferredHistoryWrites)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
             let outcome: String
@@ -180,10 +181,54 @@ final class ResponsesClient: ExchangeClient {
                 outcome = "ok"
             } catch {
                 outcome = error is HistoryUnavailable ? "unavailable" : "error"
-                logger.warning("response not stored", metadata: ["response_id": "\(id)", "error": "\(error)"])
             }
             metrics.historyOperation("save_response", result: outcome, seconds: (ContinuousClock.now - started).seconds)
-            return outcome == "ok"
+            guard outcome != "ok" else { return "stored" }
+            // Storage is down: the answer goes out now, and the write is tried again in the
+            // background, so a Redis restart costs no turn of the conversation.
+            guard outcome == "unavailable", deferred.begin() else {
+                logger.warning("response not stored", metadata: ["response_id": "\(id)"])
+                return "failed"
+            }
+            Task {
+                defer { deferred.end() }
+                for delay in ResponsesClient.retryDelays {
+                    try? await Task.sleep(for: delay)
+                    do {
+                        try await store.saveResponse(stored, appendingTo: stored.conversationID, items: items)
+                        metrics.historyOperation("save_response", result: "ok_after_retry", seconds: 0)
+                        return
+                    } catch {
+                        continue
+                    }
+                }
+                metrics.historyOperation("save_response", result: "lost", seconds: 0)
+                logger.warning("response not stored: storage stayed unavailable", metadata: ["response_id": "\(id)"])
+            }
+            return "deferred"
         }, then: then)
     }
+
+    /// When a failed write is tried again: about 30 s in all.
+    static let retryDelays: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(14)]
+}
+
+/// Writes of responses waiting for storage to come back, bounded: past the limit a failed write
+/// is given up at once (and counted), so a long outage cannot pile up memory.
+final class DeferredWrites: Sendable {
+    let limit: Int
+    private let pending = Atomic<Int>(0)
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes a slot; false when all are taken.
+    func begin() -> Bool {
+        while true {
+            let n = pending.load(ordering: .relaxed)
+            guard n < limit else { return false }
+            if pending.compareExchange(expected: n, desired: n + 1, ordering: .relaxed).exchanged { return true }
+        }
+    }
+
+    func end() { pending.subtract(1, ordering: .relaxed) }
+    var count: Int { pending.load(ordering: .relaxed) }
 }

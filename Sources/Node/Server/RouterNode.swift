@@ -64,7 +64,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             // A client of its own: a session read gives up after 200 ms, and a command that
             // times out drops its connection, which must not cut history commands short.
             let redis = RedisClient(url: url, group: group, maxConnections: min(poolSize, 4), commandTimeout: .seconds(1), logger: logger)
-            sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger)
+            sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger, metrics: metrics)
             if config.policy != .manual {
                 logger.warning("--session-store redis keeps manual's routing-key assignments; --policy \(config.policy.rawValue) makes none")
             }

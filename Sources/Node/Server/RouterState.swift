@@ -25,6 +25,8 @@ public final class RouterState: Sendable {
     let history: any HistoryStore
     /// `manual` assignments in Redis (`--session-store redis`).
     let sessions: RedisSessions?
+    /// Responses whose write waits for storage to come back.
+    let deferredHistoryWrites = DeferredWrites(limit: 1000)
     /// The TLS contexts (API port, workers), reloaded on SIGHUP.
     public let tls: TLSContexts
     /// Learns the model of workers added without one.

@@ -16,14 +16,16 @@ final class RedisSessions: Sendable {
     let redis: RedisClient
     let idleMs: UInt64
     let logger: Logger
+    let metrics: RouterMetrics
     /// A read that takes longer than this routes as if Redis had no assignment.
     static let lookupDeadline = Duration.milliseconds(200)
     /// When each key was last written from here (monotonic ms); bounded.
     private let written = Mutex<[String: UInt64]>([:])
     static let maxTracked = 100_000
 
-    init(redis: RedisClient, idleSecs: UInt64, logger: Logger) {
+    init(redis: RedisClient, idleSecs: UInt64, logger: Logger, metrics: RouterMetrics) {
         self.redis = redis
+        self.metrics = metrics
         self.idleMs = max(1, idleSecs) * 1000
         self.logger = logger
     }
@@ -36,14 +38,22 @@ final class RedisSessions: Sendable {
     func lookup(model: String, routingKey: String) async -> String? {
         let key = Self.key(model: model, routingKey: routingKey)
         let redis = self.redis
+        let metrics = self.metrics
         // Whichever comes first answers; the slower one finds the continuation taken. (A task
         // group would wait for the Redis call to finish even after the deadline won.)
         return await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
             let once = FirstAnswer(continuation)
-            Task { once.resume(try? await redis.send(["GET", key]).text) }
+            Task {
+                do {
+                    let worker = try await redis.send(["GET", key]).text
+                    if once.resume(worker) { metrics.sessionLookup(worker == nil ? "missing" : "found") }
+                } catch {
+                    if once.resume(nil) { metrics.sessionLookup("unavailable") }
+                }
+            }
             Task {
                 try? await Task.sleep(for: Self.lookupDeadline)
-                once.resume(nil)
+                if once.resume(nil) { metrics.sessionLookup("unavailable") }
             }
         }
     }
@@ -74,5 +84,11 @@ final class RedisSessions: Sendable {
 private final class FirstAnswer<T: Sendable>: Sendable {
     private let pending: Mutex<CheckedContinuation<T, Never>?>
     init(_ continuation: CheckedContinuation<T, Never>) { pending = Mutex(continuation) }
-    func resume(_ value: T) { pending.withLock { $0.take() }?.resume(returning: value) }
+    /// Resumes with `value` if nobody did yet; true when this call did.
+    @discardableResult
+    func resume(_ value: T) -> Bool {
+        guard let c = pending.withLock({ $0.take() }) else { return false }
+        c.resume(returning: value)
+        return true
+    }
 }
