@@ -55,6 +55,38 @@ import Glibc
         #expect(try c.chat("hi", headers: [("x-smg-routing-key", "user-0")]).header("x-sim-worker") == first[0], "known keys stay where they are")
     }
 
+    @Test func sessionsReadFromRedisReachTheMeshSoARedisOutageMovesNone() async throws {
+        let redis = try await RedisProcess()
+        var workers: [SimWorkerProcess] = []
+        for name in ["w1", "w2", "w3"] { workers.append(try await SimWorkerProcess(name: name)) }
+        let common = ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url, "--worker-urls"] + workers.map(\.url)
+        let keys = (0..<12).map { "user-\($0)" }
+        func placement(_ router: RouterProcess) throws -> [String] {
+            try keys.map { key in try router.chat("hi", headers: [("x-smg-routing-key", key)]).header("x-sim-worker") ?? "?" }
+        }
+        // Placed by a router of an earlier deployment: Redis holds them, no mesh does.
+        let earlier = try await RouterProcess(common)
+        let first = try placement(earlier)
+        try await eventually(timeout: .seconds(5), "every key is in Redis") { try redis.cli("DBSIZE") == [String(keys.count)] }
+        earlier.process.signal(SIGKILL)
+
+        let (portB, portC) = (try freeLoopbackPort(), try freeLoopbackPort())
+        func meshed(_ name: String, _ port: Int, _ peer: Int) async throws -> RouterProcess {
+            try await RouterProcess(common + ["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(port),
+                                              "--mesh-key-file", MeshMembershipTests.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(peer)"])
+        }
+        let b = try await meshed("b", portB, portC)
+        let c = try await meshed("c", portC, portB)
+        #expect(try placement(b) == first, "b reads them from Redis")
+        // What b read from Redis, it told c: c holds every key without asking Redis.
+        try await eventually(timeout: .seconds(5), "c holds the keys b read") {
+            try c.metric(#"smg_policy_state_size{model="default",policy="manual"}"#) == Double(keys.count)
+        }
+        redis.stop()
+        #expect(try placement(c) == first, "a Redis outage moves no session the mesh holds")
+        #expect(try c.metric(#"smg_session_store_lookups_total{result="unavailable"}"#) == 0, "c never needed Redis")
+    }
+
     @Test func theFlagNeedsARedisURL() async throws {
         let p = try TestProcess(Binaries.smg, ["--session-store", "redis"], name: "smg")
         let status = await p.waitForExit(timeout: .seconds(10))

@@ -22,6 +22,7 @@ for line in sys.stdin:
                 "name": s.get("name"), "alive": s.get("alive"),
                 "sealed": s.get("sealed"),
                 "members": {m["name"]: m["status"] for m in members},
+                "sessions": (s.get("stores") or {}).get("sessions", {}).get("entries"),
             }
         except Exception as error:  # a stopped or cut-off router
             ha = {"error": str(error)}

@@ -178,6 +178,9 @@ final class Exchange: UpstreamResponseDelegate {
 
     /// Whether Redis was asked for this request's routing key (once per request).
     private var sessionLookedUp = false
+    /// The key's worker came from Redis: the mesh is told, so the other routers hold it too
+    /// (and keep it through a Redis outage) without asking Redis themselves.
+    private var adoptedFromRedis = false
 
     private func selectWorker(avoiding: Set<String>) {
         if let sessions = state.sessions, !sessionLookedUp, let key = plan.routing.routingKey, !key.isEmpty {
@@ -189,7 +192,10 @@ final class Exchange: UpstreamResponseDelegate {
             if state.registry.sessionLastUse(model: model, routingKey: routingKey) == nil {
                 return OffLoop.run(on: pool.loop, { await sessions.lookup(model: model, routingKey: routingKey) }) { [self] worker in
                     guard case .selecting = self.machine.state else { return }
-                    if let worker { self.state.registry.adoptAssignment(model: model, routingKey: routingKey, worker: worker, now: self.state.nowMs()) }
+                    if let worker {
+                        self.state.registry.adoptAssignment(model: model, routingKey: routingKey, worker: worker, now: self.state.nowMs())
+                        self.adoptedFromRedis = true
+                    }
                     self.selectWorker(avoiding: avoiding)
                 }
             }
@@ -212,7 +218,7 @@ final class Exchange: UpstreamResponseDelegate {
         state.metrics.routed(model: label, endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
                              policy: state.config.policy.rawValue, reason: reason.rawValue)
         state.treeSync?.noteDecision()
-        if state.mesh != nil, reason == .newAssignment || reason == .reassigned, let key = plan.routing.routingKey {
+        if state.mesh != nil, reason == .newAssignment || reason == .reassigned || (reason == .sticky && adoptedFromRedis), let key = plan.routing.routingKey {
             MeshBridge.assigned(routingKey: key, model: w.modelID == plan.model ? plan.model : nil, worker: w, state: state)
         }
         if let sessions = state.sessions, reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = plan.routing.routingKey {
