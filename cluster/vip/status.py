@@ -19,7 +19,7 @@ for line in sys.stdin:
                 s = json.load(r)
             members = s.get("members", [])
             ha = {
-                "name": s.get("name"), "alive": s.get("alive"),
+                "name": s.get("name"), "alive": s.get("alive"), "advertised": s.get("address"),
                 "sealed": s.get("sealed"),
                 "members": {m["name"]: m["status"] for m in members},
                 "sessions": (s.get("stores") or {}).get("sessions", {}).get("entries"),
