@@ -71,6 +71,11 @@ struct HistoryInputError: Error {
     init(_ m: String) { message = m }
 }
 
+/// A history operation the store refused for a reason that is not an outage: a 500.
+struct HistoryStoreError: Error, CustomStringConvertible {
+    let description: String
+}
+
 /// Why a history operation could not be done (Redis down or slow): a 503, never a crash.
 struct HistoryUnavailable: Error, CustomStringConvertible {
     let description: String

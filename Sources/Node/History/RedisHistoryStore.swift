@@ -34,7 +34,13 @@ final class RedisHistoryStore: HistoryStore {
 
     /// Runs a Redis call, turning transport failures into `HistoryUnavailable`.
     private func call<T>(_ body: () async throws -> T) async throws -> T {
-        do { return try await body() } catch let error as RedisError { throw HistoryUnavailable(description: error.description) }
+        do {
+            return try await body()
+        } catch RedisError.refused(let why) {
+            throw HistoryStoreError(description: "Redis refused a write: \(why)")  // a 500: our bug, not an outage
+        } catch let error as RedisError {
+            throw HistoryUnavailable(description: error.description)
+        }
     }
 
     private func expire(_ key: String) -> [[String]] { retention.map { [["EXPIRE", key, String($0)]] } ?? [] }

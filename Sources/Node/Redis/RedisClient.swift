@@ -54,7 +54,7 @@ public final class RedisClient: Sendable {
         let replies = try await batch(bytes)
         guard case .array(let results) = replies.last! else {
             // EXECABORT (a command was malformed) or a null (the transaction was discarded).
-            throw RedisError.unavailable("transaction refused: \(replies.first { if case .error = $0 { return true }; return false }.map { "\($0)" } ?? "\(replies.last!)")")
+            throw RedisError.refused(replies.first { if case .error = $0 { return true }; return false }.map { "\($0)" } ?? "\(replies.last!)")
         }
         return results
     }

@@ -36,10 +36,14 @@ public enum RedisError: Error, CustomStringConvertible, Equatable {
     case connectionClosed
     /// The bytes from the server were not RESP.
     case protocolError(String)
+    /// Redis refused a transaction (EXECABORT: one of its commands was malformed). A bug in
+    /// what the router sent, not an outage: history answers 500, not 503.
+    case refused(String)
 
     public var description: String {
         switch self {
         case .unavailable(let why): return "Redis unavailable: \(why)"
+        case .refused(let why): return "Redis refused the transaction: \(why)"
         case .timedOut: return "Redis did not answer within the command timeout"
         case .connectionClosed: return "the Redis connection closed before the reply"
         case .protocolError(let why): return "Redis protocol error: \(why)"
