@@ -109,56 +109,45 @@ private struct JSONValueParser {
         }
     }
 
-    /// A string starting at the opening quote. Escapes decoded; raw bytes must be valid UTF-8
-    /// and no control characters.
+    /// A string starting at the opening quote. Checked here (escapes well formed, surrogates
+    /// paired, no raw control characters, valid UTF-8); decoded by the scanner's own decoder.
     private mutating func string() -> String? {
         i += 1
         let start = i
-        // The common case: no escapes, taken as one slice.
-        while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\"), bytes[i] >= 0x20 { i += 1 }
-        guard i < bytes.count else { return nil }
-        if bytes[i] == UInt8(ascii: "\"") {
-            i += 1
-            return String(validating: UnsafeRawBufferPointer(rebasing: bytes[start..<(i - 1)]), as: UTF8.self)
-        }
-        var out = Array(bytes[start..<i])
+        var escaped = false
         while i < bytes.count {
             let c = bytes[i]
-            switch c {
-            case UInt8(ascii: "\""):
+            if c == UInt8(ascii: "\"") {
+                let inner = UnsafeRawBufferPointer(rebasing: bytes[start..<i])
                 i += 1
-                return String(validating: out, as: UTF8.self)
-            case UInt8(ascii: "\\"):
+                // Escapes are ASCII, so the raw bytes are valid UTF-8 exactly when the text is.
+                guard let plain = String(validating: inner, as: UTF8.self) else { return nil }
+                return escaped ? JSONScanner.decodeEscaped(inner) : plain
+            }
+            guard c >= 0x20 else { return nil }
+            guard c == UInt8(ascii: "\\") else {
                 i += 1
-                guard i < bytes.count else { return nil }
-                let e = bytes[i]
-                i += 1
-                switch e {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
-                case UInt8(ascii: "b"): out.append(0x08)
-                case UInt8(ascii: "f"): out.append(0x0C)
-                case UInt8(ascii: "n"): out.append(0x0A)
-                case UInt8(ascii: "r"): out.append(0x0D)
-                case UInt8(ascii: "t"): out.append(0x09)
-                case UInt8(ascii: "u"):
-                    guard var scalar = hex4() else { return nil }
-                    if (0xD800..<0xDC00).contains(scalar) {
-                        // A high surrogate must be followed by an escaped low one.
-                        guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else { return nil }
-                        i += 2
-                        guard let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
-                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                    } else if (0xDC00..<0xE000).contains(scalar) {
-                        return nil
-                    }
-                    guard let u = Unicode.Scalar(scalar) else { return nil }
-                    out.append(contentsOf: Array(String(Character(u)).utf8))
-                default: return nil
+                continue
+            }
+            escaped = true
+            guard i + 1 < bytes.count else { return nil }
+            switch bytes[i + 1] {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"),
+                 UInt8(ascii: "r"), UInt8(ascii: "t"):
+                i += 2
+            case UInt8(ascii: "u"):
+                i += 2
+                guard let scalar = hex4() else { return nil }
+                if (0xD800..<0xDC00).contains(scalar) {
+                    // A high surrogate must be followed by an escaped low one.
+                    guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else { return nil }
+                    i += 2
+                    guard let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
+                } else if (0xDC00..<0xE000).contains(scalar) {
+                    return nil
                 }
             default:
-                guard c >= 0x20 else { return nil }
-                out.append(c)
-                i += 1
+                return nil
             }
         }
         return nil

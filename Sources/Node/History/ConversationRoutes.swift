@@ -32,12 +32,8 @@ enum ConversationRoutes {
         let result: Result<ControlResponse, APIError>
         do {
             result = .success(try await route(path, method: method, target: target, body: body, store: store))
-        } catch let error as APIError {
-            result = .failure(error)
-        } catch let error as HistoryUnavailable {
-            result = .failure(.historyUnavailable(error))
         } catch {
-            result = .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+            result = .failure(.history(error))
         }
         metrics?.historyOperation(operation(path, method), result: HistoryOutcome(result).label, seconds: (ContinuousClock.now - started).seconds)
         return result
@@ -70,50 +66,41 @@ enum ConversationRoutes {
             return ControlResponse(json: try await existing(id, store).json)
         case (.conversation(let id), .POST):
             let request = try object(body, allowEmpty: false)
-            guard let c = try await store.updateConversation(try valid(id), metadata: try Self.metadata(request["metadata"])) else { throw notFound(id) }
+            guard let c = try await store.updateConversation(try HistoryIDs.checked(id), metadata: try Self.metadata(request["metadata"])) else { throw notFound(id) }
             return ControlResponse(json: c.json)
         case (.conversation(let id), .DELETE):
-            guard try await store.deleteConversation(try valid(id)) else { throw notFound(id) }
+            guard try await store.deleteConversation(try HistoryIDs.checked(id)) else { throw notFound(id) }
             return ControlResponse(json: ["id": .string(id), "object": "conversation.deleted", "deleted": true])
         case (.items(let id), .GET):
-            let limit = try target.parameter("limit").map { s throws(APIError) -> Int in
-                guard let n = Int(s), (1...100).contains(n) else { throw .badRequest("invalid_limit", "limit must be 1 to 100") }
-                return n
-            } ?? 20
-            let order = target.parameter("order") ?? "desc"
-            guard order == "asc" || order == "desc" else { throw APIError.badRequest("invalid_order", "order must be asc or desc") }
-            guard let page = try await store.items(of: try valid(id), limit: limit, ascending: order == "asc", after: target.parameter("after")) else { throw notFound(id) }
+            let query = try ListQuery(target)
+            guard let page = try await store.items(of: try HistoryIDs.checked(id), limit: query.limit, ascending: query.ascending, after: query.after) else { throw notFound(id) }
             return ControlResponse(json: list(page.items, hasMore: page.hasMore))
         case (.items(let id), .POST):
             let request = try object(body, allowEmpty: false)
             let items = try Self.items(request["items"], now: now)
             guard !items.isEmpty else { throw APIError.badRequest("missing_items", "'items' must hold at least one item") }
-            guard let added = try await store.addItems(items, to: try valid(id)) else { throw notFound(id) }
+            guard let added = try await store.addItems(items, to: try HistoryIDs.checked(id)) else { throw notFound(id) }
             return ControlResponse(json: list(added, hasMore: false))
         case (.item(let id, let itemID), .GET):
-            guard let item = try await store.item(itemID, of: try valid(id)) else { throw itemNotFound(itemID) }
+            guard let item = try await store.item(itemID, of: try HistoryIDs.checked(id)) else { throw itemNotFound(itemID) }
             return ControlResponse(json: item.json)
         case (.item(let id, let itemID), .DELETE):
-            guard try await store.deleteItem(itemID, of: try valid(id)) else { throw itemNotFound(itemID) }
+            guard try await store.deleteItem(itemID, of: try HistoryIDs.checked(id)) else { throw itemNotFound(itemID) }
             return ControlResponse(json: try await existing(id, store).json)
         default:
             throw APIError.methodNotAllowed(method, String(target.path))
         }
     }
 
-    private static func list(_ items: [ConversationItem], hasMore: Bool) -> JSONValue {
+    /// OpenAI's `list` object of items.
+    static func list(_ items: [ConversationItem], hasMore: Bool) -> JSONValue {
         ["object": "list", "data": .array(items.map(\.json)), "first_id": JSONValue(items.first?.id), "last_id": JSONValue(items.last?.id),
          "has_more": .bool(hasMore)]
     }
 
     private static func existing(_ id: String, _ store: any HistoryStore) async throws -> Conversation {
-        guard let c = try await store.conversation(try valid(id)) else { throw notFound(id) }
+        guard let c = try await store.conversation(try HistoryIDs.checked(id)) else { throw notFound(id) }
         return c
-    }
-
-    private static func valid(_ id: String) throws(APIError) -> String {
-        guard HistoryIDs.isValid(id) else { throw .badRequest("invalid_id", "'\(id.prefix(64))' is not a valid id") }
-        return id
     }
 
     private static func object(_ body: ByteBuffer, allowEmpty: Bool) throws(APIError) -> JSONValue {
@@ -155,5 +142,24 @@ enum ConversationRoutes {
     }
     private static func itemNotFound(_ id: String) -> APIError {
         APIError(.notFound, type: "not_found_error", code: "item_not_found", "no item \(id.prefix(128)) in this conversation")
+    }
+}
+
+/// `?limit=&order=&after=` of OpenAI's list routes: `limit` 1 to 100 (20), `order` `asc` or
+/// `desc` (`desc`), `after` an item id.
+struct ListQuery {
+    let limit: Int
+    let ascending: Bool
+    let after: String?
+
+    init(_ target: RequestTarget) throws(APIError) {
+        limit = try target.parameter("limit").map { s throws(APIError) -> Int in
+            guard let n = Int(s), (1...100).contains(n) else { throw .badRequest("invalid_limit", "limit must be 1 to 100") }
+            return n
+        } ?? 20
+        let order = target.parameter("order") ?? "desc"
+        guard order == "asc" || order == "desc" else { throw .badRequest("invalid_order", "order must be asc or desc") }
+        ascending = order == "asc"
+        after = target.parameter("after")
     }
 }

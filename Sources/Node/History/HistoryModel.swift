@@ -96,6 +96,12 @@ enum HistoryIDs {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// `id` when it is valid, else the 400 that says so.
+    static func checked(_ id: String) throws(APIError) -> String {
+        guard isValid(id) else { throw .badRequest("invalid_id", "'\(id.prefix(64))' is not a valid id") }
+        return id
+    }
+
     /// Ids a client may give: letters, digits, `_` and `-`, at most 128 characters (they become
     /// Redis keys and URL path segments).
     static func isValid(_ id: String) -> Bool {

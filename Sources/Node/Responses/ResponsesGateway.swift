@@ -41,12 +41,8 @@ enum ResponsesGateway {
             let loaded: Result<[ConversationItem], APIError>
             do {
                 loaded = .success(try await history(for: request, store: store))
-            } catch let error as APIError {
-                loaded = .failure(error)
-            } catch let error as HistoryUnavailable {
-                loaded = .failure(.historyUnavailable(error))
             } catch {
-                loaded = .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+                loaded = .failure(.history(error))
             }
             let outcome = if case .failure(let e) = loaded { HistoryOutcome(e).label } else { "ok" }
             metrics.historyOperation("load_history", result: outcome, seconds: (ContinuousClock.now - started).seconds)

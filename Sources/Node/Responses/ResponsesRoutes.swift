@@ -28,12 +28,8 @@ enum ResponsesRoutes {
         let result: Result<ControlResponse, APIError>
         do {
             result = .success(try await route(path, method: method, target: target, store: store))
-        } catch let error as APIError {
-            result = .failure(error)
-        } catch let error as HistoryUnavailable {
-            result = .failure(.historyUnavailable(error))
         } catch {
-            result = .failure(APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)"))
+            result = .failure(.history(error))
         }
         let op: String
         switch (path, method) {
@@ -50,34 +46,22 @@ enum ResponsesRoutes {
         case (.response(let id), .GET):
             return ControlResponse(json: try await existing(id, store).raw)
         case (.response(let id), .DELETE):
-            guard try await store.deleteResponse(try valid(id)) else { throw notFound(id) }
+            guard try await store.deleteResponse(try HistoryIDs.checked(id)) else { throw notFound(id) }
             return ControlResponse(json: ["id": .string(id), "object": "response", "deleted": true])
         case (.inputItems(let id), .GET):
-            let limit = try target.parameter("limit").map { s throws(APIError) -> Int in
-                guard let n = Int(s), (1...100).contains(n) else { throw .badRequest("invalid_limit", "limit must be 1 to 100") }
-                return n
-            } ?? 20
-            let order = target.parameter("order") ?? "desc"
-            guard order == "asc" || order == "desc" else { throw APIError.badRequest("invalid_order", "order must be asc or desc") }
+            let query = try ListQuery(target)
             var items = try await existing(id, store).input
-            if order == "desc" { items.reverse() }
-            if let after = target.parameter("after"), let i = items.firstIndex(where: { $0.id == after }) { items = Array(items[(i + 1)...]) }
-            let page = Array(items.prefix(limit))
-            return ControlResponse(json: ["object": "list", "data": .array(page.map(\.json)), "first_id": JSONValue(page.first?.id),
-                                          "last_id": JSONValue(page.last?.id), "has_more": .bool(items.count > limit)])
+            if !query.ascending { items.reverse() }
+            if let after = query.after, let i = items.firstIndex(where: { $0.id == after }) { items = Array(items[(i + 1)...]) }
+            return ControlResponse(json: ConversationRoutes.list(Array(items.prefix(query.limit)), hasMore: items.count > query.limit))
         default:
             throw APIError.methodNotAllowed(method, String(target.path))
         }
     }
 
     private static func existing(_ id: String, _ store: any HistoryStore) async throws -> StoredResponse {
-        guard let r = try await store.response(try valid(id)) else { throw notFound(id) }
+        guard let r = try await store.response(try HistoryIDs.checked(id)) else { throw notFound(id) }
         return r
-    }
-
-    private static func valid(_ id: String) throws(APIError) -> String {
-        guard HistoryIDs.isValid(id) else { throw .badRequest("invalid_id", "'\(id.prefix(64))' is not a valid id") }
-        return id
     }
 
     static func notFound(_ id: String) -> APIError {
@@ -107,6 +91,16 @@ struct HistoryOutcome {
 }
 
 extension APIError {
+    /// What a failed history operation answers: its own API error, 503 while storage is
+    /// unavailable, 500 for anything else.
+    static func history(_ error: any Error) -> APIError {
+        switch error {
+        case let e as APIError: return e
+        case let e as HistoryUnavailable: return .historyUnavailable(e)
+        default: return APIError(.internalServerError, type: "internal_error", code: "history_error", "\(error)")
+        }
+    }
+
     static func historyUnavailable(_ error: HistoryUnavailable) -> APIError {
         APIError(.serviceUnavailable, type: "service_unavailable", code: "history_unavailable", "conversation storage is unavailable: \(error.description)")
     }
