@@ -146,6 +146,8 @@ extension RouterProcess {
         let capped = responseEvents(try smg.respond(#"{"input":"x","stream":true,"max_output_tokens":2}"#).body)
         #expect(capped.last?.type == "response.incomplete")
         #expect(((capped.last?.data["response"] as? [String: Any])?["incomplete_details"] as? [String: Any])?["reason"] as? String == "max_output_tokens")
+        #expect(((capped.last?.data["response"] as? [String: Any])?["output"] as? [[String: Any]])?.first?["status"] as? String == "incomplete",
+                "the truncated message is marked incomplete too")
     }
 
     @Test func historySurvivesRestartingEveryRouterAndRedis() async throws {

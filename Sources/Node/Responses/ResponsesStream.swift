@@ -112,7 +112,8 @@ struct ResponsesStream {
             let at: [String: JSONValue] = ["item_id": .string(id), "output_index": .int(index), "content_index": 0]
             closing.append((index, [("response.output_text.done", at.merging(["text": .string(text)]) { $1 }),
                                     ("response.content_part.done", at.merging(["part": ResponsesTranslation.textPart(text)]) { $1 }),
-                                    ("response.output_item.done", ["output_index": .int(index), "item": ResponsesTranslation.messageItem(id: id, text: text, done: true)])]))
+                                    ("response.output_item.done", ["output_index": .int(index), "item": ResponsesTranslation.messageItem(id: id, text: text, done: true,
+                                                                                                                         truncated: result.finishReason == "length")])]))
         }
         for (slot, index) in callSlots.values {
             let call = result.toolCalls[slot]

@@ -135,9 +135,10 @@ enum ResponsesTranslation {
         r.cachedTokens = usage["prompt_tokens_details"]?["cached_tokens"]?.int ?? 0
     }
 
-    /// The assistant message output item.
-    static func messageItem(id: String, text: String, done: Bool) -> JSONValue {
-        ["id": .string(id), "type": "message", "role": "assistant", "status": .string(done ? "completed" : "in_progress"),
+    /// The assistant message output item: `in_progress` while streaming, then `completed`, or
+    /// `incomplete` when the worker stopped at the token limit (as OpenAI marks it).
+    static func messageItem(id: String, text: String, done: Bool, truncated: Bool = false) -> JSONValue {
+        ["id": .string(id), "type": "message", "role": "assistant", "status": .string(done ? (truncated ? "incomplete" : "completed") : "in_progress"),
          "content": done ? [textPart(text)] : []]
     }
 
@@ -151,7 +152,7 @@ enum ResponsesTranslation {
     /// The output items, message first.
     static func outputItems(_ r: ChatResult) -> [JSONValue] {
         var items: [JSONValue] = []
-        if let id = r.messageID { items.append(messageItem(id: id, text: r.text, done: true)) }
+        if let id = r.messageID { items.append(messageItem(id: id, text: r.text, done: true, truncated: r.finishReason == "length")) }
         items += r.toolCalls.map { functionCallItem($0, done: true) }
         return items
     }
