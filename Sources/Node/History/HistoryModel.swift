@@ -149,6 +149,13 @@ protocol HistoryStore: Sendable {
     func deleteResponse(_ id: String) async throws -> Bool
 }
 
+/// A store that writes at once, in this process (`memory`, `none`): a Responses turn is stored
+/// on the event loop that answers it, with no hop to a task and back (about 45 µs a turn,
+/// measured in docs/benchmarks.md).
+protocol ImmediateHistoryStore: HistoryStore {
+    func saveResponseNow(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem])
+}
+
 extension HistoryStore {
     /// The chain ending at `id`, root first, at most `maxDepth` responses back; nil when `id`
     /// itself is unknown. A link that expired or was deleted ends the chain there.

@@ -5,7 +5,7 @@ import Synchronization
 /// not shared with other routers). Bounded: past `maxResponses` stored responses (or
 /// `maxConversations` conversations) the oldest go, so a router that runs for months does not
 /// grow without end; Redis, with its retention, is the store for keeping things.
-final class MemoryHistoryStore: HistoryStore {
+final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
     static let maxResponses = 100_000
     static let maxConversations = 100_000
     private struct Stored {
@@ -18,8 +18,12 @@ final class MemoryHistoryStore: HistoryStore {
     private let responses = Mutex(Bounded<StoredResponse>(limit: maxResponses))
 
     func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws {
+        saveResponseNow(response, appendingTo: conversation, items: items)
+    }
+
+    func saveResponseNow(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) {
         responses.withLock { $0.insert(response.id, response) }
-        if let conversation { _ = try await addItems(items, to: conversation) }
+        if let conversation { _ = addItemsNow(items, to: conversation) }
     }
 
     func response(_ id: String) async throws -> StoredResponse? { responses.withLock { $0.values[id] } }
@@ -50,6 +54,10 @@ final class MemoryHistoryStore: HistoryStore {
     }
 
     func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? {
+        addItemsNow(items, to: conversation)
+    }
+
+    private func addItemsNow(_ items: [ConversationItem], to conversation: String) -> [ConversationItem]? {
         conversations.withLock { all in
             guard all[conversation] != nil else { return nil }
             all[conversation]!.items += items
@@ -80,7 +88,8 @@ final class MemoryHistoryStore: HistoryStore {
 }
 
 /// `--history-backend none`: writes are accepted and forgotten, reads find nothing.
-final class NoHistoryStore: HistoryStore {
+final class NoHistoryStore: HistoryStore, ImmediateHistoryStore {
+    func saveResponseNow(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) {}
     func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
         Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
     }

@@ -172,6 +172,12 @@ final class ResponsesClient: ExchangeClient {
             i.createdAt = added.addingTimeInterval(Double(k) / 1000)
             return i
         }
+        if let immediate = state.history as? any ImmediateHistoryStore {
+            let started = ContinuousClock.now
+            immediate.saveResponseNow(stored, appendingTo: stored.conversationID, items: items)
+            state.metrics.historyOperation("save_response", result: "ok", seconds: (ContinuousClock.now - started).seconds)
+            return then("stored")
+        }
         let (store, metrics, logger, id, deferred) = (state.history, state.metrics, state.logger, turn.id, state.deferredHistoryWrites)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
