@@ -125,16 +125,7 @@ enum ConversationRoutes {
         guard let value, value != .null else { return [] }
         guard let array = value.array else { throw .badRequest("invalid_items", "'items' must be an array") }
         guard array.count <= maxItemsPerRequest else { throw .badRequest("too_many_items", "at most \(maxItemsPerRequest) items per request") }
-        var out: [ConversationItem] = []
-        for (i, raw) in array.enumerated() {
-            do throws(HistoryInputError) {
-                // Items added together keep their order: each a millisecond after the one before.
-                out.append(try ConversationItem.parse(raw, now: now.addingTimeInterval(Double(i) / 1000)))
-            } catch {
-                throw .badRequest("invalid_item", "items[\(i)]: \(error.message)")
-            }
-        }
-        return out
+        return try ConversationItem.parseAll(array, now: now, field: "items", code: "invalid_item")
     }
 
     private static func notFound(_ id: String) -> APIError {

@@ -66,6 +66,23 @@ struct ConversationItem: Sendable, Equatable {
     }
 }
 
+extension ConversationItem {
+    /// Items from a request's array (`field` names it in errors, `code` is the 400's code).
+    /// Items added together keep their order: each a millisecond after the one before.
+    static func parseAll(_ list: [JSONValue], now: Date, field: String, code: String) throws(APIError) -> [ConversationItem] {
+        var out: [ConversationItem] = []
+        out.reserveCapacity(list.count)
+        for (i, raw) in list.enumerated() {
+            do throws(HistoryInputError) {
+                out.append(try parse(raw, now: now.addingTimeInterval(Double(i) / 1000)))
+            } catch {
+                throw .badRequest(code, "\(field)[\(i)]: \(error.message)")
+            }
+        }
+        return out
+    }
+}
+
 struct HistoryInputError: Error {
     let message: String
     init(_ m: String) { message = m }

@@ -110,15 +110,7 @@ struct ResponsesRequest {
         case .array(let list)?:
             guard !list.isEmpty else { throw .badRequest("invalid_input", "'input' must not be empty") }
             guard list.count <= maxInputItems else { throw .badRequest("too_many_items", "'input' holds at most \(maxInputItems) items") }
-            var items: [ConversationItem] = []
-            for (i, raw) in list.enumerated() {
-                do throws(HistoryInputError) {
-                    items.append(try ConversationItem.parse(raw, now: now.addingTimeInterval(Double(i) / 1000)))
-                } catch {
-                    throw .badRequest("invalid_input", "input[\(i)]: \(error.message)")
-                }
-            }
-            return items
+            return try ConversationItem.parseAll(list, now: now, field: "input", code: "invalid_input")
         default:
             throw .badRequest("invalid_input", "'input' must be a string or an array of items")
         }
