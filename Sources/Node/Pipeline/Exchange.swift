@@ -176,17 +176,17 @@ final class Exchange: UpstreamResponseDelegate {
         }
     }
 
-    /// Whether Redis was asked for this request's routing key (once per request).
-    private var sessionLookedUp = false
+    /// The request's routing key as the session store keys it (policy model, normalized key),
+    /// worked out once, when Redis is first asked about it.
+    private var sessionKey: (model: String, routingKey: String)?
     /// The key's worker came from Redis: the mesh is told, so the other routers hold it too
     /// (and keep it through a Redis outage) without asking Redis themselves.
     private var adoptedFromRedis = false
 
     private func selectWorker(avoiding: Set<String>) {
-        if let sessions = state.sessions, !sessionLookedUp, let key = plan.routing.routingKey, !key.isEmpty {
-            sessionLookedUp = true
-            let model = state.registry.policyModel(plan.model)
-            let routingKey = ManualPolicy.normalize(key)
+        if let sessions = state.sessions, sessionKey == nil, let key = plan.routing.routingKey, !key.isEmpty {
+            let (model, routingKey) = (state.registry.policyModel(plan.model), ManualPolicy.normalize(key))
+            sessionKey = (model, routingKey)
             // Only a key this router does not know costs a Redis read: the local table (kept
             // current by the mesh when on) is the fast path.
             if state.registry.sessionLastUse(model: model, routingKey: routingKey) == nil {
@@ -221,9 +221,8 @@ final class Exchange: UpstreamResponseDelegate {
         if state.mesh != nil, reason == .newAssignment || reason == .reassigned || (reason == .sticky && adoptedFromRedis), let key = plan.routing.routingKey {
             MeshBridge.assigned(routingKey: key, model: w.modelID == plan.model ? plan.model : nil, worker: w, state: state)
         }
-        if let sessions = state.sessions, reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = plan.routing.routingKey {
-            sessions.used(model: state.registry.policyModel(plan.model), routingKey: ManualPolicy.normalize(key), worker: w.id,
-                          changed: reason != .sticky, now: plan.routing.now)
+        if let sessions = state.sessions, reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = sessionKey {
+            sessions.used(model: key.model, routingKey: key.routingKey, worker: w.id, changed: reason != .sticky, now: plan.routing.now)
         }
     }
 

@@ -118,9 +118,13 @@ public final class WorkerRegistry: Sendable {
     /// The name the policy of a request for `model` is kept under: the model when some worker
     /// serves it, otherwise the shared default ("").
     public func policyModel(_ model: String?) -> String {
-        guard let model else { return "" }
-        return all.contains { $0.modelID == model } ? model : ""
+        Self.policyKey(model, served: model.map { m in all.contains { $0.modelID == m } } ?? false)
     }
+
+    /// A model name is whatever a client writes: only a model some worker serves gets a policy
+    /// of its own; others (which only workers of unknown model can take) share the default one,
+    /// so made-up names create no routing state.
+    private static func policyKey(_ model: String?, served: Bool) -> String { served ? model ?? "" : "" }
 
     /// When `manual` last used a routing key for `model` (monotonic ms), nil when it holds none.
     public func sessionLastUse(model: String, routingKey: String) -> UInt64? {
@@ -174,10 +178,7 @@ public final class WorkerRegistry: Sendable {
         if !avoiding.isEmpty, candidates.contains(where: { $0.isAvailable && !avoiding.contains($0.id) }) {
             for i in candidates.indices where avoiding.contains(candidates[i].id) { candidates[i].isAvailable = false }
         }
-        // A model name is whatever a client writes: only a model some worker serves gets a
-        // policy of its own; others (which only workers of unknown model can take) share the
-        // default one, so made-up names create no routing state.
-        let selection = box(for: served ? model ?? "" : "").policy.withLock { $0.select(request, from: candidates, using: &rng) }
+        let selection = box(for: Self.policyKey(model, served: served)).policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
         return .worker(chosen[selection.index], selection.reason)
     }
