@@ -32,6 +32,14 @@ struct Options {
     var tlsClients = false
     /// https:// workers (the router verifies them against a CA made for the run).
     var tlsWorkers = false
+    /// Every request a different prompt of about this many bytes (its number first, so prompts
+    /// part at the first block): fills a cache-aware tree the way distinct conversations do.
+    var uniquePromptBytes: Int?
+    /// A system prompt of this many bytes shared by every unique prompt (a prefix trees share).
+    var sharedPrefixBytes = 0
+    /// After the run, start a second router meshed with the first and measure what joining
+    /// costs: bytes received, time until its tree matches, the first router's peak RSS.
+    var join = false
 
     static func parse() -> Options {
         var o = Options()
@@ -61,6 +69,9 @@ struct Options {
             case "--path": o.path = next(a)
             case "--body": o.body = next(a)
             case "--router-args": o.routerArgs = next(a).split(separator: " ").map(String.init)
+            case "--unique-prompts": o.uniquePromptBytes = int(a)
+            case "--shared-prefix": o.sharedPrefixBytes = int(a)
+            case "--join": o.join = true
             case "--tls":
                 switch next(a) {
                 case "clients": o.tlsClients = true
@@ -69,7 +80,7 @@ struct Options {
                 default: fail("--tls takes clients, workers or both")
                 }
             case "-h", "--help":
-                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--path P] [--body JSON] [--router-args FLAGS] [--no-direct] [--bin-dir DIR]")
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--path P] [--body JSON] [--router-args FLAGS] [--unique-prompts BYTES] [--shared-prefix BYTES] [--join] [--no-direct] [--bin-dir DIR]")
                 exit(0)
             default: fail("unknown flag \(a)")
             }
@@ -240,16 +251,17 @@ final class LoadConnection: ChannelInboundHandler {
         guard let slot = shared.take() else { context.close(promise: nil); return }
         if let due = shared.due(slot), due > DispatchTime.now().uptimeNanoseconds {
             // Paced: this request's slot is still ahead.
-            context.eventLoop.assumeIsolated().scheduleTask(deadline: NIODeadline.uptimeNanoseconds(due)) { self.send(context) }
+            context.eventLoop.assumeIsolated().scheduleTask(deadline: NIODeadline.uptimeNanoseconds(due)) { self.send(context, slot) }
             return
         }
-        send(context)
+        send(context, slot)
     }
 
-    func send(_ context: ChannelHandlerContext) {
+    func send(_ context: ChannelHandlerContext, _ slot: Int) {
         sentAt = DispatchTime.now().uptimeNanoseconds
-        context.write(NIOAny(HTTPClientRequestPart.head(shared.head)), promise: nil)
-        context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(shared.body))), promise: nil)
+        let (head, body) = shared.request(slot)
+        context.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
+        context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(body))), promise: nil)
         context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
     }
 
@@ -270,7 +282,7 @@ final class LoadConnection: ChannelInboundHandler {
 /// Counters of one load run; touched only on the single load-generator event loop.
 final class LoadState: @unchecked Sendable {
     let head: HTTPRequestHead
-    let body: ByteBuffer
+    let body: Bodies
     var remaining: Int
     var taken = 0
     /// Nanoseconds between paced requests, and when the first is due.
@@ -280,7 +292,7 @@ final class LoadState: @unchecked Sendable {
     var errors = 0
     var open: Int
     let done: EventLoopPromise<Void>
-    init(head: HTTPRequestHead, body: ByteBuffer, count: Int, connections: Int, rate: Double?, done: EventLoopPromise<Void>) {
+    init(head: HTTPRequestHead, body: Bodies, count: Int, connections: Int, rate: Double?, done: EventLoopPromise<Void>) {
         self.spacing = rate.map { UInt64(1e9 / $0) }
         self.head = head
         self.body = body
@@ -295,6 +307,17 @@ final class LoadState: @unchecked Sendable {
         remaining -= 1
         taken += 1
         return taken - 1
+    }
+    /// The head and body of request number `slot`.
+    func request(_ slot: Int) -> (HTTPRequestHead, ByteBuffer) {
+        switch body {
+        case .same(let b): return (head, b)
+        case .numbered(let first, let make):
+            let b = ByteBuffer(string: make(first + slot))
+            var h = head
+            h.headers.replaceOrAdd(name: "content-length", value: String(b.readableBytes))
+            return (h, b)
+        }
     }
     func due(_ slot: Int) -> UInt64? { spacing.map { start + UInt64(slot) * $0 } }
     func record(_ ns: UInt64) { latencies.append(ns) }
@@ -313,13 +336,26 @@ struct RunResult {
     }
 }
 
+/// What each request sends: one body for all, or a body made from the request's number.
+enum Bodies {
+    case same(ByteBuffer)
+    case numbered(first: Int, @Sendable (Int) -> String)
+}
+
 func run(port: Int, body: String, path: String, count: Int, concurrency: Int, rate: Double? = nil, tls: NIOSSLContext? = nil,
          group: any EventLoopGroup) throws -> RunResult {
+    try run(port: port, bodies: .same(ByteBuffer(string: body)), path: path, count: count, concurrency: concurrency, rate: rate, tls: tls, group: group)
+}
+
+func run(port: Int, bodies: Bodies, path: String, count: Int, concurrency: Int, rate: Double? = nil, tls: NIOSSLContext? = nil,
+         group: any EventLoopGroup) throws -> RunResult {
     let loop = group.next()
+    var length = 0
+    if case .same(let b) = bodies { length = b.readableBytes }
     let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path,
-                               headers: ["host": "127.0.0.1", "content-type": "application/json", "content-length": String(body.utf8.count)])
+                               headers: ["host": "127.0.0.1", "content-type": "application/json", "content-length": String(length)])
     let done = loop.makePromise(of: Void.self)
-    let state = LoadState(head: head, body: ByteBufferAllocator().buffer(string: body), count: count, connections: concurrency, rate: rate, done: done)
+    let state = LoadState(head: head, body: bodies, count: count, connections: concurrency, rate: rate, done: done)
     let start = DispatchTime.now().uptimeNanoseconds
     for _ in 0..<concurrency {
         _ = ClientBootstrap(group: loop)
@@ -362,7 +398,10 @@ let metricsPort = freePort()
 let routerCommand = o.routerCommand ?? [smgPath]
 let tlsFlags = (o.tlsClients ? ["--tls-cert-path", pki!.certPath, "--tls-key-path", pki!.keyPath] : [])
     + (o.tlsWorkers ? ["--ca-cert-paths", pki!.caPath] : [])
-let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + o.routerArgs + [
+// --join: the measured router is meshed (with a cluster key made for the run) with a second one
+// started after the load.
+let joinMesh = o.join ? JoinMesh(smgPath: smgPath) : nil
+let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + o.routerArgs + (joinMesh?.flags(name: "a") ?? []) + [
     "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(metricsPort),
     "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls, captureOutput: false)
 let readyBy = Date().addingTimeInterval(60)
@@ -378,17 +417,33 @@ let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let clientTLS: NIOSSLContext? = o.tlsClients ? try pki!.clientContext() : nil
 let body = o.body ?? #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
 let path = o.path
+/// Request number `n`'s body when every prompt is different.
+let uniqueBody: (@Sendable (Int) -> String)? = o.uniquePromptBytes.map { bytes in
+    let filler = String(repeating: "Tell me more about request routing and caches. ", count: bytes / 48 + 1)
+    let system = o.sharedPrefixBytes > 0
+        ? #"{"role":"system","content":"\#(String(repeating: "You are a helpful assistant. ", count: o.sharedPrefixBytes / 29 + 1).prefix(o.sharedPrefixBytes))"},"#
+        : ""
+    let stream = o.stream
+    return { n in
+        let prompt = "\(n) \(filler)".prefix(bytes)
+        return #"{"model":"sim-model","stream":\#(stream),"messages":[\#(system){"role":"user","content":"\#(prompt)"}]}"#
+    }
+}
+func bodies(first: Int) -> Bodies { uniqueBody.map { .numbered(first: first, $0) } ?? .same(ByteBuffer(string: body)) }
 
 let tlsLabel = o.tlsClients && o.tlsWorkers ? "HTTPS clients and https workers, " : o.tlsClients ? "HTTPS clients, " : o.tlsWorkers ? "https workers, " : ""
 print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(tlsLabel)\(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.path != "/v1/chat/completions" ? "POST \(o.path)" : (o.stream ? "streaming (\(tokens) SSE events per response) chat completions" : "non-streaming chat completions")), \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
-_ = try run(port: smgPort, body: body, path: path, count: o.warmup, concurrency: o.concurrency, tls: clientTLS, group: group)
+_ = try run(port: smgPort, bodies: bodies(first: 0), path: path, count: o.warmup, concurrency: o.concurrency, tls: clientTLS, group: group)
 let before = usage(pid: smg.process.processIdentifier)
-let r = try run(port: smgPort, body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, tls: clientTLS, group: group)
+let r = try run(port: smgPort, bodies: bodies(first: o.warmup), path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, tls: clientTLS, group: group)
 let after = usage(pid: smg.process.processIdentifier)
 let cpuPerRequest = (after.cpu - before.cpu) / Double(r.latencies.count) * 1e6
 print(String(format: "through smg:   %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %d", r.rps, r.percentile(0.5), r.percentile(0.99), r.errors))
 print(String(format: "router CPU:    %8.1f µs/request (%.2f CPU-seconds for %d requests)", cpuPerRequest, after.cpu - before.cpu, r.latencies.count))
 print(String(format: "router RSS:    %8.1f MiB peak after %d requests", Double(after.peakRSSKiB) / 1024, o.warmup + r.latencies.count))
+if let joinMesh {
+    joinMesh.measure(first: smg, metricsPort: metricsPort, args: tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls)
+}
 if o.direct, !o.tlsWorkers {
     let d = try run(port: port(in: Substring(urls[0])), body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, group: group)
     print(String(format: "direct to one worker: %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   (smg/direct throughput %.2f)", d.rps, d.percentile(0.5), d.percentile(0.99), r.rps / d.rps))

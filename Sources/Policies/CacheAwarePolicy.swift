@@ -136,6 +136,23 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
 
     public mutating func apply(summary: TreeDelta<UInt64, String>) { apply(summary) }
 
+    public func exportChunk(
+        after cursor: inout TreeExportCursor<UInt64>, maxPathLength: Int,
+        begin: (_ ancestors: [ArraySlice<UInt64>]) -> Bool,
+        accept: (_ depth: Int, _ label: ArraySlice<UInt64>, _ owners: [TreeStamp<String>]) -> Bool
+    ) -> Int {
+        tree.exportChunk(after: &cursor, maxPathLength: maxPathLength, begin: begin) { depth, label, owners in
+            accept(depth, label, owners.compactMap { s in slotIDs[Int(s.owner)].map { TreeStamp(owner: $0, lastUse: s.lastUse) } })
+        }
+    }
+
+    public mutating func apply(chunk: TreeChunk<UInt64, String>) -> Bool {
+        chunk.forEachEntry { stamp, path in
+            let owner = slot(for: stamp.owner)
+            tree.insert(path, owner: owner, now: stamp.lastUse, local: false)
+        }
+    }
+
     /// Learns another router's decisions, so requests it routed find their worker here too.
     public mutating func apply(_ summary: TreeDelta<UInt64, String>) {
         let local = TreeDelta<UInt64, RadixTree<UInt64>.Owner>(

@@ -28,6 +28,17 @@ public protocol LoadBalancingPolicy: Sendable {
     /// Learns another router's decisions.
     mutating func apply(summary: TreeDelta<UInt64, String>)
 
+    /// The next chunk of the whole routing state, for a router that just joined (cache_aware's
+    /// tree; see `RadixTree.exportChunk`); policies with nothing to share finish the cursor at once.
+    func exportChunk(
+        after cursor: inout TreeExportCursor<UInt64>, maxPathLength: Int,
+        begin: (_ ancestors: [ArraySlice<UInt64>]) -> Bool,
+        accept: (_ depth: Int, _ label: ArraySlice<UInt64>, _ owners: [TreeStamp<String>]) -> Bool
+    ) -> Int
+
+    /// Learns a chunk of another router's whole state; false when it is malformed.
+    mutating func apply(chunk: TreeChunk<UInt64, String>) -> Bool
+
     /// Adopts another router's sticky assignment of a routing key (manual); nil worker forgets it.
     mutating func adopt(routingKey: String, worker: String?, now: UInt64)
 }
@@ -38,6 +49,15 @@ extension LoadBalancingPolicy {
     public var stateSize: Int { 0 }
     public func summary(since version: UInt64) -> (TreeDelta<UInt64, String>, UInt64)? { nil }
     public mutating func apply(summary: TreeDelta<UInt64, String>) {}
+    public func exportChunk(
+        after cursor: inout TreeExportCursor<UInt64>, maxPathLength: Int,
+        begin: (_ ancestors: [ArraySlice<UInt64>]) -> Bool,
+        accept: (_ depth: Int, _ label: ArraySlice<UInt64>, _ owners: [TreeStamp<String>]) -> Bool
+    ) -> Int {
+        cursor.finish()
+        return 0
+    }
+    public mutating func apply(chunk: TreeChunk<UInt64, String>) -> Bool { true }
     public mutating func adopt(routingKey: String, worker: String?, now: UInt64) {}
 }
 

@@ -34,8 +34,8 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
     }
 
     private(set) var nodes: [Node] = [Node(parent: -1, start: 0, count: 0)]
-    private var labels: [Element] = []
-    private var edges: [EdgeKey: Int32] = [:]
+    private(set) var labels: [Element] = []
+    private(set) var edges: [EdgeKey: Int32] = [:]
     private var freeNodes: [Int32] = []
     /// Label elements no longer referenced by a live node (reclaimed by `compact()`).
     private var garbage = 0
@@ -179,12 +179,12 @@ public struct RadixTree<Element: Hashable & Sendable>: Sendable {
         compactIfWorthIt()
     }
 
-    private func holds(_ node: Int32, _ owner: Owner) -> Bool {
+    func holds(_ node: Int32, _ owner: Owner) -> Bool {
         nodes[Int(node)].stamps.contains { $0.owner == owner }
     }
 
     /// A node is one of the owner's leaves when it holds the owner and none of its children does.
-    private func isOwnerLeaf(_ node: Int32, _ owner: Owner) -> Bool {
+    func isOwnerLeaf(_ node: Int32, _ owner: Owner) -> Bool {
         node != 0 && holds(node, owner) && !nodes[Int(node)].children.contains { holds($0, owner) }
     }
 

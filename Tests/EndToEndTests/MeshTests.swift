@@ -199,13 +199,22 @@ import Glibc
         var homes: [String] = []
         for p in prompts { homes.append(try a.chat(p).header("x-sim-worker") ?? "?") }
         #expect(Set(homes).count > 1, "the conversations were spread over the workers: \(homes)")
-        // b starts, joins, and is sent a's tree: its policy state grows before it routes anything.
+        // Enough other prompts that the tree travels in many chunks (about 1 MB of prompt).
+        for i in 0..<400 { _ = try a.chat("other prompt \(i) " + String(repeating: "filler text of prompt \(i). ", count: 100)) }
+        func treeSize(_ r: RouterProcess) throws -> Double {
+            try r.metrics().split(separator: "\n").filter { $0.hasPrefix("smg_policy_state_size") }.compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+        }
+        let size = try treeSize(a)
+        #expect(size > 1_000_000)
+        // b starts, joins, and is streamed a's tree: it holds all of it before it routes anything.
         let b = try await router("b", 1)
         try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
         try await waitForModels(b, count: 4)
-        try await eventually(timeout: .seconds(5), "b holds a's tree") {
-            try b.metrics().split(separator: "\n").contains { $0.hasPrefix("smg_policy_state_size") && !$0.hasSuffix(" 0") && !$0.hasSuffix(" 0.0") }
-        }
+        try await eventually(timeout: .seconds(10), "b holds a's whole tree") { try treeSize(b) == size }
+        try await eventually(timeout: .seconds(5), "a logged the transfer") { a.process.stderr.contains("cache-aware trees sent to a joining router") }
+        let sent = a.process.stderr.split(separator: "\n").first { $0.contains("cache-aware trees sent") } ?? ""
+        let chunks = sent.split(separator: " ").first { $0.hasPrefix("chunks=") }.flatMap { Int($0.dropFirst(7)) } ?? 0
+        #expect(chunks > 5, "the tree went in many chunks: \(sent)")
         // The next turn of each conversation, through b, goes where the conversation lives.
         var same = 0
         for (i, p) in prompts.enumerated() where try b.chat(p + " and the next turn").header("x-sim-worker") == homes[i] { same += 1 }

@@ -107,6 +107,17 @@ public final class MeshService: Sendable {
         send(.custom(topic: topic, payload: payload), to: address)
     }
 
+    /// Sends a custom message to one member over its TCP connection (whatever its size) and
+    /// says when it was handed to the kernel: bulk transfers send their next piece then, so the
+    /// receiver's pace, through TCP, sets the sender's, and nothing piles up in memory. Fails
+    /// when the member cannot be reached or its connection closes first.
+    public func stream(topic: String, payload: [UInt8], to address: String, on loop: any EventLoop) -> EventLoopFuture<Void> {
+        guard payload.count <= WireCodec.maxPayload else { return loop.makeFailedFuture(MeshSendError.tooLarge) }
+        let promise = loop.makePromise(of: Void.self)
+        sendFrame(frameSealer.seal(envelope(.custom(topic: topic, payload: payload))), to: address, promise: promise)
+        return promise.futureResult
+    }
+
     /// Whether packets are sealed under a cluster key (false: keyless mode).
     public var isSealed: Bool { config.keyring != nil }
 
@@ -326,14 +337,19 @@ public final class MeshService: Sendable {
 
     /// Seals and sends one message: a datagram if it fits one, a frame otherwise.
     private func send(_ message: MeshMessage, to address: String) {
-        let plain: [UInt8] = inner.withLock { s in
-            s.counter += 1
-            return WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter, message: message))
-        }
+        let plain = envelope(message)
         if plain.count <= Self.datagramLimit {
             sendDatagram(datagramSealer.seal(plain), to: address)
         } else {
             sendFrame(frameSealer.seal(plain), to: address)
+        }
+    }
+
+    /// `message` in this node's envelope, under the next packet counter.
+    private func envelope(_ message: MeshMessage) -> [UInt8] {
+        inner.withLock { s in
+            s.counter += 1
+            return WireCodec.encode(.init(sender: config.advertise, generation: generation, counter: s.counter, message: message))
         }
     }
 
@@ -347,12 +363,17 @@ public final class MeshService: Sendable {
     }
 
     /// Frames go over one outbound connection per peer, opened on first use and reopened
-    /// after it fails; a frame that cannot be sent is dropped (anti-entropy repairs).
-    private func sendFrame(_ sealed: [UInt8], to address: String) {
-        guard let group = channels.withLock({ $0.group }), let remote = resolve(address) else { return }
-        var frame = ByteBuffer()
-        frame.writeInteger(UInt32(sealed.count))
-        frame.writeBytes(sealed)
+    /// after it fails; a frame that cannot be sent is dropped (anti-entropy repairs). `promise`
+    /// completes when the frame was written, or fails when it never will be.
+    private func sendFrame(_ sealed: [UInt8], to address: String, promise: EventLoopPromise<Void>? = nil) {
+        guard let group = channels.withLock({ $0.group }), let remote = resolve(address) else {
+            promise?.fail(MeshSendError.unreachable)
+            return
+        }
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt32(sealed.count))
+        buffer.writeBytes(sealed)
+        let frame = buffer
         let connection: EventLoopFuture<any Channel> = inner.withLock { s in
             s.stats.framesOut += 1
             s.stats.bytesOut += sealed.count + 4
@@ -382,11 +403,12 @@ public final class MeshService: Sendable {
         connection.whenComplete { [self] result in
             switch result {
             case .success(let ch):
-                ch.writeAndFlush(frame, promise: nil)
+                ch.writeAndFlush(frame, promise: promise)
                 ch.closeFuture.whenComplete { [self] _ in forget(connection, to: address) }
-            case .failure:
+            case .failure(let error):
                 inner.withLock { $0.stats.dropped["connect_failed", default: 0] += 1 }
                 forget(connection, to: address)
+                promise?.fail(error)
             }
         }
     }
@@ -481,6 +503,14 @@ public final class MeshService: Sendable {
 
 /// Wall-clock milliseconds for HLC stamps (the only wall-clock read in the mesh shell), and for
 /// what the router replicates with a time in it (sticky sessions' last use).
+/// Why `MeshService.stream` could not send.
+public enum MeshSendError: Error, Sendable {
+    /// The service is not running, or the address does not resolve.
+    case unreachable
+    /// The payload is over `WireCodec.maxPayload`.
+    case tooLarge
+}
+
 public func wallClockMs() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)

@@ -1,3 +1,4 @@
+import Logging
 import Mesh
 import NIOCore
 
@@ -8,10 +9,10 @@ final class MeshLink: Sendable {
     /// Ships cache-aware decisions to the other routers (nil for other policies).
     let treeSync: TreeSync?
 
-    init(service: MeshService, registry: WorkerRegistry, config: RouterConfig, loop: (any EventLoop)?) {
+    init(service: MeshService, registry: WorkerRegistry, config: RouterConfig, loop: (any EventLoop)?, logger: Logger) {
         self.service = service
         if config.policy == .cache_aware, let loop {
-            treeSync = TreeSync(registry: registry, mesh: service, loop: loop, clock: RouterState.monotonicMs)
+            treeSync = TreeSync(registry: registry, mesh: service, loop: loop, logger: logger, clock: RouterState.monotonicMs)
         } else {
             treeSync = nil
         }

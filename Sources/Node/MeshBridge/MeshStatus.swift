@@ -16,7 +16,7 @@ extension MeshBridge {
         var stores: [String: JSONValue] = [:]
         for name in [MeshBridge.workersStore, MeshBridge.sessionsStore] { stores[name] = ["entries": 0, "tombstones": 0] }
         for store in s.stores { stores[store.name] = ["entries": n(store.entries), "tombstones": n(store.tombstones)] }
-        stores["cache_tree"] = "decisions pushed as they happen; a joining router gets every tree in full"
+        stores["cache_tree"] = "decisions pushed as they happen; a joining router is streamed every tree in full"
         let status: JSONValue = [
             "name": .string(s.me.name), "address": .string(s.me.address), "incarnation": n(s.me.incarnation), "generation": n(mesh.generation),
             "status": .string(s.me.status.rawValue), "members": .array(members), "sealed": .bool(mesh.isSealed),

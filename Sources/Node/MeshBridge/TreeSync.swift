@@ -1,3 +1,4 @@
+import Logging
 import Mesh
 import NIOCore
 import Policies
@@ -6,12 +7,11 @@ import Synchronization
 /// Ships cache-aware routing decisions to the other routers within about a millisecond, so a
 /// conversation whose turns alternate between routers still finds the worker holding its
 /// prefix. Decisions are batched: the first one after a flush schedules the next flush 1 ms
-/// later; an idle router sends nothing. Losing a datagram loses only those hints.
+/// later; an idle router sends nothing. Losing a datagram loses only those hints. Last-use
+/// stamps travel as ages (milliseconds ago), because each router's clock is its own monotonic one.
 ///
 /// A router that joins (or restarts, or comes back from a partition) is sent every tree in
-/// full, so it routes conversations it has never seen to the workers holding them from its
-/// first request. Last-use stamps travel as ages (milliseconds ago), because each router's
-/// clock is its own monotonic one.
+/// full by `TreeTransfers`.
 final class TreeSync: Sendable {
     static let topic = "tree"
     private let registry: WorkerRegistry
@@ -20,27 +20,23 @@ final class TreeSync: Sendable {
     private let clock: @Sendable () -> UInt64
     private let scheduled = Atomic<Bool>(false)
     private let versions = Mutex<[String: UInt64]>([:])
+    let transfers: TreeTransfers
 
-    init(registry: WorkerRegistry, mesh: MeshService, loop: any EventLoop, clock: @escaping @Sendable () -> UInt64) {
+    init(registry: WorkerRegistry, mesh: MeshService, loop: any EventLoop, logger: Logger, clock: @escaping @Sendable () -> UInt64) {
         self.registry = registry
         self.mesh = mesh
         self.loop = loop
         self.clock = clock
+        let transfers = TreeTransfers(registry: registry, mesh: mesh, loop: loop, logger: logger, clock: clock)
+        self.transfers = transfers
         mesh.onCustom { [weak self] topic, payload in
-            guard topic == Self.topic, let self else { return }
-            self.receive(payload)
-        }
-        mesh.onMemberAlive { [weak self] address in self?.sendEverything(to: address) }
-    }
-
-    /// Every model's whole tree, to one router that just became alive.
-    private func sendEverything(to address: String) {
-        loop.execute { [self] in
-            let now = clock()
-            for s in registry.policySummaries(since: [:]) {
-                for payload in Self.encode(model: s.model, s.delta, now: now) { mesh.send(topic: Self.topic, payload: payload, to: address) }
+            switch topic {
+            case Self.topic: self?.receive(payload)
+            case TreeTransfers.topic: _ = transfers.receive(payload)
+            default: return
             }
         }
+        mesh.onMemberAlive { address in transfers.start(to: address) }
     }
 
     /// A cache-aware decision was made here.

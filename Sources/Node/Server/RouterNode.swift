@@ -48,7 +48,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             // The generation grows with every start (wall-clock ms), so a restart supersedes.
             return MeshService(config: c, generation: UInt64(Date().timeIntervalSince1970 * 1000), logger: logger, clock: RouterState.monotonicMs)
         }
-        let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first) }
+        let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first, logger: logger) }
         let jwt = try config.security.jwt.map { settings in
             try JWTAuthority(settings) { url in try await UpstreamFetch.get(url, pools: pools, timeout: .seconds(5)) }
         }

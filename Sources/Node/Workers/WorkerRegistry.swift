@@ -105,6 +105,25 @@ public final class WorkerRegistry: Sendable {
         }
     }
 
+    /// The models that have a policy now (the whole-tree export walks them one by one).
+    public var policyModels: [String] { policies.withLock { Array($0.keys) } }
+
+    /// The next chunk of `model`'s whole policy state (see `LoadBalancingPolicy.exportChunk`),
+    /// built under the policy's lock; nil when the model has no policy any more.
+    public func exportPolicyChunk(
+        model: String, after cursor: inout TreeExportCursor<UInt64>, maxPathLength: Int,
+        begin: (_ ancestors: [ArraySlice<UInt64>]) -> Bool,
+        accept: (_ depth: Int, _ label: ArraySlice<UInt64>, _ owners: [TreeStamp<String>]) -> Bool
+    ) -> Int? {
+        guard let box = policies.withLock({ $0[model] }) else { return nil }
+        return box.policy.withLock { $0.exportChunk(after: &cursor, maxPathLength: maxPathLength, begin: begin, accept: accept) }
+    }
+
+    /// Applies a chunk of another router's whole state to a model's policy; false when malformed.
+    public func applyPolicyChunk(model: String, _ chunk: TreeChunk<UInt64, String>) -> Bool {
+        box(for: model).policy.withLock { $0.apply(chunk: chunk) }
+    }
+
     /// Applies another router's decisions to a model's policy.
     public func applyPolicySummary(model: String, _ delta: TreeDelta<UInt64, String>) {
         box(for: model).policy.withLock { $0.apply(summary: delta) }
