@@ -38,6 +38,11 @@ public struct SimWorkerOptions: Sendable {
     public var tlsKeyPath: String?
     /// With HTTPS: require a client certificate issued by this CA (PEM).
     public var tlsClientCAPath: String?
+    /// What the worker plays in PD disaggregation (`SimBootstrap`).
+    public enum Role: String, Sendable { case regular, prefill, decode }
+    public var role = Role.regular
+    /// A prefill worker's KV bootstrap server port (0: any free one, reported by the server).
+    public var bootstrapPort = 0
 
     public init() {}
 
@@ -89,12 +94,18 @@ public struct SimWorkerOptions: Sendable {
             case "--tls-cert": o.tlsCertificatePath = try value(a)
             case "--tls-key": o.tlsKeyPath = try value(a)
             case "--tls-client-ca": o.tlsClientCAPath = try value(a)
+            case "--role":
+                let v = try value(a)
+                guard let r = Role(rawValue: v) else { throw .badValue(a, v) }
+                o.role = r
+            case "--bootstrap-port": o.bootstrapPort = try int(a)
             case "-h", "--help": throw .helpRequested
             default: throw .unknownFlag(a)
             }
             i += 1
         }
         if (o.tlsCertificatePath == nil) != (o.tlsKeyPath == nil) { throw SimWorkerOptionError.badValue("--tls-cert/--tls-key", "give both") }
+        if o.bootstrapPort != 0, o.role != .prefill { throw SimWorkerOptionError.badValue("--bootstrap-port", "only a prefill worker has one") }
         if o.tlsClientCAPath != nil, o.tlsCertificatePath == nil { throw SimWorkerOptionError.badValue("--tls-client-ca", "needs --tls-cert and --tls-key") }
         return o
     }
@@ -121,6 +132,8 @@ public struct SimWorkerOptions: Sendable {
           --tls-cert FILE            serve HTTPS with this certificate chain (PEM; with --tls-key)
           --tls-key FILE             the private key of --tls-cert (PEM)
           --tls-client-ca FILE       with HTTPS: require client certificates issued by this CA
+          --role R                   regular, prefill or decode (PD disaggregation) (regular)
+          --bootstrap-port N         a prefill worker's KV bootstrap port, 0 = any free port (0)
         """
 }
 

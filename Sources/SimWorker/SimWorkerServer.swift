@@ -17,10 +17,16 @@ public final class SimWorkerServer: Sendable {
         "\(options.tlsCertificatePath == nil ? "http" : "https")://\(options.host.contains(":") ? "[\(options.host)]" : options.host):\(port)"
     }
 
-    private init(options: SimWorkerOptions, state: SimWorkerState, channel: any Channel) {
+    /// A prefill worker's KV bootstrap server.
+    private let bootstrap: (any Channel)?
+    /// The port of the bootstrap server (prefill workers only).
+    public var bootstrapPort: Int? { bootstrap?.localAddress?.port }
+
+    private init(options: SimWorkerOptions, state: SimWorkerState, channel: any Channel, bootstrap: (any Channel)?) {
         self.options = options
         self.state = state
         self.channel = channel
+        self.bootstrap = bootstrap
         self.port = channel.localAddress?.port ?? options.port
     }
 
@@ -39,7 +45,9 @@ public final class SimWorkerServer: Sendable {
                 }
             }
             .bind(host: options.host, port: options.port).get()
-        return SimWorkerServer(options: options, state: state, channel: channel)
+        let bootstrap = options.role == .prefill
+            ? try await SimBootstrap.listen(host: options.host, port: options.bootstrapPort, state: state, group: group) : nil
+        return SimWorkerServer(options: options, state: state, channel: channel, bootstrap: bootstrap)
     }
 
     /// The HTTPS context, when `--tls-cert` and `--tls-key` are given; with `--tls-client-ca`,
@@ -66,6 +74,7 @@ public final class SimWorkerServer: Sendable {
     }
 
     public func close() async {
+        try? await bootstrap?.close()
         try? await channel.close()
     }
 }
@@ -89,6 +98,8 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var promptDigest: String?
     /// The Authorization header received, echoed as `x-sim-authorization` (tests check API keys).
     private var receivedAuthorization: String?
+    /// PD: the bootstrap room served and, on a decode worker, the prefill that had it.
+    private var pdHeaders: [(String, String)] = []
 
     init(state: SimWorkerState) { self.state = state }
 
@@ -113,6 +124,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             head = h
             forwardedRequestID = h.headers.first(name: "x-request-id")
             promptDigest = nil
+            pdHeaders = []
             receivedAuthorization = h.headers.first(name: "authorization")
             body.clear()
         case .body(var chunk):
@@ -200,6 +212,42 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             state.update { $0.failuresInjected += 1 }
             return cutShort(context, head, request)
         }
+        switch options.role {
+        case .regular:
+            generate(context, head, request)
+        case .prefill:
+            guard let rooms = SimBootstrap.rooms(json) else {
+                return respond(context, head, status: .badRequest, body: SimResponses.error(
+                    "a prefill worker needs bootstrap_room (requests reach it through a PD router)", status: 400))
+            }
+            state.addRooms(rooms)
+            pdHeaders = [("x-sim-bootstrap-room", rooms.map(String.init).joined(separator: ","))]
+            generate(context, head, request)
+        case .decode:
+            guard let targets = SimBootstrap.targets(json) else {
+                return respond(context, head, status: .badRequest, body: SimResponses.error(
+                    "a decode worker needs bootstrap_host, bootstrap_port and bootstrap_room (requests reach it through a PD router)", status: 400))
+            }
+            // The KV cache comes from the prefill: generate only once it has every room.
+            let loop = context.eventLoop
+            EventLoopFuture.whenAllSucceed(targets.map { SimBootstrap.ask($0, on: loop) }, on: loop).assumeIsolated().whenComplete { result in
+                guard self.active else { return }
+                switch result {
+                case .success(let prefills):
+                    self.pdHeaders = [("x-sim-bootstrap-room", targets.map { String($0.room) }.joined(separator: ",")),
+                                      ("x-sim-prefill", Set(prefills).sorted().joined(separator: ","))]
+                    self.generate(context, head, request)
+                case .failure:
+                    let t = targets[0]
+                    self.respond(context, head, status: .internalServerError, body: SimResponses.error(
+                        "KV transfer failed: the prefill at \(t.host):\(t.port.map(String.init) ?? "none") never received bootstrap_room \(t.room)", status: 500))
+                }
+            }
+        }
+    }
+
+    private func generate(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ request: SimRequest) {
+        let options = state.options
         let promptText = String(decoding: request.prompt, as: UTF8.self)
         promptDigest = "\(promptText.count):\(String(FNV1a.hash(promptText), radix: 16))"
         let cached = state.cachedPrefix(of: request.prompt)
@@ -231,6 +279,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
+        for (name, value) in pdHeaders { h.add(name: name, value: value) }
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
         let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond)) : .zero
         func emit(_ i: Int) {
@@ -292,6 +341,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
+        for (name, value) in pdHeaders { h.add(name: name, value: value) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: h))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         end(context, head)

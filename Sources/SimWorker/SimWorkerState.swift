@@ -50,6 +50,19 @@ final class SimWorkerState: Sendable {
 
     func nextID() -> Int { ids.withLock { $0 += 1; return $0 } }
 
+    /// The bootstrap rooms a prefill worker was sent, the last 100,000.
+    private let rooms = Mutex<(set: Set<UInt64>, order: [UInt64])>(([], []))
+    func addRooms(_ new: [UInt64]) {
+        rooms.withLock { r in
+            for room in new where r.set.insert(room).inserted { r.order.append(room) }
+            if r.order.count > 100_000 {
+                for old in r.order.prefix(r.order.count - 100_000) { r.set.remove(old) }
+                r.order.removeFirst(r.order.count - 100_000)
+            }
+        }
+    }
+    func hasRoom(_ room: UInt64) -> Bool { rooms.withLock { $0.set.contains(room) } }
+
     /// A uniform draw in [0, 1) from a SplitMix64 stream.
     func draw() -> Double {
         rng.withLock { s in

@@ -18,7 +18,7 @@ let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 do {
     let server = try await SimWorkerServer.start(options, group: group)
     // Tests and scripts read this line to learn the port when started with --port 0.
-    FileHandle.standardOutput.write(Data("smg-sim-worker listening on \(server.url) model=\(options.modelID) name=\(options.workerName)\n".utf8))
+    FileHandle.standardOutput.write(Data("smg-sim-worker listening on \(server.url) model=\(options.modelID) name=\(options.workerName)\(server.bootstrapPort.map { " bootstrap=\($0)" } ?? "")\n".utf8))
     while true { try await Task.sleep(for: .seconds(3600)) }
 } catch {
     FileHandle.standardError.write(Data("smg-sim-worker: cannot start: \(error)\n".utf8))

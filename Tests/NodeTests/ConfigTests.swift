@@ -107,15 +107,37 @@ import Testing
         #expect(throws: ConfigError.self) { try ConfigLoader.resolve(arguments: ["--prefill"], environment: [:]) }
     }
 
+    @Test func pdModeTakesSeed000sExampleAndItsPolicyInheritance() throws {
+        let pd = try #require(try load(["--pd-disaggregation", "--prefill", "http://prefill1:30001", "9001", "--prefill", "http://prefill3:30003", "none",
+                                        "--prefill", "http://prefill4:30004", "--decode", "http://decode1:30003", "--decode", "http://decode2:30004",
+                                        "--prefill-policy", "cache_aware", "--decode-policy", "round_robin"]).pd)
+        #expect(pd.prefills == [.init(url: "http://prefill1:30001", bootstrapPort: 9001), .init(url: "http://prefill3:30003", bootstrapPort: nil),
+                                .init(url: "http://prefill4:30004", bootstrapPort: nil)])
+        #expect(pd.decodes == ["http://decode1:30003", "http://decode2:30004"])
+        #expect(pd.prefillPolicy == .cache_aware && pd.decodePolicy == .round_robin)
+        // Seed 002: --policy fills in the side not given.
+        let inherited = try #require(try load(["--pd-disaggregation", "--policy", "round_robin", "--prefill-policy", "cache_aware"]).pd)
+        #expect(inherited.prefillPolicy == .cache_aware && inherited.decodePolicy == .round_robin)
+        #expect(try load(["--prefill-policy", "random", "--pd-disaggregation"]).pd?.decodePolicy == .cache_aware, "the default --policy")
+        for (args, words) in [(["--prefill", "http://p:1"], "--pd-disaggregation"), (["--decode-policy", "random"], "--pd-disaggregation"),
+                              (["--pd-disaggregation", "--prefill", "http://p:1", "99999"], "bootstrap port"),
+                              (["--pd-disaggregation", "--decode", "http://d:1", "9000"], "one URL"),
+                              (["--pd-disaggregation", "--prefill-policy", "fastest"], "unknown policy"),
+                              (["--pd-disaggregation", "--worker-urls", "http://w:1"], "--worker-urls")] {
+            #expect(failure(args)?.contains(words) == true, "\(args): \(failure(args) ?? "loaded")")
+        }
+        #expect(try load([]).pd == nil)
+    }
+
     @Test func notBuiltFeaturesFailNamingTheFlag() throws {
-        for args in [["--pd-disaggregation"], ["--log-dir", "/tmp"], ["--history-backend", "postgres"],
+        for args in [["--log-dir", "/tmp"], ["--history-backend", "postgres"],
                      ["--enable-trace"], ["--history-backend", "redis"], ["--enable-igw"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
         }
         // The same through the environment names the source.
-        let message = failure([], env: ["SMG_PD_DISAGGREGATION": "true"]) ?? ""
-        #expect(message.contains("--pd-disaggregation") && message.contains("environment"), "\(message)")
+        let message = failure([], env: ["SMG_ENABLE_IGW": "true"]) ?? ""
+        #expect(message.contains("--enable-igw") && message.contains("environment"), "\(message)")
         #expect(try load([], env: ["JWT_ISSUER": "https://idp", "JWT_AUDIENCE": "smg"]).security.jwt?.issuer == "https://idp", "https issuers work with TLS")
     }
 

@@ -2,7 +2,6 @@
 /// Defaults follow the reference; where its router guide disagrees, the reference wins.
 public enum FlagTable {
     static let policies = "multi-model gateway and DP-aware routing"
-        static let pd = "PD disaggregation"
     static let discovery = "Kubernetes service discovery"
     static let tokenizer = "tokenizer and parsers"
     static let history = "history storage"
@@ -33,11 +32,11 @@ public enum FlagTable {
         FlagSpec("enable-igw", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Inference Gateway mode for multi-model support"),
 
         // PD disaggregation
-        FlagSpec("pd-disaggregation", .bool, .bool(false), group: "PD disaggregation", status: .notBuilt(pd), "Prefill/decode disaggregated mode"),
-        FlagSpec("prefill", .urlWithOptionalPort, .list([]), group: "PD disaggregation", status: .notBuilt(pd), "Prefill worker: URL [BOOTSTRAP_PORT|none] (repeatable)"),
-        FlagSpec("decode", .urlWithOptionalPort, .list([]), group: "PD disaggregation", status: .notBuilt(pd), "Decode worker URL (repeatable)"),
-        FlagSpec("prefill-policy", .string, nil, group: "PD disaggregation", status: .notBuilt(pd), "Policy for prefill workers (default: --policy)"),
-        FlagSpec("decode-policy", .string, nil, group: "PD disaggregation", status: .notBuilt(pd), "Policy for decode workers (default: --policy)"),
+        FlagSpec("pd-disaggregation", .bool, .bool(false), group: "PD disaggregation", "Prefill/decode disaggregated mode"),
+        FlagSpec("prefill", .urlWithOptionalPort, .list([]), group: "PD disaggregation", "Prefill worker: URL [BOOTSTRAP_PORT|none] (repeatable)"),
+        FlagSpec("decode", .urlWithOptionalPort, .list([]), group: "PD disaggregation", "Decode worker URL (repeatable)"),
+        FlagSpec("prefill-policy", .string, nil, group: "PD disaggregation", "Policy for prefill workers (default: --policy)"),
+        FlagSpec("decode-policy", .string, nil, group: "PD disaggregation", "Policy for decode workers (default: --policy)"),
 
         // Worker startup
         FlagSpec("worker-startup-timeout-secs", .int, .int(1800), group: "Worker startup", "Seconds to wait for start-up workers"),

@@ -48,6 +48,8 @@ public struct RouterConfig: Sendable {
     public var apiKey: String? { security.apiKey }
     /// Set with --enable-mesh.
     public var mesh: MeshSettings?
+    /// Set with --pd-disaggregation.
+    public var pd: PDSettings?
     public var flags: ResolvedFlags
 
     public static let defaultDurationBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -70,6 +72,7 @@ public struct RouterConfig: Sendable {
         }
         policy = name
         policyConfig = try Self.policyConfig(f)
+        pd = try PDSettings.parse(f, policy: name)
         evictionIntervalSecs = try Self.positive(f, "eviction-interval")
 
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
@@ -153,10 +156,6 @@ public struct RouterConfig: Sendable {
             throw ConfigError("--assignment-mode \(mode): expected random, min_load or min_group")
         }
         p.assignmentMode = m
-        // PD policies resolve by the router guide's inheritance rules; the flags themselves are refused until PD is built.
-        for flag in ["prefill-policy", "decode-policy"] {
-            if let v = f.string(flag), PolicyName(rawValue: v) == nil { throw ConfigError("--\(flag) \(v): unknown policy") }
-        }
         return p
     }
 

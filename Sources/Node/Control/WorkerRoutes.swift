@@ -25,8 +25,9 @@ enum WorkerRoutes {
             guard let raw = request["url"]?.string else { throw .badRequest("missing_url", "POST /workers: 'url' is required") }
             if let labels = request["labels"], labels.stringMap == nil { throw invalidLabels }
             try check(model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap, apiKey: request["api_key"]?.string)
-            return try add(raw, model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap ?? [:],
-                           apiKey: request["api_key"]?.string, state: state, legacy: false)
+            let (role, bootstrapPort) = try roleFields(request)
+            return try add(raw, model: request["model_id"]?.string ?? request["model"]?.string, role: role, bootstrapPort: bootstrapPort,
+                           labels: request["labels"]?.stringMap ?? [:], apiKey: request["api_key"]?.string, state: state, legacy: false)
         case .updateWorker(let id):
             let w = try worker(id, in: registry)
             guard let request = JSONValue.parse(body.readableBytesView), let fields = request.object else {
@@ -50,7 +51,7 @@ enum WorkerRoutes {
             return ControlResponse(json: describe(w))
         case .legacyAddWorker:
             guard let raw = target.parameter("url"), !raw.isEmpty else { throw .badRequest("missing_url", "add_worker needs ?url=http://host:port") }
-            return try add(raw, model: nil, labels: [:], apiKey: nil, state: state, legacy: true)
+            return try add(raw, model: nil, role: .regular, bootstrapPort: nil, labels: [:], apiKey: nil, state: state, legacy: true)
         case .deleteWorker(let id):
             guard let w = registry.remove(id: id) else { throw workerNotFound(id) }
             removed(w, state: state)
@@ -77,20 +78,40 @@ enum WorkerRoutes {
             "is_healthy": .bool(w.isHealthy), "is_draining": .bool(w.isDraining), "load": .int(w.inFlight), "labels": JSONValue(w.labels),
             "reported_load": JSONValue(w.reportedLoad), "health": .string(w.healthStatus.rawValue),
             "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
+            "bootstrap_port": JSONValue(w.bootstrapPort),
         ]
     }
 
-    private static func add(_ raw: String, model: String?, labels: [String: String], apiKey: String?, state: RouterState, legacy: Bool) throws(APIError) -> ControlResponse {
+    /// `worker_type` (regular, prefill or decode) and a prefill's `bootstrap_port` (or null).
+    static func roleFields(_ request: JSONValue) throws(APIError) -> (WorkerRole, Int?) {
+        var role = WorkerRole.regular
+        if let raw = request["worker_type"], raw != .null {
+            guard let name = raw.string, let r = WorkerRole(rawValue: name) else {
+                throw .badRequest("invalid_worker_type", "worker_type must be regular, prefill or decode")
+            }
+            role = r
+        }
+        var port: Int?
+        if let raw = request["bootstrap_port"], raw != .null {
+            guard let p = raw.int, (1...65535).contains(p) else { throw .badRequest("invalid_bootstrap_port", "bootstrap_port must be 1-65535 or null") }
+            guard role == .prefill else { throw .badRequest("invalid_bootstrap_port", "only a prefill worker has a bootstrap_port") }
+            port = p
+        }
+        return (role, port)
+    }
+
+    private static func add(_ raw: String, model: String?, role: WorkerRole, bootstrapPort: Int?, labels: [String: String], apiKey: String?,
+                            state: RouterState, legacy: Bool) throws(APIError) -> ControlResponse {
         let url: WorkerURL
         do { url = try WorkerURL(parsing: raw) } catch { throw .badRequest("invalid_url", error.message) }
         let w: Worker
         do {
-            w = try state.registry.add(url: url, modelID: model, labels: labels, apiKey: apiKey)
+            w = try state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey)
         } catch {
             guard case .duplicate(let existing) = error else { throw .badRequest("invalid_worker", "\(error)") }
             throw APIError(.conflict, type: "invalid_request_error", code: "worker_exists", "worker \(url.canonical) is already registered as \(existing)")
         }
-        state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
+        state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
         if model == nil { state.discovery.discover(w) }
         MeshBridge.published(w, state: state)
         if legacy {

@@ -83,6 +83,8 @@ enum MeshBridge {
         var settings: [String: JSONValue] = ["labels": JSONValue(w.labels)]
         if let m = w.modelID { settings["model_id"] = .string(m) }
         if let k = w.apiKey { settings["api_key"] = .string(k) }
+        if w.role != .regular { settings["worker_type"] = .string(w.role.rawValue) }
+        if let p = w.bootstrapPort { settings["bootstrap_port"] = .int(p) }
         mesh.publish(store: workersStore, key: w.url.canonical, value: Array(JSONValue.object(settings).render().utf8))
     }
 
@@ -121,7 +123,8 @@ enum MeshBridge {
             w.update(labels: labels, apiKey: .some(apiKey))
             return
         }
-        guard let w = try? state.registry.add(url: url, modelID: model, labels: labels, apiKey: apiKey) else { return }
+        guard let (role, bootstrapPort) = try? WorkerRoutes.roleFields(settings),
+              let w = try? state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey) else { return }
         state.logger.info("worker added (by another router)", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
         if model == nil { state.discovery.discover(w) }
     }

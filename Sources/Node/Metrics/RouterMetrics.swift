@@ -25,6 +25,7 @@ public final class RouterMetrics: Sendable {
         var workerActive: [String: Gauge] = [:]
         var workerHealth: [String: Gauge] = [:]
         var historyDurations: [String: ValueHistogram] = [:]
+        var pdPrefillDuration: ValueHistogram?
     }
     private let cache = Mutex(Cache())
     // Label sets as hashable keys, so a lookup builds no string.
@@ -170,6 +171,23 @@ public final class RouterMetrics: Sendable {
                                             labels: [("op", op)], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
             }
         }.record(seconds)
+    }
+
+    /// PD: how long a prefill worker took to answer its half (the time the KV cache was ready).
+    func pdPrefillDuration(seconds: Double) {
+        cache.withLock { c in
+            if let h = c.pdPrefillDuration { return h }
+            let h = registry.makeValueHistogram(descriptor: Self.descriptor("smg_pd_prefill_duration_seconds", "Time prefill workers took to answer their half of a PD request"),
+                                                buckets: buckets)
+            c.pdPrefillDuration = h
+            return h
+        }.record(seconds)
+    }
+
+    /// PD: a prefill half that failed (`transport`, `status_<code>`): the decode worker could
+    /// not get the KV cache, and the attempt is retried with a new pair.
+    func pdPrefillFailure(worker: String, reason: String) {
+        count("smg_pd_prefill_failures_total", "Prefill halves of PD requests that failed, by worker and reason", [("worker", worker), ("reason", reason)])
     }
 
     func retriesExhausted(endpoint: String) {

@@ -230,6 +230,16 @@ struct ExchangeStateMachine<Target: ExchangeTarget> {
         }
     }
 
+    /// The other half of a PD attempt (its prefill) failed before the decode worker's answer
+    /// began: the attempt fails as a transport error would, and a retry takes a new pair. Once
+    /// the answer is being relayed, the decode worker's own outcome decides.
+    mutating func otherLegFailed(now: UInt64) -> Action {
+        switch state {
+        case .connecting(let a), .awaitingResponse(let a): return attemptFailed(a, .transportError, connection: .close, now: now)
+        default: return .none
+        }
+    }
+
     /// The attempt timer fired; stale timers (from an attempt already over) are ignored.
     mutating func attemptTimerFired(now: UInt64) -> Action {
         switch state {

@@ -47,6 +47,17 @@ final class Exchange: UpstreamResponseDelegate {
     /// and one write, not one per event.
     private var burst: ByteBuffer?
 
+    // PD disaggregation (`plan.kind == .prefillDecode`): the current attempt's prefill half and
+    // the body both halves are sent (with its bootstrap fields).
+    private var prefill: PrefillLeg?
+    private var prefillChoice: Worker?
+    private var attemptBody: ByteBuffer?
+    /// Prefill workers that failed this request, avoided by later attempts when others can serve.
+    private var failedPrefills: Set<String> = []
+    /// Which half the last failure came from, for the error the client gets.
+    private var failedRole: WorkerRole?
+    private var lastFailedPrefill: Worker?
+
     init(plan: ExchangePlan, state: RouterState, pool: UpstreamPool, client: any ExchangeClient, seed: UInt64) {
         self.plan = plan
         self.state = state
@@ -130,6 +141,7 @@ final class Exchange: UpstreamResponseDelegate {
         case .retry(let end, let delayMs):
             state.metrics.retry(endpoint: plan.endpoint, worker: end.target.url.canonical, delayMs: delayMs)
             endAttempt(end)
+            cancelPrefill()
             retryTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delayMs))) { [self] in
                 self.retryTimer = nil
                 self.perform(self.machine.retryTimerFired(now: self.state.nowMs()))
@@ -143,6 +155,7 @@ final class Exchange: UpstreamResponseDelegate {
             client.endResponse()
         case .fail(let failure, let end, let releaseSlot, let exhausted, let responseStarted):
             if let end { endAttempt(end) }
+            cancelPrefill()
             if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
             if releaseSlot { state.admission.release() }
             if responseStarted {
@@ -154,6 +167,7 @@ final class Exchange: UpstreamResponseDelegate {
             }
         case .abandon(let end, let leaveQueue, let releaseSlot):
             if let end { endAttempt(end) }
+            cancelPrefill()
             retryTimer?.cancel()
             if leaveQueue, let ticket = admissionTicket { state.admission.cancel(ticket) }
             admissionTicket = nil
@@ -201,13 +215,57 @@ final class Exchange: UpstreamResponseDelegate {
             }
         }
         plan.routing.now = state.nowMs()
-        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
+        if case .prefillDecode = plan.kind { return selectPair(avoiding: avoiding) }
+        let role: WorkerRole = state.config.pd != nil ? .prefill : .regular  // info routes: a prefill answers
+        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: role, using: &rng) {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
         case .noneAvailable: perform(machine.noWorker(unknownModel: false))
         case .worker(let w, let reason):
             selectionReason = reason
             perform(machine.workerChosen(w, now: plan.routing.now))
         }
+    }
+
+    /// PD: a prefill worker by the prefill policy, then a decode worker by the decode policy;
+    /// the machine tracks the decode worker, this shell the prefill.
+    private func selectPair(avoiding: Set<String>) {
+        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: failedPrefills, role: .prefill, using: &rng) {
+        case .unknownModel:
+            perform(machine.noWorker(unknownModel: true))
+        case .noneAvailable:
+            failedRole = .prefill
+            perform(machine.noWorker(unknownModel: false))
+        case .worker(let p, let prefillReason):
+            switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: .decode, using: &rng) {
+            case .unknownModel: perform(machine.noWorker(unknownModel: true))
+            case .noneAvailable:
+                failedRole = .decode
+                perform(machine.noWorker(unknownModel: false))
+            case .worker(let d, let reason):
+                prefillChoice = p
+                selectionReason = reason
+                if retriesSoFar == 0 { recordDecision(p, reason: prefillReason) }
+                perform(machine.workerChosen(d, now: plan.routing.now))
+            }
+        }
+    }
+
+    private var retriesSoFar: Int { machine.retries }
+
+    /// The current attempt's prefill half is not needed any more.
+    private func cancelPrefill() {
+        prefill?.cancel()
+        prefill = nil
+    }
+
+    /// PD: the prefill half of the current attempt failed.
+    private func prefillFailed(_ leg: PrefillLeg) {
+        guard leg === prefill else { return }
+        prefill = nil
+        failedPrefills.insert(leg.worker.id)
+        lastFailedPrefill = leg.worker
+        failedRole = .prefill
+        perform(machine.otherLegFailed(now: state.nowMs()))
     }
 
     /// The first routing decision of an inference request: metrics, and what the mesh shares.
@@ -230,7 +288,22 @@ final class Exchange: UpstreamResponseDelegate {
         if firstAttempt, plan.isInference { recordDecision(w, reason: selectionReason) }
         _ = w.breakerAcquire(now: plan.routing.now)
         w.requestStarted()
-        upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: plan.body.readableBytes,
+        failedRole = .decode
+        if case .prefillDecode(let batchSize, let emptyObject) = plan.kind, let p = prefillChoice {
+            // Both halves get the same body: the prefill's address and a fresh room per attempt.
+            let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
+            let body = fields.inserted(into: plan.body, objectIsEmpty: emptyObject)
+            attemptBody = body
+            let prefillHead = UpstreamHeaders.request(plan.head, host: p.url.hostHeader, bodyLength: body.readableBytes, requestID: plan.requestID,
+                                                      bearer: p.apiKey ?? state.config.apiKey, clientAddress: plan.clientAddress)
+            var leg: PrefillLeg?
+            leg = PrefillLeg(worker: p, head: prefillHead, body: body, pool: pool, state: state) { [self] in
+                if let leg { prefillFailed(leg) }
+            }
+            prefill = leg
+            leg!.start()
+        }
+        upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: (attemptBody ?? plan.body).readableBytes,
                                                requestID: plan.requestID, bearer: w.apiKey ?? state.config.apiKey,
                                                clientAddress: plan.clientAddress)
         let now = state.nowMs()
@@ -260,8 +333,9 @@ final class Exchange: UpstreamResponseDelegate {
     private func sendRequest() {
         guard let c = upstream, let head = upstreamHead else { return }
         c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        if plan.body.readableBytes > 0 {
-            c.channel.write(HTTPClientRequestPart.body(.byteBuffer(plan.body)), promise: nil)
+        let body = attemptBody ?? plan.body
+        if body.readableBytes > 0 {
+            c.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
         }
         c.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
     }
@@ -295,9 +369,20 @@ final class Exchange: UpstreamResponseDelegate {
             return (.rateLimited, extra)
         case .queueTimeout: return (.queueTimeout(state.config.admission.queueTimeoutMs / 1000), extra)
         case .modelNotFound: return (.modelNotFound(plan.model ?? ""), extra)
-        case .noWorkers: return (.noWorkers(plan.model), extra)
-        case .upstreamTimeout: return (.upstreamTimeout(state.config.requestTimeoutSecs), extra)
-        case .upstreamFailed: return (.upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"), extra)
+        case .noWorkers:
+            guard case .prefillDecode = plan.kind, let role = failedRole else { return (.noWorkers(plan.model), extra) }
+            return (APIError(.serviceUnavailable, type: "service_unavailable", code: "no_\(role.rawValue)_workers",
+                             "no healthy \(role.rawValue) worker\(plan.model.map { " for model \($0)" } ?? "") is available"), extra)
+        case .upstreamTimeout:
+            let error = APIError.upstreamTimeout(state.config.requestTimeoutSecs)
+            guard case .prefillDecode = plan.kind else { return (error, extra) }
+            return (APIError(error.status, type: error.type, code: "decode_timeout", error.message), extra)
+        case .upstreamFailed:
+            guard case .prefillDecode = plan.kind else { return (.upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"), extra) }
+            let role = failedRole ?? .decode
+            let url = (role == .prefill ? lastFailedPrefill : worker)?.url.canonical ?? "?"
+            return (APIError(.badGateway, type: "upstream_error", code: "\(role.rawValue)_failed",
+                             "the \(role.rawValue) half of the request failed (\(url)); the KV cache never reached a decode worker"), extra)
         }
     }
 }

@@ -4,16 +4,20 @@ import Policies
 
 /// What the pipeline is to do with one request, decided before any worker is involved.
 ///
-/// Today every plan sends the request to one worker chosen by the model's policy, with retries
-/// elsewhere before the first response byte. (A Responses turn is such a plan too: a chat
-/// completion, translated by its `ExchangeClient`.) The seam for what comes next is here: a
-/// prefill/decode plan names two legs (a prefill and a decode worker chosen together, the
-/// bootstrap fields injected into the body); it adds a `Kind`, the actions it needs in
-/// `ExchangeStateMachine`, and their execution in `Exchange` — not a new handler.
+/// A plan sends the request to one worker chosen by the model's policy, with retries
+/// elsewhere before the first response byte, or (PD disaggregation) to a prefill and a decode
+/// worker chosen together, each attempt a new pair. (A Responses turn is such a plan too: a chat
+/// completion, translated by its `ExchangeClient`.) A new way of serving a request adds a `Kind`,
+/// the events it needs in `ExchangeStateMachine` and their execution in `Exchange`, not a handler.
 struct ExchangePlan {
-    enum Kind {
+    enum Kind: Equatable {
         /// One worker, chosen by `registry.select` for `model`.
         case singleWorker
+        /// A prefill and a decode worker, each chosen by its own policy; both are sent the body
+        /// with `BootstrapFields`, the decode worker's answer is relayed and the prefill's
+        /// drained (`PrefillLeg`). `batchSize`: the request is a batch of that many (a room
+        /// each); `emptyObject`: the body is `{}`.
+        case prefillDecode(batchSize: Int?, emptyObject: Bool)
     }
 
     var kind = Kind.singleWorker

@@ -17,9 +17,22 @@ enum InferenceRequest {
         var routingText: [UInt8] = []
         let wantsText = state.policyUsesText
         var duplicate: StaticString?
+        let pd = state.config.pd != nil
+        if pd, ![.generate, .chat, .completions, .rerank].contains(kind) {
+            throw APIError(.notImplemented, type: "invalid_request_error", code: "not_supported_in_pd_mode",
+                           "/\(kind.endpoint) is not served in PD disaggregation mode: generate, chat completions, completions and rerank are")
+        }
+        var batchSize: Int?
+        var emptyObject = false
+        var ownedField: StaticString?
         let failure: JSONScanner.Failure? = body.withUnsafeReadableBytes { bytes -> JSONScanner.Failure? in
             do throws(JSONScanner.Failure) {
                 let members = try JSONScanner.scanObject(bytes)
+                if pd {
+                    emptyObject = members.isEmpty
+                    batchSize = Self.batchSize(kind, members: members, bytes: bytes)
+                    ownedField = BootstrapFields.names.first { name in members.contains { $0.keyEquals(name, in: bytes) } }
+                }
                 var seen: UInt8 = 0
                 for m in members {
                     for (i, name) in routingFields.enumerated() where m.keyEquals(name, in: bytes) {
@@ -35,6 +48,7 @@ enum InferenceRequest {
             }
         }
         if let failure { throw .invalidJSON(failure.description) }
+        if let ownedField { throw .badRequest("router_owned_field", "'\(ownedField)' is set by the router in PD mode; leave it out") }
         if let duplicate {
             throw .badRequest("duplicate_field", "field '\(duplicate)' appears more than once; the router and the worker could read different values")
         }
@@ -42,8 +56,40 @@ enum InferenceRequest {
             routingText: routingText,
             routingKey: head.headers.first(name: "x-smg-routing-key"),
             targetWorker: head.headers.first(name: "x-smg-target-worker").flatMap { Int($0) })
-        return ExchangePlan(endpoint: kind.endpoint, model: model?.isEmpty == true ? nil : model, stream: stream, routing: routing,
+        return ExchangePlan(kind: pd ? .prefillDecode(batchSize: batchSize, emptyObject: emptyObject) : .singleWorker,
+                            endpoint: kind.endpoint, model: model?.isEmpty == true ? nil : model, stream: stream, routing: routing,
                             isInference: true, head: head, body: body, requestID: requestID)
+    }
+
+    /// How many requests a body stands for, nil for one: `/generate` with a list of `text`s or
+    /// of `input_ids` lists, a chat completion with `n` above 1, a completion whose `prompt` is a
+    /// list of prompts (a list of token ids is one prompt). A batch gets a bootstrap room each.
+    static func batchSize(_ kind: Route.Inference, members: [JSONScanner.Member], bytes: UnsafeRawBufferPointer) -> Int? {
+        func count(_ m: JSONScanner.Member, requireListElements: Bool) -> Int? {
+            guard m.kind == .array else { return nil }
+            var n = 0
+            var elementsAreLists = true
+            JSONScanner.forEachElement(bytes, array: m.value) { r in
+                n += 1
+                let c = bytes[r.lowerBound]
+                if c != UInt8(ascii: "[") && c != UInt8(ascii: "\"") { elementsAreLists = false }
+            }
+            return n > 0 && (!requireListElements || elementsAreLists) ? n : nil
+        }
+        for m in members {
+            switch kind {
+            case .generate:
+                if m.keyEquals("text", in: bytes), let n = count(m, requireListElements: false) { return n }
+                if m.keyEquals("input_ids", in: bytes), let n = count(m, requireListElements: true) { return n }
+            case .completions:
+                if m.keyEquals("prompt", in: bytes), let n = count(m, requireListElements: true) { return n }
+            case .chat:
+                if m.keyEquals("n", in: bytes), m.kind == .number,
+                   let n = Int(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[m.value]), as: UTF8.self)), n > 1 { return n }
+            default: break
+            }
+        }
+        return nil
     }
 
     /// `GET /get_server_info` and the like: any healthy worker answers, with no body.

@@ -35,7 +35,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
     public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores) async throws -> RouterNode {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
-        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
+        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health,
+                                      prefillPolicy: config.pd?.prefillPolicy, decodePolicy: config.pd?.decodePolicy)
         let tls: TLSContexts
         do { tls = try TLSContexts(config.tls) } catch {
             try? await group.shutdownGracefully()
@@ -126,10 +127,13 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                     }
                 }
                 .bind(host: config.prometheusHost, port: config.prometheusPort).get()
-            for raw in config.workerURLs {
+            let startupWorkers = config.workerURLs.map { ($0, WorkerRole.regular, Int?.none) }
+                + (config.pd?.prefills.map { ($0.url, WorkerRole.prefill, $0.bootstrapPort) } ?? [])
+                + (config.pd?.decodes.map { ($0, WorkerRole.decode, Int?.none) } ?? [])
+            for (raw, role, bootstrapPort) in startupWorkers {
                 let url = try WorkerURL(parsing: raw)
-                if let w = try? registry.add(url: url, modelID: nil) {
-                    logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
+                if let w = try? registry.add(url: url, modelID: nil, role: role, bootstrapPort: bootstrapPort) {
+                    logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
                     state.discovery.discover(w)
                 }
             }

@@ -56,7 +56,8 @@ public final class RouterState: Sendable {
         self.pools = pools
         self.requestIDs = RequestIDSource(headers: config.requestIDHeaders)
         self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
-        self.policyUsesText = config.policy == .cache_aware || config.policy == .prefix_hash
+        let policies = config.pd.map { [$0.prefillPolicy, $0.decodePolicy] } ?? [config.policy]
+        self.policyUsesText = policies.contains { $0 == .cache_aware || $0 == .prefix_hash }
         self.admission = AdmissionController(config: config.admission, metrics: metrics, clock: RouterState.monotonicMs)
     }
 

@@ -8,7 +8,11 @@ public final class Worker: Sendable {
     public let url: WorkerURL
     /// The model this worker serves, learned from its `/v1/models` unless given when added.
     private let _modelID: Mutex<String?>
-    public let workerType: String
+    public let role: WorkerRole
+    /// `worker_type` in the worker APIs.
+    public var workerType: String { role.rawValue }
+    /// A prefill worker's KV bootstrap port, sent to decode workers as `bootstrap_port`.
+    public let bootstrapPort: Int?
     private let settings: Mutex<(labels: [String: String], apiKey: String?)>
     private let breaker: Mutex<CircuitBreaker>
     private let health: Mutex<HealthState>
@@ -21,12 +25,13 @@ public final class Worker: Sendable {
     /// The worker's own load report (`/get_load`), -1 until one arrives.
     private let _reportedLoad = Atomic<Int>(-1)
 
-    init(id: String, url: WorkerURL, modelID: String?, workerType: String = "regular", labels: [String: String] = [:], apiKey: String? = nil,
-         breaker: CircuitBreakerConfig = CircuitBreakerConfig(), health: HealthCheckConfig = HealthCheckConfig()) {
+    init(id: String, url: WorkerURL, modelID: String?, role: WorkerRole = .regular, bootstrapPort: Int? = nil, labels: [String: String] = [:],
+         apiKey: String? = nil, breaker: CircuitBreakerConfig = CircuitBreakerConfig(), health: HealthCheckConfig = HealthCheckConfig()) {
         self.id = id
         self.url = url
         self._modelID = Mutex(modelID)
-        self.workerType = workerType
+        self.role = role
+        self.bootstrapPort = bootstrapPort
         self.settings = Mutex((labels, apiKey))
         self.breaker = Mutex(CircuitBreaker(breaker))
         // Without health checks a worker is taken as healthy; with them it must answer first.

@@ -24,6 +24,8 @@ public final class WorkerRegistry: Sendable {
     private let policies = Mutex<[String: PolicyBox]>([:])
     public let policyName: PolicyName
     public let policyConfig: PolicyConfig
+    /// The policies of prefill and decode workers (`--prefill-policy`, `--decode-policy`).
+    public let rolePolicies: [WorkerRole: PolicyName]
 
     /// A policy value mutated in place under its lock (a radix tree must never be copied per request).
     final class PolicyBox: Sendable {
@@ -35,8 +37,9 @@ public final class WorkerRegistry: Sendable {
     public let healthConfig: HealthCheckConfig
 
     public init(policy: PolicyName, config: PolicyConfig = PolicyConfig(), breaker: CircuitBreakerConfig = CircuitBreakerConfig(),
-                health: HealthCheckConfig = HealthCheckConfig()) {
+                health: HealthCheckConfig = HealthCheckConfig(), prefillPolicy: PolicyName? = nil, decodePolicy: PolicyName? = nil) {
         self.policyName = policy
+        self.rolePolicies = [.regular: policy, .prefill: prefillPolicy ?? policy, .decode: decodePolicy ?? policy]
         self.policyConfig = config
         self.breakerConfig = breaker
         self.healthConfig = health
@@ -54,9 +57,10 @@ public final class WorkerRegistry: Sendable {
     }
 
     @discardableResult
-    public func add(url: WorkerURL, modelID: String?, labels: [String: String] = [:], apiKey: String? = nil) throws(AddError) -> Worker {
-        let worker = Worker(id: Self.id(for: url), url: url, modelID: modelID, labels: labels, apiKey: apiKey,
-                            breaker: breakerConfig, health: healthConfig)
+    public func add(url: WorkerURL, modelID: String?, role: WorkerRole = .regular, bootstrapPort: Int? = nil, labels: [String: String] = [:],
+                    apiKey: String? = nil) throws(AddError) -> Worker {
+        let worker = Worker(id: Self.id(for: url), url: url, modelID: modelID, role: role, bootstrapPort: bootstrapPort, labels: labels,
+                            apiKey: apiKey, breaker: breakerConfig, health: healthConfig)
         let duplicate: Worker? = workers.withLock { list in
             if let existing = list.first(where: { $0.url == url }) { return existing }
             list.append(worker)
@@ -86,14 +90,28 @@ public final class WorkerRegistry: Sendable {
     /// it, decisions go to the shared default policy instead of growing the table.
     public static let maxPolicies = 1024
 
-    private func box(for model: String) -> PolicyBox {
+    /// The policy kept under `key` (see `policyKey`), made on first use.
+    private func box(for key: String) -> PolicyBox {
         policies.withLock { table in
-            if let b = table[model] { return b }
-            if table.count >= Self.maxPolicies, let shared = table[""] { return shared }
-            let b = PolicyBox(policyName.make(policyConfig))
-            table[model] = b
+            if let b = table[key] { return b }
+            let role = Self.role(ofKey: key)
+            if table.count >= Self.maxPolicies, let shared = table[Self.policyKey(nil, served: false, role: role)] { return shared }
+            let b = PolicyBox(rolePolicies[role]!.make(policyConfig))
+            table[key] = b
             return b
         }
+    }
+
+    /// Prefill and decode workers have policies of their own, kept under "prefill:<model>" and
+    /// "decode:<model>" (names that also travel to the other routers' trees).
+    private static func role(ofKey key: String) -> WorkerRole {
+        for role in [WorkerRole.prefill, .decode] where key.hasPrefix(role.rawValue + ":") { return role }
+        return .regular
+    }
+
+    private static func model(ofKey key: String) -> String {
+        let role = role(ofKey: key)
+        return role == .regular ? key : String(key.dropFirst(role.rawValue.count + 1))
     }
 
 
@@ -143,7 +161,10 @@ public final class WorkerRegistry: Sendable {
     /// A model name is whatever a client writes: only a model some worker serves gets a policy
     /// of its own; others (which only workers of unknown model can take) share the default one,
     /// so made-up names create no routing state.
-    private static func policyKey(_ model: String?, served: Bool) -> String { served ? model ?? "" : "" }
+    private static func policyKey(_ model: String?, served: Bool, role: WorkerRole = .regular) -> String {
+        let name = served ? model ?? "" : ""
+        return role == .regular ? name : role.rawValue + ":" + name
+    }
 
     /// When `manual` last used a routing key for `model` (monotonic ms), nil when it holds none.
     public func sessionLastUse(model: String, routingKey: String) -> UInt64? {
@@ -156,7 +177,10 @@ public final class WorkerRegistry: Sendable {
     public func maintainPolicies(now: UInt64) {
         let served = Set(all.compactMap(\.modelID))
         let boxes: [PolicyBox] = policies.withLock { table in
-            for model in table.keys where !model.isEmpty && !served.contains(model) { table[model] = nil }
+            for key in table.keys {
+                let model = Self.model(ofKey: key)
+                if !model.isEmpty && !served.contains(model) { table[key] = nil }
+            }
             return Array(table.values)
         }
         for box in boxes { box.policy.withLock { $0.maintain(now: now) } }
@@ -178,9 +202,10 @@ public final class WorkerRegistry: Sendable {
     ///
     /// A worker whose model is not known yet (its `/v1/models` has not answered) may serve any
     /// model, so a new worker is usable before discovery finishes.
-    public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, avoiding: Set<String> = [],
+    public func select<R: RandomNumberGenerator>(model: String?, request: RoutingRequest, avoiding: Set<String> = [], role: WorkerRole = .regular,
                                                  using rng: inout R) -> Outcome {
-        let snapshot = all
+        var snapshot = all
+        if snapshot.contains(where: { $0.role != role }) { snapshot = snapshot.filter { $0.role == role } }
         var served = false
         let chosen = snapshot.filter { w in
             guard let model else { return true }
@@ -197,7 +222,7 @@ public final class WorkerRegistry: Sendable {
         if !avoiding.isEmpty, candidates.contains(where: { $0.isAvailable && !avoiding.contains($0.id) }) {
             for i in candidates.indices where avoiding.contains(candidates[i].id) { candidates[i].isAvailable = false }
         }
-        let selection = box(for: Self.policyKey(model, served: served)).policy.withLock { $0.select(request, from: candidates, using: &rng) }
+        let selection = box(for: Self.policyKey(model, served: served, role: role)).policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
         return .worker(chosen[selection.index], selection.reason)
     }

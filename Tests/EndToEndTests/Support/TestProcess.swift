@@ -113,7 +113,11 @@ final class SimWorkerProcess: @unchecked Sendable {
         guard let range = line.range(of: #"https?://127\.0\.0\.1:\d+"#, options: .regularExpression) else { throw TestFailure("no URL in '\(line)'") }
         url = String(line[range])
         port = Int(url.split(separator: ":").last!)!
+        bootstrapPort = line.range(of: #"bootstrap=\d+"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(10)) }
     }
+
+    /// A prefill worker's KV bootstrap port (`--role prefill`).
+    let bootstrapPort: Int?
 
     /// Changes the worker's failure injection at run time (`POST /sim/config`).
     func setFaults(_ query: String) throws {

@@ -1,0 +1,123 @@
+import NIOCore
+import NIOHTTP1
+
+/// The prefill half of a PD attempt: the same request (with the same bootstrap fields) sent to
+/// the prefill worker at the same time as to the decode worker. Its answer is drained, never
+/// relayed: what the client gets is the decode worker's. It keeps its own books on the prefill
+/// worker (in-flight count, circuit breaker) and lives until its answer has been read, also
+/// after the exchange has finished, so the connection goes back to the pool clean.
+///
+/// A transport error or a 5xx answer is reported once through `onFailure`: the exchange then
+/// fails the attempt (and retries with a new pair) unless the decode answer is already relayed.
+final class PrefillLeg: UpstreamResponseDelegate {
+    let worker: Worker
+    private let head: HTTPRequestHead
+    private let body: ByteBuffer
+    private let pool: UpstreamPool
+    private let state: RouterState
+    private var onFailure: (() -> Void)?
+    private var connection: PooledConnection?
+    private var status = 0
+    private var resent = false
+    private(set) var isDone = false
+
+    init(worker: Worker, head: HTTPRequestHead, body: ByteBuffer, pool: UpstreamPool, state: RouterState, onFailure: @escaping () -> Void) {
+        self.worker = worker
+        self.head = head
+        self.body = body
+        self.pool = pool
+        self.state = state
+        self.onFailure = onFailure
+    }
+
+    private var startedMs: UInt64 = 0
+
+    func start() {
+        startedMs = state.nowMs()
+        _ = worker.breakerAcquire(now: state.nowMs())
+        worker.requestStarted()
+        connect(fresh: false)
+    }
+
+    /// The attempt is over without needing this half (the decode worker failed, the client
+    /// left): the prefill's connection is closed and its worker not blamed.
+    func cancel() {
+        guard !isDone else { return }
+        onFailure = nil
+        if let c = connection {
+            c.handler.delegate = nil
+            c.channel.close(promise: nil)
+        }
+        finish(success: true)
+    }
+
+    private func connect(fresh: Bool) {
+        pool.acquire(worker.url, fresh: fresh) { [self] result in
+            guard !isDone else {
+                if case .success(let c) = result { c.channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .failure: fail()
+            case .success(let c):
+                connection = c
+                c.handler.delegate = self
+                c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+                if body.readableBytes > 0 { c.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
+                c.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            }
+        }
+    }
+
+    // MARK: UpstreamResponseDelegate
+
+    func upstreamHead(_ response: HTTPResponseHead) { status = Int(response.status.code) }
+    func upstreamBody(_ buffer: ByteBuffer) {}
+    func upstreamReadComplete() {}
+
+    func upstreamEnd(reusable: Bool) {
+        if let c = connection {
+            connection = nil
+            if reusable { pool.release(c) } else { c.handler.delegate = nil; c.channel.close(promise: nil) }
+        }
+        if status >= 500 {
+            state.metrics.pdPrefillFailure(worker: worker.url.canonical, reason: "status_\(status)")
+            finish(success: false)
+        } else {
+            finish(success: true)
+        }
+    }
+
+    func upstreamFailed(_ error: any Error) {
+        let reused = connection?.handler.reused ?? false
+        connection = nil
+        // A pooled connection the worker had closed: the request never reached it; once more
+        // on a fresh connection.
+        if case UpstreamError.closedBeforeResponse = error, reused, !resent {
+            resent = true
+            return connect(fresh: true)
+        }
+        fail()
+    }
+
+    private func fail() {
+        state.metrics.pdPrefillFailure(worker: worker.url.canonical, reason: "transport")
+        finish(success: false)
+    }
+
+    /// Settles the books once; a failure is then reported to the exchange (which may cancel
+    /// this leg: it is already done by then, so the worker stays blamed).
+    private func finish(success: Bool) {
+        guard !isDone else { return }
+        isDone = true
+        let callback = onFailure
+        onFailure = nil
+        state.metrics.pdPrefillDuration(seconds: Double(state.nowMs() - startedMs) / 1000)
+        defer { if !success { callback?() } }
+        worker.requestFinished()
+        if let change = worker.breakerRecord(success: success, now: state.nowMs()) {
+            state.metrics.breakerTransition(worker: worker.url.canonical, to: change.rawValue)
+            state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(worker.url.canonical)"])
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+
+/// Prefill/decode disaggregation through a real router and real simulated workers that play
+/// both roles: a decode worker answers only after the prefill named in its bootstrap fields has
+/// seen the same room over its bootstrap server (`SimBootstrap`), so a router that pairs wrongly,
+/// forgets a field or sends different rooms to the two halves fails these tests.
+@Suite(.serialized) struct PDTests {
+    struct Fleet {
+        var prefills: [SimWorkerProcess] = []
+        var decodes: [SimWorkerProcess] = []
+        var flags: [String] {
+            ["--pd-disaggregation"] + prefills.flatMap { ["--prefill", $0.url, String($0.bootstrapPort!)] } + decodes.flatMap { ["--decode", $0.url] }
+        }
+    }
+
+    static func fleet(prefills: Int, decodes: Int) async throws -> Fleet {
+        var f = Fleet()
+        for i in 0..<prefills { f.prefills.append(try await SimWorkerProcess(name: "p\(i)", ["--role", "prefill", "--bootstrap-port", "0"])) }
+        for i in 0..<decodes { f.decodes.append(try await SimWorkerProcess(name: "d\(i)", ["--role", "decode"])) }
+        return f
+    }
+
+    static func router(_ fleet: Fleet, _ extra: [String] = []) async throws -> RouterProcess {
+        let r = try await RouterProcess(fleet.flags + extra)
+        try await eventually(timeout: .seconds(15), "the PD workers are healthy") { try r.request("GET", "/readiness").status == 200 }
+        return r
+    }
+
+    @Test func everyPDRouteSucceedsAndTheDecodeWorkerFindsThePrefillsRoom() async throws {
+        let fleet = try await Self.fleet(prefills: 2, decodes: 2)
+        let r = try await Self.router(fleet, ["--policy", "round_robin"])
+        let bodies: [(String, String)] = [
+            ("/generate", #"{"text":"hello","sampling_params":{"max_new_tokens":4}}"#),
+            ("/v1/chat/completions", #"{"model":"sim-model","messages":[{"role":"user","content":"hello"}]}"#),
+            ("/v1/completions", #"{"model":"sim-model","prompt":"hello","max_tokens":4}"#),
+            ("/v1/rerank", #"{"query":"q","documents":["a","b"]}"#),
+        ]
+        var prefillsSeen = Set<String>(), decodesSeen = Set<String>()
+        for _ in 0..<2 {
+            for (path, body) in bodies {
+                let answer = try r.request("POST", path, body: body)
+                #expect(answer.status == 200, "\(path): \(answer.status) \(answer.text)")
+                let prefill = try #require(answer.header("x-sim-prefill"), "\(path): the decode worker reached a prefill")
+                prefillsSeen.insert(prefill)
+                decodesSeen.insert(answer.header("x-sim-worker") ?? "?")
+                #expect(answer.header("x-sim-bootstrap-room").flatMap { UInt64($0) }.map { $0 <= UInt64(Int64.max) } == true)
+            }
+        }
+        #expect(prefillsSeen == ["p0", "p1"] && decodesSeen == ["d0", "d1"], "round robin on each side: \(prefillsSeen) \(decodesSeen)")
+        // Each prefill got its half of every request it was paired for.
+        let prefilled = try fleet.prefills.map { try $0.stats()["requests"] ?? 0 }.reduce(0, +)
+        #expect(prefilled == 2 * bodies.count)
+        // Streaming relays the decode worker's events.
+        let stream = try r.request("POST", "/v1/chat/completions", body: #"{"model":"sim-model","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)
+        #expect(stream.status == 200 && stream.header("x-sim-prefill") != nil)
+        #expect(stream.text.components(separatedBy: "data: ").count - 1 == 5 + 2, "5 tokens, the final event and [DONE]: \(stream.text)")
+        // Other inference routes are not served in PD mode; a client may not set the bootstrap fields.
+        #expect(try r.request("POST", "/v1/embeddings", body: #"{"input":"x"}"#).errorCode == "not_supported_in_pd_mode")
+        let owned = try r.request("POST", "/generate", body: #"{"text":"x","bootstrap_room":7}"#)
+        #expect(owned.status == 400 && owned.errorCode == "router_owned_field")
+        // Without the router's fields a decode worker refuses (what the checks above rely on).
+        let direct = try HTTPClient.request(port: fleet.decodes[0].port, method: "POST", path: "/generate", body: Array(#"{"text":"x"}"#.utf8))
+        #expect(direct.status == 400)
+        // The workers API shows the two kinds.
+        let workers = try #require(try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])
+        #expect(workers.filter { $0["worker_type"] as? String == "prefill" }.compactMap { $0["bootstrap_port"] as? Int }.sorted()
+                == fleet.prefills.compactMap(\.bootstrapPort).sorted())
+        #expect(workers.filter { $0["worker_type"] as? String == "decode" }.count == 2)
+        #expect(try r.metric("smg_pd_prefill_duration_seconds_count") >= Double(2 * bodies.count))
+    }
+
+    @Test func aBatchGetsARoomPerElement() async throws {
+        let fleet = try await Self.fleet(prefills: 1, decodes: 1)
+        let r = try await Self.router(fleet)
+        for (path, body, n) in [("/v1/chat/completions", #"{"model":"sim-model","n":2,"messages":[{"role":"user","content":"hi"}]}"#, 2),
+                                ("/generate", #"{"text":["a","b","c"]}"#, 3),
+                                ("/v1/completions", #"{"prompt":["a","b"]}"#, 2),
+                                ("/v1/completions", #"{"prompt":[1,2,3]}"#, 1)] {
+            let answer = try r.request("POST", path, body: body)
+            #expect(answer.status == 200, "\(path) \(body): \(answer.text)")
+            let rooms = (answer.header("x-sim-bootstrap-room") ?? "").split(separator: ",")
+            #expect(rooms.count == n && Set(rooms).count == n, "\(body): rooms \(rooms)")
+        }
+    }
+
+    @Test func aKilledPrefillWorkerCostsNoRequest() async throws {
+        let fleet = try await Self.fleet(prefills: 2, decodes: 2)
+        let r = try await Self.router(fleet, ["--policy", "round_robin"])
+        var failures: [String] = []
+        var prefills: [String] = []
+        for i in 0..<30 {
+            if i == 8 { fleet.prefills[0].process.signal(SIGKILL) }
+            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
+            if answer.status != 200 { failures.append("\(i): \(answer.status) \(answer.text)") }
+            prefills.append(answer.header("x-sim-prefill") ?? "-")
+        }
+        #expect(failures.isEmpty, "\(failures)")
+        #expect(prefills.suffix(20).allSatisfy { $0 == "p1" }, "after the kill every pair has p1: \(prefills)")
+        #expect(try r.metric("smg_router_retries_total{endpoint=\"generate\"}") >= 1)
+    }
+
+    @Test func aCacheAwarePrefillPolicyKeepsAConversationOnOnePrefill() async throws {
+        let fleet = try await Self.fleet(prefills: 2, decodes: 2)
+        let r = try await Self.router(fleet, ["--prefill-policy", "cache_aware", "--decode-policy", "round_robin"])
+        for c in 0..<4 {
+            var history = "conversation \(c): " + String(repeating: "a long shared context for conversation \(c). ", count: 10)
+            var prefills = Set<String>(), decodes = Set<String>()
+            for turn in 0..<5 {
+                history += " turn \(turn)"
+                let answer = try r.chat(history)
+                #expect(answer.status == 200)
+                prefills.insert(answer.header("x-sim-prefill") ?? "?")
+                decodes.insert(answer.header("x-sim-worker") ?? "?")
+            }
+            #expect(prefills.count == 1, "conversation \(c) stayed on one prefill: \(prefills)")
+            #expect(decodes.count == 2, "the decode side went round robin: \(decodes)")
+        }
+    }
+
+    @Test func consistentHashingWithARoutingKeyKeepsAKeyOnOnePair() async throws {
+        // slime's use: --policy consistent_hashing and X-SMG-Routing-Key per rollout group.
+        let fleet = try await Self.fleet(prefills: 2, decodes: 2)
+        let r = try await Self.router(fleet, ["--policy", "consistent_hashing"])
+        var pairs: [String: Set<String>] = [:]
+        for round in 0..<3 {
+            for key in 0..<8 {
+                let answer = try r.request("POST", "/generate", body: #"{"text":"sample \#(round)"}"#, headers: [("X-SMG-Routing-Key", "group-\(key)")])
+                #expect(answer.status == 200)
+                pairs["group-\(key)", default: []].insert("\(answer.header("x-sim-prefill") ?? "?")+\(answer.header("x-sim-worker") ?? "?")")
+            }
+        }
+        #expect(pairs.values.allSatisfy { $0.count == 1 }, "each key kept its pair: \(pairs)")
+        #expect(Set(pairs.values.flatMap { $0 }).count > 1, "keys spread over pairs: \(pairs)")
+    }
+
+    @Test func prefillAndDecodeWorkersCanBeRegisteredAtRunTime() async throws {
+        let fleet = try await Self.fleet(prefills: 1, decodes: 1)
+        let r = try await RouterProcess(["--pd-disaggregation", "--disable-health-check"])
+        #expect(try r.request("POST", "/generate", body: #"{"text":"x"}"#).errorCode == "no_prefill_workers")
+        let p = fleet.prefills[0]
+        #expect(try r.request("POST", "/workers", body: #"{"url":"\#(p.url)","worker_type":"prefill","bootstrap_port":\#(p.bootstrapPort!)}"#).status == 202)
+        #expect(try r.request("POST", "/generate", body: #"{"text":"x"}"#).errorCode == "no_decode_workers")
+        #expect(try r.request("POST", "/workers", body: #"{"url":"\#(fleet.decodes[0].url)","worker_type":"decode"}"#).status == 202)
+        let answer = try r.request("POST", "/generate", body: #"{"text":"x"}"#)
+        #expect(answer.status == 200 && answer.header("x-sim-prefill") == "p0", "\(answer.text)")
+        for bad in [#"{"url":"http://127.0.0.1:1","worker_type":"middle"}"#, #"{"url":"http://127.0.0.1:1","worker_type":"decode","bootstrap_port":9}"#,
+                    #"{"url":"http://127.0.0.1:1","worker_type":"prefill","bootstrap_port":70000}"#] {
+            #expect(try r.request("POST", "/workers", body: bad).status == 400, "\(bad)")
+        }
+    }
+}
