@@ -40,6 +40,9 @@ struct Options {
     /// After the run, start a second router meshed with the first and measure what joining
     /// costs: bytes received, time until its tree matches, the first router's peak RSS.
     var join = false
+    /// Prefill/decode disaggregation: `--workers` prefill and as many decode simulated workers,
+    /// the router in `--pd-disaggregation` mode (every request two legs).
+    var pd = false
 
     static func parse() -> Options {
         var o = Options()
@@ -72,6 +75,7 @@ struct Options {
             case "--unique-prompts": o.uniquePromptBytes = int(a)
             case "--shared-prefix": o.sharedPrefixBytes = int(a)
             case "--join": o.join = true
+            case "--pd": o.pd = true
             case "--tls":
                 switch next(a) {
                 case "clients": o.tlsClients = true
@@ -80,7 +84,7 @@ struct Options {
                 default: fail("--tls takes clients, workers or both")
                 }
             case "-h", "--help":
-                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--path P] [--body JSON] [--router-args FLAGS] [--unique-prompts BYTES] [--shared-prefix BYTES] [--join] [--no-direct] [--bin-dir DIR]")
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--path P] [--body JSON] [--router-args FLAGS] [--unique-prompts BYTES] [--shared-prefix BYTES] [--join] [--pd] [--no-direct] [--bin-dir DIR]")
                 exit(0)
             default: fail("unknown flag \(a)")
             }
@@ -385,11 +389,20 @@ let tokens = o.stream ? o.streamTokens : 16
 let pki = (o.tlsClients || o.tlsWorkers) ? BenchPKI() : nil
 var workers: [Child] = []
 var urls: [String] = []
-for i in 0..<o.workers {
+/// With --pd: the router's worker flags (`--prefill URL PORT` per prefill, `--decode URL` per decode).
+var pdFlags: [String] = []
+for i in 0..<(o.pd ? 2 * o.workers : o.workers) {
     let tlsFlags = o.tlsWorkers ? ["--tls-cert", pki!.certPath, "--tls-key", pki!.keyPath] : []
-    let w = Child(simPath, ["--port", "0", "--name", "w\(i)", "--output-tokens", String(tokens), "--cache-capacity-blocks", "0"] + tlsFlags)
+    let role = !o.pd ? [] : i < o.workers ? ["--role", "prefill", "--bootstrap-port", "0"] : ["--role", "decode"]
+    let w = Child(simPath, ["--port", "0", "--name", "w\(i)", "--output-tokens", String(tokens), "--cache-capacity-blocks", "0"] + tlsFlags + role)
     let line = w.waitFor("listening on")
-    urls.append("\(o.tlsWorkers ? "https" : "http")://127.0.0.1:\(port(in: line.split(separator: " ")[3]))")
+    let url = "\(o.tlsWorkers ? "https" : "http")://127.0.0.1:\(port(in: line.split(separator: " ")[3]))"
+    if o.pd {
+        let bootstrap = line.split(separator: " ").first { $0.hasPrefix("bootstrap=") }.map { String($0.dropFirst(10)) }
+        pdFlags += bootstrap.map { ["--prefill", url, $0] } ?? ["--decode", url]
+    } else {
+        urls.append(url)
+    }
     workers.append(w)
 }
 // The router: this build's smg, or any command that takes the gateway's flags.
@@ -403,7 +416,7 @@ let tlsFlags = (o.tlsClients ? ["--tls-cert-path", pki!.certPath, "--tls-key-pat
 let joinMesh = o.join ? JoinMesh(smgPath: smgPath) : nil
 let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + o.routerArgs + (joinMesh?.flags(name: "a") ?? []) + [
     "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(metricsPort),
-    "--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls, captureOutput: false)
+    "--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls), captureOutput: false)
 let readyBy = Date().addingTimeInterval(60)
 // Over HTTPS the plain readiness probe cannot ask; the metrics port (plain) says when a worker is healthy.
 func routerReady() -> Bool {
@@ -432,7 +445,7 @@ let uniqueBody: (@Sendable (Int) -> String)? = o.uniquePromptBytes.map { bytes i
 func bodies(first: Int) -> Bodies { uniqueBody.map { .numbered(first: first, $0) } ?? .same(ByteBuffer(string: body)) }
 
 let tlsLabel = o.tlsClients && o.tlsWorkers ? "HTTPS clients and https workers, " : o.tlsClients ? "HTTPS clients, " : o.tlsWorkers ? "https workers, " : ""
-print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(tlsLabel)\(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.path != "/v1/chat/completions" ? "POST \(o.path)" : (o.stream ? "streaming (\(tokens) SSE events per response) chat completions" : "non-streaming chat completions")), \(o.requests) requests, \(o.concurrency) connections, \(o.workers) simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(tlsLabel)\(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.path != "/v1/chat/completions" ? "POST \(o.path)" : (o.stream ? "streaming (\(tokens) SSE events per response) chat completions" : "non-streaming chat completions")), \(o.requests) requests, \(o.concurrency) connections, \(o.pd ? "PD: \(o.workers) prefill + \(o.workers) decode" : "\(o.workers)") simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
 _ = try run(port: smgPort, bodies: bodies(first: 0), path: path, count: o.warmup, concurrency: o.concurrency, tls: clientTLS, group: group)
 let before = usage(pid: smg.process.processIdentifier)
 let r = try run(port: smgPort, bodies: bodies(first: o.warmup), path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, tls: clientTLS, group: group)
@@ -442,9 +455,9 @@ print(String(format: "through smg:   %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms  
 print(String(format: "router CPU:    %8.1f µs/request (%.2f CPU-seconds for %d requests)", cpuPerRequest, after.cpu - before.cpu, r.latencies.count))
 print(String(format: "router RSS:    %8.1f MiB peak after %d requests", Double(after.peakRSSKiB) / 1024, o.warmup + r.latencies.count))
 if let joinMesh {
-    joinMesh.measure(first: smg, metricsPort: metricsPort, args: tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn", "--worker-urls"] + urls)
+    joinMesh.measure(first: smg, metricsPort: metricsPort, args: tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls))
 }
-if o.direct, !o.tlsWorkers {
+if o.direct, !o.tlsWorkers, !o.pd {
     let d = try run(port: port(in: Substring(urls[0])), body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, group: group)
     print(String(format: "direct to one worker: %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   (smg/direct throughput %.2f)", d.rps, d.percentile(0.5), d.percentile(0.99), r.rps / d.rps))
 }
