@@ -134,6 +134,26 @@ import Testing
         #expect(Set(pairs.values.flatMap { $0 }).count > 1, "keys spread over pairs: \(pairs)")
     }
 
+    @Test func meshedPDRoutersShareTheirPrefillAndDecodeWorkers() async throws {
+        let fleet = try await Self.fleet(prefills: 1, decodes: 1)
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for i in 0..<2 {
+            routers.append(try await RouterProcess(["--pd-disaggregation", "--enable-mesh", "--mesh-server-name", "r\(i)", "--mesh-host", "127.0.0.1",
+                                                    "--mesh-port", String(ports[i]), "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])"]))
+        }
+        let p = fleet.prefills[0]
+        #expect(try routers[0].request("POST", "/workers", body: #"{"url":"\#(p.url)","worker_type":"prefill","bootstrap_port":\#(p.bootstrapPort!)}"#).status == 202)
+        #expect(try routers[0].request("POST", "/workers", body: #"{"url":"\#(fleet.decodes[0].url)","worker_type":"decode"}"#).status == 202)
+        // The other router learns both, with their roles and the bootstrap port, and pairs them.
+        try await eventually(timeout: .seconds(10), "r1 serves PD requests with r0's workers") {
+            try routers[1].request("POST", "/generate", body: #"{"text":"x"}"#).header("x-sim-prefill") == "p0"
+        }
+        let workers = try #require(try routers[1].request("GET", "/workers").json()["workers"] as? [[String: Any]])
+        #expect(Set(workers.compactMap { $0["worker_type"] as? String }) == ["prefill", "decode"])
+        #expect(workers.compactMap { $0["bootstrap_port"] as? Int } == [p.bootstrapPort!])
+    }
+
     @Test func prefillAndDecodeWorkersCanBeRegisteredAtRunTime() async throws {
         let fleet = try await Self.fleet(prefills: 1, decodes: 1)
         let r = try await RouterProcess(["--pd-disaggregation", "--disable-health-check"])

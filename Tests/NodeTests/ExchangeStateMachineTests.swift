@@ -17,6 +17,8 @@ enum Event: Sendable {
     case head(Int, at: UInt64), body, end(keepAlive: Bool)
     case closed(beforeResponse: Bool, at: UInt64)
     case attemptTimer(at: UInt64), retryTimer(at: UInt64)
+    /// PD: the prefill half of the attempt failed.
+    case otherLegFailed(at: UInt64)
     case clientClosed
 
     func apply(to m: inout TestMachine) -> TestMachine.Action {
@@ -35,6 +37,7 @@ enum Event: Sendable {
         case .closed(let before, let t): return m.upstreamClosed(beforeResponse: before, now: t)
         case .attemptTimer(let t): return m.attemptTimerFired(now: t)
         case .retryTimer(let t): return m.retryTimerFired(now: t)
+        case .otherLegFailed(let t): return m.otherLegFailed(now: t)
         case .clientClosed: return m.clientClosed()
         }
     }
@@ -117,6 +120,17 @@ let connectedToW1: [(Event, String)] = [
             (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"), (.connected(reused: true), "send"),
             (.closed(beforeResponse: true, at: 1), "resend"), (.connected(reused: false), "send"),
             (.head(200, at: 3), "head"), (.end(keepAlive: true), "succeed(w1 ok release)"),
+        ]),
+        Case(name: "PD: the prefill failing while connecting retries with a new pair", steps: [
+            (.start, "select[]"), (.chosen("d1", at: 0), "start(d1 until 1000 first)"),
+            (.otherLegFailed(at: 3), "retry(d1 fail close, 50ms)"), (.connected(reused: false), "discard"),
+            (.otherLegFailed(at: 4), "none"), (.retryTimer(at: 53), "select[d1]"),
+        ]),
+        Case(name: "PD: the prefill failing while the decode worker thinks fails the attempt", maxRetries: 0, steps: connectedToW1 + [
+            (.otherLegFailed(at: 9), "fail(upstreamFailed; w1 fail close; exhausted)"),
+        ]),
+        Case(name: "PD: once the decode answer is relayed, the prefill's failure changes nothing", steps: connectedToW1 + [
+            (.head(200, at: 5), "head"), (.otherLegFailed(at: 6), "none"), (.body, "body"), (.end(keepAlive: true), "succeed(w1 ok release)"),
         ]),
         Case(name: "a fresh connection closed before the answer is a failure", steps: connectedToW1 + [
             (.closed(beforeResponse: true, at: 1), "retry(w1 fail none, 50ms)"),
@@ -238,7 +252,7 @@ let connectedToW1: [(Event, String)] = [
                     .chosen("w\(rng.next() % 3)", at: now), .noWorker(unknownModel: rng.next() % 2 == 0),
                     .connected(reused: rng.next() % 2 == 0), .connectFailed(at: now), .head([200, 404, 429, 500, 503][Int(rng.next() % 5)], at: now),
                     .body, .end(keepAlive: rng.next() % 2 == 0), .closed(beforeResponse: rng.next() % 2 == 0, at: now),
-                    .attemptTimer(at: now), .retryTimer(at: now), .admitted, .queueFull,
+                    .attemptTimer(at: now), .retryTimer(at: now), .admitted, .queueFull, .otherLegFailed(at: now),
                 ]
                 var event = events[Int(rng.next() % UInt64(events.count))]
                 if rng.next() % 40 == 0 { event = .clientClosed }
