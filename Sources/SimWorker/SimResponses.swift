@@ -14,9 +14,15 @@ struct SimRequest {
     /// The request set a token limit: the answer stops at it (`length`); otherwise the
     /// simulated answer is complete at its default length (`stop`).
     let limited: Bool
+    /// `/generate` with `return_logprob`: `meta_info` carries `input_token_logprobs` (one per
+    /// prompt token, `SimResponses.promptLogprob`) and `output_token_logprobs`.
+    let returnLogprob: Bool
+    /// A decode worker in PD computes no prompt logprobs (its prefill did): its list is empty.
+    var promptLogprobs = true
 
     init(kind: Kind, json: [String: Any], maxOutputTokens: Int, defaultOutputTokens: Int) {
         self.kind = kind
+        self.returnLogprob = kind == .generate && (json["return_logprob"] as? Bool) == true
         self.model = json["model"] as? String
         self.stream = (json["stream"] as? Bool) ?? false
         self.includeUsage = ((json["stream_options"] as? [String: Any])?["include_usage"] as? Bool) ?? false
@@ -78,10 +84,19 @@ enum SimResponses {
         #"{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion),"total_tokens":\#(prompt + completion),"prompt_tokens_details":{"cached_tokens":\#(cached)}}"#
     }
 
-    static func metaInfo(id: String, prompt: Int, completion: Int, cached: Int, finished: Bool) -> String {
+    static func metaInfo(_ r: SimRequest, id: String, completion: Int, cached: Int, finished: Bool) -> String {
         let finish = finished ? #"{"type":"length","length":\#(completion)}"# : "null"
-        return #"{"id":"\#(id)","prompt_tokens":\#(prompt),"completion_tokens":\#(completion),"cached_tokens":\#(cached),"finish_reason":\#(finish)}"#
+        var logprobs = ""
+        if r.returnLogprob {
+            let input = r.promptLogprobs ? r.prompt.map { "[\(promptLogprob($0)),\($0),null]" }.joined(separator: ",") : ""
+            let output = (0..<completion).map { "[-0.25,\($0),null]" }.joined(separator: ",")
+            logprobs = #","input_token_logprobs":[\#(input)],"output_token_logprobs":[\#(output)]"#
+        }
+        return #"{"id":"\#(id)","prompt_tokens":\#(r.prompt.count),"completion_tokens":\#(completion),"cached_tokens":\#(cached),"finish_reason":\#(finish)\#(logprobs)}"#
     }
+
+    /// The simulated logprob of a prompt token (a character): fixed, so tests can predict it.
+    static func promptLogprob(_ c: UInt8) -> Double { -Double(c % 10 + 1) / 10 }
 
     static func complete(_ r: SimRequest, id: String, model: String, cached: Int, created: Int) -> String {
         let text = (0..<r.outputTokens).map(token).joined()
@@ -92,7 +107,7 @@ enum SimResponses {
         case .completion:
             return #"{"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":\#(quote(text)),"logprobs":null,"finish_reason":"\#(r.finishReason)"}],"usage":\#(u)}"#
         case .generate:
-            return #"{"text":\#(quote(text)),"meta_info":\#(metaInfo(id: id, prompt: r.prompt.count, completion: r.outputTokens, cached: cached, finished: true))}"#
+            return #"{"text":\#(quote(text)),"meta_info":\#(metaInfo(r, id: id, completion: r.outputTokens, cached: cached, finished: true))}"#
         case .embeddings:
             let rows = (0..<r.inputCount).map { i in
                 #"{"object":"embedding","index":\#(i),"embedding":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8]}"#
@@ -121,7 +136,7 @@ enum SimResponses {
             return #"data: {"id":"\#(id)","object":"text_completion","created":\#(created),"model":\#(quote(model)),"choices":[{"index":0,"text":\#(quote(token(i))),"logprobs":null,"finish_reason":null}]}"# + "\n\n"
         default:
             let text = (0...i).map(token).joined()
-            let meta = metaInfo(id: id, prompt: r.prompt.count, completion: i + 1, cached: cached, finished: i + 1 == r.outputTokens)
+            let meta = metaInfo(r, id: id, completion: i + 1, cached: cached, finished: i + 1 == r.outputTokens)
             return #"data: {"text":\#(quote(text)),"meta_info":\#(meta)}"# + "\n\n"
         }
     }

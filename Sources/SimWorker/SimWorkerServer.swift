@@ -207,7 +207,8 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context, head, status: .internalServerError, body: SimResponses.error("injected failure", status: 500))
             return
         }
-        let request = SimRequest(kind: kind, json: json, maxOutputTokens: options.maxOutputTokens, defaultOutputTokens: options.defaultOutputTokens)
+        var request = SimRequest(kind: kind, json: json, maxOutputTokens: options.maxOutputTokens, defaultOutputTokens: options.defaultOutputTokens)
+        request.promptLogprobs = options.role != .decode
         if draw < faults.drop + faults.hang + faults.failure + faults.cut {
             state.update { $0.failuresInjected += 1 }
             return cutShort(context, head, request)

@@ -84,6 +84,35 @@ import Testing
         }
     }
 
+    @Test func thePrefillsPromptLogprobsArePrependedExactly() async throws {
+        let fleet = try await Self.fleet(prefills: 1, decodes: 1)
+        let r = try await Self.router(fleet)
+        let prompt = "hello, logprobs"
+        // What the prefill computes for the prompt (the simulator's fixed values); the decode worker has none.
+        let expected: [[Double]] = prompt.utf8.map { [-Double($0 % 10 + 1) / 10, Double($0)] }
+        func lists(_ meta: [String: Any]?) -> [[Double]] {
+            ((meta?["input_token_logprobs"] as? [[Any]]) ?? []).map { $0.prefix(2).compactMap { ($0 as? NSNumber)?.doubleValue } }
+        }
+        let whole = try r.request("POST", "/generate", body: #"{"text":"\#(prompt)","return_logprob":true,"sampling_params":{"max_new_tokens":3}}"#)
+        #expect(whole.status == 200, "\(whole.text)")
+        let meta = try whole.json()["meta_info"] as? [String: Any]
+        #expect(lists(meta) == expected, "\(whole.text)")
+        #expect((meta?["output_token_logprobs"] as? [Any])?.count == 3)
+        #expect(whole.header("content-length") == String(whole.body.count))
+        // Streamed: every event carries the cumulative meta_info, each with the prompt's logprobs.
+        let stream = try r.request("POST", "/generate", body: #"{"text":"\#(prompt)","stream":true,"return_logprob":true,"sampling_params":{"max_new_tokens":3}}"#)
+        let events = stream.text.components(separatedBy: "\n\n").filter { $0.hasPrefix("data: {") }
+        #expect(events.count == 3, "\(stream.text)")
+        for e in events {
+            let object = try JSONSerialization.jsonObject(with: Data(e.dropFirst(6).utf8)) as? [String: Any]
+            #expect(lists(object?["meta_info"] as? [String: Any]) == expected, "\(e)")
+        }
+        #expect(stream.text.hasSuffix("data: [DONE]\n\n"))
+        // Without return_logprob nothing is merged: the decode worker's answer as it is.
+        let plain = try r.request("POST", "/generate", body: #"{"text":"\#(prompt)"}"#)
+        #expect((try plain.json()["meta_info"] as? [String: Any])?["input_token_logprobs"] == nil)
+    }
+
     @Test func aKilledPrefillWorkerCostsNoRequest() async throws {
         let fleet = try await Self.fleet(prefills: 2, decodes: 2)
         let r = try await Self.router(fleet, ["--policy", "round_robin"])

@@ -57,6 +57,13 @@ final class Exchange: UpstreamResponseDelegate {
     /// Which half the last failure came from, for the error the client gets.
     private var failedRole: WorkerRole?
     private var lastFailedPrefill: Worker?
+    /// `return_logprob` in PD: the decode answer being merged with the prefill's logprobs, the
+    /// prefill's lists once known, a held head (a whole JSON answer changes length), and whether
+    /// the end waits for the prefill.
+    private var logprobs: PDLogprobs?
+    private var prefillLogprobs: [[JSONValue]]?
+    private var heldHead: (status: HTTPResponseStatus, headers: HTTPHeaders)?
+    private var endAwaitsPrefill = false
 
     init(plan: ExchangePlan, state: RouterState, pool: UpstreamPool, client: any ExchangeClient, seed: UInt64) {
         self.plan = plan
@@ -87,11 +94,30 @@ final class Exchange: UpstreamResponseDelegate {
         let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
         guard case .forwardHead(let exhausted) = action else { return perform(action) }
         if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
+        if case .prefillDecode(_, _, true) = plan.kind, response.status == .ok {
+            logprobs = PDLogprobs(stream: plan.stream)
+            if let known = prefillLogprobs { _ = logprobs!.prefillAnswered(known) }
+            if !plan.stream {
+                var headers = UpstreamHeaders.response(response.headers)
+                headers.remove(name: "content-length")
+                heldHead = (response.status, headers)
+                return
+            }
+        }
         client.sendHead(status: response.status, headers: UpstreamHeaders.response(response.headers))
     }
 
     func upstreamBody(_ buffer: ByteBuffer) {
         guard case .forwardBody = machine.upstreamBodyPart() else { return }
+        if logprobs != nil {
+            let ready = logprobs!.decodePart(buffer)
+            if !ready.isEmpty { appendToBurst(ByteBuffer(bytes: ready)) }
+            return
+        }
+        appendToBurst(buffer)
+    }
+
+    private func appendToBurst(_ buffer: ByteBuffer) {
         if burst == nil {
             burst = buffer
         } else {
@@ -151,8 +177,11 @@ final class Exchange: UpstreamResponseDelegate {
             // handler may start the connection's next (pipelined) request.
             endAttempt(end)
             if releaseSlot { state.admission.release() }
-            sendBurst()
-            client.endResponse()
+            if let lp = logprobs, !lp.prefillKnown {
+                endAwaitsPrefill = true  // `prefillAnswered` ends the response
+                return
+            }
+            finishResponse()
         case .fail(let failure, let end, let releaseSlot, let exhausted, let responseStarted):
             if let end { endAttempt(end) }
             cancelPrefill()
@@ -252,10 +281,46 @@ final class Exchange: UpstreamResponseDelegate {
 
     private var retriesSoFar: Int { machine.retries }
 
+    /// Writes what is left of a successful answer and ends it (merged with the prefill's
+    /// logprobs when asked).
+    private func finishResponse() {
+        if logprobs != nil {
+            let rest = logprobs!.decodeEnded()
+            logprobs = nil
+            if let held = heldHead {
+                heldHead = nil
+                var headers = held.headers
+                headers.add(name: "content-length", value: String(rest.count))
+                client.sendHead(status: held.status, headers: headers)
+            }
+            if !rest.isEmpty { appendToBurst(ByteBuffer(bytes: rest)) }
+        }
+        sendBurst()
+        client.endResponse()
+    }
+
+    /// PD with `return_logprob`: the current prefill half ended with these lists (none if it failed).
+    private func prefillAnswered(_ leg: PrefillLeg, _ lists: [[JSONValue]]) {
+        guard leg === prefill else { return }
+        prefillLogprobs = lists
+        guard logprobs != nil else { return }
+        let ready = logprobs!.prefillAnswered(lists)
+        if !ready.isEmpty {
+            client.sendBody(ByteBuffer(bytes: ready))
+            client.flush()
+        }
+        if endAwaitsPrefill {
+            endAwaitsPrefill = false
+            finishResponse()
+        }
+    }
+
     /// The current attempt's prefill half is not needed any more.
     private func cancelPrefill() {
-        prefill?.cancel()
+        let leg = prefill
         prefill = nil
+        leg?.cancel()
+        prefillLogprobs = nil
     }
 
     /// PD: the prefill half of the current attempt failed.
@@ -289,7 +354,7 @@ final class Exchange: UpstreamResponseDelegate {
         _ = w.breakerAcquire(now: plan.routing.now)
         w.requestStarted()
         failedRole = .decode
-        if case .prefillDecode(let batchSize, let emptyObject) = plan.kind, let p = prefillChoice {
+        if case .prefillDecode(let batchSize, let emptyObject, let mergeLogprobs) = plan.kind, let p = prefillChoice {
             // Both halves get the same body: the prefill's address and a fresh room per attempt.
             let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
             let body = fields.inserted(into: plan.body, objectIsEmpty: emptyObject)
@@ -301,6 +366,8 @@ final class Exchange: UpstreamResponseDelegate {
                 if let leg { prefillFailed(leg) }
             }
             prefill = leg
+            prefillLogprobs = nil
+            if mergeLogprobs { leg!.collectLogprobs { [self] lists in if let leg { prefillAnswered(leg, lists) } } }
             leg!.start()
         }
         upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: (attemptBody ?? plan.body).readableBytes,

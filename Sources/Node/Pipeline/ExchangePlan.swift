@@ -16,8 +16,9 @@ struct ExchangePlan {
         /// A prefill and a decode worker, each chosen by its own policy; both are sent the body
         /// with `BootstrapFields`, the decode worker's answer is relayed and the prefill's
         /// drained (`PrefillLeg`). `batchSize`: the request is a batch of that many (a room
-        /// each); `emptyObject`: the body is `{}`.
-        case prefillDecode(batchSize: Int?, emptyObject: Bool)
+        /// each); `emptyObject`: the body is `{}`; `mergeLogprobs`: `/generate` with
+        /// `return_logprob`, whose prompt logprobs come from the prefill (`PDLogprobs`).
+        case prefillDecode(batchSize: Int?, emptyObject: Bool, mergeLogprobs: Bool)
     }
 
     var kind = Kind.singleWorker

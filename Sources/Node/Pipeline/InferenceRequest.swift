@@ -25,6 +25,7 @@ enum InferenceRequest {
         var batchSize: Int?
         var emptyObject = false
         var ownedField: StaticString?
+        var returnLogprob = false
         let failure: JSONScanner.Failure? = body.withUnsafeReadableBytes { bytes -> JSONScanner.Failure? in
             do throws(JSONScanner.Failure) {
                 let members = try JSONScanner.scanObject(bytes)
@@ -32,6 +33,7 @@ enum InferenceRequest {
                     emptyObject = members.isEmpty
                     batchSize = Self.batchSize(kind, members: members, bytes: bytes)
                     ownedField = BootstrapFields.names.first { name in members.contains { $0.keyEquals(name, in: bytes) } }
+                    returnLogprob = kind == .generate && members.contains { $0.keyEquals("return_logprob", in: bytes) && $0.boolValue(in: bytes) == true }
                 }
                 var seen: UInt8 = 0
                 for m in members {
@@ -56,7 +58,7 @@ enum InferenceRequest {
             routingText: routingText,
             routingKey: head.headers.first(name: "x-smg-routing-key"),
             targetWorker: head.headers.first(name: "x-smg-target-worker").flatMap { Int($0) })
-        return ExchangePlan(kind: pd ? .prefillDecode(batchSize: batchSize, emptyObject: emptyObject) : .singleWorker,
+        return ExchangePlan(kind: pd ? .prefillDecode(batchSize: batchSize, emptyObject: emptyObject, mergeLogprobs: returnLogprob) : .singleWorker,
                             endpoint: kind.endpoint, model: model?.isEmpty == true ? nil : model, stream: stream, routing: routing,
                             isInference: true, head: head, body: body, requestID: requestID)
     }

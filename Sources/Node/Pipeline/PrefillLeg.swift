@@ -20,6 +20,11 @@ final class PrefillLeg: UpstreamResponseDelegate {
     private var status = 0
     private var resent = false
     private(set) var isDone = false
+    /// With `return_logprob`: the prefill's answer is kept (up to `maxCollected` bytes) and its
+    /// input logprobs handed to `onAnswer` when the leg ends (empty lists if it failed).
+    private var onAnswer: (([[JSONValue]]) -> Void)?
+    private var collected: [UInt8] = []
+    static let maxCollected = 64 << 20
 
     init(worker: Worker, head: HTTPRequestHead, body: ByteBuffer, pool: UpstreamPool, state: RouterState, onFailure: @escaping () -> Void) {
         self.worker = worker
@@ -31,6 +36,9 @@ final class PrefillLeg: UpstreamResponseDelegate {
     }
 
     private var startedMs: UInt64 = 0
+
+    /// Keeps the answer and calls `handler` with the prefill's input logprobs when the leg ends.
+    func collectLogprobs(_ handler: @escaping ([[JSONValue]]) -> Void) { onAnswer = handler }
 
     func start() {
         startedMs = state.nowMs()
@@ -44,6 +52,8 @@ final class PrefillLeg: UpstreamResponseDelegate {
     func cancel() {
         guard !isDone else { return }
         onFailure = nil
+        onAnswer?([])
+        onAnswer = nil
         if let c = connection {
             c.handler.delegate = nil
             c.channel.close(promise: nil)
@@ -72,7 +82,10 @@ final class PrefillLeg: UpstreamResponseDelegate {
     // MARK: UpstreamResponseDelegate
 
     func upstreamHead(_ response: HTTPResponseHead) { status = Int(response.status.code) }
-    func upstreamBody(_ buffer: ByteBuffer) {}
+    func upstreamBody(_ buffer: ByteBuffer) {
+        guard onAnswer != nil, collected.count + buffer.readableBytes <= Self.maxCollected else { return }
+        collected += buffer.readableBytesView
+    }
     func upstreamReadComplete() {}
 
     func upstreamEnd(reusable: Bool) {
@@ -112,6 +125,11 @@ final class PrefillLeg: UpstreamResponseDelegate {
         isDone = true
         let callback = onFailure
         onFailure = nil
+        if let answer = onAnswer {
+            onAnswer = nil
+            answer(success && status < 300 ? PDLogprobs.inputLogprobs(fromPrefillAnswer: collected) : [])
+            collected = []
+        }
         state.metrics.pdPrefillDuration(seconds: Double(state.nowMs() - startedMs) / 1000)
         defer { if !success { callback?() } }
         worker.requestFinished()
