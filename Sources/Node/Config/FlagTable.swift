@@ -29,7 +29,7 @@ public enum FlagTable {
         FlagSpec("max-idle-secs", .int, .int(14400), group: "Routing policy", "Idle seconds before a manual routing key is forgotten"),
         FlagSpec("assignment-mode", .string, .string("random"), group: "Routing policy", "New routing key assignment: random, min_load, min_group"),
         FlagSpec("dp-aware", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Data-parallelism aware scheduling"),
-        FlagSpec("enable-igw", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Inference Gateway mode for multi-model support"),
+        FlagSpec("enable-igw", .bool, .bool(false), group: "Routing policy", "Inference Gateway mode for multi-model support"),
 
         // PD disaggregation
         FlagSpec("pd-disaggregation", .bool, .bool(false), group: "PD disaggregation", "Prefill/decode disaggregated mode"),

@@ -50,6 +50,8 @@ public struct RouterConfig: Sendable {
     public var mesh: MeshSettings?
     /// Set with --pd-disaggregation.
     public var pd: PDSettings?
+    /// `--enable-igw`: several models, each with its own policy (a worker's `policy` label).
+    public var igw: Bool
     public var flags: ResolvedFlags
 
     public static let defaultDurationBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -73,6 +75,7 @@ public struct RouterConfig: Sendable {
         policy = name
         policyConfig = try Self.policyConfig(f)
         pd = try PDSettings.parse(f, policy: name)
+        igw = f.bool("enable-igw")
         evictionIntervalSecs = try Self.positive(f, "eviction-interval")
 
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")

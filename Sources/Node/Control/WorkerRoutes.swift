@@ -1,4 +1,5 @@
 import NIOCore
+import Policies
 import NIOHTTP1
 
 /// Worker management: `GET/POST /workers`, `GET/PATCH/PUT/DELETE /workers/{id}` and the legacy
@@ -25,6 +26,7 @@ enum WorkerRoutes {
             guard let raw = request["url"]?.string else { throw .badRequest("missing_url", "POST /workers: 'url' is required") }
             if let labels = request["labels"], labels.stringMap == nil { throw invalidLabels }
             try check(model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap, apiKey: request["api_key"]?.string)
+            try checkPolicyLabel(request["labels"]?.stringMap, state: state)
             let (role, bootstrapPort) = try roleFields(request)
             return try add(raw, model: request["model_id"]?.string ?? request["model"]?.string, role: role, bootstrapPort: bootstrapPort,
                            labels: request["labels"]?.stringMap ?? [:], apiKey: request["api_key"]?.string, state: state, legacy: false)
@@ -42,6 +44,7 @@ enum WorkerRoutes {
             }
             if let labels = fields["labels"], labels.stringMap == nil { throw invalidLabels }
             try check(model: fields["model_id"]?.string, labels: fields["labels"]?.stringMap, apiKey: fields["api_key"]?.string)
+            try checkPolicyLabel(fields["labels"]?.stringMap, state: state)
             if let m = fields["model_id"]?.string, !m.isEmpty { w.setModelID(m) }
             // `"api_key": null` removes the worker's key; leaving the field out keeps it.
             let apiKey: String?? = fields.keys.contains("api_key") ? .some(fields["api_key"]?.string) : .none
@@ -140,6 +143,12 @@ enum WorkerRoutes {
 
     private static func check(model: String?, labels: [String: String]?, apiKey: String?) throws(APIError) {
         if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) { throw .badRequest("invalid_worker_field", problem) }
+    }
+
+    /// Under `--enable-igw` a worker's `policy` label names its model's policy: it must be one.
+    private static func checkPolicyLabel(_ labels: [String: String]?, state: RouterState) throws(APIError) {
+        guard state.config.igw, let name = labels?["policy"], PolicyName(rawValue: name) == nil else { return }
+        throw .badRequest("invalid_policy", "labels.policy '\(name)' is not a policy; expected one of \(PolicyName.allCases.map(\.rawValue).joined(separator: ", "))")
     }
 
     private static let invalidLabels = APIError.badRequest("invalid_labels", "labels must map strings to strings")

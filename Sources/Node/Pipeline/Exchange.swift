@@ -42,6 +42,8 @@ final class Exchange: UpstreamResponseDelegate {
     private var admissionTicket: UInt64?
     /// Why the policy chose the current attempt's worker (metrics, and what the mesh shares).
     private var selectionReason = SelectionReason.random
+    /// Which policy chose it (a model's own under IGW, the prefill's or decode's in PD).
+    private var selectionPolicy = PolicyName.random
     /// Body parts of the current upstream read burst, written to the client as one piece when
     /// the burst ends: a worker that sends several stream events back to back costs one chunk
     /// and one write, not one per event.
@@ -249,8 +251,9 @@ final class Exchange: UpstreamResponseDelegate {
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: role, using: &rng) {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
         case .noneAvailable: perform(machine.noWorker(unknownModel: false))
-        case .worker(let w, let reason):
+        case .worker(let w, let reason, let policy):
             selectionReason = reason
+            selectionPolicy = policy
             perform(machine.workerChosen(w, now: plan.routing.now))
         }
     }
@@ -264,16 +267,17 @@ final class Exchange: UpstreamResponseDelegate {
         case .noneAvailable:
             failedRole = .prefill
             perform(machine.noWorker(unknownModel: false))
-        case .worker(let p, let prefillReason):
+        case .worker(let p, let prefillReason, let prefillPolicy):
             switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: .decode, using: &rng) {
             case .unknownModel: perform(machine.noWorker(unknownModel: true))
             case .noneAvailable:
                 failedRole = .decode
                 perform(machine.noWorker(unknownModel: false))
-            case .worker(let d, let reason):
+            case .worker(let d, let reason, let policy):
                 prefillChoice = p
                 selectionReason = reason
-                if retriesSoFar == 0 { recordDecision(p, reason: prefillReason) }
+                selectionPolicy = policy
+                if retriesSoFar == 0 { recordDecision(p, reason: prefillReason, policy: prefillPolicy) }
                 perform(machine.workerChosen(d, now: plan.routing.now))
             }
         }
@@ -334,12 +338,12 @@ final class Exchange: UpstreamResponseDelegate {
     }
 
     /// The first routing decision of an inference request: metrics, and what the mesh shares.
-    private func recordDecision(_ w: Worker, reason: SelectionReason) {
+    private func recordDecision(_ w: Worker, reason: SelectionReason, policy: PolicyName) {
         // A model label only for models a worker is known to serve: request-supplied names
         // would otherwise each add series (a worker of unknown model takes any name).
         let label = plan.model.map { w.modelID == $0 ? $0 : "other" } ?? "default"
         state.metrics.routed(model: label, endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
-                             policy: state.config.policy.rawValue, reason: reason.rawValue)
+                             policy: policy.rawValue, reason: reason.rawValue)
         state.treeSync?.noteDecision()
         if state.mesh != nil, reason == .newAssignment || reason == .reassigned || (reason == .sticky && adoptedFromRedis), let key = plan.routing.routingKey {
             MeshBridge.assigned(routingKey: key, model: w.modelID == plan.model ? plan.model : nil, worker: w, state: state)
@@ -350,7 +354,7 @@ final class Exchange: UpstreamResponseDelegate {
     }
 
     private func startAttempt(_ w: Worker, deadlineMs: UInt64, firstAttempt: Bool) {
-        if firstAttempt, plan.isInference { recordDecision(w, reason: selectionReason) }
+        if firstAttempt, plan.isInference { recordDecision(w, reason: selectionReason, policy: selectionPolicy) }
         _ = w.breakerAcquire(now: plan.routing.now)
         w.requestStarted()
         failedRole = .decode

@@ -10,7 +10,8 @@ import Primitives
 /// change replaces the array, so a request routes on a consistent snapshot.
 public final class WorkerRegistry: Sendable {
     public enum Outcome {
-        case worker(Worker, SelectionReason)
+        /// The worker, why the policy chose it, and which policy chose it.
+        case worker(Worker, SelectionReason, policy: PolicyName)
         case unknownModel
         case noneAvailable
     }
@@ -29,16 +30,26 @@ public final class WorkerRegistry: Sendable {
 
     /// A policy value mutated in place under its lock (a radix tree must never be copied per request).
     final class PolicyBox: Sendable {
+        let name: PolicyName
         let policy: Mutex<any LoadBalancingPolicy>
-        init(_ p: any LoadBalancingPolicy) { policy = Mutex(p) }
+        init(_ name: PolicyName, config: PolicyConfig) {
+            self.name = name
+            policy = Mutex(name.make(config))
+        }
     }
+
+    /// `--enable-igw`: a model's policy is the `policy` label of its workers (the first that has
+    /// one), else `--policy`; a label changed or learned later replaces the model's policy.
+    public let policiesFromLabels: Bool
 
     public let breakerConfig: CircuitBreakerConfig
     public let healthConfig: HealthCheckConfig
 
     public init(policy: PolicyName, config: PolicyConfig = PolicyConfig(), breaker: CircuitBreakerConfig = CircuitBreakerConfig(),
-                health: HealthCheckConfig = HealthCheckConfig(), prefillPolicy: PolicyName? = nil, decodePolicy: PolicyName? = nil) {
+                health: HealthCheckConfig = HealthCheckConfig(), prefillPolicy: PolicyName? = nil, decodePolicy: PolicyName? = nil,
+                policiesFromLabels: Bool = false) {
         self.policyName = policy
+        self.policiesFromLabels = policiesFromLabels
         self.rolePolicies = [.regular: policy, .prefill: prefillPolicy ?? policy, .decode: decodePolicy ?? policy]
         self.policyConfig = config
         self.breakerConfig = breaker
@@ -90,13 +101,14 @@ public final class WorkerRegistry: Sendable {
     /// it, decisions go to the shared default policy instead of growing the table.
     public static let maxPolicies = 1024
 
-    /// The policy kept under `key` (see `policyKey`), made on first use.
-    private func box(for key: String) -> PolicyBox {
+    /// The policy kept under `key` (see `policyKey`), made on first use; `wanted`: the policy
+    /// the model's workers ask for (IGW), which replaces one of another kind.
+    private func box(for key: String, wanted: PolicyName? = nil) -> PolicyBox {
         policies.withLock { table in
-            if let b = table[key] { return b }
+            if let b = table[key], wanted == nil || b.name == wanted { return b }
             let role = Self.role(ofKey: key)
-            if table.count >= Self.maxPolicies, let shared = table[Self.policyKey(nil, served: false, role: role)] { return shared }
-            let b = PolicyBox(rolePolicies[role]!.make(policyConfig))
+            if table[key] == nil, table.count >= Self.maxPolicies, let shared = table[Self.policyKey(nil, served: false, role: role)] { return shared }
+            let b = PolicyBox(wanted ?? rolePolicies[role]!, config: policyConfig)
             table[key] = b
             return b
         }
@@ -222,8 +234,10 @@ public final class WorkerRegistry: Sendable {
         if !avoiding.isEmpty, candidates.contains(where: { $0.isAvailable && !avoiding.contains($0.id) }) {
             for i in candidates.indices where avoiding.contains(candidates[i].id) { candidates[i].isAvailable = false }
         }
-        let selection = box(for: Self.policyKey(model, served: served, role: role)).policy.withLock { $0.select(request, from: candidates, using: &rng) }
+        let wanted = policiesFromLabels && served ? chosen.lazy.compactMap { $0.labels["policy"].flatMap(PolicyName.init(rawValue:)) }.first : nil
+        let box = box(for: Self.policyKey(model, served: served, role: role), wanted: wanted)
+        let selection = box.policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
-        return .worker(chosen[selection.index], selection.reason)
+        return .worker(chosen[selection.index], selection.reason, policy: box.name)
     }
 }
