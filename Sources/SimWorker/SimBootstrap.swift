@@ -23,7 +23,8 @@ enum SimBootstrap {
     /// The rooms of a request (one, or one per element of a batch); nil when absent or malformed.
     static func rooms(_ json: [String: Any]) -> [UInt64]? {
         func room(_ v: Any) -> UInt64? {
-            guard let n = v as? NSNumber, !(v is Bool), n.int64Value >= 0 else { return nil }
+            // (Foundation bridges 0 and 1 to Bool too, so no Bool test here.)
+            guard let n = v as? NSNumber, n.int64Value >= 0 else { return nil }
             return n.uint64Value
         }
         switch json["bootstrap_room"] {

@@ -43,6 +43,9 @@ public struct SimWorkerOptions: Sendable {
     public var role = Role.regular
     /// A prefill worker's KV bootstrap server port (0: any free one, reported by the server).
     public var bootstrapPort = 0
+    /// Data-parallel ranks (`dp_size` in `/get_server_info`); a request's `data_parallel_rank`
+    /// must name one of them.
+    public var dpSize = 1
 
     public init() {}
 
@@ -99,6 +102,9 @@ public struct SimWorkerOptions: Sendable {
                 guard let r = Role(rawValue: v) else { throw .badValue(a, v) }
                 o.role = r
             case "--bootstrap-port": o.bootstrapPort = try int(a)
+            case "--dp-size":
+                o.dpSize = try int(a)
+                if o.dpSize == 0 { throw .badValue(a, "0") }
             case "-h", "--help": throw .helpRequested
             default: throw .unknownFlag(a)
             }
@@ -134,6 +140,7 @@ public struct SimWorkerOptions: Sendable {
           --tls-client-ca FILE       with HTTPS: require client certificates issued by this CA
           --role R                   regular, prefill or decode (PD disaggregation) (regular)
           --bootstrap-port N         a prefill worker's KV bootstrap port, 0 = any free port (0)
+          --dp-size N                data-parallel ranks; data_parallel_rank must be below N (1)
         """
 }
 

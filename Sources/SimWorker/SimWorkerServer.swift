@@ -98,8 +98,9 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var promptDigest: String?
     /// The Authorization header received, echoed as `x-sim-authorization` (tests check API keys).
     private var receivedAuthorization: String?
-    /// PD: the bootstrap room served and, on a decode worker, the prefill that had it.
-    private var pdHeaders: [(String, String)] = []
+    /// PD: the bootstrap room served and, on a decode worker, the prefill that had it; the
+    /// data-parallel rank asked for.
+    private var echoHeaders: [(String, String)] = []
 
     init(state: SimWorkerState) { self.state = state }
 
@@ -124,7 +125,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             head = h
             forwardedRequestID = h.headers.first(name: "x-request-id")
             promptDigest = nil
-            pdHeaders = []
+            echoHeaders = []
             receivedAuthorization = h.headers.first(name: "authorization")
             body.clear()
         case .body(var chunk):
@@ -148,7 +149,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.GET, "/get_model_info"):
             respond(context, head, status: .ok, body: #"{"model_path":\#(SimResponses.quote(options.modelID)),"tokenizer_path":\#(SimResponses.quote(options.modelID)),"is_generation":true}"#)
         case (.GET, "/get_server_info"):
-            respond(context, head, status: .ok, body: #"{"model_path":\#(SimResponses.quote(options.modelID)),"served_model_name":\#(SimResponses.quote(options.modelID)),"tp_size":1,"dp_size":1,"version":"sim","worker_name":\#(SimResponses.quote(options.workerName))}"#)
+            respond(context, head, status: .ok, body: #"{"model_path":\#(SimResponses.quote(options.modelID)),"served_model_name":\#(SimResponses.quote(options.modelID)),"tp_size":1,"dp_size":\#(options.dpSize),"version":"sim","worker_name":\#(SimResponses.quote(options.workerName))}"#)
         case (.GET, "/get_load"):
             let active = state.snapshot.active + options.extraReportedLoad
             respond(context, head, status: .ok, body: #"{"load":\#(active),"num_reqs":\#(active),"num_waiting_reqs":0}"#)
@@ -213,6 +214,13 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             state.update { $0.failuresInjected += 1 }
             return cutShort(context, head, request)
         }
+        if let rank = json["data_parallel_rank"] {
+            guard let r = rank as? Int, (0..<options.dpSize).contains(r) else {
+                return respond(context, head, status: .badRequest, body: SimResponses.error(
+                    "data_parallel_rank \(rank) is not a rank of this worker (dp_size \(options.dpSize))", status: 400))
+            }
+            echoHeaders.append(("x-sim-dp-rank", String(r)))
+        }
         switch options.role {
         case .regular:
             generate(context, head, request)
@@ -222,7 +230,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
                     "a prefill worker needs bootstrap_room (requests reach it through a PD router)", status: 400))
             }
             state.addRooms(rooms)
-            pdHeaders = [("x-sim-bootstrap-room", rooms.map(String.init).joined(separator: ","))]
+            echoHeaders.append(("x-sim-bootstrap-room", rooms.map(String.init).joined(separator: ",")))
             generate(context, head, request)
         case .decode:
             guard let targets = SimBootstrap.targets(json) else {
@@ -235,8 +243,8 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
                 guard self.active else { return }
                 switch result {
                 case .success(let prefills):
-                    self.pdHeaders = [("x-sim-bootstrap-room", targets.map { String($0.room) }.joined(separator: ",")),
-                                      ("x-sim-prefill", Set(prefills).sorted().joined(separator: ","))]
+                    self.echoHeaders += [("x-sim-bootstrap-room", targets.map { String($0.room) }.joined(separator: ",")),
+                                       ("x-sim-prefill", Set(prefills).sorted().joined(separator: ","))]
                     self.generate(context, head, request)
                 case .failure:
                     let t = targets[0]
@@ -280,7 +288,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
-        for (name, value) in pdHeaders { h.add(name: name, value: value) }
+        for (name, value) in echoHeaders { h.add(name: name, value: value) }
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
         let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond)) : .zero
         func emit(_ i: Int) {
@@ -342,7 +350,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
-        for (name, value) in pdHeaders { h.add(name: name, value: value) }
+        for (name, value) in echoHeaders { h.add(name: name, value: value) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: h))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         end(context, head)

@@ -1,7 +1,6 @@
 /// Every flag of the SGLang Model Gateway configuration reference, plus `--config`.
 /// Defaults follow the reference; where its router guide disagrees, the reference wins.
 public enum FlagTable {
-    static let policies = "multi-model gateway and DP-aware routing"
     static let discovery = "Kubernetes service discovery"
     static let tokenizer = "tokenizer and parsers"
     static let history = "history storage"
@@ -28,7 +27,7 @@ public enum FlagTable {
         FlagSpec("prefix-hash-load-factor", .double, .double(1.25), group: "Routing policy", "Load factor above which prefix_hash rebalances"),
         FlagSpec("max-idle-secs", .int, .int(14400), group: "Routing policy", "Idle seconds before a manual routing key is forgotten"),
         FlagSpec("assignment-mode", .string, .string("random"), group: "Routing policy", "New routing key assignment: random, min_load, min_group"),
-        FlagSpec("dp-aware", .bool, .bool(false), group: "Routing policy", status: .notBuilt(policies), "Data-parallelism aware scheduling"),
+        FlagSpec("dp-aware", .bool, .bool(false), group: "Routing policy", "Data-parallelism aware scheduling"),
         FlagSpec("enable-igw", .bool, .bool(false), group: "Routing policy", "Inference Gateway mode for multi-model support"),
 
         // PD disaggregation

@@ -52,6 +52,8 @@ public struct RouterConfig: Sendable {
     public var pd: PDSettings?
     /// `--enable-igw`: several models, each with its own policy (a worker's `policy` label).
     public var igw: Bool
+    /// `--dp-aware`: route to data-parallel ranks (`data_parallel_rank`), learned from workers' `dp_size`.
+    public var dpAware: Bool
     public var flags: ResolvedFlags
 
     public static let defaultDurationBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -76,6 +78,8 @@ public struct RouterConfig: Sendable {
         policyConfig = try Self.policyConfig(f)
         pd = try PDSettings.parse(f, policy: name)
         igw = f.bool("enable-igw")
+        dpAware = f.bool("dp-aware")
+        if dpAware, pd != nil { throw ConfigError("--dp-aware with --pd-disaggregation is not built yet in this smg; use one of them") }
         evictionIntervalSecs = try Self.positive(f, "eviction-interval")
 
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")

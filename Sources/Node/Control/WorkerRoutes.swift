@@ -81,7 +81,7 @@ enum WorkerRoutes {
             "is_healthy": .bool(w.isHealthy), "is_draining": .bool(w.isDraining), "load": .int(w.inFlight), "labels": JSONValue(w.labels),
             "reported_load": JSONValue(w.reportedLoad), "health": .string(w.healthStatus.rawValue),
             "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
-            "bootstrap_port": JSONValue(w.bootstrapPort),
+            "bootstrap_port": JSONValue(w.bootstrapPort), "dp_size": .int(w.dpSize),
         ]
     }
 
@@ -115,7 +115,7 @@ enum WorkerRoutes {
             throw APIError(.conflict, type: "invalid_request_error", code: "worker_exists", "worker \(url.canonical) is already registered as \(existing)")
         }
         state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
-        if model == nil { state.discovery.discover(w) }
+        state.discovery.discover(w)
         MeshBridge.published(w, state: state)
         if legacy {
             return ControlResponse(json: ["status": "ok", "message": .string("Successfully added worker: \(url.canonical)"), "id": .string(w.id)])

@@ -126,6 +126,6 @@ enum MeshBridge {
         guard let (role, bootstrapPort) = try? WorkerRoutes.roleFields(settings),
               let w = try? state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey) else { return }
         state.logger.info("worker added (by another router)", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
-        if model == nil { state.discovery.discover(w) }
+        state.discovery.discover(w)
     }
 }

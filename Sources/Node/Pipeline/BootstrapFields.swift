@@ -22,25 +22,34 @@ struct BootstrapFields: Equatable {
     /// The field names a client may not send itself (the router owns them).
     static let names: [StaticString] = ["bootstrap_host", "bootstrap_port", "bootstrap_room"]
 
-    /// `body` (a JSON object, already validated) with the fields added before its closing brace.
+    /// `body` (a JSON object, already validated) with the fields added.
     func inserted(into body: ByteBuffer, objectIsEmpty: Bool) -> ByteBuffer {
-        let bytes = body.readableBytesView
-        guard let close = bytes.lastIndex(of: UInt8(ascii: "}")) else { return body }
         let port = self.port.map(String.init) ?? "null"
         let hostJSON = JSONString.quote(host)
-        var fields = objectIsEmpty ? "" : ","
+        let fields: String
         if isBatch {
             let n = rooms.count
-            fields += #""bootstrap_host":[\#(Array(repeating: hostJSON, count: n).joined(separator: ","))],"#
-            fields += #""bootstrap_port":[\#(Array(repeating: port, count: n).joined(separator: ","))],"#
-            fields += #""bootstrap_room":[\#(rooms.map(String.init).joined(separator: ","))]"#
+            fields = #""bootstrap_host":[\#(Array(repeating: hostJSON, count: n).joined(separator: ","))],"#
+                + #""bootstrap_port":[\#(Array(repeating: port, count: n).joined(separator: ","))],"#
+                + #""bootstrap_room":[\#(rooms.map(String.init).joined(separator: ","))]"#
         } else {
-            fields += #""bootstrap_host":\#(hostJSON),"bootstrap_port":\#(port),"bootstrap_room":\#(rooms[0])"#
+            fields = #""bootstrap_host":\#(hostJSON),"bootstrap_port":\#(port),"bootstrap_room":\#(rooms[0])"#
         }
+        return JSONObjectBody.appending(fields, to: body, objectIsEmpty: objectIsEmpty)
+    }
+}
+
+/// Adding members to a request body the router has already validated as a JSON object, without
+/// parsing it again: the text goes in before the closing brace.
+enum JSONObjectBody {
+    static func appending(_ members: String, to body: ByteBuffer, objectIsEmpty: Bool) -> ByteBuffer {
+        let bytes = body.readableBytesView
+        guard let close = bytes.lastIndex(of: UInt8(ascii: "}")) else { return body }
         var out = ByteBuffer()
-        out.reserveCapacity(body.readableBytes + fields.utf8.count)
+        out.reserveCapacity(body.readableBytes + members.utf8.count + 1)
         out.writeBytes(bytes[bytes.startIndex..<close])
-        out.writeString(fields)
+        if !objectIsEmpty { out.writeString(",") }
+        out.writeString(members)
         out.writeBytes(bytes[close...])
         return out
     }

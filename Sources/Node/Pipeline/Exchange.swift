@@ -44,6 +44,9 @@ final class Exchange: UpstreamResponseDelegate {
     private var selectionReason = SelectionReason.random
     /// Which policy chose it (a model's own under IGW, the prefill's or decode's in PD).
     private var selectionPolicy = PolicyName.random
+    /// `--dp-aware`: the rank chosen for the current attempt, sent as `data_parallel_rank`.
+    private var selectedRank: Int?
+    private var attemptRank: Int?
     /// Body parts of the current upstream read burst, written to the client as one piece when
     /// the burst ends: a worker that sends several stream events back to back costs one chunk
     /// and one write, not one per event.
@@ -96,7 +99,7 @@ final class Exchange: UpstreamResponseDelegate {
         let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
         guard case .forwardHead(let exhausted) = action else { return perform(action) }
         if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
-        if case .prefillDecode(_, _, true) = plan.kind, response.status == .ok {
+        if case .prefillDecode(_, true) = plan.kind, response.status == .ok {
             logprobs = PDLogprobs(stream: plan.stream)
             if let known = prefillLogprobs { _ = logprobs!.prefillAnswered(known) }
             if !plan.stream {
@@ -251,10 +254,11 @@ final class Exchange: UpstreamResponseDelegate {
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: role, using: &rng) {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
         case .noneAvailable: perform(machine.noWorker(unknownModel: false))
-        case .worker(let w, let reason, let policy):
-            selectionReason = reason
-            selectionPolicy = policy
-            perform(machine.workerChosen(w, now: plan.routing.now))
+        case .worker(let choice):
+            selectionReason = choice.reason
+            selectionPolicy = choice.policy
+            selectedRank = choice.rank
+            perform(machine.workerChosen(choice.worker, now: plan.routing.now))
         }
     }
 
@@ -267,18 +271,19 @@ final class Exchange: UpstreamResponseDelegate {
         case .noneAvailable:
             failedRole = .prefill
             perform(machine.noWorker(unknownModel: false))
-        case .worker(let p, let prefillReason, let prefillPolicy):
+        case .worker(let prefillChoice):
+            let p = prefillChoice.worker
             switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: .decode, using: &rng) {
             case .unknownModel: perform(machine.noWorker(unknownModel: true))
             case .noneAvailable:
                 failedRole = .decode
                 perform(machine.noWorker(unknownModel: false))
-            case .worker(let d, let reason, let policy):
-                prefillChoice = p
-                selectionReason = reason
-                selectionPolicy = policy
-                if retriesSoFar == 0 { recordDecision(p, reason: prefillReason, policy: prefillPolicy) }
-                perform(machine.workerChosen(d, now: plan.routing.now))
+            case .worker(let decodeChoice):
+                self.prefillChoice = p
+                selectionReason = decodeChoice.reason
+                selectionPolicy = decodeChoice.policy
+                if retriesSoFar == 0 { recordDecision(p, reason: prefillChoice.reason, policy: prefillChoice.policy) }
+                perform(machine.workerChosen(decodeChoice.worker, now: plan.routing.now))
             }
         }
     }
@@ -358,10 +363,16 @@ final class Exchange: UpstreamResponseDelegate {
         _ = w.breakerAcquire(now: plan.routing.now)
         w.requestStarted()
         failedRole = .decode
-        if case .prefillDecode(let batchSize, let emptyObject, let mergeLogprobs) = plan.kind, let p = prefillChoice {
+        attemptBody = nil
+        attemptRank = selectedRank
+        if let rank = attemptRank {
+            w.rankStarted(rank)
+            attemptBody = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
+        }
+        if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p = prefillChoice {
             // Both halves get the same body: the prefill's address and a fresh room per attempt.
             let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
-            let body = fields.inserted(into: plan.body, objectIsEmpty: emptyObject)
+            let body = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
             attemptBody = body
             let prefillHead = UpstreamHeaders.request(plan.head, host: p.url.hostHeader, bodyLength: body.readableBytes, requestID: plan.requestID,
                                                       bearer: p.apiKey ?? state.config.apiKey, clientAddress: plan.clientAddress)
@@ -417,6 +428,10 @@ final class Exchange: UpstreamResponseDelegate {
         attemptTimer = nil
         let w = end.target
         w.requestFinished()
+        if let rank = attemptRank {
+            w.rankFinished(rank)
+            attemptRank = nil
+        }
         if let change = w.breakerRecord(success: end.breakerSuccess, now: state.nowMs()) {
             state.metrics.breakerTransition(worker: w.url.canonical, to: change.rawValue)
             state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(w.url.canonical)"])

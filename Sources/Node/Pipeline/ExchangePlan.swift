@@ -16,9 +16,9 @@ struct ExchangePlan {
         /// A prefill and a decode worker, each chosen by its own policy; both are sent the body
         /// with `BootstrapFields`, the decode worker's answer is relayed and the prefill's
         /// drained (`PrefillLeg`). `batchSize`: the request is a batch of that many (a room
-        /// each); `emptyObject`: the body is `{}`; `mergeLogprobs`: `/generate` with
-        /// `return_logprob`, whose prompt logprobs come from the prefill (`PDLogprobs`).
-        case prefillDecode(batchSize: Int?, emptyObject: Bool, mergeLogprobs: Bool)
+        /// each); `mergeLogprobs`: `/generate` with `return_logprob`, whose prompt logprobs come
+        /// from the prefill (`PDLogprobs`).
+        case prefillDecode(batchSize: Int?, mergeLogprobs: Bool)
     }
 
     var kind = Kind.singleWorker
@@ -35,6 +35,8 @@ struct ExchangePlan {
     /// The client's request head and body, sent to the worker after `UpstreamHeaders.request`.
     var head: HTTPRequestHead
     var body: ByteBuffer
+    /// The body is `{}` (members the router adds need no leading comma).
+    var bodyIsEmptyObject = false
     var requestID: String
     /// The client's IP address, appended to `X-Forwarded-For` (nil for Unix sockets).
     var clientAddress: String?

@@ -17,7 +17,7 @@ enum InferenceRequest {
         var routingText: [UInt8] = []
         let wantsText = state.policyUsesText
         var duplicate: StaticString?
-        let pd = state.config.pd != nil
+        let pd = state.config.pd != nil, dpAware = state.config.dpAware
         if pd, ![.generate, .chat, .completions, .rerank].contains(kind) {
             throw APIError(.notImplemented, type: "invalid_request_error", code: "not_supported_in_pd_mode",
                            "/\(kind.endpoint) is not served in PD disaggregation mode: generate, chat completions, completions and rerank are")
@@ -29,10 +29,11 @@ enum InferenceRequest {
         let failure: JSONScanner.Failure? = body.withUnsafeReadableBytes { bytes -> JSONScanner.Failure? in
             do throws(JSONScanner.Failure) {
                 let members = try JSONScanner.scanObject(bytes)
+                emptyObject = members.isEmpty
+                if dpAware, members.contains(where: { $0.keyEquals("data_parallel_rank", in: bytes) }) { ownedField = "data_parallel_rank" }
                 if pd {
-                    emptyObject = members.isEmpty
                     batchSize = Self.batchSize(kind, members: members, bytes: bytes)
-                    ownedField = BootstrapFields.names.first { name in members.contains { $0.keyEquals(name, in: bytes) } }
+                    ownedField = BootstrapFields.names.first { name in members.contains { $0.keyEquals(name, in: bytes) } } ?? ownedField
                     returnLogprob = kind == .generate && members.contains { $0.keyEquals("return_logprob", in: bytes) && $0.boolValue(in: bytes) == true }
                 }
                 var seen: UInt8 = 0
@@ -50,7 +51,7 @@ enum InferenceRequest {
             }
         }
         if let failure { throw .invalidJSON(failure.description) }
-        if let ownedField { throw .badRequest("router_owned_field", "'\(ownedField)' is set by the router in PD mode; leave it out") }
+        if let ownedField { throw .badRequest("router_owned_field", "'\(ownedField)' is set by the router\(pd ? " in PD mode" : " with --dp-aware"); leave it out") }
         if let duplicate {
             throw .badRequest("duplicate_field", "field '\(duplicate)' appears more than once; the router and the worker could read different values")
         }
@@ -58,9 +59,9 @@ enum InferenceRequest {
             routingText: routingText,
             routingKey: head.headers.first(name: "x-smg-routing-key"),
             targetWorker: head.headers.first(name: "x-smg-target-worker").flatMap { Int($0) })
-        return ExchangePlan(kind: pd ? .prefillDecode(batchSize: batchSize, emptyObject: emptyObject, mergeLogprobs: returnLogprob) : .singleWorker,
+        return ExchangePlan(kind: pd ? .prefillDecode(batchSize: batchSize, mergeLogprobs: returnLogprob) : .singleWorker,
                             endpoint: kind.endpoint, model: model?.isEmpty == true ? nil : model, stream: stream, routing: routing,
-                            isInference: true, head: head, body: body, requestID: requestID)
+                            isInference: true, head: head, body: body, bodyIsEmptyObject: emptyObject, requestID: requestID)
     }
 
     /// How many requests a body stands for, nil for one: `/generate` with a list of `text`s or

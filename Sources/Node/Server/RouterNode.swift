@@ -36,7 +36,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health,
-                                      prefillPolicy: config.pd?.prefillPolicy, decodePolicy: config.pd?.decodePolicy, policiesFromLabels: config.igw)
+                                      prefillPolicy: config.pd?.prefillPolicy, decodePolicy: config.pd?.decodePolicy, policiesFromLabels: config.igw, dpAware: config.dpAware)
         let tls: TLSContexts
         do { tls = try TLSContexts(config.tls) } catch {
             try? await group.shutdownGracefully()

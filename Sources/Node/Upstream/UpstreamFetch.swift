@@ -24,7 +24,7 @@ final class UpstreamFetch: UpstreamResponseDelegate {
     }
 
     /// Sends `method path` to `url` and calls back on the pool's loop with the full answer.
-    static func run(pool: UpstreamPool, url: WorkerURL, method: HTTPMethod, path: String, body: ByteBuffer? = nil,
+    static func run(pool: UpstreamPool, url: WorkerURL, method: HTTPMethod, path: String, body: ByteBuffer? = nil, bearer: String? = nil,
                     timeout: TimeAmount, _ done: @escaping (Result<Response, any Error>) -> Void) {
         let fetch = UpstreamFetch(pool: pool, done: done)
         fetch.selfReference = fetch
@@ -44,6 +44,7 @@ final class UpstreamFetch: UpstreamResponseDelegate {
                 headers.add(name: "user-agent", value: "smg")
                 headers.add(name: "content-length", value: String(body?.readableBytes ?? 0))
                 if body != nil { headers.add(name: "content-type", value: "application/json") }
+                if let bearer { headers.add(name: "authorization", value: "Bearer \(bearer)") }
                 let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
                 c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
                 if let body, body.readableBytes > 0 { c.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }

@@ -1,9 +1,11 @@
 import NIOCore
 import Synchronization
 
-/// Learns each new worker's model from its `/v1/models`, asking again with backoff (1, 2, 4 …
-/// 30 s) while the worker is registered and has not answered (it may not be up yet). Workers
-/// wait in a list that one periodic tick works through, so shutdown stops discovery with it.
+/// Learns what a new worker does not say at registration: its model from its `/v1/models`,
+/// and with `--dp-aware` its data-parallel ranks from `/get_server_info` (`dp_size`, asked with
+/// the worker's API key or `--api-key`). It asks again with backoff (1, 2, 4 … 30 s) while the
+/// worker is registered and has not answered (it may not be up yet). Workers wait in a list that
+/// one periodic tick works through, so shutdown stops discovery with it.
 final class ModelDiscovery: Sendable {
     private struct Pending {
         let worker: Worker
@@ -45,26 +47,60 @@ final class ModelDiscovery: Sendable {
             return due
         }
         for worker in due {
+            if worker.modelID != nil {
+                guard state.config.dpAware else {
+                    pending.withLock { _ = $0.removeValue(forKey: worker.id) }
+                    continue
+                }
+                askRanks(worker, pool: pool, state: state)
+                continue
+            }
             UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { [self] result in
                 if case .success(let r) = result, r.status == .ok,
                    let id = JSONValue.parse(r.body.readableBytesView)?["data"]?.array?.first?["id"]?.string {
                     worker.setModelID(id)
-                    pending.withLock { _ = $0.removeValue(forKey: worker.id) }
                     state.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])
-                    return
+                    return askedAgainNow(worker)
                 }
-                let attempt: Int? = pending.withLock { p in
-                    guard var entry = p[worker.id] else { return nil }
-                    entry.attempt += 1
-                    entry.asking = false
-                    entry.dueMs = clock() + UInt64(min(30, 1 << min(entry.attempt - 1, 5))) * 1000
-                    p[worker.id] = entry
-                    return entry.attempt
-                }
-                if attempt == 3 {
-                    state.logger.warning("worker model not known yet; still asking its /v1/models", metadata: ["worker": "\(worker.url.canonical)"])
-                }
+                retryLater(worker, state: state)
             }
+        }
+    }
+
+    /// The model is known: the next tick moves on to what is still missing.
+    private func askedAgainNow(_ worker: Worker) {
+        pending.withLock { p in
+            p[worker.id]?.asking = false
+            p[worker.id]?.dueMs = 0
+        }
+    }
+
+    private func askRanks(_ worker: Worker, pool: UpstreamPool, state: RouterState) {
+        UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/get_server_info", bearer: worker.apiKey ?? state.config.apiKey,
+                          timeout: .seconds(5)) { [self] result in
+            if case .success(let r) = result, r.status == .ok, let info = JSONValue.parse(r.body.readableBytesView) {
+                let ranks = info["dp_size"]?.int ?? 1
+                worker.setDPSize(ranks)
+                pending.withLock { _ = $0.removeValue(forKey: worker.id) }
+                state.logger.info("worker data-parallel ranks", metadata: ["worker": "\(worker.url.canonical)", "dp_size": "\(ranks)"])
+                return
+            }
+            retryLater(worker, state: state)
+        }
+    }
+
+    private func retryLater(_ worker: Worker, state: RouterState) {
+        let attempt: Int? = pending.withLock { p in
+            guard var entry = p[worker.id] else { return nil }
+            entry.attempt += 1
+            entry.asking = false
+            entry.dueMs = clock() + UInt64(min(30, 1 << min(entry.attempt - 1, 5))) * 1000
+            p[worker.id] = entry
+            return entry.attempt
+        }
+        if attempt == 3 {
+            state.logger.warning("worker not described yet; still asking it", metadata: [
+                "worker": "\(worker.url.canonical)", "asking": "\(worker.modelID == nil ? "/v1/models" : "/get_server_info")"])
         }
     }
 }

@@ -90,6 +90,21 @@ public final class Worker: Sendable {
     }
     func setReportedLoad(_ load: Int?) { _reportedLoad.store(load ?? -1, ordering: .relaxed) }
 
+    // MARK: data-parallel ranks (`--dp-aware`)
+
+    /// Ranks behind this worker: its `/get_server_info` `dp_size`, 1 until known.
+    private let _dpSize = Atomic<Int>(1)
+    /// Requests in flight per rank (the worker's own count covers all of them).
+    private let rankLoads = Mutex<[Int]>([])
+    public var dpSize: Int { _dpSize.load(ordering: .relaxed) }
+    func setDPSize(_ n: Int) {
+        rankLoads.withLock { $0 = Array(repeating: 0, count: max(1, n)) }
+        _dpSize.store(max(1, n), ordering: .relaxed)
+    }
+    func rankLoad(_ rank: Int) -> Int { rankLoads.withLock { rank < $0.count ? $0[rank] : 0 } }
+    func rankStarted(_ rank: Int) { rankLoads.withLock { if rank < $0.count { $0[rank] += 1 } } }
+    func rankFinished(_ rank: Int) { rankLoads.withLock { if rank < $0.count, $0[rank] > 0 { $0[rank] -= 1 } } }
+
     func requestStarted() { _inFlight.add(1, ordering: .relaxed); _served.add(1, ordering: .relaxed) }
     func requestFinished() { _inFlight.subtract(1, ordering: .relaxed) }
 

@@ -9,9 +9,18 @@ import Primitives
 /// Reads on the hot path take a short lock to copy an immutable array of references; every
 /// change replaces the array, so a request routes on a consistent snapshot.
 public final class WorkerRegistry: Sendable {
+    /// A routing decision: the worker, why and by which policy, and with `--dp-aware` its rank.
+    public struct Choice {
+        public let worker: Worker
+        public let reason: SelectionReason
+        public let policy: PolicyName
+        /// The data-parallel rank to send as `data_parallel_rank` (nil: the worker has one rank,
+        /// or the router is not DP-aware).
+        public let rank: Int?
+    }
+
     public enum Outcome {
-        /// The worker, why the policy chose it, and which policy chose it.
-        case worker(Worker, SelectionReason, policy: PolicyName)
+        case worker(Choice)
         case unknownModel
         case noneAvailable
     }
@@ -41,14 +50,17 @@ public final class WorkerRegistry: Sendable {
     /// `--enable-igw`: a model's policy is the `policy` label of its workers (the first that has
     /// one), else `--policy`; a label changed or learned later replaces the model's policy.
     public let policiesFromLabels: Bool
+    /// `--dp-aware`: each data-parallel rank of a worker is a candidate of its own.
+    public let dpAware: Bool
 
     public let breakerConfig: CircuitBreakerConfig
     public let healthConfig: HealthCheckConfig
 
     public init(policy: PolicyName, config: PolicyConfig = PolicyConfig(), breaker: CircuitBreakerConfig = CircuitBreakerConfig(),
                 health: HealthCheckConfig = HealthCheckConfig(), prefillPolicy: PolicyName? = nil, decodePolicy: PolicyName? = nil,
-                policiesFromLabels: Bool = false) {
+                policiesFromLabels: Bool = false, dpAware: Bool = false) {
         self.policyName = policy
+        self.dpAware = dpAware
         self.policiesFromLabels = policiesFromLabels
         self.rolePolicies = [.regular: policy, .prefill: prefillPolicy ?? policy, .decode: decodePolicy ?? policy]
         self.policyConfig = config
@@ -226,18 +238,28 @@ public final class WorkerRegistry: Sendable {
             return m == nil
         }
         guard !chosen.isEmpty else { return snapshot.isEmpty ? .noneAvailable : .unknownModel }
-        var candidates = chosen.map {
-            WorkerCandidate(id: $0.id, url: $0.url.canonical, isAvailable: $0.isAvailable && $0.breakerAllows(now: request.now),
-                            inFlight: $0.inFlight, reportedLoad: $0.reportedLoad)
+        // With --dp-aware a worker of N ranks is N candidates ("id@rank"): the policy balances
+        // ranks, and cache_aware keeps a tree per rank.
+        var targets: [(worker: Worker, rank: Int?)] = []
+        for w in chosen {
+            let ranks = dpAware ? w.dpSize : 1
+            if ranks > 1 { for r in 0..<ranks { targets.append((w, r)) } } else { targets.append((w, nil)) }
+        }
+        var candidates = targets.map { t in
+            WorkerCandidate(id: t.rank.map { "\(t.worker.id)@\($0)" } ?? t.worker.id, url: t.worker.url.canonical,
+                            isAvailable: t.worker.isAvailable && t.worker.breakerAllows(now: request.now),
+                            inFlight: t.rank.map { t.worker.rankLoad($0) } ?? t.worker.inFlight,
+                            reportedLoad: t.rank == nil ? t.worker.reportedLoad : nil)
         }
         // Prefer workers that have not just failed this request, when any other can serve.
-        if !avoiding.isEmpty, candidates.contains(where: { $0.isAvailable && !avoiding.contains($0.id) }) {
-            for i in candidates.indices where avoiding.contains(candidates[i].id) { candidates[i].isAvailable = false }
+        if !avoiding.isEmpty, candidates.indices.contains(where: { candidates[$0].isAvailable && !avoiding.contains(targets[$0].worker.id) }) {
+            for i in candidates.indices where avoiding.contains(targets[i].worker.id) { candidates[i].isAvailable = false }
         }
         let wanted = policiesFromLabels && served ? chosen.lazy.compactMap { $0.labels["policy"].flatMap(PolicyName.init(rawValue:)) }.first : nil
         let box = box(for: Self.policyKey(model, served: served, role: role), wanted: wanted)
         let selection = box.policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
-        return .worker(chosen[selection.index], selection.reason, policy: box.name)
+        let target = targets[selection.index]
+        return .worker(Choice(worker: target.worker, reason: selection.reason, policy: box.name, rank: target.rank))
     }
 }

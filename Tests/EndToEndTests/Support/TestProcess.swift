@@ -108,6 +108,7 @@ final class SimWorkerProcess: @unchecked Sendable {
     let port: Int
 
     init(name: String, port requested: Int = 0, _ extra: [String] = []) async throws {
+        arguments = extra
         process = try TestProcess(Binaries.simWorker, ["--port", String(requested), "--name", name] + extra, name: "sim worker \(name)")
         let line = try await process.waitForLine(containing: "listening on")
         guard let range = line.range(of: #"https?://127\.0\.0\.1:\d+"#, options: .regularExpression) else { throw TestFailure("no URL in '\(line)'") }
@@ -118,6 +119,9 @@ final class SimWorkerProcess: @unchecked Sendable {
 
     /// A prefill worker's KV bootstrap port (`--role prefill`).
     let bootstrapPort: Int?
+    /// The data-parallel ranks it was started with (`--dp-size`).
+    var dpSize: Int { arguments.firstIndex(of: "--dp-size").flatMap { Int(arguments[$0 + 1]) } ?? 1 }
+    private let arguments: [String]
 
     /// Changes the worker's failure injection at run time (`POST /sim/config`).
     func setFaults(_ query: String) throws {

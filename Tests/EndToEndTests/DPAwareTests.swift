@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+
+/// `--dp-aware`: a worker serving several data-parallel ranks is as many candidates; the chosen
+/// rank travels as `data_parallel_rank`, which the simulated worker checks against its
+/// `--dp-size` and reports back in `x-sim-dp-rank`.
+@Suite(.serialized) struct DPAwareTests {
+    static func router(_ workers: [SimWorkerProcess], _ extra: [String]) async throws -> RouterProcess {
+        let r = try await RouterProcess(["--dp-aware", "--worker-urls"] + workers.map(\.url) + extra)
+        try await eventually(timeout: .seconds(15), "the router learned every worker's ranks") {
+            let listed = try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+            return listed.count == workers.count && listed.allSatisfy { ($0["dp_size"] as? Int ?? 1) > 1 || $0["model_id"] is String }
+                && listed.reduce(0) { $0 + ($1["dp_size"] as? Int ?? 0) } == workers.reduce(0) { $0 + $1.dpSize }
+        }
+        return r
+    }
+
+    @Test func requestsSpreadOverEveryRankAndEachCarriesItsRank() async throws {
+        let w = try await SimWorkerProcess(name: "dp", ["--dp-size", "4"])
+        let r = try await Self.router([w], ["--policy", "round_robin"])
+        var ranks: [String] = []
+        for i in 0..<8 {
+            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
+            #expect(answer.status == 200, "\(answer.text)")
+            ranks.append(answer.header("x-sim-dp-rank") ?? "none")
+        }
+        #expect(ranks.sorted() == ["0", "0", "1", "1", "2", "2", "3", "3"], "round robin over the 4 ranks: \(ranks)")
+        // Also an empty body and a chat completion get a rank; a client may not pick one itself.
+        #expect(try r.chat("hi").header("x-sim-dp-rank") != nil)
+        #expect(try r.request("POST", "/generate", body: "{}").header("x-sim-dp-rank") != nil)
+        let owned = try r.request("POST", "/generate", body: #"{"text":"x","data_parallel_rank":1}"#)
+        #expect(owned.status == 400 && owned.errorCode == "router_owned_field")
+        // A rank the worker does not have is refused by the worker (what the checks above rely on).
+        let direct = try HTTPClient.request(port: w.port, method: "POST", path: "/generate", body: Array(#"{"text":"x","data_parallel_rank":4}"#.utf8))
+        #expect(direct.status == 400)
+    }
+
+    @Test func cacheAwareKeepsATreePerRank() async throws {
+        let w = try await SimWorkerProcess(name: "dp", ["--dp-size", "4"])
+        let r = try await Self.router([w], ["--policy", "cache_aware"])
+        var homes: [String] = []
+        for c in 0..<8 {
+            var history = "conversation \(c): " + String(repeating: "the context of conversation \(c). ", count: 12)
+            var ranks = Set<String>()
+            for turn in 0..<4 {
+                history += " turn \(turn)"
+                ranks.insert(try r.chat(history).header("x-sim-dp-rank") ?? "none")
+            }
+            #expect(ranks.count == 1, "conversation \(c) stayed on one rank: \(ranks)")
+            homes.append(ranks.first ?? "none")
+        }
+        #expect(Set(homes).count >= 3, "conversations spread over the ranks: \(homes)")
+    }
+}
