@@ -67,6 +67,9 @@ import Testing
         #expect(workers.filter { $0["worker_type"] as? String == "prefill" }.compactMap { $0["bootstrap_port"] as? Int }.sorted()
                 == fleet.prefills.compactMap(\.bootstrapPort).sorted())
         #expect(workers.filter { $0["worker_type"] as? String == "decode" }.count == 2)
+        let byType = try #require((try r.request("GET", "/workers").json()["stats"] as? [String: Any])?["by_type"] as? [String: Int])
+        #expect(byType == ["prefill": 2, "decode": 2, "regular": 0])
+        #expect(try r.metric(#"smg_workers_by_type{type="prefill",state="available"}"#) == 2)
         #expect(try r.metric("smg_pd_prefill_duration_seconds_count") >= Double(2 * bodies.count))
     }
 

@@ -13,7 +13,9 @@ enum WorkerRoutes {
             let all = registry.all
             return ControlResponse(json: [
                 "workers": .array(all.map(describe)), "total": .int(all.count),
-                "stats": ["healthy": .int(all.filter(\.isAvailable).count), "total_load": .int(all.reduce(0) { $0 + $1.inFlight })],
+                "stats": ["healthy": .int(all.filter(\.isAvailable).count), "total_load": .int(all.reduce(0) { $0 + $1.inFlight }),
+                          "by_type": .object(Dictionary(uniqueKeysWithValues: WorkerRole.allCases.map { role in
+                              (role.rawValue, JSONValue.int(all.filter { $0.role == role }.count)) }))],
             ])
         case .legacyListWorkers:
             return ControlResponse(json: ["urls": JSONValue(registry.all.map(\.url.canonical))])

@@ -236,6 +236,15 @@ public final class RouterMetrics: Sendable {
     func refresh(workers: [Worker]) {
         poolSize.set(to: Double(workers.count))
         healthyWorkers.set(to: Double(workers.filter(\.isAvailable).count))
+        // Per role only when there are prefill or decode workers (PD mode), so a regular fleet
+        // exports no extra series.
+        if workers.contains(where: { $0.role != .regular }) {
+            for role in WorkerRole.allCases {
+                let of = workers.filter { $0.role == role }
+                setGauge("smg_workers_by_type", "Workers by type (regular, prefill, decode) and state", [("type", role.rawValue), ("state", "registered")], to: Double(of.count))
+                setGauge("smg_workers_by_type", "Workers by type (regular, prefill, decode) and state", [("type", role.rawValue), ("state", "available")], to: Double(of.filter(\.isAvailable).count))
+            }
+        }
         cache.withLock { c in
             let live = Set(workers.map(\.url.canonical))
             for (url, gauge) in c.workerActive where !live.contains(url) {
