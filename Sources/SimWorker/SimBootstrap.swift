@@ -10,8 +10,8 @@ import NIOPosix
 /// fails otherwise. A router that sends the two halves to unrelated workers, forgets a field or
 /// sends different rooms is caught.
 ///
-/// The protocol is one line each way: `room <n>\n`, answered `ok <prefill worker name>\n` or
-/// `unknown\n`.
+/// The protocol is one line each way: `room <n>\n`, answered `ok <prefill worker name> <rank>\n`
+/// (the data-parallel rank that computed it, -1 for none) or `unknown\n`.
 enum SimBootstrap {
     /// What a decode worker must be told, one entry per batch element.
     struct Target: Equatable {
@@ -65,10 +65,10 @@ enum SimBootstrap {
             .bind(host: host, port: port).get()
     }
 
-    /// Asks a prefill's bootstrap server for `room`: the prefill worker's name when it has the
-    /// room, an error otherwise.
-    static func ask(_ target: Target, on loop: any EventLoop) -> EventLoopFuture<String> {
-        guard let port = target.port else { return loop.makeSucceededFuture("") }
+    /// Asks a prefill's bootstrap server for `room`: the prefill worker's name and the rank
+    /// that computed the room when it has it, an error otherwise.
+    static func ask(_ target: Target, on loop: any EventLoop) -> EventLoopFuture<(name: String, rank: Int)> {
+        guard let port = target.port else { return loop.makeSucceededFuture(("", -1)) }
         let answer = loop.makePromise(of: String.self)
         ClientBootstrap(group: loop)
             .connectTimeout(.seconds(1))
@@ -89,7 +89,11 @@ enum SimBootstrap {
                     }
                 }
             }
-        return answer.futureResult
+        return answer.futureResult.flatMapThrowing { line in
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, let rank = Int(parts[1]) else { throw ChannelError.inputClosed }
+            return (String(parts[0]), rank)
+        }
     }
 
     /// Collects bytes until a newline.
@@ -125,8 +129,8 @@ enum SimBootstrap {
         }
 
         private func wait(for room: UInt64, context: ChannelHandlerContext, deadline: NIODeadline) {
-            if state.hasRoom(room) {
-                context.writeAndFlush(NIOAny(ByteBuffer(string: "ok \(state.options.workerName)\n")), promise: nil)
+            if let rank = state.roomRank(room) {
+                context.writeAndFlush(NIOAny(ByteBuffer(string: "ok \(state.options.workerName) \(rank)\n")), promise: nil)
             } else if NIODeadline.now() > deadline {
                 context.writeAndFlush(NIOAny(ByteBuffer(string: "unknown\n")), promise: nil)
             } else {

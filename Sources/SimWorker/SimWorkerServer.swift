@@ -214,13 +214,18 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             state.update { $0.failuresInjected += 1 }
             return cutShort(context, head, request)
         }
-        if let rank = json["data_parallel_rank"] {
+        // The rank to run on: `routed_dp_rank` (newer SGLang), else `data_parallel_rank`.
+        var servingRank: Int?
+        for field in ["routed_dp_rank", "data_parallel_rank"] {
+            guard servingRank == nil, let rank = json[field] else { continue }
             guard let r = rank as? Int, (0..<options.dpSize).contains(r) else {
                 return respond(context, head, status: .badRequest, body: SimResponses.error(
-                    "data_parallel_rank \(rank) is not a rank of this worker (dp_size \(options.dpSize))", status: 400))
+                    "\(field) \(rank) is not a rank of this worker (dp_size \(options.dpSize))", status: 400))
             }
+            servingRank = r
             echoHeaders.append(("x-sim-dp-rank", String(r)))
         }
+        let prefillRank = json["disagg_prefill_dp_rank"] as? Int
         switch options.role {
         case .regular:
             generate(context, head, request)
@@ -229,7 +234,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return respond(context, head, status: .badRequest, body: SimResponses.error(
                     "a prefill worker needs bootstrap_room (requests reach it through a PD router)", status: 400))
             }
-            state.addRooms(rooms)
+            state.addRooms(rooms, rank: servingRank)
             echoHeaders.append(("x-sim-bootstrap-room", rooms.map(String.init).joined(separator: ",")))
             generate(context, head, request)
         case .decode:
@@ -243,8 +248,14 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
                 guard self.active else { return }
                 switch result {
                 case .success(let prefills):
+                    // The KV cache is read from the rank that computed it: told wrong, the transfer fails.
+                    if let expected = prefillRank, let wrong = prefills.first(where: { $0.rank != expected }) {
+                        return self.respond(context, head, status: .internalServerError, body: SimResponses.error(
+                            "KV transfer failed: disagg_prefill_dp_rank \(expected) but rank \(wrong.rank) of \(wrong.name) computed the room", status: 500))
+                    }
                     self.echoHeaders += [("x-sim-bootstrap-room", targets.map { String($0.room) }.joined(separator: ",")),
-                                       ("x-sim-prefill", Set(prefills).sorted().joined(separator: ","))]
+                                         ("x-sim-prefill", Set(prefills.map(\.name)).sorted().joined(separator: ","))]
+                    if let r = prefillRank { self.echoHeaders.append(("x-sim-prefill-dp-rank", String(r))) }
                     self.generate(context, head, request)
                 case .failure:
                     let t = targets[0]

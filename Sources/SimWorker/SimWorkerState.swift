@@ -50,18 +50,20 @@ final class SimWorkerState: Sendable {
 
     func nextID() -> Int { ids.withLock { $0 += 1; return $0 } }
 
-    /// The bootstrap rooms a prefill worker was sent, the last 100,000.
-    private let rooms = Mutex<(set: Set<UInt64>, order: [UInt64])>(([], []))
-    func addRooms(_ new: [UInt64]) {
+    /// The bootstrap rooms a prefill worker was sent (the last 100,000), each with the
+    /// data-parallel rank that computed it (-1: none named).
+    private let rooms = Mutex<(ranks: [UInt64: Int], order: [UInt64])>(([:], []))
+    func addRooms(_ new: [UInt64], rank: Int?) {
         rooms.withLock { r in
-            for room in new where r.set.insert(room).inserted { r.order.append(room) }
+            for room in new where r.ranks.updateValue(rank ?? -1, forKey: room) == nil { r.order.append(room) }
             if r.order.count > 100_000 {
-                for old in r.order.prefix(r.order.count - 100_000) { r.set.remove(old) }
+                for old in r.order.prefix(r.order.count - 100_000) { r.ranks[old] = nil }
                 r.order.removeFirst(r.order.count - 100_000)
             }
         }
     }
-    func hasRoom(_ room: UInt64) -> Bool { rooms.withLock { $0.set.contains(room) } }
+    /// The rank that computed `room` (-1: none named), nil when the room never arrived.
+    func roomRank(_ room: UInt64) -> Int? { rooms.withLock { $0.ranks[room] } }
 
     /// A uniform draw in [0, 1) from a SplitMix64 stream.
     func draw() -> Double {

@@ -35,6 +35,31 @@ import Testing
         #expect(direct.status == 400)
     }
 
+    @Test func inPDModeEachHalfGetsItsRankAndTheDecodeHalfThePrefillsRank() async throws {
+        // A prefill of 2 ranks and a decode worker of 4: `routed_dp_rank` to each, and to the
+        // decode worker `disagg_prefill_dp_rank`, which the simulated KV handshake checks against
+        // the rank that computed the room.
+        let p = try await SimWorkerProcess(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--dp-size", "2"])
+        let d = try await SimWorkerProcess(name: "d0", ["--role", "decode", "--dp-size", "4"])
+        let r = try await RouterProcess(["--dp-aware", "--policy", "round_robin", "--pd-disaggregation",
+                                         "--prefill", p.url, String(p.bootstrapPort!), "--decode", d.url])
+        try await eventually(timeout: .seconds(15), "the router learned both workers' ranks") {
+            let listed = try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+            return Set(listed.compactMap { $0["dp_size"] as? Int }) == [2, 4] && listed.allSatisfy { $0["is_healthy"] as? Bool == true }
+        }
+        var decodeRanks: [String] = [], prefillRanks: [String] = []
+        for i in 0..<8 {
+            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
+            #expect(answer.status == 200, "\(answer.text)")
+            decodeRanks.append(answer.header("x-sim-dp-rank") ?? "none")
+            prefillRanks.append(answer.header("x-sim-prefill-dp-rank") ?? "none")
+        }
+        #expect(decodeRanks.sorted() == ["0", "0", "1", "1", "2", "2", "3", "3"], "\(decodeRanks)")
+        #expect(prefillRanks.sorted() == ["0", "0", "0", "0", "1", "1", "1", "1"], "\(prefillRanks)")
+        let owned = try r.request("POST", "/generate", body: #"{"text":"x","routed_dp_rank":1}"#)
+        #expect(owned.status == 400 && owned.errorCode == "router_owned_field")
+    }
+
     @Test func cacheAwareKeepsATreePerRank() async throws {
         let w = try await SimWorkerProcess(name: "dp", ["--dp-size", "4"])
         let r = try await Self.router([w], ["--policy", "cache_aware"])

@@ -123,8 +123,7 @@ import Testing
                               (["--pd-disaggregation", "--prefill", "http://p:1", "99999"], "bootstrap port"),
                               (["--pd-disaggregation", "--decode", "http://d:1", "9000"], "one URL"),
                               (["--pd-disaggregation", "--prefill-policy", "fastest"], "unknown policy"),
-                              (["--pd-disaggregation", "--worker-urls", "http://w:1"], "--worker-urls"),
-                              (["--pd-disaggregation", "--dp-aware"], "--dp-aware")] {
+                              (["--pd-disaggregation", "--worker-urls", "http://w:1"], "--worker-urls")] {
             #expect(failure(args)?.contains(words) == true, "\(args): \(failure(args) ?? "loaded")")
         }
         #expect(try load([]).pd == nil)

@@ -79,7 +79,6 @@ public struct RouterConfig: Sendable {
         pd = try PDSettings.parse(f, policy: name)
         igw = f.bool("enable-igw")
         dpAware = f.bool("dp-aware")
-        if dpAware, pd != nil { throw ConfigError("--dp-aware with --pd-disaggregation is not built yet in this smg; use one of them") }
         evictionIntervalSecs = try Self.positive(f, "eviction-interval")
 
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")

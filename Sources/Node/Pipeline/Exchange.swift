@@ -56,6 +56,8 @@ final class Exchange: UpstreamResponseDelegate {
     // the body both halves are sent (with its bootstrap fields).
     private var prefill: PrefillLeg?
     private var prefillChoice: Worker?
+    /// With --dp-aware: the rank of the prefill worker chosen.
+    private var prefillRank: Int?
     private var attemptBody: ByteBuffer?
     /// Prefill workers that failed this request, avoided by later attempts when others can serve.
     private var failedPrefills: Set<String> = []
@@ -280,6 +282,8 @@ final class Exchange: UpstreamResponseDelegate {
                 perform(machine.noWorker(unknownModel: false))
             case .worker(let decodeChoice):
                 self.prefillChoice = p
+                prefillRank = prefillChoice.rank
+                selectedRank = decodeChoice.rank
                 selectionReason = decodeChoice.reason
                 selectionPolicy = decodeChoice.policy
                 if retriesSoFar == 0 { recordDecision(p, reason: prefillChoice.reason, policy: prefillChoice.policy) }
@@ -365,25 +369,32 @@ final class Exchange: UpstreamResponseDelegate {
         failedRole = .decode
         attemptBody = nil
         attemptRank = selectedRank
-        if let rank = attemptRank {
-            w.rankStarted(rank)
-            attemptBody = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
-        }
+        if let rank = attemptRank { w.rankStarted(rank) }
         if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p = prefillChoice {
-            // Both halves get the same body: the prefill's address and a fresh room per attempt.
+            // Both halves get the prefill's address and a fresh room per attempt; with
+            // --dp-aware each half its rank (`routed_dp_rank`) and the decode half the prefill's
+            // (`disagg_prefill_dp_rank`: where its KV cache is).
             let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
-            let body = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
-            attemptBody = body
-            let prefillHead = UpstreamHeaders.request(plan.head, host: p.url.hostHeader, bodyLength: body.readableBytes, requestID: plan.requestID,
+            let shared = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
+            var prefillBody = shared, decodeBody = shared
+            if let rank = prefillRank {
+                prefillBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: prefillBody, objectIsEmpty: false)
+                decodeBody = JSONObjectBody.appending(#""disagg_prefill_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false)
+            }
+            if let rank = attemptRank { decodeBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false) }
+            attemptBody = decodeBody
+            let prefillHead = UpstreamHeaders.request(plan.head, host: p.url.hostHeader, bodyLength: prefillBody.readableBytes, requestID: plan.requestID,
                                                       bearer: p.apiKey ?? state.config.apiKey, clientAddress: plan.clientAddress)
             var leg: PrefillLeg?
-            leg = PrefillLeg(worker: p, head: prefillHead, body: body, pool: pool, state: state) { [self] in
+            leg = PrefillLeg(worker: p, rank: prefillRank, head: prefillHead, body: prefillBody, pool: pool, state: state) { [self] in
                 if let leg { prefillFailed(leg) }
             }
             prefill = leg
             prefillLogprobs = nil
             if mergeLogprobs { leg!.collectLogprobs { [self] lists in if let leg { prefillAnswered(leg, lists) } } }
             leg!.start()
+        } else if let rank = attemptRank {
+            attemptBody = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         }
         upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: (attemptBody ?? plan.body).readableBytes,
                                                requestID: plan.requestID, bearer: w.apiKey ?? state.config.apiKey,

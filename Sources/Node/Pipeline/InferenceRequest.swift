@@ -30,7 +30,7 @@ enum InferenceRequest {
             do throws(JSONScanner.Failure) {
                 let members = try JSONScanner.scanObject(bytes)
                 emptyObject = members.isEmpty
-                if dpAware, members.contains(where: { $0.keyEquals("data_parallel_rank", in: bytes) }) { ownedField = "data_parallel_rank" }
+                if dpAware { ownedField = Self.rankFields.first { name in members.contains { $0.keyEquals(name, in: bytes) } } }
                 if pd {
                     batchSize = Self.batchSize(kind, members: members, bytes: bytes)
                     ownedField = BootstrapFields.names.first { name in members.contains { $0.keyEquals(name, in: bytes) } } ?? ownedField
@@ -63,6 +63,9 @@ enum InferenceRequest {
                             endpoint: kind.endpoint, model: model?.isEmpty == true ? nil : model, stream: stream, routing: routing,
                             isInference: true, head: head, body: body, bodyIsEmptyObject: emptyObject, requestID: requestID)
     }
+
+    /// The fields that name a data-parallel rank, which the router sets with --dp-aware.
+    static let rankFields: [StaticString] = ["data_parallel_rank", "routed_dp_rank", "disagg_prefill_dp_rank"]
 
     /// How many requests a body stands for, nil for one: `/generate` with a list of `text`s or
     /// of `input_ids` lists, a chat completion with `n` above 1, a completion whose `prompt` is a

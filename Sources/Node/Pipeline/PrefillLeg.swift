@@ -11,6 +11,8 @@ import NIOHTTP1
 /// fails the attempt (and retries with a new pair) unless the decode answer is already relayed.
 final class PrefillLeg: UpstreamResponseDelegate {
     let worker: Worker
+    /// With --dp-aware: the rank of `worker` this half runs on.
+    private let rank: Int?
     private let head: HTTPRequestHead
     private let body: ByteBuffer
     private let pool: UpstreamPool
@@ -26,8 +28,9 @@ final class PrefillLeg: UpstreamResponseDelegate {
     private var collected: [UInt8] = []
     static let maxCollected = 64 << 20
 
-    init(worker: Worker, head: HTTPRequestHead, body: ByteBuffer, pool: UpstreamPool, state: RouterState, onFailure: @escaping () -> Void) {
+    init(worker: Worker, rank: Int?, head: HTTPRequestHead, body: ByteBuffer, pool: UpstreamPool, state: RouterState, onFailure: @escaping () -> Void) {
         self.worker = worker
+        self.rank = rank
         self.head = head
         self.body = body
         self.pool = pool
@@ -44,6 +47,7 @@ final class PrefillLeg: UpstreamResponseDelegate {
         startedMs = state.nowMs()
         _ = worker.breakerAcquire(now: state.nowMs())
         worker.requestStarted()
+        if let rank { worker.rankStarted(rank) }
         connect(fresh: false)
     }
 
@@ -133,6 +137,7 @@ final class PrefillLeg: UpstreamResponseDelegate {
         state.metrics.pdPrefillDuration(seconds: Double(state.nowMs() - startedMs) / 1000)
         defer { if !success { callback?() } }
         worker.requestFinished()
+        if let rank { worker.rankFinished(rank) }
         if let change = worker.breakerRecord(success: success, now: state.nowMs()) {
             state.metrics.breakerTransition(worker: worker.url.canonical, to: change.rawValue)
             state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(worker.url.canonical)"])
