@@ -23,7 +23,10 @@ import Testing
 
     static func router(_ fleet: Fleet, _ extra: [String] = []) async throws -> RouterProcess {
         let r = try await RouterProcess(fleet.flags + extra)
-        try await eventually(timeout: .seconds(15), "the PD workers are healthy") { try r.request("GET", "/readiness").status == 200 }
+        try await eventually(timeout: .seconds(15), "every PD worker is healthy") {
+            let listed = try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+            return listed.count == fleet.prefills.count + fleet.decodes.count && listed.allSatisfy { $0["is_healthy"] as? Bool == true }
+        }
         return r
     }
 
@@ -55,6 +58,11 @@ import Testing
         let stream = try r.request("POST", "/v1/chat/completions", body: #"{"model":"sim-model","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)
         #expect(stream.status == 200 && stream.header("x-sim-prefill") != nil)
         #expect(stream.text.components(separatedBy: "data: ").count - 1 == 5 + 2, "5 tokens, the final event and [DONE]: \(stream.text)")
+        // Info routes answer from the first prefill worker.
+        for _ in 0..<3 {
+            let info = try r.request("GET", "/get_server_info")
+            #expect(info.status == 200 && info.header("x-sim-worker") == "p0", "\(info.text)")
+        }
         // Other inference routes are not served in PD mode; a client may not set the bootstrap fields.
         #expect(try r.request("POST", "/v1/embeddings", body: #"{"input":"x"}"#).errorCode == "not_supported_in_pd_mode")
         let owned = try r.request("POST", "/generate", body: #"{"text":"x","bootstrap_room":7}"#)

@@ -252,8 +252,16 @@ final class Exchange: UpstreamResponseDelegate {
         }
         plan.routing.now = state.nowMs()
         if case .prefillDecode = plan.kind { return selectPair(avoiding: avoiding) }
-        let role: WorkerRole = state.config.pd != nil ? .prefill : .regular  // info routes: a prefill answers
-        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: role, using: &rng) {
+        if state.config.pd != nil {
+            // Info routes in PD mode: the first prefill worker that can answer (as the reference).
+            let prefills = state.registry.all.filter { $0.role == .prefill && $0.isAvailable }
+            guard let w = prefills.first(where: { !avoiding.contains($0.id) }) ?? prefills.first else {
+                failedRole = .prefill
+                return perform(machine.noWorker(unknownModel: false))
+            }
+            return perform(machine.workerChosen(w, now: plan.routing.now))
+        }
+        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
         case .noneAvailable: perform(machine.noWorker(unknownModel: false))
         case .worker(let choice):
