@@ -140,6 +140,23 @@ import Testing
         #expect(try r.metric("smg_router_retries_total{endpoint=\"generate\"}") >= 1)
     }
 
+    @Test func aPrefillThatNeverAnswersIsGivenUpWithoutLeakingAnything() async throws {
+        var fleet = Fleet()
+        fleet.prefills.append(try await SimWorkerProcess(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--hang-rate", "1"]))
+        fleet.prefills.append(try await SimWorkerProcess(name: "p1", ["--role", "prefill", "--bootstrap-port", "0"]))
+        fleet.decodes.append(try await SimWorkerProcess(name: "d0", ["--role", "decode"]))
+        let r = try await Self.router(fleet, ["--policy", "round_robin", "--request-timeout-secs", "1", "--disable-circuit-breaker"])
+        for i in 0..<4 {
+            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
+            #expect(answer.status == 200 && answer.header("x-sim-prefill") == "p1", "\(i): \(answer.status) \(answer.text)")
+        }
+        #expect(try r.metric(#"smg_pd_prefill_failures_total{worker="\#(fleet.prefills[0].url)",reason="timeout"}"#) >= 1)
+        // The hung halves were given up: no request is counted in flight on any worker.
+        try await eventually(timeout: .seconds(5), "nothing is left in flight") {
+            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.allSatisfy { $0["load"] as? Int == 0 } == true
+        }
+    }
+
     @Test func aCacheAwarePrefillPolicyKeepsAConversationOnOnePrefill() async throws {
         let fleet = try await Self.fleet(prefills: 2, decodes: 2)
         let r = try await Self.router(fleet, ["--prefill-policy", "cache_aware", "--decode-policy", "round_robin"])

@@ -400,7 +400,7 @@ final class Exchange: UpstreamResponseDelegate {
             prefill = leg
             prefillLogprobs = nil
             if mergeLogprobs { leg!.collectLogprobs { [self] lists in if let leg { prefillAnswered(leg, lists) } } }
-            leg!.start()
+            leg!.start(timeout: .seconds(Int64(state.config.requestTimeoutSecs)))
         } else if let rank = attemptRank {
             attemptBody = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         }

@@ -43,12 +43,31 @@ final class PrefillLeg: UpstreamResponseDelegate {
     /// Keeps the answer and calls `handler` with the prefill's input logprobs when the leg ends.
     func collectLogprobs(_ handler: @escaping ([[JSONValue]]) -> Void) { onAnswer = handler }
 
-    func start() {
+    /// The timer that ends a prefill that never answers (`--request-timeout-secs`): its answer
+    /// is not needed once the attempt is over, but its connection and counts must not leak.
+    private var deadline: Scheduled<Void>?
+
+    func start(timeout: TimeAmount) {
         startedMs = state.nowMs()
         _ = worker.breakerAcquire(now: state.nowMs())
         worker.requestStarted()
         if let rank { worker.rankStarted(rank) }
+        deadline = pool.loop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            deadline = nil
+            guard !isDone else { return }
+            closeConnection()
+            state.metrics.pdPrefillFailure(worker: worker.url.canonical, reason: "timeout")
+            finish(success: false)
+        }
         connect(fresh: false)
+    }
+
+    private func closeConnection() {
+        if let c = connection {
+            connection = nil
+            c.handler.delegate = nil
+            c.channel.close(promise: nil)
+        }
     }
 
     /// The attempt is over without needing this half (the decode worker failed, the client
@@ -58,10 +77,7 @@ final class PrefillLeg: UpstreamResponseDelegate {
         onFailure = nil
         onAnswer?([])
         onAnswer = nil
-        if let c = connection {
-            c.handler.delegate = nil
-            c.channel.close(promise: nil)
-        }
+        closeConnection()
         finish(success: true)
     }
 
@@ -127,6 +143,8 @@ final class PrefillLeg: UpstreamResponseDelegate {
     private func finish(success: Bool) {
         guard !isDone else { return }
         isDone = true
+        deadline?.cancel()
+        deadline = nil
         let callback = onFailure
         onFailure = nil
         if let answer = onAnswer {
