@@ -44,9 +44,9 @@ final class Exchange: UpstreamResponseDelegate {
     private var selectionReason = SelectionReason.random
     /// Which policy chose it (a model's own under IGW, the prefill's or decode's in PD).
     private var selectionPolicy = PolicyName.random
-    /// `--dp-aware`: the rank chosen for the current attempt, sent as `data_parallel_rank`.
+    /// `--dp-aware`: the rank of the worker chosen for the current attempt (`data_parallel_rank`,
+    /// or `routed_dp_rank` in PD mode); its attempt's books are kept on it until the attempt ends.
     private var selectedRank: Int?
-    private var attemptRank: Int?
     /// Body parts of the current upstream read burst, written to the client as one piece when
     /// the burst ends: a worker that sends several stream events back to back costs one chunk
     /// and one write, not one per event.
@@ -55,20 +55,18 @@ final class Exchange: UpstreamResponseDelegate {
     // PD disaggregation (`plan.kind == .prefillDecode`): the current attempt's prefill half and
     // the body both halves are sent (with its bootstrap fields).
     private var prefill: PrefillLeg?
-    private var prefillChoice: Worker?
-    /// With --dp-aware: the rank of the prefill worker chosen.
-    private var prefillRank: Int?
+    /// The prefill worker (and with --dp-aware its rank) chosen with the current decode worker.
+    private var prefillChoice: WorkerRegistry.Choice?
     private var attemptBody: ByteBuffer?
     /// Prefill workers that failed this request, avoided by later attempts when others can serve.
     private var failedPrefills: Set<String> = []
     /// Which half the last failure came from, for the error the client gets.
     private var failedRole: WorkerRole?
     private var lastFailedPrefill: Worker?
-    /// `return_logprob` in PD: the decode answer being merged with the prefill's logprobs, the
-    /// prefill's lists once known, a held head (a whole JSON answer changes length), and whether
-    /// the end waits for the prefill.
+    /// `return_logprob` in PD: the merge of the current attempt (it takes the prefill's lists
+    /// whenever they come, and the decode answer once it is a 200), a held head (a whole JSON
+    /// answer changes length), and whether the end waits for the prefill.
     private var logprobs: PDLogprobs?
-    private var prefillLogprobs: [[JSONValue]]?
     private var heldHead: (status: HTTPResponseStatus, headers: HTTPHeaders)?
     private var endAwaitsPrefill = false
 
@@ -101,9 +99,8 @@ final class Exchange: UpstreamResponseDelegate {
         let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
         guard case .forwardHead(let exhausted) = action else { return perform(action) }
         if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
-        if case .prefillDecode(_, true) = plan.kind, response.status == .ok {
-            logprobs = PDLogprobs(stream: plan.stream)
-            if let known = prefillLogprobs { _ = logprobs!.prefillAnswered(known) }
+        if logprobs != nil, response.status != .ok { logprobs = nil }  // an error answer goes out as it is
+        if logprobs != nil {
             if !plan.stream {
                 var headers = UpstreamHeaders.response(response.headers)
                 headers.remove(name: "content-length")
@@ -281,26 +278,22 @@ final class Exchange: UpstreamResponseDelegate {
         case .noneAvailable:
             failedRole = .prefill
             perform(machine.noWorker(unknownModel: false))
-        case .worker(let prefillChoice):
-            let p = prefillChoice.worker
+        case .worker(let prefillPick):
             switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: .decode, using: &rng) {
             case .unknownModel: perform(machine.noWorker(unknownModel: true))
             case .noneAvailable:
                 failedRole = .decode
                 perform(machine.noWorker(unknownModel: false))
-            case .worker(let decodeChoice):
-                self.prefillChoice = p
-                prefillRank = prefillChoice.rank
-                selectedRank = decodeChoice.rank
-                selectionReason = decodeChoice.reason
-                selectionPolicy = decodeChoice.policy
-                if retriesSoFar == 0 { recordDecision(p, reason: prefillChoice.reason, policy: prefillChoice.policy) }
-                perform(machine.workerChosen(decodeChoice.worker, now: plan.routing.now))
+            case .worker(let decodePick):
+                prefillChoice = prefillPick
+                selectedRank = decodePick.rank
+                selectionReason = decodePick.reason
+                selectionPolicy = decodePick.policy
+                if machine.retries == 0 { recordDecision(prefillPick.worker, reason: prefillPick.reason, policy: prefillPick.policy) }
+                perform(machine.workerChosen(decodePick.worker, now: plan.routing.now))
             }
         }
     }
-
-    private var retriesSoFar: Int { machine.retries }
 
     /// Writes what is left of a successful answer and ends it (merged with the prefill's
     /// logprobs when asked).
@@ -322,9 +315,7 @@ final class Exchange: UpstreamResponseDelegate {
 
     /// PD with `return_logprob`: the current prefill half ended with these lists (none if it failed).
     private func prefillAnswered(_ leg: PrefillLeg, _ lists: [[JSONValue]]) {
-        guard leg === prefill else { return }
-        prefillLogprobs = lists
-        guard logprobs != nil else { return }
+        guard leg === prefill, logprobs != nil else { return }
         let ready = logprobs!.prefillAnswered(lists)
         if !ready.isEmpty {
             client.sendBody(ByteBuffer(bytes: ready))
@@ -341,7 +332,7 @@ final class Exchange: UpstreamResponseDelegate {
         let leg = prefill
         prefill = nil
         leg?.cancel()
-        prefillLogprobs = nil
+        logprobs = nil
     }
 
     /// PD: the prefill half of the current attempt failed.
@@ -372,36 +363,35 @@ final class Exchange: UpstreamResponseDelegate {
 
     private func startAttempt(_ w: Worker, deadlineMs: UInt64, firstAttempt: Bool) {
         if firstAttempt, plan.isInference { recordDecision(w, reason: selectionReason, policy: selectionPolicy) }
-        _ = w.breakerAcquire(now: plan.routing.now)
-        w.requestStarted()
+        w.attemptStarted(rank: selectedRank, now: plan.routing.now)
         failedRole = .decode
         attemptBody = nil
-        attemptRank = selectedRank
-        if let rank = attemptRank { w.rankStarted(rank) }
-        if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p = prefillChoice {
+        if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p = prefillChoice?.worker {
             // Both halves get the prefill's address and a fresh room per attempt; with
             // --dp-aware each half its rank (`routed_dp_rank`) and the decode half the prefill's
             // (`disagg_prefill_dp_rank`: where its KV cache is).
             let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
             let shared = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
             var prefillBody = shared, decodeBody = shared
-            if let rank = prefillRank {
+            if let rank = prefillChoice?.rank {
                 prefillBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: prefillBody, objectIsEmpty: false)
                 decodeBody = JSONObjectBody.appending(#""disagg_prefill_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false)
             }
-            if let rank = attemptRank { decodeBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false) }
+            if let rank = selectedRank { decodeBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false) }
             attemptBody = decodeBody
             let prefillHead = UpstreamHeaders.request(plan.head, host: p.url.hostHeader, bodyLength: prefillBody.readableBytes, requestID: plan.requestID,
                                                       bearer: p.apiKey ?? state.config.apiKey, clientAddress: plan.clientAddress)
             var leg: PrefillLeg?
-            leg = PrefillLeg(worker: p, rank: prefillRank, head: prefillHead, body: prefillBody, pool: pool, state: state) { [self] in
+            leg = PrefillLeg(worker: p, rank: prefillChoice?.rank, head: prefillHead, body: prefillBody, pool: pool, state: state) { [self] in
                 if let leg { prefillFailed(leg) }
             }
             prefill = leg
-            prefillLogprobs = nil
-            if mergeLogprobs { leg!.collectLogprobs { [self] lists in if let leg { prefillAnswered(leg, lists) } } }
+            if mergeLogprobs {
+                logprobs = PDLogprobs(stream: plan.stream)
+                leg!.collectLogprobs { [self] lists in if let leg { prefillAnswered(leg, lists) } }
+            }
             leg!.start(timeout: .seconds(Int64(state.config.requestTimeoutSecs)))
-        } else if let rank = attemptRank {
+        } else if let rank = selectedRank {
             attemptBody = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         }
         upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: (attemptBody ?? plan.body).readableBytes,
@@ -445,16 +435,7 @@ final class Exchange: UpstreamResponseDelegate {
     private func endAttempt(_ end: Machine.AttemptEnd) {
         attemptTimer?.cancel()
         attemptTimer = nil
-        let w = end.target
-        w.requestFinished()
-        if let rank = attemptRank {
-            w.rankFinished(rank)
-            attemptRank = nil
-        }
-        if let change = w.breakerRecord(success: end.breakerSuccess, now: state.nowMs()) {
-            state.metrics.breakerTransition(worker: w.url.canonical, to: change.rawValue)
-            state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(w.url.canonical)"])
-        }
+        end.target.attemptEnded(rank: selectedRank, success: end.breakerSuccess, state: state)
         if let c = upstream {
             upstream = nil
             switch end.connection {

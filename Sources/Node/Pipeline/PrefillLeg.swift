@@ -49,9 +49,7 @@ final class PrefillLeg: UpstreamResponseDelegate {
 
     func start(timeout: TimeAmount) {
         startedMs = state.nowMs()
-        _ = worker.breakerAcquire(now: state.nowMs())
-        worker.requestStarted()
-        if let rank { worker.rankStarted(rank) }
+        worker.attemptStarted(rank: rank, now: startedMs)
         deadline = pool.loop.assumeIsolated().scheduleTask(in: timeout) { [self] in
             deadline = nil
             guard !isDone else { return }
@@ -154,11 +152,6 @@ final class PrefillLeg: UpstreamResponseDelegate {
         }
         state.metrics.pdPrefillDuration(seconds: Double(state.nowMs() - startedMs) / 1000)
         defer { if !success { callback?() } }
-        worker.requestFinished()
-        if let rank { worker.rankFinished(rank) }
-        if let change = worker.breakerRecord(success: success, now: state.nowMs()) {
-            state.metrics.breakerTransition(worker: worker.url.canonical, to: change.rawValue)
-            state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(worker.url.canonical)"])
-        }
+        worker.attemptEnded(rank: rank, success: success, state: state)
     }
 }

@@ -14,8 +14,8 @@ public final class WorkerRegistry: Sendable {
         public let worker: Worker
         public let reason: SelectionReason
         public let policy: PolicyName
-        /// The data-parallel rank to send as `data_parallel_rank` (nil: the worker has one rank,
-        /// or the router is not DP-aware).
+        /// The data-parallel rank chosen (nil: the worker has one rank, or the router is not
+        /// DP-aware); the exchange sends it to the worker.
         public let rank: Int?
     }
 
