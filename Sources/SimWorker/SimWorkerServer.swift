@@ -295,11 +295,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         var h = HTTPHeaders()
         h.add(name: "content-type", value: "text/event-stream")
         h.add(name: "cache-control", value: "no-cache")
-        h.add(name: "x-sim-worker", value: options.workerName)
-        if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
-        if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
-        if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
-        for (name, value) in echoHeaders { h.add(name: name, value: value) }
+        addEchoes(to: &h)
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
         let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond)) : .zero
         func emit(_ i: Int) {
@@ -353,15 +349,21 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, status: HTTPResponseStatus, body: String, contentType: String = "application/json") {
-        var h = HTTPHeaders()
-        h.add(name: "content-type", value: contentType)
-        h.add(name: "content-length", value: String(body.utf8.count))
+    /// What every answer tells the caller about how it was served: which worker, the prompt it
+    /// read, the request id and Authorization it received, and the PD/DP fields it acted on.
+    private func addEchoes(to h: inout HTTPHeaders) {
         h.add(name: "x-sim-worker", value: state.options.workerName)
         if let digest = promptDigest { h.add(name: "x-sim-prompt", value: digest) }
         if let id = forwardedRequestID { h.add(name: "x-upstream-request-id", value: id) }
         if let auth = receivedAuthorization { h.add(name: "x-sim-authorization", value: auth) }
         for (name, value) in echoHeaders { h.add(name: name, value: value) }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, status: HTTPResponseStatus, body: String, contentType: String = "application/json") {
+        var h = HTTPHeaders()
+        h.add(name: "content-type", value: contentType)
+        h.add(name: "content-length", value: String(body.utf8.count))
+        addEchoes(to: &h)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: h))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         end(context, head)
