@@ -82,13 +82,6 @@ public struct TreeChunk<Element: Hashable & Sendable, OwnerID: Hashable & Sendab
         }
         return true
     }
-
-    /// Every entry the chunk stands for; nil when it is malformed.
-    public func entries() -> [TreeUpdate<Element, OwnerID>]? {
-        var out: [TreeUpdate<Element, OwnerID>] = []
-        let wellFormed = forEachEntry { out.append(TreeUpdate(owner: $0.owner, path: $1, lastUse: $0.lastUse)) }
-        return wellFormed ? out : nil
-    }
 }
 
 extension RadixTree where Element: Comparable {

@@ -501,8 +501,6 @@ public final class MeshService: Sendable {
     }
 }
 
-/// Wall-clock milliseconds for HLC stamps (the only wall-clock read in the mesh shell), and for
-/// what the router replicates with a time in it (sticky sessions' last use).
 /// Why `MeshService.stream` could not send.
 public enum MeshSendError: Error, Sendable {
     /// The service is not running, or the address does not resolve.
@@ -511,6 +509,8 @@ public enum MeshSendError: Error, Sendable {
     case tooLarge
 }
 
+/// Wall-clock milliseconds for HLC stamps (the only wall-clock read in the mesh shell), and for
+/// what the router replicates with a time in it (sticky sessions' last use).
 public func wallClockMs() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)

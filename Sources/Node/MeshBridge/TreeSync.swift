@@ -20,15 +20,14 @@ final class TreeSync: Sendable {
     private let clock: @Sendable () -> UInt64
     private let scheduled = Atomic<Bool>(false)
     private let versions = Mutex<[String: UInt64]>([:])
-    let transfers: TreeTransfers
 
     init(registry: WorkerRegistry, mesh: MeshService, loop: any EventLoop, logger: Logger, clock: @escaping @Sendable () -> UInt64) {
         self.registry = registry
         self.mesh = mesh
         self.loop = loop
         self.clock = clock
+        // Held by the two handlers below, which are all that use it.
         let transfers = TreeTransfers(registry: registry, mesh: mesh, loop: loop, logger: logger, clock: clock)
-        self.transfers = transfers
         mesh.onCustom { [weak self] topic, payload in
             switch topic {
             case Self.topic: self?.receive(payload)

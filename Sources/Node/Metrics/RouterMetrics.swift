@@ -202,8 +202,6 @@ public final class RouterMetrics: Sendable {
         count("smg_worker_health_checks_total", "Health checks by result", [("worker", worker), ("result", ok ? "ok" : "failed")])
     }
 
-    /// Sets a gauge by name and labels, created on first use: for values read at scrape time
-    /// from another part of the router (the mesh's counters).
     /// A sticky session looked up in Redis (`found`, `missing`, `unavailable`: down or too slow).
     func sessionLookup(_ result: String) {
         count("smg_session_store_lookups_total", "Sticky-session reads from Redis, by result", [("result", result)])
@@ -217,6 +215,8 @@ public final class RouterMetrics: Sendable {
         setGauge("smg_redis_pool_max_connections", "The most Redis connections a pool opens (--redis-pool-max-size)", [("use", use)], to: Double(redis.maxConnections))
     }
 
+    /// Sets a gauge by name and labels, created on first use: for values read at scrape time
+    /// from another part of the router (the mesh's counters).
     func setGauge(_ name: String, _ help: String, _ labels: [(String, String)] = [], to value: Double) {
         cache.withLock { c in
             Self.cached(&c.namedGauges, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {
