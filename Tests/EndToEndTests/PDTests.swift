@@ -211,6 +211,44 @@ import Testing
         #expect(workers.compactMap { $0["bootstrap_port"] as? Int } == [p.bootstrapPort!])
     }
 
+    @Test func aStickySessionKeepsItsPairAndRanksThroughEitherMeshedRouter() async throws {
+        // `manual` chooses each half under its own policy ("prefill:..." and "decode:..."); the
+        // mesh must carry both assignments, each with its data-parallel rank, to the other router.
+        var fleet = Fleet()
+        for i in 0..<2 {
+            fleet.prefills.append(try await SimWorkerProcess(name: "p\(i)", ["--role", "prefill", "--bootstrap-port", "0", "--dp-size", "2"]))
+            fleet.decodes.append(try await SimWorkerProcess(name: "d\(i)", ["--role", "decode", "--dp-size", "2"]))
+        }
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for i in 0..<2 {
+            routers.append(try await RouterProcess(fleet.flags + ["--dp-aware", "--policy", "manual", "--enable-mesh", "--mesh-server-name", "r\(i)",
+                                                                  "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]), "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])"]))
+        }
+        for r in routers {
+            try await eventually(timeout: .seconds(15), "the router learned every worker's ranks and has a peer") {
+                let listed = try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+                let members = try r.request("GET", "/ha/status").json()["members"] as? [[String: Any]] ?? []
+                return listed.count == 4 && listed.allSatisfy { $0["dp_size"] as? Int == 2 && $0["is_healthy"] as? Bool == true }
+                    && members.contains { $0["status"] as? String == "alive" }
+            }
+        }
+        func placement(_ r: RouterProcess, _ key: String) throws -> String {
+            let answer = try r.request("POST", "/generate", body: #"{"text":"turn"}"#, headers: [("X-SMG-Routing-Key", key)])
+            #expect(answer.status == 200, "\(answer.text)")
+            return ["x-sim-prefill", "x-sim-prefill-dp-rank", "x-sim-worker", "x-sim-dp-rank"].map { answer.header($0) ?? "?" }.joined(separator: "/")
+        }
+        var homes: [String: String] = [:]
+        for k in 0..<12 { homes["session-\(k)"] = try placement(routers[0], "session-\(k)") }
+        #expect(Set(homes.values).count > 2, "sessions spread over pairs and ranks: \(homes)")
+        try await eventually(timeout: .seconds(5), "r1 sends every session to its pair and ranks") {
+            try homes.allSatisfy { key, home in try placement(routers[1], key) == home }
+        }
+        // And a session placed through r1 keeps its place through r0.
+        let late = try placement(routers[1], "late")
+        try await eventually(timeout: .seconds(5), "r0 knows r1's session") { try placement(routers[0], "late") == late }
+    }
+
     @Test func prefillAndDecodeWorkersCanBeRegisteredAtRunTime() async throws {
         let fleet = try await Self.fleet(prefills: 1, decodes: 1)
         let r = try await RouterProcess(["--pd-disaggregation", "--disable-health-check"])

@@ -55,6 +55,31 @@ import Glibc
         #expect(try c.chat("hi", headers: [("x-smg-routing-key", "user-0")]).header("x-sim-worker") == first[0], "known keys stay where they are")
     }
 
+    @Test func inPDModeEachHalfOfAPairIsKeptAndFound() async throws {
+        // Each half is chosen by its own policy: Redis holds an assignment per half, under the
+        // half's name, and a second router (not meshed) sends each key to the same pair.
+        let redis = try await RedisProcess()
+        let fleet = try await PDTests.fleet(prefills: 2, decodes: 2)
+        let shared = ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url]
+        let keys = (0..<10).map { "user-\($0)" }
+        func placement(_ r: RouterProcess) throws -> [String] {
+            try keys.map { key in
+                let answer = try r.request("POST", "/generate", body: #"{"text":"turn"}"#, headers: [("x-smg-routing-key", key)])
+                return "\(answer.header("x-sim-prefill") ?? "?")+\(answer.header("x-sim-worker") ?? "?")"
+            }
+        }
+        let a = try await PDTests.router(fleet, shared)
+        let first = try placement(a)
+        #expect(!first.contains { $0.contains("?") } && Set(first).count > 1, "keys spread over pairs: \(first)")
+        try await eventually(timeout: .seconds(5), "both halves of every key are in Redis") {
+            try redis.cli("DBSIZE") == [String(2 * keys.count)]
+        }
+        let stored = Set(try redis.cli("KEYS", "smg:session:*"))
+        #expect(stored.contains("smg:session:8:prefill::user-0") && stored.contains("smg:session:7:decode::user-0"), "\(stored.sorted().prefix(4))")
+        let b = try await PDTests.router(fleet, shared)
+        #expect(try placement(b) == first)
+    }
+
     @Test func sessionsReadFromRedisReachTheMeshSoARedisOutageMovesNone() async throws {
         let redis = try await RedisProcess()
         var workers: [SimWorkerProcess] = []

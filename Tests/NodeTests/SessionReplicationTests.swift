@@ -32,8 +32,8 @@ import Testing
 
     @Test func longRoutingKeysAreStoredAsThePolicyStoresThem() {
         let long = String(repeating: "ключ", count: 500)  // 4,000 bytes of two-byte characters
-        let key = S.key(model: "m", routingKey: long)
+        let key = S.key(policyKey: "m", routingKey: long)
         #expect(key.utf8.count < 300 && key.hasPrefix("m\u{0}#"))
-        #expect(S.key(model: nil, routingKey: "short") == "\u{0}short")
+        #expect(S.key(policyKey: "", routingKey: "short") == "\u{0}short")
     }
 }

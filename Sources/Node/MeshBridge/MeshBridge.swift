@@ -72,9 +72,10 @@ enum MeshBridge {
 
     static let demandTopic = "demand"
 
-    /// A routing key was (re)assigned here by `manual`: tell the others.
-    static func assigned(routingKey: String, model: String?, worker: Worker, state: RouterState) {
-        SessionReplication.assigned(routingKey: routingKey, model: model, worker: worker, state: state)
+    /// A routing key was (re)assigned here by `manual` (the policy kept under `policyKey`) to
+    /// `candidate`: tell the others.
+    static func assigned(routingKey: String, policyKey: String, candidate: String, state: RouterState) {
+        SessionReplication.assigned(routingKey: routingKey, policyKey: policyKey, candidate: candidate, state: state)
     }
 
     /// A worker was added or changed here: tell the others.

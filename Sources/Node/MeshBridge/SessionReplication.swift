@@ -2,9 +2,11 @@ import Mesh
 import NIOCore
 import Policies
 
-/// Sticky sessions of `manual` across the mesh: store "sessions", key: model + NUL + routing key
-/// (normalized as the policy stores it: keys over 256 bytes by their hash), value: the worker id
-/// + NUL + the wall-clock ms the key was last known in use.
+/// Sticky sessions of `manual` across the mesh: store "sessions", key: the registry key of the
+/// policy that assigned it (the model, or "prefill:<model>" / "decode:<model>" in PD mode, where
+/// a key has an assignment per half) + NUL + routing key (normalized as the policy stores it:
+/// keys over 256 bytes by their hash), value: the candidate id (the worker's id, "id@rank" with
+/// `--dp-aware`) + NUL + the wall-clock ms the key was last known in use.
 ///
 /// The store is bounded and expires: each router, every `sweepInterval`, refreshes the time of
 /// keys it used since (at most every quarter of `--max-idle-secs`, so a busy key costs one write
@@ -17,8 +19,8 @@ enum SessionReplication {
     /// 512, a full state stays well under the mesh's 64 MiB frame.
     static let maxEntries = 50_000
 
-    static func key(model: String?, routingKey: String) -> String {
-        (model ?? "") + "\u{0}" + ManualPolicy.normalize(routingKey)
+    static func key(policyKey: String, routingKey: String) -> String {
+        policyKey + "\u{0}" + ManualPolicy.normalize(routingKey)
     }
 
     static func value(worker: String, wallMs: UInt64) -> [UInt8] { Array((worker + "\u{0}" + String(wallMs)).utf8) }
@@ -31,9 +33,9 @@ enum SessionReplication {
     }
 
     /// A routing key was (re)assigned here: tell the others.
-    static func assigned(routingKey: String, model: String?, worker: Worker, state: RouterState) {
-        state.mesh?.service.publish(store: store, key: key(model: model, routingKey: routingKey),
-                                    value: value(worker: worker.id, wallMs: wallClockMs()))
+    static func assigned(routingKey: String, policyKey: String, candidate: String, state: RouterState) {
+        state.mesh?.service.publish(store: store, key: key(policyKey: policyKey, routingKey: routingKey),
+                                    value: value(worker: candidate, wallMs: wallClockMs()))
     }
 
     /// Another router's assignment (nil: the key was expired or dropped).
@@ -80,9 +82,11 @@ enum SessionReplication {
         return writes
     }
 
-    /// The periodic sweep (mesh on, `manual` policy).
+    /// The periodic sweep (mesh on). It runs whatever `--policy` says: `manual` may also be the
+    /// prefill or decode policy (PD mode) or a model's own (`--enable-igw`); over an empty store
+    /// a sweep costs nothing.
     static func service(state: RouterState) -> PeriodicTask? {
-        guard let mesh = state.mesh?.service, state.config.policy == .manual, let loop = state.pools.loops.first else { return nil }
+        guard let mesh = state.mesh?.service, let loop = state.pools.loops.first else { return nil }
         let maxIdleMs = state.config.policyConfig.maxIdleSecs * 1000
         // Often enough that a used key is refreshed long before a quarter of the idle time runs out.
         let interval = TimeAmount.milliseconds(Int64(max(1000, min(60_000, maxIdleMs / 8))))

@@ -40,13 +40,13 @@ final class Exchange: UpstreamResponseDelegate {
     private var attemptTimer: Scheduled<Void>?
     private var retryTimer: Scheduled<Void>?
     private var admissionTicket: UInt64?
-    /// Why the policy chose the current attempt's worker (metrics, and what the mesh shares).
-    private var selectionReason = SelectionReason.random
-    /// Which policy chose it (a model's own under IGW, the prefill's or decode's in PD).
-    private var selectionPolicy = PolicyName.random
-    /// `--dp-aware`: the rank of the worker chosen for the current attempt (`data_parallel_rank`,
-    /// or `routed_dp_rank` in PD mode); its attempt's books are kept on it until the attempt ends.
-    private var selectedRank: Int?
+    /// The policy's choice of the current attempt's worker (the decode half in PD mode; nil for
+    /// an info route in PD mode, which goes to the first prefill): why and by which policy
+    /// (metrics, what the mesh and Redis share), and with `--dp-aware` its rank
+    /// (`data_parallel_rank`, or `routed_dp_rank` in PD mode), on which the attempt's books are
+    /// kept until it ends.
+    private var choice: WorkerRegistry.Choice?
+    private var selectedRank: Int? { choice?.rank }
     /// Body parts of the current upstream read burst, written to the client as one piece when
     /// the burst ends: a worker that sends several stream events back to back costs one chunk
     /// and one write, not one per event.
@@ -223,25 +223,33 @@ final class Exchange: UpstreamResponseDelegate {
         }
     }
 
-    /// The request's routing key as the session store keys it (policy model, normalized key),
-    /// worked out once, when Redis is first asked about it.
-    private var sessionKey: (model: String, routingKey: String)?
-    /// The key's worker came from Redis: the mesh is told, so the other routers hold it too
-    /// (and keep it through a Redis outage) without asking Redis themselves.
-    private var adoptedFromRedis = false
+    /// `--session-store redis` was asked (once per request) about the routing key.
+    private var sessionsLookedUp = false
+    /// The policies (by registry key) whose assignment of the routing key came from Redis: the
+    /// mesh is told, so the other routers hold it too (and keep it through a Redis outage)
+    /// without asking Redis themselves.
+    private var adoptedFromRedis: Set<String> = []
 
     private func selectWorker(avoiding: Set<String>) {
-        if let sessions = state.sessions, sessionKey == nil, let key = plan.routing.routingKey, !key.isEmpty {
-            let (model, routingKey) = (state.registry.policyModel(plan.model), ManualPolicy.normalize(key))
-            sessionKey = (model, routingKey)
-            // Only a key this router does not know costs a Redis read: the local table (kept
-            // current by the mesh when on) is the fast path.
-            if state.registry.sessionLastUse(model: model, routingKey: routingKey) == nil {
-                return OffLoop.run(on: pool.loop, { await sessions.lookup(model: model, routingKey: routingKey) }) { [self] worker in
+        if let sessions = state.sessions, !sessionsLookedUp, let key = plan.routing.routingKey, !key.isEmpty {
+            sessionsLookedUp = true
+            // One assignment per policy that chooses for this request: in PD mode the prefill's
+            // and the decode's. Only a key this router does not know costs a Redis read: the
+            // local table (kept current by the mesh when on) is the fast path.
+            let routingKey = ManualPolicy.normalize(key)
+            let roles: [WorkerRole] = if case .prefillDecode = plan.kind { [.prefill, .decode] } else { [.regular] }
+            let unknown = roles.map { state.registry.policyModel(plan.model, role: $0) }
+                .filter { state.registry.sessionLastUse(model: $0, routingKey: routingKey) == nil }
+            if !unknown.isEmpty {
+                return OffLoop.run(on: pool.loop, {
+                    var found: [(scope: String, worker: String)] = []
+                    for scope in unknown { if let w = await sessions.lookup(model: scope, routingKey: routingKey) { found.append((scope, w)) } }
+                    return found
+                }) { [self] found in
                     guard case .selecting = self.machine.state else { return }
-                    if let worker {
-                        self.state.registry.adoptAssignment(model: model, routingKey: routingKey, worker: worker, now: self.state.nowMs())
-                        self.adoptedFromRedis = true
+                    for (scope, worker) in found {
+                        self.state.registry.adoptAssignment(model: scope, routingKey: routingKey, worker: worker, now: self.state.nowMs())
+                        self.adoptedFromRedis.insert(scope)
                     }
                     self.selectWorker(avoiding: avoiding)
                 }
@@ -256,15 +264,14 @@ final class Exchange: UpstreamResponseDelegate {
                 failedRole = .prefill
                 return perform(machine.noWorker(unknownModel: false))
             }
+            choice = nil
             return perform(machine.workerChosen(w, now: plan.routing.now))
         }
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
         case .noneAvailable: perform(machine.noWorker(unknownModel: false))
         case .worker(let choice):
-            selectionReason = choice.reason
-            selectionPolicy = choice.policy
-            selectedRank = choice.rank
+            self.choice = choice
             perform(machine.workerChosen(choice.worker, now: plan.routing.now))
         }
     }
@@ -286,10 +293,8 @@ final class Exchange: UpstreamResponseDelegate {
                 perform(machine.noWorker(unknownModel: false))
             case .worker(let decodePick):
                 prefillChoice = prefillPick
-                selectedRank = decodePick.rank
-                selectionReason = decodePick.reason
-                selectionPolicy = decodePick.policy
-                if machine.retries == 0 { recordDecision(prefillPick.worker, reason: prefillPick.reason, policy: prefillPick.policy) }
+                choice = decodePick
+                if machine.retries == 0 { recordDecision(prefillPick) }
                 perform(machine.workerChosen(decodePick.worker, now: plan.routing.now))
             }
         }
@@ -345,24 +350,30 @@ final class Exchange: UpstreamResponseDelegate {
         perform(machine.otherLegFailed(now: state.nowMs()))
     }
 
-    /// The first routing decision of an inference request: metrics, and what the mesh shares.
-    private func recordDecision(_ w: Worker, reason: SelectionReason, policy: PolicyName) {
+    /// The first routing decision of an inference request: metrics, and the sticky assignments
+    /// the mesh and Redis share, each under the key of the policy that made it (so a PD pair's
+    /// prefill and decode halves are kept apart) and naming the candidate it chose (with
+    /// `--dp-aware`, the rank too).
+    private func recordDecision(_ choice: WorkerRegistry.Choice) {
+        let (w, reason) = (choice.worker, choice.reason)
         // A model label only for models a worker is known to serve: request-supplied names
         // would otherwise each add series (a worker of unknown model takes any name).
         let label = plan.model.map { w.modelID == $0 ? $0 : "other" } ?? "default"
         state.metrics.routed(model: label, endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
-                             policy: policy.rawValue, reason: reason.rawValue)
+                             policy: choice.policy.rawValue, reason: reason.rawValue)
         state.treeSync?.noteDecision()
-        if state.mesh != nil, reason == .newAssignment || reason == .reassigned || (reason == .sticky && adoptedFromRedis), let key = plan.routing.routingKey {
-            MeshBridge.assigned(routingKey: key, model: w.modelID == plan.model ? plan.model : nil, worker: w, state: state)
+        guard reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = plan.routing.routingKey else { return }
+        if state.mesh != nil, reason != .sticky || adoptedFromRedis.contains(choice.policyKey) {
+            MeshBridge.assigned(routingKey: key, policyKey: choice.policyKey, candidate: choice.candidate, state: state)
         }
-        if let sessions = state.sessions, reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = sessionKey {
-            sessions.used(model: key.model, routingKey: key.routingKey, worker: w.id, changed: reason != .sticky, now: plan.routing.now)
+        if let sessions = state.sessions, !key.isEmpty {
+            sessions.used(model: choice.policyKey, routingKey: ManualPolicy.normalize(key), worker: choice.candidate,
+                          changed: reason != .sticky, now: plan.routing.now)
         }
     }
 
     private func startAttempt(_ w: Worker, deadlineMs: UInt64, firstAttempt: Bool) {
-        if firstAttempt, plan.isInference { recordDecision(w, reason: selectionReason, policy: selectionPolicy) }
+        if firstAttempt, plan.isInference, let choice { recordDecision(choice) }
         w.attemptStarted(rank: selectedRank, now: plan.routing.now)
         failedRole = .decode
         attemptBody = nil

@@ -17,6 +17,11 @@ public final class WorkerRegistry: Sendable {
         /// The data-parallel rank chosen (nil: the worker has one rank, or the router is not
         /// DP-aware); the exchange sends it to the worker.
         public let rank: Int?
+        /// The key the deciding policy is kept under ("model", "prefill:model", ...): where
+        /// another router applies this decision (a replicated sticky assignment).
+        public let policyKey: String
+        /// The candidate the policy chose: the worker's id, with `--dp-aware` "id@rank".
+        public let candidate: String
     }
 
     public enum Outcome {
@@ -176,10 +181,11 @@ public final class WorkerRegistry: Sendable {
         box(for: model).policy.withLock { $0.adopt(routingKey: routingKey, worker: worker, now: now) }
     }
 
-    /// The name the policy of a request for `model` is kept under: the model when some worker
-    /// serves it, otherwise the shared default ("").
-    public func policyModel(_ model: String?) -> String {
-        Self.policyKey(model, served: model.map { m in all.contains { $0.modelID == m } } ?? false)
+    /// The name the policy choosing a `role` worker for a request for `model` is kept under:
+    /// the model when some worker of that role serves it, otherwise the shared default ("");
+    /// prefixed with the role in PD mode.
+    public func policyModel(_ model: String?, role: WorkerRole = .regular) -> String {
+        Self.policyKey(model, served: model.map { m in all.contains { $0.modelID == m && $0.role == role } } ?? false, role: role)
     }
 
     /// A model name is whatever a client writes: only a model some worker serves gets a policy
@@ -256,10 +262,12 @@ public final class WorkerRegistry: Sendable {
             for i in candidates.indices where avoiding.contains(targets[i].worker.id) { candidates[i].isAvailable = false }
         }
         let wanted = policiesFromLabels && served ? chosen.lazy.compactMap { $0.labels["policy"].flatMap(PolicyName.init(rawValue:)) }.first : nil
-        let box = box(for: Self.policyKey(model, served: served, role: role), wanted: wanted)
+        let key = Self.policyKey(model, served: served, role: role)
+        let box = box(for: key, wanted: wanted)
         let selection = box.policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
         let target = targets[selection.index]
-        return .worker(Choice(worker: target.worker, reason: selection.reason, policy: box.name, rank: target.rank))
+        return .worker(Choice(worker: target.worker, reason: selection.reason, policy: box.name, rank: target.rank,
+                              policyKey: key, candidate: candidates[selection.index].id))
     }
 }
