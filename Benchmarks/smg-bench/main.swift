@@ -447,19 +447,28 @@ func bodies(first: Int) -> Bodies { uniqueBody.map { .numbered(first: first, $0)
 let tlsLabel = o.tlsClients && o.tlsWorkers ? "HTTPS clients and https workers, " : o.tlsClients ? "HTTPS clients, " : o.tlsWorkers ? "https workers, " : ""
 print("smg-bench: \(routerCommand.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " ")) --policy \(o.policy), \(tlsLabel)\(o.rate.map { "\(Int($0)) requests/s, " } ?? "saturated, ")\(o.path != "/v1/chat/completions" ? "POST \(o.path)" : (o.stream ? "streaming (\(tokens) SSE events per response) chat completions" : "non-streaming chat completions")), \(o.requests) requests, \(o.concurrency) connections, \(o.pd ? "PD: \(o.workers) prefill + \(o.workers) decode" : "\(o.workers)") simulated workers, \(ProcessInfo.processInfo.activeProcessorCount) cores")
 _ = try run(port: smgPort, bodies: bodies(first: 0), path: path, count: o.warmup, concurrency: o.concurrency, tls: clientTLS, group: group)
+/// The workers' CPU seconds together: what the same process model (one NIO event loop answering
+/// HTTP) costs per request on this machine, beside the router's.
+@MainActor func workersCPU() -> Double { workers.reduce(0) { $0 + usage(pid: $1.process.processIdentifier).cpu } }
 let before = usage(pid: smg.process.processIdentifier)
+let workersBefore = workersCPU()
 let r = try run(port: smgPort, bodies: bodies(first: o.warmup), path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, tls: clientTLS, group: group)
 let after = usage(pid: smg.process.processIdentifier)
+let workersAfter = workersCPU()
 let cpuPerRequest = (after.cpu - before.cpu) / Double(r.latencies.count) * 1e6
 print(String(format: "through smg:   %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %d", r.rps, r.percentile(0.5), r.percentile(0.99), r.errors))
 print(String(format: "router CPU:    %8.1f µs/request (%.2f CPU-seconds for %d requests)", cpuPerRequest, after.cpu - before.cpu, r.latencies.count))
 print(String(format: "router RSS:    %8.1f MiB peak after %d requests", Double(after.peakRSSKiB) / 1024, o.warmup + r.latencies.count))
+print(String(format: "workers CPU:   %8.1f µs/request (all %d together)", (workersAfter - workersBefore) / Double(r.latencies.count) * 1e6, workers.count))
 if let joinMesh {
     joinMesh.measure(first: smg, metricsPort: metricsPort, args: tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls))
 }
 if o.direct, !o.tlsWorkers, !o.pd {
+    let workerBefore = usage(pid: workers[0].process.processIdentifier).cpu
     let d = try run(port: port(in: Substring(urls[0])), body: body, path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, group: group)
+    let workerAfter = usage(pid: workers[0].process.processIdentifier).cpu
     print(String(format: "direct to one worker: %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   (smg/direct throughput %.2f)", d.rps, d.percentile(0.5), d.percentile(0.99), r.rps / d.rps))
+    print(String(format: "that worker's CPU: %6.1f µs/request", (workerAfter - workerBefore) / Double(d.latencies.count) * 1e6))
 }
 smg.stop()
 for w in workers { w.stop() }
