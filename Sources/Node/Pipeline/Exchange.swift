@@ -241,10 +241,14 @@ final class Exchange: UpstreamResponseDelegate {
             let unknown = roles.map { state.registry.policyModel(plan.model, role: $0) }
                 .filter { state.registry.sessionLastUse(model: $0, routingKey: routingKey) == nil }
             if !unknown.isEmpty {
+                // Both halves' reads at once: a slow Redis costs one read deadline, not two.
                 return OffLoop.run(on: pool.loop, {
-                    var found: [(scope: String, worker: String)] = []
-                    for scope in unknown { if let w = await sessions.lookup(model: scope, routingKey: routingKey) { found.append((scope, w)) } }
-                    return found
+                    await withTaskGroup(of: (scope: String, worker: String?).self) { group in
+                        for scope in unknown { group.addTask { (scope, await sessions.lookup(model: scope, routingKey: routingKey)) } }
+                        var found: [(scope: String, worker: String)] = []
+                        for await answer in group { if let w = answer.worker { found.append((answer.scope, w)) } }
+                        return found
+                    }
                 }) { [self] found in
                     guard case .selecting = self.machine.state else { return }
                     for (scope, worker) in found {

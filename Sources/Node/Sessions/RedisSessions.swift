@@ -8,8 +8,10 @@ import Synchronization
 /// only when a key is not known here, with a short deadline, and written after the routing
 /// decision without delaying the request.
 ///
-/// Key `smg:session:{model length}:{model}:{routing key}` (the length keeps model and key apart
-/// whatever they contain), value the worker's id (stable: derived from its URL), expiring
+/// Key `smg:session:{length}:{policy}:{routing key}`, where the policy is the registry key of the
+/// one that made the assignment (the model, or "prefill:<model>" / "decode:<model>" in PD mode;
+/// the length keeps it and the key apart whatever they contain), value the candidate it chose
+/// (the worker's id, stable: derived from its URL; "id@rank" with `--dp-aware`), expiring
 /// after `--max-idle-secs`. A key in use is written again at most once per quarter of that, so
 /// it never expires while used and a busy key costs one write per quarter-idle period.
 final class RedisSessions: Sendable {
