@@ -127,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "smg-fuzz",
             dependencies: [
-                "Node", "Mesh", "MeshCore",
+                "Node", "Mesh", "MeshCore", "Policies",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

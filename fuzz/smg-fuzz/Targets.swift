@@ -9,6 +9,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 @testable import Node
+import Policies
 import Primitives
 
 /// The parsers a stranger's bytes reach, one fuzz target each. A target returns normally for any
@@ -59,6 +60,19 @@ enum FuzzTarget: String, CaseIterable {
             let text = RoutingText.extract(kind, members: members, bytes: bytes)
             check(text.count <= RoutingText.maxBytes + 4, "routing text within its cap")
         }
+        // PD mode rewrites an accepted body without parsing it again: what comes out is the same
+        // object with the bootstrap fields added.
+        // (A client's own bootstrap fields are refused before this point.)
+        if case .object(let original)? = JSONValue.parse(bytes), !original.keys.contains(where: { $0.hasPrefix("bootstrap_") }) {
+            var rng = SplitMix64(seed: UInt64(bytes.count))
+            let fields = BootstrapFields(host: "198.18.0.1", port: 8998, batchSize: nil, using: &rng)
+            let rewritten = fields.inserted(into: ByteBuffer(bytes: bytes), objectIsEmpty: members.isEmpty)
+            guard case .object(let out)? = JSONValue.parse(Array(rewritten.readableBytesView)) else {
+                return check(false, "a rewritten body parses: \(String(buffer: rewritten))")
+            }
+            check(out.count == original.count + 3 && original.allSatisfy { out[$0.key] == $0.value }, "the three fields added, nothing lost")
+            check(out["bootstrap_room"] == .int(Int(fields.rooms[0])) && out["bootstrap_port"] == .int(8998), "the fields as drawn")
+        }
     }
 
     static let keyring = try! MeshKeyring(parsing: String(repeating: "5a", count: 32))
@@ -84,6 +98,12 @@ enum FuzzTarget: String, CaseIterable {
             check(filter.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter), "first sight is fresh")
             check(!filter.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter), "second sight is a replay")
         }
+        // A joining router's tree chunk, as another router streams it: decoded or refused, and
+        // what decodes imports into a tree without trapping.
+        if let (_, chunk) = TreeChunkCodec.decode(bytes, now: 1_000) {
+            var policy = CacheAwarePolicy()
+            _ = policy.apply(chunk: chunk)
+        }
         // What we seal, we open.
         check((try? sealer.open(sealer.seal(bytes)).get()) == bytes, "seal then open gives the bytes back")
     }
@@ -103,7 +123,10 @@ enum FuzzTarget: String, CaseIterable {
             .custom(topic: "tree", payload: [1, 2, 3]), .custom(topic: MeshService.helloTopic, payload: []),
         ]
         let plain = messages.enumerated().map { WireCodec.encode(.init(sender: "127.0.0.1:39527", generation: 1, counter: UInt64($0.offset), message: $0.element)) }
-        return plain + [sealer.seal(plain[0])]
+        var chunk = TreeChunkCodec.Encoder(model: "m", now: 10, limit: 4096)
+        _ = chunk.begin([[1, 2]])
+        _ = chunk.add(depth: 1, label: [3, 4], owners: [TreeStamp(owner: "w1", lastUse: 9)])
+        return plain + [sealer.seal(plain[0]), chunk.payload]
     }
 
     static func config(_ bytes: [UInt8]) {
