@@ -16,7 +16,14 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
         Launcher.printErr("smg: error: \(error.message)")
         exit(2)
     }
-    var logger = Launcher.makeLogger(level: config.logLevel)
+    let logs: Launcher.LogOutput
+    do {
+        logs = try Launcher.makeLogger(level: config.logLevel, json: config.logJSON, directory: config.logDir)
+    } catch {
+        Launcher.printErr("smg: error: \(error.message)")
+        exit(2)
+    }
+    var logger = logs.logger
     // Routers of one mesh often share a terminal or a log collector: say which one speaks.
     if let mesh = config.mesh { logger[metadataKey: "router"] = "\(mesh.name)" }
     // Installed before the ready line, so a signal sent right after it drains instead of killing.
@@ -26,12 +33,14 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
         node = try await RouterNode.start(config: config, logger: logger)
     } catch {
         Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
+        logs.flush()
         exit(1)
     }
     if let demo { await demo.waitUntilReady(node) }
     Launcher.printOut(Launcher.readyLine(node, host: config.host))
     if let demo { Launcher.printOut(demo.banner(ports: [node.apiPort])) }
     await Launcher.serve(node, until: signals)
+    logs.flush()
     exit(0)
 }
 

@@ -14,7 +14,8 @@ public enum FlagTable {
         FlagSpec("port", .int, .int(30000), group: "Core", "Port of the main API server (0 = any free port)"),
         FlagSpec("worker-urls", .list, .list([]), group: "Core", "Worker URLs to route to (space-separated)"),
         FlagSpec("log-level", .string, .string("info"), env: "RUST_LOG", group: "Core", "Log level: debug, info, warn, error"),
-        FlagSpec("log-dir", .string, nil, group: "Core", status: .notBuilt("log files"), "Directory to store log files"),
+        FlagSpec("log-dir", .string, nil, group: "Core", "Directory to store log files (smg.YYYY-MM-DD, a file per UTC day, beside the console); created when missing"),
+        FlagSpec("log-json", .bool, .bool(false), group: "Core", "Output logs as JSON, one object per line (console and files)"),
 
         // Routing policy
         FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual"),

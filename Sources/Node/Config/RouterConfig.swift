@@ -22,6 +22,9 @@ public struct RouterConfig: Sendable {
     public var prometheusPort: Int
     public var durationBuckets: [Double]
     public var logLevel: String
+    /// `--log-dir`: also write the log to daily files there (checked when the logger is made).
+    public var logDir: String?
+    public var logJSON: Bool
     public var retry: RetryConfig
     public var breaker: CircuitBreakerConfig
     public var health: HealthCheckConfig
@@ -98,6 +101,8 @@ public struct RouterConfig: Sendable {
         guard ["trace", "debug", "info", "warn", "warning", "error"].contains(logLevel) else {
             throw ConfigError("--log-level \(logLevel): expected debug, info, warn or error")
         }
+        logDir = f.string("log-dir").flatMap { $0.isEmpty ? nil : $0 }
+        logJSON = f.bool("log-json")
         retry = try Self.retryConfig(f)
         breaker = try Self.breakerConfig(f)
         health = try Self.healthConfig(f)

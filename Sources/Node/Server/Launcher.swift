@@ -23,9 +23,24 @@ public enum Launcher {
         return .run(arguments: rest)
     }
 
-    /// One line per event to stderr, at `--log-level`.
-    public static func makeLogger(level: String) -> Logger {
-        var logger = Logger(label: "smg") { label in StreamLogHandler.standardError(label: label) }
+    /// Where the router's log goes: one line per event to stderr, at `--log-level`, as text or
+    /// (`--log-json`) JSON; with `--log-dir` the same lines also to a file per day there.
+    public struct LogOutput: Sendable {
+        public let logger: Logger
+        let file: DailyLogFile?
+        /// Waits until every line is in its file (call before the process exits).
+        public func flush() { file?.flush() }
+    }
+
+    public static func makeLogger(level: String, json: Bool = false, directory: String? = nil) throws(ConfigError) -> LogOutput {
+        let file: DailyLogFile?
+        do { file = try directory.map { try DailyLogFile(directory: $0) } } catch { throw error as? ConfigError ?? ConfigError("--log-dir: \(error)") }
+        var logger = Logger(label: "smg") { label in
+            let console: any LogHandler = json ? JSONLogHandler(label: label, stream: StandardErrorStream()) : StreamLogHandler.standardError(label: label)
+            guard let file else { return console }
+            let toFile: any LogHandler = json ? JSONLogHandler(label: label, stream: file.stream) : StreamLogHandler(label: label, stream: file.stream)
+            return MultiplexLogHandler([console, toFile])
+        }
         switch level {
         case "trace": logger.logLevel = .trace
         case "debug": logger.logLevel = .debug
@@ -33,7 +48,7 @@ public enum Launcher {
         case "error": logger.logLevel = .error
         default: logger.logLevel = .info
         }
-        return logger
+        return LogOutput(logger: logger, file: file)
     }
 
     /// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload certificates) as a stream. Install before announcing readiness, so a signal sent
