@@ -88,9 +88,9 @@ import Testing
         let (s2, _, e2) = try await run(["--port", "0"], environment: ["POSTGRES_DB_URL": "postgres://127.0.0.1:1/db"])
         #expect(s2 == 2)
         #expect(e2.contains("--postgres-db-url"))
-        let (s3, _, e3) = try await run(["--port", "0", "--log-dir", "/tmp"])
+        let (s3, _, e3) = try await run(["--port", "0", "--service-discovery"])
         #expect(s3 == 2)
-        #expect(e3.contains("--log-dir"))
+        #expect(e3.contains("--service-discovery"))
     }
 
     @Test func badValuesAreClearErrors() async throws {

@@ -130,14 +130,14 @@ import Testing
     }
 
     @Test func notBuiltFeaturesFailNamingTheFlag() throws {
-        for args in [["--log-dir", "/tmp"], ["--history-backend", "postgres"],
+        for args in [["--model-path", "/tmp"], ["--history-backend", "postgres"],
                      ["--enable-trace"], ["--history-backend", "redis"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
         }
         // The same through the environment names the source.
-        let message = failure([], env: ["SMG_LOG_DIR": "/tmp"]) ?? ""
-        #expect(message.contains("--log-dir") && message.contains("environment"), "\(message)")
+        let message = failure([], env: ["SMG_MODEL_PATH": "/tmp"]) ?? ""
+        #expect(message.contains("--model-path") && message.contains("environment"), "\(message)")
         #expect(try load([], env: ["JWT_ISSUER": "https://idp", "JWT_AUDIENCE": "smg"]).security.jwt?.issuer == "https://idp", "https issuers work with TLS")
     }
 
