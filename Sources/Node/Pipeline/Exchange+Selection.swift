@@ -1,0 +1,116 @@
+import NIOCore
+import Policies
+
+/// Choosing the worker (or, in PD mode, the prefill and decode pair) for an attempt: admission
+/// first, then sticky sessions from Redis when this router does not know the key, then the
+/// registry's policies; the first decision is recorded in metrics, the mesh and Redis.
+extension Exchange {
+    func requestAdmission() {
+        let me = NIOLoopBound(self, eventLoop: pool.loop)
+        admissionTicket = state.admission.admit(on: pool.loop) { result in
+            let exchange = me.value
+            exchange.admissionTicket = nil
+            switch result {
+            case .admitted: exchange.perform(exchange.machine.admission(.admitted))
+            case .queueFull: exchange.perform(exchange.machine.admission(.queueFull))
+            case .timedOut: exchange.perform(exchange.machine.admission(.timedOut))
+            }
+        }
+    }
+
+    func selectWorker(avoiding: Set<String>) {
+        if let sessions = state.sessions, !sessionsLookedUp, let key = plan.routing.routingKey, !key.isEmpty {
+            sessionsLookedUp = true
+            // One assignment per policy that chooses for this request: in PD mode the prefill's
+            // and the decode's. Only a key this router does not know costs a Redis read: the
+            // local table (kept current by the mesh when on) is the fast path.
+            let routingKey = ManualPolicy.normalize(key)
+            let roles: [WorkerRole] = if case .prefillDecode = plan.kind { [.prefill, .decode] } else { [.regular] }
+            let unknown = roles.map { state.registry.policyModel(plan.model, role: $0) }
+                .filter { state.registry.sessionLastUse(model: $0, routingKey: routingKey) == nil }
+            if !unknown.isEmpty {
+                // Both halves' reads at once: a slow Redis costs one read deadline, not two.
+                return OffLoop.run(on: pool.loop, {
+                    await withTaskGroup(of: (scope: String, worker: String?).self) { group in
+                        for scope in unknown { group.addTask { (scope, await sessions.lookup(model: scope, routingKey: routingKey)) } }
+                        var found: [(scope: String, worker: String)] = []
+                        for await answer in group { if let w = answer.worker { found.append((answer.scope, w)) } }
+                        return found
+                    }
+                }) { [self] found in
+                    guard case .selecting = self.machine.state else { return }
+                    for (scope, worker) in found {
+                        self.state.registry.adoptAssignment(model: scope, routingKey: routingKey, worker: worker, now: self.state.nowMs())
+                        self.adoptedFromRedis.insert(scope)
+                    }
+                    self.selectWorker(avoiding: avoiding)
+                }
+            }
+        }
+        plan.routing.now = state.nowMs()
+        if case .prefillDecode = plan.kind { return selectPair(avoiding: avoiding) }
+        if state.config.pd != nil {
+            // Info routes in PD mode: the first prefill worker that can answer (as the reference).
+            let prefills = state.registry.all.filter { $0.role == .prefill && $0.isAvailable }
+            guard let w = prefills.first(where: { !avoiding.contains($0.id) }) ?? prefills.first else {
+                failedRole = .prefill
+                return perform(machine.noWorker(unknownModel: false))
+            }
+            choice = nil
+            return perform(machine.workerChosen(w, now: plan.routing.now))
+        }
+        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
+        case .unknownModel: perform(machine.noWorker(unknownModel: true))
+        case .noneAvailable: perform(machine.noWorker(unknownModel: false))
+        case .worker(let choice):
+            self.choice = choice
+            perform(machine.workerChosen(choice.worker, now: plan.routing.now))
+        }
+    }
+
+    /// PD: a prefill worker by the prefill policy, then a decode worker by the decode policy;
+    /// the machine tracks the decode worker, this shell the prefill.
+    func selectPair(avoiding: Set<String>) {
+        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: failedPrefills, role: .prefill, using: &rng) {
+        case .unknownModel:
+            perform(machine.noWorker(unknownModel: true))
+        case .noneAvailable:
+            failedRole = .prefill
+            perform(machine.noWorker(unknownModel: false))
+        case .worker(let prefillPick):
+            switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: .decode, using: &rng) {
+            case .unknownModel: perform(machine.noWorker(unknownModel: true))
+            case .noneAvailable:
+                failedRole = .decode
+                perform(machine.noWorker(unknownModel: false))
+            case .worker(let decodePick):
+                prefillChoice = prefillPick
+                choice = decodePick
+                if machine.retries == 0 { recordDecision(prefillPick) }
+                perform(machine.workerChosen(decodePick.worker, now: plan.routing.now))
+            }
+        }
+    }
+
+    /// The first routing decision of an inference request: metrics, and the sticky assignments
+    /// the mesh and Redis share, each under the key of the policy that made it (so a PD pair's
+    /// prefill and decode halves are kept apart) and naming the candidate it chose (with
+    /// `--dp-aware`, the rank too).
+    func recordDecision(_ choice: WorkerRegistry.Choice) {
+        let (w, reason) = (choice.worker, choice.reason)
+        // A model label only for models a worker is known to serve: request-supplied names
+        // would otherwise each add series (a worker of unknown model takes any name).
+        let label = plan.model.map { w.modelID == $0 ? $0 : "other" } ?? "default"
+        state.metrics.routed(model: label, endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
+                             policy: choice.policy.rawValue, reason: reason.rawValue)
+        state.treeSync?.noteDecision()
+        guard reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = plan.routing.routingKey else { return }
+        if state.mesh != nil, reason != .sticky || adoptedFromRedis.contains(choice.policyKey) {
+            MeshBridge.assigned(routingKey: key, policyKey: choice.policyKey, candidate: choice.candidate, state: state)
+        }
+        if let sessions = state.sessions, !key.isEmpty {
+            sessions.used(model: choice.policyKey, routingKey: ManualPolicy.normalize(key), worker: choice.candidate,
+                          changed: reason != .sticky, now: plan.routing.now)
+        }
+    }
+}
