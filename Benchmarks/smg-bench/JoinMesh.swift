@@ -10,7 +10,10 @@ final class JoinMesh {
     let portB = freePort()
     let keyPath = FileManager.default.temporaryDirectory.appendingPathComponent("smg-bench-key-\(UUID().uuidString)").path
 
+    let smgPath: String
+
     init(smgPath: String) {
+        self.smgPath = smgPath
         let keygen = Process()
         keygen.executableURL = URL(fileURLWithPath: smgPath)
         keygen.arguments = ["mesh-keygen"]
@@ -27,6 +30,25 @@ final class JoinMesh {
         let (mine, peer) = name == "a" ? (portA, portB) : (portB, portA)
         return ["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(mine),
                 "--mesh-peer-urls", "127.0.0.1:\(peer)", "--mesh-key-file", keyPath]
+    }
+
+    /// `--meshed`: starts router b now and returns once router a (API on `apiPort`) lists it alive.
+    func startPeer(args: [String], awaitedBy apiPort: Int) -> Child {
+        let b = Child(smgPath, flags(name: "b") + args + [
+            "--host", "127.0.0.1", "--port", String(freePort()), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(freePort())],
+            captureOutput: false)
+        let by = Date().addingTimeInterval(30)
+        func bIsAlive() -> Bool {
+            guard let body = httpBody(port: apiPort, path: "/ha/status"),
+                  let status = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+                  let members = status["members"] as? [[String: Any]] else { return false }
+            return members.contains { $0["name"] as? String == "b" && $0["status"] as? String == "alive" }
+        }
+        while !bIsAlive() {
+            guard Date() < by else { b.stop(); fail("router b did not join a's mesh within 30 s") }
+            usleep(100_000)
+        }
+        return b
     }
 
     func measure(first a: Child, metricsPort: Int, args: [String]) {

@@ -40,6 +40,9 @@ struct Options {
     /// After the run, start a second router meshed with the first and measure what joining
     /// costs: bytes received, time until its tree matches, the first router's peak RSS.
     var join = false
+    /// The measured router meshed with a second one (same workers and policy) during the load:
+    /// what replication costs each of them per request.
+    var meshed = false
     /// Prefill/decode disaggregation: `--workers` prefill and as many decode simulated workers,
     /// the router in `--pd-disaggregation` mode (every request two legs).
     var pd = false
@@ -75,6 +78,7 @@ struct Options {
             case "--unique-prompts": o.uniquePromptBytes = int(a)
             case "--shared-prefix": o.sharedPrefixBytes = int(a)
             case "--join": o.join = true
+            case "--meshed": o.meshed = true
             case "--pd": o.pd = true
             case "--tls":
                 switch next(a) {
@@ -84,7 +88,7 @@ struct Options {
                 default: fail("--tls takes clients, workers or both")
                 }
             case "-h", "--help":
-                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--path P] [--body JSON] [--router-args FLAGS] [--unique-prompts BYTES] [--shared-prefix BYTES] [--join] [--pd] [--no-direct] [--bin-dir DIR]")
+                print("smg-bench [--requests N] [--warmup N] [--concurrency C] [--workers W] [--stream] [--stream-tokens T] [--policy P] [--rate R] [--router-cmd CMD] [--tls clients|workers|both] [--path P] [--body JSON] [--router-args FLAGS] [--unique-prompts BYTES] [--shared-prefix BYTES] [--join] [--meshed] [--pd] [--no-direct] [--bin-dir DIR]")
                 exit(0)
             default: fail("unknown flag \(a)")
             }
@@ -413,7 +417,7 @@ let tlsFlags = (o.tlsClients ? ["--tls-cert-path", pki!.certPath, "--tls-key-pat
     + (o.tlsWorkers ? ["--ca-cert-paths", pki!.caPath] : [])
 // --join: the measured router is meshed (with a cluster key made for the run) with a second one
 // started after the load.
-let joinMesh = o.join ? JoinMesh(smgPath: smgPath) : nil
+let joinMesh = o.join || o.meshed ? JoinMesh(smgPath: smgPath) : nil
 let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + o.routerArgs + (joinMesh?.flags(name: "a") ?? []) + [
     "--host", "127.0.0.1", "--port", String(smgPort), "--prometheus-host", "127.0.0.1", "--prometheus-port", String(metricsPort),
     "--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls), captureOutput: false)
@@ -426,6 +430,9 @@ while !routerReady() {
     guard Date() < readyBy, smg.process.isRunning else { smg.stop(); fail("the router did not become ready on port \(smgPort)") }
     usleep(100_000)
 }
+// --meshed: router b joins a's mesh now, before the load, and the run waits until a sees it.
+let peerArgs = tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls)
+let peer = o.meshed ? joinMesh!.startPeer(args: peerArgs, awaitedBy: smgPort) : nil
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let clientTLS: NIOSSLContext? = o.tlsClients ? try pki!.clientContext() : nil
 let body = o.body ?? #"{"model":"sim-model","stream":\#(o.stream),"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about routers."}]}"#
@@ -452,15 +459,21 @@ _ = try run(port: smgPort, bodies: bodies(first: 0), path: path, count: o.warmup
 @MainActor func workersCPU() -> Double { workers.reduce(0) { $0 + usage(pid: $1.process.processIdentifier).cpu } }
 let before = usage(pid: smg.process.processIdentifier)
 let workersBefore = workersCPU()
+let peerBefore = peer.map { usage(pid: $0.process.processIdentifier).cpu }
 let r = try run(port: smgPort, bodies: bodies(first: o.warmup), path: path, count: o.requests, concurrency: o.concurrency, rate: o.rate, tls: clientTLS, group: group)
 let after = usage(pid: smg.process.processIdentifier)
 let workersAfter = workersCPU()
+let peerAfter = peer.map { usage(pid: $0.process.processIdentifier).cpu }
 let cpuPerRequest = (after.cpu - before.cpu) / Double(r.latencies.count) * 1e6
 print(String(format: "through smg:   %8.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %d", r.rps, r.percentile(0.5), r.percentile(0.99), r.errors))
 print(String(format: "router CPU:    %8.1f µs/request (%.2f CPU-seconds for %d requests)", cpuPerRequest, after.cpu - before.cpu, r.latencies.count))
 print(String(format: "router RSS:    %8.1f MiB peak after %d requests", Double(after.peakRSSKiB) / 1024, o.warmup + r.latencies.count))
 print(String(format: "workers CPU:   %8.1f µs/request (all %d together)", (workersAfter - workersBefore) / Double(r.latencies.count) * 1e6, workers.count))
-if let joinMesh {
+if let peerBefore, let peerAfter {
+    print(String(format: "peer CPU:      %8.1f µs/request (router b, idle but for a's replicated decisions)", (peerAfter - peerBefore) / Double(r.latencies.count) * 1e6))
+    peer?.stop()
+}
+if let joinMesh, o.join {
     joinMesh.measure(first: smg, metricsPort: metricsPort, args: tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls))
 }
 if o.direct, !o.tlsWorkers, !o.pd {

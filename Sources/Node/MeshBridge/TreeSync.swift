@@ -1,19 +1,27 @@
 import Logging
 import Mesh
 import NIOCore
+import NIOPosix
 import Policies
 import Synchronization
 
-/// Ships cache-aware routing decisions to the other routers within about a millisecond, so a
+/// Ships cache-aware routing decisions to the other routers within about 10 ms, so a
 /// conversation whose turns alternate between routers still finds the worker holding its
-/// prefix. Decisions are batched: the first one after a flush schedules the next flush 1 ms
-/// later; an idle router sends nothing. Losing a datagram loses only those hints. Last-use
+/// prefix. Decisions are batched: the first one after a flush schedules the next flush
+/// `batchWindow` later, on the loop that made the decision (no hop to another thread); an
+/// idle router sends nothing. Losing a datagram loses only those hints. Last-use
 /// stamps travel as ages (milliseconds ago), because each router's clock is its own monotonic one.
 ///
 /// A router that joins (or restarts, or comes back from a partition) is sent every tree in
 /// full by `TreeTransfers`.
 final class TreeSync: Sendable {
     static let topic = "tree"
+    /// How long decisions gather before they are sent. Every flush is a timer wake-up here and
+    /// a datagram (a wake-up) on each peer; at 1,000 requests/s a 1 ms window made that one of
+    /// each per request, a third of a meshed router's CPU at that rate, where 10 ms costs a tenth
+    /// of it (docs/benchmarks.md, "What the mesh costs per request"). A conversation's next turn
+    /// comes long after 10 ms: its prefix is known everywhere by then.
+    static let batchWindow = TimeAmount.milliseconds(10)
     private let registry: WorkerRegistry
     private let mesh: MeshService
     private let loop: any EventLoop
@@ -41,7 +49,7 @@ final class TreeSync: Sendable {
     /// A cache-aware decision was made here.
     func noteDecision() {
         guard !scheduled.load(ordering: .relaxed), scheduled.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return }
-        loop.scheduleTask(in: .milliseconds(1)) { [self] in
+        (MultiThreadedEventLoopGroup.currentEventLoop ?? loop).scheduleTask(in: Self.batchWindow) { [self] in
             scheduled.store(false, ordering: .releasing)
             flush()
         }
