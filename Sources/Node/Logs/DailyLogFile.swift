@@ -9,8 +9,10 @@ import Synchronization
 /// not once per line.
 final class DailyLogFile: Sendable {
     let directory: String
-    static let maxPending = 10_000
-    private let queue = DispatchQueue(label: "smg.log-file")
+    /// Lines that may wait for the writer before new ones are dropped.
+    let maxPending: Int
+    /// The writer (internal so a test can hold it back, as a stalled disk would).
+    let queue = DispatchQueue(label: "smg.log-file")
     private let pending = Atomic<Int>(0)
     private let dropped = Atomic<Int>(0)
     /// The open file and its day; touched only on `queue`.
@@ -19,8 +21,9 @@ final class DailyLogFile: Sendable {
     /// Creates the directory when it is missing (its parent must exist); an existing path must be
     /// a directory this process can write. Today's file is opened here, so a directory that cannot
     /// take it stops start-up instead of losing every line.
-    init(directory: String) throws {
+    init(directory: String, maxPending: Int = 10_000) throws {
         self.directory = directory
+        self.maxPending = maxPending
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else { throw ConfigError("--log-dir \(directory): not a directory") }
@@ -38,7 +41,7 @@ final class DailyLogFile: Sendable {
 
     /// Queues one line (with its newline) for the file of the day it is written.
     func append(_ line: String) {
-        guard pending.add(1, ordering: .relaxed).newValue <= Self.maxPending else {
+        guard pending.add(1, ordering: .relaxed).newValue <= maxPending else {
             pending.subtract(1, ordering: .relaxed)
             dropped.add(1, ordering: .relaxed)
             return
