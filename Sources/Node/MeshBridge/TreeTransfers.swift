@@ -97,7 +97,8 @@ final class TreeTransfers: Sendable {
         if let failure = t.failure {
             logger.warning("cache-aware tree transfer to a joining router stopped", metadata: metadata.merging(["error": "\(failure)"]) { a, _ in a })
         } else {
-            logger.info("cache-aware trees sent to a joining router", metadata: metadata)
+            // An empty tree (a fresh cluster, or another policy's) is nothing worth a line.
+            logger.log(level: t.chunks > 0 ? .info : .debug, "cache-aware trees sent to a joining router", metadata: metadata)
         }
         if running.value.isEmpty { Self.returnFreedMemory() }
     }
