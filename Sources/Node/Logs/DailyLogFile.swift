@@ -21,7 +21,7 @@ final class DailyLogFile: Sendable {
     /// Creates the directory when it is missing (its parent must exist); an existing path must be
     /// a directory this process can write. Today's file is opened here, so a directory that cannot
     /// take it stops start-up instead of losing every line.
-    init(directory: String, maxPending: Int = 10_000) throws {
+    init(directory: String, maxPending: Int = 10_000) throws(ConfigError) {
         self.directory = directory
         self.maxPending = maxPending
         var isDirectory: ObjCBool = false
@@ -68,10 +68,12 @@ final class DailyLogFile: Sendable {
     private func writeLine(_ line: String) {
         output.withLock { current in
             let day = Self.day(of: Date())
-            if current == nil || current!.day != day {
-                if let old = current { close(old.fd) }
-                let fd = Self.openFile(Self.path(directory, day))
-                current = (day, fd, false)
+            // A new day opens a new file; a file that could not be opened is tried again with
+            // each line (the directory may come back), its failure reported once.
+            if current == nil || current!.day != day || current!.fd < 0 {
+                let failedToday = current.map { $0.day == day && $0.failed } ?? false
+                if let old = current, old.fd >= 0 { close(old.fd) }
+                current = (day, Self.openFile(Self.path(directory, day)), failedToday)
             }
             guard current!.fd >= 0 else { return reportOnce(&current!, "cannot open \(Self.path(directory, day)): \(String(cString: strerror(errno)))") }
             let ok = line.utf8CString.withUnsafeBufferPointer { buffer -> Bool in

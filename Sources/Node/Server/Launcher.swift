@@ -33,8 +33,7 @@ public enum Launcher {
     }
 
     public static func makeLogger(level: String, json: Bool = false, directory: String? = nil) throws(ConfigError) -> LogOutput {
-        let file: DailyLogFile?
-        do { file = try directory.map { try DailyLogFile(directory: $0) } } catch { throw error as? ConfigError ?? ConfigError("--log-dir: \(error)") }
+        let file = try directory.map { dir throws(ConfigError) in try DailyLogFile(directory: dir) }
         var logger = Logger(label: "smg") { label in
             let console: any LogHandler = json ? JSONLogHandler(label: label, stream: StandardErrorStream()) : StreamLogHandler.standardError(label: label)
             guard let file else { return console }
