@@ -430,8 +430,9 @@ while !routerReady() {
     guard Date() < readyBy, smg.process.isRunning else { smg.stop(); fail("the router did not become ready on port \(smgPort)") }
     usleep(100_000)
 }
-// --meshed: router b joins a's mesh now, before the load, and the run waits until a sees it.
+// Router b's flags besides its mesh flags: a's, with the same workers and policy.
 let peerArgs = tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls)
+// --meshed: router b joins a's mesh now, before the load, and the run waits until a sees it.
 let peer = o.meshed ? joinMesh!.startPeer(args: peerArgs, awaitedBy: smgPort) : nil
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let clientTLS: NIOSSLContext? = o.tlsClients ? try pki!.clientContext() : nil
@@ -474,7 +475,7 @@ if let peerBefore, let peerAfter {
     peer?.stop()
 }
 if let joinMesh, o.join {
-    joinMesh.measure(first: smg, metricsPort: metricsPort, args: tlsFlags + o.routerArgs + ["--policy", o.policy, "--log-level", "warn"] + (o.pd ? ["--pd-disaggregation"] + pdFlags : ["--worker-urls"] + urls))
+    joinMesh.measure(first: smg, metricsPort: metricsPort, args: peerArgs)
 }
 if o.direct, !o.tlsWorkers, !o.pd {
     let workerBefore = usage(pid: workers[0].process.processIdentifier).cpu
