@@ -48,6 +48,22 @@ import Testing
         #expect(try w.stats()["requests"] == 0)
     }
 
+    /// A count of requests in one body above `--max-batch-size` is refused before any worker sees
+    /// it, also outside PD mode: no client makes a worker multiply its work through the router.
+    @Test func aBatchAboveTheBoundGets400() async throws {
+        let w = try await SimWorkerProcess(name: "a")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-batch-size", "4"])
+        for (path, body) in [("/v1/chat/completions", #"{"model":"sim-model","n":5,"messages":[{"role":"user","content":"x"}]}"#),
+                             ("/v1/completions", #"{"prompt":["a","b","c","d","e"]}"#),
+                             ("/generate", #"{"text":"a","sampling_params":{"\u006e":5}}"#)] {
+            let r = try smg.request("POST", path, body: body)
+            #expect(r.status == 400 && r.errorCode == "batch_too_large", "\(body): \(r.text)")
+            #expect(r.text.contains("--max-batch-size"), "the message names the flag")
+        }
+        #expect((try w.stats()["requests"] ?? 0) == 0, "no refused body reached the worker")
+        #expect(try smg.request("POST", "/v1/completions", body: #"{"prompt":["a","b","c","d"]}"#).status == 200, "at the bound is served")
+    }
+
     @Test func unknownModelGets404AndNoWorkerGets503() async throws {
         let w = try await SimWorkerProcess(name: "a")
         let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])

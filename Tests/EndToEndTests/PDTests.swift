@@ -95,6 +95,37 @@ import Testing
         }
     }
 
+    /// One request used to abort a PD router: `n` = 10^18 made it allocate a room per choice.
+    /// Every count a body can ask for is bounded (`--max-batch-size`, 128) and refused with 400
+    /// before any worker is asked; a batch at the bound is served, a room per element.
+    @Test func aBatchOverTheBoundIsRefusedBeforeAnyWorkerSeesIt() async throws {
+        let fleet = try await Self.fleet(prefills: 1, decodes: 1)
+        let r = try await Self.router(fleet)
+        let texts = { (n: Int) in "[" + (0..<n).map { "\"t\($0)\"" }.joined(separator: ",") + "]" }
+        let refused: [(String, String)] = [
+            ("/v1/chat/completions", #"{"model":"sim-model","n":1000000000000000000,"messages":[{"role":"user","content":"hi"}]}"#),
+            ("/v1/chat/completions", #"{"model":"sim-model","n":100000000,"messages":[{"role":"user","content":"hi"}]}"#),
+            ("/v1/chat/completions", #"{"model":"sim-model","n":1e300,"messages":[{"role":"user","content":"hi"}]}"#),
+            ("/v1/completions", #"{"prompt":"a","best_of":129}"#),
+            ("/generate", #"{"text":"a","sampling_params":{"n":4611686018427387904}}"#),
+            ("/generate", #"{"text":\#(texts(129))}"#),
+            ("/generate", #"{"input_ids":[\#((0..<129).map { _ in "[1,2]" }.joined(separator: ","))]}"#),
+            ("/v1/completions", #"{"prompt":\#(texts(100_000))}"#),
+        ]
+        for (path, body) in refused {
+            let answer = try r.request("POST", path, body: body)
+            #expect(answer.status == 400 && answer.errorCode == "batch_too_large", "\(path) \(body.prefix(80)): \(answer.status) \(answer.text)")
+        }
+        #expect(try fleet.prefills[0].stats()["requests"] ?? 0 == 0, "no refused batch reached a worker")
+        let atTheBound = try r.request("POST", "/generate", body: #"{"text":\#(texts(128))}"#)
+        #expect(atTheBound.status == 200, "\(atTheBound.text.prefix(200))")
+        #expect(Set((atTheBound.header("x-sim-bootstrap-room") ?? "").split(separator: ",")).count == 128)
+        // One prompt's token ids are one request, however many.
+        let tokens = try r.request("POST", "/generate", body: #"{"input_ids":[\#((0..<5000).map(String.init).joined(separator: ","))]}"#)
+        #expect(tokens.status == 200, "\(tokens.text.prefix(200))")
+        #expect(try r.request("GET", "/health").status == 200, "the router is still up")
+    }
+
     @Test func thePrefillsPromptLogprobsArePrependedExactly() async throws {
         let fleet = try await Self.fleet(prefills: 1, decodes: 1)
         let r = try await Self.router(fleet)

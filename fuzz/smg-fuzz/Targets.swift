@@ -60,18 +60,35 @@ enum FuzzTarget: String, CaseIterable {
             let text = RoutingText.extract(kind, members: members, bytes: bytes)
             check(text.count <= RoutingText.maxBytes + 4, "routing text within its cap")
         }
+        // How many requests the body stands for, under a bound drawn from the input: never more
+        // than the bound, and a list is counted no further than it.
+        let limit = 1 + Int(bytes.count % 7)
+        var batch: Int?
+        for kind in [Route.Inference.generate, .chat, .completions] {
+            switch Batch.measure(kind, members: members, bytes: bytes, limit: limit) {
+            case .size(let n):
+                check(n == nil || (1...limit).contains(n!), "a batch within its bound (\(String(describing: n)) of \(limit))")
+                batch = batch ?? n
+            case .tooLarge(let what): check(!what.field.isEmpty, "a refusal names its field")
+            }
+        }
         // PD mode rewrites an accepted body without parsing it again: what comes out is the same
-        // object with the bootstrap fields added.
+        // object with the bootstrap fields added, scalars or a list of `batch` each.
         // (A client's own bootstrap fields are refused before this point.)
         if case .object(let original)? = JSONValue.parse(bytes), !original.keys.contains(where: { $0.hasPrefix("bootstrap_") }) {
             var rng = SplitMix64(seed: UInt64(bytes.count))
-            let fields = BootstrapFields(host: "198.18.0.1", port: 8998, batchSize: nil, using: &rng)
+            let fields = BootstrapFields(host: "198.18.0.1", port: 8998, batchSize: batch, using: &rng)
             let rewritten = fields.inserted(into: ByteBuffer(bytes: bytes), objectIsEmpty: members.isEmpty)
             guard case .object(let out)? = JSONValue.parse(Array(rewritten.readableBytesView)) else {
                 return check(false, "a rewritten body parses: \(String(buffer: rewritten))")
             }
             check(out.count == original.count + 3 && original.allSatisfy { out[$0.key] == $0.value }, "the three fields added, nothing lost")
-            check(out["bootstrap_room"] == .int(Int(fields.rooms[0])) && out["bootstrap_port"] == .int(8998), "the fields as drawn")
+            if let batch {
+                check(out["bootstrap_room"] == .array(fields.rooms.map { .int(Int($0)) }) && out["bootstrap_port"] == .array(Array(repeating: .int(8998), count: batch))
+                      && out["bootstrap_host"] == .array(Array(repeating: .string("198.18.0.1"), count: batch)), "a list of each, as drawn")
+            } else {
+                check(out["bootstrap_room"] == .int(Int(fields.rooms[0])) && out["bootstrap_port"] == .int(8998), "the fields as drawn")
+            }
         }
     }
 

@@ -55,13 +55,11 @@ public struct JSONScanner {
     private func fail(_ reason: String) -> Failure { Failure(offset: i, reason: reason) }
 
     private mutating func skipWhitespace() {
-        while i < bytes.count {
-            switch bytes[i] {
-            case 0x20, 0x0A, 0x0D, 0x09: i += 1
-            default: return
-            }
-        }
+        while i < bytes.count, Self.isWhitespace(bytes[i]) { i += 1 }
     }
+
+    /// JSON's four whitespace bytes.
+    static func isWhitespace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 }
 
     private mutating func expect(_ c: UInt8, _ what: String) throws(Failure) {
         skipWhitespace()
@@ -250,6 +248,24 @@ extension JSONScanner {
             guard s.i < range.upperBound, b[s.i] == UInt8(ascii: ",") else { return }
             s.i += 1
         }
+    }
+
+    /// How many elements the array at `range` has, counting no further than `limit + 1`: a
+    /// caller that bounds a count learns "too many" without walking a list of millions.
+    static func countElements(_ b: UnsafeRawBufferPointer, array range: Range<Int>, upTo limit: Int) -> Int {
+        var s = JSONScanner(b, at: range.lowerBound + 1, trusted: true)
+        s.skipWhitespace()
+        guard b[s.i] != UInt8(ascii: "]") else { return 0 }
+        var n = 0
+        while n <= limit {
+            s.skipWhitespace()
+            guard (try? s.value(depth: 1)) != nil else { return n }
+            n += 1
+            s.skipWhitespace()
+            guard s.i < range.upperBound, b[s.i] == UInt8(ascii: ",") else { return n }
+            s.i += 1
+        }
+        return n
     }
 
     /// Calls `body` with each member of the object at `range` (key without quotes, value range),

@@ -26,12 +26,23 @@ struct BootstrapFields: Equatable {
     func inserted(into body: ByteBuffer, objectIsEmpty: Bool) -> ByteBuffer {
         let port = self.port.map(String.init) ?? "null"
         let hostJSON = JSONString.quote(host)
-        let fields: String
+        var fields = ""
         if isBatch {
-            let n = rooms.count
-            fields = #""bootstrap_host":[\#(Array(repeating: hostJSON, count: n).joined(separator: ","))],"#
-                + #""bootstrap_port":[\#(Array(repeating: port, count: n).joined(separator: ","))],"#
-                + #""bootstrap_room":[\#(rooms.map(String.init).joined(separator: ","))]"#
+            // One list each, written element by element (no intermediate arrays of copies).
+            fields.reserveCapacity(rooms.count * (hostJSON.utf8.count + port.utf8.count + 22) + 64)
+            func list(_ name: String, _ element: (Int) -> Void) {
+                fields += #""\#(name)":["#
+                for i in rooms.indices {
+                    if i > 0 { fields += "," }
+                    element(i)
+                }
+                fields += "]"
+            }
+            list("bootstrap_host") { _ in fields += hostJSON }
+            fields += ","
+            list("bootstrap_port") { _ in fields += port }
+            fields += ","
+            list("bootstrap_room") { fields += String(rooms[$0]) }
         } else {
             fields = #""bootstrap_host":\#(hostJSON),"bootstrap_port":\#(port),"bootstrap_room":\#(rooms[0])"#
         }

@@ -23,6 +23,8 @@ enum InferenceRequest {
                            "/\(kind.endpoint) is not served in PD disaggregation mode: generate, chat completions, completions and rerank are")
         }
         var batchSize: Int?
+        var oversized: Batch.TooLarge?
+        let maxBatch = state.config.maxBatchSize
         var emptyObject = false
         var ownedField: StaticString?
         var returnLogprob = false
@@ -31,8 +33,11 @@ enum InferenceRequest {
                 let members = try JSONScanner.scanObject(bytes)
                 emptyObject = members.isEmpty
                 if dpAware { ownedField = Self.rankFields.first { name in members.contains { $0.keyEquals(name, in: bytes) } } }
+                switch Batch.measure(kind, members: members, bytes: bytes, limit: maxBatch) {
+                case .size(let n): batchSize = n
+                case .tooLarge(let what): oversized = what
+                }
                 if pd {
-                    batchSize = Self.batchSize(kind, members: members, bytes: bytes)
                     ownedField = BootstrapFields.names.first { name in members.contains { $0.keyEquals(name, in: bytes) } } ?? ownedField
                     returnLogprob = kind == .generate && members.contains { $0.keyEquals("return_logprob", in: bytes) && $0.boolValue(in: bytes) == true }
                 }
@@ -51,6 +56,9 @@ enum InferenceRequest {
             }
         }
         if let failure { throw .invalidJSON(failure.description) }
+        if let oversized {
+            throw .badRequest("batch_too_large", "'\(oversized.field)' asks for \(oversized.count) requests in one; this router serves at most \(maxBatch) (--max-batch-size)")
+        }
         if let ownedField { throw .badRequest("router_owned_field", "'\(ownedField)' is set by the router\(pd ? " in PD mode" : " with --dp-aware"); leave it out") }
         if let duplicate {
             throw .badRequest("duplicate_field", "field '\(duplicate)' appears more than once; the router and the worker could read different values")
@@ -66,37 +74,6 @@ enum InferenceRequest {
 
     /// The fields that name a data-parallel rank, which the router sets with --dp-aware.
     static let rankFields: [StaticString] = ["data_parallel_rank", "routed_dp_rank", "disagg_prefill_dp_rank"]
-
-    /// How many requests a body stands for, nil for one: `/generate` with a list of `text`s or
-    /// of `input_ids` lists, a chat completion with `n` above 1, a completion whose `prompt` is a
-    /// list of prompts (a list of token ids is one prompt). A batch gets a bootstrap room each.
-    static func batchSize(_ kind: Route.Inference, members: [JSONScanner.Member], bytes: UnsafeRawBufferPointer) -> Int? {
-        func count(_ m: JSONScanner.Member, requireListElements: Bool) -> Int? {
-            guard m.kind == .array else { return nil }
-            var n = 0
-            var elementsAreLists = true
-            JSONScanner.forEachElement(bytes, array: m.value) { r in
-                n += 1
-                let c = bytes[r.lowerBound]
-                if c != UInt8(ascii: "[") && c != UInt8(ascii: "\"") { elementsAreLists = false }
-            }
-            return n > 0 && (!requireListElements || elementsAreLists) ? n : nil
-        }
-        for m in members {
-            switch kind {
-            case .generate:
-                if m.keyEquals("text", in: bytes), let n = count(m, requireListElements: false) { return n }
-                if m.keyEquals("input_ids", in: bytes), let n = count(m, requireListElements: true) { return n }
-            case .completions:
-                if m.keyEquals("prompt", in: bytes), let n = count(m, requireListElements: true) { return n }
-            case .chat:
-                if m.keyEquals("n", in: bytes), m.kind == .number,
-                   let n = Int(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[m.value]), as: UTF8.self)), n > 1 { return n }
-            default: break
-            }
-        }
-        return nil
-    }
 
     /// `GET /get_server_info` and the like: any healthy worker answers, with no body.
     static func anyWorker(path: Substring, head: HTTPRequestHead, requestID: String) -> ExchangePlan {
