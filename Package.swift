@@ -163,7 +163,7 @@ let package = Package(
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         // Its JWKS server and token issuer use NIO and jwt-kit (keys generated at test time).
         .testTarget(name: "EndToEndTests", dependencies: [
-            "smg", "smg-sim-worker", "Primitives",
+            "smg", "smg-sim-worker", "Primitives", "Mesh", "MeshCore",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,4 +1,6 @@
 import Foundation
+import Mesh
+import MeshCore
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -400,6 +402,61 @@ import Glibc
         #expect(try sealed.request("GET", "/ha/status").json()["sealed"] as? Bool == true)
     }
 
+    /// Keyless mode used to apply an unsealed push from anyone: one datagram added a worker that
+    /// then got users' prompts and the API key. Now a packet is taken only from the address of a
+    /// router named in `--mesh-peer-urls` (or learned from them) and only when it comes from the
+    /// address it claims; the same push from a peer's address is applied (so the packet is good).
+    @Test func aKeylessMeshTakesPacketsOnlyFromItsPeersAddresses() async throws {
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        func keyless(_ name: String, _ i: Int) async throws -> RouterProcess {
+            try await RouterProcess(["--policy", "round_robin", "--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1",
+                                     "--mesh-port", String(ports[i]), "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])"])
+        }
+        let a = try await keyless("a", 0)
+        let b = try await keyless("b", 1)
+        try await eventually(timeout: .seconds(10), "a and b mesh without a key") { try view(a)["b"] == "alive" && view(b)["a"] == "alive" }
+        // Posing as b takes b's generation and a counter past b's own (the replay filter's rules).
+        let bGeneration = try #require((try b.request("GET", "/ha/status").json()["generation"] as? NSNumber)?.uint64Value)
+        var counter: UInt64 = 1 << 40
+        func push(worker: String, claiming sender: String, from source: String) throws {
+            counter += 1
+            let entry = ReplicatedEntry(store: "workers", key: worker, value: Array(#"{"labels":{}}"#.utf8),
+                                        stamp: HLCStamp(wallMs: UInt64(Date().timeIntervalSince1970 * 1000), logical: 0, node: 777), dot: Dot(origin: 777, seq: counter))
+            let plain = WireCodec.encode(.init(sender: sender, generation: bGeneration, counter: counter, message: .node(.push([entry]))))
+            try sendDatagram([Sealer.unsealedVersion] + plain, from: source, to: ports[0])
+        }
+        func listed(_ url: String) throws -> Bool { try a.request("GET", "/workers").text.contains(url) }
+        func dropped() throws -> Int {
+            let traffic = try a.request("GET", "/ha/status").json()["traffic"] as? [String: Any]
+            return (traffic?["dropped"] as? [String: Int])?["unknown_sender"] ?? 0
+        }
+        // A stranger (another address, claiming itself), one claiming a peer's address from
+        // elsewhere, and one on the peer's host claiming an address nobody told a about.
+        try push(worker: "http://127.0.0.1:9991", claiming: "127.0.0.2:\(ports[1])", from: "127.0.0.2")
+        try push(worker: "http://127.0.0.1:9992", claiming: "127.0.0.1:\(ports[1])", from: "127.0.0.2")
+        try push(worker: "http://127.0.0.1:9993", claiming: "127.0.0.1:1", from: "127.0.0.1")
+        try await eventually(timeout: .seconds(5), "the three are dropped and counted") { try dropped() >= 3 }
+        // From the peer's address, claiming the peer: applied, as b's own writes are.
+        try push(worker: "http://127.0.0.1:9994", claiming: "127.0.0.1:\(ports[1])", from: "127.0.0.1")
+        try await eventually(timeout: .seconds(5), "the peer's push is applied") { try listed("http://127.0.0.1:9994") }
+        for port in 9991...9993 { #expect(try !listed("http://127.0.0.1:\(port)"), "port \(port)") }
+        #expect(try a.metric(#"smg_mesh_dropped_packets{reason="unknown_sender"}"#) >= 3)
+    }
+
+    /// A keyless mesh would bypass every credential: with one configured, start-up refuses it
+    /// and names the way to a key, unless --mesh-allow-unsealed accepts the risk.
+    @Test func aKeylessMeshWithCredentialsIsRefusedUnlessAllowed() async throws {
+        for credential in [["--api-key", "k"], ["--control-plane-api-keys", "a:ops:admin:secret"]] {
+            let p = try TestProcess(Binaries.smg, ["--port", "0", "--prometheus-port", "0", "--enable-mesh", "--mesh-host", "127.0.0.1",
+                                                   "--mesh-port", String(try freeLoopbackPort())] + credential, name: "smg")
+            #expect(await p.waitForExit(timeout: .seconds(10)) == 2)
+            #expect(p.stderr.contains("--mesh-key-file") && p.stderr.contains("smg mesh-keygen"), "\(credential): \(p.stderr)")
+        }
+        let allowed = try await RouterProcess(["--api-key", "k", "--enable-mesh", "--mesh-allow-unsealed", "--mesh-host", "127.0.0.1",
+                                               "--mesh-port", String(try freeLoopbackPort())])
+        #expect(try allowed.request("GET", "/health").status == 200)
+    }
+
     @Test func meshFlagsAreChecked() async throws {
         for (args, expected) in [(["--enable-mesh", "--mesh-key", "abc"], "64 hex"),
                                  (["--enable-mesh", "--mesh-key", String(repeating: "a", count: 64), "--mesh-peer-urls", "nohost"], "--mesh-peer-urls")] {
@@ -410,4 +467,27 @@ import Glibc
         let off = try await RouterProcess([])
         #expect(try off.request("GET", "/ha/status").status == 404)
     }
+}
+
+/// Sends one UDP datagram from `source` (an address of this host: any of 127.0.0.0/8) to a
+/// loopback port, as a stranger on another address would.
+func sendDatagram(_ bytes: [UInt8], from source: String, to port: Int) throws {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EBADF) }
+    defer { close(fd) }
+    var local = sockaddr_in()
+    local.sin_family = sa_family_t(AF_INET)
+    local.sin_addr.s_addr = inet_addr(source)
+    let bound = withUnsafePointer(to: &local) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw POSIXError(.EADDRNOTAVAIL) }
+    var remote = sockaddr_in()
+    remote.sin_family = sa_family_t(AF_INET)
+    remote.sin_port = in_port_t(UInt16(port).bigEndian)
+    remote.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let sent = withUnsafePointer(to: &remote) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard sent == bytes.count else { throw POSIXError(.EIO) }
 }

@@ -262,8 +262,9 @@ public final class MeshService: Sendable {
 
     /// Handles one datagram or frame; true when it opened under the cluster key and was fresh
     /// (not a replay), which is what makes an inbound connection trusted with big frames.
+    /// `source` is where the bytes came from (the datagram's sender, the connection's peer).
     @discardableResult
-    func received(_ bytes: [UInt8], over transport: Transport) -> Bool {
+    func received(_ bytes: [UInt8], over transport: Transport, from source: SocketAddress?) -> Bool {
         let now = clock()
         let sealer = transport == .datagram ? datagramSealer : frameSealer
         switch sealer.open(bytes) {
@@ -273,6 +274,10 @@ public final class MeshService: Sendable {
         case .success(let plain):
             guard let envelope = WireCodec.decode(plain) else {
                 inner.withLock { $0.stats.dropped["malformed", default: 0] += 1 }
+                return false
+            }
+            if !isSealed, !keylessSenderAdmitted(envelope.sender, source: source) {
+                inner.withLock { $0.stats.dropped["unknown_sender", default: 0] += 1 }
                 return false
             }
             enum Outcome { case node([MeshNode.Output]), custom(String, [UInt8]), hello, none }
@@ -301,6 +306,30 @@ public final class MeshService: Sendable {
             }
             return true
         }
+    }
+
+    /// Keyless mode has no key to tell a router from a stranger, so a packet is taken only from
+    /// a router this one was told of (`--mesh-peer-urls`) or has learned of from them, and only
+    /// when it comes from the address it claims: replies, which go to the claimed address, then
+    /// go where the packet came from. A stranger's claimed name is never resolved or stored.
+    private func keylessSenderAdmitted(_ claimed: String, source: SocketAddress?) -> Bool {
+        guard let sourceIP = source?.ipAddress else { return false }
+        let literal = Self.literalAddress(claimed)
+        // A peer given by name matches once this router has resolved it (to send it a join).
+        let known = inner.withLock { s in
+            config.peers.contains(claimed) || s.node.members.values.contains { $0.address == claimed }
+                || (literal != nil && config.peers.contains { s.addresses[$0] == literal })
+        }
+        guard known, let claimedAddress = literal ?? resolve(claimed) else { return false }
+        return claimedAddress.ipAddress == sourceIP
+    }
+
+    /// `host:port` as a socket address when the host is an IP literal (no name lookup).
+    static func literalAddress(_ address: String) -> SocketAddress? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = address[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        return try? SocketAddress(ipAddress: String(host), port: port)
     }
 
     private let inbound = Atomic<Int>(0)
@@ -525,7 +554,7 @@ final class MeshDatagramHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        service.received(Array(envelope.data.readableBytesView), over: .datagram)
+        service.received(Array(envelope.data.readableBytesView), over: .datagram, from: envelope.remoteAddress)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -563,7 +592,7 @@ final class MeshFrameReader: ChannelInboundHandler {
             buffer.moveReaderIndex(forwardBy: 4)
             let frame = buffer.readBytes(length: Int(length))!
             completed = true
-            let authentic = service.received(frame, over: .frame)
+            let authentic = service.received(frame, over: .frame, from: context.remoteAddress)
             if authentic { trusted = true } else if !trusted { return refuse("untrusted_connection", context) }
         }
         if completed || buffer.readableBytes == 0 {

@@ -89,12 +89,14 @@ public enum FlagTable {
         FlagSpec("mesh-advertise-host", .string, nil, group: "Mesh", "Host other routers reach this one at (default: --mesh-host, or 127.0.0.1 for a wildcard bind)"),
         FlagSpec("mesh-peer-urls", .list, .list([]), group: "Mesh", "Peers host:port to join, retried until joined (space-separated)"),
         FlagSpec("mesh-key-file", .string, nil, group: "Mesh", "File with the cluster key: 64 hex characters per line, first line primary (smg mesh-keygen)"),
+        FlagSpec("mesh-allow-unsealed", .bool, .bool(false), group: "Mesh", "Run a keyless (unsealed) mesh although credentials are configured: anyone who can send to the mesh port from a peer's address can change the fleet"),
         FlagSpec("mesh-key", .string, nil, group: "Mesh", "The cluster key itself (prefer SMG_MESH_KEY or --mesh-key-file: a flag shows in ps)"),
 
         // Request handling
         FlagSpec("request-timeout-secs", .int, .int(1800), group: "Request handling", "Maximum seconds for one proxied request"),
         FlagSpec("shutdown-grace-period-secs", .int, .int(180), group: "Request handling", "Seconds in-flight requests get to finish on SIGTERM"),
         FlagSpec("max-payload-size", .int, .int(536_870_912), group: "Request handling", "Maximum request body in bytes (413 above)"),
+        FlagSpec("max-batch-size", .int, .int(128), group: "Request handling", "Most requests one body may stand for: n, best_of, a list of generate texts or input_ids, a list of completion prompts (400 above)"),
         FlagSpec("header-read-timeout-secs", .int, .int(10), group: "Request handling", "Seconds from a request's first byte to the end of its head"),
         FlagSpec("body-idle-timeout-secs", .int, .int(30), group: "Request handling", "Seconds a request body may pause between pieces"),
         FlagSpec("keep-alive-timeout-secs", .int, .int(60), group: "Request handling", "Seconds an idle client connection stays open"),

@@ -14,6 +14,9 @@ public struct RouterConfig: Sendable {
     public var requestTimeoutSecs: Int
     public var shutdownGracePeriodSecs: Int
     public var maxPayloadSize: Int
+    /// `--max-batch-size`: the most requests one body may stand for (`n`, batch lists); more is
+    /// refused before planning, so no client can make the router or a worker multiply its work.
+    public var maxBatchSize: Int
     /// Client timeouts and the connection limit.
     public var clients: ClientLimits
     public var corsAllowedOrigins: [String]
@@ -87,6 +90,7 @@ public struct RouterConfig: Sendable {
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
         maxPayloadSize = try Self.positive(f, "max-payload-size")
+        maxBatchSize = try Self.positive(f, "max-batch-size")
         clients = try ClientLimits(f)
         corsAllowedOrigins = f.list("cors-allowed-origins")
         requestIDHeaders = f.list("request-id-headers").map { $0.lowercased() }
@@ -112,6 +116,11 @@ public struct RouterConfig: Sendable {
         security = try SecuritySettings(f)
         tls = try TLSSettings(f)
         mesh = f.bool("enable-mesh") ? try MeshSettings(f) : nil
+        // An unsealed mesh applies fleet changes from packets anyone can forge: with credentials
+        // configured it would be the way around them, so it is refused unless asked for by name.
+        if let mesh, mesh.keyring == nil, !security.isOpen, !f.bool("mesh-allow-unsealed") {
+            throw ConfigError("--enable-mesh without a cluster key while credentials are configured: one unsealed packet to the mesh port could add a worker that receives your users' prompts and keys. Create a key with 'smg mesh-keygen > mesh.key' and pass --mesh-key-file mesh.key (or SMG_MESH_KEY) on every router, or pass --mesh-allow-unsealed to accept the risk")
+        }
         // With peers to tell, cache_aware keeps the log its summaries are made from.
         policyConfig.sharesState = mesh != nil
         let backend = f.stringWithDefault("backend")
