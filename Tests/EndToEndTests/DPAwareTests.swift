@@ -35,6 +35,38 @@ import Testing
         #expect(direct.status == 400)
     }
 
+    /// A worker that reported `dp_size` 2^62 used to leave --dp-aware requests hanging and the
+    /// router at gigabytes, deaf to SIGTERM. Above 1,024 ranks the worker is refused (not routed
+    /// to, the reason in GET /workers and the log); the others serve; the router stays small.
+    @Test func aWorkerReportingAnImpossibleDPSizeIsRefusedAndTheOthersServe() async throws {
+        let bad = try await SimWorkerProcess(name: "bad", ["--dp-size", "4611686018427387904"])
+        let good = try await SimWorkerProcess(name: "good", ["--dp-size", "2"])
+        let r = try await RouterProcess(["--dp-aware", "--policy", "round_robin", "--worker-urls", bad.url, good.url,
+                                         "--health-check-interval-secs", "1"], waitForWorkers: false)
+        func listed(_ url: String) throws -> [String: Any] {
+            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []).first { $0["url"] as? String == url } ?? [:]
+        }
+        try await eventually(timeout: .seconds(15), "the bad worker is refused and the good one has its ranks") {
+            let b = try listed(bad.url), g = try listed(good.url)
+            return (b["refused"] as? String)?.contains("dp_size") == true && b["is_healthy"] as? Bool == false
+                && g["dp_size"] as? Int == 2 && g["is_healthy"] as? Bool == true
+        }
+        for i in 0..<6 {
+            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
+            #expect(answer.status == 200 && answer.header("x-sim-worker") == "good", "\(answer.status) \(answer.text)")
+        }
+        // Health checks pass on the bad worker (more than the success threshold), and it stays refused.
+        let checked = try bad.stats()["health_checks"] ?? 0
+        try await eventually(timeout: .seconds(10), "three more health checks of the bad worker") { try (bad.stats()["health_checks"] ?? 0) >= checked + 3 }
+        #expect((try listed(bad.url)["is_healthy"]) as? Bool == false)
+        #expect(r.process.stdout.contains("impossible number of data-parallel ranks") || r.process.stderr.contains("impossible number of data-parallel ranks"))
+        let rss = try String(contentsOfFile: "/proc/\(r.process.process.processIdentifier)/status", encoding: .utf8)
+            .split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) } ?? .max
+        #expect(rss < 300_000, "router RSS \(rss) kB")
+        r.process.signal(SIGTERM)
+        #expect(await r.process.waitForExit(timeout: .seconds(10)) != nil, "the router exits on SIGTERM")
+    }
+
     @Test func inPDModeEachHalfGetsItsRankAndTheDecodeHalfThePrefillsRank() async throws {
         // A prefill of 2 ranks and a decode worker of 4: `routed_dp_rank` to each, and to the
         // decode worker `disagg_prefill_dp_rank`, which the simulated KV handshake checks against

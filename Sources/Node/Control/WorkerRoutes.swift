@@ -81,7 +81,7 @@ enum WorkerRoutes {
         [
             "id": .string(w.id), "url": .string(w.url.canonical), "model_id": JSONValue(w.modelID), "worker_type": .string(w.workerType),
             "is_healthy": .bool(w.isHealthy), "is_draining": .bool(w.isDraining), "load": .int(w.inFlight), "labels": JSONValue(w.labels),
-            "reported_load": JSONValue(w.reportedLoad), "health": .string(w.healthStatus.rawValue),
+            "reported_load": JSONValue(w.reportedLoad), "health": .string(w.healthStatus.rawValue), "refused": JSONValue(w.refusal),
             "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
             "bootstrap_port": JSONValue(w.bootstrapPort), "dp_size": .int(w.dpSize),
         ]

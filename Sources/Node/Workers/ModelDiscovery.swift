@@ -58,6 +58,12 @@ final class ModelDiscovery: Sendable {
             UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { [self] result in
                 if case .success(let r) = result, r.status == .ok,
                    let id = JSONValue.parse(r.body.readableBytesView)?["data"]?.array?.first?["id"]?.string {
+                    // A worker's own model id becomes a header value, a metric label and a
+                    // policy, as an admin-given one does: the same checks.
+                    if let problem = WorkerFields.problem(model: id, labels: nil, apiKey: nil) {
+                        state.logger.warning("worker model id refused", metadata: ["worker": "\(worker.url.canonical)", "reason": "\(problem)"])
+                        return retryLater(worker, state: state)
+                    }
                     worker.setModelID(id)
                     state.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])
                     return askedAgainNow(worker)
@@ -79,8 +85,23 @@ final class ModelDiscovery: Sendable {
         UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/get_server_info", bearer: worker.apiKey ?? state.config.apiKey,
                           timeout: .seconds(5)) { [self] result in
             if case .success(let r) = result, r.status == .ok, let info = JSONValue.parse(r.body.readableBytesView) {
-                let ranks = info["dp_size"]?.int ?? 1
+                let reported = info["dp_size"]
+                guard let ranks = reported == nil ? 1 : reported?.int, (1...Worker.maxDPSize).contains(ranks) else {
+                    // Out of bounds: the worker is not routed to (it would cost a rank table of
+                    // that size), and asked again later in case it was restarted right.
+                    let reason = "dp_size \(reported?.render().prefix(40) ?? "?") is not 1 to \(Worker.maxDPSize)"
+                    if worker.refusal == nil {
+                        state.logger.error("worker refused: it reports an impossible number of data-parallel ranks", metadata: [
+                            "worker": "\(worker.url.canonical)", "reason": "\(reason)"])
+                    }
+                    worker.refuse(because: reason)
+                    return retryLater(worker, state: state)
+                }
                 worker.setDPSize(ranks)
+                if worker.refusal != nil {
+                    worker.refuse(because: nil)
+                    state.logger.info("worker accepted again", metadata: ["worker": "\(worker.url.canonical)"])
+                }
                 pending.withLock { _ = $0.removeValue(forKey: worker.id) }
                 state.logger.info("worker data-parallel ranks", metadata: ["worker": "\(worker.url.canonical)", "dp_size": "\(ranks)"])
                 return

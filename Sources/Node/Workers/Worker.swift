@@ -65,8 +65,18 @@ public final class Worker: Sendable {
     /// Records a health check; returns the new status if it changed.
     func recordHealthCheck(success: Bool) -> HealthState.Status? {
         let change = health.withLock { $0.record(success: success) }
-        if let change { _healthy.store(change == .healthy, ordering: .relaxed) }
+        if let change { _healthy.store(change == .healthy && refusal == nil, ordering: .relaxed) }
         return change
+    }
+
+    /// Why the router will not route to this worker whatever its health checks say: what it
+    /// described about itself is out of bounds (a `dp_size` no router could hold ranks for).
+    /// nil once it describes itself within bounds again.
+    private let _refusal = Mutex<String?>(nil)
+    public var refusal: String? { _refusal.withLock { $0 } }
+    func refuse(because reason: String?) {
+        _refusal.withLock { $0 = reason }
+        _healthy.store(reason == nil && healthStatus == .healthy, ordering: .relaxed)
     }
 
     public var modelID: String? { _modelID.withLock { $0 } }
@@ -92,14 +102,19 @@ public final class Worker: Sendable {
 
     // MARK: data-parallel ranks (`--dp-aware`)
 
+    /// The most data-parallel ranks a worker may report: more is a broken or hostile worker
+    /// (the router keeps a load count and a cache-aware tree per rank).
+    static let maxDPSize = 1024
+
     /// Ranks behind this worker: its `/get_server_info` `dp_size`, 1 until known.
     private let _dpSize = Atomic<Int>(1)
     /// Requests in flight per rank (the worker's own count covers all of them).
     private let rankLoads = Mutex<[Int]>([])
     public var dpSize: Int { _dpSize.load(ordering: .relaxed) }
     func setDPSize(_ n: Int) {
-        rankLoads.withLock { $0 = Array(repeating: 0, count: max(1, n)) }
-        _dpSize.store(max(1, n), ordering: .relaxed)
+        let ranks = min(max(1, n), Self.maxDPSize)
+        rankLoads.withLock { $0 = Array(repeating: 0, count: ranks) }
+        _dpSize.store(ranks, ordering: .relaxed)
     }
     func rankLoad(_ rank: Int) -> Int { rankLoads.withLock { rank < $0.count ? $0[rank] : 0 } }
     func rankStarted(_ rank: Int) { rankLoads.withLock { if rank < $0.count { $0[rank] += 1 } } }
