@@ -46,6 +46,8 @@ public struct SimWorkerOptions: Sendable {
     /// Data-parallel ranks (`dp_size` in `/get_server_info`); a request's `data_parallel_rank`
     /// must name one of them.
     public var dpSize = 1
+    /// How inference requests are answered wrongly (`SimMisbehavior`); nil: properly.
+    public var misbehave: SimMisbehavior?
 
     public init() {}
 
@@ -105,6 +107,10 @@ public struct SimWorkerOptions: Sendable {
             case "--dp-size":
                 o.dpSize = try int(a)
                 if o.dpSize == 0 { throw .badValue(a, "0") }
+            case "--misbehave":
+                let v = try value(a)
+                guard let m = SimMisbehavior(rawValue: v) else { throw .badValue(a, v) }
+                o.misbehave = m
             case "-h", "--help": throw .helpRequested
             default: throw .unknownFlag(a)
             }
@@ -141,6 +147,8 @@ public struct SimWorkerOptions: Sendable {
           --role R                   regular, prefill or decode (PD disaggregation) (regular)
           --bootstrap-port N         a prefill worker's KV bootstrap port, 0 = any free port (0)
           --dp-size N                data-parallel ranks; data_parallel_rank must be below N (1)
+          --misbehave MODE           answer inference wrongly: garbage, endless-line, huge-body,
+                                     wrong-length, trickle (health checks stay fine)
         """
 }
 

@@ -85,12 +85,12 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let state: SimWorkerState
+    let state: SimWorkerState
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     /// Set while a response is being produced over several event-loop turns.
     private var streaming = false
-    private var active = true
+    private(set) var active = true
     /// The `x-request-id` the router forwarded, echoed back as `x-upstream-request-id`.
     private var forwardedRequestID: String?
     /// What the worker was asked, as `x-sim-prompt: <characters>:<FNV-1a hex>` of the prompt it
@@ -208,6 +208,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context, head, status: .internalServerError, body: SimResponses.error("injected failure", status: 500))
             return
         }
+        if let mode = options.misbehave { return misbehave(mode, context, head, stream: json["stream"] as? Bool == true) }
         var request = SimRequest(kind: kind, json: json, maxOutputTokens: options.maxOutputTokens, defaultOutputTokens: options.defaultOutputTokens)
         request.promptLogprobs = options.role != .decode
         if draw < faults.drop + faults.hang + faults.failure + faults.cut {
@@ -338,7 +339,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         state.update { c in c.active -= 1; c.completed += 1 }
     }
 
-    private func write(_ context: ChannelHandlerContext, _ text: String) {
+    func write(_ context: ChannelHandlerContext, _ text: String) {
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
     }
 

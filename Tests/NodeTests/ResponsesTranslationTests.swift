@@ -104,6 +104,37 @@ import Testing
         }
     }
 
+    /// A worker's endless line, or an answer past the whole-answer bound, stops the translation
+    /// with a reason; the line is looked at once, not rescanned per read (an endless line fed
+    /// in 4 KiB reads used to cost time quadratic in its length).
+    @Test func aStreamOutOfBoundsStopsWithAReason() throws {
+        let r = try request(#"{"input":"x","stream":true}"#)
+        var endless = ResponsesStream(responseID: "resp_1", createdAt: Date(), request: r)
+        let piece = [UInt8](repeating: UInt8(ascii: "a"), count: 4096)
+        var fed = 0
+        let clock = ContinuousClock()
+        let took = clock.measure {
+            while endless.failure == nil, fed < 8 * ResponsesStream.maxLineBytes {
+                _ = endless.feed(piece)
+                fed += piece.count
+            }
+        }
+        #expect(endless.failure?.contains("line of more than") == true && fed <= ResponsesStream.maxLineBytes + piece.count)
+        #expect(took < .seconds(2), "one pass over the line: \(took)")
+        #expect(endless.feed(Array("\n".utf8)) == "", "nothing more after a failure")
+
+        var big = ResponsesStream(responseID: "resp_2", createdAt: Date(), request: r)
+        let text = String(repeating: "b", count: 512 << 10)
+        let event = Array("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\(text)\"}}]}\n\n".utf8)
+        var events = 0
+        while big.failure == nil, events < 200 {
+            _ = big.feed(event)
+            events += 1
+        }
+        #expect(big.failure?.contains("exceeds") == true && big.result.byteCount > ResponsesClient.maxCompletionBytes)
+        #expect(events == ResponsesClient.maxCompletionBytes / (512 << 10) + 1, "stopped at the first event past the bound")
+    }
+
     @Test func badRequestsNameTheField() {
         for (json, code) in [(#"{"input":"x","max_output_tokens":0}"#, "invalid_max_output_tokens"),
                              (#"{"input":"x","max_output_tokens":2.5}"#, "invalid_max_output_tokens"),

@@ -234,6 +234,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         plan.clientAddress = clientAddress
         let exchange = Exchange(plan: plan, state: state, pool: pool, client: client, seed: rng.next())
         self.exchange = exchange
+        // Weak: the exchange holds the client, which holds this; it is called at most once.
+        (client as? ResponsesClient)?.abandonExchange = { [weak exchange] in exchange?.clientClosed() }
         exchange.start()
     }
 

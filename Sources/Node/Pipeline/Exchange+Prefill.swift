@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 
 /// PD mode: the current attempt's prefill half (a `PrefillLeg`) and the answer's end, which with
 /// `return_logprob` waits for the prefill's prompt logprobs to be merged in front of the decode's.
@@ -19,6 +20,22 @@ extension Exchange {
         }
         sendBurst()
         client.endResponse()
+    }
+
+    /// PD with `return_logprob`: the decode answer outgrew what may be held for merging. The
+    /// worker's answer is dropped (as if the client had gone), and the client gets a 502, or,
+    /// when part of a stream already went out, a closed connection.
+    func decodeAnswerTooLarge() {
+        logprobs = nil
+        let headHeld = heldHead != nil
+        heldHead = nil
+        perform(machine.clientClosed())
+        state.metrics.routerError(endpoint: plan.endpoint, code: "upstream_error")
+        if headHeld {
+            client.respond(error: .upstreamFailed("the decode worker's answer exceeds \(PDLogprobs.maxHeldBytes) bytes"), extra: HTTPHeaders())
+        } else {
+            client.abortResponse()
+        }
     }
 
     /// PD with `return_logprob`: the current prefill half ended with these lists (none if it failed).

@@ -127,7 +127,7 @@ final class Exchange: UpstreamResponseDelegate {
     func upstreamBody(_ buffer: ByteBuffer) {
         guard case .forwardBody = machine.upstreamBodyPart() else { return }
         if logprobs != nil {
-            let ready = logprobs!.decodePart(buffer)
+            guard let ready = logprobs!.decodePart(buffer) else { return decodeAnswerTooLarge() }
             if !ready.isEmpty { appendToBurst(ByteBuffer(bytes: ready)) }
             return
         }

@@ -13,7 +13,13 @@ struct PDLogprobs {
     /// none (the decode answer then goes out unchanged).
     private(set) var prefill: [[JSONValue]]?
     private var pending: [UInt8] = []
+    /// How much of `pending` is known to hold no event end (each byte is looked at once).
+    private var scanned = 0
     let stream: Bool
+
+    /// The most of a decode answer held for merging (a whole answer, or what waits for the
+    /// prefill's lists or an event's end): a worker that sends more gets the request a 502.
+    static let maxHeldBytes = 64 << 20
 
     init(stream: Bool) { self.stream = stream }
 
@@ -48,9 +54,11 @@ struct PDLogprobs {
 
     /// Part of the decode answer: what can go out now (nothing for a whole JSON answer, which
     /// goes out at the end; complete events for a stream once the prefill's lists are known).
-    mutating func decodePart(_ buffer: ByteBuffer) -> [UInt8] {
+    /// nil when more than `maxHeldBytes` would be held.
+    mutating func decodePart(_ buffer: ByteBuffer) -> [UInt8]? {
         pending += buffer.readableBytesView
-        return stream && prefillKnown ? drainEvents() : []
+        let out = stream && prefillKnown ? drainEvents() : []
+        return pending.count > Self.maxHeldBytes ? nil : out
     }
 
     /// The end of the decode answer: the rest, merged.
@@ -71,6 +79,7 @@ struct PDLogprobs {
         guard let cut = lastEventEnd() else { return [] }
         let complete = Array(pending[..<cut])
         pending.removeSubrange(..<cut)
+        scanned = pending.count
         guard let prefill, !prefill.isEmpty else { return complete }
         var out = ""
         for event in String(decoding: complete, as: UTF8.self).components(separatedBy: "\n\n") where !event.isEmpty {
@@ -83,14 +92,16 @@ struct PDLogprobs {
         return Array(out.utf8)
     }
 
-    private func lastEventEnd() -> Int? {
-        guard pending.count >= 2 else { return nil }
-        var i = pending.count - 2
-        while i >= 0 {
-            if pending[i] == UInt8(ascii: "\n"), pending[i + 1] == UInt8(ascii: "\n") { return i + 2 }
-            i -= 1
+    /// The end of the last complete event, looking only at bytes not looked at before.
+    private mutating func lastEventEnd() -> Int? {
+        var cut: Int?
+        var i = max(scanned - 1, 0)
+        while i + 1 < pending.count {
+            if pending[i] == UInt8(ascii: "\n"), pending[i + 1] == UInt8(ascii: "\n") { cut = i + 2 }
+            i += 1
         }
-        return nil
+        scanned = pending.count
+        return cut
     }
 
     /// `answer` with `prefill[k]` in front of element k's `meta_info.input_token_logprobs`.

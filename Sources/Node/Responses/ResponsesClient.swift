@@ -30,6 +30,10 @@ final class ResponsesClient: ExchangeClient {
         case done
     }
     private var mode = Mode.waiting
+    /// Drops the exchange's worker answer (closes its connection, settles its books): set by the
+    /// connection that runs the exchange, called when this client gives up on an answer that is
+    /// out of bounds, so an endless answer costs nothing more once refused.
+    var abandonExchange: (() -> Void)?
 
     /// A worker's complete answer above this is not a chat completion the gateway will parse.
     static let maxCompletionBytes = 32 << 20
@@ -69,6 +73,8 @@ final class ResponsesClient: ExchangeClient {
         case .collecting(let status, let headers, var body):
             guard body.readableBytes + buffer.readableBytes <= Self.maxCompletionBytes else {
                 mode = .done
+                giveUp()
+                state.metrics.routerError(endpoint: "responses", code: "upstream_error")
                 return inner.respond(error: .upstreamFailed("the worker's answer exceeds \(Self.maxCompletionBytes) bytes"), extra: HTTPHeaders())
             }
             mode = .waiting  // drop the reference so the buffer is written in place
@@ -80,6 +86,15 @@ final class ResponsesClient: ExchangeClient {
             let events = stream.feed(buffer.readableBytesView)
             mode = .streaming(stream)
             if !events.isEmpty { inner.sendBody(ByteBuffer(string: events)) }
+            if let failure = stream.failure {
+                // Out of bounds: the client is told and its response ends; the worker's is dropped.
+                mode = .done
+                giveUp()
+                state.metrics.routerError(endpoint: "responses", code: "upstream_error")
+                inner.sendBody(ByteBuffer(string: stream.failed(failure)))
+                inner.flush()
+                inner.endResponse()
+            }
         case .waiting, .done:
             break
         }
@@ -130,6 +145,12 @@ final class ResponsesClient: ExchangeClient {
         case .done:
             break
         }
+    }
+
+    private func giveUp() {
+        let abandon = abandonExchange
+        abandonExchange = nil
+        abandon?()
     }
 
     func respond(error: APIError, extra: HTTPHeaders) {

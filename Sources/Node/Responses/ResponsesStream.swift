@@ -14,6 +14,13 @@ struct ResponsesStream {
     private var sequence = 0
     /// A line the last read ended inside of.
     private var partial: [UInt8] = []
+    /// How much of `partial` is known to hold no newline (each byte is looked at once).
+    private var scanned = 0
+    /// Why the translation gave up (a line or an answer out of bounds); nil while it goes on.
+    private(set) var failure: String?
+
+    /// No chunk event a worker sends is anywhere near this; a longer line is a broken worker.
+    static let maxLineBytes = 1 << 20
     /// Tool call output items by the worker's tool call index, with their output index.
     private var callSlots: [Int: (slot: Int, output: Int)] = [:]
     private var messageOutputIndex: Int?
@@ -34,12 +41,20 @@ struct ResponsesStream {
         return event("response.created", ["response": shell]) + event("response.in_progress", ["response": shell])
     }
 
-    /// The events for whatever complete SSE lines `bytes` finish.
+    /// The events for whatever complete SSE lines `bytes` finish. Stops, with `failure` set,
+    /// at a line over `maxLineBytes` or once the answer's text passes `maxAnswerBytes`: the
+    /// same bound a whole answer has.
     mutating func feed(_ bytes: some Collection<UInt8>) -> String {
+        guard failure == nil else { return "" }
         var out = ""
         partial.append(contentsOf: bytes)
         var start = 0
-        while let nl = partial[start...].firstIndex(of: UInt8(ascii: "\n")) {
+        defer {
+            partial.removeFirst(start)
+            scanned = partial.count
+            if failure == nil, partial.count > Self.maxLineBytes { failure = "the worker sent a line of more than \(Self.maxLineBytes) bytes" }
+        }
+        while let nl = partial[max(start, scanned)...].firstIndex(of: UInt8(ascii: "\n")) {
             var line = partial[start..<nl]
             start = nl + 1
             if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
@@ -51,8 +66,11 @@ struct ResponsesStream {
             }
             guard let chunk = JSONValue.parse(payload) else { continue }
             out += apply(chunk)
+            if result.byteCount > ResponsesClient.maxCompletionBytes {
+                failure = "the worker's answer exceeds \(ResponsesClient.maxCompletionBytes) bytes"
+                return out
+            }
         }
-        partial.removeFirst(start)
         return out
     }
 

@@ -21,6 +21,12 @@ struct ChatResult: Equatable {
     var inputTokens = 0
     var outputTokens = 0
     var cachedTokens = 0
+
+    /// The bytes of what the worker generated (text, tool call names, ids and arguments), which
+    /// a stream's translation bounds as a whole answer's size is bounded.
+    var byteCount: Int {
+        text.utf8.count + toolCalls.reduce(0) { $0 + $1.arguments.utf8.count + $1.name.utf8.count + $1.callID.utf8.count + 32 }
+    }
 }
 
 /// The Responses API as chat completions: the gateway translates both ways, so any SGLang or

@@ -66,6 +66,39 @@ final class HTTPConnection {
         return Array((head + "\r\n").utf8) + (body ?? [])
     }
 
+    /// What `drain` saw: the byte count, the first and last bytes, and whether the peer closed.
+    struct Drained {
+        var count = 0
+        var head: [UInt8] = []
+        var tail: [UInt8] = []
+        var closed = false
+        var headText: String { String(decoding: head, as: UTF8.self) }
+        var tailText: String { String(decoding: tail, as: UTF8.self) }
+    }
+
+    /// Reads whatever arrives and throws it away (keeping the first 64 KiB and the last 4 KiB),
+    /// until the peer closes, `done` says so, or `timeout` passes: a router relaying an endless
+    /// or huge answer costs the test no memory.
+    func drain(timeout: Duration, done: (Drained) -> Bool = { _ in false }) -> Drained {
+        var d = Drained()
+        d.head = buffer
+        d.count = buffer.count
+        buffer = []
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let deadline = ContinuousClock.now + timeout
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while ContinuousClock.now < deadline, !done(d) {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) { d.closed = true; break }
+            guard n > 0 else { continue }
+            d.count += n
+            if d.head.count < 1 << 16 { d.head += chunk[0..<min(n, (1 << 16) - d.head.count)] }
+            d.tail = Array((d.tail + chunk[0..<n]).suffix(4096))
+        }
+        return d
+    }
+
     /// Reads more bytes; false at end of stream.
     private func fill() throws -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)
