@@ -27,6 +27,37 @@ import Testing
         #expect(try w.stats()["requests"] == 1, "the refused bodies never reached the worker")
     }
 
+    /// What a stranger may send without credentials is tiny (health probes and preflights used
+    /// to accept 512 MiB), and what the router parses itself (Responses, Conversations) has its
+    /// own bound below what it only forwards; each 413 names the limit that applies.
+    @Test func eachKindOfRouteHasItsOwnBodyLimit() async throws {
+        let w = try await SimWorkerProcess(name: "a")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--api-key", "k",
+                                           "--max-responses-payload-size", "400000"])
+        for (method, path) in [("GET", "/health"), ("GET", "/liveness"), ("GET", "/readiness"), ("OPTIONS", "/v1/chat/completions")] {
+            let c = try HTTPConnection(port: smg.port)
+            try c.send("\(method) \(path) HTTP/1.1\r\nhost: x\r\norigin: http://a\r\naccess-control-request-method: POST\r\ncontent-length: 1000000\r\n\r\n")
+            let r = try c.readResponse()
+            #expect(r.status == 413 && r.text.contains("open routes"), "\(method) \(path): \(r.status) \(r.text)")
+            // Chunked, with no length up front: refused once past 4 KiB.
+            let d = try HTTPConnection(port: smg.port)
+            try d.send("\(method) \(path) HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1400\r\n\(String(repeating: "a", count: 0x1400))\r\n")
+            #expect(try d.readResponse().status == 413)
+        }
+        #expect(try smg.request("GET", "/health").status == 200, "no body is fine")
+        let auth = [("authorization", "Bearer k")]
+        let big = String(repeating: "x", count: 450_000)
+        let responses = try smg.request("POST", "/v1/responses", body: #"{"model":"sim-model","input":"\#(big)","store":false}"#, headers: auth)
+        #expect(responses.status == 413 && responses.text.contains("--max-responses-payload-size"), "\(responses.text)")
+        let conversations = try smg.request("POST", "/v1/conversations", body: #"{"metadata":{"a":"\#(big)"}}"#, headers: auth)
+        #expect(conversations.status == 413)
+        // Under it, a body large enough to be parsed off the event loop is served.
+        let served = try smg.request("POST", "/v1/responses", body: #"{"model":"sim-model","input":"\#(big.prefix(300_000))","store":false}"#, headers: auth)
+        #expect(served.status == 200, "\(served.text.prefix(300))")
+        // Inference keeps --max-payload-size.
+        #expect(try smg.request("POST", "/v1/completions", body: #"{"prompt":"\#(big)"}"#, headers: auth).status == 200)
+    }
+
     @Test func malformedJSONGets400() async throws {
         let w = try await SimWorkerProcess(name: "a")
         let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])

@@ -96,6 +96,7 @@ public enum FlagTable {
         FlagSpec("request-timeout-secs", .int, .int(1800), group: "Request handling", "Maximum seconds for one proxied request"),
         FlagSpec("shutdown-grace-period-secs", .int, .int(180), group: "Request handling", "Seconds in-flight requests get to finish on SIGTERM"),
         FlagSpec("max-payload-size", .int, .int(536_870_912), group: "Request handling", "Maximum request body in bytes (413 above)"),
+        FlagSpec("max-responses-payload-size", .int, .int(16 << 20), group: "Request handling", "Maximum body of /v1/responses and /v1/conversations requests in bytes, which the router parses itself (413 above)"),
         FlagSpec("max-batch-size", .int, .int(128), group: "Request handling", "Most requests one body may stand for: n, best_of, a list of generate texts or input_ids, a list of completion prompts (400 above)"),
         FlagSpec("header-read-timeout-secs", .int, .int(10), group: "Request handling", "Seconds from a request's first byte to the end of its head"),
         FlagSpec("body-idle-timeout-secs", .int, .int(30), group: "Request handling", "Seconds a request body may pause between pieces"),

@@ -17,6 +17,9 @@ public struct RouterConfig: Sendable {
     /// `--max-batch-size`: the most requests one body may stand for (`n`, batch lists); more is
     /// refused before planning, so no client can make the router or a worker multiply its work.
     public var maxBatchSize: Int
+    /// `--max-responses-payload-size`: the Responses and Conversations APIs parse their bodies
+    /// into trees in the router, so they take less than what is only forwarded.
+    public var maxResponsesPayloadSize: Int
     /// Client timeouts and the connection limit.
     public var clients: ClientLimits
     public var corsAllowedOrigins: [String]
@@ -91,6 +94,7 @@ public struct RouterConfig: Sendable {
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
         maxPayloadSize = try Self.positive(f, "max-payload-size")
         maxBatchSize = try Self.positive(f, "max-batch-size")
+        maxResponsesPayloadSize = try Self.positive(f, "max-responses-payload-size")
         clients = try ClientLimits(f)
         corsAllowedOrigins = f.list("cors-allowed-origins")
         requestIDHeaders = f.list("request-id-headers").map { $0.lowercased() }

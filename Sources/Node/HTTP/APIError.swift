@@ -39,8 +39,8 @@ public struct APIError: Error, Sendable {
         APIError(.serviceUnavailable, type: "service_unavailable", code: "no_available_workers",
                  model.map { "no healthy worker available for model '\($0)'" } ?? "no healthy worker available")
     }
-    static func payloadTooLarge(_ limit: Int) -> APIError {
-        APIError(.payloadTooLarge, type: "invalid_request_error", code: "payload_too_large", "request body exceeds --max-payload-size (\(limit) bytes)")
+    static func payloadTooLarge(_ limit: BodyLimit) -> APIError {
+        APIError(.payloadTooLarge, type: "invalid_request_error", code: "payload_too_large", "request body exceeds \(limit.source) (\(limit.bytes) bytes)")
     }
     static func upstreamTimeout(_ secs: Int) -> APIError {
         APIError(.gatewayTimeout, type: "timeout_error", code: "upstream_timeout", "worker did not answer within --request-timeout-secs (\(secs) s)")

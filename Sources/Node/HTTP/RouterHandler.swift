@@ -29,16 +29,14 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         var requestID: String
         var started: NIODeadline
         var keepAlive: Bool
-        /// The most body this route accepts: control routes take at most `controlBodyLimit`.
-        var bodyLimit: Int
+        /// The most body this route accepts.
+        var bodyLimit: BodyLimit
         /// Reading the body (false once refused, or once the body ended).
         var readingBody = true
         /// A JWT is being verified: the request is dispatched when it is accepted.
         var awaitingAuth = false
         var status = 200
     }
-    /// Control routes carry small JSON documents; nothing bigger is read for them.
-    static let controlBodyLimit = 1 << 20
     private var request: Request?
     private var body = ByteBuffer()
     private var exchange: Exchange?
@@ -92,7 +90,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             begin(head, context: context)
         case .body(var chunk):
             guard let request, request.readingBody else { return }
-            if body.readableBytes + chunk.readableBytes > request.bodyLimit {
+            if body.readableBytes + chunk.readableBytes > request.bodyLimit.bytes {
                 return refuse(.payloadTooLarge(request.bodyLimit))
             }
             deadline?.bodyProgress()
@@ -111,7 +109,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         deadline?.headReceived()
         let route = Route.resolve(head.method, RequestTarget(head.uri).path)
         let access = Access(route)
-        let limit = if case .control = access { min(Self.controlBodyLimit, state.config.maxPayloadSize) } else { state.config.maxPayloadSize }
+        let limit = BodyLimit.of(route, access: access, config: state.config)
         request = Request(head: head, route: route, requestID: state.requestIDs.id(for: head.headers), started: .now(),
                           keepAlive: head.isKeepAlive, bodyLimit: limit)
         body.clear()
@@ -132,7 +130,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             verify(token, with: jwt, needs: role, context: context)
         }
         // Refuse an announced oversized body before reading any of it.
-        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > limit {
+        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > limit.bytes {
             return refuse(.payloadTooLarge(limit))
         }
         // curl and others wait (curl: one second) for "100 Continue" before sending a body

@@ -23,11 +23,28 @@ enum ResponsesGateway {
     static func prepare(head: HTTPRequestHead, body: ByteBuffer, requestID: String, state: RouterState, loop: any EventLoop,
                         done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
         let now = Date()
+        @Sendable func parse() -> Result<ResponsesRequest, APIError> {
+            Result { () throws(APIError) in try ResponsesRequest.parse(body.readableBytesView, now: now) }
+        }
+        // A large body is parsed off the event loop: the loop's other connections do not wait
+        // for one client's megabytes of input.
+        guard body.readableBytes > parseOnLoopBytes else {
+            return parsed(parse(), now: now, head: head, requestID: requestID, state: state, loop: loop, done: done)
+        }
+        OffLoop.run(on: loop, { parse() }) { result in
+            parsed(result, now: now, head: head, requestID: requestID, state: state, loop: loop, done: done)
+        }
+    }
+
+    /// Bodies up to this size are parsed on the event loop (well under a millisecond).
+    static let parseOnLoopBytes = 256 << 10
+
+    private static func parsed(_ parsed: Result<ResponsesRequest, APIError>, now: Date, head: HTTPRequestHead, requestID: String, state: RouterState,
+                               loop: any EventLoop, done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
         let request: ResponsesRequest
-        do throws(APIError) {
-            request = try ResponsesRequest.parse(body.readableBytesView, now: now)
-        } catch {
-            return done(.failure(error))
+        switch parsed {
+        case .success(let r): request = r
+        case .failure(let error): return done(.failure(error))
         }
         let turn = Turn(request: request, id: HistoryIDs.make("resp"), createdAt: now)
         func build(_ history: [ConversationItem]) -> Result<(ExchangePlan, Turn), APIError> {
