@@ -457,6 +457,26 @@ import Glibc
         #expect(try allowed.request("GET", "/health").status == 200)
     }
 
+    /// 128 connections that send nothing used to hold every inbound mesh slot for minutes, also
+    /// on a sealed mesh. Each must now prove the key (the sealed hello) within 5 s or is closed,
+    /// and a router can join right after.
+    @Test func silentConnectionsToTheMeshPortAreClosedAndPeersStillJoin() async throws {
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        let a = try await start("a", port: ports[0], peers: [])
+        var silent: [HTTPConnection] = []
+        for _ in 0..<140 { silent.append(try HTTPConnection(port: ports[0], timeout: 1)) }
+        let started = ContinuousClock.now
+        for c in silent {
+            let d = c.drain(timeout: .seconds(15))
+            #expect(d.closed && d.count == 0, "closed without a byte")
+        }
+        #expect(ContinuousClock.now - started < .seconds(5 + 5), "within the 5 s hello deadline and a margin")
+        let dropped = (try a.request("GET", "/ha/status").json()["traffic"] as? [String: Any])?["dropped"] as? [String: Int] ?? [:]
+        #expect((dropped["no_hello"] ?? 0) + (dropped["connection_limit"] ?? 0) >= 140, "\(dropped)")
+        let b = try await start("b", port: ports[1], peers: [ports[0]])
+        try await eventually(timeout: .seconds(10), "b joins a") { try view(a)["b"] == "alive" && view(b)["a"] == "alive" }
+    }
+
     @Test func meshFlagsAreChecked() async throws {
         for (args, expected) in [(["--enable-mesh", "--mesh-key", "abc"], "64 hex"),
                                  (["--enable-mesh", "--mesh-key", String(repeating: "a", count: 64), "--mesh-peer-urls", "nohost"], "--mesh-peer-urls")] {

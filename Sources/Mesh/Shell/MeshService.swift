@@ -32,6 +32,10 @@ public final class MeshService: Sendable {
         public var frameDeadline: TimeAmount = .seconds(30)
         /// An inbound connection without traffic this long is closed.
         public var idleTimeout: TimeAmount = .minutes(5)
+        /// An inbound connection must deliver a frame that opens under the cluster key (the
+        /// sealed hello every sender opens with) this soon, or it is closed: connections that
+        /// send nothing cannot hold the inbound slots.
+        public var helloDeadline: TimeAmount = .seconds(5)
         public init(name: String, bindHost: String, port: Int, advertise: String, peers: [String], keyring: MeshKeyring?) {
             self.name = name
             self.bindHost = bindHost
@@ -169,7 +173,7 @@ public final class MeshService: Sendable {
                         channel.closeFuture.whenComplete { _ in service.inboundClosed() }
                         try channel.pipeline.syncOperations.addHandlers([
                             IdleStateHandler(readTimeout: config.idleTimeout),
-                            MeshFrameReader(service: service, deadline: config.frameDeadline),
+                            MeshFrameReader(service: service, deadline: config.frameDeadline, helloDeadline: config.helloDeadline),
                         ])
                     }
                 }
@@ -567,18 +571,39 @@ final class MeshDatagramHandler: ChannelInboundHandler {
 /// bounded: frames over `unauthenticatedFrameLimit` until one frame opened under the cluster
 /// key, over `frameLimit` after; a frame not whole within `deadline` of its first byte (a peer
 /// trickling bytes keeps no buffer alive forever); a frame that does not open on a connection not
-/// yet trusted. Each of these closes the connection and is counted.
+/// yet trusted; no trusted frame within `helloDeadline` of connecting. Each of these closes the
+/// connection and is counted.
 final class MeshFrameReader: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     private let service: MeshService
     private let deadline: TimeAmount
+    private let helloDeadline: TimeAmount
     private var buffer = ByteBuffer()
     private var trusted = false
     private var timer: Scheduled<Void>?
+    private var helloTimer: Scheduled<Void>?
 
-    init(service: MeshService, deadline: TimeAmount) {
+    init(service: MeshService, deadline: TimeAmount, helloDeadline: TimeAmount) {
         self.service = service
         self.deadline = deadline
+        self.helloDeadline = helloDeadline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startHelloTimer(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startHelloTimer(context)
+        context.fireChannelActive()
+    }
+
+    private func startHelloTimer(_ context: ChannelHandlerContext) {
+        guard helloTimer == nil, !trusted else { return }
+        helloTimer = context.eventLoop.assumeIsolated().scheduleTask(in: helloDeadline) { [self] in
+            helloTimer = nil
+            if !trusted { refuse("no_hello", context) }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -593,7 +618,13 @@ final class MeshFrameReader: ChannelInboundHandler {
             let frame = buffer.readBytes(length: Int(length))!
             completed = true
             let authentic = service.received(frame, over: .frame, from: context.remoteAddress)
-            if authentic { trusted = true } else if !trusted { return refuse("untrusted_connection", context) }
+            if authentic {
+                trusted = true
+                helloTimer?.cancel()
+                helloTimer = nil
+            } else if !trusted {
+                return refuse("untrusted_connection", context)
+            }
         }
         if completed || buffer.readableBytes == 0 {
             timer?.cancel()
@@ -614,6 +645,8 @@ final class MeshFrameReader: ChannelInboundHandler {
         service.countDrop(reason)
         timer?.cancel()
         timer = nil
+        helloTimer?.cancel()
+        helloTimer = nil
         buffer = ByteBuffer()
         context.close(promise: nil)
     }
@@ -621,6 +654,8 @@ final class MeshFrameReader: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        helloTimer?.cancel()
+        helloTimer = nil
         context.fireChannelInactive()
     }
 
