@@ -23,12 +23,20 @@ public struct HLCStamp: Sendable, Hashable, Comparable, CustomStringConvertible 
 
 /// The clock itself (Kulkarni et al.): stamps never go backwards and always exceed every stamp
 /// seen, while staying close to physical time. Physical time is an argument, never read.
+///
+/// Two guards against a peer's clock (a misconfigured router, or a bug): a remote wall clock is
+/// followed at most `maxDriftMs` ahead of ours, so one peer cannot drag every later stamp of
+/// this node into the far future; and the logical counter never wraps: at its maximum the next
+/// stamp moves to the next millisecond instead of back to 0, so stamps stay increasing.
 public struct HybridLogicalClock: Sendable {
     public let node: UInt64
     public private(set) var last: HLCStamp
+    /// How far ahead of physical time a remote clock is followed (5 minutes by default).
+    public let maxDriftMs: UInt64
 
-    public init(node: UInt64) {
+    public init(node: UInt64, maxDriftMs: UInt64 = 300_000) {
         self.node = node
+        self.maxDriftMs = maxDriftMs
         self.last = HLCStamp(wallMs: 0, logical: 0, node: node)
     }
 
@@ -37,18 +45,41 @@ public struct HybridLogicalClock: Sendable {
         if physicalMs > last.wallMs {
             last = HLCStamp(wallMs: physicalMs, logical: 0, node: node)
         } else {
-            last = HLCStamp(wallMs: last.wallMs, logical: last.logical &+ 1, node: node)
+            last = Self.after(wall: last.wallMs, logical: last.logical, node: node)
         }
         return last
     }
 
-    /// Takes in a stamp from another node; the next local stamp will be above it.
+    /// Whether a remote stamp is further ahead of `physicalMs` than the clock follows.
+    public func isAhead(_ remote: HLCStamp, physicalMs: UInt64) -> Bool {
+        let (bound, overflow) = physicalMs.addingReportingOverflow(maxDriftMs)
+        return !overflow && remote.wallMs > bound
+    }
+
+    /// Takes in a stamp from another node; the next local stamp will be above it (above its
+    /// wall clock cut to `maxDriftMs` ahead of ours).
     public mutating func observe(_ remote: HLCStamp, physicalMs: UInt64) {
-        let wall = max(physicalMs, last.wallMs, remote.wallMs)
-        var logical: UInt32 = 0
-        if wall == last.wallMs && wall == remote.wallMs { logical = max(last.logical, remote.logical) &+ 1 }
-        else if wall == last.wallMs { logical = last.logical &+ 1 }
-        else if wall == remote.wallMs { logical = remote.logical &+ 1 }
-        last = HLCStamp(wallMs: wall, logical: logical, node: node)
+        let (bound, overflow) = physicalMs.addingReportingOverflow(maxDriftMs)
+        let remoteWall = overflow ? remote.wallMs : min(remote.wallMs, bound)
+        let remoteLogical = remoteWall == remote.wallMs ? remote.logical : 0
+        let wall = max(physicalMs, last.wallMs, remoteWall)
+        if wall == last.wallMs && wall == remoteWall {
+            last = Self.after(wall: wall, logical: max(last.logical, remoteLogical), node: node)
+        } else if wall == last.wallMs {
+            last = Self.after(wall: wall, logical: last.logical, node: node)
+        } else if wall == remoteWall {
+            last = Self.after(wall: wall, logical: remoteLogical, node: node)
+        } else {
+            last = HLCStamp(wallMs: wall, logical: 0, node: node)
+        }
+    }
+
+    /// The stamp right after (wall, logical): the next logical count, or the next millisecond
+    /// when the counter is full (never a wrap to 0, which would go backwards). At the very last
+    /// millisecond the stamp stays where it is.
+    private static func after(wall: UInt64, logical: UInt32, node: UInt64) -> HLCStamp {
+        if logical < UInt32.max { return HLCStamp(wallMs: wall, logical: logical + 1, node: node) }
+        if wall < UInt64.max { return HLCStamp(wallMs: wall + 1, logical: 0, node: node) }
+        return HLCStamp(wallMs: wall, logical: logical, node: node)
     }
 }

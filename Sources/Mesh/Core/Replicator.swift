@@ -26,6 +26,9 @@ public struct Replicator: Sendable {
     public private(set) var state = ReplicaState()
     private var clock: HybridLogicalClock
     private var seq: UInt64 = 0
+    /// Entries received whose stamp was further ahead of this node's clock than it follows (a
+    /// peer with a wrong clock): applied as stamped, counted so an operator can see it.
+    public private(set) var stampsAhead = 0
     /// What each peer had seen at its last report, by member name.
     public private(set) var peerContexts: [String: CausalContext] = [:]
 
@@ -56,7 +59,7 @@ public struct Replicator: Sendable {
     public mutating func apply(_ entries: [ReplicatedEntry], physicalMs: UInt64) -> [ReplicatedEntry] {
         var changed: [ReplicatedEntry] = []
         for e in entries {
-            clock.observe(e.stamp, physicalMs: physicalMs)
+            observe(e.stamp, physicalMs: physicalMs)
             if state.apply(e) { changed.append(e) }
         }
         return changed
@@ -64,7 +67,7 @@ public struct Replicator: Sendable {
 
     /// A peer's complete answer to our digest.
     public mutating func absorb(_ entries: [ReplicatedEntry], through vector: VersionVector, from peer: String, physicalMs: UInt64) -> [ReplicatedEntry] {
-        for e in entries { clock.observe(e.stamp, physicalMs: physicalMs) }
+        for e in entries { observe(e.stamp, physicalMs: physicalMs) }
         var known = peerContexts[peer] ?? CausalContext()
         known.merge(vector)
         notePeer(peer, context: known)
@@ -73,9 +76,14 @@ public struct Replicator: Sendable {
 
     /// A peer's full state; returns the keys whose value changed here (nil: now absent).
     public mutating func join(_ entries: [ReplicatedEntry], context: CausalContext, from peer: String, physicalMs: UInt64) -> [(store: String, key: String, entry: ReplicatedEntry?)] {
-        for e in entries { clock.observe(e.stamp, physicalMs: physicalMs) }
+        for e in entries { observe(e.stamp, physicalMs: physicalMs) }
         notePeer(peer, context: context)
         return state.merge(entries: entries, context: context)
+    }
+
+    private mutating func observe(_ stamp: HLCStamp, physicalMs: UInt64) {
+        if clock.isAhead(stamp, physicalMs: physicalMs) { stampsAhead += 1 }
+        clock.observe(stamp, physicalMs: physicalMs)
     }
 
     /// What a peer that reported `vector` lacks.

@@ -85,8 +85,10 @@ public final class MeshService: Sendable {
     private let onChange: Mutex<ChangeHandler?> = Mutex(nil)
     public func onChange(_ handler: @escaping ChangeHandler) { onChange.withLock { $0 = handler } }
 
-    /// Called with every custom message (topic, payload) from another router.
-    public typealias CustomHandler = @Sendable (_ topic: String, _ payload: [UInt8]) -> Void
+    /// Called with every custom message (topic, payload) from another router, with the address
+    /// of the router that sent it: the envelope's sender, which the cluster key authenticates
+    /// (what a payload says of its own origin is not).
+    public typealias CustomHandler = @Sendable (_ topic: String, _ payload: [UInt8], _ sender: String) -> Void
     private let onCustom: Mutex<[CustomHandler]> = Mutex([])
     /// Adds a handler (each part of the router listens for its own topics).
     public func onCustom(_ handler: @escaping CustomHandler) { onCustom.withLock { $0.append(handler) } }
@@ -124,6 +126,12 @@ public final class MeshService: Sendable {
 
     /// Whether packets are sealed under a cluster key (false: keyless mode).
     public var isSealed: Bool { config.keyring != nil }
+
+    /// Whether `address` is a member this router knows (alive or suspected): what a message from
+    /// it says about that member can be kept.
+    public func isMember(_ address: String) -> Bool {
+        inner.withLock { s in s.node.members.values.contains { $0.address == address && ($0.status == .alive || $0.status == .suspect) } }
+    }
 
     /// Whether any other router is alive (nothing to broadcast to otherwise).
     public var hasPeers: Bool { inner.withLock { !$0.node.aliveMembers.isEmpty } }
@@ -284,7 +292,7 @@ public final class MeshService: Sendable {
                 inner.withLock { $0.stats.dropped["unknown_sender", default: 0] += 1 }
                 return false
             }
-            enum Outcome { case node([MeshNode.Output]), custom(String, [UInt8]), hello, none }
+            enum Outcome { case node([MeshNode.Output]), custom(String, [UInt8], String), hello, none }
             let outcome: Outcome = inner.withLock { s in
                 let fresh = transport == .datagram
                     ? s.datagramReplay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter)
@@ -299,12 +307,12 @@ public final class MeshService: Sendable {
                 switch envelope.message {
                 case .node(let m): return .node(s.node.receive(m, from: envelope.sender, now: now, wallMs: wallClockMs(), using: &s.rng))
                 case .custom(let topic, _) where topic == Self.helloTopic: return .hello
-                case .custom(let topic, let payload): return .custom(topic, payload)
+                case .custom(let topic, let payload): return .custom(topic, payload, envelope.sender)
                 }
             }
             switch outcome {
             case .node(let out): execute(out)
-            case .custom(let topic, let payload): for handler in onCustom.withLock({ $0 }) { handler(topic, payload) }
+            case .custom(let topic, let payload, let sender): for handler in onCustom.withLock({ $0 }) { handler(topic, payload, sender) }
             case .hello: break
             case .none: return false
             }
@@ -511,6 +519,8 @@ public final class MeshService: Sendable {
         public var stores: [Store]
         public var vector: VersionVector
         public var counters: MeshNode.Counters
+        /// Replicated entries received with a stamp further ahead than the clock follows.
+        public var stampsAhead: Int
     }
 
     public func status() -> Status {
@@ -529,7 +539,7 @@ public final class MeshService: Sendable {
                     return Status.Store(name: name, entries: entries.values.filter { $0.value != nil }.count,
                                         tombstones: entries.values.filter { $0.value == nil }.count)
                 },
-                vector: s.node.replicator.vector, counters: s.node.counters)
+                vector: s.node.replicator.vector, counters: s.node.counters, stampsAhead: s.node.replicator.stampsAhead)
         }
     }
 }

@@ -49,13 +49,15 @@ enum MeshBridge {
         guard let mesh = state.mesh?.service, state.config.admission.tokensPerSecond != nil, let loop = state.pools.loops.first else { return nil }
         state.admission.shareClusterBudget()
         let me = mesh.config.name
-        mesh.onCustom { topic, payload in
+        mesh.onCustom { topic, payload, sender in
             guard topic == demandTopic, payload.count > 8, payload.count < 1100 else { return }
             var bits: UInt64 = 0
             for b in payload.prefix(8) { bits = bits << 8 | UInt64(b) }
             let demand = Double(bitPattern: bits)
-            let peer = String(decoding: payload.dropFirst(8), as: UTF8.self)
-            state.admission.heard(from: peer, demand: demand)
+            // Keyed by the authenticated sender, not the name the payload carries (kept on the
+            // wire for older routers): one member cannot pose as many and shrink every share.
+            guard demand.isFinite, demand >= 0, mesh.isMember(sender) else { return }
+            state.admission.heard(from: sender, demand: demand)
         }
         let last = NIOLockedValueBox(0)
         return PeriodicTask("rate-limit share", on: loop, every: .milliseconds(100)) {

@@ -26,7 +26,7 @@ extension MeshBridge {
             "replication": ["vector": .object(Dictionary(uniqueKeysWithValues: s.vector.counters.map { (String($0.key, radix: 16), n($0.value)) })),
                             "pushed_writes": n(s.counters.pushed), "digests_sent": n(s.counters.digests), "answers_sent": n(s.counters.answers),
                             "full_states_sent": n(s.counters.fullStates), "tombstones_collected": n(s.counters.collected),
-                            "rate_limit_share_routers": n(mesh.budgetShareCount)],
+                            "rate_limit_share_routers": n(mesh.budgetShareCount), "stamps_ahead_of_clock": n(s.stampsAhead)],
             "stores": .object(stores),
         ]
         return status.render()

@@ -36,7 +36,7 @@ final class TreeSync: Sendable {
         self.clock = clock
         // Held by the two handlers below, which are all that use it.
         let transfers = TreeTransfers(registry: registry, mesh: mesh, loop: loop, logger: logger, clock: clock)
-        mesh.onCustom { [weak self] topic, payload in
+        mesh.onCustom { [weak self] topic, payload, _ in
             switch topic {
             case Self.topic: self?.receive(payload)
             case TreeTransfers.topic: _ = transfers.receive(payload)
