@@ -477,6 +477,17 @@ import Glibc
         try await eventually(timeout: .seconds(10), "b joins a") { try view(a)["b"] == "alive" && view(b)["a"] == "alive" }
     }
 
+    /// A peer given by name is looked up on a background thread (getaddrinfo blocks; the event
+    /// loops never wait for DNS) and the join goes out once it is known.
+    @Test func aPeerGivenByNameIsResolvedOffTheEventLoops() async throws {
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        let a = try await start("a", port: ports[0], peers: [])
+        let b = try await RouterProcess(["--policy", "round_robin", "--enable-mesh", "--mesh-server-name", "b", "--mesh-host", "127.0.0.1",
+                                         "--mesh-port", String(ports[1]), "--mesh-key-file", MeshMembershipTests.keyFile.path,
+                                         "--mesh-peer-urls", "localhost:\(ports[0])"])
+        try await eventually(timeout: .seconds(10), "b joins a through a name") { try view(a)["b"] == "alive" && view(b)["a"] == "alive" }
+    }
+
     @Test func meshFlagsAreChecked() async throws {
         for (args, expected) in [(["--enable-mesh", "--mesh-key", "abc"], "64 hex"),
                                  (["--enable-mesh", "--mesh-key", String(repeating: "a", count: 64), "--mesh-peer-urls", "nohost"], "--mesh-peer-urls")] {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import Logging
 import MeshCore
 import NIOCore
@@ -71,7 +72,10 @@ public final class MeshService: Sendable {
         var frameReplay = ReplayFilter()
         var stats = Stats()
         var lastContact: [String: UInt64] = [:]
-        var addresses: [String: SocketAddress] = [:]
+        /// Resolved addresses: literal ones for good, names with when they were looked up.
+        var addresses: [String: (address: SocketAddress, resolvedMs: UInt64, literal: Bool)] = [:]
+        /// Names being looked up on a background thread now.
+        var resolving: Set<String> = []
         var connections: [String: EventLoopFuture<any Channel>] = [:]
     }
 
@@ -330,7 +334,7 @@ public final class MeshService: Sendable {
         // A peer given by name matches once this router has resolved it (to send it a join).
         let known = inner.withLock { s in
             config.peers.contains(claimed) || s.node.members.values.contains { $0.address == claimed }
-                || (literal != nil && config.peers.contains { s.addresses[$0] == literal })
+                || (literal != nil && config.peers.contains { s.addresses[$0]?.address == literal })
         }
         guard known, let claimedAddress = literal ?? resolve(claimed) else { return false }
         return claimedAddress.ipAddress == sourceIP
@@ -487,15 +491,47 @@ public final class MeshService: Sendable {
         inner.withLock { $0.node.values(of: store) }
     }
 
-    /// `host:port` to a socket address (IP literals; names resolved once and cached).
+    /// `host:port` to a socket address. IP literals at once; names from a cache that a
+    /// background thread fills (getaddrinfo blocks, and the mesh and data-plane loops never
+    /// wait for DNS): a message to a name not resolved yet is dropped, and the protocol's own
+    /// retries (joins every second, probes, anti-entropy) send it again once it is. A resolved
+    /// name is looked up again in the background after `nameTTLMs`, so a peer that moved (a
+    /// rescheduled pod) is found at its new address.
     private func resolve(_ address: String) -> SocketAddress? {
-        if let cached = inner.withLock({ $0.addresses[address] }) { return cached }
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return nil }
+        let now = clock()
+        let (cached, due) = inner.withLock { s -> (SocketAddress?, Bool) in
+            guard let c = s.addresses[address] else { return (nil, !s.resolving.contains(address)) }
+            return (c.address, c.literal ? false : now &- c.resolvedMs > Self.nameTTLMs && !s.resolving.contains(address))
+        }
+        if let cached, !due { return cached }
+        if cached == nil, let literal = Self.literalAddress(address) {
+            inner.withLock { $0.addresses[address] = (literal, now, true) }
+            return literal
+        }
+        if due { resolveInBackground(address) }
+        return cached
+    }
+
+    /// How long a resolved name is used before it is looked up again.
+    static let nameTTLMs: UInt64 = 30_000
+
+    private func resolveInBackground(_ address: String) {
+        guard inner.withLock({ $0.resolving.insert(address).inserted }) else { return }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            inner.withLock { _ = $0.resolving.remove(address) }
+            return
+        }
         var host = String(address[..<colon])
         if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
-        guard let resolved = try? SocketAddress.makeAddressResolvingHost(host, port: port) else { return nil }
-        inner.withLock { $0.addresses[address] = resolved }
-        return resolved
+        let name = host
+        DispatchQueue.global().async { [self] in
+            let resolved = try? SocketAddress.makeAddressResolvingHost(name, port: port)
+            let now = clock()
+            inner.withLock { s in
+                s.resolving.remove(address)
+                if let resolved { s.addresses[address] = (resolved, now, false) }
+            }
+        }
     }
 
     // MARK: status
