@@ -171,11 +171,16 @@ import Testing
         let env = try RouterConfig.load(arguments: [], environment: ["CONTROL_PLANE_API_KEYS": "a:A:admin:x", "JWT_ISSUER": "http://127.0.0.1:8080/realms/x", "JWT_AUDIENCE": "smg"])
         #expect(env.security.controlKeys.count == 1 && env.security.jwt?.audience == "smg" && env.security.jwt?.roleClaim == "roles")
         #expect(try load([]).security.isOpen)
+        // Keys over plain HTTP: from this host, or when allowed by name.
+        #expect(try load(["--jwt-issuer", "http://localhost:8080/realms/x", "--jwt-audience", "x"]).security.jwt != nil)
+        #expect(try load(["--jwt-issuer", "http://idp.example", "--jwt-audience", "x", "--jwt-allow-http"]).security.jwt?.allowPlainHTTP == true)
         for (args, flag) in [(["--control-plane-api-keys", "a:b:root:k"], "root"), (["--control-plane-api-keys", "a:b:admin"], "id:name:role:key"),
                              (["--control-plane-api-keys", "a:b:admin:k", "a:c:user:j"], "twice"),
                              (["--jwt-issuer", "http://idp"], "--jwt-audience"), (["--jwt-audience", "x"], "--jwt-issuer"),
                              (["--jwt-issuer", "http://idp", "--jwt-audience", "x", "--jwt-role-mapping", "Admin"], "--jwt-role-mapping"),
-                             (["--api-key", "a\r\nX-Injected: 1"], "--api-key")] {
+                             (["--api-key", "a\r\nX-Injected: 1"], "--api-key"),
+                             (["--jwt-issuer", "http://idp.example", "--jwt-audience", "x"], "--jwt-allow-http"),
+                             (["--jwt-issuer", "https://idp.example", "--jwt-audience", "x", "--jwt-jwks-uri", "http://198.18.0.9/keys"], "--jwt-allow-http")] {
             let message = failure(args) ?? "loaded"
             #expect(message.contains(flag), "\(args): \(message)")
         }

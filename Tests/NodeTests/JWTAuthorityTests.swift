@@ -133,6 +133,23 @@ import Testing
         try await prefetch.value
     }
 
+    /// Keys over plain HTTP from another host can be swapped on the path: a discovery document
+    /// that names such a jwks_uri is refused. Why keys failed goes to the log, never to the
+    /// caller (who need not be authenticated), which used to see the fetch error.
+    @Test func keysOverPlainHTTPElsewhereAreRefusedAndTheReasonOnlyLogged() async throws {
+        let settings = SecuritySettings.JWT(issuer: "https://idp.example", audience: "smg", jwksURI: nil, roleClaim: "roles", roleMapping: [:])
+        let logged = Mutex<[String]>([])
+        let jwt = try JWTAuthority(settings, refetchInterval: .seconds(3600), fetch: { url in
+            #expect(url.description.hasSuffix("/.well-known/openid-configuration"), "only the discovery document is fetched: \(url.description)")
+            return Array(#"{"jwks_uri":"http://198.18.0.9/keys"}"#.utf8)
+        }, onKeysFailure: { why in logged.withLock { $0.append(why) } })
+        let header = Data(#"{"alg":"ES256","kid":"k"}"#.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "")
+        let result = await jwt.authenticate("\(header).e30.c2ln")
+        #expect(result.failureCode == "jwks_unavailable")
+        if case .failure(let e) = result { #expect(!e.message.contains("198.18") && !e.message.contains("http"), "\(e.message)") }
+        #expect(logged.withLock { $0 }.count == 1 && logged.withLock { $0 }[0].contains("--jwt-allow-http"), "\(logged.withLock { $0 })")
+    }
+
     @Test func roleClaimPathsAndMappings() async throws {
         let issuer = Issuer()
         await issuer.addES256("ec")

@@ -154,6 +154,7 @@ public enum FlagTable {
         FlagSpec("jwt-issuer", .string, nil, env: "JWT_ISSUER", group: "Security", "OIDC issuer URL"),
         FlagSpec("jwt-audience", .string, nil, env: "JWT_AUDIENCE", group: "Security", "Expected audience"),
         FlagSpec("jwt-jwks-uri", .string, nil, env: "JWT_JWKS_URI", group: "Security", "JWKS URI"),
+        FlagSpec("jwt-allow-http", .bool, .bool(false), group: "Security", "Fetch the issuer's keys over plain http:// from another host (refused otherwise: anyone on the path could replace them)"),
         FlagSpec("jwt-role-claim", .string, .string("roles"), group: "Security", "JWT claim holding the role"),
         FlagSpec("jwt-role-mapping", .list, .list([]), group: "Security", "IDP role = gateway role mappings"),
         FlagSpec("disable-audit-logging", .bool, .bool(false), group: "Security", "Disable audit logging"),

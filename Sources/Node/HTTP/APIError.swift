@@ -58,9 +58,10 @@ public struct APIError: Error, Sendable {
         APIError(.forbidden, type: "permission_error", code: "insufficient_role",
                  detail ?? "'\(principal.id)' has role \(principal.role.rawValue); this route needs \(role.rawValue)")
     }
-    static func jwksUnavailable(_ detail: String) -> APIError {
-        APIError(.serviceUnavailable, type: "service_unavailable", code: "jwks_unavailable", "cannot verify tokens: the issuer's keys could not be loaded (\(detail))")
-    }
+    /// Why the keys could not be loaded is in the router's log, not here: a caller (who need
+    /// not be authenticated yet) learns nothing about the issuer's network.
+    static let jwksUnavailable = APIError(.serviceUnavailable, type: "service_unavailable", code: "jwks_unavailable",
+                                          "cannot verify tokens: the issuer's signing keys could not be loaded; the router's log says why")
     static let rateLimited = APIError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited", "too many requests: the router's queue is full (--max-concurrent-requests, --queue-size)")
     static func queueTimeout(_ secs: UInt64) -> APIError {
         APIError(.requestTimeout, type: "timeout_error", code: "queue_timeout", "request waited in the router's queue longer than --queue-timeout-secs (\(secs) s)")

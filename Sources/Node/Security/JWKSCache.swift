@@ -14,15 +14,21 @@ actor JWKSCache {
     private let source: Source
     private let refetchInterval: Duration
     private let fetch: JWTAuthority.Fetch
+    private let allowPlainHTTP: Bool
+    /// Told why a load failed (at most once per `refetchInterval`): for the log, never for callers.
+    private let onFailure: @Sendable (String) -> Void
     private var collection: JWTKeyCollection?
     private var kids: Set<String> = []
     private var lastFetch: ContinuousClock.Instant?
     private var running: Task<Void, any Error>?
 
-    init(source: Source, refetchInterval: Duration, fetch: @escaping JWTAuthority.Fetch) {
+    init(source: Source, refetchInterval: Duration, allowPlainHTTP: Bool = false, fetch: @escaping JWTAuthority.Fetch,
+         onFailure: @escaping @Sendable (String) -> Void = { _ in }) {
         self.source = source
         self.refetchInterval = refetchInterval
+        self.allowPlainHTTP = allowPlainHTTP
         self.fetch = fetch
+        self.onFailure = onFailure
     }
 
     /// The keys, when they include `kid` (or, for a token without one, when the set holds
@@ -33,7 +39,7 @@ actor JWKSCache {
         if collection == nil || !has(kid), lastFetch.map({ ContinuousClock.now - $0 >= refetchInterval }) ?? true {
             do { try await refresh() } catch where collection != nil { /* keep serving the keys we have */ }
         }
-        guard let collection else { throw JWKSError("no signing keys loaded (the last attempt failed; retried after \(refetchInterval))") }
+        guard let collection else { throw JWKSError("no signing keys loaded") }
         return has(kid) ? collection : nil
     }
 
@@ -47,7 +53,10 @@ actor JWKSCache {
         let task = Task { try await self.load() }
         running = task
         defer { running = nil }
-        try await task.value
+        do { try await task.value } catch {
+            onFailure("\(error)")
+            throw error
+        }
     }
 
     private func load() async throws {
@@ -60,6 +69,9 @@ actor JWKSCache {
                 throw JWKSError("\(url.description) has no jwks_uri")
             }
             jwksURL = try ResourceURL(parsing: uri)
+            guard jwksURL.isSafeForKeys(allowPlainHTTP: allowPlainHTTP) else {
+                throw JWKSError("\(url.description) names jwks_uri \(jwksURL.description), plain HTTP to another host (refused without --jwt-allow-http)")
+            }
         }
         let body = try await fetch(jwksURL)
         let jwks = try JSONDecoder().decode(JWKS.self, from: Data(body))

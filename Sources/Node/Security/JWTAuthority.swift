@@ -16,7 +16,8 @@ final class JWTAuthority: Sendable {
     static let leeway: TimeInterval = 30
     static let acceptedAlgorithms: Set<String> = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
-    init(_ settings: SecuritySettings.JWT, refetchInterval: Duration = .seconds(10), fetch: @escaping Fetch) throws(ConfigError) {
+    init(_ settings: SecuritySettings.JWT, refetchInterval: Duration = .seconds(10), fetch: @escaping Fetch,
+         onKeysFailure: @escaping @Sendable (String) -> Void = { _ in }) throws(ConfigError) {
         self.settings = settings
         let source: JWKSCache.Source
         if let uri = settings.jwksURI {
@@ -24,7 +25,7 @@ final class JWTAuthority: Sendable {
         } else {
             source = .discovery(try ResourceURL(parsing: settings.issuer).appending(path: "/.well-known/openid-configuration"))
         }
-        keys = JWKSCache(source: source, refetchInterval: refetchInterval, fetch: fetch)
+        keys = JWKSCache(source: source, refetchInterval: refetchInterval, allowPlainHTTP: settings.allowPlainHTTP, fetch: fetch, onFailure: onKeysFailure)
     }
 
     /// Three dot-separated base64url parts: worth a signature check.
@@ -47,7 +48,8 @@ final class JWTAuthority: Sendable {
             }
             collection = c
         } catch {
-            return .failure(.jwksUnavailable("\(error)"))
+            // Why is logged where the load failed; a caller learns only that keys are missing.
+            return .failure(.jwksUnavailable)
         }
         let claims: TokenClaims
         do {

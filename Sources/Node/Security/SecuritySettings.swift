@@ -20,6 +20,8 @@ public struct SecuritySettings: Sendable {
         public var roleClaim: String
         /// IdP role → gateway role. Without mappings, the literal roles `admin` and `user` count.
         public var roleMapping: [String: Role]
+        /// `--jwt-allow-http`: fetch keys over plain HTTP from another host.
+        public var allowPlainHTTP = false
     }
 
     /// `--api-key`: inference routes need it; it also guards the control plane when no
@@ -64,11 +66,16 @@ public struct SecuritySettings: Sendable {
         guard !roleClaim.isEmpty else { throw ConfigError("--jwt-role-claim: must name a claim") }
         let jwksURI = f.string("jwt-jwks-uri").flatMap { $0.isEmpty ? nil : $0 }
         // Where the keys will be fetched from must be reachable by this build.
-        do { _ = try ResourceURL(parsing: jwksURI ?? issuer) } catch {
-            let flag = jwksURI == nil ? "jwt-issuer" : "jwt-jwks-uri"
+        let flag = jwksURI == nil ? "jwt-issuer" : "jwt-jwks-uri"
+        let keysURL: ResourceURL
+        do { keysURL = try ResourceURL(parsing: jwksURI ?? issuer) } catch {
             throw ConfigError("--\(flag) (given by \(f.source(flag))): \(error.message)")
         }
-        jwt = JWT(issuer: issuer, audience: audience, jwksURI: jwksURI, roleClaim: roleClaim, roleMapping: mapping)
+        let allowPlainHTTP = f.bool("jwt-allow-http")
+        guard keysURL.isSafeForKeys(allowPlainHTTP: allowPlainHTTP) else {
+            throw ConfigError("--\(flag) \(keysURL.description): the signing keys would come over plain HTTP from another host, where anyone on the path can replace them and sign their own tokens; use https://, or pass --jwt-allow-http to accept that")
+        }
+        jwt = JWT(issuer: issuer, audience: audience, jwksURI: jwksURI, roleClaim: roleClaim, roleMapping: mapping, allowPlainHTTP: allowPlainHTTP)
     }
 
     static func controlKey(_ raw: String) throws(ConfigError) -> ControlKey {

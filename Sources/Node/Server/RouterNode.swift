@@ -51,7 +51,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         }
         let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first, logger: logger) }
         let jwt = try config.security.jwt.map { settings in
-            try JWTAuthority(settings) { url in try await UpstreamFetch.get(url, pools: pools, timeout: .seconds(5)) }
+            try JWTAuthority(settings, fetch: { url in try await UpstreamFetch.get(url, pools: pools, timeout: .seconds(5)) },
+                             onKeysFailure: { [logger] why in logger.error("JWT signing keys could not be loaded", metadata: ["reason": "\(why)"]) })
         }
         let history: any HistoryStore
         switch config.history {

@@ -29,4 +29,10 @@ struct ResourceURL: Sendable, Equatable {
     }
 
     var description: String { server.canonical + target }
+
+    /// Whether what is fetched from here can be trusted to come from the server itself: over
+    /// TLS, or from this host. Signing keys over plain HTTP elsewhere can be swapped on the path.
+    func isSafeForKeys(allowPlainHTTP: Bool) -> Bool {
+        server.isTLS || allowPlainHTTP || AdvertiseAddress.isLoopback(server.host)
+    }
 }
