@@ -107,6 +107,22 @@ import Glibc
         #expect(try smg.request("GET", "/workers", headers: Self.bearer("sekrit")).status == 200)
     }
 
+    /// Configurations that leave something open, or make every inference client an admin,
+    /// say so once at start instead of running silently.
+    @Test func startUpWarnsWhenOneCredentialGuardsBothPlanesOrOnlyOneIsGuarded() async throws {
+        let apiKeyOnly = try await RouterProcess(["--api-key", "k"])
+        let controlOnly = try await RouterProcess(["--control-plane-api-keys", "ops:Ops:admin:secret"])
+        let both = try await RouterProcess(["--api-key", "k", "--control-plane-api-keys", "ops:Ops:admin:secret"])
+        func log(_ r: RouterProcess) -> String { r.process.stderr + r.process.stdout }
+        #expect(log(apiKeyOnly).contains("--api-key is the only credential"))
+        #expect(log(controlOnly).contains("inference and stored conversations and responses") && log(controlOnly).contains("is open"))
+        #expect(!log(both).contains("only credential") && !log(both).contains("is open"))
+        // The key from the environment keeps it out of `ps`.
+        let fromEnv = try await RouterProcess([], environment: ["SMG_API_KEY": "from-env"])
+        #expect(try fromEnv.request("GET", "/v1/models").status == 401)
+        #expect(try fromEnv.request("GET", "/v1/models", headers: [("authorization", "Bearer from-env")]).status != 401)
+    }
+
     @Test func refusedRequestsAreAnsweredBeforeTheirBodyIsRead() async throws {
         let smg = try await RouterProcess(["--control-plane-api-keys"] + Self.keys)
         // A 100 MB body is announced and never sent: the answer comes at once.

@@ -194,7 +194,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         if config.security.isOpen, !loopback {
             logger.warning("no authentication configured: anyone who reaches \(config.host):\(config.port) can add, change and remove workers; set --api-key or --control-plane-api-keys / --jwt-issuer")
         } else if !config.security.controlPlaneHasOwnCredentials, config.security.apiKey != nil {
-            logger.info("the control plane is guarded by --api-key (no control-plane keys or JWT issuer configured)")
+            logger.warning("--api-key is the only credential: every inference client that holds it is also an admin of the control plane (can add a worker that then receives users' prompts); give the control plane its own --control-plane-api-keys or --jwt-issuer")
+        } else if config.security.controlPlaneHasOwnCredentials, config.security.apiKey == nil {
+            let history = config.history == .none ? "" : " and stored conversations and responses (/v1/conversations, /v1/responses)"
+            logger.warning("the control plane is guarded but inference\(history) is open to anyone who reaches \(config.host):\(config.port); set --api-key to guard it too")
         }
     }
 
