@@ -59,4 +59,14 @@ public struct HealthState: Sendable, Equatable {
         consecutiveSuccesses = 0
         return true
     }
+
+    /// Without checks of its own (`enabled` false) nothing here would ever bring a worker back
+    /// from another router's verdict: the other router's "healthy", or the verdict's expiry,
+    /// does. With checks, only this router's own successes do. Returns whether it changed.
+    @discardableResult
+    public mutating func adoptHealthy() -> Bool {
+        guard !config.enabled, status == .unhealthy else { return false }
+        status = .healthy
+        return true
+    }
 }

@@ -186,6 +186,48 @@ import Glibc
         #expect(b.process.stderr.contains("seen by another router"))
     }
 
+    /// A router without health checks of its own used to keep another router's "unhealthy" for
+    /// good. It now follows that router's "healthy" too, and the verdict expires after
+    /// --cb-timeout-duration-secs if nobody says otherwise (the router that said it may be gone).
+    @Test func aPeersUnhealthyVerdictEndsOnARouterWithoutHealthChecks() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        let own: [[String]] = [["--health-check-interval-secs", "1", "--health-failure-threshold", "1", "--health-check-timeout-secs", "1"],
+                               ["--disable-health-check", "--cb-timeout-duration-secs", "6"]]
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b"].enumerated() {
+            routers.append(try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
+                                                   "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])",
+                                                   "--worker-urls", w.url] + own[i]))
+        }
+        let (a, b) = (routers[0], routers[1])
+        defer { w.process.signal(SIGCONT) }
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
+        func healthy(_ r: RouterProcess) throws -> Bool {
+            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["is_healthy"] as? Bool ?? false
+        }
+        try await eventually(timeout: .seconds(10), "a sees w healthy") { try healthy(a) && healthy(b) }
+        // Frozen, w fails a's checks; b adopts the verdict, then lets it expire on its own.
+        w.process.signal(SIGSTOP)
+        try await eventually(timeout: .seconds(6), "a sees w unhealthy") { try !healthy(a) }
+        try await eventually(timeout: .seconds(2), "b takes a's word") { try !healthy(b) }
+        let adopted = ContinuousClock.now
+        try await eventually(timeout: .seconds(6 + 4), "the verdict expires on b") { try healthy(b) }
+        #expect(ContinuousClock.now - adopted > .seconds(4), "not before its time")
+        #expect(try !healthy(a), "a still sees w down with its own checks")
+        // w comes back: a's own checks see it.
+        w.process.signal(SIGCONT)
+        try await eventually(timeout: .seconds(10), "a sees w recover") { try healthy(a) }
+        #expect(try healthy(b))
+        // And a's "healthy" reaches b when b is holding a verdict: freeze, adopt, thaw.
+        w.process.signal(SIGSTOP)
+        try await eventually(timeout: .seconds(6), "b adopts a's verdict again") { try !healthy(b) }
+        let readopted = ContinuousClock.now
+        w.process.signal(SIGCONT)
+        try await eventually(timeout: .seconds(4), "a's healthy reaches b") { try healthy(b) }
+        #expect(ContinuousClock.now - readopted < .seconds(5), "before the verdict's 6 s expiry")
+    }
+
     @Test func aRouterThatJoinsLateRoutesKnownConversationsToTheirWorkers() async throws {
         var sims: [SimWorkerProcess] = []
         for i in 0..<4 { sims.append(try await SimWorkerProcess(name: "w\(i)")) }

@@ -29,11 +29,32 @@ enum MeshBridge {
             switch store {
             case workersStore: apply(key: key, value: value, state: state)
             case healthStore:
-                guard value.map({ String(decoding: $0, as: UTF8.self) }) == "unhealthy", let w = state.registry.worker(url: key),
-                      w.adoptUnhealthy() else { return }
-                state.logger.warning("worker unhealthy (seen by another router)", metadata: ["worker": "\(key)"])
+                guard let w = state.registry.worker(url: key) else { return }
+                switch value.map({ String(decoding: $0, as: UTF8.self) }) {
+                case "unhealthy":
+                    guard w.adoptUnhealthy() else { return }
+                    state.logger.warning("worker unhealthy (seen by another router)", metadata: ["worker": "\(key)"])
+                    expireVerdict(on: w, state: state)
+                case "healthy":
+                    guard w.adoptHealthy() else { return }
+                    state.logger.info("worker healthy again (seen by another router)", metadata: ["worker": "\(key)"])
+                default: return
+                }
             case sessionsStore: SessionReplication.applied(key: key, value: value, state: state)
             default: return
+            }
+        }
+    }
+
+    /// Without health checks of its own, a router would keep another router's "unhealthy"
+    /// for good if that router died before it saw the worker recover: the verdict expires after
+    /// `--cb-timeout-duration-secs`, as an open circuit breaker would let a request try again.
+    private static func expireVerdict(on w: Worker, state: RouterState) {
+        guard !state.config.health.enabled, let loop = state.pools.loops.first else { return }
+        let adoption = w.adoptionCount
+        loop.scheduleTask(in: .milliseconds(Int64(state.config.breaker.openDurationMs))) {
+            if w.adoptHealthy(ifStill: adoption) {
+                state.logger.info("worker routed to again: another router's unhealthy verdict expired", metadata: ["worker": "\(w.url.canonical)"])
             }
         }
     }

@@ -84,7 +84,23 @@ public final class Worker: Sendable {
     /// router's own checks see it recover. Returns whether anything changed.
     func adoptUnhealthy() -> Bool {
         let changed = health.withLock { $0.adoptUnhealthy() }
-        if changed { _healthy.store(false, ordering: .relaxed) }
+        if changed {
+            _healthy.store(false, ordering: .relaxed)
+            adoptions.add(1, ordering: .relaxed)
+        }
+        return changed
+    }
+
+    /// Counts adopted verdicts, so an expiry scheduled for one does not end a later one early.
+    private let adoptions = Atomic<Int>(0)
+    var adoptionCount: Int { adoptions.load(ordering: .relaxed) }
+
+    /// Another router says the worker is back, or the verdict adopted as `adoption` expired:
+    /// only for a router without health checks of its own (`HealthState.adoptHealthy`).
+    func adoptHealthy(ifStill adoption: Int? = nil) -> Bool {
+        if let adoption, adoption != adoptionCount { return false }
+        let changed = health.withLock { $0.adoptHealthy() }
+        if changed { _healthy.store(refusal == nil, ordering: .relaxed) }
         return changed
     }
 
