@@ -147,29 +147,3 @@ import Testing
         }
     }
 }
-
-@Suite struct MemoryHistoryBoundTests {
-    @Test func theOldestGoFirstAndDeletedEntriesDoNotCount() {
-        var b = Bounded<Int>(limit: 3)
-        #expect(b.insert("a", 1).isEmpty && b.insert("b", 2).isEmpty && b.insert("c", 3).isEmpty)
-        #expect(b.insert("d", 4) == ["a"])
-        b.values["b"] = nil
-        #expect(b.insert("e", 5).isEmpty, "b was deleted: c, d, e fit")
-        #expect(b.insert("c", 30).isEmpty, "an update is not an insertion")
-        #expect(b.insert("f", 6) == ["c"] && Set(b.values.keys) == ["d", "e", "f"])
-        for i in 0..<10_000 { b.insert("k\(i)", i) }
-        #expect(b.values.count == 3 && b.values["k9999"] == 9999)
-    }
-
-    @Test func theMemoryStoreKeepsAtMostItsBound() async throws {
-        let store = MemoryHistoryStore()
-        var first: String?
-        for i in 0...MemoryHistoryStore.maxResponses {
-            let r = StoredResponse(id: "resp_\(i)", input: [], createdAt: Date(), raw: .null)
-            try await store.saveResponse(r, appendingTo: nil, items: [])
-            if first == nil { first = r.id }
-        }
-        #expect(try await store.response(first!) == nil)
-        #expect(try await store.response("resp_\(MemoryHistoryStore.maxResponses)") != nil)
-    }
-}

@@ -47,6 +47,8 @@ public struct RouterConfig: Sendable {
         case redis(RedisURL, poolSize: Int, retentionDays: Int)
     }
     public var history: History = .memory
+    /// The memory backend's bounds (`--history-memory-*`).
+    var historyMemory = HistoryLedger.Limits()
     /// Where `manual`'s routing-key assignments are also kept (`--session-store`).
     public enum SessionStore: Sendable, Equatable {
         case memory
@@ -135,7 +137,12 @@ public struct RouterConfig: Sendable {
         }
         let historyBackend = f.stringWithDefault("history-backend")
         switch historyBackend {
-        case "memory": history = .memory
+        case "memory":
+            history = .memory
+            historyMemory.responses = try Self.positive(f, "history-memory-max-responses")
+            historyMemory.items = try Self.positive(f, "history-memory-max-items")
+            historyMemory.bytes = try Self.positive(f, "history-memory-max-bytes")
+            historyMemory.retentionMs = UInt64(try Self.nonNegative(f, "history-memory-retention-secs")) * 1000
         case "none": history = .none
         case "redis":
             guard let raw = f.string("redis-url"), !raw.isEmpty else { throw ConfigError("--history-backend redis needs --redis-url redis://host:port") }

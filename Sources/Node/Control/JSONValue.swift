@@ -34,6 +34,18 @@ enum JSONValue: Equatable, Sendable {
         return out
     }
 
+    /// About how many bytes the value takes as JSON text, without rendering it: what a store
+    /// that bounds its memory counts a record as.
+    var byteEstimate: Int {
+        switch self {
+        case .null, .bool: return 5
+        case .int, .double: return 12
+        case .string(let s): return s.utf8.count + 2
+        case .array(let a): return a.reduce(2) { $0 + $1.byteEstimate + 1 }
+        case .object(let o): return o.reduce(2) { $0 + $1.key.utf8.count + 4 + $1.value.byteEstimate }
+        }
+    }
+
     /// Compact JSON text with object keys sorted.
     func render() -> String {
         var out = ""

@@ -62,6 +62,11 @@ struct ConversationItem: Sendable, Equatable {
         o["id"] = nil
         o["type"] = nil
         let status = o.removeValue(forKey: "status")?.string
+        if type == "reasoning" {
+            // Reasoning is never replayed to a worker, so its payload (summaries, encrypted
+            // content, of any size) is not stored: only that it was there.
+            return ConversationItem(id: id, type: type, role: nil, content: ["summary": []], status: status, createdAt: now)
+        }
         return ConversationItem(id: id, type: type, role: nil, content: .object(o), status: status, createdAt: now)
     }
 }
@@ -176,13 +181,17 @@ protocol ImmediateHistoryStore: HistoryStore {
 extension HistoryStore {
     /// The chain ending at `id`, root first, at most `maxDepth` responses back; nil when `id`
     /// itself is unknown. A link that expired or was deleted ends the chain there.
-    func responseChain(_ id: String, maxDepth: Int = 100) async throws -> [StoredResponse]? {
+    /// Loading also stops once the responses loaded hold `maxBytes` (a sum, not a count): a
+    /// chain of large turns costs one request a bounded load, however long it is.
+    func responseChain(_ id: String, maxDepth: Int = 100, maxBytes: Int = .max) async throws -> [StoredResponse]? {
         guard let last = try await response(id) else { return nil }
         var chain = [last]
+        var bytes = MemoryHistoryStore.bytes(of: last)
         var seen: Set<String> = [id]
-        while chain.count < maxDepth, let previous = chain.last?.previousResponseID, seen.insert(previous).inserted,
+        while chain.count < maxDepth, bytes < maxBytes, let previous = chain.last?.previousResponseID, seen.insert(previous).inserted,
               let r = try await response(previous) {
             chain.append(r)
+            bytes += MemoryHistoryStore.bytes(of: r)
         }
         return chain.reversed()
     }

@@ -1,73 +1,145 @@
 import Foundation
 import Synchronization
 
-/// `--history-backend memory`: conversations in this router's memory (gone with the process,
-/// not shared with other routers). Bounded: past `maxResponses` stored responses (or
-/// `maxConversations` conversations) the oldest go, so a router that runs for months does not
-/// grow without end; Redis, with its retention, is the store for keeping things.
+/// `--history-backend memory`: conversations and responses in this router's memory (gone with
+/// the process, not shared with other routers). Bounded as the reference gateway bounds it
+/// (`--history-memory-max-responses`, `--history-memory-max-items`,
+/// `--history-memory-retention-secs`) and, beyond it, by bytes (`--history-memory-max-bytes`),
+/// so no client can grow a router without end by storing large items: `HistoryLedger` decides
+/// what goes, oldest first; Redis, with its retention, is the store for keeping things.
 final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
-    static let maxResponses = 100_000
-    static let maxConversations = 100_000
     private struct Stored {
         var conversation: Conversation
         var items: [ConversationItem]
     }
-    private let conversations = Mutex<[String: Stored]>([:])
-    /// Creation order of conversations, for the bound.
-    private let conversationOrder = Mutex(Bounded<Bool>(limit: maxConversations))
-    private let responses = Mutex(Bounded<StoredResponse>(limit: maxResponses))
+    private struct State {
+        var conversations: [String: Stored] = [:]
+        var responses: [String: StoredResponse] = [:]
+        var ledger: HistoryLedger
+    }
+    private let state: Mutex<State>
+    private let clock: @Sendable () -> UInt64
+    /// Told what went and why, and the bytes held after (metrics).
+    private let onEvict: @Sendable (_ evicted: [(HistoryLedger.Kind, HistoryLedger.Reason)], _ bytes: Int) -> Void
+
+    init(limits: HistoryLedger.Limits = HistoryLedger.Limits(), clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) },
+         onEvict: @escaping @Sendable ([(HistoryLedger.Kind, HistoryLedger.Reason)], Int) -> Void = { _, _ in }) {
+        state = Mutex(State(ledger: HistoryLedger(limits: limits)))
+        self.clock = clock
+        self.onEvict = onEvict
+    }
+
+    /// What the store holds (tests, status).
+    var counts: (responses: Int, items: Int, conversations: Int, bytes: Int) {
+        state.withLock { s in (s.ledger.count(.responses), s.ledger.count(.items), s.ledger.count(.conversations), s.ledger.bytes) }
+    }
+
+    static func bytes(of item: ConversationItem) -> Int { item.content.byteEstimate + item.id.utf8.count + item.type.utf8.count + 96 }
+    static func bytes(of r: StoredResponse) -> Int { r.raw.byteEstimate + r.input.reduce(r.id.utf8.count + 128) { $0 + bytes(of: $1) } }
+    static func bytes(of c: Conversation) -> Int { c.metadata.reduce(c.id.utf8.count + 64) { $0 + $1.key.utf8.count + $1.value.utf8.count + 8 } }
+
+    /// Records `keys` in the ledger and applies what it says must go, under the lock.
+    private func recording(_ s: inout State, _ records: [(HistoryLedger.Key, Int)]) -> [(HistoryLedger.Kind, HistoryLedger.Reason)] {
+        let now = clock()
+        var gone: [(HistoryLedger.Key, HistoryLedger.Reason)] = []
+        for (key, size) in records { gone += s.ledger.record(key, bytes: size, nowMs: now) }
+        for (key, _) in gone {
+            switch key {
+            case .response(let id): s.responses[id] = nil
+            case .item(let conversation, let id):
+                if let i = s.conversations[conversation]?.items.firstIndex(where: { $0.id == id }) { s.conversations[conversation]!.items.remove(at: i) }
+            case .conversation(let id):
+                for item in s.conversations.removeValue(forKey: id)?.items ?? [] { s.ledger.forget(.item(conversation: id, id: item.id)) }
+            }
+        }
+        return gone.map { ($0.0.kind, $0.1) }
+    }
+
+    private func write<T>(_ body: (inout State) -> (T, [(HistoryLedger.Key, Int)])) -> T {
+        let (result, evicted, bytes) = state.withLock { s in
+            let (result, records) = body(&s)
+            let evicted = recording(&s, records)
+            return (result, evicted, s.ledger.bytes)
+        }
+        onEvict(evicted, bytes)
+        return result
+    }
 
     func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws {
         saveResponseNow(response, appendingTo: conversation, items: items)
     }
 
     func saveResponseNow(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) {
-        responses.withLock { $0.insert(response.id, response) }
-        if let conversation { _ = addItemsNow(items, to: conversation) }
+        write { s in
+            s.responses[response.id] = response
+            var records: [(HistoryLedger.Key, Int)] = [(.response(response.id), Self.bytes(of: response))]
+            if let conversation, s.conversations[conversation] != nil {
+                s.conversations[conversation]!.items += items
+                records += items.map { (.item(conversation: conversation, id: $0.id), Self.bytes(of: $0)) }
+            }
+            return ((), records)
+        }
     }
 
-    func response(_ id: String) async throws -> StoredResponse? { responses.withLock { $0.values[id] } }
+    func response(_ id: String) async throws -> StoredResponse? { state.withLock { $0.responses[id] } }
 
-    func deleteResponse(_ id: String) async throws -> Bool { responses.withLock { $0.values.removeValue(forKey: id) != nil } }
+    func deleteResponse(_ id: String) async throws -> Bool {
+        state.withLock { s in
+            s.ledger.forget(.response(id))
+            return s.responses.removeValue(forKey: id) != nil
+        }
+    }
 
     func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
         let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
-        conversations.withLock { $0[c.id] = Stored(conversation: c, items: items) }
-        let evicted = conversationOrder.withLock { $0.insert(c.id, true) }
-        if !evicted.isEmpty { conversations.withLock { all in for id in evicted { all[id] = nil } } }
-        return c
+        return write { s in
+            s.conversations[c.id] = Stored(conversation: c, items: items)
+            return (c, [(.conversation(c.id), Self.bytes(of: c))] + items.map { (.item(conversation: c.id, id: $0.id), Self.bytes(of: $0)) })
+        }
     }
 
-    func conversation(_ id: String) async throws -> Conversation? { conversations.withLock { $0[id]?.conversation } }
+    /// A read keeps a conversation as long as a write would (retention counts from last use).
+    private func used(_ id: String) {
+        let now = clock()
+        state.withLock { $0.ledger.touch(.conversation(id), nowMs: now) }
+    }
+
+    func conversation(_ id: String) async throws -> Conversation? {
+        used(id)
+        return state.withLock { $0.conversations[id]?.conversation }
+    }
 
     func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? {
-        conversations.withLock { all in
-            guard all[id] != nil else { return nil }
-            all[id]!.conversation.metadata = metadata
-            return all[id]!.conversation
+        write { s in
+            guard s.conversations[id] != nil else { return (nil, []) }
+            s.conversations[id]!.conversation.metadata = metadata
+            let c = s.conversations[id]!.conversation
+            return (c, [(.conversation(id), Self.bytes(of: c))])
         }
     }
 
     func deleteConversation(_ id: String) async throws -> Bool {
-        conversationOrder.withLock { $0.values[id] = nil }
-        return conversations.withLock { $0.removeValue(forKey: id) != nil }
+        state.withLock { s in
+            guard let stored = s.conversations.removeValue(forKey: id) else { return false }
+            s.ledger.forget(.conversation(id))
+            for item in stored.items { s.ledger.forget(.item(conversation: id, id: item.id)) }
+            return true
+        }
     }
 
     func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? {
-        addItemsNow(items, to: conversation)
-    }
-
-    private func addItemsNow(_ items: [ConversationItem], to conversation: String) -> [ConversationItem]? {
-        conversations.withLock { all in
-            guard all[conversation] != nil else { return nil }
-            all[conversation]!.items += items
-            return items
+        write { s in
+            guard s.conversations[conversation] != nil else { return (nil, []) }
+            s.conversations[conversation]!.items += items
+            return (items, [(.conversation(conversation), Self.bytes(of: s.conversations[conversation]!.conversation))]
+                + items.map { (.item(conversation: conversation, id: $0.id), Self.bytes(of: $0)) })
         }
     }
 
     func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? {
-        conversations.withLock { all in
-            guard let stored = all[conversation] else { return nil }
+        used(conversation)
+        return state.withLock { s in
+            guard let stored = s.conversations[conversation] else { return nil }
             var list = ascending ? stored.items : stored.items.reversed()
             if let after, let i = list.firstIndex(where: { $0.id == after }) { list = Array(list[(i + 1)...]) }
             return (Array(list.prefix(limit)), list.count > limit)
@@ -75,13 +147,14 @@ final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
     }
 
     func item(_ id: String, of conversation: String) async throws -> ConversationItem? {
-        conversations.withLock { $0[conversation]?.items.first { $0.id == id } }
+        state.withLock { $0.conversations[conversation]?.items.first { $0.id == id } }
     }
 
     func deleteItem(_ id: String, of conversation: String) async throws -> Bool {
-        conversations.withLock { all in
-            guard let i = all[conversation]?.items.firstIndex(where: { $0.id == id }) else { return false }
-            all[conversation]!.items.remove(at: i)
+        state.withLock { s in
+            guard let i = s.conversations[conversation]?.items.firstIndex(where: { $0.id == id }) else { return false }
+            s.conversations[conversation]!.items.remove(at: i)
+            s.ledger.forget(.item(conversation: conversation, id: id))
             return true
         }
     }
@@ -103,36 +176,4 @@ final class NoHistoryStore: HistoryStore, ImmediateHistoryStore {
     func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws {}
     func response(_ id: String) async throws -> StoredResponse? { nil }
     func deleteResponse(_ id: String) async throws -> Bool { false }
-}
-
-/// A dictionary that keeps at most `limit` entries, dropping the oldest inserted first.
-struct Bounded<Value> {
-    let limit: Int
-    var values: [String: Value] = [:]
-    private var order: [String] = []
-    private var head = 0
-
-    init(limit: Int) { self.limit = max(1, limit) }
-
-    /// Inserts, and returns the keys that had to go.
-    @discardableResult
-    mutating func insert(_ key: String, _ value: Value) -> [String] {
-        if values.updateValue(value, forKey: key) == nil { order.append(key) }
-        var evicted: [String] = []
-        while values.count > limit, head < order.count {
-            let old = order[head]
-            head += 1
-            if values.removeValue(forKey: old) != nil { evicted.append(old) }
-        }
-        // Entries deleted by hand stay in `order` until reached; compact once half is dead.
-        if head > 1024, head * 2 > order.count {
-            order.removeFirst(head)
-            head = 0
-        }
-        if order.count - head > limit * 2 {
-            order = order[head...].filter { values[$0] != nil }
-            head = 0
-        }
-        return evicted
-    }
 }

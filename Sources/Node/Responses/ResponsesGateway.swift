@@ -15,8 +15,11 @@ enum ResponsesGateway {
         let createdAt: Date
     }
 
-    /// History a turn replays: the most recent this many items (OpenAI's chain limit).
+    /// History a turn replays: the most recent this many items (OpenAI's chain limit)...
     static let maxHistoryItems = 100
+    /// ...holding at most this many bytes, the newest first: a chain of large turns is cut
+    /// where its size passes this, as a long one is cut at `maxHistoryItems`.
+    static let maxHistoryBytes = 16 << 20
 
     /// Builds the plan for a turn; `done` runs on `loop`, at once when the turn has no history
     /// to load, after the store answered otherwise.
@@ -72,18 +75,30 @@ enum ResponsesGateway {
     /// The items the turn continues from, oldest first, at most `maxHistoryItems`.
     static func history(for request: ResponsesRequest, store: any HistoryStore) async throws -> [ConversationItem] {
         if let previous = request.previousResponseID {
-            guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems) else {
+            guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems, maxBytes: maxHistoryBytes) else {
                 throw APIError.badRequest("previous_response_not_found", "previous response '\(previous.prefix(128))' was not found (never stored, deleted or expired)")
             }
-            return Array(chain.flatMap { $0.input + $0.output }.suffix(maxHistoryItems))
+            return newest(chain.flatMap { $0.input + $0.output })
         }
         if let conversation = request.conversationID {
             guard let page = try await store.items(of: conversation, limit: maxHistoryItems, ascending: false, after: nil) else {
                 throw APIError(.notFound, type: "not_found_error", code: "conversation_not_found", "no conversation \(conversation.prefix(128))")
             }
-            return page.items.reversed()
+            return newest(page.items.reversed())
         }
         return []
+    }
+
+    /// The most recent items, oldest first, within `maxHistoryItems` and `maxHistoryBytes`.
+    static func newest(_ items: [ConversationItem]) -> [ConversationItem] {
+        var bytes = 0
+        var kept = 0
+        for item in items.reversed().prefix(maxHistoryItems) {
+            bytes += MemoryHistoryStore.bytes(of: item)
+            guard bytes <= maxHistoryBytes else { break }
+            kept += 1
+        }
+        return Array(items.suffix(kept))
     }
 
     /// The chat completion plan for a turn: the translated body to `/v1/chat/completions`,
