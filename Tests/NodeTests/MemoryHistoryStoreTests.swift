@@ -101,4 +101,13 @@ import Testing
         let reasoning = try ConversationItem.parse(huge, now: Date())
         #expect(reasoning.type == "reasoning" && MemoryHistoryStore.bytes(of: reasoning) < 300, "\(reasoning.content.render().prefix(200))")
     }
+
+    /// Writes waiting for storage to come back are bounded by bytes as well as by count.
+    @Test func deferredWritesAreBoundedByCountAndBytes() {
+        let d = DeferredWrites(limit: 3, byteLimit: 100)
+        #expect(d.begin(bytes: 60) && !d.begin(bytes: 50) && d.begin(bytes: 40))
+        #expect(d.count == 2 && d.bytes == 100)
+        d.end(bytes: 60)
+        #expect(d.begin(bytes: 10) && d.begin(bytes: 10) && !d.begin(bytes: 1), "three at most")
+    }
 }

@@ -213,12 +213,13 @@ final class ResponsesClient: ExchangeClient {
             guard outcome != "ok" else { return "stored" }
             // Storage is down: the answer goes out now, and the write is tried again in the
             // background, so a Redis restart costs no turn of the conversation.
-            guard outcome == "unavailable", deferred.begin() else {
+            let size = MemoryHistoryStore.bytes(of: stored) + items.reduce(0) { $0 + MemoryHistoryStore.bytes(of: $1) }
+            guard outcome == "unavailable", deferred.begin(bytes: size) else {
                 logger.warning("response not stored", metadata: ["response_id": "\(id)"])
                 return "failed"
             }
             Task {
-                defer { deferred.end() }
+                defer { deferred.end(bytes: size) }
                 for delay in ResponsesClient.retryDelays {
                     try? await Task.sleep(for: delay)
                     do {
@@ -240,22 +241,28 @@ final class ResponsesClient: ExchangeClient {
     static let retryDelays: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(14)]
 }
 
-/// Writes of responses waiting for storage to come back, bounded: past the limit a failed write
-/// is given up at once (and counted), so a long outage cannot pile up memory.
+/// Writes of responses waiting for storage to come back, bounded by count and by bytes: past
+/// either a failed write is given up at once (and counted), so a long outage cannot pile up
+/// memory, however large the answers.
 final class DeferredWrites: Sendable {
     let limit: Int
-    private let pending = Atomic<Int>(0)
-    init(limit: Int) { self.limit = limit }
+    let byteLimit: Int
+    private let pending = Mutex<(count: Int, bytes: Int)>((0, 0))
+    init(limit: Int, byteLimit: Int = 64 << 20) {
+        self.limit = limit
+        self.byteLimit = byteLimit
+    }
 
-    /// Takes a slot; false when all are taken.
-    func begin() -> Bool {
-        while true {
-            let n = pending.load(ordering: .relaxed)
-            guard n < limit else { return false }
-            if pending.compareExchange(expected: n, desired: n + 1, ordering: .relaxed).exchanged { return true }
+    /// Takes a slot for a write of `bytes`; false when the count or the bytes would pass a bound.
+    func begin(bytes: Int) -> Bool {
+        pending.withLock { p in
+            guard p.count < limit, p.bytes + bytes <= byteLimit else { return false }
+            p = (p.count + 1, p.bytes + bytes)
+            return true
         }
     }
 
-    func end() { pending.subtract(1, ordering: .relaxed) }
-    var count: Int { pending.load(ordering: .relaxed) }
+    func end(bytes: Int) { pending.withLock { $0 = ($0.count - 1, $0.bytes - bytes) } }
+    var count: Int { pending.withLock { $0.count } }
+    var bytes: Int { pending.withLock { $0.bytes } }
 }
