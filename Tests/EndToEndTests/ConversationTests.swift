@@ -91,6 +91,39 @@ final class RedisProcess: @unchecked Sendable {
         #expect(gone.status == 404 && gone.errorCode == "conversation_not_found")
     }
 
+    /// Item keys are global in the reference's schema (`item:{id}`): naming another
+    /// conversation's item id used to overwrite it, and deleting it through any conversation
+    /// deleted it while answering 404; deleting a conversation left its items, and the items
+    /// index never expired. Now no request touches an item of a conversation it did not name.
+    @Test func inRedisNoConversationTouchesAnotherConversationsItems() async throws {
+        let redis = try await RedisProcess()
+        let smg = try await RouterProcess(["--history-backend", "redis", "--redis-url", redis.url, "--redis-retention-days", "7"])
+        func create(_ body: String) throws -> String { try smg.request("POST", "/v1/conversations", body: body).json()["id"] as? String ?? "" }
+        let victim = try create(#"{"items":[{"type":"message","role":"user","content":"secret"}]}"#)
+        let victimItem = ((try smg.request("GET", "/v1/conversations/\(victim)/items").json()["data"] as? [[String: Any]])?.first?["id"] as? String) ?? ""
+        let attacker = try create(#"{}"#)
+        // Adding an item under the victim's item id: stored under a fresh id, the victim's untouched.
+        let added = try smg.request("POST", "/v1/conversations/\(attacker)/items",
+                                    body: #"{"items":[{"id":"\#(victimItem)","type":"message","role":"user","content":"overwritten"}]}"#)
+        #expect(added.status == 200)
+        let addedID = ((try added.json()["data"] as? [[String: Any]])?.first?["id"] as? String) ?? ""
+        #expect(addedID != victimItem && !addedID.isEmpty)
+        #expect(try redis.cli("HGET", "item:\(victimItem)", "content").first?.contains("secret") == true)
+        // Deleting it through the other conversation: 404, and it stays.
+        #expect(try smg.request("DELETE", "/v1/conversations/\(attacker)/items/\(victimItem)").status == 404)
+        #expect(try smg.request("GET", "/v1/conversations/\(victim)/items/\(victimItem)").status == 200)
+        #expect(try smg.request("GET", "/v1/conversations/\(attacker)/items/\(victimItem)").status == 404)
+        // Its own id again, in its own conversation, is an update of its own item.
+        let again = try smg.request("POST", "/v1/conversations/\(victim)/items",
+                                    body: #"{"items":[{"id":"\#(victimItem)","type":"message","role":"user","content":"edited"}]}"#)
+        #expect(((try again.json()["data"] as? [[String: Any]])?.first?["id"] as? String) == victimItem)
+        // The index expires with the retention; a deleted conversation takes its items.
+        #expect((Int(try redis.cli("TTL", "conversation:\(victim):items").first ?? "") ?? -1) > 6 * 86_400)
+        #expect(try smg.request("DELETE", "/v1/conversations/\(victim)").status == 200)
+        #expect(try redis.cli("EXISTS", "item:\(victimItem)") == ["0"])
+        #expect(try redis.cli("EXISTS", "item:\(addedID)") == ["1"], "the other conversation's item stays")
+    }
+
     @Test func redisDownMeansHistory503AndChatStillServedAndItRecovers() async throws {
         let redis = try await RedisProcess()
         let w = try await SimWorkerProcess(name: "w")

@@ -23,6 +23,9 @@ struct ConversationItem: Sendable, Equatable {
     var content: JSONValue
     var status: String?
     var createdAt: Date
+    /// The id came with the request (not made here): a store checks it names no item of
+    /// another conversation before writing under it.
+    var idFromClient = false
 
     /// The OpenAI item object.
     var json: JSONValue {
@@ -46,7 +49,8 @@ struct ConversationItem: Sendable, Equatable {
         guard ["message", "function_call", "function_call_output", "reasoning"].contains(type) else {
             throw HistoryInputError("item type '\(type)' is not supported; use message, function_call, function_call_output or reasoning")
         }
-        let id = o["id"]?.string.flatMap { HistoryIDs.isValid($0) ? $0 : nil } ?? HistoryIDs.make(type == "message" ? "msg" : (type == "reasoning" ? "rs" : "fc"))
+        let given = o["id"]?.string.flatMap { HistoryIDs.isValid($0) ? $0 : nil }
+        let id = given ?? HistoryIDs.make(type == "message" ? "msg" : (type == "reasoning" ? "rs" : "fc"))
         if type == "message" {
             guard let role = o["role"]?.string, ["user", "assistant", "system", "developer"].contains(role) else {
                 throw HistoryInputError("a message item needs a role: user, assistant, system or developer")
@@ -57,7 +61,8 @@ struct ConversationItem: Sendable, Equatable {
             case .array(let parts)?: content = .array(parts)
             default: throw HistoryInputError("a message item needs content: a string or an array of parts")
             }
-            return ConversationItem(id: id, type: type, role: role, content: content, status: o["status"]?.string ?? "completed", createdAt: now)
+            return ConversationItem(id: id, type: type, role: role, content: content, status: o["status"]?.string ?? "completed", createdAt: now,
+                                    idFromClient: given != nil)
         }
         o["id"] = nil
         o["type"] = nil
@@ -65,9 +70,9 @@ struct ConversationItem: Sendable, Equatable {
         if type == "reasoning" {
             // Reasoning is never replayed to a worker, so its payload (summaries, encrypted
             // content, of any size) is not stored: only that it was there.
-            return ConversationItem(id: id, type: type, role: nil, content: ["summary": []], status: status, createdAt: now)
+            return ConversationItem(id: id, type: type, role: nil, content: ["summary": []], status: status, createdAt: now, idFromClient: given != nil)
         }
-        return ConversationItem(id: id, type: type, role: nil, content: .object(o), status: status, createdAt: now)
+        return ConversationItem(id: id, type: type, role: nil, content: .object(o), status: status, createdAt: now, idFromClient: given != nil)
     }
 }
 

@@ -45,6 +45,27 @@ final class RedisHistoryStore: HistoryStore {
 
     private func expire(_ key: String) -> [[String]] { retention.map { [["EXPIRE", key, String($0)]] } ?? [] }
 
+    /// Item hashes are keyed by item id alone (the reference's `item:{id}`), so an id a client
+    /// brings must not name an item of another conversation: that item would be overwritten
+    /// (and listed in two conversations). Such an item is stored under a fresh id instead.
+    /// (Two requests that bring the same new id at the same moment can still race.)
+    private func claimingIDs(_ items: [ConversationItem], conversation: String) async throws -> [ConversationItem] {
+        let given = items.indices.filter { items[$0].idFromClient }
+        guard !given.isEmpty else { return items }
+        let replies = try await call {
+            try await redis.batch(given.flatMap { i in
+                [["EXISTS", Self.itemKey(items[i].id)].map { Array($0.utf8) }, ["ZSCORE", Self.itemsKey(conversation), items[i].id].map { Array($0.utf8) }]
+            })
+        }
+        var out = items
+        for (k, i) in given.enumerated() where replies[2 * k].int == 1 && replies[2 * k + 1] == .null {
+            out[i] = ConversationItem(id: HistoryIDs.make(out[i].type == "message" ? "msg" : (out[i].type == "reasoning" ? "rs" : "fc")),
+                                      responseID: out[i].responseID, type: out[i].type, role: out[i].role, content: out[i].content,
+                                      status: out[i].status, createdAt: out[i].createdAt)
+        }
+        return out
+    }
+
     private func writeItems(_ items: [ConversationItem], conversation: String) -> [[String]] {
         var commands: [[String]] = []
         for item in items {
@@ -57,6 +78,7 @@ final class RedisHistoryStore: HistoryStore {
             commands += expire(Self.itemKey(item.id))
             commands.append(["ZADD", Self.itemsKey(conversation), String(Int(item.createdAt.timeIntervalSince1970 * 1000)), item.id])
         }
+        if !items.isEmpty { commands += expire(Self.itemsKey(conversation)) }
         return commands
     }
 
@@ -65,7 +87,7 @@ final class RedisHistoryStore: HistoryStore {
         var commands: [[String]] = [["HSET", Self.conversationKey(c.id), "id", c.id, "created_at", Self.rfc3339.format(c.createdAt),
                                      "metadata", JSONValue(metadata).render()]]
         commands += expire(Self.conversationKey(c.id))
-        commands += writeItems(items, conversation: c.id)
+        commands += writeItems(try await claimingIDs(items, conversation: c.id), conversation: c.id)
         _ = try await call { try await redis.transaction(commands) }
         return c
     }
@@ -85,15 +107,20 @@ final class RedisHistoryStore: HistoryStore {
         return c
     }
 
+    /// The conversation, its index and every item it lists go together.
     func deleteConversation(_ id: String) async throws -> Bool {
-        let replies = try await call { try await redis.transaction([["DEL", Self.conversationKey(id)], ["DEL", Self.itemsKey(id)]]) }
+        let items = try await call { try await redis.send(["ZRANGE", Self.itemsKey(id), "0", "-1"]) }.array?.compactMap(\.text) ?? []
+        let replies = try await call {
+            try await redis.transaction([["DEL", Self.conversationKey(id)], ["DEL", Self.itemsKey(id)]] + items.map { ["DEL", Self.itemKey($0)] })
+        }
         return (replies.first?.int ?? 0) > 0
     }
 
     func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? {
         guard try await call({ try await redis.send(["EXISTS", Self.conversationKey(conversation)]) }).int == 1 else { return nil }
-        _ = try await call { try await redis.transaction(writeItems(items, conversation: conversation)) }
-        return items
+        let stored = try await claimingIDs(items, conversation: conversation)
+        _ = try await call { try await redis.transaction(writeItems(stored, conversation: conversation)) }
+        return stored
     }
 
     func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? {
@@ -117,9 +144,12 @@ final class RedisHistoryStore: HistoryStore {
         return try await load([id]).first
     }
 
+    /// Only an item the conversation lists is deleted: an id of another conversation's item
+    /// is a 404 and that item stays.
     func deleteItem(_ id: String, of conversation: String) async throws -> Bool {
-        let replies = try await call { try await redis.transaction([["ZREM", Self.itemsKey(conversation), id], ["DEL", Self.itemKey(id)]]) }
-        return (replies.first?.int ?? 0) > 0
+        guard try await call({ try await redis.send(["ZREM", Self.itemsKey(conversation), id]) }).int == 1 else { return false }
+        _ = try await call { try await redis.send(["DEL", Self.itemKey(id)]) }
+        return true
     }
 
     func saveResponse(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) async throws {
@@ -134,7 +164,7 @@ final class RedisHistoryStore: HistoryStore {
             commands.append(["ZADD", Self.safetyKey(s), String(Int(response.createdAt.timeIntervalSince1970 * 1000)), response.id])
             commands += expire(Self.safetyKey(s))
         }
-        if let conversation { commands += writeItems(items, conversation: conversation) }
+        if let conversation { commands += writeItems(try await claimingIDs(items, conversation: conversation), conversation: conversation) }
         _ = try await call { try await redis.transaction(commands) }
     }
 

@@ -64,7 +64,10 @@ public final class RedisClient: Sendable {
         let (channel, index) = try await connection()
         defer { done(index, channel) }
         let promise = channel.eventLoop.makePromise(of: [RedisValue].self)
-        let timeout = channel.eventLoop.scheduleTask(in: commandTimeout) {
+        // A large write gets the time to cross the network too (at a slow 8 MB/s): a big item
+        // must not time out, which closes the pooled connection other callers' commands are on.
+        let bytes = commands.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
+        let timeout = channel.eventLoop.scheduleTask(in: commandTimeout + .microseconds(Int64(bytes) / 8)) {
             // The reply may still come, but could no longer be matched: drop the connection.
             promise.fail(RedisError.timedOut)
             channel.close(promise: nil)
