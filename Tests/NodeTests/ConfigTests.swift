@@ -174,12 +174,18 @@ import Testing
         // Keys over plain HTTP: from this host, or when allowed by name.
         #expect(try load(["--jwt-issuer", "http://localhost:8080/realms/x", "--jwt-audience", "x"]).security.jwt != nil)
         #expect(try load(["--jwt-issuer", "http://idp.example", "--jwt-audience", "x", "--jwt-allow-http"]).security.jwt?.allowPlainHTTP == true)
+        // Tenant keys: repeatable, a key may hold colons; the header only when trusted.
+        let tenants = try load(["--tenant-api-key", "a:k1", "--tenant-api-key", "b:k:2", "--trust-tenant-header", "--tenant-header-name", "X-Org"]).security
+        #expect(tenants.tenantKeys.map(\.tenant) == ["a", "b"] && tenants.tenantKeys[1].key == "k:2" && tenants.tenantHeader == "x-org")
+        #expect(try load(["--tenant-api-key", "a:k1"]).security.tenantHeader == nil)
         for (args, flag) in [(["--control-plane-api-keys", "a:b:root:k"], "root"), (["--control-plane-api-keys", "a:b:admin"], "id:name:role:key"),
                              (["--control-plane-api-keys", "a:b:admin:k", "a:c:user:j"], "twice"),
                              (["--jwt-issuer", "http://idp"], "--jwt-audience"), (["--jwt-audience", "x"], "--jwt-issuer"),
                              (["--jwt-issuer", "http://idp", "--jwt-audience", "x", "--jwt-role-mapping", "Admin"], "--jwt-role-mapping"),
                              (["--api-key", "a\r\nX-Injected: 1"], "--api-key"),
                              (["--jwt-issuer", "http://idp.example", "--jwt-audience", "x"], "--jwt-allow-http"),
+                             (["--tenant-api-key", "nokey"], "TENANT_ID:KEY"), (["--tenant-api-key", "a:b:c"], "loaded"),
+                             (["--tenant-api-key", "a:k", "b:k"], "given twice"), (["--api-key", "k", "--tenant-api-key", "a:k"], "given twice"),
                              (["--jwt-issuer", "https://idp.example", "--jwt-audience", "x", "--jwt-jwks-uri", "http://198.18.0.9/keys"], "--jwt-allow-http")] {
             let message = failure(args) ?? "loaded"
             #expect(message.contains(flag), "\(args): \(message)")

@@ -49,13 +49,13 @@ import Testing
         let evictions = Mutex<[String]>([])
         let store = MemoryHistoryStore(limits: .init(responses: 10, items: 3, conversations: 2, bytes: 1 << 30, retentionMs: 0),
                                        onEvict: { gone, _ in evictions.withLock { $0 += gone.map { "\($0.0)/\($0.1.rawValue)" } } })
-        let a = try await store.createConversation(metadata: [:], items: [Self.item("a0"), Self.item("a1")])
+        let a = try await store.createConversation(metadata: [:], items: [Self.item("a0"), Self.item("a1")], tenant: nil)
         _ = try await store.addItems([Self.item("a2"), Self.item("a3")], to: a.id)
         let listed = try #require(try await store.items(of: a.id, limit: 10, ascending: true, after: nil))
         #expect(listed.items.map(\.id) == ["a1", "a2", "a3"], "the oldest item left the conversation")
-        let b = try await store.createConversation(metadata: [:], items: [Self.item("b0")])
+        let b = try await store.createConversation(metadata: [:], items: [Self.item("b0")], tenant: nil)
         _ = try await store.conversation(a.id)  // a used: b is now the least recently used
-        _ = try await store.createConversation(metadata: [:], items: [])
+        _ = try await store.createConversation(metadata: [:], items: [], tenant: nil)
         #expect(try await store.conversation(b.id) == nil && store.counts.conversations == 2)
         #expect(try await store.conversation(a.id) != nil)
         #expect(store.counts.items == 2, "b took its item; a lost one more to the item bound: \(store.counts)")
@@ -74,7 +74,7 @@ import Testing
         let newest = try await store.response("resp_99"), oldest = try await store.response("resp_0")
         #expect(newest != nil && oldest == nil)
         now.withLock { $0 += 61_000 }
-        let c = try await store.createConversation(metadata: [:], items: [])
+        let c = try await store.createConversation(metadata: [:], items: [], tenant: nil)
         #expect(store.counts.responses == 0 && store.counts.conversations == 1, "the responses expired at the next write: \(store.counts)")
         #expect(try await store.conversation(c.id) != nil)
     }

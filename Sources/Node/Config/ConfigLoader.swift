@@ -76,7 +76,7 @@ public enum ConfigLoader {
     /// `--flag value`, `--flag=value`, bare booleans, lists up to the next `--flag`.
     static func parseCommandLine(_ args: [String]) throws(ConfigError) -> [(String, FlagValue)] {
         var out: [(String, FlagValue)] = []
-        var prefills: [String: [String]] = [:]
+        var repeated: [String: [String]] = [:]
         var i = 0
         while i < args.count {
             let arg = args[i]
@@ -111,8 +111,14 @@ public enum ConfigLoader {
             }
             if spec.kind == .urlWithOptionalPort {
                 guard (1...2).contains(raw.count) else { throw ConfigError("flag --\(name) takes URL [BOOTSTRAP_PORT|none], got \(raw.count) values") }
-                prefills[name, default: []].append(raw.joined(separator: " "))
-                out.append((name, .list(prefills[name]!)))
+                repeated[name, default: []].append(raw.joined(separator: " "))
+                out.append((name, .list(repeated[name]!)))
+                continue
+            }
+            if spec.kind == .list {
+                // A list flag given again adds to it (`--tenant-api-key a:k1 --tenant-api-key b:k2`).
+                repeated[name, default: []] += raw
+                out.append((name, .list(repeated[name]!)))
                 continue
             }
             out.append((name, try convert(spec, raw: raw, origin: "flag --\(name)")))

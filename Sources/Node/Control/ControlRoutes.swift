@@ -20,7 +20,7 @@ extension ControlResponse {
 /// inference pipeline. Each answers through `done` on the connection's event loop (the
 /// fan-outs after their workers answered); a failure is thrown or passed as an `APIError`.
 enum ControlRoutes {
-    static func answer(_ route: Route, head: HTTPRequestHead, body: ByteBuffer, state: RouterState, pool: UpstreamPool,
+    static func answer(_ route: Route, head: HTTPRequestHead, body: ByteBuffer, tenant: String? = nil, state: RouterState, pool: UpstreamPool,
                        _ done: @escaping (Result<ControlResponse, APIError>) -> Void) {
         let target = RequestTarget(head.uri)
         switch route {
@@ -47,12 +47,12 @@ enum ControlRoutes {
             // Storage is async (Redis): answered from a task, handed back on this connection's loop.
             let (store, metrics, method, uri) = (state.history, state.metrics, head.method, head.uri)
             OffLoop.run(on: pool.loop, {
-                await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store, metrics: metrics)
+                await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store, tenant: tenant, metrics: metrics)
             }, then: done)
         case .responses(let path):
             let (store, metrics, method, uri) = (state.history, state.metrics, head.method, head.uri)
             OffLoop.run(on: pool.loop, {
-                await ResponsesRoutes.answer(path, method: method, target: RequestTarget(uri), store: store, metrics: metrics)
+                await ResponsesRoutes.answer(path, method: method, target: RequestTarget(uri), store: store, tenant: tenant, metrics: metrics)
             }, then: done)
         case .notFound, .inference, .proxyToAnyWorker:
             done(.failure(.routeNotFound(head.method, String(target.path))))

@@ -35,6 +35,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         var readingBody = true
         /// A JWT is being verified: the request is dispatched when it is accepted.
         var awaitingAuth = false
+        /// Whose stored history this request reads and writes (`Tenancy`).
+        var tenant: String?
         var status = 200
     }
     private var request: Request?
@@ -122,6 +124,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         switch state.access.decide(access, headers: head.headers) {
         case .allowed(let principal):
             if let principal, case .control(let role) = access { state.audit.allowed(principal, needs: role, head: head, requestID: request!.requestID) }
+            if case .inference = access { request?.tenant = Tenancy.of(principal, headers: head.headers, settings: state.config.security) }
         case .denied(let error, let principal):
             if case .control = access { state.audit.denied(principal, error: error, head: head, requestID: request!.requestID) }
             return refuse(error)
@@ -202,7 +205,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         case .responses(.create):
             let number = requestNumber
             let loop = pool.loop
-            ResponsesGateway.prepare(head: request.head, body: body, requestID: request.requestID, state: state, loop: loop) { [self] prepared in
+            ResponsesGateway.prepare(head: request.head, body: body, requestID: request.requestID, tenant: request.tenant, state: state, loop: loop) { [self] prepared in
                 guard self.requestNumber == number, self.request != nil else { return }
                 switch prepared {
                 case .success(let (plan, turn)):
@@ -215,7 +218,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             return
         default:
             let number = requestNumber
-            ControlRoutes.answer(request.route, head: request.head, body: body, state: state, pool: pool) { [self] result in
+            ControlRoutes.answer(request.route, head: request.head, body: body, tenant: request.tenant, state: state, pool: pool) { [self] result in
                 guard self.requestNumber == number, self.request != nil else { return }
                 switch result {
                 case .success(let r): self.respond(r.status, body: r.body, contentType: r.contentType, extra: r.headers)

@@ -26,12 +26,13 @@ enum ConversationRoutes {
     static let maxItemsPerRequest = 20
     static let maxMetadataKeys = 16
 
-    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore,
+    /// `tenant`: the caller's (`Tenancy`): another tenant's conversation is not found.
+    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore, tenant: String? = nil,
                        metrics: RouterMetrics? = nil) async -> Result<ControlResponse, APIError> {
         let started = ContinuousClock.now
         let result: Result<ControlResponse, APIError>
         do {
-            result = .success(try await route(path, method: method, target: target, body: body, store: store))
+            result = .success(try await route(path, method: method, target: target, body: body, store: store, tenant: tenant))
         } catch {
             result = .failure(.history(error))
         }
@@ -53,17 +54,23 @@ enum ConversationRoutes {
         }
     }
 
-    private static func route(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore) async throws -> ControlResponse {
+    private static func route(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore,
+                              tenant: String?) async throws -> ControlResponse {
         let now = Date()
+        // Every route under a conversation first finds it, as this caller may see it.
+        switch path {
+        case .conversation(let id), .items(let id), .item(let id, _):
+            let conversation = try await existing(id, store, tenant: tenant)
+            if case (.conversation, .GET) = (path, method) { return ControlResponse(json: conversation.json) }
+        case .create: break
+        }
         switch (path, method) {
         case (.create, .POST):
             let request = try object(body, allowEmpty: true)
             let metadata = try Self.metadata(request["metadata"])
             let items = try Self.items(request["items"], now: now)
-            let c = try await store.createConversation(metadata: metadata, items: items)
+            let c = try await store.createConversation(metadata: metadata, items: items, tenant: tenant)
             return ControlResponse(json: c.json)
-        case (.conversation(let id), .GET):
-            return ControlResponse(json: try await existing(id, store).json)
         case (.conversation(let id), .POST):
             let request = try object(body, allowEmpty: false)
             guard let c = try await store.updateConversation(try HistoryIDs.checked(id), metadata: try Self.metadata(request["metadata"])) else { throw notFound(id) }
@@ -86,7 +93,7 @@ enum ConversationRoutes {
             return ControlResponse(json: item.json)
         case (.item(let id, let itemID), .DELETE):
             guard try await store.deleteItem(itemID, of: try HistoryIDs.checked(id)) else { throw itemNotFound(itemID) }
-            return ControlResponse(json: try await existing(id, store).json)
+            return ControlResponse(json: try await existing(id, store, tenant: tenant).json)
         default:
             throw APIError.methodNotAllowed(method, String(target.path))
         }
@@ -98,8 +105,8 @@ enum ConversationRoutes {
          "has_more": .bool(hasMore)]
     }
 
-    private static func existing(_ id: String, _ store: any HistoryStore) async throws -> Conversation {
-        guard let c = try await store.conversation(try HistoryIDs.checked(id)) else { throw notFound(id) }
+    private static func existing(_ id: String, _ store: any HistoryStore, tenant: String?) async throws -> Conversation {
+        guard let c = try await store.conversation(try HistoryIDs.checked(id)), c.isVisible(to: tenant) else { throw notFound(id) }
         return c
     }
 

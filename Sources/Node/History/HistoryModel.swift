@@ -6,6 +6,8 @@ struct Conversation: Sendable, Equatable {
     let createdAt: Date
     /// Up to 16 string keys (OpenAI's limits); empty when none.
     var metadata: [String: String]
+    /// The tenant that created it; nil: made without one, readable by every caller.
+    var tenant: String? = nil
 
     var json: JSONValue {
         ["id": .string(id), "object": "conversation", "created_at": .int(Int(createdAt.timeIntervalSince1970)), "metadata": JSONValue(metadata)]
@@ -150,6 +152,8 @@ struct StoredResponse: Sendable, Equatable {
     var model: String?
     /// The `response` object as the client received it.
     var raw: JSONValue
+    /// The tenant that made it; nil: made without one, readable by every caller.
+    var tenant: String? = nil
 
     /// The output items of `raw`, as items a later turn replays.
     var output: [ConversationItem] {
@@ -159,7 +163,8 @@ struct StoredResponse: Sendable, Equatable {
 
 /// Where conversations live (`--history-backend`).
 protocol HistoryStore: Sendable {
-    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation
+    /// `tenant`: who owns it (`Tenancy`); nil for a conversation every caller may read.
+    func createConversation(metadata: [String: String], items: [ConversationItem], tenant: String?) async throws -> Conversation
     func conversation(_ id: String) async throws -> Conversation?
     func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation?
     func deleteConversation(_ id: String) async throws -> Bool
@@ -188,13 +193,13 @@ extension HistoryStore {
     /// itself is unknown. A link that expired or was deleted ends the chain there.
     /// Loading also stops once the responses loaded hold `maxBytes` (a sum, not a count): a
     /// chain of large turns costs one request a bounded load, however long it is.
-    func responseChain(_ id: String, maxDepth: Int = 100, maxBytes: Int = .max) async throws -> [StoredResponse]? {
-        guard let last = try await response(id) else { return nil }
+    func responseChain(_ id: String, maxDepth: Int = 100, maxBytes: Int = .max, visibleTo tenant: String? = nil) async throws -> [StoredResponse]? {
+        guard let last = try await response(id), last.isVisible(to: tenant) else { return nil }
         var chain = [last]
         var bytes = MemoryHistoryStore.bytes(of: last)
         var seen: Set<String> = [id]
         while chain.count < maxDepth, bytes < maxBytes, let previous = chain.last?.previousResponseID, seen.insert(previous).inserted,
-              let r = try await response(previous) {
+              let r = try await response(previous), r.isVisible(to: tenant) {
             chain.append(r)
             bytes += MemoryHistoryStore.bytes(of: r)
         }

@@ -90,8 +90,8 @@ final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
         }
     }
 
-    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
-        let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
+    func createConversation(metadata: [String: String], items: [ConversationItem], tenant: String?) async throws -> Conversation {
+        let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata, tenant: tenant)
         return write { s in
             s.conversations[c.id] = Stored(conversation: c, items: items)
             return (c, [(.conversation(c.id), Self.bytes(of: c))] + items.map { (.item(conversation: c.id, id: $0.id), Self.bytes(of: $0)) })
@@ -163,8 +163,8 @@ final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
 /// `--history-backend none`: writes are accepted and forgotten, reads find nothing.
 final class NoHistoryStore: HistoryStore, ImmediateHistoryStore {
     func saveResponseNow(_ response: StoredResponse, appendingTo conversation: String?, items: [ConversationItem]) {}
-    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
-        Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
+    func createConversation(metadata: [String: String], items: [ConversationItem], tenant: String?) async throws -> Conversation {
+        Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata, tenant: tenant)
     }
     func conversation(_ id: String) async throws -> Conversation? { nil }
     func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? { nil }

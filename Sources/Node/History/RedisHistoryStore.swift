@@ -82,10 +82,10 @@ final class RedisHistoryStore: HistoryStore {
         return commands
     }
 
-    func createConversation(metadata: [String: String], items: [ConversationItem]) async throws -> Conversation {
-        let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata)
+    func createConversation(metadata: [String: String], items: [ConversationItem], tenant: String?) async throws -> Conversation {
+        let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata, tenant: tenant)
         var commands: [[String]] = [["HSET", Self.conversationKey(c.id), "id", c.id, "created_at", Self.rfc3339.format(c.createdAt),
-                                     "metadata", JSONValue(metadata).render()]]
+                                     "metadata", JSONValue(metadata).render()] + (tenant.map { ["tenant_id", $0] } ?? [])]
         commands += expire(Self.conversationKey(c.id))
         commands += writeItems(try await claimingIDs(items, conversation: c.id), conversation: c.id)
         _ = try await call { try await redis.transaction(commands) }
@@ -97,7 +97,7 @@ final class RedisHistoryStore: HistoryStore {
         let map = Self.map(fields)
         guard !map.isEmpty else { return nil }
         let metadata = map["metadata"].flatMap { JSONValue.parse(Array($0.utf8))?.stringMap } ?? [:]
-        return Conversation(id: map["id"] ?? id, createdAt: Self.date(map["created_at"]), metadata: metadata)
+        return Conversation(id: map["id"] ?? id, createdAt: Self.date(map["created_at"]), metadata: metadata, tenant: map["tenant_id"])
     }
 
     func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? {
@@ -159,6 +159,7 @@ final class RedisHistoryStore: HistoryStore {
         if let c = response.conversationID { fields += ["conversation_id", c] }
         if let s = response.safetyIdentifier { fields += ["safety_identifier", s] }
         if let m = response.model { fields += ["model", m] }
+        if let t = response.tenant { fields += ["tenant_id", t] }
         var commands = [fields] + expire(Self.responseKey(response.id))
         if let s = response.safetyIdentifier {
             commands.append(["ZADD", Self.safetyKey(s), String(Int(response.createdAt.timeIntervalSince1970 * 1000)), response.id])
@@ -174,7 +175,8 @@ final class RedisHistoryStore: HistoryStore {
         let createdAt = Self.date(map["created_at"])
         let input = (map["input"].flatMap { JSONValue.parse(Array($0.utf8)) }?.array ?? []).compactMap { try? ConversationItem.parse($0, now: createdAt) }
         return StoredResponse(id: map["id"] ?? id, previousResponseID: map["previous_response_id"], conversationID: map["conversation_id"],
-                              input: input, createdAt: createdAt, safetyIdentifier: map["safety_identifier"], model: map["model"], raw: raw)
+                              input: input, createdAt: createdAt, safetyIdentifier: map["safety_identifier"], model: map["model"], raw: raw,
+                              tenant: map["tenant_id"])
     }
 
     func deleteResponse(_ id: String) async throws -> Bool {

@@ -183,7 +183,7 @@ final class ResponsesClient: ExchangeClient {
         guard r.store else { return then("stored") }
         let stored = StoredResponse(id: turn.id, previousResponseID: r.previousResponseID, conversationID: r.conversationID,
                                     input: r.input.map { var i = $0; i.responseID = turn.id; return i }, createdAt: turn.createdAt,
-                                    safetyIdentifier: r.safetyIdentifier, model: result.model ?? r.model, raw: response)
+                                    safetyIdentifier: r.safetyIdentifier, model: result.model ?? r.model, raw: response, tenant: turn.tenant)
         // A conversation orders its items by when they were added: the turn's input, then its
         // output, each a millisecond after the one before (equal scores would sort by id).
         let added = Date()

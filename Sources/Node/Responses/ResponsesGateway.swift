@@ -13,6 +13,8 @@ enum ResponsesGateway {
         let request: ResponsesRequest
         let id: String
         let createdAt: Date
+        /// Whose history it reads and whose response it stores (`Tenancy`).
+        var tenant: String? = nil
     }
 
     /// History a turn replays: the most recent this many items (OpenAI's chain limit)...
@@ -23,7 +25,7 @@ enum ResponsesGateway {
 
     /// Builds the plan for a turn; `done` runs on `loop`, at once when the turn has no history
     /// to load, after the store answered otherwise.
-    static func prepare(head: HTTPRequestHead, body: ByteBuffer, requestID: String, state: RouterState, loop: any EventLoop,
+    static func prepare(head: HTTPRequestHead, body: ByteBuffer, requestID: String, tenant: String? = nil, state: RouterState, loop: any EventLoop,
                         done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
         let now = Date()
         @Sendable func parse() -> Result<ResponsesRequest, APIError> {
@@ -32,24 +34,24 @@ enum ResponsesGateway {
         // A large body is parsed off the event loop: the loop's other connections do not wait
         // for one client's megabytes of input.
         guard body.readableBytes > parseOnLoopBytes else {
-            return parsed(parse(), now: now, head: head, requestID: requestID, state: state, loop: loop, done: done)
+            return parsed(parse(), now: now, head: head, requestID: requestID, tenant: tenant, state: state, loop: loop, done: done)
         }
         OffLoop.run(on: loop, { parse() }) { result in
-            parsed(result, now: now, head: head, requestID: requestID, state: state, loop: loop, done: done)
+            parsed(result, now: now, head: head, requestID: requestID, tenant: tenant, state: state, loop: loop, done: done)
         }
     }
 
     /// Bodies up to this size are parsed on the event loop (well under a millisecond).
     static let parseOnLoopBytes = 256 << 10
 
-    private static func parsed(_ parsed: Result<ResponsesRequest, APIError>, now: Date, head: HTTPRequestHead, requestID: String, state: RouterState,
+    private static func parsed(_ parsed: Result<ResponsesRequest, APIError>, now: Date, head: HTTPRequestHead, requestID: String, tenant: String?, state: RouterState,
                                loop: any EventLoop, done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
         let request: ResponsesRequest
         switch parsed {
         case .success(let r): request = r
         case .failure(let error): return done(.failure(error))
         }
-        let turn = Turn(request: request, id: HistoryIDs.make("resp"), createdAt: now)
+        let turn = Turn(request: request, id: HistoryIDs.make("resp"), createdAt: now, tenant: tenant)
         func build(_ history: [ConversationItem]) -> Result<(ExchangePlan, Turn), APIError> {
             Result { () throws(APIError) in (try plan(turn, history: history, head: head, requestID: requestID, state: state), turn) }
         }
@@ -60,7 +62,7 @@ enum ResponsesGateway {
             let started = ContinuousClock.now
             let loaded: Result<[ConversationItem], APIError>
             do {
-                loaded = .success(try await history(for: request, store: store))
+                loaded = .success(try await history(for: request, tenant: tenant, store: store))
             } catch {
                 loaded = .failure(.history(error))
             }
@@ -73,15 +75,18 @@ enum ResponsesGateway {
     }
 
     /// The items the turn continues from, oldest first, at most `maxHistoryItems`.
-    static func history(for request: ResponsesRequest, store: any HistoryStore) async throws -> [ConversationItem] {
+    /// Another tenant's response or conversation is not found; a chain ends at a link the
+    /// caller may not see.
+    static func history(for request: ResponsesRequest, tenant: String? = nil, store: any HistoryStore) async throws -> [ConversationItem] {
         if let previous = request.previousResponseID {
-            guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems, maxBytes: maxHistoryBytes) else {
+            guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems, maxBytes: maxHistoryBytes, visibleTo: tenant) else {
                 throw APIError.badRequest("previous_response_not_found", "previous response '\(previous.prefix(128))' was not found (never stored, deleted or expired)")
             }
             return newest(chain.flatMap { $0.input + $0.output })
         }
         if let conversation = request.conversationID {
-            guard let page = try await store.items(of: conversation, limit: maxHistoryItems, ascending: false, after: nil) else {
+            guard try await store.conversation(conversation)?.isVisible(to: tenant) == true,
+                  let page = try await store.items(of: conversation, limit: maxHistoryItems, ascending: false, after: nil) else {
                 throw APIError(.notFound, type: "not_found_error", code: "conversation_not_found", "no conversation \(conversation.prefix(128))")
             }
             return newest(page.items.reversed())

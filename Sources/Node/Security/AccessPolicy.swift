@@ -34,11 +34,13 @@ struct AccessPolicy: Sendable {
     let settings: SecuritySettings
     private let apiKey: SecretMatcher<Void>
     private let controlKeys: SecretMatcher<Principal>
+    private let tenantKeys: SecretMatcher<Principal>
 
     init(_ settings: SecuritySettings) {
         self.settings = settings
         apiKey = SecretMatcher(settings.apiKey.map { [($0, ())] } ?? [])
         controlKeys = SecretMatcher(settings.controlKeys.map { ($0.key, Principal(id: $0.id, name: $0.name, role: $0.role, method: .controlKey)) })
+        tenantKeys = SecretMatcher(settings.tenantKeys.map { ($0.key, Principal(id: $0.tenant, name: $0.tenant, role: .user, method: .tenantKey, tenant: $0.tenant)) })
     }
 
     func decide(_ access: Access, headers: HTTPHeaders) -> AccessDecision {
@@ -47,8 +49,10 @@ struct AccessPolicy: Sendable {
         case .open:
             return .allowed(nil)
         case .inference:
-            guard !apiKey.isEmpty else { return .allowed(nil) }
-            guard let token, apiKey.match(token) != nil else { return .denied(.unauthorized, nil) }
+            guard settings.inferenceNeedsKey else { return .allowed(nil) }
+            guard let token else { return .denied(.unauthorized, nil) }
+            if let tenant = tenantKeys.match(token) { return .allowed(tenant) }
+            guard apiKey.match(token) != nil else { return .denied(.unauthorized, nil) }
             return .allowed(nil)
         case .control(let needed):
             guard settings.controlPlaneHasOwnCredentials else {

@@ -16,11 +16,15 @@ public struct Principal: Sendable, Equatable {
         case apiKey = "api_key"
         /// No authentication configured at all (the drop-in default).
         case anonymous
+        /// `--tenant-api-key`: an inference key that names a tenant.
+        case tenantKey = "tenant_key"
     }
     public let id: String
     public let name: String
     public let role: Role
     public let method: Method
+    /// The tenant this caller stores and reads history as (`Tenancy`).
+    public var tenant: String? = nil
 
     static let anonymous = Principal(id: "anonymous", name: "anonymous", role: .admin, method: .anonymous)
     static let apiKeyHolder = Principal(id: "api-key", name: "api-key holder", role: .admin, method: .apiKey)

@@ -28,6 +28,11 @@ public struct SecuritySettings: Sendable {
     /// control-plane credential is configured.
     public var apiKey: String?
     public var controlKeys: [ControlKey]
+    /// `--tenant-api-key TENANT_ID:KEY`: inference keys beside `--api-key`, each its tenant's.
+    public var tenantKeys: [(tenant: String, key: String)] = []
+    /// `--trust-tenant-header`: the header (`--tenant-header-name`, lowercased) that names the
+    /// caller's tenant; nil when the header is not trusted.
+    public var tenantHeader: String?
     public var jwt: JWT?
     /// One line per control-plane decision (`--disable-audit-logging` turns it off).
     public var auditLogging: Bool
@@ -35,7 +40,9 @@ public struct SecuritySettings: Sendable {
     /// Control routes check control-plane keys or JWTs; when neither is configured, `--api-key`.
     public var controlPlaneHasOwnCredentials: Bool { !controlKeys.isEmpty || jwt != nil }
     /// Nothing guards anything: the drop-in default, warned about on non-loopback addresses.
-    public var isOpen: Bool { apiKey == nil && !controlPlaneHasOwnCredentials }
+    public var isOpen: Bool { apiKey == nil && !controlPlaneHasOwnCredentials && tenantKeys.isEmpty }
+    /// Inference routes need a key: `--api-key` or a tenant's.
+    public var inferenceNeedsKey: Bool { apiKey != nil || !tenantKeys.isEmpty }
 
     init(_ f: ResolvedFlags) throws(ConfigError) {
         apiKey = f.string("api-key").flatMap { $0.isEmpty ? nil : $0 }
@@ -46,6 +53,24 @@ public struct SecuritySettings: Sendable {
             throw ConfigError("--control-plane-api-keys: id '\(k.id)' is given twice")
         }
         auditLogging = !f.bool("disable-audit-logging")
+        tenantKeys = try f.list("tenant-api-key").map { entry throws(ConfigError) in
+            let parts = entry.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, Tenancy.isValid(parts[0]), !parts[1].isEmpty else {
+                throw ConfigError("--tenant-api-key: expected TENANT_ID:KEY (a tenant id of 1 to \(Tenancy.maxLength) characters, no ':')")
+            }
+            try Self.headerSafe(parts[1], flag: "--tenant-api-key")
+            return (parts[0], parts[1])
+        }
+        var keys = Set(tenantKeys.map(\.key))
+        if let apiKey { keys.insert(apiKey) }
+        guard keys.count == tenantKeys.count + (apiKey == nil ? 0 : 1) else {
+            throw ConfigError("--tenant-api-key: a key is given twice (to two tenants, or also as --api-key): it must name one tenant")
+        }
+        let header = f.stringWithDefault("tenant-header-name").lowercased()
+        guard !header.isEmpty, header.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }) else {
+            throw ConfigError("--tenant-header-name '\(header)': expected a header name")
+        }
+        tenantHeader = f.bool("trust-tenant-header") ? header : nil
         let jwtFlags = ["jwt-issuer", "jwt-audience", "jwt-jwks-uri", "jwt-role-mapping"].filter { f.isExplicit($0) }
         guard !jwtFlags.isEmpty else { jwt = nil; return }
         guard let issuer = f.string("jwt-issuer"), !issuer.isEmpty else {

@@ -1,0 +1,36 @@
+import NIOHTTP1
+
+/// Who owns what the router stores (conversations, their items, responses): the tenant of the
+/// request that made it. A caller's tenant comes from the key it presented
+/// (`--tenant-api-key TENANT_ID:KEY`, checked by `AccessPolicy`), or, with
+/// `--trust-tenant-header`, from the header a gateway in front of the router sets
+/// (`--tenant-header-name`, `x-smg-tenant-id`); a tenant key always wins over the header, so no
+/// key holder can name another tenant. Another tenant's record is not found (404, not 403: its
+/// existence is not confirmed); a record stored without a tenant stays readable by every
+/// caller, as the reference gateway keeps it.
+enum Tenancy {
+    /// A tenant id: what a header may carry, bounded.
+    static let maxLength = 128
+
+    static func visible(_ owner: String?, to caller: String?) -> Bool { owner == nil || owner == caller }
+
+    /// The caller's tenant: the authenticated one, else the trusted header's (when configured
+    /// and well-formed), else none.
+    static func of(_ principal: Principal?, headers: HTTPHeaders, settings: SecuritySettings) -> String? {
+        if let tenant = principal?.tenant { return tenant }
+        guard let name = settings.tenantHeader, let value = headers.first(name: name), isValid(value) else { return nil }
+        return value
+    }
+
+    static func isValid(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= maxLength && HeaderValue.isSafe(id) && !id.contains(":")
+    }
+}
+
+extension Conversation {
+    func isVisible(to tenant: String?) -> Bool { Tenancy.visible(self.tenant, to: tenant) }
+}
+
+extension StoredResponse {
+    func isVisible(to tenant: String?) -> Bool { Tenancy.visible(self.tenant, to: tenant) }
+}
