@@ -62,6 +62,38 @@ import Glibc
         #expect(!log.contains("admin-secret-1") && !log.contains("user-secret-2"))
     }
 
+    /// The audit log used to go quiet with --log-level warn, and recorded neither deletions of
+    /// stored history nor fleet changes another router's write made. It has its own level now.
+    @Test func theAuditLogRecordsDeletionsAndMeshChangesWhateverTheLogLevel() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let added = try await SimWorkerProcess(name: "added")
+        let meshPorts = try (0..<2).map { _ in try freeLoopbackPort() }
+        func router(_ i: Int) async throws -> RouterProcess {
+            try await RouterProcess(["--worker-urls", w.url, "--log-level", "warn", "--control-plane-api-keys"] + Self.keys + [
+                "--tenant-api-key", "acme:tenant-key",
+                "--enable-mesh", "--mesh-server-name", "r\(i)", "--mesh-host", "127.0.0.1", "--mesh-port", String(meshPorts[i]),
+                "--mesh-key-file", MeshMembershipTests.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(meshPorts[1 - i])"])
+        }
+        let a = try await router(0)
+        let b = try await router(1)
+        let tenant = Self.bearer("tenant-key")
+        let c = try a.request("POST", "/v1/conversations", body: "{}", headers: tenant).json()["id"] as? String ?? ""
+        #expect(try a.request("DELETE", "/v1/conversations/\(c)", headers: tenant).status == 200)
+        #expect(try a.request("DELETE", "/v1/conversations/\(c)", headers: tenant).status == 404)
+        try await eventually(timeout: .seconds(5), "the deletions are audited") {
+            let log = a.process.stderr + a.process.stdout
+            return log.contains("DELETE /v1/conversations/\(c)") && log.contains("result=deleted") && log.contains("result=not_found") && log.contains("tenant=acme")
+        }
+        try await eventually(timeout: .seconds(10), "the mesh formed") {
+            (try a.request("GET", "/ha/status", headers: Self.bearer("user-secret-2")).json()["alive"] as? Int) == 2
+        }
+        #expect(try a.request("POST", "/workers", body: #"{"url":"\#(added.url)","model_id":"sim-model"}"#, headers: Self.bearer("admin-secret-1")).status == 202)
+        try await eventually(timeout: .seconds(5), "b audits the worker a added, naming a") {
+            let log = b.process.stderr + b.process.stdout
+            return log.contains("change=worker added") && log.contains("peer=r0") && log.contains(added.url)
+        }
+    }
+
     @Test func jwtsFromTheConfiguredIssuerCarryRoles() async throws {
         let issuer = try await TestIssuer()
         try await issuer.addKey("k1")

@@ -84,8 +84,9 @@ public final class MeshService: Sendable {
     public var budgetShareCount: Int { inner.withLock { $0.node.budgetMembers.count + 1 } }
 
     /// Called with every key another router's write changed here (nil: deleted), on a mesh
-    /// event loop.
-    public typealias ChangeHandler = @Sendable (_ store: String, _ key: String, _ value: [UInt8]?) -> Void
+    /// event loop, with the name of the member whose message carried it (its address when it is
+    /// not a member yet): what the audit log names.
+    public typealias ChangeHandler = @Sendable (_ store: String, _ key: String, _ value: [UInt8]?, _ from: String) -> Void
     private let onChange: Mutex<ChangeHandler?> = Mutex(nil)
     public func onChange(_ handler: @escaping ChangeHandler) { onChange.withLock { $0 = handler } }
 
@@ -315,7 +316,7 @@ public final class MeshService: Sendable {
                 }
             }
             switch outcome {
-            case .node(let out): execute(out)
+            case .node(let out): execute(out, from: envelope.sender)
             case .custom(let topic, let payload, let sender): for handler in onCustom.withLock({ $0 }) { handler(topic, payload, sender) }
             case .hello: break
             case .none: return false
@@ -360,7 +361,7 @@ public final class MeshService: Sendable {
     }
     func inboundClosed() { inbound.subtract(1, ordering: .relaxed) }
 
-    private func execute(_ outputs: [MeshNode.Output]) {
+    private func execute(_ outputs: [MeshNode.Output], from sender: String? = nil) {
         guard !outputs.isEmpty else { return }
         var changes: [(String, String, [UInt8]?)] = []
         for o in outputs {
@@ -374,7 +375,8 @@ public final class MeshService: Sendable {
             }
         }
         if !changes.isEmpty, let handler = onChange.withLock({ $0 }) {
-            for (store, key, value) in changes { handler(store, key, value) }
+            let from = sender.map { address in inner.withLock { s in s.node.members.values.first { $0.address == address }?.name } ?? address } ?? "?"
+            for (store, key, value) in changes { handler(store, key, value, from) }
         }
     }
 

@@ -164,6 +164,7 @@ public enum FlagTable {
         FlagSpec("jwt-allow-http", .bool, .bool(false), group: "Security", "Fetch the issuer's keys over plain http:// from another host (refused otherwise: anyone on the path could replace them)"),
         FlagSpec("jwt-role-claim", .string, .string("roles"), group: "Security", "JWT claim holding the role"),
         FlagSpec("jwt-role-mapping", .list, .list([]), group: "Security", "IDP role = gateway role mappings"),
+        FlagSpec("audit-log-level", .string, .string("info"), group: "Security", "Level of the audit log, apart from --log-level: info (changes, refusals, history deletions, fleet changes from the mesh) or debug (allowed reads too)"),
         FlagSpec("disable-audit-logging", .bool, .bool(false), group: "Security", "Disable audit logging"),
     ]
 

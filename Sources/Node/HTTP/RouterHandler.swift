@@ -37,6 +37,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         var awaitingAuth = false
         /// Whose stored history this request reads and writes (`Tenancy`).
         var tenant: String?
+        /// Who it was authenticated as, for the audit log.
+        var principal: Principal?
         var status = 200
     }
     private var request: Request?
@@ -125,6 +127,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         case .allowed(let principal):
             if let principal, case .control(let role) = access { state.audit.allowed(principal, needs: role, head: head, requestID: request!.requestID) }
             if case .inference = access { request?.tenant = Tenancy.of(principal, headers: head.headers, settings: state.config.security) }
+            request?.principal = principal
         case .denied(let error, let principal):
             if case .control = access { state.audit.denied(principal, error: error, head: head, requestID: request!.requestID) }
             return refuse(error)
@@ -317,6 +320,9 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         guard let request else { return }
         self.request = nil
         exchange = nil
+        if request.head.method == .DELETE, request.route.isStoredHistory {
+            state.audit.historyDeletion(request.principal, tenant: request.tenant, head: request.head, status: request.status, requestID: request.requestID)
+        }
         let seconds = Double(NIODeadline.now().uptimeNanoseconds - request.started.uptimeNanoseconds) / 1e9
         state.metrics.httpRequest(method: request.head.method.rawValue, path: request.route.metricPath, status: request.status, seconds: seconds)
         state.requestEnded()

@@ -32,6 +32,14 @@ enum Route: Equatable, Sendable {
     case methodNotAllowed
     case notFound
 
+    /// Conversations, their items and stored responses.
+    var isStoredHistory: Bool {
+        switch self {
+        case .conversations, .responses: return true
+        default: return false
+        }
+    }
+
     /// A bounded label for metrics: the route template, never the raw path.
     var metricPath: String {
         switch self {

@@ -25,9 +25,9 @@ enum MeshBridge {
     /// Starts applying other routers' changes to this router.
     static func start(state: RouterState) {
         guard let mesh = state.mesh?.service else { return }
-        mesh.onChange { store, key, value in
+        mesh.onChange { store, key, value, from in
             switch store {
-            case workersStore: apply(key: key, value: value, state: state)
+            case workersStore: apply(key: key, value: value, from: from, state: state)
             case healthStore:
                 guard let w = state.registry.worker(url: key) else { return }
                 switch value.map({ String(decoding: $0, as: UTF8.self) }) {
@@ -123,12 +123,12 @@ enum MeshBridge {
         state.mesh?.service.publish(store: workersStore, key: url.canonical, value: nil)
     }
 
-    private static func apply(key: String, value: [UInt8]?, state: RouterState) {
+    private static func apply(key: String, value: [UInt8]?, from peer: String, state: RouterState) {
         guard let url = try? WorkerURL(parsing: key) else { return }
         let existing = state.registry.worker(url: url.canonical)
         guard let value else {
             if let w = existing, let removed = state.registry.remove(id: w.id) {
-                state.logger.info("worker removed (by another router)", metadata: ["worker": "\(removed.url.canonical)"])
+                state.audit.fleetChangeFromMesh("worker removed", worker: removed.url.canonical, peer: peer)
                 state.pools.closeIdle(to: removed.url)
             }
             return
@@ -139,17 +139,18 @@ enum MeshBridge {
         let apiKey = settings["api_key"]?.string
         // Peers are authenticated, but a value that could split a header line is never applied.
         if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) {
-            state.logger.warning("worker update from another router refused", metadata: ["worker": "\(url.canonical)", "reason": "\(problem)"])
+            state.logger.warning("worker update from another router refused", metadata: ["worker": "\(url.canonical)", "reason": "\(problem)", "peer": "\(peer)"])
             return
         }
         if let w = existing {
             if let model { w.setModelID(model) }
             w.update(labels: labels, apiKey: .some(apiKey))
+            state.audit.fleetChangeFromMesh("worker updated", worker: url.canonical, peer: peer)
             return
         }
         guard let (role, bootstrapPort) = try? WorkerRoutes.roleFields(settings),
               let w = try? state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey) else { return }
-        state.logger.info("worker added (by another router)", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)"])
+        state.audit.fleetChangeFromMesh("worker added", worker: w.url.canonical, peer: peer)
         state.discovery.discover(w)
     }
 }

@@ -11,7 +11,7 @@ extension Exchange {
         failedRole = .decode
         attemptBody = nil
         if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p = prefillChoice?.worker {
-            attemptBody = startPrefillHalf(on: p, batchSize: batchSize, mergeLogprobs: mergeLogprobs)
+            attemptBody = startPrefillHalf(on: p, batchSize: batchSize, mergeLogprobs: mergeLogprobs, deadlineMs: deadlineMs)
         } else if let rank = selectedRank {
             attemptBody = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         }

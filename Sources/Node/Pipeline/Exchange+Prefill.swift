@@ -74,7 +74,9 @@ extension Exchange {
     /// Both halves get the prefill's address and a fresh room per attempt; with --dp-aware each
     /// half its rank (`routed_dp_rank`) and the decode half the prefill's
     /// (`disagg_prefill_dp_rank`: where its KV cache is).
-    func startPrefillHalf(on p: Worker, batchSize: Int?, mergeLogprobs: Bool) -> ByteBuffer {
+    /// The half is given up 1 ms before the attempt's own deadline, so a prefill that never
+    /// answers is what ends the attempt (counted as its timeout), not the decode half's wait.
+    func startPrefillHalf(on p: Worker, batchSize: Int?, mergeLogprobs: Bool, deadlineMs: UInt64) -> ByteBuffer {
         let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
         let shared = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         var prefillBody = shared, decodeBody = shared
@@ -94,7 +96,8 @@ extension Exchange {
             logprobs = PDLogprobs(stream: plan.stream)
             leg!.collectLogprobs { [self] lists in if let leg { prefillAnswered(leg, lists) } }
         }
-        leg!.start(timeout: .seconds(Int64(state.config.requestTimeoutSecs)))
+        let now = state.nowMs()
+        leg!.start(timeout: .milliseconds(Int64(deadlineMs > now + 1 ? deadlineMs - now - 1 : 0)))
         return decodeBody
     }
 }

@@ -1,3 +1,4 @@
+import Logging
 /// Who may call what, as configured by the Security flags. Built and validated with the rest of
 /// `RouterConfig`; every error names its flag.
 public struct SecuritySettings: Sendable {
@@ -36,6 +37,8 @@ public struct SecuritySettings: Sendable {
     public var jwt: JWT?
     /// One line per control-plane decision (`--disable-audit-logging` turns it off).
     public var auditLogging: Bool
+    /// `--audit-log-level`: the audit log's own level (info; debug adds allowed reads).
+    public var auditLevel: Logger.Level = .info
 
     /// Control routes check control-plane keys or JWTs; when neither is configured, `--api-key`.
     public var controlPlaneHasOwnCredentials: Bool { !controlKeys.isEmpty || jwt != nil }
@@ -53,6 +56,12 @@ public struct SecuritySettings: Sendable {
             throw ConfigError("--control-plane-api-keys: id '\(k.id)' is given twice")
         }
         auditLogging = !f.bool("disable-audit-logging")
+        switch f.stringWithDefault("audit-log-level").lowercased() {
+        case "debug": auditLevel = .debug
+        case "info": auditLevel = .info
+        case "warn", "warning": auditLevel = .warning
+        case let other: throw ConfigError("--audit-log-level \(other): expected debug, info or warn")
+        }
         tenantKeys = try f.list("tenant-api-key").map { entry throws(ConfigError) in
             let parts = entry.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             guard parts.count == 2, Tenancy.isValid(parts[0]), !parts[1].isEmpty else {

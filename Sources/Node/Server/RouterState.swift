@@ -48,7 +48,7 @@ public final class RouterState: Sendable {
         self.tls = tls
         self.access = AccessPolicy(config.security)
         self.jwt = jwt
-        self.audit = AuditLog(enabled: config.security.auditLogging, logger: logger)
+        self.audit = AuditLog(enabled: config.security.auditLogging, logger: logger, level: config.security.auditLevel)
         self.config = config
         self.registry = registry
         self.metrics = metrics
