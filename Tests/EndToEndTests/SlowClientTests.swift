@@ -65,6 +65,39 @@ import Glibc
         #expect(try smg.metric(#"smg_http_connections_refused_total{reason="body_timeout"}"#) == 1)
     }
 
+    /// A body trickled a byte every half second never trips the idle timeout; the whole-body
+    /// deadline cuts it.
+    @Test func aTrickledBodyIsCutAtTheBodyDeadline() async throws {
+        let smg = try await RouterProcess(["--body-idle-timeout-secs", "30", "--body-timeout-secs", "2", "--api-key", "k"])
+        let c = try HTTPConnection(port: smg.port, timeout: 10)
+        try c.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\ncontent-length: 1000\r\n\r\n")
+        let t0 = ContinuousClock.now
+        var sent = 0
+        while ContinuousClock.now - t0 < .seconds(8), (try? c.send("a")) != nil {
+            sent += 1
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        let cut = ContinuousClock.now - t0
+        #expect(cut >= .seconds(2) && cut < .seconds(6), "cut after \(cut), \(sent) bytes")
+        try await eventually(timeout: .seconds(3), "counted") { try smg.metric(#"smg_http_connections_refused_total{reason="body_deadline"}"#) == 1 }
+    }
+
+    /// One client address cannot hold every connection; another address still gets in.
+    @Test func oneClientAddressHoldsAtMostItsShareOfConnections() async throws {
+        let smg = try await RouterProcess(["--max-connections-per-client", "3"])
+        let held = try (0..<3).map { _ in try HTTPConnection(port: smg.port, timeout: 5) }
+        for c in held { #expect(try c.request("GET", "/health").status == 200) }
+        let extra = try HTTPConnection(port: smg.port, timeout: 5)
+        let refused = try? extra.readResponse()
+        #expect(refused?.status == 503 && refused?.text.contains("--max-connections-per-client") == true, "\(refused?.text ?? "closed")")
+        #expect(try HTTPConnection(port: smg.port, timeout: 5, from: "127.0.0.2").request("GET", "/health").status == 200, "another client")
+        held[0].close()
+        try await eventually(timeout: .seconds(5), "a freed slot is usable again") {
+            try HTTPConnection(port: smg.port, timeout: 2).request("GET", "/health").status == 200
+        }
+        #expect(try smg.metric(#"smg_http_connections_refused_total{reason="per_client_limit"}"#) >= 1)
+    }
+
     @Test func connectionsOverTheLimitAreTurnedAway() async throws {
         let smg = try await RouterProcess(["--max-client-connections", "4"])
         let held = try (0..<4).map { _ in try HTTPConnection(port: smg.port, timeout: 5) }

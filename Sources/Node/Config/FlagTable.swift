@@ -104,8 +104,10 @@ public enum FlagTable {
         FlagSpec("max-batch-size", .int, .int(128), group: "Request handling", "Most requests one body may stand for: n, best_of, a list of generate texts or input_ids, a list of completion prompts (400 above)"),
         FlagSpec("header-read-timeout-secs", .int, .int(10), group: "Request handling", "Seconds from a request's first byte to the end of its head"),
         FlagSpec("body-idle-timeout-secs", .int, .int(30), group: "Request handling", "Seconds a request body may pause between pieces"),
+        FlagSpec("body-timeout-secs", .int, .int(300), group: "Request handling", "Seconds a whole request body may take, however steadily it trickles in"),
         FlagSpec("keep-alive-timeout-secs", .int, .int(60), group: "Request handling", "Seconds an idle client connection stays open"),
         FlagSpec("max-client-connections", .int, .int(8192), group: "Request handling", "Client connections open at once (503 and close above)"),
+        FlagSpec("max-connections-per-client", .int, .int(2048), group: "Request handling", "Connections one client IP address may hold open (503 and close above; 0: no cap)"),
         FlagSpec("cors-allowed-origins", .list, .list([]), group: "Request handling", "Origins allowed by CORS (space-separated; * for any)"),
         FlagSpec("request-id-headers", .list, .list(["x-request-id", "x-correlation-id", "x-trace-id", "request-id"]), group: "Request handling", "Headers checked, in order, for a request id"),
 

@@ -66,6 +66,8 @@ public struct APIError: Error, Sendable {
     static func queueTimeout(_ secs: UInt64) -> APIError {
         APIError(.requestTimeout, type: "timeout_error", code: "queue_timeout", "request waited in the router's queue longer than --queue-timeout-secs (\(secs) s)")
     }
+    static let tooManyConnectionsFromClient = APIError(.serviceUnavailable, type: "service_unavailable", code: "too_many_connections",
+        "this client address has --max-connections-per-client open; close some or retry shortly")
     static let tooManyConnections = APIError(.serviceUnavailable, type: "service_unavailable", code: "too_many_connections",
         "the router has --max-client-connections open; retry shortly")
     static let shuttingDown = APIError(.serviceUnavailable, type: "service_unavailable", code: "shutting_down", "router is shutting down")

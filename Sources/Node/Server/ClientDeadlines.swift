@@ -9,8 +9,10 @@ final class ClientDeadlines: Sendable {
     enum Refusal: String, CaseIterable {
         case headerTimeout = "header_timeout"
         case bodyTimeout = "body_timeout"
+        case bodyDeadline = "body_deadline"
         case idleTimeout = "idle_timeout"
         case maxConnections = "max_connections"
+        case perClientLimit = "per_client_limit"
 
         /// Idle keep-alive connections expiring is routine: counted, not logged.
         var isLogged: Bool { self != .idleTimeout }

@@ -7,16 +7,23 @@ public struct ClientLimits: Sendable {
     public var headerReadTimeoutSecs: Int
     /// Between two pieces of a request body.
     public var bodyIdleTimeoutSecs: Int
+    /// From the end of a head to the end of its body, however steadily the body arrives: a body
+    /// trickled a byte a second never trips the idle timeout.
+    public var bodyTimeoutSecs: Int
     /// An open connection between requests.
     public var keepAliveTimeoutSecs: Int
     /// Client connections open at once; more are answered 503 and closed.
     public var maxConnections: Int
+    /// Connections one client address may hold (0: no cap), so one client cannot take them all.
+    public var maxPerClient: Int
 
     init(_ f: ResolvedFlags) throws(ConfigError) {
         headerReadTimeoutSecs = try RouterConfig.positive(f, "header-read-timeout-secs")
         bodyIdleTimeoutSecs = try RouterConfig.positive(f, "body-idle-timeout-secs")
+        bodyTimeoutSecs = try RouterConfig.positive(f, "body-timeout-secs")
         keepAliveTimeoutSecs = try RouterConfig.positive(f, "keep-alive-timeout-secs")
         maxConnections = try RouterConfig.positive(f, "max-client-connections")
+        maxPerClient = try RouterConfig.nonNegative(f, "max-connections-per-client")
     }
 
     /// The metrics port: the same timeouts, and few connections (scrapers, not clients).

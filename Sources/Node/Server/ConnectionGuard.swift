@@ -17,8 +17,9 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         case idle(since: UInt32)
         /// Bytes of a head arrived, the head is not complete: the header timeout runs.
         case head(since: UInt32)
-        /// Reading the body: the body idle timeout runs from the last piece.
-        case body(since: UInt32)
+        /// Reading the body: the body idle timeout runs from the last piece, the body timeout
+        /// from the end of the head.
+        case body(since: UInt32, began: UInt32)
         /// The request is with a worker or being answered: upstream timeouts govern.
         case serving
     }
@@ -54,8 +55,8 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
-    func headReceived() { phase = .body(since: loop.tick) }
-    func bodyProgress() { if case .body = phase { phase = .body(since: loop.tick) } }
+    func headReceived() { phase = .body(since: loop.tick, began: loop.tick) }
+    func bodyProgress() { if case .body(_, let began) = phase { phase = .body(since: loop.tick, began: began) } }
     func serving() { phase = .serving }
     func idle() { phase = .idle(since: loop.tick) }
 
@@ -67,7 +68,9 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         switch phase {
         case .idle(let since): return over(since, limits.keepAliveTimeoutSecs) ? .idleTimeout : nil
         case .head(let since): return over(since, limits.headerReadTimeoutSecs) ? .headerTimeout : nil
-        case .body(let since): return over(since, limits.bodyIdleTimeoutSecs) ? .bodyTimeout : nil
+        case .body(let since, let began):
+            if over(began, limits.bodyTimeoutSecs) { return .bodyDeadline }
+            return over(since, limits.bodyIdleTimeoutSecs) ? .bodyTimeout : nil
         case .serving: return nil
         }
     }
@@ -79,11 +82,13 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 /// shape, then close.
 final class RefuseConnection: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
+    private let error: APIError
+    init(_ error: APIError = .tooManyConnections) { self.error = error }
 
     func channelActive(context: ChannelHandlerContext) {
-        let body = APIError.tooManyConnections.body
+        let body = error.body
         let response = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
-            + "x-smg-error-code: \(APIError.tooManyConnections.code)\r\nconnection: close\r\n\r\n" + body
+            + "x-smg-error-code: \(error.code)\r\nconnection: close\r\n\r\n" + body
         context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }

@@ -93,9 +93,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        guard connections.add(channel, limit: clientLimits.maxConnections) else {
-                            deadlines.refused(.maxConnections, nowMs: RouterState.monotonicMs())
-                            return try channel.pipeline.syncOperations.addHandler(RefuseConnection())
+                        if let refusal = connections.add(channel, limit: clientLimits.maxConnections, perClient: clientLimits.maxPerClient) {
+                            deadlines.refused(refusal == .total ? .maxConnections : .perClientLimit, nowMs: RouterState.monotonicMs())
+                            return try channel.pipeline.syncOperations.addHandler(RefuseConnection(refusal == .total ? .tooManyConnections : .tooManyConnectionsFromClient))
                         }
                         let deadline = ConnectionGuard(loop: deadlines.state(for: channel.eventLoop), limits: clientLimits)
                         try channel.pipeline.syncOperations.addHandler(deadline)
@@ -118,7 +118,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        guard metricsConnections.add(channel, limit: metricsLimits.maxConnections) else {
+                        guard metricsConnections.add(channel, limit: metricsLimits.maxConnections) == nil else {
                             deadlines.refused(.maxConnections, nowMs: RouterState.monotonicMs())
                             return try channel.pipeline.syncOperations.addHandler(RefuseConnection())
                         }
