@@ -24,6 +24,16 @@ enum FuzzTarget: String, CaseIterable {
     /// The API port: raw bytes into the HTTP decoder and the router's handler, on an embedded
     /// channel (authentication, routes, limits, the exchange up to worker selection).
     case http
+    /// A JWT's header and claims, and a JWKS document (`Targets+Strangers.swift`, as the rest).
+    case jwt
+    /// The Conversations and Responses routes over a bounded memory store.
+    case history
+    /// What workers answer: streams, completions, PD logprobs, `/v1/models`, `/get_server_info`.
+    case worker
+    /// Redis replies (hiredis' reader).
+    case redis
+    /// The mesh above the codec: replicated workers, demand, frame reading.
+    case mesh
 
     func run(_ bytes: UnsafeRawBufferPointer) {
         switch self {
@@ -31,6 +41,11 @@ enum FuzzTarget: String, CaseIterable {
         case .wire: Self.wire(Array(bytes))
         case .config: Self.config(Array(bytes))
         case .http: Self.http(Array(bytes))
+        case .jwt: Self.jwt(Array(bytes))
+        case .history: Self.history(Array(bytes))
+        case .worker: Self.worker(Array(bytes))
+        case .redis: Self.redis(Array(bytes))
+        case .mesh: Self.mesh(Array(bytes))
         }
     }
 

@@ -71,13 +71,9 @@ enum MeshBridge {
         state.admission.shareClusterBudget()
         let me = mesh.config.name
         mesh.onCustom { topic, payload, sender in
-            guard topic == demandTopic, payload.count > 8, payload.count < 1100 else { return }
-            var bits: UInt64 = 0
-            for b in payload.prefix(8) { bits = bits << 8 | UInt64(b) }
-            let demand = Double(bitPattern: bits)
             // Keyed by the authenticated sender, not the name the payload carries (kept on the
             // wire for older routers): one member cannot pose as many and shrink every share.
-            guard demand.isFinite, demand >= 0, mesh.isMember(sender) else { return }
+            guard topic == demandTopic, let demand = demand(from: payload), mesh.isMember(sender) else { return }
             state.admission.heard(from: sender, demand: demand)
         }
         let last = NIOLockedValueBox(0)
@@ -94,6 +90,16 @@ enum MeshBridge {
     }
 
     static let demandTopic = "demand"
+
+    /// A demand message's rate: 8 bytes of a big-endian Double, then the sender's name; nil for
+    /// anything else, or a rate that is not a finite number of at least 0.
+    static func demand(from payload: [UInt8]) -> Double? {
+        guard payload.count > 8, payload.count < 1100 else { return nil }
+        var bits: UInt64 = 0
+        for b in payload.prefix(8) { bits = bits << 8 | UInt64(b) }
+        let demand = Double(bitPattern: bits)
+        return demand.isFinite && demand >= 0 ? demand : nil
+    }
 
     /// A routing key was (re)assigned here by `manual` (the policy kept under `policyKey`) to
     /// `candidate`: tell the others.
@@ -123,7 +129,7 @@ enum MeshBridge {
         state.mesh?.service.publish(store: workersStore, key: url.canonical, value: nil)
     }
 
-    private static func apply(key: String, value: [UInt8]?, from peer: String, state: RouterState) {
+    static func apply(key: String, value: [UInt8]?, from peer: String, state: RouterState) {
         guard let url = try? WorkerURL(parsing: key) else { return }
         let existing = state.registry.worker(url: url.canonical)
         guard let value else {

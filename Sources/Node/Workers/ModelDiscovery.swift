@@ -56,12 +56,12 @@ final class ModelDiscovery: Sendable {
                 continue
             }
             UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { [self] result in
-                if case .success(let r) = result, r.status == .ok,
-                   let id = JSONValue.parse(r.body.readableBytesView)?["data"]?.array?.first?["id"]?.string {
-                    // A worker's own model id becomes a header value, a metric label and a
-                    // policy, as an admin-given one does: the same checks.
-                    if let problem = WorkerFields.problem(model: id, labels: nil, apiKey: nil) {
-                        state.logger.warning("worker model id refused", metadata: ["worker": "\(worker.url.canonical)", "reason": "\(problem)"])
+                if case .success(let r) = result, r.status == .ok, let answer = Self.modelID(fromModels: r.body) {
+                    let id: String
+                    switch answer {
+                    case .success(let m): id = m
+                    case .failure(let refused):
+                        state.logger.warning("worker model id refused", metadata: ["worker": "\(worker.url.canonical)", "reason": "\(refused.reason)"])
                         return retryLater(worker, state: state)
                     }
                     worker.setModelID(id)
@@ -84,17 +84,18 @@ final class ModelDiscovery: Sendable {
     private func askRanks(_ worker: Worker, pool: UpstreamPool, state: RouterState) {
         UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/get_server_info", bearer: worker.apiKey ?? state.config.apiKey,
                           timeout: .seconds(5)) { [self] result in
-            if case .success(let r) = result, r.status == .ok, let info = JSONValue.parse(r.body.readableBytesView) {
-                let reported = info["dp_size"]
-                guard let ranks = reported == nil ? 1 : reported?.int, (1...Worker.maxDPSize).contains(ranks) else {
+            if case .success(let r) = result, r.status == .ok, let answer = Self.dpSize(fromServerInfo: r.body) {
+                let ranks: Int
+                switch answer {
+                case .success(let n): ranks = n
+                case .failure(let refused):
                     // Out of bounds: the worker is not routed to (it would cost a rank table of
                     // that size), and asked again later in case it was restarted right.
-                    let reason = "dp_size \(reported?.render().prefix(40) ?? "?") is not 1 to \(Worker.maxDPSize)"
                     if worker.refusal == nil {
                         state.logger.error("worker refused: it reports an impossible number of data-parallel ranks", metadata: [
-                            "worker": "\(worker.url.canonical)", "reason": "\(reason)"])
+                            "worker": "\(worker.url.canonical)", "reason": "\(refused.reason)"])
                     }
-                    worker.refuse(because: reason)
+                    worker.refuse(because: refused.reason)
                     return retryLater(worker, state: state)
                 }
                 worker.setDPSize(ranks)
@@ -108,6 +109,29 @@ final class ModelDiscovery: Sendable {
             }
             retryLater(worker, state: state)
         }
+    }
+
+    /// Why a worker's description of itself is refused.
+    struct Refused: Error { let reason: String }
+
+    /// The model a worker's `/v1/models` answer names (its first model), checked as an
+    /// admin-given id is; nil when the answer is not a model list.
+    static func modelID(fromModels body: ByteBuffer) -> Result<String, Refused>? {
+        guard let id = JSONValue.parse(body.readableBytesView)?["data"]?.array?.first?["id"]?.string else { return nil }
+        // It becomes a header value, a metric label and a policy: the same checks as a flag's.
+        if let problem = WorkerFields.problem(model: id, labels: nil, apiKey: nil) { return .failure(Refused(reason: problem)) }
+        return .success(id)
+    }
+
+    /// The data-parallel ranks a worker's `/get_server_info` answer reports (1 when it names
+    /// none), refused outside 1...`Worker.maxDPSize`; nil when the answer is not JSON.
+    static func dpSize(fromServerInfo body: ByteBuffer) -> Result<Int, Refused>? {
+        guard let info = JSONValue.parse(body.readableBytesView) else { return nil }
+        let reported = info["dp_size"]
+        guard let ranks = reported == nil ? 1 : reported?.int, (1...Worker.maxDPSize).contains(ranks) else {
+            return .failure(Refused(reason: "dp_size \(reported?.render().prefix(40) ?? "?") is not 1 to \(Worker.maxDPSize)"))
+        }
+        return .success(ranks)
     }
 
     private func retryLater(_ worker: Worker, state: RouterState) {

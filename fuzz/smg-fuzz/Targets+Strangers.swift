@@ -1,0 +1,212 @@
+// Targets for what reaches a router from outside the inference path: tokens, stored history,
+// workers' answers, Redis replies, and the mesh above its codec. Like the others, they need
+// `@testable` access, so only debug and fuzzing builds compile them.
+#if DEBUG || FUZZING
+import Dispatch
+import Foundation
+import JWTKit
+import Logging
+@testable import Mesh
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+@testable import Node
+import Synchronization
+
+extension FuzzTarget {
+    /// Runs async code to its end from the synchronous fuzz entry.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+        let result = Mutex<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let r = await body()
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        return result.withLock { $0! }
+    }
+
+    // MARK: jwt
+
+    static let jwtAuthority: JWTAuthority = {
+        let settings = SecuritySettings.JWT(issuer: "https://idp.example", audience: "smg", jwksURI: "https://idp.example/keys",
+                                            roleClaim: "realm_access.roles", roleMapping: ["Ops": .admin])
+        return try! JWTAuthority(settings, fetch: { _ in [] })
+    }()
+
+    /// A token's header (read before any signature check), its claims as the checks read them,
+    /// and a JWKS document as the key cache decodes it.
+    static func jwt(_ bytes: [UInt8]) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        _ = JWTAuthority.looksLikeJWT(Substring(text))
+        _ = JWTAuthority.header(text)
+        if let claims = JSONValue.parse(bytes)?.object {
+            switch jwtAuthority.check(claims, now: Date(timeIntervalSince1970: 1_700_000_000)) {
+            case .success(let p): check(p.method == .jwt && claims["iss"]?.string == "https://idp.example", "only a matching issuer passes")
+            case .failure(let e): check(e.status.code == 401 || e.status.code == 403, "a refusal is 401 or 403")
+            }
+        }
+        _ = try? JSONDecoder().decode(TokenClaims.self, from: Data(bytes))
+        _ = try? JSONDecoder().decode(JWKS.self, from: Data(bytes))
+    }
+
+    // MARK: history
+
+    static let historyStore = MemoryHistoryStore(limits: .init(responses: 64, items: 256, conversations: 32, bytes: 1 << 20, retentionMs: 0))
+    static let knownIDs = Mutex<(conversations: [String], responses: [String])>(([], []))
+
+    /// The Conversations and Responses routes over a memory store that persists across inputs
+    /// (bounded small, so eviction runs too). The first byte picks the method and the tenant;
+    /// then a path (where `{c}` and `{r}` stand for ids stored by earlier inputs), a NUL, a body.
+    static func history(_ bytes: [UInt8]) {
+        guard let op = bytes.first else { return }
+        let rest = bytes.dropFirst()
+        let cut = rest.firstIndex(of: 0) ?? rest.endIndex
+        let known = knownIDs.withLock { $0 }
+        let path = String(decoding: rest[..<cut], as: UTF8.self)
+            .replacingOccurrences(of: "{c}", with: known.conversations.last ?? "conv_none")
+            .replacingOccurrences(of: "{r}", with: known.responses.last ?? "resp_none")
+        let body = ByteBuffer(bytes: cut < rest.endIndex ? Array(rest[(cut + 1)...]) : [])
+        let method: HTTPMethod = [.GET, .POST, .DELETE][Int(op % 3)]
+        let tenant: String? = op & 0x80 != 0 ? "t1" : (op & 0x40 != 0 ? "t2" : nil)
+        let store = historyStore
+        let answer: Result<ControlResponse, APIError>? = blocking {
+            let target = RequestTarget(path)
+            if path == "/v1/responses", method == .POST { return await responsesTurn(body, tenant: tenant, store: store) }
+            if let p = ConversationRoutes.resolve(target.path), target.path.hasPrefix("/v1/conversations") {
+                return await ConversationRoutes.answer(p, method: method, target: target, body: body, store: store, tenant: tenant)
+            }
+            if let p = ResponsesRoutes.resolve(target.path), target.path.hasPrefix("/v1/responses") {
+                return await ResponsesRoutes.answer(p, method: method, target: target, store: store, tenant: tenant)
+            }
+            return nil
+        }
+        if case .success(let r)? = answer {
+            check(JSONValue.parse(Array(r.body.utf8)) != nil, "an answer is JSON: \(r.body.prefix(200))")
+            if let id = JSONValue.parse(Array(r.body.utf8))?["id"]?.string {
+                knownIDs.withLock { k in
+                    if id.hasPrefix("conv_") { k.conversations = Array((k.conversations + [id]).suffix(8)) }
+                    if id.hasPrefix("resp_") { k.responses = Array((k.responses + [id]).suffix(8)) }
+                }
+            }
+        } else if case .failure(let e)? = answer {
+            check((400..<600).contains(Int(e.status.code)), "an error is 4xx or 5xx")
+        }
+        let counts = historyStore.counts
+        check(counts.responses <= 64 && counts.items <= 256 && counts.conversations <= 32 && counts.bytes <= 1 << 20, "the store within its bounds: \(counts)")
+    }
+
+    /// A Responses turn without a worker: parse, load its history as the gateway does, translate
+    /// it to a chat body, and store it as if the worker had answered.
+    static func responsesTurn(_ body: ByteBuffer, tenant: String?, store: MemoryHistoryStore) async -> Result<ControlResponse, APIError> {
+        do {
+            let request = try ResponsesRequest.parse(body.readableBytesView, now: Date())
+            let history = try await ResponsesGateway.history(for: request, tenant: tenant, store: store)
+            check(history.count <= ResponsesGateway.maxHistoryItems, "history within its count")
+            let chat = ResponsesTranslation.chatBody(request, messages: ResponsesTranslation.messages(instructions: request.instructions, items: history + request.input))
+            check(JSONValue.parse(Array(chat.render().utf8)) != nil, "the chat body is JSON")
+            let id = HistoryIDs.make("resp")
+            let raw: JSONValue = ["id": .string(id), "object": "response", "output": []]
+            try await store.saveResponse(StoredResponse(id: id, previousResponseID: request.previousResponseID, conversationID: request.conversationID,
+                                                        input: request.input, createdAt: Date(), raw: raw, tenant: tenant),
+                                         appendingTo: request.conversationID, items: request.input)
+            return .success(ControlResponse(json: raw))
+        } catch {
+            return .failure(.history(error))
+        }
+    }
+
+    // MARK: worker
+
+    static let streamRequest = try! ResponsesRequest.parse(Array(#"{"input":"x","stream":true}"#.utf8), now: Date(timeIntervalSince1970: 1))
+
+    /// What a worker answers, as the router reads it: a chat completion stream translated into
+    /// Responses events (cut anywhere), a whole completion, PD's logprob merge, `/v1/models` and
+    /// `/get_server_info`.
+    static func worker(_ bytes: [UInt8]) {
+        let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
+        var stream = ResponsesStream(responseID: "resp_f", createdAt: Date(timeIntervalSince1970: 1), request: streamRequest)
+        var events = stream.start() + stream.feed(bytes[..<cut]) + stream.feed(bytes[cut...])
+        if stream.failure == nil {
+            events += stream.finishItems()
+            events += stream.completed(ResponsesTranslation.response(id: "resp_f", createdAt: Date(timeIntervalSince1970: 1), request: streamRequest, result: stream.result))
+        } else {
+            events += stream.failed(stream.failure!)
+        }
+        for line in events.split(separator: "\n") where line.hasPrefix("data: ") {
+            check(JSONValue.parse(Array(line.dropFirst(6).utf8)) != nil, "every event's data is JSON: \(line.prefix(200))")
+        }
+        let whole = JSONValue.parse(bytes)
+        if let whole { _ = ResponsesTranslation.result(ofCompletion: whole) }
+        let lists = PDLogprobs.inputLogprobs(fromPrefillAnswer: bytes)
+        for streamed in [false, true] {
+            var merge = PDLogprobs(stream: streamed)
+            var out: [UInt8] = []
+            out += merge.decodePart(ByteBuffer(bytes: bytes[..<cut])) ?? []
+            out += merge.prefillAnswered(lists.isEmpty ? [[.int(1)]] : lists)
+            out += merge.decodePart(ByteBuffer(bytes: bytes[cut...])) ?? []
+            out += merge.decodeEnded()
+            if !streamed, whole != nil { check(JSONValue.parse(out) != nil, "a merged JSON answer is JSON") }
+        }
+        switch ModelDiscovery.modelID(fromModels: ByteBuffer(bytes: bytes)) {
+        case .success(let id)?: check(WorkerFields.problem(model: id, labels: nil, apiKey: nil) == nil, "a model id taken passes the admin checks")
+        default: break
+        }
+        if case .success(let ranks)? = ModelDiscovery.dpSize(fromServerInfo: ByteBuffer(bytes: bytes)) {
+            check((1...Worker.maxDPSize).contains(ranks), "ranks within bounds: \(ranks)")
+        }
+    }
+
+    // MARK: redis
+
+    /// Redis replies through hiredis' reader, fed in two pieces.
+    static func redis(_ bytes: [UInt8]) {
+        let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
+        let reader = RESP.Reader()
+        reader.feed(ByteBuffer(bytes: bytes[..<cut]))
+        var replies = 0
+        do throws(RedisError) {
+            while try reader.next() != nil { replies += 1 }
+            reader.feed(ByteBuffer(bytes: bytes[cut...]))
+            while replies < 100_000, try reader.next() != nil { replies += 1 }
+        } catch {
+            return
+        }
+    }
+
+    // MARK: mesh
+
+    /// A router state of its own: what peers' writes add to it is removed after each input.
+    static let meshState: RouterState = {
+        let config = try! RouterConfig.load(arguments: [], environment: [:])
+        let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
+        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
+        return RouterState(config: config, registry: registry, metrics: metrics, logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }),
+                           pools: UpstreamPools(group: loop, metrics: metrics), tls: try! TLSContexts(config.tls))
+    }()
+
+    static let meshService = MeshService(config: .init(name: "fuzz", bindHost: "127.0.0.1", port: 1, advertise: "127.0.0.1:1", peers: [], keyring: keyring),
+                                         generation: 1, logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }), clock: { 1_000 })
+
+    /// The mesh above its codec: a replicated worker entry applied to the registry (key and
+    /// value split at the first NUL), a demand message, and frames read off an inbound
+    /// connection (lengths, limits, the untrusted state, sealing).
+    static func mesh(_ bytes: [UInt8]) {
+        let cut = bytes.firstIndex(of: 0) ?? bytes.count
+        let key = String(decoding: bytes[..<cut], as: UTF8.self)
+        let value: [UInt8]? = cut < bytes.count ? Array(bytes[(cut + 1)...]) : nil
+        MeshBridge.apply(key: key, value: value, from: "fuzz-peer", state: meshState)
+        for w in meshState.registry.all {
+            check(WorkerFields.problem(model: w.modelID, labels: w.labels, apiKey: w.apiKey) == nil, "a worker from a peer passes the admin checks")
+            _ = meshState.registry.remove(id: w.id)
+        }
+        if let demand = MeshBridge.demand(from: bytes) { check(demand.isFinite && demand >= 0, "a demand is a finite rate") }
+        let channel = EmbeddedChannel(loop: loop)
+        try! channel.pipeline.syncOperations.addHandler(MeshFrameReader(service: meshService, deadline: .seconds(30), helloDeadline: .seconds(5)))
+        _ = try? channel.writeInbound(ByteBuffer(bytes: bytes))
+        _ = try? channel.finish()
+        loop.run()
+    }
+}
+#endif
