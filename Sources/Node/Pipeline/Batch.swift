@@ -22,11 +22,12 @@ enum Batch {
     static func measure(_ kind: Route.Inference, members: [JSONScanner.Member], bytes: UnsafeRawBufferPointer, limit: Int) -> Measure {
         var size: Int?
         for m in members {
-            if m.keyEquals("n", in: bytes) || m.keyEquals("best_of", in: bytes) {
+            let isN = m.keyEquals("n", in: bytes)
+            if isN || m.keyEquals("best_of", in: bytes) {
                 guard let n = number(m.value, bytes) else { continue }
                 if n > Double(limit) { return .tooLarge(TooLarge(field: key(m, bytes), count: text(m.value, bytes))) }
                 // A chat completion's choices are a batch in PD mode (a room each), as the reference counts them.
-                if kind == .chat, m.keyEquals("n", in: bytes), n > 1 { size = Int(n) }
+                if kind == .chat, isN, n > 1 { size = Int(n) }
             } else if kind == .generate, m.keyEquals("sampling_params", in: bytes), m.kind == .object {
                 var tooMany: TooLarge?
                 JSONScanner.forEachMember(bytes, object: m.value) { k, v in
@@ -51,15 +52,18 @@ enum Batch {
     /// as a list of strings or of token lists (a flat list of token ids is one prompt).
     private static func listField(_ kind: Route.Inference, _ m: JSONScanner.Member, _ bytes: UnsafeRawBufferPointer) -> String? {
         guard m.kind == .array else { return nil }
-        // The first element tells a list of requests from one prompt's token ids.
-        let first = bytes[(m.value.lowerBound + 1)..<m.value.upperBound].first { !JSONScanner.isWhitespace($0) }
-        let elementsAreRequests = first == UInt8(ascii: "[") || first == UInt8(ascii: "\"")
         switch kind {
         case .generate where m.keyEquals("text", in: bytes): return "text"
-        case .generate where m.keyEquals("input_ids", in: bytes): return elementsAreRequests ? "input_ids" : nil
-        case .completions where m.keyEquals("prompt", in: bytes): return elementsAreRequests ? "prompt" : nil
+        case .generate where m.keyEquals("input_ids", in: bytes): return elementsAreRequests(m, bytes) ? "input_ids" : nil
+        case .completions where m.keyEquals("prompt", in: bytes): return elementsAreRequests(m, bytes) ? "prompt" : nil
         default: return nil
         }
+    }
+
+    /// The first element tells a list of requests (strings or lists) from one prompt's token ids.
+    private static func elementsAreRequests(_ m: JSONScanner.Member, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        let first = bytes[(m.value.lowerBound + 1)..<m.value.upperBound].first { !JSONScanner.isWhitespace($0) }
+        return first == UInt8(ascii: "[") || first == UInt8(ascii: "\"")
     }
 
     /// A JSON number's value (integers beyond Int64 and exponents included); nil for any other kind.
