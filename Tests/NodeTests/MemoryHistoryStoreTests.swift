@@ -110,4 +110,14 @@ import Testing
         d.end(bytes: 60)
         #expect(d.begin(bytes: 10) && d.begin(bytes: 10) && !d.begin(bytes: 1), "three at most")
     }
+
+    /// An item id given again replaces its item: repeating one id cannot grow a conversation
+    /// beyond what the bounds count.
+    @Test func anItemIDGivenAgainReplacesItsItem() async throws {
+        let store = MemoryHistoryStore()
+        let c = try await store.createConversation(metadata: [:], items: [Self.item("same"), Self.item("same")], tenant: nil)
+        for _ in 0..<100 { _ = try await store.addItems([Self.item("same", bytes: 20)], to: c.id) }
+        let listed = try #require(try await store.items(of: c.id, limit: 100, ascending: true, after: nil))
+        #expect(listed.items.map(\.id) == ["same"] && store.counts.items == 1, "\(listed.items.map(\.id)) \(store.counts)")
+    }
 }

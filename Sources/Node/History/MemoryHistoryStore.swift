@@ -10,7 +10,15 @@ import Synchronization
 final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
     private struct Stored {
         var conversation: Conversation
-        var items: [ConversationItem]
+        var items: [ConversationItem] = []
+
+        /// Adds items; one whose id the conversation holds already replaces it (as Redis, keyed
+        /// by id, does), so repeating an id cannot grow a conversation past what the ledger counts.
+        mutating func add(_ new: [ConversationItem]) {
+            for item in new {
+                if let i = items.firstIndex(where: { $0.id == item.id }) { items[i] = item } else { items.append(item) }
+            }
+        }
     }
     private struct State {
         var conversations: [String: Stored] = [:]
@@ -74,7 +82,7 @@ final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
             s.responses[response.id] = response
             var records: [(HistoryLedger.Key, Int)] = [(.response(response.id), Self.bytes(of: response))]
             if let conversation, s.conversations[conversation] != nil {
-                s.conversations[conversation]!.items += items
+                s.conversations[conversation]!.add(items)
                 records += items.map { (.item(conversation: conversation, id: $0.id), Self.bytes(of: $0)) }
             }
             return ((), records)
@@ -93,7 +101,9 @@ final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
     func createConversation(metadata: [String: String], items: [ConversationItem], tenant: String?) async throws -> Conversation {
         let c = Conversation(id: HistoryIDs.make("conv"), createdAt: Date(), metadata: metadata, tenant: tenant)
         return write { s in
-            s.conversations[c.id] = Stored(conversation: c, items: items)
+            var stored = Stored(conversation: c)
+            stored.add(items)
+            s.conversations[c.id] = stored
             return (c, [(.conversation(c.id), Self.bytes(of: c))] + items.map { (.item(conversation: c.id, id: $0.id), Self.bytes(of: $0)) })
         }
     }
@@ -130,7 +140,7 @@ final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
     func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? {
         write { s in
             guard s.conversations[conversation] != nil else { return (nil, []) }
-            s.conversations[conversation]!.items += items
+            s.conversations[conversation]!.add(items)
             return (items, [(.conversation(conversation), Self.bytes(of: s.conversations[conversation]!.conversation))]
                 + items.map { (.item(conversation: conversation, id: $0.id), Self.bytes(of: $0)) })
         }
