@@ -1,6 +1,6 @@
 import Policies
 
-/// `--pd-disaggregation`: prefill and decode workers, each with its own policy (seed 002's
+/// `--pd-disaggregation`: prefill and decode workers, each with its own policy (the gateway's router guide's
 /// inheritance: `--prefill-policy` / `--decode-policy`, else `--policy`).
 public struct PDSettings: Sendable, Equatable {
     public struct Prefill: Sendable, Equatable {
