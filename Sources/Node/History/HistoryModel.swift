@@ -52,7 +52,7 @@ struct ConversationItem: Sendable, Equatable {
             throw HistoryInputError("item type '\(type)' is not supported; use message, function_call, function_call_output or reasoning")
         }
         let given = o["id"]?.string.flatMap { HistoryIDs.isValid($0) ? $0 : nil }
-        let id = given ?? HistoryIDs.make(type == "message" ? "msg" : (type == "reasoning" ? "rs" : "fc"))
+        let id = given ?? HistoryIDs.make(forItemType: type)
         if type == "message" {
             guard let role = o["role"]?.string, ["user", "assistant", "system", "developer"].contains(role) else {
                 throw HistoryInputError("a message item needs a role: user, assistant, system or developer")
@@ -79,6 +79,12 @@ struct ConversationItem: Sendable, Equatable {
 }
 
 extension ConversationItem {
+    /// The same item under a new id of its type, made here.
+    func withFreshID() -> ConversationItem {
+        ConversationItem(id: HistoryIDs.make(forItemType: type), responseID: responseID, type: type, role: role, content: content,
+                         status: status, createdAt: createdAt)
+    }
+
     /// Items from a request's array (`field` names it in errors, `code` is the 400's code).
     /// Items added together keep their order: each a millisecond after the one before.
     static func parseAll(_ list: [JSONValue], now: Date, field: String, code: String) throws(APIError) -> [ConversationItem] {
@@ -112,6 +118,11 @@ struct HistoryUnavailable: Error, CustomStringConvertible {
 
 /// Ids in OpenAI's style: a prefix and random hex (`conv_…`, `msg_…`, `resp_…`).
 enum HistoryIDs {
+    /// An item's id, prefixed by its type (`msg_…`, `rs_…`, `fc_…`).
+    static func make(forItemType type: String) -> String {
+        make(type == "message" ? "msg" : (type == "reasoning" ? "rs" : "fc"))
+    }
+
     static func make(_ prefix: String) -> String {
         var g = SystemRandomNumberGenerator()
         let digits = Array("0123456789abcdef".utf8)

@@ -59,9 +59,7 @@ final class RedisHistoryStore: HistoryStore {
         }
         var out = items
         for (k, i) in given.enumerated() where replies[2 * k].int == 1 && replies[2 * k + 1] == .null {
-            out[i] = ConversationItem(id: HistoryIDs.make(out[i].type == "message" ? "msg" : (out[i].type == "reasoning" ? "rs" : "fc")),
-                                      responseID: out[i].responseID, type: out[i].type, role: out[i].role, content: out[i].content,
-                                      status: out[i].status, createdAt: out[i].createdAt)
+            out[i] = out[i].withFreshID()
         }
         return out
     }

@@ -65,7 +65,7 @@ public final class Worker: Sendable {
     /// Records a health check; returns the new status if it changed.
     func recordHealthCheck(success: Bool) -> HealthState.Status? {
         let change = health.withLock { $0.record(success: success) }
-        if let change { _healthy.store(change == .healthy && refusal == nil, ordering: .relaxed) }
+        if change != nil { syncHealthy() }
         return change
     }
 
@@ -76,7 +76,13 @@ public final class Worker: Sendable {
     public var refusal: String? { _refusal.withLock { $0 } }
     func refuse(because reason: String?) {
         _refusal.withLock { $0 = reason }
-        _healthy.store(reason == nil && healthStatus == .healthy, ordering: .relaxed)
+        syncHealthy()
+    }
+
+    /// The hot path's flag, derived in one place: healthy by the checks (or a peer's verdict)
+    /// and not refused.
+    private func syncHealthy() {
+        _healthy.store(refusal == nil && healthStatus == .healthy, ordering: .relaxed)
     }
 
     public var modelID: String? { _modelID.withLock { $0 } }
@@ -85,7 +91,7 @@ public final class Worker: Sendable {
     func adoptUnhealthy() -> Bool {
         let changed = health.withLock { $0.adoptUnhealthy() }
         if changed {
-            _healthy.store(false, ordering: .relaxed)
+            syncHealthy()
             adoptions.add(1, ordering: .relaxed)
         }
         return changed
@@ -100,7 +106,7 @@ public final class Worker: Sendable {
     func adoptHealthy(ifStill adoption: Int? = nil) -> Bool {
         if let adoption, adoption != adoptionCount { return false }
         let changed = health.withLock { $0.adoptHealthy() }
-        if changed { _healthy.store(refusal == nil, ordering: .relaxed) }
+        if changed { syncHealthy() }
         return changed
     }
 
