@@ -27,6 +27,26 @@ import Glibc
                                  "--mesh-key-file", keyFile.path, "--mesh-peer-urls"] + peers.map { "127.0.0.1:\($0)" })
     }
 
+    /// Two sealed routers a and b meshed with each other over worker `w`, each with its own
+    /// extra flags; returned once the mesh formed.
+    func meshedPair(over w: SimWorkerProcess, _ extra: [[String]]) async throws -> (RouterProcess, RouterProcess) {
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b"].enumerated() {
+            routers.append(try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
+                                                   "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])",
+                                                   "--worker-urls", w.url] + extra[i]))
+        }
+        let (a, b) = (routers[0], routers[1])
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
+        return (a, b)
+    }
+
+    /// Whether a router sees its first worker healthy.
+    func firstWorkerIsHealthy(_ r: RouterProcess) throws -> Bool {
+        (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["is_healthy"] as? Bool ?? false
+    }
+
     func view(_ r: RouterProcess) throws -> [String: String] {
         let status = try r.request("GET", "/ha/status").json()
         var out: [String: String] = [:]
@@ -163,21 +183,12 @@ import Glibc
 
     @Test func aWorkerOneRouterSeesDieIsTakenOutOfRotationByTheOthers() async throws {
         let w = try await SimWorkerProcess(name: "w")
-        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
         // a checks every second; b only every minute: without the mesh, b would go on sending
         // requests to a dead worker for up to a minute.
         let intervals = ["1", "60"]
-        var routers: [RouterProcess] = []
-        for (i, name) in ["a", "b"].enumerated() {
-            routers.append(try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
-                                                   "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])",
-                                                   "--health-check-interval-secs", intervals[i], "--health-failure-threshold", "1", "--worker-urls", w.url]))
-        }
-        let (a, b) = (routers[0], routers[1])
-        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
-        func healthy(_ r: RouterProcess) throws -> Bool {
-            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["is_healthy"] as? Bool ?? false
-        }
+        let (a, b) = try await meshedPair(over: w, [["--health-check-interval-secs", intervals[0], "--health-failure-threshold", "1"],
+                                                    ["--health-check-interval-secs", intervals[1], "--health-failure-threshold", "1"]])
+        let healthy = firstWorkerIsHealthy
         try await eventually(timeout: .seconds(10), "both see w healthy") { try healthy(a) && healthy(b) }
         w.process.signal(SIGKILL)
         // a's next check (within 1 s) fails; its verdict reaches b within milliseconds.
@@ -191,21 +202,11 @@ import Glibc
     /// --cb-timeout-duration-secs if nobody says otherwise (the router that said it may be gone).
     @Test func aPeersUnhealthyVerdictEndsOnARouterWithoutHealthChecks() async throws {
         let w = try await SimWorkerProcess(name: "w")
-        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
         let own: [[String]] = [["--health-check-interval-secs", "1", "--health-failure-threshold", "1", "--health-check-timeout-secs", "1"],
                                ["--disable-health-check", "--cb-timeout-duration-secs", "6"]]
-        var routers: [RouterProcess] = []
-        for (i, name) in ["a", "b"].enumerated() {
-            routers.append(try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
-                                                   "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])",
-                                                   "--worker-urls", w.url] + own[i]))
-        }
-        let (a, b) = (routers[0], routers[1])
         defer { w.process.signal(SIGCONT) }
-        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
-        func healthy(_ r: RouterProcess) throws -> Bool {
-            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["is_healthy"] as? Bool ?? false
-        }
+        let (a, b) = try await meshedPair(over: w, own)
+        let healthy = firstWorkerIsHealthy
         try await eventually(timeout: .seconds(10), "a sees w healthy") { try healthy(a) && healthy(b) }
         // Frozen, w fails a's checks; b adopts the verdict, then lets it expire on its own.
         w.process.signal(SIGSTOP)
