@@ -240,4 +240,29 @@ extension RouterProcess {
         #expect(try keyed.respond(#"{"input":"x"}"#).status == 401)
         #expect(try keyed.request("POST", "/v1/responses", body: #"{"input":"x"}"#, headers: [("authorization", "Bearer k")]).status == 200)
     }
+    /// `--history-max-item-bytes`: a request's item over it is refused before any worker sees
+    /// it (where it would be stored), and an answer whose output is over it is answered, not stored.
+    @Test func anItemOverTheByteCapIsRefusedOrLeftUnstored() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let smg = try await RouterProcess(["--worker-urls", w.url, "--history-max-item-bytes", "2048"])
+        let large = String(repeating: "x", count: 3000)
+        let refused = try smg.respond(#"{"input":"\#(large)"}"#)
+        #expect(refused.status == 400 && refused.errorCode == "item_too_large", "\(refused.status) \(refused.text)")
+        #expect(refused.text.contains("input[0]") && refused.text.contains("--history-max-item-bytes"))
+        #expect(try smg.respond(#"{"input":"\#(large)","store":false}"#).status == 200, "nothing stored, nothing to bound")
+
+        let conversation = try smg.request("POST", "/v1/conversations", body: "{}").json()["id"] as? String ?? ""
+        let item = try smg.request("POST", "/v1/conversations/\(conversation)/items",
+                                   body: #"{"items":[{"role":"user","content":"small"},{"role":"user","content":"\#(large)"}]}"#)
+        #expect(item.status == 400 && item.errorCode == "item_too_large" && item.text.contains("items[1]"))
+        let kept = try smg.request("GET", "/v1/conversations/\(conversation)/items").json()["data"] as? [Any]
+        #expect(kept?.count == 0, "a refused request adds none of its items")
+
+        let long = try smg.respond(#"{"input":"x","max_output_tokens":600}"#)
+        #expect(long.status == 200 && long.header("x-smg-history-write") == "too_large")
+        #expect(try smg.request("GET", "/v1/responses/\(try long.json()["id"] as? String ?? "")").status == 404)
+        let short = try smg.respond(#"{"input":"x","max_output_tokens":20}"#)
+        #expect(short.status == 200 && short.header("x-smg-history-write") == nil)
+        #expect(try smg.request("GET", "/v1/responses/\(try short.json()["id"] as? String ?? "")").status == 200)
+    }
 }

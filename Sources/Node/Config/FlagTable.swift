@@ -69,6 +69,7 @@ public enum FlagTable {
         FlagSpec("history-memory-max-items", .int, .int(100_000), group: "History", "Most conversation items the memory backend keeps; the oldest go first and leave their conversation"),
         FlagSpec("history-memory-retention-secs", .int, .int(86_400), group: "History", "Seconds the memory backend keeps a record (a conversation: after its last use); 0 keeps it until a bound drops it"),
         FlagSpec("history-memory-max-bytes", .int, .int(256 << 20), group: "History", "Bytes (as JSON) the memory backend holds at most, beyond the count bounds; the oldest records go first"),
+        FlagSpec("history-max-item-bytes", .int, .int(4 << 20), group: "History", "Largest item (as JSON) any history backend stores: a larger one in a request is refused (400 item_too_large); an answer with a larger output item is not stored"),
         FlagSpec("oracle-wallet-path", .string, nil, env: "ATP_WALLET_PATH", group: "History", status: .notBuilt(history), "Oracle ATP wallet directory"),
         FlagSpec("oracle-tns-alias", .string, nil, env: "ATP_TNS_ALIAS", group: "History", status: .notBuilt(history), "Oracle TNS alias"),
         FlagSpec("oracle-dsn", .string, nil, env: "ATP_DSN", group: "History", status: .notBuilt(history), "Oracle connection descriptor"),

@@ -49,6 +49,9 @@ public struct RouterConfig: Sendable {
     public var history: History = .memory
     /// The memory backend's bounds (`--history-memory-*`).
     var historyMemory = HistoryLedger.Limits()
+    /// `--history-max-item-bytes`: the most one stored item holds, in every backend, so no
+    /// single item can take a replayed chain's whole byte budget or a store's memory.
+    var historyMaxItemBytes = 4 << 20
     /// Where `manual`'s routing-key assignments are also kept (`--session-store`).
     public enum SessionStore: Sendable, Equatable {
         case memory
@@ -136,6 +139,7 @@ public struct RouterConfig: Sendable {
         default: throw ConfigError("--backend \(backend): expected sglang, vllm, trtllm, openai or anthropic")
         }
         let historyBackend = f.stringWithDefault("history-backend")
+        historyMaxItemBytes = try Self.positive(f, "history-max-item-bytes")
         switch historyBackend {
         case "memory":
             history = .memory

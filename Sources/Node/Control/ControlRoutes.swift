@@ -45,9 +45,10 @@ enum ControlRoutes {
             }
         case .conversations(let path):
             // Storage is async (Redis): answered from a task, handed back on this connection's loop.
-            let (store, metrics, method, uri) = (state.history, state.metrics, head.method, head.uri)
+            let (store, metrics, method, uri, maxItemBytes) = (state.history, state.metrics, head.method, head.uri, state.config.historyMaxItemBytes)
             OffLoop.run(on: pool.loop, {
-                await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store, tenant: tenant, metrics: metrics)
+                await ConversationRoutes.answer(path, method: method, target: RequestTarget(uri), body: body, store: store, tenant: tenant,
+                                                maxItemBytes: maxItemBytes, metrics: metrics)
             }, then: done)
         case .responses(let path):
             let (store, metrics, method, uri) = (state.history, state.metrics, head.method, head.uri)

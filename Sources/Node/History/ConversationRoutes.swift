@@ -27,12 +27,13 @@ enum ConversationRoutes {
     static let maxMetadataKeys = 16
 
     /// `tenant`: the caller's (`Tenancy`): another tenant's conversation is not found.
+    /// `maxItemBytes`: `--history-max-item-bytes`.
     static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore, tenant: String? = nil,
-                       metrics: RouterMetrics? = nil) async -> Result<ControlResponse, APIError> {
+                       maxItemBytes: Int = .max, metrics: RouterMetrics? = nil) async -> Result<ControlResponse, APIError> {
         let started = ContinuousClock.now
         let result: Result<ControlResponse, APIError>
         do {
-            result = .success(try await route(path, method: method, target: target, body: body, store: store, tenant: tenant))
+            result = .success(try await route(path, method: method, target: target, body: body, store: store, tenant: tenant, maxItemBytes: maxItemBytes))
         } catch {
             result = .failure(.history(error))
         }
@@ -55,7 +56,7 @@ enum ConversationRoutes {
     }
 
     private static func route(_ path: Path, method: HTTPMethod, target: RequestTarget, body: ByteBuffer, store: any HistoryStore,
-                              tenant: String?) async throws -> ControlResponse {
+                              tenant: String?, maxItemBytes: Int) async throws -> ControlResponse {
         let now = Date()
         // Every route under a conversation first finds it, as this caller may see it.
         switch path {
@@ -68,7 +69,7 @@ enum ConversationRoutes {
         case (.create, .POST):
             let request = try object(body, allowEmpty: true)
             let metadata = try Self.metadata(request["metadata"])
-            let items = try Self.items(request["items"], now: now)
+            let items = try Self.items(request["items"], now: now, maxBytes: maxItemBytes)
             let c = try await store.createConversation(metadata: metadata, items: items, tenant: tenant)
             return ControlResponse(json: c.json)
         case (.conversation(let id), .POST):
@@ -84,7 +85,7 @@ enum ConversationRoutes {
             return ControlResponse(json: list(page.items, hasMore: page.hasMore))
         case (.items(let id), .POST):
             let request = try object(body, allowEmpty: false)
-            let items = try Self.items(request["items"], now: now)
+            let items = try Self.items(request["items"], now: now, maxBytes: maxItemBytes)
             guard !items.isEmpty else { throw APIError.badRequest("missing_items", "'items' must hold at least one item") }
             guard let added = try await store.addItems(items, to: try HistoryIDs.checked(id)) else { throw notFound(id) }
             return ControlResponse(json: list(added, hasMore: false))
@@ -128,11 +129,13 @@ enum ConversationRoutes {
         return map
     }
 
-    private static func items(_ value: JSONValue?, now: Date) throws(APIError) -> [ConversationItem] {
+    private static func items(_ value: JSONValue?, now: Date, maxBytes: Int) throws(APIError) -> [ConversationItem] {
         guard let value, value != .null else { return [] }
         guard let array = value.array else { throw .badRequest("invalid_items", "'items' must be an array") }
         guard array.count <= maxItemsPerRequest else { throw .badRequest("too_many_items", "at most \(maxItemsPerRequest) items per request") }
-        return try ConversationItem.parseAll(array, now: now, field: "items", code: "invalid_item")
+        let items = try ConversationItem.parseAll(array, now: now, field: "items", code: "invalid_item")
+        try ConversationItem.checkSizes(items, field: "items", maxBytes: maxBytes)
+        return items
     }
 
     private static func notFound(_ id: String) -> APIError {

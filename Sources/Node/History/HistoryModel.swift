@@ -101,6 +101,18 @@ extension ConversationItem {
     }
 }
 
+extension ConversationItem {
+    /// What the item takes stored (its JSON, about): what the byte bounds count.
+    var storedBytes: Int { content.byteEstimate + id.utf8.count + type.utf8.count + 96 }
+
+    /// `--history-max-item-bytes`: the first item of `items` larger than `maxBytes` is a 400
+    /// naming it, so the client learns which one and by how much.
+    static func checkSizes(_ items: [ConversationItem], field: String, maxBytes: Int) throws(APIError) {
+        guard let i = items.firstIndex(where: { $0.storedBytes > maxBytes }) else { return }
+        throw .badRequest("item_too_large", "\(field)[\(i)] takes \(items[i].storedBytes) bytes stored; an item holds at most \(maxBytes) (--history-max-item-bytes)")
+    }
+}
+
 struct HistoryInputError: Error {
     let message: String
     init(_ m: String) { message = m }

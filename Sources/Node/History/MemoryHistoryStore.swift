@@ -42,7 +42,7 @@ final class MemoryHistoryStore: HistoryStore, ImmediateHistoryStore {
         state.withLock { s in (s.ledger.count(.responses), s.ledger.count(.items), s.ledger.count(.conversations), s.ledger.bytes) }
     }
 
-    static func bytes(of item: ConversationItem) -> Int { item.content.byteEstimate + item.id.utf8.count + item.type.utf8.count + 96 }
+    static func bytes(of item: ConversationItem) -> Int { item.storedBytes }
     static func bytes(of r: StoredResponse) -> Int { r.raw.byteEstimate + r.input.reduce(r.id.utf8.count + 128) { $0 + bytes(of: $1) } }
     static func bytes(of c: Conversation) -> Int { c.metadata.reduce(c.id.utf8.count + 64) { $0 + $1.key.utf8.count + $1.value.utf8.count + 8 } }
 

@@ -184,6 +184,14 @@ final class ResponsesClient: ExchangeClient {
         let stored = StoredResponse(id: turn.id, previousResponseID: r.previousResponseID, conversationID: r.conversationID,
                                     input: r.input.map { var i = $0; i.responseID = turn.id; return i }, createdAt: turn.createdAt,
                                     safetyIdentifier: r.safetyIdentifier, model: result.model ?? r.model, raw: response, tenant: turn.tenant)
+        // An answer larger than an item may be is not stored, as a request's would be refused;
+        // the client has its answer, and the header (or, for a stream, the log) says why.
+        if let large = stored.output.first(where: { $0.storedBytes > state.config.historyMaxItemBytes }) {
+            state.logger.warning("response not stored: an output item is over --history-max-item-bytes",
+                                 metadata: ["response_id": "\(turn.id)", "item_bytes": "\(large.storedBytes)"])
+            state.metrics.historyOperation("save_response", result: "invalid", seconds: 0)
+            return then("too_large")
+        }
         // A conversation orders its items by when they were added: the turn's input, then its
         // output, each a millisecond after the one before (equal scores would sort by id).
         let added = Date()

@@ -51,6 +51,13 @@ enum ResponsesGateway {
         case .success(let r): request = r
         case .failure(let error): return done(.failure(error))
         }
+        if request.store {
+            do throws(APIError) {
+                try ConversationItem.checkSizes(request.input, field: "input", maxBytes: state.config.historyMaxItemBytes)
+            } catch {
+                return done(.failure(error))
+            }
+        }
         let turn = Turn(request: request, id: HistoryIDs.make("resp"), createdAt: now, tenant: tenant)
         func build(_ history: [ConversationItem]) -> Result<(ExchangePlan, Turn), APIError> {
             Result { () throws(APIError) in (try plan(turn, history: history, head: head, requestID: requestID, state: state), turn) }
