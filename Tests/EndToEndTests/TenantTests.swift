@@ -70,4 +70,25 @@ import Testing
         let open = try untrusting.request("POST", "/v1/conversations", body: #"{}"#, headers: Self.bearer("gw") + [("x-org", "team-1")]).json()["id"] as? String ?? ""
         #expect(try untrusting.request("GET", "/v1/conversations/\(open)", headers: Self.bearer("gw") + [("x-org", "team-2")]).status == 200)
     }
+    /// A tenant's sticky sessions are its own: the same `x-smg-routing-key` from two tenants is two
+    /// sessions, each kept where it was placed, and the session store keeps the tenant with the
+    /// key. Before, a tenant could pin, move or follow another tenant's session by naming its key.
+    @Test func eachTenantsRoutingKeysAreItsOwnSessions() async throws {
+        let redis = try await RedisProcess()
+        var workers: [SimWorkerProcess] = []
+        for name in ["a", "b", "c", "d"] { workers.append(try await SimWorkerProcess(name: name)) }
+        let r = try await RouterProcess(["--worker-urls"] + workers.map(\.url) + ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url,
+                                         "--api-key", "shared", "--tenant-api-key", "acme:key-a", "--tenant-api-key", "globex:key-b"])
+        func placement(_ key: String) throws -> [String] {
+            try (0..<8).map { try r.chat("x", headers: Self.bearer(key) + [("x-smg-routing-key", "session-\($0)")]).header("x-sim-worker") ?? "?" }
+        }
+        let acme = try placement("key-a"), globex = try placement("key-b"), shared = try placement("shared")
+        #expect(try placement("key-a") == acme && placement("key-b") == globex && placement("shared") == shared, "each keeps its own")
+        // Eight keys placed at random over four workers agree by chance with probability 4^-8.
+        #expect(acme != globex && acme != shared, "\(acme) \(globex) \(shared)")
+        let stored = try redis.cli("--scan", "--pattern", "smg:session:*session-0")
+        #expect(stored.count == 3, "\(stored)")
+        #expect(stored.contains { $0.hasSuffix(":acme\u{1F}session-0") } && stored.contains { $0.hasSuffix(":globex\u{1F}session-0") })
+        #expect(stored.contains { $0.hasSuffix(":session-0") && !$0.contains("\u{1F}") }, "a key without a tenant is as before")
+    }
 }

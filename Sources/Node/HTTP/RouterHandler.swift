@@ -198,7 +198,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         switch request.route {
         case .inference(let kind):
             do throws(APIError) {
-                plan = try InferenceRequest.plan(kind, head: request.head, body: body, requestID: request.requestID, state: state)
+                plan = try InferenceRequest.plan(kind, head: request.head, body: body, requestID: request.requestID, tenant: request.tenant, state: state)
             } catch {
                 if error.code == "invalid_json" { state.metrics.routerError(endpoint: kind.endpoint, code: error.code) }
                 return respond(error: error, extra: HTTPHeaders())

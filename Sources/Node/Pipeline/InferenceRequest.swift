@@ -11,7 +11,9 @@ enum InferenceRequest {
     /// the worker serves the other. `model` and `stream` first: their index is used below.
     static let routingFields: [StaticString] = ["model", "stream", "text", "messages", "prompt", "input_ids"]
 
-    static func plan(_ kind: Route.Inference, head: HTTPRequestHead, body: ByteBuffer, requestID: String, state: RouterState) throws(APIError) -> ExchangePlan {
+    /// `tenant`: the caller's (`Tenancy`), which scopes its routing key.
+    static func plan(_ kind: Route.Inference, head: HTTPRequestHead, body: ByteBuffer, requestID: String, tenant: String? = nil,
+                     state: RouterState) throws(APIError) -> ExchangePlan {
         var model: String?
         var stream = false
         var routingText: [UInt8] = []
@@ -65,7 +67,7 @@ enum InferenceRequest {
         }
         let routing = RoutingRequest(
             routingText: routingText,
-            routingKey: head.headers.first(name: "x-smg-routing-key"),
+            routingKey: Tenancy.routingKey(head.headers.first(name: "x-smg-routing-key"), tenant: tenant),
             targetWorker: head.headers.first(name: "x-smg-target-worker").flatMap { Int($0) })
         return ExchangePlan(kind: pd ? .prefillDecode(batchSize: batchSize, mergeLogprobs: returnLogprob) : .singleWorker,
                             endpoint: kind.endpoint, model: model?.isEmpty == true ? nil : model, stream: stream, routing: routing,

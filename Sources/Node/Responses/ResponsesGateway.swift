@@ -122,7 +122,7 @@ enum ResponsesGateway {
         chatHead.uri = "/v1/chat/completions"
         // The gateway reads the worker's answer: it must come uncompressed.
         chatHead.headers.remove(name: "accept-encoding")
-        var plan = try InferenceRequest.plan(.chat, head: chatHead, body: body, requestID: requestID, state: state)
+        var plan = try InferenceRequest.plan(.chat, head: chatHead, body: body, requestID: requestID, tenant: turn.tenant, state: state)
         plan.endpoint = "responses"
         return plan
     }
