@@ -37,10 +37,35 @@ import Testing
         #expect(after >= HLCStamp(wallMs: UInt64.max, logical: UInt32.max, node: 0))
     }
 
-    @Test func theReplicatorCountsStampsAheadOfItsClock() {
-        var a = Replicator(origin: 1), b = Replicator(origin: 2)
-        let future = a.write("workers", "k", [1], physicalMs: 10_000_000)
-        _ = b.apply([future], physicalMs: 1_000)
-        #expect(b.stampsAhead == 1 && b.value("workers", "k") == [1], "applied as stamped, counted")
+    /// A write stamped beyond the drift bound (a peer whose clock jumped 3 hours ahead) is
+    /// refused on every path, push, answer and full state, so it cannot win over the key's later
+    /// writes; it stays wanted, and is taken once real time comes within the bound.
+    @Test func aWriteStampedFarAheadIsRefusedUntilTimeCatchesUp() {
+        let hours3: UInt64 = 3 * 3_600_000, now: UInt64 = 1_000_000_000
+        var ahead = Replicator(origin: 1), good = Replicator(origin: 3)
+        let future = ahead.write("sessions", "k", [1], physicalMs: now + hours3)
+
+        for path in ["push", "answer", "state"] {
+            var b = Replicator(origin: 2)
+            switch path {
+            case "push": _ = b.apply([future], physicalMs: now)
+            case "answer": _ = b.absorb(ahead.missing(for: b.digest.context), through: ahead.vector, from: "ahead", physicalMs: now)
+            default: _ = b.join(ahead.state.allEntries, context: ahead.state.context, from: "ahead", physicalMs: now)
+            }
+            #expect(b.stampsAhead == 1 && b.value("sessions", "k") == nil, "\(path): refused, counted")
+            #expect(!b.state.context.covers(future.dot), "\(path): still wanted")
+            #expect(ahead.missing(for: b.digest.context) == [future], "\(path): so the peer offers it again")
+
+            // A later write of the key by a router with a right clock is not pinned under it.
+            let later = good.write("sessions", "k", [3], physicalMs: now + 1)
+            _ = b.apply([later], physicalMs: now + 2)
+            #expect(b.value("sessions", "k") == [3], "\(path)")
+            #expect(b.write("sessions", "k", [2], physicalMs: now + 3).stamp.wallMs < now + hours3, "\(path): its own clock was not dragged ahead")
+
+            // Three hours on, within the bound: the write is taken and, being the newest, wins.
+            let then = now + hours3 - 60_000
+            _ = b.absorb(ahead.missing(for: b.digest.context), through: ahead.vector, from: "ahead", physicalMs: then)
+            #expect(b.value("sessions", "k") == [1] && b.state.context.covers(future.dot) && b.stampsAhead == 1, "\(path)")
+        }
     }
 }

@@ -26,8 +26,12 @@ public struct Replicator: Sendable {
     public private(set) var state = ReplicaState()
     private var clock: HybridLogicalClock
     private var seq: UInt64 = 0
-    /// Entries received whose stamp was further ahead of this node's clock than it follows (a
-    /// peer with a wrong clock): applied as stamped, counted so an operator can see it.
+    /// Entries refused because their stamp was further ahead of this node's physical clock
+    /// than the clock follows (`HybridLogicalClock.maxDriftMs`): a peer whose clock jumped
+    /// ahead. Applied, one such write would win over every later write of its key until real
+    /// time caught up, maybe for years. Refused, its dot stays uncovered here, so the peer
+    /// keeps offering it and it is taken once it is within the bound: replicas wait, they do
+    /// not part for good. Counted so an operator sees it.
     public private(set) var stampsAhead = 0
     /// What each peer had seen at its last report, by member name.
     public private(set) var peerContexts: [String: CausalContext] = [:]
@@ -57,33 +61,46 @@ public struct Replicator: Sendable {
 
     /// Entries pushed by a peer; returns those that changed a value here.
     public mutating func apply(_ entries: [ReplicatedEntry], physicalMs: UInt64) -> [ReplicatedEntry] {
-        var changed: [ReplicatedEntry] = []
-        for e in entries {
-            observe(e.stamp, physicalMs: physicalMs)
-            if state.apply(e) { changed.append(e) }
-        }
-        return changed
+        admitted(entries, physicalMs: physicalMs).filter { state.apply($0) }
     }
 
-    /// A peer's complete answer to our digest.
+    /// A peer's complete answer to our digest. Its vector vouches for every entry sent: with
+    /// one refused, only the admitted entries are taken, each on its own, and the vector is
+    /// not, so the refused dot stays wanted.
     public mutating func absorb(_ entries: [ReplicatedEntry], through vector: VersionVector, from peer: String, physicalMs: UInt64) -> [ReplicatedEntry] {
-        for e in entries { observe(e.stamp, physicalMs: physicalMs) }
         var known = peerContexts[peer] ?? CausalContext()
         known.merge(vector)
         notePeer(peer, context: known)
+        let admitted = admitted(entries, physicalMs: physicalMs)
+        guard admitted.count == entries.count else { return admitted.filter { state.apply($0) } }
         return state.absorb(entries, through: vector)
     }
 
-    /// A peer's full state; returns the keys whose value changed here (nil: now absent).
+    /// A peer's full state; returns the keys whose value changed here (nil: now absent). As
+    /// with an answer, a refused entry makes the join entry by entry, without the context (whose
+    /// coverage would say the refused write, and what it replaced, are gone).
     public mutating func join(_ entries: [ReplicatedEntry], context: CausalContext, from peer: String, physicalMs: UInt64) -> [(store: String, key: String, entry: ReplicatedEntry?)] {
-        for e in entries { observe(e.stamp, physicalMs: physicalMs) }
         notePeer(peer, context: context)
+        let admitted = admitted(entries, physicalMs: physicalMs)
+        guard admitted.count == entries.count else {
+            return admitted.filter { state.apply($0) }.map { ($0.store, $0.key, $0) }
+        }
         return state.merge(entries: entries, context: context)
     }
 
-    private mutating func observe(_ stamp: HLCStamp, physicalMs: UInt64) {
-        if clock.isAhead(stamp, physicalMs: physicalMs) { stampsAhead += 1 }
-        clock.observe(stamp, physicalMs: physicalMs)
+    /// The entries whose stamps the clock follows, each observed; the rest counted.
+    private mutating func admitted(_ entries: [ReplicatedEntry], physicalMs: UInt64) -> [ReplicatedEntry] {
+        var out: [ReplicatedEntry] = []
+        out.reserveCapacity(entries.count)
+        for e in entries {
+            guard !clock.isAhead(e.stamp, physicalMs: physicalMs) else {
+                stampsAhead += 1
+                continue
+            }
+            clock.observe(e.stamp, physicalMs: physicalMs)
+            out.append(e)
+        }
+        return out
     }
 
     /// What a peer that reported `vector` lacks.

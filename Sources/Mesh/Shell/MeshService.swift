@@ -72,6 +72,8 @@ public final class MeshService: Sendable {
         var frameReplay = ReplayFilter()
         var stats = Stats()
         var lastContact: [String: UInt64] = [:]
+        /// When the last "peer clock ahead" warning was logged (monotonic ms; 0: never).
+        var clockAheadWarnedAt: UInt64 = 0
         /// Resolved addresses: literal ones for good, names with when they were looked up.
         var addresses: [String: (address: SocketAddress, resolvedMs: UInt64, literal: Bool)] = [:]
         /// Names being looked up on a background thread now.
@@ -310,7 +312,16 @@ public final class MeshService: Sendable {
                 s.stats.bytesIn += bytes.count
                 s.lastContact[envelope.sender] = now
                 switch envelope.message {
-                case .node(let m): return .node(s.node.receive(m, from: envelope.sender, now: now, wallMs: wallClockMs(), using: &s.rng))
+                case .node(let m):
+                    let refusedBefore = s.node.replicator.stampsAhead
+                    let out = s.node.receive(m, from: envelope.sender, now: now, wallMs: wallClockMs(), using: &s.rng)
+                    // A peer whose clock is ahead: said once a minute at most, not per packet.
+                    if s.node.replicator.stampsAhead > refusedBefore, now &- s.clockAheadWarnedAt >= 60_000 || s.clockAheadWarnedAt == 0 {
+                        s.clockAheadWarnedAt = now
+                        logger.warning("mesh: refusing replicated writes stamped more than 5 minutes ahead of this router's clock; check the peer's clock (NTP), then restart it",
+                                       metadata: ["peer": "\(envelope.sender)", "refused_total": "\(s.node.replicator.stampsAhead)"])
+                    }
+                    return .node(out)
                 case .custom(let topic, _) where topic == Self.helloTopic: return .hello
                 case .custom(let topic, let payload): return .custom(topic, payload, envelope.sender)
                 }
