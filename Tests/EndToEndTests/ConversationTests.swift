@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -122,6 +123,24 @@ final class RedisProcess: @unchecked Sendable {
         #expect(try smg.request("DELETE", "/v1/conversations/\(victim)").status == 200)
         #expect(try redis.cli("EXISTS", "item:\(victimItem)") == ["0"])
         #expect(try redis.cli("EXISTS", "item:\(addedID)") == ["1"], "the other conversation's item stays")
+
+        // Eight conversations bring the same new id at once: one takes it, the others get fresh
+        // ids, and the item under the id is the content of the conversation that lists it.
+        let racers = try (0..<8).map { _ in try create("{}") }
+        let answers = NIOLockedValueBox<[Int: String]>([:])
+        DispatchQueue.concurrentPerform(iterations: racers.count) { k in
+            let r = try? smg.request("POST", "/v1/conversations/\(racers[k])/items",
+                                     body: #"{"items":[{"id":"msg_race","type":"message","role":"user","content":"from \#(k)"}]}"#)
+            let id = ((try? r?.json())?["data"] as? [[String: Any]])?.first?["id"] as? String
+            answers.withLockedValue { $0[k] = id ?? "failed" }
+        }
+        let ids = answers.withLockedValue { $0 }
+        let winners = ids.filter { $0.value == "msg_race" }.map(\.key)
+        #expect(winners.count == 1 && Set(ids.values).count == 8 && !ids.values.contains("failed"), "\(ids)")
+        if let k = winners.first {
+            #expect(try redis.cli("HGET", "item:msg_race", "content").first?.contains("from \(k)") == true)
+            #expect(try redis.cli("ZSCORE", "conversation:\(racers[k]):items", "msg_race").first?.isEmpty == false)
+        }
     }
 
     @Test func redisDownMeansHistory503AndChatStillServedAndItRecovers() async throws {

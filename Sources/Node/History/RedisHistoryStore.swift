@@ -45,24 +45,40 @@ final class RedisHistoryStore: HistoryStore {
 
     private func expire(_ key: String) -> [[String]] { retention.map { [["EXPIRE", key, String($0)]] } ?? [] }
 
-    /// Item hashes are keyed by item id alone (the reference's `item:{id}`), so an id a client
-    /// brings must not name an item of another conversation: that item would be overwritten
-    /// (and listed in two conversations). Such an item is stored under a fresh id instead.
-    /// (Two requests that bring the same new id at the same moment can still race.)
+    /// Item hashes are keyed by item id alone (the reference's `item:{id}`), so an item id that
+    /// came with the request must not name an item of another conversation: that item would be overwritten (and listed in two conversations). Each such id is claimed
+    /// in one atomic step (`claimScript`): taken when no item has it yet, or when it is already
+    /// this conversation's; otherwise the item is stored under a fresh id. Two requests that
+    /// bring the same new id at the same moment cannot both take it: the first claim creates the
+    /// item's hash, and the second then finds it neither free nor its own.
     private func claimingIDs(_ items: [ConversationItem], conversation: String) async throws -> [ConversationItem] {
         let given = items.indices.filter { items[$0].idFromClient }
         guard !given.isEmpty else { return items }
+        let ttl = String(retention ?? 0)
         let replies = try await call {
-            try await redis.batch(given.flatMap { i in
-                [["EXISTS", Self.itemKey(items[i].id)].map { Array($0.utf8) }, ["ZSCORE", Self.itemsKey(conversation), items[i].id].map { Array($0.utf8) }]
+            try await redis.batch(given.map { i in
+                ["EVAL", Self.claimScript, "2", Self.itemKey(items[i].id), Self.itemsKey(conversation), items[i].id, ttl].map { Array($0.utf8) }
             })
         }
         var out = items
-        for (k, i) in given.enumerated() where replies[2 * k].int == 1 && replies[2 * k + 1] == .null {
+        for (k, i) in given.enumerated() where replies[k].int != 1 {
             out[i] = out[i].withFreshID()
         }
         return out
     }
+
+    /// KEYS: the item's hash, the conversation's index; ARGV: the id, the retention in seconds
+    /// (0: none). 1 when the id is this conversation's to write: a new hash (its `id` field set
+    /// now, with the retention, so a write that never follows leaves nothing forever), or an
+    /// item the conversation already lists.
+    static let claimScript = """
+        if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 1 then
+          if ARGV[2] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+          return 1
+        end
+        if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 1 end
+        return 0
+        """
 
     private func writeItems(_ items: [ConversationItem], conversation: String) -> [[String]] {
         var commands: [[String]] = []
