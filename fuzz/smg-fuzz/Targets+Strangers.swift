@@ -51,6 +51,57 @@ extension FuzzTarget {
         _ = try? JSONDecoder().decode(JWKS.self, from: Data(bytes))
     }
 
+    // MARK: routes that hop off the loop
+
+    /// A router over `historyStore` on a thread-safe testing loop, where a task may hand its
+    /// answer back (`OffLoop`): tenants from a trusted header, a small item bound, no workers.
+    static let hopLoop = NIOAsyncTestingEventLoop()
+    static let hopState: RouterState = {
+        let config = try! RouterConfig.load(arguments: ["--control-plane-api-keys", "fuzz:fuzz:admin:\(UUID().uuidString)", "--trust-tenant-header",
+                                                        "--max-payload-size", "65536", "--history-max-item-bytes", "4096"], environment: [:])
+        let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
+        let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
+        return RouterState(config: config, registry: registry, metrics: metrics,
+                           logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }),
+                           pools: UpstreamPools(group: hopLoop, metrics: metrics), tls: try! TLSContexts(config.tls), history: historyStore)
+    }()
+
+    /// Raw bytes into the HTTP decoder and the handler on a testing channel, waiting for every
+    /// hop off the loop to come back (one that never does is a hang: a finding), then the
+    /// connection closed. Returns what the router wrote.
+    static func serveWithHops(_ bytes: [UInt8]) -> [UInt8] {
+        blocking {
+            let channel = NIOAsyncTestingChannel(loop: hopLoop)
+            // The handler takes its loop's pool, which only that loop may touch.
+            try! await hopLoop.submit {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+                try channel.pipeline.syncOperations.addHandler(RouterHandler(state: hopState, pool: hopState.pools.pool(for: hopLoop)))
+            }.get()
+            try? await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1))
+            _ = try? await channel.writeInbound(ByteBuffer(bytes: bytes))
+            await settle()
+            var out: [UInt8] = []
+            while let b = try? await channel.readOutbound(as: ByteBuffer.self) { out += b.readableBytesView }
+            _ = try? await channel.finish()
+            await settle()
+            check(hopState.inFlight == 0, "every request began is ended once the connection is gone (\(hopState.inFlight) left)")
+            check(hopState.admission.inFlight == 0, "every admission slot is released")
+            return out
+        }
+    }
+
+    /// Runs the loop until no hop is out (10 s at most: the memory store answers at once).
+    static func settle() async {
+        let deadline = ContinuousClock.now + .seconds(10)
+        repeat {
+            await hopLoop.run()
+            guard OffLoop.pending.load(ordering: .acquiring) > 0 else { break }
+            check(ContinuousClock.now < deadline, "an answer handed off the loop never came back")
+            await Task.yield()
+        } while true
+        await hopLoop.run()
+    }
+
     // MARK: history
 
     static let historyStore = MemoryHistoryStore(limits: .init(responses: 64, items: 256, conversations: 32, bytes: 1 << 20, retentionMs: 0))
@@ -58,7 +109,8 @@ extension FuzzTarget {
 
     /// The Conversations and Responses routes over a memory store that persists across inputs
     /// (bounded small, so eviction runs too). The first byte picks the method and the tenant;
-    /// then a path (where `{c}` and `{r}` stand for ids stored by earlier inputs), a NUL, a body.
+    /// then a path (where `{c}` and `{r}` stand for ids stored by earlier inputs, also in the
+    /// body), a NUL, a body. With bit 0x20 the request goes over HTTP (`historyOverHTTP`).
     static func history(_ bytes: [UInt8]) {
         guard let op = bytes.first else { return }
         let rest = bytes.dropFirst()
@@ -67,9 +119,14 @@ extension FuzzTarget {
         let path = String(decoding: rest[..<cut], as: UTF8.self)
             .replacingOccurrences(of: "{c}", with: known.conversations.last ?? "conv_none")
             .replacingOccurrences(of: "{r}", with: known.responses.last ?? "resp_none")
-        let body = ByteBuffer(bytes: cut < rest.endIndex ? Array(rest[(cut + 1)...]) : [])
+        let rawBody = cut < rest.endIndex ? Array(rest[(cut + 1)...]) : []
+        let body = !rawBody.contains(UInt8(ascii: "{")) ? ByteBuffer(bytes: rawBody)
+            : ByteBuffer(string: String(decoding: rawBody, as: UTF8.self)
+                .replacingOccurrences(of: "{c}", with: known.conversations.last ?? "conv_none")
+                .replacingOccurrences(of: "{r}", with: known.responses.last ?? "resp_none"))
         let method: HTTPMethod = [.GET, .POST, .DELETE][Int(op % 3)]
         let tenant: String? = op & 0x80 != 0 ? "t1" : (op & 0x40 != 0 ? "t2" : nil)
+        if op & 0x20 != 0 { return historyOverHTTP(method: method, path: path, body: body, tenant: tenant) }
         let store = historyStore
         let answer: Result<ControlResponse, APIError>? = blocking {
             let target = RequestTarget(path)
@@ -92,6 +149,36 @@ extension FuzzTarget {
             }
         } else if case .failure(let e)? = answer {
             check((400..<600).contains(Int(e.status.code)), "an error is 4xx or 5xx")
+        }
+        let counts = historyStore.counts
+        check(counts.responses <= 64 && counts.items <= 256 && counts.conversations <= 32 && counts.bytes <= 1 << 20, "the store within its bounds: \(counts)")
+    }
+
+    /// The same request as a client sends it, through the HTTP decoder, the handler and the hop
+    /// back to the loop (a Responses turn then finds no worker, after its history is loaded). A
+    /// well-formed request gets one whole answer, JSON when it has a body.
+    static func historyOverHTTP(method: HTTPMethod, path: String, body: ByteBuffer, tenant: String?) {
+        let clean = !path.isEmpty && path.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+        var head = "\(method.rawValue) \(clean ? path : "/v1/conversations") HTTP/1.1\r\nhost: fuzz\r\ncontent-type: application/json\r\n"
+        if let tenant { head += "x-smg-tenant-id: \(tenant)\r\n" }
+        head += "content-length: \(body.readableBytes)\r\nconnection: close\r\n\r\n"
+        let out = serveWithHops(Array(head.utf8) + Array(body.readableBytesView))
+        let text = String(decoding: out, as: UTF8.self)
+        if verbose { print(text.prefix(400)) }
+        check(text.hasPrefix("HTTP/1.1 "), "a well-formed request is answered: \(text.prefix(200))")
+        guard let split = text.range(of: "\r\n\r\n") else { return check(false, "an answer has a whole head") }
+        let status = Int(text.dropFirst(9).prefix(3)) ?? 0
+        check((200..<600).contains(status), "a status: \(text.prefix(40))")
+        let answerBody = Array(text[split.upperBound...].utf8)
+        if !answerBody.isEmpty, let parsed = JSONValue.parse(answerBody) {
+            if status == 200, let id = parsed["id"]?.string {
+                knownIDs.withLock { k in
+                    if id.hasPrefix("conv_") { k.conversations = Array((k.conversations + [id]).suffix(8)) }
+                    if id.hasPrefix("resp_") { k.responses = Array((k.responses + [id]).suffix(8)) }
+                }
+            }
+        } else if !answerBody.isEmpty {
+            check(false, "an answer body is JSON: \(text.prefix(300))")
         }
         let counts = historyStore.counts
         check(counts.responses <= 64 && counts.items <= 256 && counts.conversations <= 32 && counts.bytes <= 1 << 20, "the store within its bounds: \(counts)")

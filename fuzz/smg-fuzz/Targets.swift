@@ -187,14 +187,17 @@ enum FuzzTarget: String, CaseIterable {
                            pools: UpstreamPools(group: loop, metrics: metrics), tls: try! TLSContexts(config.tls))
     }()
 
-    /// The Conversations API answers from a task that hops back to the connection's loop; the
-    /// embedded loop is single-threaded and cannot take that hop, so inputs that reach it are
-    /// skipped here (the routes are covered end to end in ConversationTests).
-    static let asyncRoutePrefix = Array("/v1/conversations".utf8)
+    /// The Conversations and Responses routes answer from a task that hops back to the
+    /// connection's loop, which the single-threaded embedded loop cannot take: inputs that reach
+    /// them are served on a thread-safe testing loop instead (`serveWithHops`).
+    static let asyncRoutePrefixes = [Array("/v1/conversations".utf8), Array("/v1/responses".utf8)]
 
     static func http(_ bytes: [UInt8]) {
-        if bytes.count >= asyncRoutePrefix.count,
-           (0...(bytes.count - asyncRoutePrefix.count)).contains(where: { bytes[$0..<($0 + asyncRoutePrefix.count)].elementsEqual(asyncRoutePrefix) }) {
+        if asyncRoutePrefixes.contains(where: { prefix in
+            bytes.count >= prefix.count && (0...(bytes.count - prefix.count)).contains { bytes[$0..<($0 + prefix.count)].elementsEqual(prefix) }
+        }) {
+            let out = serveWithHops(bytes)
+            if verbose { print(String(decoding: out, as: UTF8.self), terminator: "") }
             return
         }
         let channel = EmbeddedChannel(loop: loop)
