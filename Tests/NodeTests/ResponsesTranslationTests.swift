@@ -114,12 +114,12 @@ import Testing
         var fed = 0
         let clock = ContinuousClock()
         let took = clock.measure {
-            while endless.failure == nil, fed < 8 * ResponsesStream.maxLineBytes {
+            while endless.failure == nil, fed < 8 * ResponsesStream.maxEventBytes {
                 _ = endless.feed(piece)
                 fed += piece.count
             }
         }
-        #expect(endless.failure?.contains("line of more than") == true && fed <= ResponsesStream.maxLineBytes + piece.count)
+        #expect(endless.failure?.contains("event of more than") == true && fed <= ResponsesStream.maxEventBytes + piece.count)
         #expect(took < .seconds(2), "one pass over the line: \(took)")
         #expect(endless.feed(Array("\n".utf8)) == "", "nothing more after a failure")
 

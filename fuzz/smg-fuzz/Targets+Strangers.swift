@@ -214,7 +214,7 @@ extension FuzzTarget {
     static func worker(_ bytes: [UInt8]) {
         let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
         var stream = ResponsesStream(responseID: "resp_f", createdAt: Date(timeIntervalSince1970: 1), request: streamRequest)
-        var events = stream.start() + stream.feed(bytes[..<cut]) + stream.feed(bytes[cut...])
+        var events = stream.start() + stream.feed(bytes[..<cut]) + stream.feed(bytes[cut...]) + stream.finish()
         if stream.failure == nil {
             events += stream.finishItems()
             events += stream.completed(ResponsesTranslation.response(id: "resp_f", createdAt: Date(timeIntervalSince1970: 1), request: streamRequest, result: stream.result))
@@ -224,6 +224,11 @@ extension FuzzTarget {
         for line in events.split(separator: "\n") where line.hasPrefix("data: ") {
             check(JSONValue.parse(Array(line.dropFirst(6).utf8)) != nil, "every event's data is JSON: \(line.prefix(200))")
         }
+        var once = SSEFramer(maxEventBytes: 1 << 20), inTwo = SSEFramer(maxEventBytes: 1 << 20)
+        let framed = once.feed(bytes) + [once.finish()].compactMap { $0 }
+        let framedInTwo = inTwo.feed(bytes[..<cut]) + inTwo.feed(bytes[cut...]) + [inTwo.finish()].compactMap { $0 }
+        check(framed == framedInTwo, "events do not depend on where reads end")
+        check(framed.flatMap(\.bytes) == bytes, "events hold every byte, in order")
         let whole = JSONValue.parse(bytes)
         if let whole { _ = ResponsesTranslation.result(ofCompletion: whole) }
         let lists = PDLogprobs.inputLogprobs(fromPrefillAnswer: bytes)

@@ -12,9 +12,13 @@ struct PDLogprobs {
     /// The prefill's lists, one per batch element; nil while unknown; empty when the prefill gave
     /// none (the decode answer then goes out unchanged).
     private(set) var prefill: [[JSONValue]]?
-    private var pending: [UInt8] = []
-    /// How much of `pending` is known to hold no event end (each byte is looked at once).
-    private var scanned = 0
+    /// A whole JSON answer, held to its end.
+    private var whole: [UInt8] = []
+    /// A stream's events, framed as every stream the router reads is, and those held until the
+    /// prefill's lists are known.
+    private var framer = SSEFramer(maxEventBytes: maxHeldBytes)
+    private var held: [SSEFramer.Event] = []
+    private var heldBytes = 0
     let stream: Bool
 
     /// The most of a decode answer held for merging (a whole answer, or what waits for the
@@ -33,75 +37,61 @@ struct PDLogprobs {
             return v["meta_info"]?["input_token_logprobs"]?.array.map { [$0] }
         }
         if let whole = JSONValue.parse(bytes) { return lists(whole) ?? [] }
-        for event in Self.events(bytes) {
-            if let v = JSONValue.parse(event.utf8), let l = lists(v), !l.isEmpty { return l }
+        var framer = SSEFramer(maxEventBytes: maxHeldBytes)
+        for event in framer.feed(bytes) + [framer.finish()].compactMap({ $0 }) {
+            if let data = event.data, let v = JSONValue.parse(data), let l = lists(v), !l.isEmpty { return l }
         }
         return []
-    }
-
-    /// The `data:` payloads of the complete events in `bytes`.
-    private static func events(_ bytes: [UInt8]) -> [String] {
-        String(decoding: bytes, as: UTF8.self).components(separatedBy: "\n\n").compactMap { e in
-            e.hasPrefix("data: ") ? String(e.dropFirst(6)) : nil
-        }
     }
 
     /// The prefill's lists are known: what was held can go out (for a stream).
     mutating func prefillAnswered(_ lists: [[JSONValue]]) -> [UInt8] {
         prefill = lists
-        return stream ? drainEvents() : []
+        guard stream else { return [] }
+        defer { held = []; heldBytes = 0 }
+        return merged(held)
     }
 
     /// Part of the decode answer: what can go out now (nothing for a whole JSON answer, which
     /// goes out at the end; complete events for a stream once the prefill's lists are known).
     /// nil when more than `maxHeldBytes` would be held.
     mutating func decodePart(_ buffer: ByteBuffer) -> [UInt8]? {
-        pending += buffer.readableBytesView
-        let out = stream && prefillKnown ? drainEvents() : []
-        return pending.count > Self.maxHeldBytes ? nil : out
+        guard stream else {
+            whole += buffer.readableBytesView
+            return whole.count > Self.maxHeldBytes ? nil : []
+        }
+        let events = framer.feed(buffer.readableBytesView)
+        guard prefillKnown else {
+            held += events
+            heldBytes += events.reduce(0) { $0 + $1.bytes.count }
+            return framer.overflowed || heldBytes + framer.heldBytes > Self.maxHeldBytes ? nil : []
+        }
+        return framer.overflowed ? nil : merged(events)
     }
 
     /// The end of the decode answer: the rest, merged.
     mutating func decodeEnded() -> [UInt8] {
         guard stream else {
-            defer { pending = [] }
-            guard let prefill, !prefill.isEmpty, let answer = JSONValue.parse(pending) else { return pending }
+            defer { whole = [] }
+            guard let prefill, !prefill.isEmpty, let answer = JSONValue.parse(whole) else { return whole }
             return Array(Self.merged(answer, prefill).render().utf8)
         }
-        var out = drainEvents()
-        out += pending
-        pending = []
-        return out
+        defer { held = []; heldBytes = 0 }
+        return merged(held + [framer.finish()].compactMap { $0 })
     }
 
-    /// Complete events merged; an incomplete last one stays pending.
-    private mutating func drainEvents() -> [UInt8] {
-        guard let cut = lastEventEnd() else { return [] }
-        let complete = Array(pending[..<cut])
-        pending.removeSubrange(..<cut)
-        scanned = pending.count
-        guard let prefill, !prefill.isEmpty else { return complete }
-        var out = ""
-        for event in String(decoding: complete, as: UTF8.self).components(separatedBy: "\n\n") where !event.isEmpty {
-            if event.hasPrefix("data: "), let v = JSONValue.parse(event.dropFirst(6).utf8) {
-                out += "data: " + Self.merged(v, prefill).render() + "\n\n"
-            } else {
-                out += event + "\n\n"
+    /// Events with the prefill's lists merged into their data; an event with other fields, or
+    /// whose data is not JSON, goes out as it came.
+    private func merged(_ events: [SSEFramer.Event]) -> [UInt8] {
+        var out: [UInt8] = []
+        for event in events {
+            guard let prefill, !prefill.isEmpty, event.onlyData, let data = event.data, let v = JSONValue.parse(data) else {
+                out += event.bytes
+                continue
             }
+            out += Array("data: ".utf8) + Array(Self.merged(v, prefill).render().utf8) + Array("\n\n".utf8)
         }
-        return Array(out.utf8)
-    }
-
-    /// The end of the last complete event, looking only at bytes not looked at before.
-    private mutating func lastEventEnd() -> Int? {
-        var cut: Int?
-        var i = max(scanned - 1, 0)
-        while i + 1 < pending.count {
-            if pending[i] == UInt8(ascii: "\n"), pending[i + 1] == UInt8(ascii: "\n") { cut = i + 2 }
-            i += 1
-        }
-        scanned = pending.count
-        return cut
+        return out
     }
 
     /// `answer` with `prefill[k]` in front of element k's `meta_info.input_token_logprobs`.

@@ -129,6 +129,8 @@ final class ResponsesClient: ExchangeClient {
             }
         case .streaming(var stream):
             mode = .done
+            let last = stream.finish()
+            if !last.isEmpty { inner.sendBody(ByteBuffer(string: last)) }
             guard stream.sawDone else {
                 // The worker's stream ended without its last event: say so, store nothing.
                 inner.sendBody(ByteBuffer(string: stream.failed("the worker's stream ended early")))

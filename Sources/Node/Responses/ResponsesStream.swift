@@ -12,15 +12,13 @@ struct ResponsesStream {
     /// What the stream has said so far; the final `response` object is built from it.
     private(set) var result = ChatResult()
     private var sequence = 0
-    /// A line the last read ended inside of.
-    private var partial: [UInt8] = []
-    /// How much of `partial` is known to hold no newline (each byte is looked at once).
-    private var scanned = 0
-    /// Why the translation gave up (a line or an answer out of bounds); nil while it goes on.
+    /// The worker's events, framed as every stream the router reads is.
+    private var framer = SSEFramer(maxEventBytes: maxEventBytes)
+    /// Why the translation gave up (an event or an answer out of bounds); nil while it goes on.
     private(set) var failure: String?
 
-    /// No chunk event a worker sends is anywhere near this; a longer line is a broken worker.
-    static let maxLineBytes = 1 << 20
+    /// No chunk event a worker sends is anywhere near this; a longer one is a broken worker.
+    static let maxEventBytes = 1 << 20
     /// Tool call output items by the worker's tool call index, with their output index.
     private var callSlots: [Int: (slot: Int, output: Int)] = [:]
     private var messageOutputIndex: Int?
@@ -41,30 +39,31 @@ struct ResponsesStream {
         return event("response.created", ["response": shell]) + event("response.in_progress", ["response": shell])
     }
 
-    /// The events for whatever complete SSE lines `bytes` finish. Stops, with `failure` set,
-    /// at a line over `maxLineBytes` or once the answer's text passes `maxAnswerBytes`: the
-    /// same bound a whole answer has.
+    /// The Responses events for whatever worker events `bytes` complete. Stops, with `failure`
+    /// set, at an event over `maxEventBytes` or once the answer's text passes the whole-answer
+    /// bound: the same bound a whole answer has.
     mutating func feed(_ bytes: some Collection<UInt8>) -> String {
         guard failure == nil else { return "" }
+        let out = translate(framer.feed(bytes))
+        if failure == nil, framer.overflowed { failure = "the worker sent an event of more than \(Self.maxEventBytes) bytes" }
+        return out
+    }
+
+    /// The worker's stream ended: its last event, if the empty line after it never came.
+    mutating func finish() -> String {
+        guard failure == nil, let last = framer.finish() else { return "" }
+        return translate([last])
+    }
+
+    private mutating func translate(_ events: [SSEFramer.Event]) -> String {
         var out = ""
-        partial.append(contentsOf: bytes)
-        var start = 0
-        defer {
-            partial.removeFirst(start)
-            scanned = partial.count
-            if failure == nil, partial.count > Self.maxLineBytes { failure = "the worker sent a line of more than \(Self.maxLineBytes) bytes" }
-        }
-        while let nl = partial[max(start, scanned)...].firstIndex(of: UInt8(ascii: "\n")) {
-            var line = partial[start..<nl]
-            start = nl + 1
-            if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-            guard line.starts(with: Array("data:".utf8)) else { continue }
-            let payload = line.dropFirst(5).drop { $0 == UInt8(ascii: " ") }
-            if payload.elementsEqual("[DONE]".utf8) {
+        for event in events {
+            guard let data = event.data else { continue }
+            if data.elementsEqual("[DONE]".utf8) {
                 sawDone = true
                 continue
             }
-            guard let chunk = JSONValue.parse(payload) else { continue }
+            guard let chunk = JSONValue.parse(data) else { continue }
             out += apply(chunk)
             if result.byteCount > ResponsesClient.maxCompletionBytes {
                 failure = "the worker's answer exceeds \(ResponsesClient.maxCompletionBytes) bytes"
