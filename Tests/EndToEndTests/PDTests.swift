@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Prefill/decode disaggregation through a real router and real simulated workers that play
@@ -281,6 +282,18 @@ import Testing
         // And a session placed through r1 keeps its place through r0.
         let late = try placement(routers[1], "late")
         try await eventually(timeout: .seconds(5), "r0 knows r1's session") { try placement(routers[0], "late") == late }
+    }
+
+    /// A failed half is a 502 that names the half, with the same error type a failed worker
+    /// has without PD (it was `upstream_error` here and `bad_gateway` there).
+    @Test func aFailedPrefillIsA502OfTheSameTypeAsWithoutPD() async throws {
+        var fleet = Fleet()
+        fleet.prefills.append(try await SimWorkerProcess(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--drop-rate", "1"]))
+        fleet.decodes.append(try await SimWorkerProcess(name: "d0", ["--role", "decode"]))
+        let r = try await Self.router(fleet, ["--retry-max-retries", "1"])
+        let answer = try r.request("POST", "/generate", body: #"{"text":"x"}"#)
+        #expect(answer.status == 502 && answer.errorCode == "prefill_failed", "\(answer.status) \(answer.text)")
+        #expect((try answer.json()["error"] as? [String: Any])?["type"] as? String == "bad_gateway")
     }
 
     @Test func prefillAndDecodeWorkersCanBeRegisteredAtRunTime() async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The router in front of simulated workers: real `smg` and `smg-sim-worker` processes on
@@ -149,6 +150,7 @@ import Testing
         let r = try smg.chat("x")
         #expect(r.status == 502)
         #expect(r.errorCode == "upstream_error")
+        #expect((try r.json()["error"] as? [String: Any])?["type"] as? String == "bad_gateway")
         #expect(try smg.request("GET", "/health").status == 200)
     }
 }

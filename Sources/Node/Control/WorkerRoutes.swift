@@ -114,7 +114,7 @@ enum WorkerRoutes {
             w = try state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey)
         } catch {
             guard case .duplicate(let existing) = error else { throw .badRequest("invalid_worker", "\(error)") }
-            throw APIError(.conflict, type: "invalid_request_error", code: "worker_exists", "worker \(url.canonical) is already registered as \(existing)")
+            throw APIError(.conflict, code: "worker_exists", "worker \(url.canonical) is already registered as \(existing)")
         }
         state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
         state.discovery.discover(w)
@@ -140,7 +140,7 @@ enum WorkerRoutes {
     }
 
     private static func workerNotFound(_ id: String) -> APIError {
-        APIError(.notFound, type: "not_found_error", code: "worker_not_found", "no worker \(id)")
+        APIError(.notFound, code: "worker_not_found", "no worker \(id)")
     }
 
     private static func check(model: String?, labels: [String: String]?, apiKey: String?) throws(APIError) {

@@ -139,10 +139,10 @@ enum ConversationRoutes {
     }
 
     private static func notFound(_ id: String) -> APIError {
-        APIError(.notFound, type: "not_found_error", code: "conversation_not_found", "no conversation \(id.prefix(128))")
+        APIError(.notFound, code: "conversation_not_found", "no conversation \(id.prefix(128))")
     }
     private static func itemNotFound(_ id: String) -> APIError {
-        APIError(.notFound, type: "not_found_error", code: "item_not_found", "no item \(id.prefix(128)) in this conversation")
+        APIError(.notFound, code: "item_not_found", "no item \(id.prefix(128)) in this conversation")
     }
 }
 

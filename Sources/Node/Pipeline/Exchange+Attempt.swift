@@ -78,17 +78,17 @@ extension Exchange {
         case .modelNotFound: return (.modelNotFound(plan.model ?? ""), extra)
         case .noWorkers:
             guard case .prefillDecode = plan.kind, let role = failedRole else { return (.noWorkers(plan.model), extra) }
-            return (APIError(.serviceUnavailable, type: "service_unavailable", code: "no_\(role.rawValue)_workers",
+            return (APIError(.serviceUnavailable, code: "no_\(role.rawValue)_workers",
                              "no healthy \(role.rawValue) worker\(plan.model.map { " for model \($0)" } ?? "") is available"), extra)
         case .upstreamTimeout:
             let error = APIError.upstreamTimeout(state.config.requestTimeoutSecs)
             guard case .prefillDecode = plan.kind else { return (error, extra) }
-            return (APIError(error.status, type: error.type, code: "decode_timeout", error.message), extra)
+            return (APIError(error.status, code: "decode_timeout", error.message), extra)
         case .upstreamFailed:
             guard case .prefillDecode = plan.kind else { return (.upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"), extra) }
             let role = failedRole ?? .decode
             let url = (role == .prefill ? lastFailedPrefill : worker)?.url.canonical ?? "?"
-            return (APIError(.badGateway, type: "upstream_error", code: "\(role.rawValue)_failed",
+            return (APIError(.badGateway, code: "\(role.rawValue)_failed",
                              "the \(role.rawValue) half of the request failed (\(url)); the KV cache never reached a decode worker"), extra)
         }
     }

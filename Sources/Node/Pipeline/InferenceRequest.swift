@@ -21,7 +21,7 @@ enum InferenceRequest {
         var duplicate: StaticString?
         let pd = state.config.pd != nil, dpAware = state.config.dpAware
         if pd, ![.generate, .chat, .completions, .rerank].contains(kind) {
-            throw APIError(.notImplemented, type: "invalid_request_error", code: "not_supported_in_pd_mode",
+            throw APIError(.notImplemented, code: "not_supported_in_pd_mode",
                            "/\(kind.endpoint) is not served in PD disaggregation mode: generate, chat completions, completions and rerank are")
         }
         var batchSize: Int?

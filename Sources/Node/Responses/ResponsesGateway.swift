@@ -94,7 +94,7 @@ enum ResponsesGateway {
         if let conversation = request.conversationID {
             guard try await store.conversation(conversation)?.isVisible(to: tenant) == true,
                   let page = try await store.items(of: conversation, limit: maxHistoryItems, ascending: false, after: nil) else {
-                throw APIError(.notFound, type: "not_found_error", code: "conversation_not_found", "no conversation \(conversation.prefix(128))")
+                throw APIError(.notFound, code: "conversation_not_found", "no conversation \(conversation.prefix(128))")
             }
             return newest(page.items.reversed())
         }
