@@ -140,6 +140,8 @@ let package = Package(
         // The deterministic network simulator that drives MeshCore nodes: for tests and the mesh
         // benchmark, never shipped.
         .target(name: "MeshSimulation", dependencies: ["MeshCore", "Primitives"], path: "Tests/MeshSimulation"),
+        // What tests share: waiting on a deadline, free ports, a redis-server launcher.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies", "Primitives"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
@@ -148,7 +150,7 @@ let package = Package(
         .testTarget(
             name: "MeshTests",
             dependencies: [
-                "Mesh", "MeshCore",
+                "Mesh", "MeshCore", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -156,7 +158,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NodeTests",
-            dependencies: ["Node", "Mesh", "SimWorker", "Primitives", "CHiredis", "CSodium",
+            dependencies: ["Node", "Mesh", "SimWorker", "Primitives", "CHiredis", "CSodium", "TestSupport",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "JWTKit", package: "jwt-kit"),
                            .product(name: "_CryptoExtras", package: "swift-crypto")]
@@ -164,7 +166,7 @@ let package = Package(
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         // Its JWKS server and token issuer use NIO and jwt-kit (keys generated at test time).
         .testTarget(name: "EndToEndTests", dependencies: [
-            "smg", "smg-sim-worker", "Primitives", "Mesh", "MeshCore",
+            "smg", "smg-sim-worker", "Primitives", "Mesh", "MeshCore", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -9,7 +9,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. "$(dirname "${BASH_SOURCE[0]}")/free-port.sh"
 
 # new_key BIN: writes a cluster key to $work/key.
 new_key() { "$1/smg" mesh-keygen > "$work/key"; }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Strings a client writes never become router state: model names create no policies and no

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The point of cache-aware routing, measured end to end: a multi-turn workload with long

@@ -1,52 +1,15 @@
 import Foundation
+import TestSupport
 import NIOConcurrencyHelpers
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A `redis-server` for end-to-end tests: a free port, killed at the end. Without a directory
-/// it keeps nothing on disk; with one it writes an append-only file there (fsync on every
-/// write), so a restart finds the data again.
-final class RedisProcess: @unchecked Sendable {
-    let port: Int
-    private let directory: URL?
-    private var process: TestProcess?
-
-    init(persistentIn directory: URL? = nil) async throws {
-        port = try freeLoopbackPort()
-        self.directory = directory
-        try await start()
-    }
-
-    func start() async throws {
-        var args = ["--port", String(port), "--bind", "127.0.0.1", "--save", ""]
-        if let directory {
-            args += ["--dir", directory.path, "--appendonly", "yes", "--appendfsync", "always"]
-        } else {
-            args += ["--appendonly", "no"]
-        }
-        process = try TestProcess(URL(fileURLWithPath: "/usr/bin/redis-server"), args, name: "redis-server")
-        _ = try await process!.waitForLine(containing: "Ready to accept connections")
-    }
-
-    /// Kills the server with SIGKILL: no shutdown, nothing written that was not already.
-    func stop() { process?.stop(); process = nil }
-
-    /// `redis-cli` against this server; its output lines.
-    func cli(_ args: String...) throws -> [String] {
-        let p = try TestProcess(URL(fileURLWithPath: "/usr/bin/redis-cli"), ["-p", String(port)] + args, name: "redis-cli")
-        p.process.waitUntilExit()
-        return p.stdout.split(separator: "\n").map(String.init)
-    }
-
-    var url: String { "redis://127.0.0.1:\(port)" }
-}
-
 /// The Conversations API over each history backend, and through more than one router.
 @Suite(.serialized) struct ConversationTests {
     @Test func aConversationMadeOnOneRouterIsReadAndExtendedOnAnotherThroughRedis() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let flags = ["--history-backend", "redis", "--redis-url", redis.url, "--redis-retention-days", "7"]
         let a = try await RouterProcess(flags)
         let b = try await RouterProcess(flags)
@@ -97,7 +60,7 @@ final class RedisProcess: @unchecked Sendable {
     /// deleted it while answering 404; deleting a conversation left its items, and the items
     /// index never expired. Now no request touches an item of a conversation it did not name.
     @Test func inRedisNoConversationTouchesAnotherConversationsItems() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let smg = try await RouterProcess(["--history-backend", "redis", "--redis-url", redis.url, "--redis-retention-days", "7"])
         func create(_ body: String) throws -> String { try smg.request("POST", "/v1/conversations", body: body).json()["id"] as? String ?? "" }
         let victim = try create(#"{"items":[{"type":"message","role":"user","content":"secret"}]}"#)
@@ -144,7 +107,7 @@ final class RedisProcess: @unchecked Sendable {
     }
 
     @Test func redisDownMeansHistory503AndChatStillServedAndItRecovers() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let w = try await SimWorkerProcess(name: "w")
         let smg = try await RouterProcess(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url])
         let id = try smg.request("POST", "/v1/conversations", body: "{}").json()["id"] as? String ?? ""

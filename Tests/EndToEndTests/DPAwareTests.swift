@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `--dp-aware`: a worker serving several data-parallel ranks is as many candidates; the chosen

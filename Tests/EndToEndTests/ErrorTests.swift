@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// What bad requests and missing workers get: JSON errors in the gateway's shape, never a crash.

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// What reaches a worker: nothing a caller can smuggle into a header line, no hop-by-hop

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `--log-dir` and `--log-json`: the log also in a file per UTC day (`smg.YYYY-MM-DD`), written

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Mesh
 import MeshCore
 import Testing

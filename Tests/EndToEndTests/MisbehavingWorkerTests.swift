@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Workers that answer wrongly (`smg-sim-worker --misbehave MODE`): garbage, an endless line, a

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `--enable-igw`: one router (or a mesh of them) serving several models, each with its own

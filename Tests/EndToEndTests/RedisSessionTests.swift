@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -8,7 +9,7 @@ import Glibc
 /// and kept across a restart of every router.
 @Suite(.serialized) struct RedisSessionTests {
     @Test func stickySessionsSurviveRestartingEveryRouterAndAreSharedWithoutAMesh() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         var workers: [SimWorkerProcess] = []
         for name in ["w1", "w2", "w3"] { workers.append(try await SimWorkerProcess(name: name)) }
         let flags = ["--policy", "manual", "--max-idle-secs", "600", "--worker-urls"] + workers.map(\.url)
@@ -58,7 +59,7 @@ import Glibc
     @Test func inPDModeEachHalfOfAPairIsKeptAndFound() async throws {
         // Each half is chosen by its own policy: Redis holds an assignment per half, under the
         // half's name, and a second router (not meshed) sends each key to the same pair.
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let fleet = try await PDTests.fleet(prefills: 2, decodes: 2)
         let shared = ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url]
         let keys = (0..<10).map { "user-\($0)" }
@@ -81,7 +82,7 @@ import Glibc
     }
 
     @Test func sessionsReadFromRedisReachTheMeshSoARedisOutageMovesNone() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         var workers: [SimWorkerProcess] = []
         for name in ["w1", "w2", "w3"] { workers.append(try await SimWorkerProcess(name: name)) }
         let common = ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url, "--worker-urls"] + workers.map(\.url)

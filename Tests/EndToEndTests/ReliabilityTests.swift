@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Fault injection through real processes: failing, dying, hanging and recovering workers.

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Primitives
 import Testing
 #if canImport(Glibc)
@@ -39,7 +40,7 @@ extension RouterProcess {
     static let answer = " the model says hello from a simulated worker"
 
     @Test func aThreeTurnChainMovesBetweenRoutersThroughRedisAndSurvivesAKilledRouter() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let w = try await SimWorkerProcess(name: "w")
         let flags = ["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url]
         let a = try await RouterProcess(flags)
@@ -94,7 +95,7 @@ extension RouterProcess {
     }
 
     @Test func aConversationCollectsEachTurnAndReplaysIt() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let w = try await SimWorkerProcess(name: "w")
         let flags = ["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url]
         let a = try await RouterProcess(flags)
@@ -154,7 +155,7 @@ extension RouterProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("smg-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let redis = try await RedisProcess(persistentIn: directory)
+        let redis = try await RedisServer(persistentIn: directory)
         let w = try await SimWorkerProcess(name: "w")
         let flags = ["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url]
         var a: RouterProcess? = try await RouterProcess(flags)
@@ -172,7 +173,7 @@ extension RouterProcess {
     }
 
     @Test func withRedisDownAnswersStillComeMarkedAndHistoryIs503() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let w = try await SimWorkerProcess(name: "w")
         let smg = try await RouterProcess(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url])
         let kept = try smg.respond(#"{"input":"before"}"#).json()["id"] as? String ?? ""

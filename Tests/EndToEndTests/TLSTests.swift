@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import NIOConcurrencyHelpers
 import Testing
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Stored conversations, their items and responses belong to the tenant that made them
@@ -57,7 +58,7 @@ import Testing
     }
 
     @Test func aTrustedHeaderNamesTheTenantAndRedisKeepsIt() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         let w = try await SimWorkerProcess(name: "w")
         let r = try await RouterProcess(["--worker-urls", w.url, "--api-key", "gw", "--trust-tenant-header", "--tenant-header-name", "X-Org",
                                          "--history-backend", "redis", "--redis-url", redis.url])
@@ -74,7 +75,7 @@ import Testing
     /// sessions, each kept where it was placed, and the session store keeps the tenant with the
     /// key. Before, a tenant could pin, move or follow another tenant's session by naming its key.
     @Test func eachTenantsRoutingKeysAreItsOwnSessions() async throws {
-        let redis = try await RedisProcess()
+        let redis = try await RedisServer()
         var workers: [SimWorkerProcess] = []
         for name in ["a", "b", "c", "d"] { workers.append(try await SimWorkerProcess(name: name)) }
         let r = try await RouterProcess(["--worker-urls"] + workers.map(\.url) + ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url,

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Adding and removing workers at run time, through `/workers` and the legacy forms.

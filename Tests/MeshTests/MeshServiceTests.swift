@@ -7,6 +7,7 @@ import MeshCore
 import NIOCore
 import NIOPosix
 import Testing
+import TestSupport
 
 /// The mesh shell over real sockets on loopback: two services, sealed UDP and TCP on one port.
 @Suite(.serialized) struct MeshServiceTests {
@@ -41,15 +42,6 @@ import Testing
         throw lastError!
     }
 
-    func eventually(_ seconds: Double, _ what: String, _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if condition() { return }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        #expect(condition(), "timed out after \(seconds) s: \(what)")
-    }
-
     @Test func aJoiningNodeGetsAStoreTooBigForADatagramOverTCP() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let a = try await Self.start("a", peers: [], group: group)
@@ -57,15 +49,15 @@ import Testing
         let b = try await Self.start("b", peers: [a.config.advertise], group: group)
         // Join (one protocol period or two), then one anti-entropy round (1 s) moves the store;
         // 10 s leaves room for a loaded 2-core machine.
-        try await eventually(10, "b holds a's 2,000 sessions") { b.entries(of: "sessions").count == 2000 }
+        try await eventually(timeout: .seconds(10), "b holds a's 2,000 sessions") { b.entries(of: "sessions").count == 2000 }
         #expect(b.entries(of: "sessions")["model\u{0}conversation-1999"] == Array("worker-4".utf8))
         #expect(a.status().stats.framesOut > 0 && b.status().stats.framesIn > 0, "the answer (~150 KB) went as TCP frames")
         #expect(b.status().stats.dropped.isEmpty, "nothing refused: \(b.status().stats.dropped)")
         // A deletion on b reaches a by a pushed datagram, and once both have seen it the
         // tombstone is collected on both.
         b.publish(store: "sessions", key: "model\u{0}conversation-5", value: nil)
-        try await eventually(10, "a sees the deletion") { a.entries(of: "sessions").count == 1999 }
-        try await eventually(10, "the tombstone is collected on both") {
+        try await eventually(timeout: .seconds(10), "a sees the deletion") { a.entries(of: "sessions").count == 1999 }
+        try await eventually(timeout: .seconds(10), "the tombstone is collected on both") {
             a.status().stores.allSatisfy { $0.tombstones == 0 } && b.status().stores.allSatisfy { $0.tombstones == 0 }
         }
         let peer = a.status().members.first { $0.member.name == "b" }
@@ -83,17 +75,17 @@ import Testing
             let c = try RawConnection(port: port)
             c.send(bytes)
             guard waitForClose else { return }
-            try await eventually(5, "the service closed the connection") { c.isClosed }
+            try await eventually(timeout: .seconds(5), "the service closed the connection") { c.isClosed }
         }
         // A frame claiming 2 GiB: refused before anything is allocated.
         try await sendRaw([0x7F, 0xFF, 0xFF, 0xFF, 1, 2, 3], waitForClose: true)
-        try await eventually(5, "the oversized frame is counted") { a.status().stats.dropped["oversized_untrusted"] == 1 }
+        try await eventually(timeout: .seconds(5), "the oversized frame is counted") { a.status().stats.dropped["oversized_untrusted"] == 1 }
         // A well-framed packet sealed under another cluster's key.
         let other = Sealer(keyring: try MeshKeyring(parsing: MeshKeyring.generate()), maxPacket: MeshService.frameLimit)
         let sealed = other.seal(Array(repeating: 9, count: 3000))
         let length = UInt32(sealed.count)
         try await sendRaw(Self.lengthPrefix(Int(length)) + sealed, waitForClose: false)
-        try await eventually(5, "the foreign frame is counted") { a.status().stats.dropped["unknown_key"] == 1 }
+        try await eventually(timeout: .seconds(5), "the foreign frame is counted") { a.status().stats.dropped["unknown_key"] == 1 }
         #expect(a.status().stats.framesIn == 0)
         await a.leave()
         try await group.shutdownGracefully()
@@ -137,7 +129,7 @@ import Testing
         // Before a connection proved it holds the key, a frame may be 64 KiB, not 64 MiB.
         let big = try RawConnection(port: port)
         big.send(Self.lengthPrefix(1 << 20) + [1, 2, 3])
-        try await eventually(5, "a 1 MiB frame from a stranger closes the connection") { big.isClosed }
+        try await eventually(timeout: .seconds(5), "a 1 MiB frame from a stranger closes the connection") { big.isClosed }
         #expect(a.status().stats.dropped["oversized_untrusted"] == 1)
         // A frame trickling in a byte at a time is cut at its deadline.
         let slow = try RawConnection(port: port)
@@ -153,12 +145,12 @@ import Testing
         let foreign = try RawConnection(port: port)
         let sealed = Sealer(keyring: try MeshKeyring(parsing: MeshKeyring.generate()), maxPacket: 1 << 16).seal([9, 9, 9])
         foreign.send(Self.lengthPrefix(sealed.count) + sealed)
-        try await eventually(5, "the foreign frame closes its connection") { foreign.isClosed }
+        try await eventually(timeout: .seconds(5), "the foreign frame closes its connection") { foreign.isClosed }
         // At most four inbound connections at once.
         // (The listener accepts in arrival order, so the fifth is handled after the four.)
         let held = try (0..<4).map { _ in try RawConnection(port: port) }
         let extra = try RawConnection(port: port)
-        try await eventually(5, "the fifth connection is closed") { extra.isClosed }
+        try await eventually(timeout: .seconds(5), "the fifth connection is closed") { extra.isClosed }
         #expect(a.status().stats.dropped["connection_limit"] == 1)
         #expect(held.allSatisfy { !$0.isClosed }, "the four held ones stay (until idle)")
         await a.leave()

@@ -4,68 +4,10 @@ import Logging
 import NIOCore
 import NIOPosix
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A real `redis-server` on a free loopback port, without persistence, killed at the end.
-final class RedisServerProcess: @unchecked Sendable {
-    let port: Int
-    private var process: Process?
-    let extra: [String]
-
-    init(port: Int? = nil, _ extra: [String] = []) async throws {
-        self.port = try port ?? Self.freePort()
-        self.extra = extra
-        try await start()
-    }
-
-    func start() async throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"] + extra
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        process = p
-        // Ready when it accepts a connection.
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if Self.accepts(port) { return }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw RedisError.unavailable("redis-server did not start on \(port)")
-    }
-
-    func kill() {
-        guard let p = process, p.isRunning else { return }
-        Glibc.kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        process = nil
-    }
-
-    deinit { kill() }
-
-    static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
-
-    static func freePort() throws -> Int {
-        for _ in 0..<200 {
-            let port = Int.random(in: 20_000..<32_000)
-            if !accepts(port) { return port }
-        }
-        throw RedisError.unavailable("no free port")
-    }
-}
 
 @Suite(.serialized) struct RedisClientTests {
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -75,7 +17,7 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     @Test func commandsRoundTripBinarySafe() async throws {
-        let server = try await RedisServerProcess()
+        let server = try await RedisServer()
         let redis = try client("redis://127.0.0.1:\(server.port)")
         defer { redis.close() }
         let value: [UInt8] = [0, 13, 10, 36, 42, 255] + Array("é\r\n".utf8)
@@ -90,7 +32,7 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     @Test func manyCommandsInFlightAreAnsweredInOrder() async throws {
-        let server = try await RedisServerProcess()
+        let server = try await RedisServer()
         let redis = try client("redis://127.0.0.1:\(server.port)", pool: 3)
         defer { redis.close() }
         let replies = try await withThrowingTaskGroup(of: (Int, RedisValue).self) { group in
@@ -108,7 +50,7 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     @Test func aTransactionIsAllOrNothing() async throws {
-        let server = try await RedisServerProcess()
+        let server = try await RedisServer()
         let redis = try client("redis://127.0.0.1:\(server.port)")
         defer { redis.close() }
         let results = try await redis.transaction([["HSET", "item:1", "id", "1"], ["ZADD", "items", "5", "item:1"]])
@@ -125,7 +67,7 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     @Test func authAndDatabaseFromTheURL() async throws {
-        let server = try await RedisServerProcess(["--requirepass", "s3cret"])
+        let server = try await RedisServer(["--requirepass", "s3cret"])
         let denied = try client("redis://127.0.0.1:\(server.port)")
         if case .error(let message) = try await denied.send(["SET", "a", "1"]) { #expect(message.contains("NOAUTH")) } else { Issue.record("expected NOAUTH") }
         denied.close()
@@ -140,11 +82,11 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     @Test func aRedisThatGoesAwayFailsFastAndIsReconnectedWhenBack() async throws {
-        let server = try await RedisServerProcess()
+        let server = try await RedisServer()
         let redis = try client("redis://127.0.0.1:\(server.port)", timeout: .milliseconds(500))
         defer { redis.close() }
         #expect(try await redis.send(["PING"]) == .status("PONG"))
-        server.kill()
+        server.stop()
         let started = ContinuousClock.now
         await #expect(throws: RedisError.self) { try await redis.send(["PING"]) }
         await #expect(throws: RedisError.self) { try await redis.send(["PING"]) }
@@ -161,7 +103,7 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     @Test func aSlowReplyTimesOutAndTheNextCommandStillWorks() async throws {
-        let server = try await RedisServerProcess()
+        let server = try await RedisServer()
         let redis = try client("redis://127.0.0.1:\(server.port)", pool: 1, timeout: .milliseconds(300))
         defer { redis.close() }
         let started = ContinuousClock.now

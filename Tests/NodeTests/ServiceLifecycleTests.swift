@@ -6,22 +6,9 @@ import ServiceLifecycle
 import SimWorker
 import Synchronization
 import Testing
+import TestSupport
 
 @Suite(.serialized) struct ServiceLifecycleTests {
-    /// Polls `condition` every 20 ms until `seconds` have passed.
-    private func eventually(_ seconds: Double, _ what: String, _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        while !condition() {
-            guard ContinuousClock.now < deadline else { throw ExpectationFailure(what) }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
-
-    struct ExpectationFailure: Error, CustomStringConvertible {
-        let description: String
-        init(_ d: String) { description = "timed out waiting: \(d)" }
-    }
-
     /// A periodic task on a loop that outlives the group: once the group has returned, its
     /// tick never runs again.
     @Test func periodicTaskStopsWithItsGroup() async throws {
@@ -31,7 +18,7 @@ import Testing
         let task = PeriodicTask("counter", on: loops.next(), every: .milliseconds(10)) { ticks.add(1, ordering: .relaxed) }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [task], logger: Logger(label: "test")))
         let running = Task { try await group.run() }
-        try await eventually(10, "three ticks") { ticks.load(ordering: .relaxed) >= 3 }
+        try await eventually(timeout: .seconds(10), "three ticks") { ticks.load(ordering: .relaxed) >= 3 }
         await group.triggerGracefulShutdown()
         try await running.value
         let atReturn = ticks.load(ordering: .relaxed)
@@ -58,7 +45,7 @@ import Testing
         let node = try await RouterNode.start(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), threads: 1)
         let running = Task { try await node.run() }
         // Two checks: the first (start-up) and one on the regular interval.
-        try await eventually(Double(healthInterval) * 2 + 8, "two health checks") { worker.stats.healthChecks >= 2 }
+        try await eventually(timeout: .seconds(Double(healthInterval) * 2 + 8), "two health checks") { worker.stats.healthChecks >= 2 }
         await node.shutdown()
         try await running.value
         let atReturn = worker.stats

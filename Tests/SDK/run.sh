@@ -22,19 +22,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q openai
 fi
 
-# Free ports below the kernel's ephemeral range, as the Swift tests pick them.
-free_port() {
-  python3 - <<'PY'
-import random, socket
-while True:
-    port = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port)); s.close(); print(port); break
-    except OSError:
-        s.close()
-PY
-}
+. cluster/free-port.sh  # the cd above made this the repository root
 wait_for() {  # file, marker
   for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "sdk: '$2' never appeared in $1:" >&2; cat "$1" >&2; exit 1

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -229,29 +230,5 @@ extension HTTPConnection {
         let c = try HTTPConnection(port: port)
         try c.send(requestBytes(method: "POST", path: path, headers: [], body: Array(body.utf8)))
         return c
-    }
-}
-
-/// A loopback port nothing listens on right now (for a worker that starts later).
-func freeLoopbackPort() throws -> Int {
-    // Below Linux's ephemeral range (32768–60999): a port handed out here is never the one the
-    // kernel picks for a `--port 0` bind of another process started meanwhile (that race made a
-    // mesh port collide with an API port). Free means both TCP and UDP bind (the mesh uses both).
-    for _ in 0..<200 {
-        let port = Int.random(in: 20_000..<32_000)
-        if canBind(port, SOCK_STREAM) && canBind(port, SOCK_DGRAM) { return port }
-    }
-    throw TestFailure("cannot find a free port")
-}
-
-private func canBind(_ port: Int, _ type: __socket_type) -> Bool {
-    let fd = socket(AF_INET, Int32(type.rawValue), 0)
-    defer { Glibc.close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import JWTKit
 import NIOConcurrencyHelpers
 import NIOCore

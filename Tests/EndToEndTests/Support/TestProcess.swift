@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Synchronization
 
 /// Where `swift build` put the executables under test (next to the test bundle).
@@ -16,11 +17,6 @@ enum Binaries {
     }()
     static var smg: URL { directory.appendingPathComponent("smg") }
     static var simWorker: URL { directory.appendingPathComponent("smg-sim-worker") }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
 }
 
 /// A child process started by a test: output captured, readiness awaited on a printed line,
@@ -182,16 +178,5 @@ final class RouterProcess: @unchecked Sendable {
         }
         return 0
     }
-}
-
-/// Polls `condition` until it holds or `timeout` passes (never a fixed sleep).
-func eventually(timeout: Duration, _ what: String, _ condition: () throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if (try? condition()) == true { return }
-        try await Task.sleep(for: .milliseconds(25))
-    }
-    if try condition() { return }
-    throw TestFailure("timed out after \(timeout) waiting for: \(what)")
 }
 

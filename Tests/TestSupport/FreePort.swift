@@ -1,0 +1,44 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A loopback port nothing listens on right now, for TCP and UDP alike (the mesh uses both).
+///
+/// Below Linux's ephemeral range (32768–60999): a port handed out here is never the one the
+/// kernel picks for a `--port 0` bind of another process started meanwhile (that race once made
+/// a mesh port collide with an API port). The shell scripts pick theirs the same way
+/// (`cluster/free-port.sh`).
+public func freeLoopbackPort() throws -> Int {
+    for _ in 0..<200 {
+        let port = Int.random(in: 20_000..<32_000)
+        if canBind(port, SOCK_STREAM) && canBind(port, SOCK_DGRAM) { return port }
+    }
+    throw TestFailure("cannot find a free port")
+}
+
+private func canBind(_ port: Int, _ type: __socket_type) -> Bool {
+    let fd = socket(AF_INET, Int32(type.rawValue), 0)
+    defer { close(fd) }
+    var addr = loopback(port)
+    return withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}
+
+/// Whether something accepts TCP connections on the loopback port.
+public func acceptsConnections(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = loopback(port)
+    return withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}
+
+private func loopback(_ port: Int) -> sockaddr_in {
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return addr
+}
