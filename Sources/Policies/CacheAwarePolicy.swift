@@ -16,7 +16,7 @@ public struct CacheAwareConfig: Sendable, Equatable {
     public init() {}
 }
 
-/// `cache_aware`, as the gateway's router guide describes it.
+/// `cache_aware`, as the reference gateway defines it.
 ///
 /// When the load is balanced, a request goes to the worker holding the longest prefix of its
 /// prompt if that prefix is more than `cacheThreshold` of it, else to the worker holding the
@@ -51,7 +51,7 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
         return s
     }
 
-    /// The router guide's imbalance test over the available workers' loads.
+    /// The reference gateway's imbalance test over the available workers' loads.
     public static func isImbalanced(loads: [Int], absThreshold: Int, relThreshold: Double) -> Bool {
         guard let maxLoad = loads.max(), let minLoad = loads.min() else { return false }
         return maxLoad - minLoad > absThreshold && Double(maxLoad) > relThreshold * Double(minLoad)

@@ -1,5 +1,5 @@
 /// Every flag of the SGLang Model Gateway configuration reference, plus `--config`.
-/// Defaults follow the reference; where its router guide disagrees, the reference wins.
+/// Defaults follow the reference; where its documentation disagrees with its `--help`, the `--help` wins.
 public enum FlagTable {
     static let discovery = "Kubernetes service discovery"
     static let tokenizer = "tokenizer and parsers"

@@ -1,7 +1,7 @@
 import Policies
 
-/// `--pd-disaggregation`: prefill and decode workers, each with its own policy (the gateway's router guide's
-/// inheritance: `--prefill-policy` / `--decode-policy`, else `--policy`).
+/// `--pd-disaggregation`: prefill and decode workers, each with its own policy, inherited as
+/// the reference gateway inherits it: `--prefill-policy` / `--decode-policy`, else `--policy`.
 public struct PDSettings: Sendable, Equatable {
     public struct Prefill: Sendable, Equatable {
         /// Canonical URL.
