@@ -35,8 +35,9 @@ let package = Package(
         // System-library shims: the mesh seals gossip with libsodium, history talks Redis through hiredis.
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium",
                        providers: [.apt(["libsodium-dev"])]),
-        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis",
-                       providers: [.apt(["libhiredis-dev"])]),
+        // No pkgConfig: hiredis' .pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM refuses with a
+        // warning on every build; the headers are found in /usr/include/hiredis as they are.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // The few primitives more than one module needs, stdlib only: a seeded generator
         // (SplitMix64), a stable hash (FNV-1a), JSON string quoting.

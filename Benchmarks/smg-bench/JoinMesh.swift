@@ -22,7 +22,7 @@ final class JoinMesh {
         do { try keygen.run() } catch { fail("cannot run smg mesh-keygen: \(error)") }
         let key = out.fileHandleForReading.readDataToEndOfFile()
         keygen.waitUntilExit()
-        FileManager.default.createFile(atPath: keyPath, contents: key, attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: keyPath, contents: key, attributes: [.posixPermissions: 0o600])
     }
 
     /// The mesh flags of router `name` ("a" binds portA and seeds portB, "b" the other way).

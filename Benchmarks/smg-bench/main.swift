@@ -203,7 +203,7 @@ final class BenchPKI {
 
     init() {
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/ext.cnf", contents: Data("subjectAltName=IP:127.0.0.1,DNS:localhost\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/ext.cnf", contents: Data("subjectAltName=IP:127.0.0.1,DNS:localhost\n".utf8))
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
         for args in [["req", "-x509"] + ec + ["-keyout", dir + "/ca.key", "-out", caPath, "-days", "1", "-subj", "/CN=smg-bench CA"],
                      ["req"] + ec + ["-keyout", keyPath, "-out", dir + "/leaf.csr", "-subj", "/CN=127.0.0.1"],
@@ -219,7 +219,7 @@ final class BenchPKI {
             guard p.terminationStatus == 0 else { fail("openssl \(args.joined(separator: " ")) failed") }
         }
         let chain = ((try? String(contentsOfFile: dir + "/leaf.pem", encoding: .utf8)) ?? "") + ((try? String(contentsOfFile: caPath, encoding: .utf8)) ?? "")
-        FileManager.default.createFile(atPath: certPath, contents: Data(chain.utf8))
+        _ = FileManager.default.createFile(atPath: certPath, contents: Data(chain.utf8))
     }
 
     func clientContext() throws -> NIOSSLContext {

@@ -19,7 +19,7 @@ import Glibc
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("smg-mesh-key-\(UUID().uuidString)")
         let p = try! TestProcess(Binaries.smg, ["mesh-keygen"], name: "keygen")
         p.process.waitUntilExit()
-        FileManager.default.createFile(atPath: url.path, contents: Data(p.stdout.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: url.path, contents: Data(p.stdout.utf8), attributes: [.posixPermissions: 0o600])
         return url
     }()
 
@@ -395,7 +395,7 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: otherKey) }
         let keygen = try TestProcess(Binaries.smg, ["mesh-keygen"], name: "keygen")
         keygen.process.waitUntilExit()
-        FileManager.default.createFile(atPath: otherKey.path, contents: Data(keygen.stdout.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: otherKey.path, contents: Data(keygen.stdout.utf8), attributes: [.posixPermissions: 0o600])
         let intruder = try await start("intruder", port: try freeLoopbackPort(), peers: [port], keyFile: otherKey)
         try await eventually(timeout: .seconds(5), "the foreign packets are counted as unknown_key") {
             let traffic = try a.request("GET", "/ha/status").json()["traffic"] as? [String: Any]

@@ -155,7 +155,7 @@ import Testing
     @Test func aMeshKeyFileOthersCanReadIsWarnedAbout() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("smg-key-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        FileManager.default.createFile(atPath: path, contents: Data((String(repeating: "ab", count: 32) + "\n").utf8),
+        _ = FileManager.default.createFile(atPath: path, contents: Data((String(repeating: "ab", count: 32) + "\n").utf8),
                                        attributes: [.posixPermissions: 0o644])
         let args = ["--enable-mesh", "--mesh-port", "39999", "--mesh-key-file", path]
         #expect(try load(args).mesh?.keyFileWarning?.contains("chmod 600") == true)

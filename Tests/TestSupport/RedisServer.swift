@@ -50,7 +50,7 @@ public final class RedisServer: @unchecked Sendable {
     /// pipe: another test's child may inherit a pipe's end, and its end would never come.
     public func cli(_ args: String...) throws -> [String] {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("redis-cli-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: file.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: file.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: file) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")

@@ -25,7 +25,7 @@ struct Replay {
         let args = CommandLine.arguments.dropFirst()
         if args.first == "write-wire-seeds", let dir = args.dropFirst().first {
             for (i, bytes) in FuzzTarget.wireSeeds().enumerated() {
-                FileManager.default.createFile(atPath: "\(dir)/seed-\(i)", contents: Data(bytes))
+                _ = FileManager.default.createFile(atPath: "\(dir)/seed-\(i)", contents: Data(bytes))
             }
             return
         }

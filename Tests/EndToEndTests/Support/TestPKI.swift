@@ -66,6 +66,6 @@ final class TestPKI: @unchecked Sendable {
     }
 
     private func write(_ text: String, to path: String) throws {
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
     }
 }
