@@ -103,12 +103,13 @@ import Testing
     }
 
     /// Writes waiting for storage to come back are bounded by bytes as well as by count.
-    @Test func deferredWritesAreBoundedByCountAndBytes() {
-        let d = DeferredWrites(limit: 3, byteLimit: 100)
-        #expect(d.begin(bytes: 60) && !d.begin(bytes: 50) && d.begin(bytes: 40))
-        #expect(d.count == 2 && d.bytes == 100)
-        d.end(bytes: 60)
-        #expect(d.begin(bytes: 10) && d.begin(bytes: 10) && !d.begin(bytes: 1), "three at most")
+    @Test func backgroundWritesAreBoundedByCountAndBytes() {
+        let writes = BackgroundWrites(maxJobs: 3, maxBytes: 100)
+        func job(_ bytes: Int) -> BackgroundWrites.Job { .init(kind: "test", bytes: bytes, delays: [], attempt: { true }, lost: {}) }
+        #expect(writes.submit(job(60)) && !writes.submit(job(50)) && writes.submit(job(40)))
+        #expect(writes.count == 2 && writes.bytes == 100)
+        let small = BackgroundWrites(maxJobs: 3, maxBytes: 100)
+        #expect(small.submit(job(1)) && small.submit(job(1)) && small.submit(job(1)) && !small.submit(job(1)), "three at most")
     }
 
     /// An item id given again replaces its item: repeating one id cannot grow a conversation

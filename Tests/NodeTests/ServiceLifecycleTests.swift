@@ -56,4 +56,30 @@ import TestSupport
         #expect(after.requests == atReturn.requests)
         await worker.close()
     }
+    /// Writes waiting for storage when the router stops are not dropped silently: intake
+    /// closes, each waiting write is tried once more at once (not after its delay), and what
+    /// still fails is lost, counted by its owner.
+    @Test func backgroundWritesTryOnceMoreAtShutdownAndCountWhatIsLost() async throws {
+        let writes = BackgroundWrites()
+        let storageUp = Atomic<Bool>(false)
+        let tries = Atomic<Int>(0), lost = Atomic<Int>(0)
+        let group = ServiceGroup(configuration: .init(services: [writes], logger: Logger(label: "test")))
+        let running = Task { try await group.run() }
+        for k in 0..<5 {
+            let job = BackgroundWrites.Job(kind: "test", bytes: 10, delays: [.seconds(600)], attempt: {
+                tries.add(1, ordering: .relaxed)
+                return k < 3 && storageUp.load(ordering: .relaxed)
+            }, lost: { lost.add(1, ordering: .relaxed) })
+            #expect(writes.submit(job))
+        }
+        try await eventually(timeout: .seconds(5), "five writes waiting") { writes.count == 5 }
+        #expect(tries.load(ordering: .relaxed) == 0, "each waits for its first delay")
+        storageUp.store(true, ordering: .relaxed)
+        let stopping = ContinuousClock.now
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(ContinuousClock.now - stopping < .seconds(5), "the waits were cut short")
+        #expect(tries.load(ordering: .relaxed) == 5 && lost.load(ordering: .relaxed) == 2 && writes.count == 0)
+        #expect(!writes.submit(.init(kind: "test", bytes: 1, delays: [], attempt: { true }, lost: {})), "intake is closed")
+    }
 }

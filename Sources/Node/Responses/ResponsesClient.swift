@@ -209,7 +209,7 @@ final class ResponsesClient: ExchangeClient {
             state.metrics.historyOperation("save_response", result: "ok", seconds: (ContinuousClock.now - started).seconds)
             return then("stored")
         }
-        let (store, metrics, logger, id, deferred) = (state.history, state.metrics, state.logger, turn.id, state.deferredHistoryWrites)
+        let (store, metrics, logger, id, writes) = (state.history, state.metrics, state.logger, turn.id, state.backgroundWrites)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
             let outcome: String
@@ -224,24 +224,21 @@ final class ResponsesClient: ExchangeClient {
             // Storage is down: the answer goes out now, and the write is tried again in the
             // background, so a Redis restart costs no turn of the conversation.
             let size = MemoryHistoryStore.bytes(of: stored) + items.reduce(0) { $0 + MemoryHistoryStore.bytes(of: $1) }
-            guard outcome == "unavailable", deferred.begin(bytes: size) else {
-                logger.warning("response not stored", metadata: ["response_id": "\(id)"])
-                return "failed"
-            }
-            Task {
-                defer { deferred.end(bytes: size) }
-                for delay in ResponsesClient.retryDelays {
-                    try? await Task.sleep(for: delay)
-                    do {
-                        try await store.saveResponse(stored, appendingTo: stored.conversationID, items: items)
-                        metrics.historyOperation("save_response", result: "ok_after_retry", seconds: 0)
-                        return
-                    } catch {
-                        continue
-                    }
+            let retry = BackgroundWrites.Job(kind: "history", bytes: size, delays: ResponsesClient.retryDelays, attempt: {
+                do {
+                    try await store.saveResponse(stored, appendingTo: stored.conversationID, items: items)
+                    metrics.historyOperation("save_response", result: "ok_after_retry", seconds: 0)
+                    return true
+                } catch {
+                    return false
                 }
+            }, lost: {
                 metrics.historyOperation("save_response", result: "lost", seconds: 0)
                 logger.warning("response not stored: storage stayed unavailable", metadata: ["response_id": "\(id)"])
+            })
+            guard outcome == "unavailable", writes.submit(retry) else {
+                logger.warning("response not stored", metadata: ["response_id": "\(id)"])
+                return "failed"
             }
             return "deferred"
         }, then: then)
@@ -249,30 +246,4 @@ final class ResponsesClient: ExchangeClient {
 
     /// When a failed write is tried again: about 30 s in all.
     static let retryDelays: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(14)]
-}
-
-/// Writes of responses waiting for storage to come back, bounded by count and by bytes: past
-/// either a failed write is given up at once (and counted), so a long outage cannot pile up
-/// memory, however large the answers.
-final class DeferredWrites: Sendable {
-    let limit: Int
-    let byteLimit: Int
-    private let pending = Mutex<(count: Int, bytes: Int)>((0, 0))
-    init(limit: Int, byteLimit: Int = 64 << 20) {
-        self.limit = limit
-        self.byteLimit = byteLimit
-    }
-
-    /// Takes a slot for a write of `bytes`; false when the count or the bytes would pass a bound.
-    func begin(bytes: Int) -> Bool {
-        pending.withLock { p in
-            guard p.count < limit, p.bytes + bytes <= byteLimit else { return false }
-            p = (p.count + 1, p.bytes + bytes)
-            return true
-        }
-    }
-
-    func end(bytes: Int) { pending.withLock { $0 = ($0.count - 1, $0.bytes - bytes) } }
-    var count: Int { pending.withLock { $0.count } }
-    var bytes: Int { pending.withLock { $0.bytes } }
 }

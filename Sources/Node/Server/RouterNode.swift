@@ -62,18 +62,19 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         case .redis(let url, let poolSize, let retentionDays):
             history = RedisHistoryStore(redis: RedisClient(url: url, group: group, maxConnections: poolSize, logger: logger), retentionDays: retentionDays)
         }
+        let writes = BackgroundWrites(logger: logger)
         var sessions: RedisSessions?
         if case .redis(let url, let poolSize) = config.sessionStore {
             // A client of its own: a session read gives up after 200 ms, and a command that
             // times out drops its connection, which must not cut history commands short.
             let redis = RedisClient(url: url, group: group, maxConnections: min(poolSize, 4), commandTimeout: .seconds(1), logger: logger)
-            sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger, metrics: metrics)
+            sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger, metrics: metrics, writes: writes)
             if config.policy != .manual {
                 logger.warning("--session-store redis keeps manual's routing-key assignments; --policy \(config.policy.rawValue) makes none")
             }
         }
         let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt, tls: tls,
-                                history: history, sessions: sessions)
+                                history: history, sessions: sessions, backgroundWrites: writes)
         let connections = ConnectionTracker()
         let deadlines = ClientDeadlines(group: group, metrics: metrics, logger: logger)
         var limits = config.clients
@@ -161,6 +162,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             let evictionInterval = TimeAmount.seconds(Int64(config.evictionIntervalSecs))
             var list: [any Service] = [
                 MetricsServer(channel: metricsChannel),
+                // Shut down after the API server (the group goes in reverse), so the writes of
+                // the last requests it drained are in before intake closes.
+                state.backgroundWrites,
                 // Slow clients: header, body and keep-alive deadlines, checked once a second.
                 PeriodicTask("client deadlines", on: loop, initialDelay: .seconds(1), every: .seconds(1)) {
                     deadlines.sweep(nowMs: RouterState.monotonicMs())

@@ -25,8 +25,8 @@ public final class RouterState: Sendable {
     let history: any HistoryStore
     /// `manual` assignments in Redis (`--session-store redis`).
     let sessions: RedisSessions?
-    /// Responses whose write waits for storage to come back.
-    let deferredHistoryWrites = DeferredWrites(limit: 1000)
+    /// Writes owed to a store without a client waiting: deferred history, Redis sessions.
+    let backgroundWrites: BackgroundWrites
     /// The TLS contexts (API port, workers), reloaded on SIGHUP.
     public let tls: TLSContexts
     /// Learns the model of workers added without one.
@@ -41,8 +41,9 @@ public final class RouterState: Sendable {
 
     init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools,
          mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts, history: any HistoryStore = MemoryHistoryStore(),
-         sessions: RedisSessions? = nil) {
+         sessions: RedisSessions? = nil, backgroundWrites: BackgroundWrites = BackgroundWrites()) {
         self.mesh = mesh
+        self.backgroundWrites = backgroundWrites
         self.history = history
         self.sessions = sessions
         self.tls = tls

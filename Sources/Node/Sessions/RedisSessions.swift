@@ -25,8 +25,12 @@ final class RedisSessions: Sendable {
     private let written = Mutex<[String: UInt64]>([:])
     static let maxTracked = 100_000
 
-    init(redis: RedisClient, idleSecs: UInt64, logger: Logger, metrics: RouterMetrics) {
+    /// Where writes go, so none is left running when the router stops.
+    let writes: BackgroundWrites
+
+    init(redis: RedisClient, idleSecs: UInt64, logger: Logger, metrics: RouterMetrics, writes: BackgroundWrites) {
         self.redis = redis
+        self.writes = writes
         self.metrics = metrics
         self.idleMs = max(1, idleSecs) * 1000
         self.logger = logger
@@ -72,13 +76,17 @@ final class RedisSessions: Sendable {
         }
         guard due else { return }
         let (redis, ttl, logger) = (self.redis, String(idleMs), self.logger)
-        Task {
+        // One try: a session write is a hint (losing one costs a cache hit, not data).
+        let job = BackgroundWrites.Job(kind: "session", bytes: key.utf8.count + worker.utf8.count + 64, delays: [], attempt: {
             do {
                 _ = try await redis.send(["SET", key, worker, "PX", ttl])
+                return true
             } catch {
                 logger.debug("session not written to Redis", metadata: ["error": "\(error)"])
+                return false
             }
-        }
+        }, lost: {})
+        if !writes.submit(job) { logger.debug("session not written to Redis: too many writes pending") }
     }
 }
 
