@@ -168,6 +168,8 @@ let package = Package(
         // Its JWKS server and token issuer use NIO and jwt-kit (keys generated at test time).
         .testTarget(name: "EndToEndTests", dependencies: [
             "smg", "smg-sim-worker", "Primitives", "Mesh", "MeshCore", "TestSupport",
+            // The router and the simulated worker in process too (Support/InProcess.swift).
+            "Node", "SimWorker", .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

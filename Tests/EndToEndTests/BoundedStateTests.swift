@@ -8,8 +8,8 @@ import Testing
     @Test func aThousandMadeUpModelNamesLeaveMetricsAndPoliciesAsTheyWere() async throws {
         // A worker whose model is not known (its /v1/models is not a model list) takes any name.
         let open = try await RecordingWorker()
-        let known = try await SimWorkerProcess(name: "known")
-        let smg = try await RouterProcess(["--worker-urls", open.url, known.url, "--disable-health-check"], waitForWorkers: false)
+        let known = try await InProcessWorker(name: "known")
+        let smg = try await InProcessRouter(["--worker-urls", open.url, known.url, "--disable-health-check"], waitForWorkers: false)
         try await eventually(timeout: .seconds(10), "the sim worker's model is discovered") {
             try smg.request("GET", "/v1/models").text.contains("sim-model")
         }
@@ -27,9 +27,9 @@ import Testing
     }
 
     @Test func aRemovedWorkerTakesItsSeriesWithIt() async throws {
-        let a = try await SimWorkerProcess(name: "a")
-        let b = try await SimWorkerProcess(name: "b")
-        let smg = try await RouterProcess(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
+        let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
         try await eventually(timeout: .seconds(10), "both workers serve") {
             Set(try (0..<4).map { _ in try smg.chat("x").header("x-sim-worker") ?? "" }) == ["a", "b"]
         }

@@ -21,15 +21,15 @@ import Testing
 
     /// Runs the workload through a router and returns (cached tokens, prompt tokens).
     func run(policy: String, workers: Int) async throws -> (cached: Int, prompt: Int) {
-        var sims: [SimWorkerProcess] = []
-        for i in 0..<workers { sims.append(try await SimWorkerProcess(name: "w\(i)", ["--output-tokens", "12", "--cache-capacity-blocks", "200000"])) }
-        let smg = try await RouterProcess(["--worker-urls"] + sims.map(\.url) + ["--policy", policy])
+        var sims: [InProcessWorker] = []
+        for i in 0..<workers { sims.append(try await InProcessWorker(name: "w\(i)", ["--output-tokens", "12", "--cache-capacity-blocks", "200000"])) }
+        let smg = try await InProcessRouter(["--worker-urls"] + sims.map(\.url) + ["--policy", policy])
         try await waitForModels(smg, count: workers)
         return try Self.drive(Workload(), routers: [smg])
     }
 
     /// Sends the workload, turn by turn, request `i` to router `i % routers.count`.
-    static func drive(_ w: Workload, routers: [RouterProcess]) throws -> (cached: Int, prompt: Int) {
+    static func drive(_ w: Workload, routers: [any RouterUnderTest]) throws -> (cached: Int, prompt: Int) {
         var histories = (0..<w.sessions).map { s in [["role": "system", "content": w.systemPrompts[s % w.systemPrompts.count]]] }
         var cached = 0, prompt = 0
         for t in 0..<w.turns {
@@ -63,11 +63,11 @@ import Testing
     }
 
     @Test func routingKeysKeepSessionsStickyEndToEnd() async throws {
-        let a = try await SimWorkerProcess(name: "a")
-        let b = try await SimWorkerProcess(name: "b")
-        let c = try await SimWorkerProcess(name: "c")
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
+        let c = try await InProcessWorker(name: "c")
         for policy in ["consistent_hashing", "manual"] {
-            let smg = try await RouterProcess(["--worker-urls", a.url, b.url, c.url, "--policy", policy])
+            let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, c.url, "--policy", policy])
             try await waitForModels(smg, count: 3)
             var homes = Set<String>()
             for s in 0..<12 {
@@ -79,14 +79,14 @@ import Testing
             #expect(try smg.metric(#"smg_policy_decisions_total{policy="\#(policy)",model="default",reason="\#(policy == "manual" ? "sticky" : "hash_ring")"}"#) > 0)
         }
         // X-SMG-Target-Worker pins by index under consistent_hashing.
-        let smg = try await RouterProcess(["--worker-urls", a.url, b.url, c.url, "--policy", "consistent_hashing"])
+        let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, c.url, "--policy", "consistent_hashing"])
         #expect(try (0..<3).map { _ in try smg.chat("x", headers: [("X-SMG-Target-Worker", "1")]).header("x-sim-worker") } == ["b", "b", "b"])
     }
 
     @Test func powerOfTwoAvoidsAWorkerThatReportsItselfBusy() async throws {
-        let busy = try await SimWorkerProcess(name: "busy", ["--extra-reported-load", "100"])
-        let idle = try await SimWorkerProcess(name: "idle")
-        let smg = try await RouterProcess(["--worker-urls", busy.url, idle.url, "--policy", "power_of_two"])
+        let busy = try await InProcessWorker(name: "busy", ["--extra-reported-load", "100"])
+        let idle = try await InProcessWorker(name: "idle")
+        let smg = try await InProcessRouter(["--worker-urls", busy.url, idle.url, "--policy", "power_of_two"])
         try await waitForModels(smg, count: 2)
         try await eventually(timeout: .seconds(15), "the busy worker's load report reaches the router") {
             let workers = try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
@@ -99,10 +99,10 @@ import Testing
     }
 
     @Test func everyPolicyServesRequests() async throws {
-        let a = try await SimWorkerProcess(name: "a")
-        let b = try await SimWorkerProcess(name: "b")
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
         for policy in ["random", "round_robin", "power_of_two", "cache_aware", "prefix_hash", "consistent_hashing", "manual"] {
-            let smg = try await RouterProcess(["--worker-urls", a.url, b.url, "--policy", policy])
+            let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, "--policy", policy])
             for _ in 0..<4 { #expect(try smg.chat("hello \(policy)").status == 200, "\(policy)") }
             #expect(try smg.request("POST", "/generate", body: #"{"input_ids":[1,2,3,4,5,6,7,8]}"#).status == 200)
             #expect(try smg.request("POST", "/v1/embeddings", body: #"{"input":["x","y"]}"#).status == 200)
@@ -110,9 +110,9 @@ import Testing
     }
 
     @Test func cacheAwareMetricsAndWorkerRemoval() async throws {
-        let a = try await SimWorkerProcess(name: "a")
-        let b = try await SimWorkerProcess(name: "b")
-        let smg = try await RouterProcess(["--worker-urls", a.url, b.url])  // cache_aware is the default
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
+        let smg = try await InProcessRouter(["--worker-urls", a.url, b.url])  // cache_aware is the default
         try await waitForModels(smg, count: 2)
         let prompt = String(repeating: "a shared system prompt. ", count: 20)
         let first = try smg.chat(prompt, model: "sim-model").header("x-sim-worker")

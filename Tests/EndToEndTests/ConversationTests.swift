@@ -11,8 +11,8 @@ import Glibc
     @Test func aConversationMadeOnOneRouterIsReadAndExtendedOnAnotherThroughRedis() async throws {
         let redis = try await RedisServer()
         let flags = ["--history-backend", "redis", "--redis-url", redis.url, "--redis-retention-days", "7"]
-        let a = try await RouterProcess(flags)
-        let b = try await RouterProcess(flags)
+        let a = try await InProcessRouter(flags)
+        let b = try await InProcessRouter(flags)
         let created = try a.request("POST", "/v1/conversations", body: #"{"metadata":{"topic":"routers"},"items":[{"type":"message","role":"user","content":"Hello"},{"role":"assistant","content":[{"type":"output_text","text":"Hi!"}]}]}"#)
         #expect(created.status == 200)
         let conversation = try created.json()
@@ -61,7 +61,7 @@ import Glibc
     /// index never expired. Now no request touches an item of a conversation it did not name.
     @Test func inRedisNoConversationTouchesAnotherConversationsItems() async throws {
         let redis = try await RedisServer()
-        let smg = try await RouterProcess(["--history-backend", "redis", "--redis-url", redis.url, "--redis-retention-days", "7"])
+        let smg = try await InProcessRouter(["--history-backend", "redis", "--redis-url", redis.url, "--redis-retention-days", "7"])
         func create(_ body: String) throws -> String { try smg.request("POST", "/v1/conversations", body: body).json()["id"] as? String ?? "" }
         let victim = try create(#"{"items":[{"type":"message","role":"user","content":"secret"}]}"#)
         let victimItem = ((try smg.request("GET", "/v1/conversations/\(victim)/items").json()["data"] as? [[String: Any]])?.first?["id"] as? String) ?? ""
@@ -108,8 +108,8 @@ import Glibc
 
     @Test func redisDownMeansHistory503AndChatStillServedAndItRecovers() async throws {
         let redis = try await RedisServer()
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url])
         let id = try smg.request("POST", "/v1/conversations", body: "{}").json()["id"] as? String ?? ""
         redis.stop()
         let down = try smg.request("GET", "/v1/conversations/\(id)")
@@ -125,7 +125,7 @@ import Glibc
     }
 
     @Test func memoryAndNoneBackendsAndBadInput() async throws {
-        let memory = try await RouterProcess([])
+        let memory = try await InProcessRouter([])
         let id = try memory.request("POST", "/v1/conversations", body: #"{"items":[{"role":"user","content":"x"}]}"#).json()["id"] as? String ?? ""
         #expect(try memory.request("GET", "/v1/conversations/\(id)/items").json()["data"] as? [[String: Any]] != nil)
         for (body, code) in [(#"{"metadata":{"a":1}}"#, "invalid_metadata"), (#"{"items":[{"type":"image","role":"user"}]}"#, "invalid_item"),
@@ -137,10 +137,10 @@ import Glibc
         }
         #expect(try memory.request("GET", "/v1/conversations/bad%20id").status == 400)
         #expect(try memory.request("PUT", "/v1/conversations/\(id)").status == 405)
-        let none = try await RouterProcess(["--history-backend", "none"])
+        let none = try await InProcessRouter(["--history-backend", "none"])
         let forgotten = try none.request("POST", "/v1/conversations", body: "{}").json()["id"] as? String ?? ""
         #expect(try none.request("GET", "/v1/conversations/\(forgotten)").status == 404, "none: writes accepted, reads empty")
-        let keyed = try await RouterProcess(["--api-key", "k"])
+        let keyed = try await InProcessRouter(["--api-key", "k"])
         #expect(try keyed.request("POST", "/v1/conversations", body: "{}").status == 401, "the inference key guards history too")
     }
 }

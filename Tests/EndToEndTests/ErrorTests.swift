@@ -5,8 +5,8 @@ import Testing
 /// What bad requests and missing workers get: JSON errors in the gateway's shape, never a crash.
 @Suite(.serialized) struct ErrorTests {
     @Test func oversizedBodiesGet413BeforeTheyAreRead() async throws {
-        let w = try await SimWorkerProcess(name: "a")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-payload-size", "1000"])
+        let w = try await InProcessWorker(name: "a")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--max-payload-size", "1000"])
 
         // Announced by Content-Length: refused from the head alone; we never send the body.
         let c = try HTTPConnection(port: smg.port)
@@ -32,8 +32,8 @@ import Testing
     /// to accept 512 MiB), and what the router parses itself (Responses, Conversations) has its
     /// own bound below what it only forwards; each 413 names the limit that applies.
     @Test func eachKindOfRouteHasItsOwnBodyLimit() async throws {
-        let w = try await SimWorkerProcess(name: "a")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--api-key", "k",
+        let w = try await InProcessWorker(name: "a")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--api-key", "k",
                                            "--max-responses-payload-size", "400000"])
         for (method, path) in [("GET", "/health"), ("GET", "/liveness"), ("GET", "/readiness"), ("OPTIONS", "/v1/chat/completions")] {
             let c = try HTTPConnection(port: smg.port)
@@ -60,8 +60,8 @@ import Testing
     }
 
     @Test func malformedJSONGets400() async throws {
-        let w = try await SimWorkerProcess(name: "a")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "a")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         for body in ["{bad", "", "[1,2]", #"{"model": "m",}"#, #"{"a":1} trailing"#, "{\"a\":\"\u{1}\"}"] {
             let r = try smg.request("POST", "/v1/chat/completions", body: body)
             #expect(r.status == 400, "body \(body.debugDescription)")
@@ -83,8 +83,8 @@ import Testing
     /// A count of requests in one body above `--max-batch-size` is refused before any worker sees
     /// it, also outside PD mode: no client makes a worker multiply its work through the router.
     @Test func aBatchAboveTheBoundGets400() async throws {
-        let w = try await SimWorkerProcess(name: "a")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-batch-size", "4"])
+        let w = try await InProcessWorker(name: "a")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--max-batch-size", "4"])
         for (path, body) in [("/v1/chat/completions", #"{"model":"sim-model","n":5,"messages":[{"role":"user","content":"x"}]}"#),
                              ("/v1/completions", #"{"prompt":["a","b","c","d","e"]}"#),
                              ("/generate", #"{"text":"a","sampling_params":{"\u006e":5}}"#)] {
@@ -97,14 +97,14 @@ import Testing
     }
 
     @Test func unknownModelGets404AndNoWorkerGets503() async throws {
-        let w = try await SimWorkerProcess(name: "a")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "a")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         try await waitForModels(smg, count: 1)
         let r = try smg.chat("x", model: "no-such-model")
         #expect(r.status == 404)
         #expect(r.errorCode == "model_not_found")
 
-        let empty = try await RouterProcess(["--policy", "round_robin"])
+        let empty = try await InProcessRouter(["--policy", "round_robin"])
         let e = try empty.chat("x", model: "sim-model")
         #expect(e.status == 503)
         #expect(e.errorCode == "no_available_workers")
@@ -115,8 +115,8 @@ import Testing
     }
 
     @Test func expect100ContinueIsAnsweredAtOnce() async throws {
-        let w = try await SimWorkerProcess(name: "a")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-payload-size", "100000"])
+        let w = try await InProcessWorker(name: "a")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--max-payload-size", "100000"])
         let body = #"{"text":"\#(String(repeating: "x", count: 5000))"}"#
         let c = try HTTPConnection(port: smg.port, timeout: 5)
         try c.send("POST /generate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nexpect: 100-continue\r\n\r\n")
@@ -132,7 +132,7 @@ import Testing
     }
 
     @Test func unknownRoutesAndMethods() async throws {
-        let smg = try await RouterProcess(["--policy", "round_robin"])
+        let smg = try await InProcessRouter(["--policy", "round_robin"])
         let r = try smg.request("GET", "/nope")
         #expect(r.status == 404)
         #expect(r.errorCode == "not_found")

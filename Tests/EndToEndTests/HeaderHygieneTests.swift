@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct HeaderHygieneTests {
     @Test func aWorkersAPIKeyCannotInjectHeadersOrRequests() async throws {
         let worker = try await RecordingWorker()
-        let smg = try await RouterProcess(["--policy", "round_robin", "--disable-health-check"])
+        let smg = try await InProcessRouter(["--policy", "round_robin", "--disable-health-check"])
         let added = try smg.request("POST", "/workers", body: #"{"url":"\#(worker.url)","model_id":"m","api_key":"k1"}"#)
         #expect(added.status == 202)
         let id = try added.json()["id"] as? String ?? ""
@@ -33,7 +33,7 @@ import Testing
 
     @Test func hopByHopHeadersStopAtTheRouterAndTheClientIsNamed() async throws {
         let worker = try await RecordingWorker()
-        let smg = try await RouterProcess(["--worker-urls", worker.url, "--policy", "round_robin", "--disable-health-check"], waitForWorkers: false)
+        let smg = try await InProcessRouter(["--worker-urls", worker.url, "--policy", "round_robin", "--disable-health-check"], waitForWorkers: false)
         let r = try smg.request("POST", "/v1/chat/completions", body: #"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, headers: [
             ("connection", "keep-alive, x-secret-hop"), ("x-secret-hop", "1"), ("proxy-authorization", "Basic cm9vdDpyb290"),
             ("proxy-foo", "1"), ("te", "trailers"), ("x-forwarded-for", "203.0.113.7"), ("x-kept", "yes"),
@@ -47,8 +47,8 @@ import Testing
     }
 
     @Test func aRoutingFieldGivenTwiceIsRefused() async throws {
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url])
         for body in [#"{"model":"a","mod\u0065l":"b","messages":[]}"#, #"{"model":"sim-model","model":"other","messages":[]}"#,
                      #"{"messages":[],"stream":false,"stream":true}"#, #"{"messages":[{"role":"user","content":"a"}],"messages":[]}"#] {
             let r = try smg.request("POST", "/v1/chat/completions", body: body)

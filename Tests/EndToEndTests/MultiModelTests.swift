@@ -6,19 +6,19 @@ import Testing
 /// workers and its own policy, named by its workers' `policy` label at registration.
 @Suite(.serialized) struct MultiModelTests {
     struct Models {
-        var alpha: [SimWorkerProcess] = []
-        var beta: [SimWorkerProcess] = []
+        var alpha: [InProcessWorker] = []
+        var beta: [InProcessWorker] = []
     }
 
     static func models() async throws -> Models {
         var m = Models()
-        for i in 0..<2 { m.alpha.append(try await SimWorkerProcess(name: "alpha\(i)", ["--model-id", "alpha"])) }
-        for i in 0..<2 { m.beta.append(try await SimWorkerProcess(name: "beta\(i)", ["--model-id", "beta"])) }
+        for i in 0..<2 { m.alpha.append(try await InProcessWorker(name: "alpha\(i)", ["--model-id", "alpha"])) }
+        for i in 0..<2 { m.beta.append(try await InProcessWorker(name: "beta\(i)", ["--model-id", "beta"])) }
         return m
     }
 
     /// Registers alpha's workers with round_robin and beta's with consistent_hashing, through `r`.
-    static func register(_ m: Models, through r: RouterProcess) throws {
+    static func register(_ m: Models, through r: any RouterUnderTest) throws {
         for w in m.alpha {
             #expect(try r.request("POST", "/workers", body: #"{"url":"\#(w.url)","model_id":"alpha","labels":{"policy":"round_robin"}}"#).status == 202)
         }
@@ -29,7 +29,7 @@ import Testing
 
     /// What `r` does with each model: alpha alternates over both its workers, beta keeps each
     /// routing key on one worker, and nothing crosses models.
-    static func expectEachModelRoutedByItsOwnPolicy(_ r: RouterProcess) throws {
+    static func expectEachModelRoutedByItsOwnPolicy(_ r: any RouterUnderTest) throws {
         var alpha: [String] = []
         for _ in 0..<6 { alpha.append(try r.chat("hi", model: "alpha").header("x-sim-worker") ?? "?") }
         #expect(Set(alpha) == ["alpha0", "alpha1"] && zip(alpha, alpha.dropFirst()).allSatisfy { $0 != $1 }, "alpha goes round robin: \(alpha)")
@@ -48,7 +48,7 @@ import Testing
 
     @Test func oneRouterServesTwoModelsEachWithItsOwnPolicy() async throws {
         let m = try await Self.models()
-        let r = try await RouterProcess(["--enable-igw", "--policy", "random"])
+        let r = try await InProcessRouter(["--enable-igw", "--policy", "random"])
         try Self.register(m, through: r)
         try await eventually(timeout: .seconds(15), "the workers are healthy") { try r.request("GET", "/readiness").status == 200 }
         try await eventually(timeout: .seconds(15), "every worker is healthy") {
@@ -66,9 +66,9 @@ import Testing
     @Test func aMeshOfRoutersServesTheModelsRegisteredOnAnyOfThem() async throws {
         let m = try await Self.models()
         let ports = try (0..<2).map { _ in try freeLoopbackPort() }
-        var routers: [RouterProcess] = []
+        var routers: [any RouterUnderTest] = []
         for i in 0..<2 {
-            routers.append(try await RouterProcess(["--enable-igw", "--policy", "random", "--enable-mesh", "--mesh-server-name", "r\(i)",
+            routers.append(try await InProcessRouter(["--enable-igw", "--policy", "random", "--enable-mesh", "--mesh-server-name", "r\(i)",
                                                     "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]), "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])"]))
         }
         try Self.register(m, through: routers[0])

@@ -298,7 +298,7 @@ import Testing
 
     @Test func prefillAndDecodeWorkersCanBeRegisteredAtRunTime() async throws {
         let fleet = try await Self.fleet(prefills: 1, decodes: 1)
-        let r = try await RouterProcess(["--pd-disaggregation", "--disable-health-check"])
+        let r = try await InProcessRouter(["--pd-disaggregation", "--disable-health-check"])
         #expect(try r.request("POST", "/generate", body: #"{"text":"x"}"#).errorCode == "no_prefill_workers")
         let p = fleet.prefills[0]
         #expect(try r.request("POST", "/workers", body: #"{"url":"\#(p.url)","worker_type":"prefill","bootstrap_port":\#(p.bootstrapPort!)}"#).status == 202)

@@ -6,8 +6,8 @@ import Testing
 /// loopback, real HTTP.
 @Suite(.serialized) struct ProxyTests {
     @Test func nonStreamingChatCompletionsAndGenerateGoThroughTheRouter() async throws {
-        let w = try await SimWorkerProcess(name: "a", ["--output-tokens", "3"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "a", ["--output-tokens", "3"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
 
         let chat = try smg.chat("hello there", model: "sim-model", headers: [("X-Request-Id", "req-123")])
         #expect(chat.status == 200)
@@ -46,8 +46,8 @@ import Testing
 
     @Test func streamingEventsArriveAtTheWorkersPace() async throws {
         // One event every 200 ms: the client must see them one by one, not in a burst.
-        let w = try await SimWorkerProcess(name: "slow", ["--tokens-per-second", "5", "--output-tokens", "5"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "slow", ["--tokens-per-second", "5", "--output-tokens", "5"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         let c = try HTTPConnection.startStream(port: smg.port, body: #"{"model":"sim-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
         let (status, headers, events) = try c.readEvents()
         #expect(status == 200)
@@ -65,8 +65,8 @@ import Testing
     }
 
     @Test func streamingCompletionsAndGenerate() async throws {
-        let w = try await SimWorkerProcess(name: "s", ["--output-tokens", "4"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "s", ["--output-tokens", "4"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         for (path, body) in [("/v1/completions", #"{"prompt":"abc","stream":true}"#), ("/generate", #"{"text":"abc","stream":true}"#)] {
             let c = try HTTPConnection.startStream(port: smg.port, path: path, body: body)
             let (status, _, events) = try c.readEvents()
@@ -77,17 +77,17 @@ import Testing
     }
 
     @Test func roundRobinAlternatesBetweenWorkers() async throws {
-        let a = try await SimWorkerProcess(name: "a")
-        let b = try await SimWorkerProcess(name: "b")
-        let smg = try await RouterProcess(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
+        let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
         try await waitForModels(smg, count: 2)
         let served = try (0..<6).map { _ in try smg.chat("x", model: "sim-model").header("x-sim-worker") ?? "?" }
         #expect(served == ["a", "b", "a", "b", "a", "b"])
     }
 
     @Test func clientDisconnectMidStreamDropsTheUpstreamConnection() async throws {
-        let w = try await SimWorkerProcess(name: "long", ["--tokens-per-second", "10", "--output-tokens", "200"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "long", ["--tokens-per-second", "10", "--output-tokens", "200"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         let c = try HTTPConnection.startStream(port: smg.port)
         let (_, _, events) = try c.readEvents(limit: 2)
         #expect(events.count == 2)
@@ -103,8 +103,8 @@ import Testing
     }
 
     @Test func requestTimeoutAnswers504() async throws {
-        let w = try await SimWorkerProcess(name: "hang", ["--hang-rate", "1"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--request-timeout-secs", "1", "--disable-retries"])
+        let w = try await InProcessWorker(name: "hang", ["--hang-rate", "1"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--request-timeout-secs", "1", "--disable-retries"])
         let start = ContinuousClock.now
         let r = try smg.chat("x", model: "sim-model")
         #expect(r.status == 504)
@@ -114,8 +114,8 @@ import Testing
     }
 
     @Test func upstreamConnectionsAreKeptAlive() async throws {
-        let w = try await SimWorkerProcess(name: "k")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "k")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         try await waitForModels(smg, count: 1)
         let c = try HTTPConnection(port: smg.port)
         for _ in 0..<50 {
@@ -127,8 +127,8 @@ import Testing
     }
 
     @Test func pipelinedRequestsAreAnsweredInOrderAndCountedOnce() async throws {
-        let w = try await SimWorkerProcess(name: "p")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "p")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         let c = try HTTPConnection(port: smg.port)
         let one = HTTPConnection.requestBytes(method: "POST", path: "/generate", headers: [("x-request-id", "r1")], body: Array(#"{"text":"a"}"#.utf8))
         let two = HTTPConnection.requestBytes(method: "GET", path: "/health", headers: [("x-request-id", "r2")], body: nil)
@@ -145,8 +145,8 @@ import Testing
     }
 
     @Test func workerDroppingTheConnectionGives502() async throws {
-        let w = try await SimWorkerProcess(name: "drop", ["--drop-rate", "1"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin"])
+        let w = try await InProcessWorker(name: "drop", ["--drop-rate", "1"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin"])
         let r = try smg.chat("x")
         #expect(r.status == 502)
         #expect(r.errorCode == "upstream_error")
@@ -157,7 +157,7 @@ import Testing
 
 /// Waits until the router knows every worker's model and has seen it healthy (discovery and
 /// the first health check run right after a worker is added).
-func waitForModels(_ smg: RouterProcess, count: Int) async throws {
+func waitForModels(_ smg: any RouterUnderTest, count: Int) async throws {
     try await eventually(timeout: .seconds(10), "\(count) healthy workers with a known model") {
         let workers = try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
         return workers.filter { $0["model_id"] is String && $0["health"] as? String == "healthy" }.count == count

@@ -6,7 +6,7 @@ import Testing
 @Suite(.serialized) struct ReliabilityTests {
     /// Sends `count` chat requests over `connections` keep-alive connections at once (all sent,
     /// then read) and returns the statuses.
-    func burst(_ smg: RouterProcess, count: Int, connections: Int) throws -> [Int] {
+    func burst(_ smg: any RouterUnderTest, count: Int, connections: Int) throws -> [Int] {
         var statuses: [Int] = []
         var remaining = count
         while remaining > 0 {
@@ -27,7 +27,7 @@ import Testing
         let good = try await SimWorkerProcess(name: "good")
         // The breaker is off so that the flaky worker keeps getting half the traffic: this is
         // about retries hiding its failures.
-        let smg = try await RouterProcess(["--worker-urls", flaky.url, good.url, "--policy", "round_robin", "--retry-initial-backoff-ms", "1",
+        let smg = try await InProcessRouter(["--worker-urls", flaky.url, good.url, "--policy", "round_robin", "--retry-initial-backoff-ms", "1",
                                            "--disable-circuit-breaker"])
         try await waitForModels(smg, count: 2)
         let statuses = try burst(smg, count: 2000, connections: 8)
@@ -41,7 +41,7 @@ import Testing
     @Test func killingAWorkerUnderLoadLosesNoRequest() async throws {
         let doomed = try await SimWorkerProcess(name: "doomed", ["--ttft-ms", "20"])
         let survivor = try await SimWorkerProcess(name: "survivor", ["--ttft-ms", "20"])
-        let smg = try await RouterProcess(["--worker-urls", doomed.url, survivor.url, "--policy", "round_robin", "--retry-initial-backoff-ms", "5"])
+        let smg = try await InProcessRouter(["--worker-urls", doomed.url, survivor.url, "--policy", "round_robin", "--retry-initial-backoff-ms", "5"])
         try await waitForModels(smg, count: 2)
         var statuses: [Int] = []
         for round in 0..<12 {
@@ -56,7 +56,7 @@ import Testing
     @Test func aHungWorkerIsCutAtTheTimeoutAndItsRequestsRetriedElsewhere() async throws {
         let hung = try await SimWorkerProcess(name: "hung", ["--hang-rate", "1"])
         let good = try await SimWorkerProcess(name: "good")
-        let smg = try await RouterProcess(["--worker-urls", hung.url, good.url, "--policy", "round_robin", "--request-timeout-secs", "1"])
+        let smg = try await InProcessRouter(["--worker-urls", hung.url, good.url, "--policy", "round_robin", "--request-timeout-secs", "1"])
         try await waitForModels(smg, count: 2)
         let start = ContinuousClock.now
         let served = try (0..<4).map { _ -> String in
@@ -71,7 +71,7 @@ import Testing
 
     @Test func theBreakerOpensHalfOpensAndClosesAgain() async throws {
         let w = try await SimWorkerProcess(name: "w", ["--failure-rate", "1"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--disable-retries",
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--disable-retries",
                                            "--cb-failure-threshold", "3", "--cb-success-threshold", "2", "--cb-timeout-duration-secs", "1"])
         func breaker() throws -> String {
             (try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["circuit_breaker"] as? String ?? "?"
@@ -138,7 +138,7 @@ import Testing
 @Suite(.serialized) struct AdmissionTests {
     /// Sends `n` requests at once, each on its own connection read by its own thread; returns
     /// (status, seconds until its answer) per request.
-    func flood(_ smg: RouterProcess, _ n: Int) throws -> [(status: Int, seconds: Double)] {
+    func flood(_ smg: any RouterUnderTest, _ n: Int) throws -> [(status: Int, seconds: Double)] {
         let start = ContinuousClock.now
         let conns = try (0..<n).map { _ in try HTTPConnection(port: smg.port) }
         for c in conns {
@@ -161,7 +161,7 @@ import Testing
         return results.values
     }
 
-    func expectGaugesAtZero(_ smg: RouterProcess) async throws {
+    func expectGaugesAtZero(_ smg: any RouterUnderTest) async throws {
         try await eventually(timeout: .seconds(5), "in-flight and queue gauges back to zero") {
             try smg.metric("smg_router_admitted_active") == 0 && smg.metric("smg_router_queue_depth") == 0
                 && smg.metric("smg_http_requests_active") == 0
@@ -170,7 +170,7 @@ import Testing
 
     @Test func withoutAQueueExcessRequestsGet429AtOnce() async throws {
         let w = try await SimWorkerProcess(name: "slow", ["--ttft-ms", "600"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-concurrent-requests", "4", "--queue-size", "0"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--max-concurrent-requests", "4", "--queue-size", "0"])
         let results = try flood(smg, 32)
         let ok = results.filter { $0.status == 200 }
         let refused = results.filter { $0.status == 429 }
@@ -182,7 +182,7 @@ import Testing
         try await expectGaugesAtZero(smg)
         #expect(try smg.metric(#"smg_router_admission_total{result="rejected_queue_full"}"#) == 28)
         // The refusal is JSON with Retry-After.
-        let smg2 = try await RouterProcess(["--worker-urls", w.url, "--max-concurrent-requests", "1", "--queue-size", "0"])
+        let smg2 = try await InProcessRouter(["--worker-urls", w.url, "--max-concurrent-requests", "1", "--queue-size", "0"])
         let c = try HTTPConnection(port: smg2.port)
         try c.send(HTTPConnection.requestBytes(method: "POST", path: "/generate", headers: [], body: Array(#"{"text":"a"}"#.utf8)))
         try await eventually(timeout: .seconds(5), "the first request holds the only slot") { try smg2.metric("smg_router_admitted_active") == 1 }
@@ -195,13 +195,13 @@ import Testing
 
     @Test func queuedRequestsWaitAndSucceedOrTimeOut() async throws {
         let w = try await SimWorkerProcess(name: "slow", ["--ttft-ms", "300"])
-        let patient = try await RouterProcess(["--worker-urls", w.url, "--max-concurrent-requests", "4", "--queue-size", "64", "--queue-timeout-secs", "30"])
+        let patient = try await InProcessRouter(["--worker-urls", w.url, "--max-concurrent-requests", "4", "--queue-size", "64", "--queue-timeout-secs", "30"])
         let all = try flood(patient, 16)
         #expect(all.allSatisfy { $0.status == 200 }, "\(all.map(\.status))")
         #expect(all.map(\.seconds).max()! > 1.0, "they waited their turn (4 waves of 0.3 s)")
         try await expectGaugesAtZero(patient)
 
-        let impatient = try await RouterProcess(["--worker-urls", w.url, "--max-concurrent-requests", "1", "--queue-size", "64", "--queue-timeout-secs", "1"])
+        let impatient = try await InProcessRouter(["--worker-urls", w.url, "--max-concurrent-requests", "1", "--queue-size", "64", "--queue-timeout-secs", "1"])
         let some = try flood(impatient, 8)
         #expect(some.filter { $0.status == 200 }.count >= 2)
         #expect(some.filter { $0.status == 408 }.count >= 3, "\(some.map(\.status))")
@@ -214,7 +214,7 @@ import Testing
         let w = try await SimWorkerProcess(name: "w", ["--tokens-per-second", "20", "--output-tokens", "200"])
         let failing = try await SimWorkerProcess(name: "f", ["--failure-rate", "1"])
         let hung = try await SimWorkerProcess(name: "h", ["--hang-rate", "1"])
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--policy", "round_robin", "--max-concurrent-requests", "2",
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--policy", "round_robin", "--max-concurrent-requests", "2",
                                            "--queue-size", "8", "--queue-timeout-secs", "1", "--request-timeout-secs", "6", "--disable-retries"])
         // Success.
         #expect(try smg.request("POST", "/v1/chat/completions", body: #"{"max_tokens":2,"messages":[]}"#).status == 200)
@@ -259,7 +259,7 @@ import Testing
 
     @Test func aRateLimitAdmitsAtTheConfiguredRate() async throws {
         let w = try await SimWorkerProcess(name: "fast")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--rate-limit-tokens-per-second", "20", "--queue-size", "0"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--rate-limit-tokens-per-second", "20", "--queue-size", "0"])
         var ok = 0, limited = 0
         let start = ContinuousClock.now
         while ContinuousClock.now - start < .seconds(2) {
@@ -276,7 +276,7 @@ import Testing
 @Suite(.serialized) struct WorkerLifecycleTests {
     @Test func apiKeysGuardInferenceAndReachWorkers() async throws {
         let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--api-key", "sekrit"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--api-key", "sekrit"])
         let denied = try smg.chat("x")
         #expect(denied.status == 401)
         #expect(denied.errorCode == "invalid_api_key")
@@ -298,7 +298,7 @@ import Testing
 
     @Test func updatingAWorker() async throws {
         let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url])
+        let smg = try await InProcessRouter(["--worker-urls", w.url])
         let id = (try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["id"] as? String ?? ""
         #expect(try smg.request("PUT", "/workers/\(id)", body: #"{"labels":{"tier":"gold"},"model_id":"renamed"}"#).status == 200)
         let one = try smg.request("GET", "/workers/\(id)").json()

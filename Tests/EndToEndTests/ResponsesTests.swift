@@ -29,7 +29,7 @@ private func responseEvents(_ body: [UInt8]) -> [(type: String, data: [String: A
     }
 }
 
-extension RouterProcess {
+extension RouterUnderTest {
     /// `POST /v1/responses` with `body`.
     fileprivate func respond(_ body: String) throws -> HTTPResponse { try request("POST", "/v1/responses", body: body) }
 }
@@ -96,10 +96,10 @@ extension RouterProcess {
 
     @Test func aConversationCollectsEachTurnAndReplaysIt() async throws {
         let redis = try await RedisServer()
-        let w = try await SimWorkerProcess(name: "w")
+        let w = try await InProcessWorker(name: "w")
         let flags = ["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url]
-        let a = try await RouterProcess(flags)
-        let b = try await RouterProcess(flags)
+        let a = try await InProcessRouter(flags)
+        let b = try await InProcessRouter(flags)
         let conversation = try a.request("POST", "/v1/conversations", body: #"{"items":[{"role":"user","content":"Remember: blue."}]}"#).json()["id"] as? String ?? ""
 
         let first = try a.respond(#"{"input":"Which color?","conversation":"\#(conversation)"}"#)
@@ -119,8 +119,8 @@ extension RouterProcess {
     }
 
     @Test func streamedEventsComeInOrderAndTheStoredResponseIsWhatWasStreamed() async throws {
-        let w = try await SimWorkerProcess(name: "w", ["--tokens-per-second", "200"])
-        let smg = try await RouterProcess(["--worker-urls", w.url])
+        let w = try await InProcessWorker(name: "w", ["--tokens-per-second", "200"])
+        let smg = try await InProcessRouter(["--worker-urls", w.url])
         let r = try smg.respond(#"{"input":"Stream it","stream":true}"#)
         #expect(r.status == 200 && r.header("content-type") == "text/event-stream")
         let events = responseEvents(r.body)
@@ -174,8 +174,8 @@ extension RouterProcess {
 
     @Test func withRedisDownAnswersStillComeMarkedAndHistoryIs503() async throws {
         let redis = try await RedisServer()
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url])
         let kept = try smg.respond(#"{"input":"before"}"#).json()["id"] as? String ?? ""
         redis.stop()
         let answered = try smg.respond(#"{"input":"during"}"#)
@@ -200,8 +200,8 @@ extension RouterProcess {
     }
 
     @Test func aWorkerAnswerThatBreaksOffIsAClearErrorAndNothingIsStored() async throws {
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url])
         try w.setFaults("cut_rate=1")
         let whole = try smg.respond(#"{"input":"x"}"#)
         #expect(whole.status == 502 && whole.errorCode == "upstream_error", "a collected answer that broke off: \(whole.status)")
@@ -217,8 +217,8 @@ extension RouterProcess {
     }
 
     @Test func badRequestsGetClearErrors() async throws {
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url])
         for (body, code) in [("[1]", "invalid_json"), (#"{"input":42}"#, "invalid_input"), (#"{"input":[]}"#, "invalid_input"),
                              (#"{"input":[{"role":"robot","content":"x"}]}"#, "invalid_input"),
                              (#"{"input":"x","previous_response_id":"resp_a","conversation":"conv_b"}"#, "conflicting_history"),
@@ -237,15 +237,15 @@ extension RouterProcess {
         #expect(try smg.request("GET", "/v1/responses/a/b/c").status == 404)
         let unknownModel = try smg.respond(#"{"model":"nope","input":"x"}"#)
         #expect(unknownModel.status == 404 && unknownModel.errorCode == "model_not_found", "the pipeline's own errors pass through")
-        let keyed = try await RouterProcess(["--worker-urls", w.url, "--api-key", "k"])
+        let keyed = try await InProcessRouter(["--worker-urls", w.url, "--api-key", "k"])
         #expect(try keyed.respond(#"{"input":"x"}"#).status == 401)
         #expect(try keyed.request("POST", "/v1/responses", body: #"{"input":"x"}"#, headers: [("authorization", "Bearer k")]).status == 200)
     }
     /// `--history-max-item-bytes`: a request's item over it is refused before any worker sees
     /// it (where it would be stored), and an answer whose output is over it is answered, not stored.
     @Test func anItemOverTheByteCapIsRefusedOrLeftUnstored() async throws {
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--history-max-item-bytes", "2048"])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--history-max-item-bytes", "2048"])
         let large = String(repeating: "x", count: 3000)
         let refused = try smg.respond(#"{"input":"\#(large)"}"#)
         #expect(refused.status == 400 && refused.errorCode == "item_too_large", "\(refused.status) \(refused.text)")

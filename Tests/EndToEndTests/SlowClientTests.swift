@@ -44,8 +44,8 @@ import Glibc
     }
 
     @Test func stalledBodiesAndIdleConnectionsAreClosed() async throws {
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--body-idle-timeout-secs", "1", "--keep-alive-timeout-secs", "2"])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--body-idle-timeout-secs", "1", "--keep-alive-timeout-secs", "2"])
         let stalled = try HTTPConnection(port: smg.port, timeout: 10)
         try stalled.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"messages\":")
         let idle = try HTTPConnection(port: smg.port, timeout: 10)
@@ -69,7 +69,7 @@ import Glibc
     /// A body trickled a byte every half second never trips the idle timeout; the whole-body
     /// deadline cuts it.
     @Test func aTrickledBodyIsCutAtTheBodyDeadline() async throws {
-        let smg = try await RouterProcess(["--body-idle-timeout-secs", "30", "--body-timeout-secs", "2", "--api-key", "k"])
+        let smg = try await InProcessRouter(["--body-idle-timeout-secs", "30", "--body-timeout-secs", "2", "--api-key", "k"])
         let c = try HTTPConnection(port: smg.port, timeout: 10)
         try c.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\ncontent-length: 1000\r\n\r\n")
         let t0 = ContinuousClock.now
@@ -85,7 +85,7 @@ import Glibc
 
     /// One client address cannot hold every connection; another address still gets in.
     @Test func oneClientAddressHoldsAtMostItsShareOfConnections() async throws {
-        let smg = try await RouterProcess(["--max-connections-per-client", "3"])
+        let smg = try await InProcessRouter(["--max-connections-per-client", "3"])
         let held = try (0..<3).map { _ in try HTTPConnection(port: smg.port, timeout: 5) }
         for c in held { #expect(try c.request("GET", "/health").status == 200) }
         let extra = try HTTPConnection(port: smg.port, timeout: 5)
@@ -100,7 +100,7 @@ import Glibc
     }
 
     @Test func connectionsOverTheLimitAreTurnedAway() async throws {
-        let smg = try await RouterProcess(["--max-client-connections", "4"])
+        let smg = try await InProcessRouter(["--max-client-connections", "4"])
         let held = try (0..<4).map { _ in try HTTPConnection(port: smg.port, timeout: 5) }
         for c in held { #expect(try c.request("GET", "/health").status == 200) }
         let extra = try HTTPConnection(port: smg.port, timeout: 5)

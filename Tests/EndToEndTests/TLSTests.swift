@@ -110,7 +110,7 @@ import Glibc
         let issuer = try await TestIssuer(certificate: try pki.issue("idp"))
         try await issuer.addKey("k1")
         #expect(issuer.url.hasPrefix("https://"))
-        let smg = try await RouterProcess(["--jwt-issuer", issuer.url, "--jwt-audience", "smg", "--ca-cert-paths", pki.caPath])
+        let smg = try await InProcessRouter(["--jwt-issuer", issuer.url, "--jwt-audience", "smg", "--ca-cert-paths", pki.caPath])
         let admin = try await issuer.token(kid: "k1", roles: ["admin"])
         #expect(try smg.request("GET", "/workers", headers: [("authorization", "Bearer " + admin)]).status == 200)
         #expect(issuer.jwksFetches >= 1, "the keys came over https")

@@ -10,7 +10,7 @@ import Testing
     static func bearer(_ key: String) -> [(String, String)] { [("authorization", "Bearer \(key)")] }
 
     /// Every route under one conversation and one stored response, as `caller`: the statuses.
-    static func reach(_ r: RouterProcess, conversation: String, item: String, response: String, as caller: [(String, String)]) throws -> [Int] {
+    static func reach(_ r: any RouterUnderTest, conversation: String, item: String, response: String, as caller: [(String, String)]) throws -> [Int] {
         [try r.request("GET", "/v1/conversations/\(conversation)", headers: caller).status,
          try r.request("GET", "/v1/conversations/\(conversation)/items", headers: caller).status,
          try r.request("GET", "/v1/conversations/\(conversation)/items/\(item)", headers: caller).status,
@@ -20,7 +20,7 @@ import Testing
          try r.request("GET", "/v1/responses/\(response)/input_items", headers: caller).status]
     }
 
-    static func isolation(_ r: RouterProcess, a: [(String, String)], b: [(String, String)]) throws {
+    static func isolation(_ r: any RouterUnderTest, a: [(String, String)], b: [(String, String)]) throws {
         let conversation = try r.request("POST", "/v1/conversations", body: #"{"items":[{"role":"user","content":"a's secret"}]}"#, headers: a).json()["id"] as? String ?? ""
         let item = ((try r.request("GET", "/v1/conversations/\(conversation)/items", headers: a).json()["data"] as? [[String: Any]])?.first?["id"] as? String) ?? ""
         let turn = try r.request("POST", "/v1/responses", body: #"{"model":"sim-model","input":"a's question","conversation":"\#(conversation)"}"#, headers: a)
@@ -41,8 +41,8 @@ import Testing
     }
 
     @Test func tenantKeysKeepEachTenantsHistoryItsOwn() async throws {
-        let w = try await SimWorkerProcess(name: "w")
-        let r = try await RouterProcess(["--worker-urls", w.url, "--api-key", "shared", "--tenant-api-key", "acme:key-a", "--tenant-api-key", "globex:key-b"])
+        let w = try await InProcessWorker(name: "w")
+        let r = try await InProcessRouter(["--worker-urls", w.url, "--api-key", "shared", "--tenant-api-key", "acme:key-a", "--tenant-api-key", "globex:key-b"])
         try Self.isolation(r, a: Self.bearer("key-a"), b: Self.bearer("key-b"))
         // Without a key, nothing; with --api-key, no tenant: a's records are not its either.
         #expect(try r.request("GET", "/v1/conversations/conv_x").status == 401)
@@ -59,15 +59,15 @@ import Testing
 
     @Test func aTrustedHeaderNamesTheTenantAndRedisKeepsIt() async throws {
         let redis = try await RedisServer()
-        let w = try await SimWorkerProcess(name: "w")
-        let r = try await RouterProcess(["--worker-urls", w.url, "--api-key", "gw", "--trust-tenant-header", "--tenant-header-name", "X-Org",
+        let w = try await InProcessWorker(name: "w")
+        let r = try await InProcessRouter(["--worker-urls", w.url, "--api-key", "gw", "--trust-tenant-header", "--tenant-header-name", "X-Org",
                                          "--history-backend", "redis", "--redis-url", redis.url])
         try Self.isolation(r, a: Self.bearer("gw") + [("x-org", "team-1")], b: Self.bearer("gw") + [("x-org", "team-2")])
         let c = try r.request("POST", "/v1/conversations", body: #"{}"#, headers: Self.bearer("gw") + [("x-org", "team-1")]).json()["id"] as? String ?? ""
         #expect(try redis.cli("HGET", "conversation:\(c)", "tenant_id") == ["team-1"])
         #expect(try r.request("GET", "/v1/conversations/\(c)", headers: Self.bearer("gw")).status == 404, "no header: no tenant")
         // Without --trust-tenant-header the header is ignored: no tenant, and the record is shared.
-        let untrusting = try await RouterProcess(["--worker-urls", w.url, "--api-key", "gw", "--history-backend", "redis", "--redis-url", redis.url])
+        let untrusting = try await InProcessRouter(["--worker-urls", w.url, "--api-key", "gw", "--history-backend", "redis", "--redis-url", redis.url])
         let open = try untrusting.request("POST", "/v1/conversations", body: #"{}"#, headers: Self.bearer("gw") + [("x-org", "team-1")]).json()["id"] as? String ?? ""
         #expect(try untrusting.request("GET", "/v1/conversations/\(open)", headers: Self.bearer("gw") + [("x-org", "team-2")]).status == 200)
     }
@@ -76,9 +76,9 @@ import Testing
     /// key. Before, a tenant could pin, move or follow another tenant's session by naming its key.
     @Test func eachTenantsRoutingKeysAreItsOwnSessions() async throws {
         let redis = try await RedisServer()
-        var workers: [SimWorkerProcess] = []
-        for name in ["a", "b", "c", "d"] { workers.append(try await SimWorkerProcess(name: name)) }
-        let r = try await RouterProcess(["--worker-urls"] + workers.map(\.url) + ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url,
+        var workers: [InProcessWorker] = []
+        for name in ["a", "b", "c", "d"] { workers.append(try await InProcessWorker(name: name)) }
+        let r = try await InProcessRouter(["--worker-urls"] + workers.map(\.url) + ["--policy", "manual", "--session-store", "redis", "--redis-url", redis.url,
                                          "--api-key", "shared", "--tenant-api-key", "acme:key-a", "--tenant-api-key", "globex:key-b"])
         func placement(_ key: String) throws -> [String] {
             try (0..<8).map { try r.chat("x", headers: Self.bearer(key) + [("x-smg-routing-key", "session-\($0)")]).header("x-sim-worker") ?? "?" }

@@ -5,9 +5,9 @@ import Testing
 /// Adding and removing workers at run time, through `/workers` and the legacy forms.
 @Suite(.serialized) struct WorkerAPITests {
     @Test func workersAPIAddsAndRemovesWorkersFromRouting() async throws {
-        let a = try await SimWorkerProcess(name: "a")
-        let b = try await SimWorkerProcess(name: "b")
-        let smg = try await RouterProcess(["--worker-urls", a.url, "--policy", "round_robin"])
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
+        let smg = try await InProcessRouter(["--worker-urls", a.url, "--policy", "round_robin"])
         try await waitForModels(smg, count: 1)
         #expect(try (0..<3).map { _ in try smg.chat("x").header("x-sim-worker") } == ["a", "a", "a"])
 
@@ -35,9 +35,9 @@ import Testing
     }
 
     @Test func legacyAddRemoveAndListWorkers() async throws {
-        let a = try await SimWorkerProcess(name: "a")
-        let b = try await SimWorkerProcess(name: "b")
-        let smg = try await RouterProcess(["--policy", "round_robin"])
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
+        let smg = try await InProcessRouter(["--policy", "round_robin"])
         #expect(try smg.chat("x").status == 503)
 
         #expect(try smg.request("POST", "/add_worker?url=\(a.url)").status == 200)
@@ -55,8 +55,8 @@ import Testing
     }
 
     @Test func removingAWorkerLetsItsInFlightStreamFinish() async throws {
-        let a = try await SimWorkerProcess(name: "a", ["--tokens-per-second", "10", "--output-tokens", "8"])
-        let smg = try await RouterProcess(["--worker-urls", a.url, "--policy", "round_robin"])
+        let a = try await InProcessWorker(name: "a", ["--tokens-per-second", "10", "--output-tokens", "8"])
+        let smg = try await InProcessRouter(["--worker-urls", a.url, "--policy", "round_robin"])
         let c = try HTTPConnection.startStream(port: smg.port)
         let (_, headers) = try c.readHead()
         #expect(try smg.request("POST", "/remove_worker?url=\(a.url)").status == 200)
@@ -68,7 +68,7 @@ import Testing
     @Test func fanOutLoadsAndFlushCache() async throws {
         let a = try await SimWorkerProcess(name: "a")
         let b = try await SimWorkerProcess(name: "b")
-        let smg = try await RouterProcess(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
+        let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, "--policy", "round_robin"])
         let loads = try smg.request("GET", "/get_loads").json()["workers"] as? [[String: Any]]
         #expect(loads?.count == 2)
         let flush = try smg.request("POST", "/flush_cache")

@@ -183,7 +183,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
             let services = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: list.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
-                logger: Logger(label: "smg.services", factory: { _ in SwiftLogNoOpLogHandler() })))
+                logger: logger))
             return RouterNode(state: state, group: group, apiPort: api.localAddress?.port ?? 0,
                               metricsPort: metricsChannel.localAddress?.port ?? 0, services: services)
         } catch {

@@ -133,7 +133,7 @@ final class SimWorkerProcess: @unchecked Sendable {
 
 /// The real `smg` binary on free loopback ports (the API and metrics ports are read from its
 /// ready line).
-final class RouterProcess: @unchecked Sendable {
+final class RouterProcess: RouterUnderTest, @unchecked Sendable {
     let process: TestProcess
     let port: Int
     let metricsPort: Int
@@ -149,34 +149,7 @@ final class RouterProcess: @unchecked Sendable {
         }
         self.port = try port(after: "api")
         self.metricsPort = try port(after: "metrics")
-        // With start-up workers, wait until the first health check made one of them usable.
-        if waitForWorkers, let i = arguments.firstIndex(of: "--worker-urls"), i + 1 < arguments.count, !arguments[i + 1].hasPrefix("--") {
-            let port = self.port
-            try await eventually(timeout: .seconds(15), "a start-up worker is healthy") {
-                try HTTPClient.request(port: port, method: "GET", path: "/readiness").status == 200
-            }
-        }
-    }
-
-    func request(_ method: String, _ path: String, body: String? = nil, headers: [(String, String)] = []) throws -> HTTPResponse {
-        try HTTPClient.request(port: port, method: method, path: path, headers: headers, body: body.map { Array($0.utf8) })
-    }
-
-    func chat(_ content: String, model: String? = nil, stream: Bool = false, headers: [(String, String)] = []) throws -> HTTPResponse {
-        let m = model.map { #""model":"\#($0)","# } ?? ""
-        return try request("POST", "/v1/chat/completions", body: #"{\#(m)"stream":\#(stream),"messages":[{"role":"user","content":"\#(content)"}]}"#, headers: headers)
-    }
-
-    func metrics() throws -> String {
-        String(decoding: try HTTPClient.request(port: metricsPort, method: "GET", path: "/metrics").body, as: UTF8.self)
-    }
-
-    /// The value of one sample line of /metrics (`name{labels}`), 0 when absent.
-    func metric(_ sample: String) throws -> Double {
-        for line in try metrics().split(separator: "\n") where line.hasPrefix(sample + " ") {
-            return Double(line.split(separator: " ").last!) ?? 0
-        }
-        return 0
+        if waitForWorkers { try await waitForStartupWorkers(arguments) }
     }
 }
 
