@@ -57,7 +57,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            path: "Sources/Mesh", exclude: ["Core"]
+            path: "Sources/Mesh", exclude: ["Core", "Simulation"]
         ),
         // The router node: config, data plane, registry, metrics.
         .target(
@@ -140,7 +140,7 @@ let package = Package(
 
         // The deterministic network simulator that drives MeshCore nodes: for tests and the mesh
         // benchmark, never shipped.
-        .target(name: "MeshSimulation", dependencies: ["MeshCore", "Primitives"], path: "Tests/MeshSimulation"),
+        .target(name: "MeshSimulation", dependencies: ["MeshCore", "Primitives"], path: "Sources/Mesh/Simulation"),
         // What tests share: waiting on a deadline, free ports, a redis-server launcher.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
 
