@@ -17,28 +17,23 @@ public func freeLoopbackPort() throws -> Int {
 }
 
 private func canBind(_ port: Int, _ type: __socket_type) -> Bool {
-    let fd = socket(AF_INET, Int32(type.rawValue), 0)
-    defer { close(fd) }
-    var addr = loopback(port)
-    return withUnsafePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
+    onLoopback(port, type) { bind($0, $1, $2) }
 }
 
 /// Whether something accepts TCP connections on the loopback port.
 public func acceptsConnections(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = loopback(port)
-    return withUnsafePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
+    onLoopback(port, SOCK_STREAM) { connect($0, $1, $2) }
 }
 
-private func loopback(_ port: Int) -> sockaddr_in {
+/// `call` (bind or connect) on a fresh socket of `type` with 127.0.0.1:`port`; whether it succeeded.
+private func onLoopback(_ port: Int, _ type: __socket_type, _ call: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Bool {
+    let fd = socket(AF_INET, Int32(type.rawValue), 0)
+    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return addr
+    return withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
 }
