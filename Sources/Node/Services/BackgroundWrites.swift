@@ -12,10 +12,10 @@ import Synchronization
 /// - each write is tried after each of its delays until it succeeds or they run out;
 /// - on graceful shutdown (after the API server has drained, so the last requests' writes are
 ///   in), intake closes, every write still waiting is tried once more at once, and what fails
-///   then is lost: counted by its owner and summed in one log line.
+///   then is lost: counted by its owner and logged, one line per kind.
 final class BackgroundWrites: Service, Sendable {
     struct Job: Sendable {
-        /// What it writes, for the log: "history", "session".
+        /// What it writes ("history", "session"): the shutdown log counts lost writes by kind.
         let kind: String
         let bytes: Int
         /// How long to wait before each try; empty: one try at once.
@@ -28,7 +28,7 @@ final class BackgroundWrites: Service, Sendable {
 
     let maxJobs: Int
     let maxBytes: Int
-    private let books = Mutex<(open: Bool, count: Int, bytes: Int, lost: Int)>((true, 0, 0, 0))
+    private let books = Mutex<(open: Bool, count: Int, bytes: Int, lostAtShutdown: [String: Int])>((true, 0, 0, [:]))
     private let jobs: AsyncStream<Job>
     private let intake: AsyncStream<Job>.Continuation
     private let logger: Logger
@@ -73,8 +73,9 @@ final class BackgroundWrites: Service, Sendable {
             // Intake is closed: the writes still waiting stop waiting and try once more.
             group.cancelAll()
         }
-        let lost = books.withLock { $0.lost }
-        if lost > 0 { logger.warning("background writes lost at shutdown", metadata: ["count": "\(lost)"]) }
+        for (kind, count) in books.withLock({ $0.lostAtShutdown }).sorted(by: { $0.key < $1.key }) {
+            logger.warning("background writes lost at shutdown", metadata: ["kind": "\(kind)", "count": "\(count)"])
+        }
     }
 
     private func perform(_ job: Job) async {
@@ -85,7 +86,7 @@ final class BackgroundWrites: Service, Sendable {
             if Task.isCancelled { break }
         }
         job.lost()
-        if Task.isCancelled { books.withLock { $0.lost += 1 } }
+        if Task.isCancelled { books.withLock { $0.lostAtShutdown[job.kind, default: 0] += 1 } }
     }
 
     private func release(_ job: Job) {
