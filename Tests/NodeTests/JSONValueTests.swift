@@ -27,17 +27,18 @@ import Testing
     }
 }
 
-/// The hand-written parser accepts what JSON is and refuses what it is not: compared with
-/// Foundation's JSONSerialization on edge cases.
+/// The tree parser accepts what JSON is and refuses what it is not: compared with Foundation's
+/// JSONSerialization on edge cases, and with the scanner it is built on.
 @Suite struct JSONValueParserTests {
-    @Test func agreesWithFoundationOnWhatIsJSON() {
-        let cases = [
+    static let cases = [
             #"{}"#, #"[]"#, #" {"a" : [1, -2.5e3, true, false, null, "x"]} "#, #""\u00e9\ud83d\ude00\n\t\"\\\/""#, "0", "-0", "1e5", "1E+2",
             "01", "1.", ".5", "-", "+1", "1e", "{\"a\" 1}", "{a:1}", "[1 2]", "nul", "tru", "\"\\x\"",
             "\"\\ud800\"", "\"\\udc00x\"", "\"a\u{01}\"", "[", "{", "\"abc", "[]]", "{} {}", "NaN", "Infinity", "1e999",
             "\"\\uZZZZ\"", "9223372036854775808", "-9223372036854775809", "[\"\\u0000\"]", "{\"a\":{\"b\":[[],{}]}}",
         ]
-        for text in cases {
+
+    @Test func agreesWithFoundationOnWhatIsJSON() {
+        for text in Self.cases {
             let ours = JSONValue.parse(Array(text.utf8))
             let foundation = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
             #expect((ours != nil) == (foundation != nil), "\(text): ours \(String(describing: ours)), Foundation \(String(describing: foundation))")
@@ -48,6 +49,28 @@ import Testing
         #expect(JSONValue.parse([0x22, 0xFF, 0x22]) == nil, "invalid UTF-8 is refused")
         // Stricter than Foundation, as RFC 8259 is: no trailing commas.
         #expect(JSONValue.parse(Array("[1,]".utf8)) == nil && JSONValue.parse(Array(#"{"a":1,}"#.utf8)) == nil)
+    }
+
+    /// One definition of JSON: the tree is built only from what the hot path's scanner accepts,
+    /// so an inference body and a Responses body are judged alike (a lone surrogate escape was
+    /// refused by one and passed by the other). The one difference is about a value, not syntax:
+    /// a number beyond `Double`.
+    @Test func theScannerAndTheTreeShareOneDefinitionOfJSON() {
+        let more = [#"{"a":"\ud800"}"#, #"{"a":"\ud800\u0041"}"#, #"{"a":"\ud83d\ude00"}"#, #"{"a":"\udc00\ud800"}"#, #"["\uD83D\uDE00"]"#,
+                    String(repeating: "[", count: JSONScanner.maxDepth + 1) + String(repeating: "]", count: JSONScanner.maxDepth + 1)]
+        for text in Self.cases + more {
+            let bytes = Array(text.utf8)
+            let scanned = bytes.withUnsafeBytes { b in
+                do { try JSONScanner.validate(b); return true } catch { return false }
+            }
+            let parsed = JSONValue.parse(bytes) != nil
+            #expect(scanned == parsed || (scanned && text == "1e999"), "\(text.prefix(40)): scanner \(scanned), tree \(parsed)")
+        }
+        let loneSurrogate = Array(#"{"model":"m","messages":[{"role":"user","content":"\ud800"}]}"#.utf8)
+        let refused = loneSurrogate.withUnsafeBytes { b in
+            do { _ = try JSONScanner.scanObject(b); return false } catch { return true }
+        }
+        #expect(refused, "refused on the hot path too")
     }
 
     @Test func deepNestingIsRefusedNotACrash() {

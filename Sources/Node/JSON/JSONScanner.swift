@@ -52,6 +52,17 @@ public struct JSONScanner {
         return members
     }
 
+    /// Validates `bytes` as one JSON document of any kind (RFC 8259: one value, surrounding
+    /// whitespace allowed): the rules `JSONValue.parse` builds on, so the router has one
+    /// definition of valid JSON.
+    public static func validate(_ bytes: UnsafeRawBufferPointer) throws(Failure) {
+        var s = JSONScanner(bytes)
+        s.skipWhitespace()
+        _ = try s.value(depth: 0)
+        s.skipWhitespace()
+        guard s.i == bytes.count else { throw s.fail("unexpected data after the JSON value") }
+    }
+
     private func fail(_ reason: String) -> Failure { Failure(offset: i, reason: reason) }
 
     private mutating func skipWhitespace() {
@@ -182,9 +193,16 @@ public struct JSONScanner {
                      UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                     i += 1
                 case UInt8(ascii: "u"):
-                    guard i + 4 < bytes.count else { throw fail("invalid \\u escape") }
-                    for k in 1...4 where !Self.isHex(bytes[i + k]) { throw fail("invalid \\u escape") }
+                    let scalar = try hex4(at: i + 1)
                     i += 5
+                    // A surrogate must come as a pair, high then an escaped low: a lone one is
+                    // not a character, and parsers (the worker's, serde's) disagree on it.
+                    if (0xDC00..<0xE000).contains(scalar) { throw fail("lone low surrogate in \\u escape") }
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u"),
+                              (0xDC00..<0xE000).contains(try hex4(at: i + 2)) else { throw fail("unpaired surrogate in \\u escape") }
+                        i += 6
+                    }
                 default: throw fail("invalid escape")
                 }
             case 0..<0x20: throw fail("control character in string")
@@ -215,6 +233,19 @@ public struct JSONScanner {
         guard b1 >= lo, b1 <= hi else { throw fail("invalid UTF-8") }
         for k in stride(from: 2, through: n, by: 1) where bytes[i + k] & 0xC0 != 0x80 { throw fail("invalid UTF-8") }
         i += n + 1
+    }
+
+    /// The four hex digits at `at`, as a number.
+    private func hex4(at: Int) throws(Failure) -> UInt32 {
+        guard at + 4 <= bytes.count else { throw fail("invalid \\u escape") }
+        var v: UInt32 = 0
+        for k in 0..<4 {
+            let c = bytes[at + k]
+            guard Self.isHex(c) else { throw fail("invalid \\u escape") }
+            let lower = c | 0x20
+            v = v << 4 | UInt32(lower >= UInt8(ascii: "a") ? lower - UInt8(ascii: "a") + 10 : c - UInt8(ascii: "0"))
+        }
+        return v
     }
 
     private static func isHex(_ c: UInt8) -> Bool {
