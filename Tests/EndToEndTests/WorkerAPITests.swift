@@ -77,4 +77,20 @@ import Testing
         b.process.stop()
         #expect(try smg.request("POST", "/flush_cache").status == 206, "partial failure")
     }
+    /// A control-path call that meets a pooled connection the worker dropped is sent once more
+    /// on a fresh connection, as an inference attempt is: before, `/get_loads` reported the
+    /// worker as failed (load -1) whenever it drew such a connection.
+    @Test func aFetchOnADroppedPooledConnectionIsSentAgainOnAFreshOne() async throws {
+        let worker = try await RecordingWorker(dropsReusedConnections: true)
+        let smg = try await InProcessRouter(["--worker-urls", worker.url, "--disable-health-check"])
+        func load() throws -> Int? { ((try smg.request("GET", "/get_loads").json()["workers"] as? [[String: Any]])?.first?["load"] as? Int) }
+        for round in 1...3 {
+            #expect(try load() == 3, "round \(round)")
+        }
+        // Rounds 2 and 3 (and 1, when model discovery left a connection in the pool) met a
+        // dropped connection: their request went twice, the second time on a new connection.
+        let loads = worker.requests(to: "/get_load").count
+        #expect(loads >= 5 && worker.connections == worker.received.count - (loads - 3),
+                "\(worker.received.map(\.uri)), \(worker.connections) connections")
+    }
 }

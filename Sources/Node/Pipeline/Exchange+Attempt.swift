@@ -44,12 +44,7 @@ extension Exchange {
 
     func sendRequest() {
         guard let c = upstream, let head = upstreamHead else { return }
-        c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        let body = attemptBody ?? plan.body
-        if body.readableBytes > 0 {
-            c.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-        }
-        c.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        c.send(head, body: attemptBody ?? plan.body)
     }
 
     /// Ends an attempt exactly as the machine says: timer, in-flight count, breaker, connection.

@@ -90,9 +90,7 @@ final class PrefillLeg: UpstreamResponseDelegate {
             case .success(let c):
                 connection = c
                 c.handler.delegate = self
-                c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
-                if body.readableBytes > 0 { c.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
-                c.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                c.send(head, body: body)
             }
         }
     }

@@ -10,7 +10,13 @@ final class UpstreamFetch: UpstreamResponseDelegate {
     }
 
     private let pool: UpstreamPool
+    private let url: WorkerURL
+    private let head: HTTPRequestHead
+    private let requestBody: ByteBuffer?
     private var connection: PooledConnection?
+    /// The request went out again on a fresh connection after a stale pooled one failed it.
+    private var resent = false
+    private var answered = false
     private var status: HTTPResponseStatus = .ok
     private var body = ByteBuffer()
     private var done: ((Result<Response, any Error>) -> Void)?
@@ -18,37 +24,42 @@ final class UpstreamFetch: UpstreamResponseDelegate {
     /// Keeps the fetch alive while it runs, also before a connection holds it as its delegate.
     private var selfReference: UpstreamFetch?
 
-    private init(pool: UpstreamPool, done: @escaping (Result<Response, any Error>) -> Void) {
+    private init(pool: UpstreamPool, url: WorkerURL, head: HTTPRequestHead, body: ByteBuffer?, done: @escaping (Result<Response, any Error>) -> Void) {
         self.pool = pool
+        self.url = url
+        self.head = head
+        self.requestBody = body
         self.done = done
     }
 
     /// Sends `method path` to `url` and calls back on the pool's loop with the full answer.
     static func run(pool: UpstreamPool, url: WorkerURL, method: HTTPMethod, path: String, body: ByteBuffer? = nil, bearer: String? = nil,
                     timeout: TimeAmount, _ done: @escaping (Result<Response, any Error>) -> Void) {
-        let fetch = UpstreamFetch(pool: pool, done: done)
+        var headers = HTTPHeaders()
+        headers.add(name: "host", value: url.hostHeader)
+        headers.add(name: "user-agent", value: "smg")
+        headers.add(name: "content-length", value: String(body?.readableBytes ?? 0))
+        if body != nil { headers.add(name: "content-type", value: "application/json") }
+        if let bearer { headers.add(name: "authorization", value: "Bearer \(bearer)") }
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
+        let fetch = UpstreamFetch(pool: pool, url: url, head: head, body: body, done: done)
         fetch.selfReference = fetch
         fetch.timeout = pool.loop.assumeIsolated().scheduleTask(in: timeout) { [weak fetch] in
             fetch?.connection?.channel.close(promise: nil)
             fetch?.finish(.failure(UpstreamError.timedOut))
         }
-        pool.acquire(url) { result in
+        fetch.send(fresh: false)
+    }
+
+    private func send(fresh: Bool) {
+        pool.acquire(url, fresh: fresh) { [self] result in
             switch result {
-            case .failure(let error): fetch.finish(.failure(error))
+            case .failure(let error): finish(.failure(error))
             case .success(let c):
-                guard fetch.done != nil else { pool.release(c); return }
-                fetch.connection = c
-                c.handler.delegate = fetch
-                var headers = HTTPHeaders()
-                headers.add(name: "host", value: url.hostHeader)
-                headers.add(name: "user-agent", value: "smg")
-                headers.add(name: "content-length", value: String(body?.readableBytes ?? 0))
-                if body != nil { headers.add(name: "content-type", value: "application/json") }
-                if let bearer { headers.add(name: "authorization", value: "Bearer \(bearer)") }
-                let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
-                c.channel.write(HTTPClientRequestPart.head(head), promise: nil)
-                if let body, body.readableBytes > 0 { c.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
-                c.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                guard done != nil else { pool.release(c); return }
+                connection = c
+                c.handler.delegate = self
+                c.send(head, body: requestBody)
             }
         }
     }
@@ -62,7 +73,10 @@ final class UpstreamFetch: UpstreamResponseDelegate {
         callback?(result)
     }
 
-    func upstreamHead(_ head: HTTPResponseHead) { status = head.status }
+    func upstreamHead(_ head: HTTPResponseHead) {
+        answered = true
+        status = head.status
+    }
     func upstreamBody(_ buffer: ByteBuffer) {
         var b = buffer
         if body.readableBytes < 16 << 20 { body.writeBuffer(&b) }
@@ -76,7 +90,14 @@ final class UpstreamFetch: UpstreamResponseDelegate {
         finish(.success(Response(status: status, body: body)))
     }
     func upstreamFailed(_ error: any Error) {
+        let stale = connection?.handler.reused == true && !answered && !resent
         connection = nil
+        // A pooled connection the worker had closed meanwhile: the request never reached it,
+        // so it goes once more on a fresh connection, as an inference attempt's does.
+        if stale, done != nil {
+            resent = true
+            return send(fresh: true)
+        }
         finish(.failure(error))
     }
 }

@@ -14,6 +14,14 @@ final class PooledConnection {
         self.handler = handler
         self.url = url
     }
+
+    /// Writes one whole request: its head, its body when it has one, its end, then flushes.
+    /// Every worker call (an attempt, a prefill half, a control-path fetch) sends this way.
+    func send(_ head: HTTPRequestHead, body: ByteBuffer?) {
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body, body.readableBytes > 0 { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+    }
 }
 
 /// Upstream connections of one event loop, keyed by worker. Every channel in it lives on the

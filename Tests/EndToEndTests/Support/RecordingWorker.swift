@@ -13,14 +13,22 @@ final class RecordingWorker: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
     var received: [HTTPRequestHead] { heads.withLockedValue { $0 } }
 
-    init() async throws {
-        let heads = self.heads
+    /// Connections accepted so far.
+    var connections: Int { accepted.withLockedValue { $0 } }
+    private let accepted = NIOLockedValueBox(0)
+
+    /// `dropsReusedConnections`: each connection answers its first request and is closed, with
+    /// no answer, when a second request arrives on it: the keep-alive connection a worker drops
+    /// just as the router reuses it.
+    init(dropsReusedConnections: Bool = false) async throws {
+        let (heads, accepted) = (self.heads, self.accepted)
         channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                accepted.withLockedValue { $0 += 1 }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Recorder(heads: heads))
+                    try channel.pipeline.syncOperations.addHandler(Recorder(heads: heads, dropsReuse: dropsReusedConnections))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -36,14 +44,22 @@ final class RecordingWorker: @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let heads: NIOLockedValueBox<[HTTPRequestHead]>
-        init(heads: NIOLockedValueBox<[HTTPRequestHead]>) { self.heads = heads }
+        let dropsReuse: Bool
+        private var answered = 0
+        init(heads: NIOLockedValueBox<[HTTPRequestHead]>, dropsReuse: Bool) {
+            self.heads = heads
+            self.dropsReuse = dropsReuse
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
-            case .head(let head): heads.withLockedValue { $0.append(head) }
+            case .head(let head):
+                heads.withLockedValue { $0.append(head) }
+                if dropsReuse, answered > 0 { context.close(promise: nil) }
             case .body: break
             case .end:
-                let body = #"{"id":"cmpl-rec","object":"chat.completion","choices":[]}"#
+                answered += 1
+                let body = #"{"id":"cmpl-rec","object":"chat.completion","choices":[],"load":3}"#
                 var headers = HTTPHeaders()
                 headers.add(name: "content-type", value: "application/json")
                 headers.add(name: "content-length", value: String(body.utf8.count))
