@@ -1,13 +1,6 @@
 import Foundation
 import Yams
 
-/// An error in the configuration, always naming the flag it is about.
-public struct ConfigError: Error, CustomStringConvertible, Equatable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// The effective value of every flag and where it came from.
 public struct ResolvedFlags: Sendable {
     public private(set) var values: [String: (value: FlagValue, source: FlagSource)] = [:]

@@ -1,20 +1,6 @@
 import NIOCore
 import NIOHTTP1
 
-/// An answer the router writes itself (a control route, never a worker's response).
-struct ControlResponse {
-    var status: HTTPResponseStatus = .ok
-    var body: String
-    var contentType: String? = "application/json"
-    var headers = HTTPHeaders()
-}
-
-extension ControlResponse {
-    init(status: HTTPResponseStatus = .ok, json: JSONValue) {
-        self.init(status: status, body: json.render())
-    }
-}
-
 /// The routes the router answers itself: health and readiness, models, worker management,
 /// mesh status, and the fan-outs to every worker. They are rare; none of them touches the
 /// inference pipeline. Each answers through `done` on the connection's event loop (the
