@@ -150,6 +150,12 @@ import Glibc
         #expect(log(apiKeyOnly).contains("--api-key is the only credential"))
         #expect(log(controlOnly).contains("inference and stored conversations and responses") && log(controlOnly).contains("is open"))
         #expect(!log(both).contains("only credential") && !log(both).contains("is open"))
+        let tenantsOnly = try await RouterProcess(["--tenant-api-key", "acme:k"])
+        #expect(log(tenantsOnly).contains("only --tenant-api-key is configured"))
+        // With no credential at all on loopback (the drop-in default, `smg demo`): nothing to warn
+        // about. (It said "only --tenant-api-key is configured" there.)
+        let open = try await RouterProcess([])
+        #expect(!log(open).contains("warning"), "\(log(open))")
         // The key from the environment keeps it out of `ps`.
         let fromEnv = try await RouterProcess([], environment: ["SMG_API_KEY": "from-env"])
         #expect(try fromEnv.request("GET", "/v1/models").status == 401)

@@ -198,7 +198,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let loopback = ["127.0.0.1", "localhost", "::1"].contains(config.host) || config.host.hasPrefix("127.")
         if config.security.isOpen, !loopback {
             logger.warning("no authentication configured: anyone who reaches \(config.host):\(config.port) can add, change and remove workers; set --api-key or --control-plane-api-keys / --jwt-issuer")
-        } else if !config.security.controlPlaneHasOwnCredentials, config.security.apiKey == nil {
+        } else if !config.security.tenantKeys.isEmpty, !config.security.controlPlaneHasOwnCredentials, config.security.apiKey == nil {
             logger.warning("only --tenant-api-key is configured: the control plane is open to anyone who reaches \(config.host):\(config.port) (can add, change and remove workers); set --control-plane-api-keys or --jwt-issuer")
         } else if !config.security.controlPlaneHasOwnCredentials, config.security.apiKey != nil {
             logger.warning("--api-key is the only credential: every inference client that holds it is also an admin of the control plane (can add a worker that then receives users' prompts); give the control plane its own --control-plane-api-keys or --jwt-issuer")
