@@ -406,16 +406,7 @@ import Glibc
         #expect(try a.metric(#"smg_mesh_members{status="alive"}"#) == 1)
         #expect(try view(intruder).isEmpty)
         // Plain garbage too.
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let junk = [UInt8](repeating: 0x41, count: 100)
-        _ = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, junk, junk.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
+        try sendDatagram([UInt8](repeating: 0x41, count: 100), from: "127.0.0.1", to: port)
         try await eventually(timeout: .seconds(3), "garbage is counted") {
             let traffic = try a.request("GET", "/ha/status").json()["traffic"] as? [String: Any]
             return ((traffic?["dropped"] as? [String: Int])?["bad_version"] ?? 0) > 0
