@@ -44,6 +44,25 @@ extension RouterUnderTest {
     }
 }
 
+/// What tests do with a simulated worker, as a process (`SimWorkerProcess`) or in this one
+/// (`InProcessWorker`): its own HTTP routes.
+protocol SimWorkerUnderTest: AnyObject {
+    var port: Int { get }
+}
+
+extension SimWorkerUnderTest {
+    /// Changes the worker's failure injection at run time (`POST /sim/config`).
+    func setFaults(_ query: String) throws {
+        _ = try HTTPClient.request(port: port, method: "POST", path: "/sim/config?" + query)
+    }
+
+    /// The worker's own counters (`GET /sim/stats`).
+    func stats() throws -> [String: Int] {
+        let r = try HTTPClient.request(port: port, method: "GET", path: "/sim/stats")
+        return (try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Int]) ?? [:]
+    }
+}
+
 /// The whole router in this process, on its own event loop, with the same command line the
 /// binary takes: for tests of what a client sees over HTTP that need no process of their own
 /// (no signal, no kill, no log lines, no exit code). It starts in milliseconds instead of a
@@ -77,7 +96,7 @@ final class InProcessRouter: RouterUnderTest, @unchecked Sendable {
 }
 
 /// A simulated worker in this process, with the command line of `smg-sim-worker`.
-final class InProcessWorker: @unchecked Sendable {
+final class InProcessWorker: SimWorkerUnderTest, @unchecked Sendable {
     let server: SimWorkerServer
     var url: String { server.url }
     var port: Int { server.port }
@@ -88,17 +107,6 @@ final class InProcessWorker: @unchecked Sendable {
         var options = try SimWorkerOptions.parse(["--name", name, "--port", "0"] + extra)
         options.host = "127.0.0.1"
         server = try await SimWorkerServer.start(options, group: MultiThreadedEventLoopGroup.singleton)
-    }
-
-    /// Changes the worker's failure injection at run time (`POST /sim/config`).
-    func setFaults(_ query: String) throws {
-        _ = try HTTPClient.request(port: port, method: "POST", path: "/sim/config?" + query)
-    }
-
-    /// The worker's own counters (`GET /sim/stats`).
-    func stats() throws -> [String: Int] {
-        let r = try HTTPClient.request(port: port, method: "GET", path: "/sim/stats")
-        return (try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Int]) ?? [:]
     }
 
     deinit {

@@ -98,7 +98,7 @@ final class TestProcess: @unchecked Sendable {
 }
 
 /// A simulated worker process on a free loopback port.
-final class SimWorkerProcess: @unchecked Sendable {
+final class SimWorkerProcess: SimWorkerUnderTest, @unchecked Sendable {
     let process: TestProcess
     let url: String
     let port: Int
@@ -118,17 +118,6 @@ final class SimWorkerProcess: @unchecked Sendable {
     /// The data-parallel ranks it was started with (`--dp-size`).
     var dpSize: Int { arguments.firstIndex(of: "--dp-size").flatMap { Int(arguments[$0 + 1]) } ?? 1 }
     private let arguments: [String]
-
-    /// Changes the worker's failure injection at run time (`POST /sim/config`).
-    func setFaults(_ query: String) throws {
-        _ = try HTTPClient.request(port: port, method: "POST", path: "/sim/config?" + query)
-    }
-
-    /// The worker's own counters (`GET /sim/stats`).
-    func stats() throws -> [String: Int] {
-        let r = try HTTPClient.request(port: port, method: "GET", path: "/sim/stats")
-        return (try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Int]) ?? [:]
-    }
 }
 
 /// The real `smg` binary on free loopback ports (the API and metrics ports are read from its
