@@ -296,6 +296,26 @@ import Testing
         #expect((try answer.json()["error"] as? [String: Any])?["type"] as? String == "bad_gateway")
     }
 
+    /// A failed prefill half fails its attempt, but the blame is the prefill's: the decode
+    /// worker's breaker hears of no failure and the retry avoids only the prefill. (The decode
+    /// worker used to be blamed too: with one decode worker and a threshold of 2, its breaker
+    /// opened and requests got 503 `no_decode_workers`.)
+    @Test func aFailingPrefillIsBlamedAloneAndItsDecodeWorkerKeepsServing() async throws {
+        var fleet = Fleet()
+        fleet.prefills.append(try await SimWorkerProcess(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--drop-rate", "1"]))
+        fleet.prefills.append(try await SimWorkerProcess(name: "p1", ["--role", "prefill", "--bootstrap-port", "0"]))
+        fleet.decodes.append(try await SimWorkerProcess(name: "d0", ["--role", "decode"]))
+        let r = try await Self.router(fleet, ["--policy", "round_robin", "--cb-failure-threshold", "2", "--disable-health-check"])
+        for i in 0..<8 {
+            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
+            #expect(answer.status == 200 && answer.header("x-sim-prefill") == "p1", "\(i): \(answer.status) \(answer.text)")
+        }
+        let workers = try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+        let breakers = Dictionary(uniqueKeysWithValues: workers.compactMap { w in (w["url"] as? String).map { ($0, w["circuit_breaker"] as? String ?? "?") } })
+        #expect(breakers[fleet.decodes[0].url] == "closed", "\(breakers)")
+        #expect(breakers[fleet.prefills[0].url] == "open", "\(breakers)")
+    }
+
     @Test func prefillAndDecodeWorkersCanBeRegisteredAtRunTime() async throws {
         let fleet = try await Self.fleet(prefills: 1, decodes: 1)
         let r = try await InProcessRouter(["--pd-disaggregation", "--disable-health-check"])

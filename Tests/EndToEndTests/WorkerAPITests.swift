@@ -93,4 +93,20 @@ import Testing
         #expect(loads >= 5 && worker.connections == worker.received.count - (loads - 3),
                 "\(worker.received.map(\.uri)), \(worker.connections) connections")
     }
+
+    /// An inference attempt that meets such a connection is sent again on a fresh one too, by
+    /// the same `UpstreamCall`: no retry is counted and the worker's breaker hears of no failure.
+    @Test func anAttemptOnADroppedPooledConnectionIsSentAgainWithoutARetry() async throws {
+        let worker = try await RecordingWorker(dropsReusedConnections: true)
+        let smg = try await InProcessRouter(["--worker-urls", worker.url, "--disable-health-check", "--cb-failure-threshold", "1"])
+        for round in 1...4 {
+            let answer = try smg.chat("round \(round)", model: "m")
+            #expect(answer.status == 200, "round \(round): \(answer.status) \(answer.text)")
+        }
+        let chats = worker.requests(to: "/v1/chat/completions").count
+        #expect(chats >= 7, "rounds 2 to 4 each went twice: \(worker.received.map(\.uri))")
+        #expect(try smg.metric(#"smg_router_retries_total{endpoint="chat_completions"}"#) == 0)
+        let breaker = (try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["circuit_breaker"] as? String
+        #expect(breaker == "closed")
+    }
 }

@@ -12,13 +12,12 @@ typealias TestMachine = ExchangeStateMachine<ExchangeTestWorker>
 /// What happens to an exchange, in the order the shell would report it.
 enum Event: Sendable {
     case start, admitted, queueFull, queueTimedOut
-    case chosen(String, at: UInt64), noWorker(unknownModel: Bool)
-    case connected(reused: Bool), connectFailed(at: UInt64)
-    case head(Int, at: UInt64), body, end(keepAlive: Bool)
-    case closed(beforeResponse: Bool, at: UInt64)
-    case attemptTimer(at: UInt64), retryTimer(at: UInt64)
-    /// PD: the prefill half of the attempt failed.
-    case otherLegFailed(at: UInt64)
+    case chosen(String, prefill: String? = nil, at: UInt64), noWorker(unknownModel: Bool, missing: TestMachine.Half = .primary)
+    /// The primary half's call: the worker's answer, or its failure.
+    case head(Int, at: UInt64), body, end(keepAlive: Bool), failed(timedOut: Bool, at: UInt64)
+    /// PD: the prefill half's call.
+    case prefillEnd(Int, keepAlive: Bool, at: UInt64), prefillFailed(timedOut: Bool, at: UInt64)
+    case retryTimer(at: UInt64)
     case clientClosed
 
     func apply(to m: inout TestMachine) -> TestMachine.Action {
@@ -27,17 +26,15 @@ enum Event: Sendable {
         case .admitted: return m.admission(.admitted)
         case .queueFull: return m.admission(.queueFull)
         case .queueTimedOut: return m.admission(.timedOut)
-        case .chosen(let id, let t): return m.workerChosen(ExchangeTestWorker(id: id), now: t)
-        case .noWorker(let unknown): return m.noWorker(unknownModel: unknown)
-        case .connected(let reused): return m.connected(reused: reused)
-        case .connectFailed(let t): return m.connectFailed(now: t)
+        case .chosen(let id, let p, let t): return m.workerChosen(ExchangeTestWorker(id: id), prefill: p.map(ExchangeTestWorker.init), now: t)
+        case .noWorker(let unknown, let missing): return m.noWorker(unknownModel: unknown, missing: missing)
         case .head(let s, let t): return m.upstreamHead(status: s, now: t)
         case .body: return m.upstreamBodyPart()
         case .end(let k): return m.upstreamEnd(keepAlive: k)
-        case .closed(let before, let t): return m.upstreamClosed(beforeResponse: before, now: t)
-        case .attemptTimer(let t): return m.attemptTimerFired(now: t)
+        case .failed(let timedOut, let t): return m.upstreamFailed(timedOut: timedOut, now: t)
+        case .prefillEnd(let s, let k, let t): return m.prefillEnded(status: s, keepAlive: k, now: t)
+        case .prefillFailed(let timedOut, let t): return m.prefillCallFailed(timedOut: timedOut, now: t)
         case .retryTimer(let t): return m.retryTimerFired(now: t)
-        case .otherLegFailed(let t): return m.otherLegFailed(now: t)
         case .clientClosed: return m.clientClosed()
         }
     }
@@ -49,46 +46,57 @@ func render(_ a: TestMachine.Action) -> String {
         guard let e else { return "-" }
         return "\(e.target.id) \(e.breakerSuccess ? "ok" : "fail") \(e.connection)"
     }
+    func prefill(_ e: TestMachine.AttemptEnd?) -> String { e.map { "; prefill \(end($0))" } ?? "" }
+    func failure(_ f: TestMachine.Failure) -> String {
+        switch f {
+        case .noWorkers(let h): return "noWorkers(\(h))"
+        case .upstreamTimeout(let h): return "upstreamTimeout(\(h))"
+        case .upstreamFailed(let h): return "upstreamFailed(\(h))"
+        default: return "\(f)"
+        }
+    }
     switch a {
     case .none: return "none"
+    case .stale: return "stale"
     case .requestAdmission: return "admit"
-    case .selectWorker(let avoiding): return "select[\(avoiding.sorted().joined(separator: ","))]"
-    case .startAttempt(let t, let deadline, let first): return "start(\(t.id) until \(deadline)\(first ? " first" : ""))"
-    case .sendRequest: return "send"
-    case .resendOnFreshConnection: return "resend"
-    case .discardConnection: return "discard"
+    case .selectWorker(let avoiding, let avoidingPrefill):
+        return "select[\(avoiding.sorted().joined(separator: ","))\(avoidingPrefill.isEmpty ? "" : "; prefill " + avoidingPrefill.sorted().joined(separator: ","))]"
+    case .startAttempt(let t, let p, let deadline, let first): return "start(\(t.id)\(p.map { "+" + $0.id } ?? "") until \(deadline)\(first ? " first" : ""))"
     case .forwardHead(let exhausted): return exhausted ? "head(exhausted)" : "head"
     case .forwardBody: return "body"
-    case .retry(let e, let ms): return "retry(\(end(e)), \(ms)ms)"
-    case .succeed(let e, let slot): return "succeed(\(end(e))\(slot ? "; slot" : ""))"
-    case .fail(let f, let e, let slot, let exhausted, let started):
-        return "fail(\(f); \(end(e))\(slot ? "; slot" : "")\(exhausted ? "; exhausted" : "")\(started ? "; started" : ""))"
-    case .abandon(let e, let leave, let slot): return "abandon(\(end(e))\(leave ? "; leave queue" : "")\(slot ? "; slot" : ""))"
+    case .endPrefill(let e): return "end prefill(\(end(e)))"
+    case .awaitPrefill(let e): return "await prefill(\(end(e)))"
+    case .retry(let e, let p, let ms): return "retry(\(end(e))\(prefill(p)), \(ms)ms)"
+    case .succeed(let e, let p, let slot): return "succeed(\(end(e))\(prefill(p))\(slot ? "; slot" : ""))"
+    case .fail(let f, let e, let p, let slot, let exhausted, let started):
+        return "fail(\(failure(f)); \(end(e))\(prefill(p))\(slot ? "; slot" : "")\(exhausted ? "; exhausted" : "")\(started ? "; started" : ""))"
+    case .abandon(let e, let p, let leave, let slot): return "abandon(\(end(e))\(prefill(p))\(leave ? "; leave queue" : "")\(slot ? "; slot" : ""))"
     case .releaseSlot: return "release slot"
     }
 }
 
-func machine(admission: Bool = false, maxRetries: Int = 3, retries: Bool = true, seed: UInt64 = 1) -> TestMachine {
+func machine(admission: Bool = false, mergesPrefill: Bool = false, maxRetries: Int = 3, retries: Bool = true, seed: UInt64 = 1) -> TestMachine {
     var retry = RetryConfig()
     retry.maxRetries = maxRetries
     retry.initialBackoffMs = 50
     retry.multiplier = 2
     retry.jitterFactor = 0
     retry.enabled = retries
-    return TestMachine(needsAdmission: admission, attemptTimeoutMs: 1000, retry: retry, seed: seed)
+    return TestMachine(needsAdmission: admission, endWaitsForPrefill: mergesPrefill, attemptTimeoutMs: 1000, retry: retry, seed: seed)
 }
 
 func run(_ m: inout TestMachine, _ events: [Event]) -> [String] { events.map { render($0.apply(to: &m)) } }
 
-/// The beginning every direct (no admission) exchange shares: w1 chosen at t=0 and connected.
-let connectedToW1: [(Event, String)] = [
-    (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"), (.connected(reused: false), "send"),
-]
+/// The beginning every direct (no admission) exchange shares: w1 chosen at t=0, the request sent.
+let sentToW1: [(Event, String)] = [(.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)")]
+/// The same in PD mode: decode worker d1 and prefill worker p1.
+let sentToPair: [(Event, String)] = [(.start, "select[]"), (.chosen("d1", prefill: "p1", at: 0), "start(d1+p1 until 1000 first)")]
 
 @Suite struct ExchangeStateMachineTests {
     struct Case: CustomTestStringConvertible, Sendable {
         let name: String
         var admission = false
+        var mergesPrefill = false
         var maxRetries = 3
         var retries = true
         let steps: [(Event, String)]
@@ -96,102 +104,74 @@ let connectedToW1: [(Event, String)] = [
     }
 
     static let cases: [Case] = [
-        Case(name: "success", steps: connectedToW1 + [
+        Case(name: "success", steps: sentToW1 + [
             (.head(200, at: 5), "head"), (.body, "body"), (.body, "body"), (.end(keepAlive: true), "succeed(w1 ok release)"),
-            (.body, "none"), (.clientClosed, "none"),
+            (.clientClosed, "stale"),
         ]),
-        Case(name: "a worker that does not keep the connection alive", steps: connectedToW1 + [
+        Case(name: "a worker that does not keep the connection alive", steps: sentToW1 + [
             (.head(200, at: 5), "head"), (.end(keepAlive: false), "succeed(w1 ok close)"),
         ]),
-        Case(name: "a non-retryable error is the worker's answer", steps: connectedToW1 + [
+        Case(name: "a non-retryable error is the worker's answer", steps: sentToW1 + [
             (.head(404, at: 5), "head"), (.end(keepAlive: true), "succeed(w1 ok release)"),
         ]),
-        Case(name: "501 is forwarded but counts against the breaker", steps: connectedToW1 + [
+        Case(name: "501 is forwarded but counts against the breaker", steps: sentToW1 + [
             (.head(501, at: 5), "head"), (.end(keepAlive: true), "succeed(w1 fail release)"),
         ]),
-        Case(name: "connection refused: retried on another worker", steps: [
-            (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
-            (.connectFailed(at: 2), "retry(w1 fail none, 50ms)"),
-            (.retryTimer(at: 51), "none"), (.retryTimer(at: 52), "select[w1]"),
-            (.chosen("w2", at: 52), "start(w2 until 1052)"), (.connected(reused: false), "send"),
+        Case(name: "connection refused: retried on another worker", steps: sentToW1 + [
+            (.failed(timedOut: false, at: 2), "retry(w1 fail none, 50ms)"),
+            (.retryTimer(at: 51), "stale"), (.retryTimer(at: 52), "select[w1]"),
+            (.chosen("w2", at: 52), "start(w2 until 1052)"),
             (.head(200, at: 60), "head"), (.end(keepAlive: true), "succeed(w2 ok release)"),
         ]),
-        Case(name: "a stale pooled connection is resent once on a fresh one, no failure", steps: [
-            (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"), (.connected(reused: true), "send"),
-            (.closed(beforeResponse: true, at: 1), "resend"), (.connected(reused: false), "send"),
-            (.head(200, at: 3), "head"), (.end(keepAlive: true), "succeed(w1 ok release)"),
-        ]),
-        Case(name: "PD: the prefill failing while connecting retries with a new pair", steps: [
-            (.start, "select[]"), (.chosen("d1", at: 0), "start(d1 until 1000 first)"),
-            (.otherLegFailed(at: 3), "retry(d1 fail close, 50ms)"), (.connected(reused: false), "discard"),
-            (.otherLegFailed(at: 4), "none"), (.retryTimer(at: 53), "select[d1]"),
-        ]),
-        Case(name: "PD: the prefill failing while the decode worker thinks fails the attempt", maxRetries: 0, steps: connectedToW1 + [
-            (.otherLegFailed(at: 9), "fail(upstreamFailed; w1 fail close; exhausted)"),
-        ]),
-        Case(name: "PD: once the decode answer is relayed, the prefill's failure changes nothing", steps: connectedToW1 + [
-            (.head(200, at: 5), "head"), (.otherLegFailed(at: 6), "none"), (.body, "body"), (.end(keepAlive: true), "succeed(w1 ok release)"),
-        ]),
-        Case(name: "a fresh connection closed before the answer is a failure", steps: connectedToW1 + [
-            (.closed(beforeResponse: true, at: 1), "retry(w1 fail none, 50ms)"),
-        ]),
-        Case(name: "a second stale close after the resend is a failure", steps: [
-            (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"), (.connected(reused: true), "send"),
-            (.closed(beforeResponse: true, at: 1), "resend"), (.connected(reused: true), "send"),
-            (.closed(beforeResponse: true, at: 2), "retry(w1 fail none, 50ms)"),
-        ]),
-        Case(name: "per-attempt timeout: retried, the late connection discarded", steps: [
-            (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
-            (.attemptTimer(at: 999), "none"), (.attemptTimer(at: 1000), "retry(w1 fail close, 50ms)"),
-            (.connected(reused: false), "discard"), (.attemptTimer(at: 1001), "none"),
+        Case(name: "per-attempt timeout: retried elsewhere", steps: sentToW1 + [
+            (.failed(timedOut: true, at: 1000), "retry(w1 fail none, 50ms)"),
             (.retryTimer(at: 1050), "select[w1]"), (.chosen("w2", at: 1050), "start(w2 until 2050)"),
-            (.attemptTimer(at: 1100), "none"),
         ]),
-        Case(name: "timeout while waiting for the head, retries exhausted: 504", maxRetries: 0, steps: connectedToW1 + [
-            (.attemptTimer(at: 1000), "fail(upstreamTimeout; w1 fail close; exhausted)"),
-            (.head(200, at: 1001), "none"), (.clientClosed, "none"),
+        Case(name: "timeout while waiting for the head, retries exhausted: 504", maxRetries: 0, steps: sentToW1 + [
+            (.failed(timedOut: true, at: 1000), "fail(upstreamTimeout(primary); w1 fail none; exhausted)"),
+            (.clientClosed, "stale"),
         ]),
-        Case(name: "retries disabled: a transport error is a 502 at once", retries: false, steps: connectedToW1 + [
-            (.closed(beforeResponse: false, at: 3), "fail(upstreamFailed; w1 fail none)"),
+        Case(name: "retries disabled: a transport error is a 502 at once", retries: false, steps: sentToW1 + [
+            (.failed(timedOut: false, at: 3), "fail(upstreamFailed(primary); w1 fail none)"),
         ]),
-        Case(name: "a stream is never retried after its first byte", steps: connectedToW1 + [
+        Case(name: "a stream is never retried after its first byte", steps: sentToW1 + [
             (.head(200, at: 5), "head"), (.body, "body"),
-            (.closed(beforeResponse: false, at: 9), "fail(upstreamFailed; w1 fail none; started)"),
-            (.retryTimer(at: 1000), "none"),
+            (.failed(timedOut: false, at: 9), "fail(upstreamFailed(primary); w1 fail none; started)"),
+            (.retryTimer(at: 1000), "stale"),
         ]),
-        Case(name: "a stream that outlives the attempt timeout is cut, not retried", steps: connectedToW1 + [
+        Case(name: "a stream that outlives the attempt timeout is cut, not retried", steps: sentToW1 + [
             (.head(200, at: 5), "head"), (.body, "body"),
-            (.attemptTimer(at: 1000), "fail(upstreamTimeout; w1 fail close; started)"),
+            (.failed(timedOut: true, at: 1000), "fail(upstreamTimeout(primary); w1 fail none; started)"),
         ]),
-        Case(name: "retries back off and avoid every worker that failed", steps: connectedToW1 + [
+        Case(name: "retries back off and avoid every worker that failed", steps: sentToW1 + [
             (.head(503, at: 5), "retry(w1 fail close, 50ms)"), (.retryTimer(at: 55), "select[w1]"),
-            (.chosen("w2", at: 55), "start(w2 until 1055)"), (.connected(reused: false), "send"),
+            (.chosen("w2", at: 55), "start(w2 until 1055)"),
             (.head(502, at: 60), "retry(w2 fail close, 100ms)"), (.retryTimer(at: 160), "select[w1,w2]"),
-            (.chosen("w3", at: 160), "start(w3 until 1160)"), (.connected(reused: false), "send"),
+            (.chosen("w3", at: 160), "start(w3 until 1160)"),
             (.head(200, at: 170), "head"), (.end(keepAlive: true), "succeed(w3 ok release)"),
         ]),
-        Case(name: "retries exhausted: the last retryable answer is forwarded", maxRetries: 1, steps: connectedToW1 + [
+        Case(name: "retries exhausted: the last retryable answer is forwarded", maxRetries: 1, steps: sentToW1 + [
             (.head(500, at: 5), "retry(w1 fail close, 50ms)"), (.retryTimer(at: 55), "select[w1]"),
-            (.chosen("w2", at: 55), "start(w2 until 1055)"), (.connected(reused: false), "send"),
+            (.chosen("w2", at: 55), "start(w2 until 1055)"),
             (.head(500, at: 60), "head(exhausted)"), (.end(keepAlive: true), "succeed(w2 fail release)"),
         ]),
         Case(name: "no worker for the model: 404", steps: [
-            (.start, "select[]"), (.noWorker(unknownModel: true), "fail(modelNotFound; -)"), (.chosen("w1", at: 0), "none"),
+            (.start, "select[]"), (.noWorker(unknownModel: true), "fail(modelNotFound; -)"),
         ]),
         Case(name: "admitted, served, slot released with the end", admission: true, steps: [
             (.start, "admit"), (.admitted, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
-            (.connected(reused: false), "send"), (.head(200, at: 5), "head"), (.end(keepAlive: true), "succeed(w1 ok release; slot)"),
-            (.clientClosed, "none"),
+            (.head(200, at: 5), "head"), (.end(keepAlive: true), "succeed(w1 ok release; slot)"),
+            (.clientClosed, "stale"),
         ]),
         Case(name: "admitted, but no worker is up: 503 and the slot back", admission: true, steps: [
-            (.start, "admit"), (.admitted, "select[]"), (.noWorker(unknownModel: false), "fail(noWorkers; -; slot)"),
+            (.start, "admit"), (.admitted, "select[]"), (.noWorker(unknownModel: false), "fail(noWorkers(primary); -; slot)"),
         ]),
         Case(name: "admitted, then the worker fails for good: 502 and the slot back", admission: true, maxRetries: 0, steps: [
             (.start, "admit"), (.admitted, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
-            (.connectFailed(at: 1), "fail(upstreamFailed; w1 fail none; slot; exhausted)"),
+            (.failed(timedOut: false, at: 1), "fail(upstreamFailed(primary); w1 fail none; slot; exhausted)"),
         ]),
         Case(name: "queue full: 429, no slot to release", admission: true, steps: [
-            (.start, "admit"), (.queueFull, "fail(rateLimited; -)"), (.clientClosed, "none"),
+            (.start, "admit"), (.queueFull, "fail(rateLimited; -)"), (.clientClosed, "stale"),
         ]),
         Case(name: "queue timeout: 408, no slot to release", admission: true, steps: [
             (.start, "admit"), (.queueTimedOut, "fail(queueTimeout; -)"),
@@ -201,83 +181,202 @@ let connectedToW1: [(Event, String)] = [
         ]),
         Case(name: "client gone mid-stream: the worker's connection is closed, the slot released", admission: true, steps: [
             (.start, "admit"), (.admitted, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
-            (.connected(reused: false), "send"), (.head(200, at: 5), "head"), (.body, "body"),
-            (.clientClosed, "abandon(w1 ok close; slot)"), (.body, "none"), (.end(keepAlive: true), "none"),
+            (.head(200, at: 5), "head"), (.body, "body"), (.clientClosed, "abandon(w1 ok close; slot)"),
         ]),
         Case(name: "client gone while backing off: no attempt left to end", admission: true, steps: [
             (.start, "admit"), (.admitted, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
-            (.connectFailed(at: 1), "retry(w1 fail none, 50ms)"), (.clientClosed, "abandon(-; slot)"), (.retryTimer(at: 60), "none"),
+            (.failed(timedOut: false, at: 1), "retry(w1 fail none, 50ms)"), (.clientClosed, "abandon(-; slot)"), (.retryTimer(at: 60), "stale"),
         ]),
-        Case(name: "client gone while connecting: the connection that arrives later is discarded", steps: [
-            (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
-            (.clientClosed, "abandon(w1 ok close)"), (.connected(reused: false), "discard"),
+
+        // Prefill/decode disaggregation: both halves of an attempt in the machine.
+        Case(name: "PD: the prefill answers first, the decode answer is the response", steps: sentToPair + [
+            (.prefillEnd(200, keepAlive: true, at: 3), "end prefill(p1 ok release)"),
+            (.head(200, at: 5), "head"), (.body, "body"), (.end(keepAlive: true), "succeed(d1 ok release)"),
+        ]),
+        Case(name: "PD: a decode answer that ends first leaves the prefill to be read to its end", steps: sentToPair + [
+            (.head(200, at: 5), "head"), (.end(keepAlive: true), "succeed(d1 ok release)"),
+            (.clientClosed, "stale"), (.prefillEnd(200, keepAlive: false, at: 9), "end prefill(p1 ok close)"),
+        ]),
+        Case(name: "PD: a detached prefill that fails is blamed, the response already complete", steps: sentToPair + [
+            (.head(200, at: 5), "head"), (.end(keepAlive: true), "succeed(d1 ok release)"),
+            (.prefillFailed(timedOut: true, at: 1000), "end prefill(p1 fail none)"),
+        ]),
+        Case(name: "PD: the prefill's transport failure retries with a new pair, avoiding only the prefill", steps: sentToPair + [
+            (.prefillFailed(timedOut: false, at: 3), "retry(d1 ok close; prefill p1 fail none, 50ms)"),
+            (.retryTimer(at: 53), "select[; prefill p1]"), (.chosen("d1", prefill: "p2", at: 53), "start(d1+p2 until 1053)"),
+            (.prefillEnd(200, keepAlive: true, at: 60), "end prefill(p2 ok release)"),
+            (.head(200, at: 70), "head"), (.end(keepAlive: true), "succeed(d1 ok release)"),
+        ]),
+        Case(name: "PD: a prefill answering 503 fails the attempt; its connection is reusable", steps: sentToPair + [
+            (.prefillEnd(503, keepAlive: true, at: 3), "retry(d1 ok close; prefill p1 fail release, 50ms)"),
+        ]),
+        Case(name: "PD: the prefill failing for good is a 502 of the prefill half", maxRetries: 0, steps: sentToPair + [
+            (.prefillFailed(timedOut: false, at: 9), "fail(upstreamFailed(prefill); d1 ok close; prefill p1 fail none; exhausted)"),
+        ]),
+        Case(name: "PD: once the decode answer is relayed, the prefill's failure changes nothing", steps: sentToPair + [
+            (.head(200, at: 5), "head"), (.prefillFailed(timedOut: false, at: 6), "end prefill(p1 fail none)"),
+            (.body, "body"), (.end(keepAlive: true), "succeed(d1 ok release)"),
+        ]),
+        Case(name: "PD: the deadline with neither half answered blames the prefill", maxRetries: 0, steps: sentToPair + [
+            (.failed(timedOut: true, at: 1000), "fail(upstreamTimeout(prefill); d1 ok none; prefill p1 fail close; exhausted)"),
+        ]),
+        Case(name: "PD: the prefill's own deadline firing first ends the same way", maxRetries: 0, steps: sentToPair + [
+            (.prefillFailed(timedOut: true, at: 1000), "fail(upstreamTimeout(prefill); d1 ok close; prefill p1 fail none; exhausted)"),
+        ]),
+        Case(name: "PD: the deadline after the prefill answered blames the decode worker", steps: sentToPair + [
+            (.prefillEnd(200, keepAlive: true, at: 3), "end prefill(p1 ok release)"),
+            (.failed(timedOut: true, at: 1000), "retry(d1 fail none, 50ms)"), (.retryTimer(at: 1050), "select[d1]"),
+        ]),
+        Case(name: "PD: a decode failure closes the prefill half unblamed", steps: sentToPair + [
+            (.failed(timedOut: false, at: 4), "retry(d1 fail none; prefill p1 ok close, 50ms)"),
+        ]),
+        Case(name: "PD: a retryable decode status closes both halves", steps: sentToPair + [
+            (.head(503, at: 4), "retry(d1 fail close; prefill p1 ok close, 50ms)"), (.retryTimer(at: 54), "select[d1]"),
+        ]),
+        Case(name: "PD: no prefill worker: 503 of the prefill half", steps: [
+            (.start, "select[]"), (.noWorker(unknownModel: false, missing: .prefill), "fail(noWorkers(prefill); -)"),
+        ]),
+        Case(name: "PD: the client gone mid-answer closes both halves", admission: true, steps: [
+            (.start, "admit"), (.admitted, "select[]"), (.chosen("d1", prefill: "p1", at: 0), "start(d1+p1 until 1000 first)"),
+            (.head(200, at: 5), "head"), (.clientClosed, "abandon(d1 ok close; prefill p1 ok close; slot)"),
+        ]),
+        Case(name: "PD logprobs: the end waits for the prefill's answer", admission: true, mergesPrefill: true, steps: [
+            (.start, "admit"), (.admitted, "select[]"), (.chosen("d1", prefill: "p1", at: 0), "start(d1+p1 until 1000 first)"),
+            (.head(200, at: 5), "head"), (.end(keepAlive: true), "await prefill(d1 ok release)"),
+            (.prefillEnd(200, keepAlive: true, at: 8), "succeed(-; prefill p1 ok release; slot)"),
+        ]),
+        Case(name: "PD logprobs: a prefill that fails after the decode ended still ends the response", mergesPrefill: true, steps: sentToPair + [
+            (.head(200, at: 5), "head"), (.end(keepAlive: true), "await prefill(d1 ok release)"),
+            (.prefillFailed(timedOut: false, at: 8), "succeed(-; prefill p1 fail none)"),
+        ]),
+        Case(name: "PD logprobs: a prefill that answered first does not hold the end", mergesPrefill: true, steps: sentToPair + [
+            (.prefillEnd(200, keepAlive: true, at: 3), "end prefill(p1 ok release)"),
+            (.head(200, at: 5), "head"), (.end(keepAlive: true), "succeed(d1 ok release)"),
+        ]),
+        Case(name: "PD logprobs: the client gone while the end waits closes the prefill", mergesPrefill: true, steps: sentToPair + [
+            (.head(200, at: 5), "head"), (.end(keepAlive: false), "await prefill(d1 ok close)"),
+            (.clientClosed, "abandon(-; prefill p1 ok close)"),
         ]),
     ]
 
     @Test(arguments: cases) func path(_ c: Case) {
-        var m = machine(admission: c.admission, maxRetries: c.maxRetries, retries: c.retries)
+        var m = machine(admission: c.admission, mergesPrefill: c.mergesPrefill, maxRetries: c.maxRetries, retries: c.retries)
         let trace = run(&m, c.steps.map(\.0))
         for (k, (step, got)) in zip(c.steps, trace).enumerated() {
             #expect(got == step.1, "step \(k) (\(step.0)): expected \(step.1), got \(got)")
         }
     }
 
-    /// Random event sequences, including impossible orders: whatever happens, a granted admission
-    /// slot is released exactly once, every attempt that started ends exactly once, at most one
-    /// attempt runs at a time, and nothing is retried once the response started.
+    /// Random runs through a model of the shell: at each step one of the events a correct shell
+    /// could report next (an answer to an outstanding request, a part of a running call's answer,
+    /// a due timer, the client leaving), chosen at random, for regular and PD exchanges, with and
+    /// without admission and logprob merging. Whatever happens: a granted admission slot is
+    /// released exactly once; every half that started ends exactly once, while it runs, and its
+    /// connection goes back to the pool only after its answer ended keep-alive; at most one
+    /// attempt runs at a time; nothing is retried once the response started; the exchange ends.
     @Test func invariantsHoldForAnyEventOrder() {
         var rng = SplitMix64(seed: 0x5EED)
         for run in 0..<20_000 {
-            var m = machine(admission: run % 2 == 0, maxRetries: Int(rng.next() % 4), seed: rng.next())
+            let admission = run % 2 == 0, pd = run % 3 != 0
+            var m = machine(admission: admission, mergesPrefill: pd && run % 5 < 2, maxRetries: Int(rng.next() % 4), seed: rng.next())
             var now: UInt64 = 0
-            var granted = 0, released = 0, started = 0, ended = 0
+            var granted = 0, released = 0
+            var failures: [String] = []
+            // The shell's view: what it asked for and what runs.
+            var admissionAsked = false, admissionAnswered = false, selecting = false, retryDue = false
+            /// A running half: has its head arrived, did its answer end (and keep-alive).
+            struct Half { var head = false; var ended = false; var keepAlive = false; var failed = false }
+            var primary: Half?, prefill: Half?
             var headForwarded = false
-            var admissionAnswered = false
+            func settle(_ end: TestMachine.AttemptEnd?, _ half: inout Half?, _ name: String) {
+                guard let end else { return }
+                guard let h = half else { return failures.append("\(name) ended while not running") }
+                if end.connection == .release, !(h.ended && h.keepAlive) { failures.append("\(name) connection pooled before a keep-alive end") }
+                if end.connection == .none, !h.failed { failures.append("\(name) connection left open") }
+                if end.connection != .none, h.failed { failures.append("\(name) connection of a failed call disposed") }
+                half = nil
+            }
             func account(_ a: TestMachine.Action) {
                 switch a {
-                case .startAttempt: started += 1; #expect(started - ended == 1, "run \(run): two attempts at once")
-                case .retry: ended += 1; #expect(!headForwarded, "run \(run): retried after the response started")
-                case .succeed(_, let slot): ended += 1; if slot { released += 1 }
-                case .fail(_, let e, let slot, _, _): if e != nil { ended += 1 }; if slot { released += 1 }
-                case .abandon(let e, _, let slot): if e != nil { ended += 1 }; if slot { released += 1 }
-                case .releaseSlot: released += 1
+                case .requestAdmission: admissionAsked = true
+                case .selectWorker: selecting = true
+                case .startAttempt(_, let p, _, _):
+                    if primary != nil || prefill != nil { failures.append("two attempts at once") }
+                    primary = Half()
+                    prefill = p == nil ? nil : Half()
                 case .forwardHead: headForwarded = true
-                default: break
+                case .endPrefill(let e): settle(e, &prefill, "prefill")
+                case .awaitPrefill(let e): settle(e, &primary, "primary")
+                case .retry(let e, let p, _):
+                    if headForwarded { failures.append("retried after the response started") }
+                    settle(e, &primary, "primary"); settle(p, &prefill, "prefill")
+                    retryDue = true
+                case .succeed(let e, let p, let slot):
+                    settle(e, &primary, "primary"); settle(p, &prefill, "prefill")
+                    if slot { released += 1 }
+                case .fail(_, let e, let p, let slot, _, _):
+                    settle(e, &primary, "primary"); settle(p, &prefill, "prefill")
+                    if slot { released += 1 }
+                case .abandon(let e, let p, _, let slot):
+                    settle(e, &primary, "primary"); settle(p, &prefill, "prefill")
+                    retryDue = false
+                    if slot { released += 1 }
+                case .releaseSlot: released += 1
+                case .none, .stale, .forwardBody: break
                 }
             }
             account(m.start())
-            for _ in 0..<Int(rng.next() % 24) {
+            for _ in 0..<Int(rng.next() % 40) {
                 now += rng.next() % 400
-                let events: [Event] = [
-                    .chosen("w\(rng.next() % 3)", at: now), .noWorker(unknownModel: rng.next() % 2 == 0),
-                    .connected(reused: rng.next() % 2 == 0), .connectFailed(at: now), .head([200, 404, 429, 500, 503][Int(rng.next() % 5)], at: now),
-                    .body, .end(keepAlive: rng.next() % 2 == 0), .closed(beforeResponse: rng.next() % 2 == 0, at: now),
-                    .attemptTimer(at: now), .retryTimer(at: now), .admitted, .queueFull, .otherLegFailed(at: now),
-                ]
-                var event = events[Int(rng.next() % UInt64(events.count))]
-                if rng.next() % 40 == 0 { event = .clientClosed }
-                if case .admitted = event {
-                    // The admission controller answers once.
-                    if admissionAnswered { continue }
-                    admissionAnswered = true
-                    granted += 1
-                } else if case .queueFull = event {
-                    if admissionAnswered { continue }
-                    admissionAnswered = true
+                var events: [Event] = [.clientClosed]
+                if admissionAsked, !admissionAnswered { events += [.admitted, .queueFull, .queueTimedOut] }
+                if selecting, case .selecting = m.state {
+                    let id = "w\(rng.next() % 3)"
+                    events += [.chosen(id, prefill: pd ? "p\(rng.next() % 3)" : nil, at: now),
+                               .noWorker(unknownModel: rng.next() % 2 == 0, missing: pd && rng.next() % 2 == 0 ? .prefill : .primary)]
                 }
+                if let h = primary, !h.ended, !h.failed {
+                    events += h.head ? [.body, .end(keepAlive: rng.next() % 2 == 0)] : [.head([200, 404, 429, 500, 503][Int(rng.next() % 5)], at: now)]
+                    events.append(.failed(timedOut: rng.next() % 2 == 0, at: now))
+                }
+                if let h = prefill, !h.ended, !h.failed {
+                    events += [.prefillEnd([200, 400, 500, 503][Int(rng.next() % 4)], keepAlive: rng.next() % 2 == 0, at: now),
+                               .prefillFailed(timedOut: rng.next() % 2 == 0, at: now)]
+                }
+                if retryDue, case .backingOff(let due) = m.state { events.append(.retryTimer(at: max(now, due))) }
+                let event = events.count > 1 && rng.next() % 30 != 0 ? events[1 + Int(rng.next() % UInt64(events.count - 1))] : events[0]
+                switch event {
+                case .admitted: admissionAnswered = true; granted += 1
+                case .queueFull, .queueTimedOut: admissionAnswered = true
+                case .chosen, .noWorker: selecting = false
+                case .retryTimer: retryDue = false
+                case .head: primary?.head = true
+                case .end(let k): primary?.ended = true; primary?.keepAlive = k
+                case .failed: primary?.failed = true
+                case .prefillEnd(_, let k, _): prefill?.ended = true; prefill?.keepAlive = k
+                case .prefillFailed: prefill?.failed = true
+                default: break
+                }
+                if case .retryTimer(let t) = event { now = t }
                 account(event.apply(to: &m))
             }
-            // However it went, the client eventually leaves (or the exchange already finished).
+            // However it went, the client eventually leaves, a late admission grant is given
+            // back, and a prefill read past the response's end ends.
             account(m.clientClosed())
-            if !admissionAnswered, run % 2 == 0 {
-                // A queued request whose grant races with the client leaving gives it straight back.
+            if admissionAsked, !admissionAnswered {
                 granted += 1
                 account(m.admission(.admitted))
             }
-            #expect(m.isFinished, "run \(run): not finished")
-            #expect(granted == released, "run \(run): \(granted) slots granted, \(released) released")
-            #expect(started == ended, "run \(run): \(started) attempts started, \(ended) ended")
-            if granted != released || started != ended { return }
+            if prefill != nil {
+                let k = rng.next() % 2 == 0
+                prefill!.ended = true; prefill!.keepAlive = k
+                account(m.prefillEnded(status: 200, keepAlive: k, now: now))
+            }
+            if !m.isFinished { failures.append("not finished") }
+            if granted != released { failures.append("\(granted) slots granted, \(released) released") }
+            if primary != nil || prefill != nil { failures.append("a half never ended") }
+            #expect(failures.isEmpty, "run \(run) (admission \(admission), pd \(pd)): \(failures)")
+            if !failures.isEmpty { return }
         }
     }
 }

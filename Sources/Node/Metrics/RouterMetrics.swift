@@ -193,8 +193,8 @@ public final class RouterMetrics: Sendable {
         }.record(seconds)
     }
 
-    /// PD: a prefill half that failed (`transport`, `status_<code>`): the decode worker could
-    /// not get the KV cache, and the attempt is retried with a new pair.
+    /// PD: a prefill half that failed (`transport`, `timeout`, `status_<code>`): the decode
+    /// worker could not get the KV cache, and the attempt is retried with a new pair.
     func pdPrefillFailure(worker: String, reason: String) {
         count("smg_pd_prefill_failures_total", "Prefill halves of PD requests that failed, by worker and reason", [("worker", worker), ("reason", reason)])
     }

@@ -1,90 +1,120 @@
 import NIOCore
 import NIOHTTP1
 
-/// One attempt on a worker: the bodies and head it is sent (with PD's bootstrap fields and DP
-/// ranks), its deadline, its connection, and its end settled exactly as the machine says; and
-/// the error a failed request gets.
+/// One attempt: the bodies and heads its halves are sent (with PD's bootstrap fields and DP
+/// ranks), their calls, their ends settled exactly as the machine says; and the error a failed
+/// request gets.
 extension Exchange {
-    func startAttempt(_ w: Worker, deadlineMs: UInt64, firstAttempt: Bool) {
+    func startAttempt(_ w: Worker, prefill p: Worker?, deadlineMs: UInt64, firstAttempt: Bool) {
         if firstAttempt, plan.isInference, let choice { recordDecision(choice) }
-        w.attemptStarted(rank: selectedRank, now: plan.routing.now)
-        failedRole = .decode
-        attemptBody = nil
-        if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p = prefillChoice?.worker {
-            attemptBody = startPrefillHalf(on: p, batchSize: batchSize, mergeLogprobs: mergeLogprobs, deadlineMs: deadlineMs)
-        } else if let rank = selectedRank {
-            attemptBody = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
-        }
-        upstreamHead = UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: (attemptBody ?? plan.body).readableBytes,
-                                               requestID: plan.requestID, bearer: w.apiKey ?? state.config.apiKey,
-                                               clientAddress: plan.clientAddress)
         let now = state.nowMs()
-        attemptTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(deadlineMs &- min(now, deadlineMs)))) { [self] in
-            self.attemptTimer = nil
-            self.perform(self.machine.attemptTimerFired(now: self.state.nowMs()))
+        let timeout = TimeAmount.milliseconds(Int64(deadlineMs &- min(now, deadlineMs)))
+        var body = plan.body
+        if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p {
+            body = startPrefillHalf(on: p, batchSize: batchSize, mergeLogprobs: mergeLogprobs, timeout: timeout, now: now)
+        } else if let rank = selectedRank {
+            body = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         }
-        acquireConnection(fresh: false)
+        w.attemptStarted(rank: selectedRank, now: plan.routing.now)
+        let call = UpstreamCall(to: w.url, head: upstreamHead(for: w, bodyLength: body.readableBytes), body: body, pool: pool)
+        primaryCall = call
+        call.start(delegate: self, timeout: timeout)
     }
 
-    func acquireConnection(fresh: Bool) {
-        guard case .connecting(let attempt) = machine.state else { return }
-        pool.acquire(attempt.target.url, fresh: fresh) { [self] result in
-            switch result {
-            case .failure:
-                self.perform(self.machine.connectFailed(now: self.state.nowMs()))
-            case .success(let c):
-                let action = self.machine.connected(reused: c.handler.reused)
-                if case .discardConnection = action { return c.channel.close(promise: nil) }
-                self.upstream = c
-                c.handler.delegate = self
-                self.perform(action)
-            }
+    /// The client's head as a worker is sent it.
+    func upstreamHead(for w: Worker, bodyLength: Int) -> HTTPRequestHead {
+        UpstreamHeaders.request(plan.head, host: w.url.hostHeader, bodyLength: bodyLength, requestID: plan.requestID,
+                                bearer: w.apiKey ?? state.config.apiKey, clientAddress: plan.clientAddress)
+    }
+
+    /// Starts the prefill half of a PD attempt on `p` and returns the body for the decode half.
+    /// Both halves get the prefill's address and a fresh room per attempt; with --dp-aware each
+    /// half its rank (`routed_dp_rank`) and the decode half the prefill's
+    /// (`disagg_prefill_dp_rank`: where its KV cache is).
+    func startPrefillHalf(on p: Worker, batchSize: Int?, mergeLogprobs: Bool, timeout: TimeAmount, now: UInt64) -> ByteBuffer {
+        let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
+        let shared = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
+        var prefillBody = shared, decodeBody = shared
+        if let rank = prefillChoice?.rank {
+            prefillBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: prefillBody, objectIsEmpty: false)
+            decodeBody = JSONObjectBody.appending(#""disagg_prefill_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false)
         }
+        if let rank = selectedRank { decodeBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false) }
+        if mergeLogprobs { logprobs = PDLogprobs(stream: plan.stream) }
+        p.attemptStarted(rank: prefillChoice?.rank, now: now)
+        let call = UpstreamCall(to: p.url, head: upstreamHead(for: p, bodyLength: prefillBody.readableBytes), body: prefillBody, pool: pool)
+        prefillCall = call
+        call.start(delegate: self, timeout: timeout)
+        return decodeBody
     }
 
-    func sendRequest() {
-        guard let c = upstream, let head = upstreamHead else { return }
-        c.send(head, body: attemptBody ?? plan.body)
-    }
-
-    /// Ends an attempt exactly as the machine says: timer, in-flight count, breaker, connection.
-    func endAttempt(_ end: Machine.AttemptEnd) {
-        attemptTimer?.cancel()
-        attemptTimer = nil
+    /// Ends the primary half exactly as the machine says: in-flight count, breaker, connection.
+    func endPrimary(_ end: Machine.AttemptEnd) {
         end.target.attemptEnded(rank: selectedRank, success: end.breakerSuccess, state: state)
-        if let c = upstream {
-            upstream = nil
-            switch end.connection {
-            case .release: pool.release(c)
-            case .close, .none:
-                c.handler.delegate = nil
-                c.channel.close(promise: nil)
-            }
+        let call = primaryCall
+        primaryCall = nil
+        dispose(call, end.connection)
+    }
+
+    /// Ends the prefill half likewise; with `return_logprob` its lists (none unless it
+    /// answered 2xx) are merged in.
+    func endPrefill(_ end: Machine.AttemptEnd) {
+        end.target.attemptEnded(rank: prefillChoice?.rank, success: end.breakerSuccess, state: state)
+        let call = prefillCall
+        prefillCall = nil
+        if let call {
+            state.metrics.pdPrefillDuration(seconds: Double((NIODeadline.now() - call.startedAt).nanoseconds) / 1e9)
+            if !end.breakerSuccess { state.metrics.pdPrefillFailure(worker: call.worker.canonical, reason: Self.failureReason(call)) }
+        }
+        dispose(call, end.connection)
+        if logprobs != nil {
+            let ready = logprobs!.prefillHalfEnded()
+            if !ready.isEmpty { appendToBurst(ByteBuffer(bytes: ready)) }
         }
     }
 
-    func apiError(_ failure: Machine.Failure, worker: Worker?) -> (APIError, HTTPHeaders) {
+    /// For `smg_pd_prefill_failures_total`: a 5xx answer, the deadline (its own, or the
+    /// attempt's while it had not answered), or a transport error.
+    static func failureReason(_ call: UpstreamCall) -> String {
+        if call.status >= 500 { return "status_\(call.status)" }
+        switch call.failure {
+        case nil, UpstreamError.timedOut?: return "timeout"
+        default: return "transport"
+        }
+    }
+
+    private func dispose(_ call: UpstreamCall?, _ connection: Machine.ConnectionDisposition) {
+        switch connection {
+        case .release: call?.release(reusable: true)
+        case .close: call?.close()
+        case .none: break
+        }
+    }
+
+    func apiError(_ failure: Machine.Failure, primary: Worker?, prefill: Worker?) -> (APIError, HTTPHeaders) {
         var extra = HTTPHeaders()
+        var pd = false
+        if case .prefillDecode = plan.kind { pd = true }
+        func role(_ half: Machine.Half) -> String { half == .prefill ? "prefill" : "decode" }
         switch failure {
         case .rateLimited:
             extra.add(name: "retry-after", value: String(state.admission.retryAfterSeconds))
             return (.rateLimited, extra)
         case .queueTimeout: return (.queueTimeout(state.config.admission.queueTimeoutMs / 1000), extra)
         case .modelNotFound: return (.modelNotFound(plan.model ?? ""), extra)
-        case .noWorkers:
-            guard case .prefillDecode = plan.kind, let role = failedRole else { return (.noWorkers(plan.model), extra) }
-            return (APIError(.serviceUnavailable, code: "no_\(role.rawValue)_workers",
-                             "no healthy \(role.rawValue) worker\(plan.model.map { " for model \($0)" } ?? "") is available"), extra)
-        case .upstreamTimeout:
+        case .noWorkers(let half):
+            guard pd else { return (.noWorkers(plan.model), extra) }
+            return (APIError(.serviceUnavailable, code: "no_\(role(half))_workers",
+                             "no healthy \(role(half)) worker\(plan.model.map { " for model \($0)" } ?? "") is available"), extra)
+        case .upstreamTimeout(let half):
             let error = APIError.upstreamTimeout(state.config.requestTimeoutSecs)
-            guard case .prefillDecode = plan.kind else { return (error, extra) }
-            return (APIError(error.status, code: "decode_timeout", error.message), extra)
-        case .upstreamFailed:
-            guard case .prefillDecode = plan.kind else { return (.upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"), extra) }
-            let role = failedRole ?? .decode
-            let url = (role == .prefill ? lastFailedPrefill : worker)?.url.canonical ?? "?"
-            return (APIError(.badGateway, code: "\(role.rawValue)_failed",
-                             "the \(role.rawValue) half of the request failed (\(url)); the KV cache never reached a decode worker"), extra)
+            guard pd else { return (error, extra) }
+            return (APIError(error.status, code: "\(role(half))_timeout", error.message), extra)
+        case .upstreamFailed(let half):
+            let worker = half == .prefill ? prefill : primary
+            guard pd else { return (.upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"), extra) }
+            return (APIError(.badGateway, code: "\(role(half))_failed",
+                             "the \(role(half)) half of the request failed (\(worker?.url.canonical ?? "?")); the KV cache never reached a decode worker"), extra)
         }
     }
 }

@@ -18,7 +18,7 @@ extension Exchange {
         }
     }
 
-    func selectWorker(avoiding: Set<String>) {
+    func selectWorker(avoiding: Set<String>, avoidingPrefill: Set<String>) {
         if let sessions = state.sessions, !sessionsLookedUp, let key = plan.routing.routingKey, !key.isEmpty {
             sessionsLookedUp = true
             // One assignment per policy that chooses for this request: in PD mode the prefill's
@@ -43,17 +43,16 @@ extension Exchange {
                         self.state.registry.adoptAssignment(model: scope, routingKey: routingKey, worker: worker, now: self.state.nowMs())
                         self.adoptedFromRedis.insert(scope)
                     }
-                    self.selectWorker(avoiding: avoiding)
+                    self.selectWorker(avoiding: avoiding, avoidingPrefill: avoidingPrefill)
                 }
             }
         }
         plan.routing.now = state.nowMs()
-        if case .prefillDecode = plan.kind { return selectPair(avoiding: avoiding) }
+        if case .prefillDecode = plan.kind { return selectPair(avoiding: avoiding, avoidingPrefill: avoidingPrefill) }
         if state.config.pd != nil {
             // Info routes in PD mode: the first prefill worker that can answer (as the reference).
             let prefills = state.registry.all.filter { $0.role == .prefill && $0.isAvailable }
             guard let w = prefills.first(where: { !avoiding.contains($0.id) }) ?? prefills.first else {
-                failedRole = .prefill
                 return perform(machine.noWorker(unknownModel: false))
             }
             choice = nil
@@ -68,26 +67,23 @@ extension Exchange {
         }
     }
 
-    /// PD: a prefill worker by the prefill policy, then a decode worker by the decode policy;
-    /// the machine tracks the decode worker, this shell the prefill.
-    func selectPair(avoiding: Set<String>) {
-        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: failedPrefills, role: .prefill, using: &rng) {
+    /// PD: a prefill worker by the prefill policy, then a decode worker by the decode policy.
+    func selectPair(avoiding: Set<String>, avoidingPrefill: Set<String>) {
+        switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoidingPrefill, role: .prefill, using: &rng) {
         case .unknownModel:
             perform(machine.noWorker(unknownModel: true))
         case .noneAvailable:
-            failedRole = .prefill
-            perform(machine.noWorker(unknownModel: false))
+            perform(machine.noWorker(unknownModel: false, missing: .prefill))
         case .worker(let prefillPick):
             switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: .decode, using: &rng) {
             case .unknownModel: perform(machine.noWorker(unknownModel: true))
             case .noneAvailable:
-                failedRole = .decode
-                perform(machine.noWorker(unknownModel: false))
+                perform(machine.noWorker(unknownModel: false, missing: .primary))
             case .worker(let decodePick):
                 prefillChoice = prefillPick
                 choice = decodePick
                 if machine.retries == 0 { recordDecision(prefillPick) }
-                perform(machine.workerChosen(decodePick.worker, now: plan.routing.now))
+                perform(machine.workerChosen(decodePick.worker, prefill: prefillPick.worker, now: plan.routing.now))
             }
         }
     }

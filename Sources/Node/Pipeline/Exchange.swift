@@ -17,16 +17,16 @@ protocol ExchangeClient: AnyObject {
 
 extension Worker: ExchangeTarget {}
 
-/// The shell of one request's exchange with the workers: it feeds channel, pool, timer and
-/// admission events to `ExchangeStateMachine` and performs the actions it returns, all on the
-/// client connection's event loop. It holds no decision of its own.
+/// The shell of one request's exchange with the workers: it feeds call, timer and admission
+/// events to `ExchangeStateMachine` and performs the actions it returns, all on the client
+/// connection's event loop. It holds no decision of its own.
 ///
-/// Its parts, one file each: this one (state, channel and upstream events, performing actions),
+/// Its parts, one file each: this one (state, the calls' events, performing actions),
 /// `Exchange+Selection` (admission, sticky sessions, choosing the worker or the PD pair),
-/// `Exchange+Attempt` (one attempt: bodies, head, deadline, connection, its end, the error a
-/// failure gets) and `Exchange+Prefill` (PD's prefill half and the logprob merge). Its state is
-/// internal rather than private only so those extensions reach it; nothing else does.
-final class Exchange: UpstreamResponseDelegate {
+/// `Exchange+Attempt` (one attempt: the bodies and heads of its halves, its calls, their ends,
+/// the error a failure gets) and `Exchange+Prefill` (PD's logprob merge and the response's
+/// end). Its state is internal rather than private only so those extensions reach it.
+final class Exchange: UpstreamCallDelegate {
     typealias Machine = ExchangeStateMachine<Worker>
 
     var machine: Machine
@@ -37,13 +37,12 @@ final class Exchange: UpstreamResponseDelegate {
     /// object a side table, which sends each of its retains and releases down a slow path (it
     /// showed in profiles). The cycle with the client is broken when the request completes.
     let client: any ExchangeClient
-    /// Policy randomness (random, power_of_two picks); retry jitter is the machine's own.
+    /// Policy randomness (random, power_of_two picks) and PD's bootstrap rooms; retry jitter is
+    /// the machine's own.
     var rng: SplitMix64
 
-    var upstream: PooledConnection?
-    /// The head sent to the current attempt's worker, kept for a resend on a fresh connection.
-    var upstreamHead: HTTPRequestHead?
-    var attemptTimer: Scheduled<Void>?
+    /// The current attempt's call to its worker (the whole request, or PD's decode half).
+    var primaryCall: UpstreamCall?
     var retryTimer: Scheduled<Void>?
     var admissionTicket: UInt64?
     /// The policy's choice of the current attempt's worker (the decode half in PD mode; nil for
@@ -58,23 +57,17 @@ final class Exchange: UpstreamResponseDelegate {
     /// and one write, not one per event.
     var burst: ByteBuffer?
 
-    // PD disaggregation (`plan.kind == .prefillDecode`): the current attempt's prefill half and
-    // the body both halves are sent (with its bootstrap fields).
-    var prefill: PrefillLeg?
-    /// The prefill worker (and with --dp-aware its rank) chosen with the current decode worker.
+    // PD disaggregation (`plan.kind == .prefillDecode`).
+    /// The prefill half's call: the current attempt's, or one still read to its end after its
+    /// decode half completed the response.
+    var prefillCall: UpstreamCall?
+    /// The prefill worker (and with --dp-aware its rank) of `prefillCall`.
     var prefillChoice: WorkerRegistry.Choice?
-    var attemptBody: ByteBuffer?
-    /// Prefill workers that failed this request, avoided by later attempts when others can serve.
-    var failedPrefills: Set<String> = []
-    /// Which half the last failure came from, for the error the client gets.
-    var failedRole: WorkerRole?
-    var lastFailedPrefill: Worker?
-    /// `return_logprob` in PD: the merge of the current attempt (it takes the prefill's lists
-    /// whenever they come, and the decode answer once it is a 200), a held head (a whole JSON
-    /// answer changes length), and whether the end waits for the prefill.
+    /// `return_logprob`: the merge of the current attempt (the prefill's answer and lists, the
+    /// decode answer once it is a 200), and the decode head while a whole JSON answer is held
+    /// (its length changes).
     var logprobs: PDLogprobs?
     var heldHead: (status: HTTPResponseStatus, headers: HTTPHeaders)?
-    var endAwaitsPrefill = false
 
     /// `--session-store redis` was asked (once per request) about the routing key.
     var sessionsLookedUp = false
@@ -89,8 +82,10 @@ final class Exchange: UpstreamResponseDelegate {
         self.pool = pool
         self.client = client
         self.rng = SplitMix64(seed: seed)
+        var mergesLogprobs = false
+        if case .prefillDecode(_, true) = plan.kind { mergesLogprobs = true }
         self.machine = Machine(
-            needsAdmission: plan.isInference && state.admission.config.isActive,
+            needsAdmission: plan.isInference && state.admission.config.isActive, endWaitsForPrefill: mergesLogprobs,
             attemptTimeoutMs: UInt64(state.config.requestTimeoutSecs) * 1000,
             retry: state.config.retry, seed: seed ^ 0x5DEE_CE66_D1CE_5EED)
     }
@@ -102,29 +97,27 @@ final class Exchange: UpstreamResponseDelegate {
 
     /// Backpressure: while the client cannot take more bytes, stop reading from the worker, so a
     /// slow client never makes the router buffer a whole large response.
-    func clientWritabilityChanged(writable: Bool) {
-        upstream?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
-    }
+    func clientWritabilityChanged(writable: Bool) { primaryCall?.setAutoRead(writable) }
 
-    // MARK: upstream events (UpstreamResponseDelegate)
+    // MARK: the calls' events (UpstreamCallDelegate)
 
-    func upstreamHead(_ response: HTTPResponseHead) {
+    func callHead(_ call: UpstreamCall, _ response: HTTPResponseHead) {
+        guard call === primaryCall else { return }
         let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
         guard case .forwardHead(let exhausted) = action else { return perform(action) }
         if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
         if logprobs != nil, response.status != .ok { logprobs = nil }  // an error answer goes out as it is
-        if logprobs != nil {
-            if !plan.stream {
-                var headers = UpstreamHeaders.response(response.headers)
-                headers.remove(name: "content-length")
-                heldHead = (response.status, headers)
-                return
-            }
+        if logprobs != nil, !plan.stream {
+            var headers = UpstreamHeaders.response(response.headers)
+            headers.remove(name: "content-length")
+            heldHead = (response.status, headers)
+            return
         }
         client.sendHead(status: response.status, headers: UpstreamHeaders.response(response.headers))
     }
 
-    func upstreamBody(_ buffer: ByteBuffer) {
+    func callBody(_ call: UpstreamCall, _ buffer: ByteBuffer) {
+        guard call === primaryCall else { logprobs?.prefillPart(buffer); return }
         guard case .forwardBody = machine.upstreamBodyPart() else { return }
         if logprobs != nil {
             guard let ready = logprobs!.decodePart(buffer) else { return decodeAnswerTooLarge() }
@@ -132,6 +125,30 @@ final class Exchange: UpstreamResponseDelegate {
             return
         }
         appendToBurst(buffer)
+    }
+
+    func callReadComplete(_ call: UpstreamCall) {
+        guard call === primaryCall else { return }
+        sendBurst()
+        client.flush()
+    }
+
+    func callEnded(_ call: UpstreamCall, reusable: Bool) {
+        let now = state.nowMs()
+        if call === primaryCall { return perform(machine.upstreamEnd(keepAlive: reusable)) }
+        logprobs?.prefillAnswerEnded(ok: call.status / 100 == 2)
+        perform(machine.prefillEnded(status: call.status, keepAlive: reusable, now: now))
+    }
+
+    func callFailed(_ call: UpstreamCall, _ error: any Error) {
+        var timedOut = false
+        if case UpstreamError.timedOut = error { timedOut = true }
+        let now = state.nowMs()
+        if call === primaryCall {
+            primaryCall = nil  // the call closed its connection
+            return perform(machine.upstreamFailed(timedOut: timedOut, now: now))
+        }
+        perform(machine.prefillCallFailed(timedOut: timedOut, now: now))
     }
 
     func appendToBurst(_ buffer: ByteBuffer) {
@@ -143,77 +160,65 @@ final class Exchange: UpstreamResponseDelegate {
         }
     }
 
-    func upstreamReadComplete() {
-        sendBurst()
-        client.flush()
-    }
-
     func sendBurst() {
         guard let b = burst else { return }
         burst = nil
         client.sendBody(b)
     }
 
-    func upstreamEnd(reusable: Bool) { perform(machine.upstreamEnd(keepAlive: reusable)) }
-
-    func upstreamFailed(_ error: any Error) {
-        let beforeResponse: Bool
-        if case UpstreamError.closedBeforeResponse = error { beforeResponse = true } else { beforeResponse = false }
-        perform(machine.upstreamClosed(beforeResponse: beforeResponse, now: state.nowMs()))
-    }
-
     // MARK: performing actions
 
     func perform(_ action: Machine.Action) {
         switch action {
-        case .none, .forwardHead, .forwardBody:
+        case .none, .stale, .forwardHead, .forwardBody:
             break
         case .requestAdmission:
             requestAdmission()
-        case .selectWorker(let avoiding):
-            selectWorker(avoiding: avoiding)
-        case .startAttempt(let worker, let deadlineMs, let firstAttempt):
-            startAttempt(worker, deadlineMs: deadlineMs, firstAttempt: firstAttempt)
-        case .sendRequest:
-            sendRequest()
-        case .resendOnFreshConnection:
-            upstream = nil
-            acquireConnection(fresh: true)
-        case .discardConnection:
-            break  // handled where the connection arrives
-        case .retry(let end, let delayMs):
+        case .selectWorker(let avoiding, let avoidingPrefill):
+            selectWorker(avoiding: avoiding, avoidingPrefill: avoidingPrefill)
+        case .startAttempt(let worker, let prefill, let deadlineMs, let firstAttempt):
+            startAttempt(worker, prefill: prefill, deadlineMs: deadlineMs, firstAttempt: firstAttempt)
+        case .endPrefill(let end):
+            endPrefill(end)
+            if burst != nil {  // stream events that waited for the prefill's logprobs
+                sendBurst()
+                client.flush()
+            }
+        case .awaitPrefill(let end):
+            endPrimary(end)
+        case .retry(let end, let prefill, let delayMs):
             state.metrics.retry(endpoint: plan.endpoint, worker: end.target.url.canonical, delayMs: delayMs)
-            endAttempt(end)
-            cancelPrefill()
+            logprobs = nil
+            endPrimary(end)
+            if let prefill { endPrefill(prefill) }
             retryTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delayMs))) { [self] in
                 self.retryTimer = nil
                 self.perform(self.machine.retryTimerFired(now: self.state.nowMs()))
             }
-        case .succeed(let end, let releaseSlot):
+        case .succeed(let end, let prefill, let releaseSlot):
             // Everything is settled before the end is written: right after that write the
             // handler may start the connection's next (pipelined) request.
-            endAttempt(end)
+            if let end { endPrimary(end) }
+            if let prefill { endPrefill(prefill) }
             if releaseSlot { state.admission.release() }
-            if let lp = logprobs, !lp.prefillKnown {
-                endAwaitsPrefill = true  // `prefillAnswered` ends the response
-                return
-            }
             finishResponse()
-        case .fail(let failure, let end, let releaseSlot, let exhausted, let responseStarted):
-            if let end { endAttempt(end) }
-            cancelPrefill()
+        case .fail(let failure, let end, let prefill, let releaseSlot, let exhausted, let responseStarted):
+            logprobs = nil
+            if let end { endPrimary(end) }
+            if let prefill { endPrefill(prefill) }
             if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
             if releaseSlot { state.admission.release() }
             if responseStarted {
                 client.abortResponse()
             } else {
-                let (error, extra) = apiError(failure, worker: end?.target)
+                let (error, extra) = apiError(failure, primary: end?.target, prefill: prefill?.target)
                 state.metrics.routerError(endpoint: plan.endpoint, code: error.code)
                 client.respond(error: error, extra: extra)
             }
-        case .abandon(let end, let leaveQueue, let releaseSlot):
-            if let end { endAttempt(end) }
-            cancelPrefill()
+        case .abandon(let end, let prefill, let leaveQueue, let releaseSlot):
+            logprobs = nil
+            if let end { endPrimary(end) }
+            if let prefill { endPrefill(prefill) }
             retryTimer?.cancel()
             if leaveQueue, let ticket = admissionTicket { state.admission.cancel(ticket) }
             admissionTicket = nil

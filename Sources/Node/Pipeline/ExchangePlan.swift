@@ -15,7 +15,7 @@ struct ExchangePlan {
         case singleWorker
         /// A prefill and a decode worker, each chosen by its own policy; both are sent the body
         /// with `BootstrapFields`, the decode worker's answer is relayed and the prefill's
-        /// drained (`PrefillLeg`). `batchSize`: the request is a batch of that many (a room
+        /// drained (the attempt's prefill half). `batchSize`: the request is a batch of that many (a room
         /// each); `mergeLogprobs`: `/generate` with `return_logprob`, whose prompt logprobs come
         /// from the prefill (`PDLogprobs`).
         case prefillDecode(batchSize: Int?, mergeLogprobs: Bool)

@@ -19,6 +19,10 @@ struct PDLogprobs {
     private var framer = SSEFramer(maxEventBytes: maxHeldBytes)
     private var held: [SSEFramer.Event] = []
     private var heldBytes = 0
+    /// The prefill's answer as it comes, kept (up to `maxHeldBytes`) until it ends, and the lists
+    /// read from it once it ended with a 2xx.
+    private var prefillAnswer: [UInt8] = []
+    private var prefillLists: [[JSONValue]] = []
     let stream: Bool
 
     /// The most of a decode answer held for merging (a whole answer, or what waits for the
@@ -42,6 +46,25 @@ struct PDLogprobs {
             if let data = event.data, let v = JSONValue.parse(data), let l = lists(v), !l.isEmpty { return l }
         }
         return []
+    }
+
+    /// Part of the prefill's answer.
+    mutating func prefillPart(_ buffer: ByteBuffer) {
+        guard prefillAnswer.count + buffer.readableBytes <= Self.maxHeldBytes else { return }
+        prefillAnswer += buffer.readableBytesView
+    }
+
+    /// The prefill's answer ended: its lists are read when it was a success (`ok`: a 2xx).
+    mutating func prefillAnswerEnded(ok: Bool) {
+        if ok { prefillLists = Self.inputLogprobs(fromPrefillAnswer: prefillAnswer) }
+        prefillAnswer = []
+    }
+
+    /// The prefill half is over (answered or not): its lists, if its answer gave any, are what
+    /// the decode answer is merged with; what was held can go out (for a stream).
+    mutating func prefillHalfEnded() -> [UInt8] {
+        defer { prefillLists = [] }
+        return prefillAnswered(prefillLists)
     }
 
     /// The prefill's lists are known: what was held can go out (for a stream).

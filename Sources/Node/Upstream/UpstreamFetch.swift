@@ -2,35 +2,21 @@ import NIOCore
 import NIOHTTP1
 
 /// A small request to a worker whose whole answer is collected: control-path calls such as
-/// `/get_load` fan-out, `/flush_cache` and model discovery. Uses the same per-loop pool.
-final class UpstreamFetch: UpstreamResponseDelegate {
+/// `/get_load` fan-out, `/flush_cache` and model discovery. One `UpstreamCall` on the same
+/// per-loop pool as inference, so it gets the same deadline and fresh-connection resend.
+final class UpstreamFetch: UpstreamCallDelegate {
     struct Response {
         let status: HTTPResponseStatus
         let body: ByteBuffer
     }
 
-    private let pool: UpstreamPool
-    private let url: WorkerURL
-    private let head: HTTPRequestHead
-    private let requestBody: ByteBuffer?
-    private var connection: PooledConnection?
-    /// The request went out again on a fresh connection after a stale pooled one failed it.
-    private var resent = false
-    private var answered = false
+    /// An answer larger than this is cut here (control-path answers are small).
+    static let maxBody = 16 << 20
     private var status: HTTPResponseStatus = .ok
     private var body = ByteBuffer()
-    private var done: ((Result<Response, any Error>) -> Void)?
-    private var timeout: Scheduled<Void>?
-    /// Keeps the fetch alive while it runs, also before a connection holds it as its delegate.
-    private var selfReference: UpstreamFetch?
+    private let done: (Result<Response, any Error>) -> Void
 
-    private init(pool: UpstreamPool, url: WorkerURL, head: HTTPRequestHead, body: ByteBuffer?, done: @escaping (Result<Response, any Error>) -> Void) {
-        self.pool = pool
-        self.url = url
-        self.head = head
-        self.requestBody = body
-        self.done = done
-    }
+    private init(done: @escaping (Result<Response, any Error>) -> Void) { self.done = done }
 
     /// Sends `method path` to `url` and calls back on the pool's loop with the full answer.
     static func run(pool: UpstreamPool, url: WorkerURL, method: HTTPMethod, path: String, body: ByteBuffer? = nil, bearer: String? = nil,
@@ -42,64 +28,21 @@ final class UpstreamFetch: UpstreamResponseDelegate {
         if body != nil { headers.add(name: "content-type", value: "application/json") }
         if let bearer { headers.add(name: "authorization", value: "Bearer \(bearer)") }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
-        let fetch = UpstreamFetch(pool: pool, url: url, head: head, body: body, done: done)
-        fetch.selfReference = fetch
-        fetch.timeout = pool.loop.assumeIsolated().scheduleTask(in: timeout) { [weak fetch] in
-            fetch?.connection?.channel.close(promise: nil)
-            fetch?.finish(.failure(UpstreamError.timedOut))
-        }
-        fetch.send(fresh: false)
+        // The call holds the fetch (its delegate) until it ends or fails.
+        UpstreamCall(to: url, head: head, body: body, pool: pool).start(delegate: UpstreamFetch(done: done), timeout: timeout)
     }
 
-    private func send(fresh: Bool) {
-        pool.acquire(url, fresh: fresh) { [self] result in
-            switch result {
-            case .failure(let error): finish(.failure(error))
-            case .success(let c):
-                guard done != nil else { pool.release(c); return }
-                connection = c
-                c.handler.delegate = self
-                c.send(head, body: requestBody)
-            }
-        }
-    }
-
-    private func finish(_ result: Result<Response, any Error>) {
-        timeout?.cancel()
-        timeout = nil
-        let callback = done
-        done = nil
-        selfReference = nil
-        callback?(result)
-    }
-
-    func upstreamHead(_ head: HTTPResponseHead) {
-        answered = true
-        status = head.status
-    }
-    func upstreamBody(_ buffer: ByteBuffer) {
+    func callHead(_ call: UpstreamCall, _ head: HTTPResponseHead) { status = head.status }
+    func callBody(_ call: UpstreamCall, _ buffer: ByteBuffer) {
         var b = buffer
-        if body.readableBytes < 16 << 20 { body.writeBuffer(&b) }
+        if body.readableBytes < Self.maxBody { body.writeBuffer(&b) }
     }
-    func upstreamReadComplete() {}
-    func upstreamEnd(reusable: Bool) {
-        if let c = connection {
-            if reusable { pool.release(c) } else { c.channel.close(promise: nil) }
-        }
-        connection = nil
-        finish(.success(Response(status: status, body: body)))
+    func callReadComplete(_ call: UpstreamCall) {}
+    func callEnded(_ call: UpstreamCall, reusable: Bool) {
+        call.release(reusable: reusable)
+        done(.success(Response(status: status, body: body)))
     }
-    func upstreamFailed(_ error: any Error) {
-        let stale = connection?.handler.reused == true && !answered && !resent
-        connection = nil
-        // A pooled connection the worker had closed meanwhile: the request never reached it,
-        // so it goes once more on a fresh connection, as an inference attempt's does.
-        if stale, done != nil {
-            resent = true
-            return send(fresh: true)
-        }
-        finish(.failure(error))
-    }
+    func callFailed(_ call: UpstreamCall, _ error: any Error) { done(.failure(error)) }
 }
 
 extension UpstreamFetch {
