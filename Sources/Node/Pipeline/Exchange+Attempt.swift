@@ -10,15 +10,24 @@ extension Exchange {
         let now = state.nowMs()
         let timeout = TimeAmount.milliseconds(Int64(deadlineMs &- min(now, deadlineMs)))
         var body = plan.body
+        var prefill: UpstreamCall?
         if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p {
-            body = startPrefillHalf(on: p, batchSize: batchSize, mergeLogprobs: mergeLogprobs, timeout: timeout, now: now)
+            let bodies = pdBodies(prefill: p, batchSize: batchSize)
+            body = bodies.decode
+            if mergeLogprobs { logprobs = PDLogprobs(stream: plan.stream) }
+            prefill = UpstreamCall(to: p.url, head: upstreamHead(for: p, bodyLength: bodies.prefill.readableBytes), body: bodies.prefill, pool: pool)
         } else if let rank = selectedRank {
             body = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         }
+        let primary = UpstreamCall(to: w.url, head: upstreamHead(for: w, bodyLength: body.readableBytes), body: body, pool: pool)
+        // Both halves are counted and known before either is sent: a call can fail at once (in
+        // `start`), and the machine then ends both halves of the attempt.
         w.attemptStarted(rank: selectedRank, now: plan.routing.now)
-        let call = UpstreamCall(to: w.url, head: upstreamHead(for: w, bodyLength: body.readableBytes), body: body, pool: pool)
-        primaryCall = call
-        call.start(delegate: self, timeout: timeout)
+        if let p { p.attemptStarted(rank: prefillChoice?.rank, now: now) }
+        primaryCall = primary
+        prefillCall = prefill
+        prefill?.start(delegate: self, timeout: timeout)
+        primary.start(delegate: self, timeout: timeout)  // nothing, if that failure closed it
     }
 
     /// The client's head as a worker is sent it.
@@ -27,11 +36,10 @@ extension Exchange {
                                 bearer: w.apiKey ?? state.config.apiKey, clientAddress: plan.clientAddress)
     }
 
-    /// Starts the prefill half of a PD attempt on `p` and returns the body for the decode half.
-    /// Both halves get the prefill's address and a fresh room per attempt; with --dp-aware each
-    /// half its rank (`routed_dp_rank`) and the decode half the prefill's
-    /// (`disagg_prefill_dp_rank`: where its KV cache is).
-    func startPrefillHalf(on p: Worker, batchSize: Int?, mergeLogprobs: Bool, timeout: TimeAmount, now: UInt64) -> ByteBuffer {
+    /// The bodies of a PD attempt's halves. Both get the prefill's address and a fresh room per
+    /// attempt; with --dp-aware each half its rank (`routed_dp_rank`) and the decode half the
+    /// prefill's (`disagg_prefill_dp_rank`: where its KV cache is).
+    func pdBodies(prefill p: Worker, batchSize: Int?) -> (prefill: ByteBuffer, decode: ByteBuffer) {
         let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
         let shared = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         var prefillBody = shared, decodeBody = shared
@@ -40,12 +48,7 @@ extension Exchange {
             decodeBody = JSONObjectBody.appending(#""disagg_prefill_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false)
         }
         if let rank = selectedRank { decodeBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false) }
-        if mergeLogprobs { logprobs = PDLogprobs(stream: plan.stream) }
-        p.attemptStarted(rank: prefillChoice?.rank, now: now)
-        let call = UpstreamCall(to: p.url, head: upstreamHead(for: p, bodyLength: prefillBody.readableBytes), body: prefillBody, pool: pool)
-        prefillCall = call
-        call.start(delegate: self, timeout: timeout)
-        return decodeBody
+        return (prefillBody, decodeBody)
     }
 
     /// Ends the primary half exactly as the machine says: in-flight count, breaker, connection.

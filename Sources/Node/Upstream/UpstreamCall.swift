@@ -35,6 +35,8 @@ final class UpstreamCall: UpstreamResponseDelegate {
     private var connection: PooledConnection?
     private var deadline: Scheduled<Void>?
     private var resent = false
+    /// `close()` was called: a `start` after it sends nothing.
+    private var closed = false
     private var answered = false
     /// The status of the worker's answer, once its head arrived (0 before).
     private(set) var status = 0
@@ -53,6 +55,7 @@ final class UpstreamCall: UpstreamResponseDelegate {
     /// Sends the request; its answer goes to `delegate`. `timeout`: the whole call, connecting
     /// included, is given up (`callFailed` with `UpstreamError.timedOut`) when it runs out.
     func start(delegate: any UpstreamCallDelegate, timeout: TimeAmount?) {
+        guard !closed else { return }
         self.delegate = delegate
         startedAt = .now()
         if let timeout {
@@ -74,6 +77,7 @@ final class UpstreamCall: UpstreamResponseDelegate {
     /// The call is not wanted any more (or its answer is finished with): the connection is
     /// closed and nothing more is reported.
     func close() {
+        closed = true
         delegate = nil
         cancelDeadline()
         closeConnection()
