@@ -34,7 +34,7 @@ enum Event: Sendable {
         case .failed(let timedOut, let t): return m.upstreamFailed(timedOut: timedOut, now: t)
         case .prefillEnd(let s, let k, let t): return m.prefillEnded(status: s, keepAlive: k, now: t)
         case .prefillFailed(let timedOut, let t): return m.prefillCallFailed(timedOut: timedOut, now: t)
-        case .retryTimer(let t): return m.retryTimerFired(now: t)
+        case .retryTimer: return m.retryTimerFired()
         case .clientClosed: return m.clientClosed()
         }
     }
@@ -119,7 +119,7 @@ let sentToPair: [(Event, String)] = [(.start, "select[]"), (.chosen("d1", prefil
         ]),
         Case(name: "connection refused: retried on another worker", steps: sentToW1 + [
             (.failed(timedOut: false, at: 2), "retry(w1 fail none, 50ms)"),
-            (.retryTimer(at: 51), "stale"), (.retryTimer(at: 52), "select[w1]"),
+            (.retryTimer(at: 52), "select[w1]"),
             (.chosen("w2", at: 52), "start(w2 until 1052)"),
             (.head(200, at: 60), "head"), (.end(keepAlive: true), "succeed(w2 ok release)"),
         ]),

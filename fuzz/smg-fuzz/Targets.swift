@@ -34,6 +34,8 @@ enum FuzzTarget: String, CaseIterable {
     case redis
     /// The mesh above the codec: replicated workers, demand, frame reading.
     case mesh
+    /// What workers' connections deliver, through the whole exchange (`Targets+Upstream.swift`).
+    case upstream
 
     func run(_ bytes: UnsafeRawBufferPointer) {
         switch self {
@@ -46,6 +48,7 @@ enum FuzzTarget: String, CaseIterable {
         case .worker: Self.worker(Array(bytes))
         case .redis: Self.redis(Array(bytes))
         case .mesh: Self.mesh(Array(bytes))
+        case .upstream: Self.upstream(Array(bytes))
         }
     }
 

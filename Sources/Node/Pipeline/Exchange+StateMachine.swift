@@ -270,8 +270,10 @@ struct ExchangeStateMachine<Target: ExchangeTarget> {
         prefillFailed(timedOut: timedOut, connection: .none, now: now)
     }
 
-    mutating func retryTimerFired(now: UInt64) -> Action {
-        guard case .backingOff(let due) = state, now >= due else { return .stale }
+    /// The backoff timer fired. The shell's timer is the authority on when (it fires no
+    /// earlier than `retryAtMs`); only a timer that raced the client leaving is stale.
+    mutating func retryTimerFired() -> Action {
+        guard case .backingOff = state else { return .stale }
         return select()
     }
 

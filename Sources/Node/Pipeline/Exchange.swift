@@ -193,7 +193,7 @@ final class Exchange: UpstreamCallDelegate {
             if let prefill { endPrefill(prefill) }
             retryTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delayMs))) { [self] in
                 self.retryTimer = nil
-                self.perform(self.machine.retryTimerFired(now: self.state.nowMs()))
+                self.perform(self.machine.retryTimerFired())
             }
         case .succeed(let end, let prefill, let releaseSlot):
             // Everything is settled before the end is written: right after that write the

@@ -28,7 +28,13 @@ final class PooledConnection {
 /// same loop as the client connections that use it, so there are no locks and no thread hops
 /// between the client socket and the worker socket.
 final class UpstreamPool {
+    /// Opens a bare channel to a worker instead of dialing it: the in-process harness and the
+    /// `upstream` fuzz target hand in scripted workers on embedded channels this way. The pool
+    /// adds the HTTP client handlers as it does to a socket.
+    typealias Connector = (WorkerURL, any EventLoop) -> EventLoopFuture<any Channel>
+
     let loop: any EventLoop
+    private let connector: Connector?
     private let metrics: RouterMetrics
     private var idle: [WorkerURL: [PooledConnection]] = [:]
     /// Idle connections kept per worker; extra ones are closed when released.
@@ -37,8 +43,10 @@ final class UpstreamPool {
     /// For `https://` workers.
     private let tls: TLSContexts?
 
-    init(loop: any EventLoop, metrics: RouterMetrics, tls: TLSContexts? = nil, maxIdlePerWorker: Int = 128, connectTimeout: TimeAmount = .seconds(10)) {
+    init(loop: any EventLoop, metrics: RouterMetrics, tls: TLSContexts? = nil, maxIdlePerWorker: Int = 128, connectTimeout: TimeAmount = .seconds(10),
+         connector: Connector? = nil) {
         self.loop = loop
+        self.connector = connector
         self.metrics = metrics
         self.tls = tls
         self.maxIdlePerWorker = maxIdlePerWorker
@@ -57,6 +65,7 @@ final class UpstreamPool {
             if c.channel.isActive { done(.success(c)); return }
         }
         metrics.upstreamConnectionOpened()
+        if let connector { return connectScripted(connector, url, done) }
         let tlsContext = url.isTLS ? tls?.clientContext : nil
         if url.isTLS, tlsContext == nil { return done(.failure(UpstreamError.tlsUnavailable)) }
         let handshake = loop.makePromise(of: Void.self)
@@ -97,6 +106,20 @@ final class UpstreamPool {
                 }
             case .failure(let error):
                 handshake.fail(error)
+                done(.failure(error))
+            }
+        }
+    }
+
+    private func connectScripted(_ connector: Connector, _ url: WorkerURL, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
+        connector(url, loop).assumeIsolated().whenComplete { result in
+            do {
+                let channel = try result.get()
+                try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
+                let handler = UpstreamHandler()
+                try channel.pipeline.syncOperations.addHandler(handler)
+                done(.success(PooledConnection(channel: channel, handler: handler, url: url)))
+            } catch {
                 done(.failure(error))
             }
         }
@@ -168,10 +191,10 @@ final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
 final class UpstreamPools: Sendable {
     private let pools: [ObjectIdentifier: LoopOwned<UpstreamPool>]
 
-    init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil) {
+    init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil, connector: UpstreamPool.Connector? = nil) {
         var p: [ObjectIdentifier: LoopOwned<UpstreamPool>] = [:]
         for loop in group.makeIterator() {
-            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics, tls: tls), on: loop)
+            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics, tls: tls, connector: connector), on: loop)
         }
         pools = p
     }
