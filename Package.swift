@@ -128,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "smg-fuzz",
             dependencies: [
-                "Node", "Mesh", "MeshCore", "Policies",
+                "Node", "Mesh", "MeshCore", "Policies", "RouterHarness",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -143,6 +143,14 @@ let package = Package(
         .target(name: "MeshSimulation", dependencies: ["MeshCore", "Primitives"], path: "Sources/Mesh/Simulation"),
         // What tests share: waiting on a deadline, free ports, a redis-server launcher.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // The router's request path on an embedded loop with scripted workers: for tests and the
+        // `upstream` fuzz target.
+        .target(
+            name: "RouterHarness",
+            dependencies: ["Node", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            path: "Tests/RouterHarness"
+        ),
 
         .testTarget(name: "PoliciesTests", dependencies: ["Policies", "Primitives"]),
         .testTarget(name: "SimWorkerTests", dependencies: ["SimWorker"]),
@@ -159,7 +167,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NodeTests",
-            dependencies: ["Node", "Mesh", "SimWorker", "Primitives", "CHiredis", "CSodium", "TestSupport",
+            dependencies: ["Node", "Mesh", "SimWorker", "Primitives", "CHiredis", "CSodium", "TestSupport", "RouterHarness",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "JWTKit", package: "jwt-kit"),
                            .product(name: "_CryptoExtras", package: "swift-crypto")]

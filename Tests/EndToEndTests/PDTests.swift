@@ -172,26 +172,6 @@ import Testing
         #expect(try r.metric("smg_router_retries_total{endpoint=\"generate\"}") >= 1)
     }
 
-    @Test func aPrefillThatNeverAnswersIsGivenUpWithoutLeakingAnything() async throws {
-        var fleet = Fleet()
-        fleet.prefills.append(try await SimWorkerProcess(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--hang-rate", "1"]))
-        fleet.prefills.append(try await SimWorkerProcess(name: "p1", ["--role", "prefill", "--bootstrap-port", "0"]))
-        fleet.decodes.append(try await SimWorkerProcess(name: "d0", ["--role", "decode"]))
-        let r = try await Self.router(fleet, ["--policy", "round_robin", "--request-timeout-secs", "1", "--disable-circuit-breaker"])
-        for i in 0..<4 {
-            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
-            #expect(answer.status == 200 && answer.header("x-sim-prefill") == "p1", "\(i): \(answer.status) \(answer.text)")
-        }
-        // A hung half is given up at the 1 s deadline, which may come after its request was served.
-        try await eventually(timeout: .seconds(5), "the hung prefill half is counted as a timeout") {
-            try r.metric(#"smg_pd_prefill_failures_total{worker="\#(fleet.prefills[0].url)",reason="timeout"}"#) >= 1
-        }
-        // The hung halves were given up: no request is counted in flight on any worker.
-        try await eventually(timeout: .seconds(5), "nothing is left in flight") {
-            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.allSatisfy { $0["load"] as? Int == 0 } == true
-        }
-    }
-
     @Test func aCacheAwarePrefillPolicyKeepsAConversationOnOnePrefill() async throws {
         let fleet = try await Self.fleet(prefills: 2, decodes: 2)
         let r = try await Self.router(fleet, ["--prefill-policy", "cache_aware", "--decode-policy", "round_robin"])
@@ -282,38 +262,6 @@ import Testing
         // And a session placed through r1 keeps its place through r0.
         let late = try placement(routers[1], "late")
         try await eventually(timeout: .seconds(5), "r0 knows r1's session") { try placement(routers[0], "late") == late }
-    }
-
-    /// A failed half is a 502 that names the half, with the same error type a failed worker
-    /// has without PD (it was `upstream_error` here and `bad_gateway` there).
-    @Test func aFailedPrefillIsA502OfTheSameTypeAsWithoutPD() async throws {
-        var fleet = Fleet()
-        fleet.prefills.append(try await SimWorkerProcess(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--drop-rate", "1"]))
-        fleet.decodes.append(try await SimWorkerProcess(name: "d0", ["--role", "decode"]))
-        let r = try await Self.router(fleet, ["--retry-max-retries", "1"])
-        let answer = try r.request("POST", "/generate", body: #"{"text":"x"}"#)
-        #expect(answer.status == 502 && answer.errorCode == "prefill_failed", "\(answer.status) \(answer.text)")
-        #expect((try answer.json()["error"] as? [String: Any])?["type"] as? String == "bad_gateway")
-    }
-
-    /// A failed prefill half fails its attempt, but the blame is the prefill's: the decode
-    /// worker's breaker hears of no failure and the retry avoids only the prefill. (The decode
-    /// worker used to be blamed too: with one decode worker and a threshold of 2, its breaker
-    /// opened and requests got 503 `no_decode_workers`.)
-    @Test func aFailingPrefillIsBlamedAloneAndItsDecodeWorkerKeepsServing() async throws {
-        var fleet = Fleet()
-        fleet.prefills.append(try await SimWorkerProcess(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--drop-rate", "1"]))
-        fleet.prefills.append(try await SimWorkerProcess(name: "p1", ["--role", "prefill", "--bootstrap-port", "0"]))
-        fleet.decodes.append(try await SimWorkerProcess(name: "d0", ["--role", "decode"]))
-        let r = try await Self.router(fleet, ["--policy", "round_robin", "--cb-failure-threshold", "2", "--disable-health-check"])
-        for i in 0..<8 {
-            let answer = try r.request("POST", "/generate", body: #"{"text":"request \#(i)"}"#)
-            #expect(answer.status == 200 && answer.header("x-sim-prefill") == "p1", "\(i): \(answer.status) \(answer.text)")
-        }
-        let workers = try r.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
-        let breakers = Dictionary(uniqueKeysWithValues: workers.compactMap { w in (w["url"] as? String).map { ($0, w["circuit_breaker"] as? String ?? "?") } })
-        #expect(breakers[fleet.decodes[0].url] == "closed", "\(breakers)")
-        #expect(breakers[fleet.prefills[0].url] == "open", "\(breakers)")
     }
 
     @Test func prefillAndDecodeWorkersCanBeRegisteredAtRunTime() async throws {
