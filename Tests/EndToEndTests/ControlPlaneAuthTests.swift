@@ -130,8 +130,8 @@ import Glibc
     }
 
     @Test func theAPIKeyAloneGuardsTheControlPlaneAndTheForwardedInfoRoutes() async throws {
-        let w = try await SimWorkerProcess(name: "w")
-        let smg = try await RouterProcess(["--worker-urls", w.url, "--api-key", "sekrit"])
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--api-key", "sekrit"])
         #expect(try smg.request("POST", "/workers", body: #"{"url":"http://127.0.0.1:9"}"#).status == 401)
         #expect(try smg.request("GET", "/get_server_info").status == 401, "forwarded with the router's key, so it needs it")
         #expect(try smg.request("GET", "/get_model_info", headers: Self.bearer("sekrit")).status == 200)
@@ -163,7 +163,7 @@ import Glibc
     }
 
     @Test func refusedRequestsAreAnsweredBeforeTheirBodyIsRead() async throws {
-        let smg = try await RouterProcess(["--control-plane-api-keys"] + Self.keys)
+        let smg = try await InProcessRouter(["--control-plane-api-keys"] + Self.keys)
         // A 100 MB body is announced and never sent: the answer comes at once.
         for (path, status) in [("/workers", 401), ("/no/such/route", 404)] {
             let c = try HTTPConnection(port: smg.port, timeout: 5)
