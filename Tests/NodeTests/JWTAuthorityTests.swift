@@ -163,5 +163,5 @@ import Testing
 }
 
 extension Result where Failure == APIError {
-    var failureCode: String? { if case .failure(let e) = self { return e.code }; return nil }
+    var failureCode: String? { if case .failure(let e) = self { return e.code.rawValue }; return nil }
 }

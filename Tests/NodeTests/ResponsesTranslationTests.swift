@@ -143,7 +143,7 @@ import Testing
                              (#"{"input":"x","conversation":{"nope":1}}"#, "invalid_conversation"),
                              (#"{"input":"x","tools":[{"type":"function"}]}"#, "invalid_tools")] {
             #expect(throws: APIError.self, "\(json)") { try request(json) }
-            do { _ = try request(json) } catch { #expect(error.code == code, "\(json)") }
+            do { _ = try request(json) } catch { #expect(error.code.rawValue == code, "\(json)") }
         }
     }
 }

@@ -14,7 +14,7 @@ enum ControlRoutes {
         case .readiness: done(.success(readiness(state)))
         case .meshStatus:
             guard let json = MeshBridge.statusJSON(state) else {
-                return done(.failure(APIError(.notFound, code: "mesh_disabled", "the mesh is off: start smg with --enable-mesh")))
+                return done(.failure(APIError(.meshDisabled, "the mesh is off: start smg with --enable-mesh")))
             }
             done(.success(ControlResponse(body: json)))
         case .models: done(.success(FleetRoutes.models(state.registry)))

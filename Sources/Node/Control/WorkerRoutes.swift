@@ -23,9 +23,9 @@ enum WorkerRoutes {
             return ControlResponse(json: describe(try worker(id, in: registry)))
         case .addWorker:
             guard let request = JSONValue.parse(body.readableBytesView), request.object != nil else {
-                throw .badRequest("invalid_json", #"POST /workers expects a JSON object like {"url": "http://host:port"}"#)
+                throw APIError(.invalidJSON, #"POST /workers expects a JSON object like {"url": "http://host:port"}"#)
             }
-            guard let raw = request["url"]?.string else { throw .badRequest("missing_url", "POST /workers: 'url' is required") }
+            guard let raw = request["url"]?.string else { throw APIError(.missingURL, "POST /workers: 'url' is required") }
             if let labels = request["labels"], labels.stringMap == nil { throw invalidLabels }
             try check(model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap, apiKey: request["api_key"]?.string)
             try checkPolicyLabel(request["labels"]?.stringMap, state: state)
@@ -35,14 +35,14 @@ enum WorkerRoutes {
         case .updateWorker(let id):
             let w = try worker(id, in: registry)
             guard let request = JSONValue.parse(body.readableBytesView), let fields = request.object else {
-                throw .badRequest("invalid_json", "PATCH/PUT /workers/{id} expects a JSON object of fields to change")
+                throw APIError(.invalidJSON, "PATCH/PUT /workers/{id} expects a JSON object of fields to change")
             }
             if let url = fields["url"]?.string, (try? WorkerURL(parsing: url))?.canonical != w.url.canonical {
-                throw .badRequest("url_immutable", "a worker's url cannot change; add a new worker and remove this one")
+                throw APIError(.urlImmutable, "a worker's url cannot change; add a new worker and remove this one")
             }
             let known: Set<String> = ["url", "model_id", "labels", "api_key"]
             if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
-                throw .badRequest("unknown_field", "unknown field '\(unknown)'; updatable: model_id, labels, api_key")
+                throw APIError(.unknownField, "unknown field '\(unknown)'; updatable: model_id, labels, api_key")
             }
             if let labels = fields["labels"], labels.stringMap == nil { throw invalidLabels }
             try check(model: fields["model_id"]?.string, labels: fields["labels"]?.stringMap, apiKey: fields["api_key"]?.string)
@@ -55,7 +55,7 @@ enum WorkerRoutes {
             state.logger.info("worker updated", metadata: ["worker": "\(w.url.canonical)", "fields": "\(fields.keys.sorted().joined(separator: ","))"])
             return ControlResponse(json: describe(w))
         case .legacyAddWorker:
-            guard let raw = target.parameter("url"), !raw.isEmpty else { throw .badRequest("missing_url", "add_worker needs ?url=http://host:port") }
+            guard let raw = target.parameter("url"), !raw.isEmpty else { throw APIError(.missingURL, "add_worker needs ?url=http://host:port") }
             return try add(raw, model: nil, role: .regular, bootstrapPort: nil, labels: [:], apiKey: nil, state: state, legacy: true)
         case .deleteWorker(let id):
             guard let w = registry.remove(id: id) else { throw workerNotFound(id) }
@@ -66,7 +66,7 @@ enum WorkerRoutes {
             ])
         case .legacyRemoveWorker:
             guard let raw = target.parameter("url"), let url = try? WorkerURL(parsing: raw) else {
-                throw .badRequest("missing_url", "remove_worker needs ?url=http://host:port")
+                throw APIError(.missingURL, "remove_worker needs ?url=http://host:port")
             }
             guard let w = registry.worker(url: url.canonical), registry.remove(id: w.id) != nil else { throw workerNotFound(url.canonical) }
             removed(w, state: state)
@@ -92,14 +92,14 @@ enum WorkerRoutes {
         var role = WorkerRole.regular
         if let raw = request["worker_type"], raw != .null {
             guard let name = raw.string, let r = WorkerRole(rawValue: name) else {
-                throw .badRequest("invalid_worker_type", "worker_type must be regular, prefill or decode")
+                throw APIError(.invalidWorkerType, "worker_type must be regular, prefill or decode")
             }
             role = r
         }
         var port: Int?
         if let raw = request["bootstrap_port"], raw != .null {
-            guard let p = raw.int, (1...65535).contains(p) else { throw .badRequest("invalid_bootstrap_port", "bootstrap_port must be 1-65535 or null") }
-            guard role == .prefill else { throw .badRequest("invalid_bootstrap_port", "only a prefill worker has a bootstrap_port") }
+            guard let p = raw.int, (1...65535).contains(p) else { throw APIError(.invalidBootstrapPort, "bootstrap_port must be 1-65535 or null") }
+            guard role == .prefill else { throw APIError(.invalidBootstrapPort, "only a prefill worker has a bootstrap_port") }
             port = p
         }
         return (role, port)
@@ -108,13 +108,13 @@ enum WorkerRoutes {
     private static func add(_ raw: String, model: String?, role: WorkerRole, bootstrapPort: Int?, labels: [String: String], apiKey: String?,
                             state: RouterState, legacy: Bool) throws(APIError) -> ControlResponse {
         let url: WorkerURL
-        do { url = try WorkerURL(parsing: raw) } catch { throw .badRequest("invalid_url", error.message) }
+        do { url = try WorkerURL(parsing: raw) } catch { throw APIError(.invalidURL, error.message) }
         let w: Worker
         do {
             w = try state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey)
         } catch {
-            guard case .duplicate(let existing) = error else { throw .badRequest("invalid_worker", "\(error)") }
-            throw APIError(.conflict, code: "worker_exists", "worker \(url.canonical) is already registered as \(existing)")
+            guard case .duplicate(let existing) = error else { throw APIError(.invalidWorker, "\(error)") }
+            throw APIError(.workerExists, "worker \(url.canonical) is already registered as \(existing)")
         }
         state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
         state.discovery.discover(w)
@@ -140,18 +140,18 @@ enum WorkerRoutes {
     }
 
     private static func workerNotFound(_ id: String) -> APIError {
-        APIError(.notFound, code: "worker_not_found", "no worker \(id)")
+        APIError(.workerNotFound, "no worker \(id)")
     }
 
     private static func check(model: String?, labels: [String: String]?, apiKey: String?) throws(APIError) {
-        if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) { throw .badRequest("invalid_worker_field", problem) }
+        if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) { throw APIError(.invalidWorkerField, problem) }
     }
 
     /// Under `--enable-igw` a worker's `policy` label names its model's policy: it must be one.
     private static func checkPolicyLabel(_ labels: [String: String]?, state: RouterState) throws(APIError) {
         guard state.config.igw, let name = labels?["policy"], PolicyName(rawValue: name) == nil else { return }
-        throw .badRequest("invalid_policy", "labels.policy '\(name)' is not a policy; expected one of \(PolicyName.allCases.map(\.rawValue).joined(separator: ", "))")
+        throw APIError(.invalidPolicy, "labels.policy '\(name)' is not a policy; expected one of \(PolicyName.allCases.map(\.rawValue).joined(separator: ", "))")
     }
 
-    private static let invalidLabels = APIError.badRequest("invalid_labels", "labels must map strings to strings")
+    private static let invalidLabels = APIError(.invalidLabels, "labels must map strings to strings")
 }

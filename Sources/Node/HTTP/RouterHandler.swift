@@ -200,7 +200,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             do throws(APIError) {
                 plan = try InferenceRequest.plan(kind, head: request.head, body: body, requestID: request.requestID, tenant: request.tenant, state: state)
             } catch {
-                if error.code == "invalid_json" { state.metrics.routerError(endpoint: kind.endpoint, code: error.code) }
+                if error.code == .invalidJSON { state.metrics.routerError(endpoint: kind.endpoint, code: error.code) }
                 return respond(error: error, extra: HTTPHeaders())
             }
         case .proxyToAnyWorker:
@@ -287,7 +287,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
 
     func respond(error: APIError, extra: HTTPHeaders) {
         var headers = extra
-        headers.add(name: "x-smg-error-code", value: error.code)
+        headers.add(name: "x-smg-error-code", value: error.code.rawValue)
         respond(error.status, body: error.body, contentType: "application/json", extra: headers)
     }
 

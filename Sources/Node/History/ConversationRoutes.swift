@@ -86,7 +86,7 @@ enum ConversationRoutes {
         case (.items(let id), .POST):
             let request = try object(body, allowEmpty: false)
             let items = try Self.items(request["items"], now: now, maxBytes: maxItemBytes)
-            guard !items.isEmpty else { throw APIError.badRequest("missing_items", "'items' must hold at least one item") }
+            guard !items.isEmpty else { throw APIError(.missingItems, "'items' must hold at least one item") }
             guard let added = try await store.addItems(items, to: try HistoryIDs.checked(id)) else { throw notFound(id) }
             return ControlResponse(json: list(added, hasMore: false))
         case (.item(let id, let itemID), .GET):
@@ -114,7 +114,7 @@ enum ConversationRoutes {
     private static func object(_ body: ByteBuffer, allowEmpty: Bool) throws(APIError) -> JSONValue {
         if body.readableBytes == 0, allowEmpty { return [:] }
         guard let v = JSONValue.parse(body.readableBytesView), v.object != nil else {
-            throw .badRequest("invalid_json", "the body must be a JSON object")
+            throw APIError(.invalidJSON, "the body must be a JSON object")
         }
         return v
     }
@@ -124,25 +124,25 @@ enum ConversationRoutes {
         guard let value, value != .null else { return [:] }
         guard let map = value.stringMap, map.count <= maxMetadataKeys,
               map.allSatisfy({ $0.key.utf8.count <= 64 && $0.value.utf8.count <= 512 }) else {
-            throw .badRequest("invalid_metadata", "metadata is at most 16 string keys (64 characters) with string values (512 characters)")
+            throw APIError(.invalidMetadata, "metadata is at most 16 string keys (64 characters) with string values (512 characters)")
         }
         return map
     }
 
     private static func items(_ value: JSONValue?, now: Date, maxBytes: Int) throws(APIError) -> [ConversationItem] {
         guard let value, value != .null else { return [] }
-        guard let array = value.array else { throw .badRequest("invalid_items", "'items' must be an array") }
-        guard array.count <= maxItemsPerRequest else { throw .badRequest("too_many_items", "at most \(maxItemsPerRequest) items per request") }
-        let items = try ConversationItem.parseAll(array, now: now, field: "items", code: "invalid_item")
+        guard let array = value.array else { throw APIError(.invalidItems, "'items' must be an array") }
+        guard array.count <= maxItemsPerRequest else { throw APIError(.tooManyItems, "at most \(maxItemsPerRequest) items per request") }
+        let items = try ConversationItem.parseAll(array, now: now, field: "items", code: .invalidItem)
         try ConversationItem.checkSizes(items, field: "items", maxBytes: maxBytes)
         return items
     }
 
     private static func notFound(_ id: String) -> APIError {
-        APIError(.notFound, code: "conversation_not_found", "no conversation \(id.prefix(128))")
+        APIError(.conversationNotFound, "no conversation \(id.prefix(128))")
     }
     private static func itemNotFound(_ id: String) -> APIError {
-        APIError(.notFound, code: "item_not_found", "no item \(id.prefix(128)) in this conversation")
+        APIError(.itemNotFound, "no item \(id.prefix(128)) in this conversation")
     }
 }
 
@@ -155,11 +155,11 @@ struct ListQuery {
 
     init(_ target: RequestTarget) throws(APIError) {
         limit = try target.parameter("limit").map { s throws(APIError) -> Int in
-            guard let n = Int(s), (1...100).contains(n) else { throw .badRequest("invalid_limit", "limit must be 1 to 100") }
+            guard let n = Int(s), (1...100).contains(n) else { throw APIError(.invalidLimit, "limit must be 1 to 100") }
             return n
         } ?? 20
         let order = target.parameter("order") ?? "desc"
-        guard order == "asc" || order == "desc" else { throw .badRequest("invalid_order", "order must be asc or desc") }
+        guard order == "asc" || order == "desc" else { throw APIError(.invalidOrder, "order must be asc or desc") }
         ascending = order == "asc"
         after = target.parameter("after")
     }

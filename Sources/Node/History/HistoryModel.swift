@@ -87,14 +87,14 @@ extension ConversationItem {
 
     /// Items from a request's array (`field` names it in errors, `code` is the 400's code).
     /// Items added together keep their order: each a millisecond after the one before.
-    static func parseAll(_ list: [JSONValue], now: Date, field: String, code: String) throws(APIError) -> [ConversationItem] {
+    static func parseAll(_ list: [JSONValue], now: Date, field: String, code: APIError.Code) throws(APIError) -> [ConversationItem] {
         var out: [ConversationItem] = []
         out.reserveCapacity(list.count)
         for (i, raw) in list.enumerated() {
             do throws(HistoryInputError) {
                 out.append(try parse(raw, now: now.addingTimeInterval(Double(i) / 1000)))
             } catch {
-                throw .badRequest(code, "\(field)[\(i)]: \(error.message)")
+                throw APIError(code, "\(field)[\(i)]: \(error.message)")
             }
         }
         return out
@@ -109,7 +109,7 @@ extension ConversationItem {
     /// naming it, so the client learns which one and by how much.
     static func checkSizes(_ items: [ConversationItem], field: String, maxBytes: Int) throws(APIError) {
         guard let i = items.firstIndex(where: { $0.storedBytes > maxBytes }) else { return }
-        throw .badRequest("item_too_large", "\(field)[\(i)] takes \(items[i].storedBytes) bytes stored; an item holds at most \(maxBytes) (--history-max-item-bytes)")
+        throw APIError(.itemTooLarge, "\(field)[\(i)] takes \(items[i].storedBytes) bytes stored; an item holds at most \(maxBytes) (--history-max-item-bytes)")
     }
 }
 
@@ -150,7 +150,7 @@ enum HistoryIDs {
 
     /// `id` when it is valid, else the 400 that says so.
     static func checked(_ id: String) throws(APIError) -> String {
-        guard isValid(id) else { throw .badRequest("invalid_id", "'\(id.prefix(64))' is not a valid id") }
+        guard isValid(id) else { throw APIError(.invalidID, "'\(id.prefix(64))' is not a valid id") }
         return id
     }
 

@@ -3,19 +3,144 @@ import Primitives
 
 /// An error the router answers itself, in the OpenAI-style shape the gateway uses:
 /// `{"error":{"type":…,"code":…,"message":…,"param":null}}` plus an `X-SMG-Error-Code` header.
-/// The `type` follows from the status alone, so one failure has one type in every mode (PD or
-/// not, Responses or chat); the `code` says which failure it is.
+/// Every code the router can answer is one case of `Code`, which fixes its status; the `type`
+/// follows from the status alone, so one failure has one status and one type in every mode (PD
+/// or not, Responses or chat).
 public struct APIError: Error, Sendable {
-    public let status: HTTPResponseStatus
-    public let code: String
+    /// Every error code the router answers with, grouped by the status it always has.
+    public enum Code: String, Sendable, CaseIterable, CustomStringConvertible {
+        // 400
+        case batchTooLarge = "batch_too_large"
+        case conflictingHistory = "conflicting_history"
+        case duplicateField = "duplicate_field"
+        case invalidBootstrapPort = "invalid_bootstrap_port"
+        case invalidConversation = "invalid_conversation"
+        case invalidID = "invalid_id"
+        case invalidInput = "invalid_input"
+        case invalidItem = "invalid_item"
+        case invalidModel = "invalid_model"
+        case invalidInstructions = "invalid_instructions"
+        case invalidParallelToolCalls = "invalid_parallel_tool_calls"
+        case invalidTemperature = "invalid_temperature"
+        case invalidTopP = "invalid_top_p"
+        case invalidUser = "invalid_user"
+        case invalidStore = "invalid_store"
+        case invalidStream = "invalid_stream"
+        case invalidItems = "invalid_items"
+        case invalidJSON = "invalid_json"
+        case invalidLabels = "invalid_labels"
+        case invalidLimit = "invalid_limit"
+        case invalidMaxOutputTokens = "invalid_max_output_tokens"
+        case invalidMetadata = "invalid_metadata"
+        case invalidOrder = "invalid_order"
+        case invalidPolicy = "invalid_policy"
+        case invalidPreviousResponseID = "invalid_previous_response_id"
+        case invalidSafetyIdentifier = "invalid_safety_identifier"
+        case invalidToolChoice = "invalid_tool_choice"
+        case invalidTools = "invalid_tools"
+        case invalidURL = "invalid_url"
+        case invalidWorker = "invalid_worker"
+        case invalidWorkerField = "invalid_worker_field"
+        case invalidWorkerType = "invalid_worker_type"
+        case itemTooLarge = "item_too_large"
+        case missingItems = "missing_items"
+        case missingURL = "missing_url"
+        case previousResponseNotFound = "previous_response_not_found"
+        case routerOwnedField = "router_owned_field"
+        case tooManyItems = "too_many_items"
+        case unknownField = "unknown_field"
+        case unsupportedTool = "unsupported_tool"
+        case urlImmutable = "url_immutable"
+        // 401
+        case invalidAPIKey = "invalid_api_key"
+        case invalidCredentials = "invalid_credentials"
+        case invalidToken = "invalid_token"
+        // 403
+        case insufficientRole = "insufficient_role"
+        // 404
+        case conversationNotFound = "conversation_not_found"
+        case itemNotFound = "item_not_found"
+        case meshDisabled = "mesh_disabled"
+        case modelNotFound = "model_not_found"
+        case notFound = "not_found"
+        case responseNotFound = "response_not_found"
+        case workerNotFound = "worker_not_found"
+        // 405
+        case methodNotAllowed = "method_not_allowed"
+        // 408
+        case queueTimeout = "queue_timeout"
+        // 409
+        case workerExists = "worker_exists"
+        // 413
+        case payloadTooLarge = "payload_too_large"
+        // 429
+        case rateLimited = "rate_limited"
+        // 500
+        case historyError = "history_error"
+        // 501
+        case notSupportedInPDMode = "not_supported_in_pd_mode"
+        // 502
+        case decodeFailed = "decode_failed"
+        case prefillFailed = "prefill_failed"
+        case upstreamError = "upstream_error"
+        // 503
+        case historyUnavailable = "history_unavailable"
+        case jwksUnavailable = "jwks_unavailable"
+        case noAvailableWorkers = "no_available_workers"
+        case noDecodeWorkers = "no_decode_workers"
+        case noPrefillWorkers = "no_prefill_workers"
+        case shuttingDown = "shutting_down"
+        case tooManyConnections = "too_many_connections"
+        // 504
+        case decodeTimeout = "decode_timeout"
+        case prefillTimeout = "prefill_timeout"
+        case upstreamTimeout = "upstream_timeout"
+
+        public var status: HTTPResponseStatus {
+            switch self {
+            case .batchTooLarge, .invalidModel, .invalidInstructions, .invalidParallelToolCalls, .invalidTemperature, .invalidTopP, .invalidUser, .invalidStore, .invalidStream, .conflictingHistory, .duplicateField, .invalidBootstrapPort, .invalidConversation, .invalidID, .invalidInput, .invalidItem, .invalidItems, .invalidJSON, .invalidLabels, .invalidLimit, .invalidMaxOutputTokens, .invalidMetadata, .invalidOrder, .invalidPolicy, .invalidPreviousResponseID, .invalidSafetyIdentifier, .invalidToolChoice, .invalidTools, .invalidURL, .invalidWorker, .invalidWorkerField, .invalidWorkerType, .itemTooLarge, .missingItems, .missingURL, .previousResponseNotFound, .routerOwnedField, .tooManyItems, .unknownField, .unsupportedTool, .urlImmutable:
+                return .badRequest
+            case .invalidAPIKey, .invalidCredentials, .invalidToken:
+                return .unauthorized
+            case .insufficientRole:
+                return .forbidden
+            case .conversationNotFound, .itemNotFound, .meshDisabled, .modelNotFound, .notFound, .responseNotFound, .workerNotFound:
+                return .notFound
+            case .methodNotAllowed:
+                return .methodNotAllowed
+            case .queueTimeout:
+                return .requestTimeout
+            case .workerExists:
+                return .conflict
+            case .payloadTooLarge:
+                return .payloadTooLarge
+            case .rateLimited:
+                return .tooManyRequests
+            case .historyError:
+                return .internalServerError
+            case .notSupportedInPDMode:
+                return .notImplemented
+            case .decodeFailed, .prefillFailed, .upstreamError:
+                return .badGateway
+            case .historyUnavailable, .jwksUnavailable, .noAvailableWorkers, .noDecodeWorkers, .noPrefillWorkers, .shuttingDown, .tooManyConnections:
+                return .serviceUnavailable
+            case .decodeTimeout, .prefillTimeout, .upstreamTimeout:
+                return .gatewayTimeout
+            }
+        }
+
+        public var description: String { rawValue }
+    }
+
+    public let code: Code
     public let message: String
 
-    public init(_ status: HTTPResponseStatus, code: String, _ message: String) {
-        self.status = status
+    public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
+    public var status: HTTPResponseStatus { code.status }
     public var type: String { Self.type(of: status) }
 
     /// OpenAI's error types by status.
@@ -38,54 +163,45 @@ public struct APIError: Error, Sendable {
     }
 
     static func invalidJSON(_ detail: String) -> APIError {
-        APIError(.badRequest, code: "invalid_json", "request body is not valid JSON: \(detail)")
-    }
-    static func badRequest(_ code: String, _ message: String) -> APIError {
-        APIError(.badRequest, code: code, message)
+        APIError(.invalidJSON, "request body is not valid JSON: \(detail)")
     }
     static func modelNotFound(_ model: String) -> APIError {
-        APIError(.notFound, code: "model_not_found", "model '\(model)' is not served by any worker")
+        APIError(.modelNotFound, "model '\(model)' is not served by any worker")
     }
     static func routeNotFound(_ method: HTTPMethod, _ path: String) -> APIError {
-        APIError(.notFound, code: "not_found", "no route for \(method) \(path)")
+        APIError(.notFound, "no route for \(method) \(path)")
     }
     static func methodNotAllowed(_ method: HTTPMethod, _ path: String) -> APIError {
-        APIError(.methodNotAllowed, code: "method_not_allowed", "\(method) is not allowed on \(path)")
+        APIError(.methodNotAllowed, "\(method) is not allowed on \(path)")
     }
     static func noWorkers(_ model: String?) -> APIError {
-        APIError(.serviceUnavailable, code: "no_available_workers",
-                 model.map { "no healthy worker available for model '\($0)'" } ?? "no healthy worker available")
+        APIError(.noAvailableWorkers, model.map { "no healthy worker available for model '\($0)'" } ?? "no healthy worker available")
     }
     static func payloadTooLarge(_ limit: BodyLimit) -> APIError {
-        APIError(.payloadTooLarge, code: "payload_too_large", "request body exceeds \(limit.source) (\(limit.bytes) bytes)")
+        APIError(.payloadTooLarge, "request body exceeds \(limit.source) (\(limit.bytes) bytes)")
     }
     static func upstreamTimeout(_ secs: Int) -> APIError {
-        APIError(.gatewayTimeout, code: "upstream_timeout", "worker did not answer within --request-timeout-secs (\(secs) s)")
+        APIError(.upstreamTimeout, "worker did not answer within --request-timeout-secs (\(secs) s)")
     }
     static func upstreamFailed(_ detail: String) -> APIError {
-        APIError(.badGateway, code: "upstream_error", "worker connection failed: \(detail)")
+        APIError(.upstreamError, "worker connection failed: \(detail)")
     }
-    static let unauthorized = APIError(.unauthorized, code: "invalid_api_key", "missing or wrong API key: send Authorization: Bearer <--api-key>")
-    static let controlUnauthorized = APIError(.unauthorized, code: "invalid_credentials",
-        "the control plane needs credentials: send Authorization: Bearer <control-plane key, JWT or --api-key>")
+    static let unauthorized = APIError(.invalidAPIKey, "missing or wrong API key: send Authorization: Bearer <--api-key>")
+    static let controlUnauthorized = APIError(.invalidCredentials, "the control plane needs credentials: send Authorization: Bearer <control-plane key, JWT or --api-key>")
     static func invalidToken(_ reason: String) -> APIError {
-        APIError(.unauthorized, code: "invalid_token", "JWT rejected: \(reason)")
+        APIError(.invalidToken, "JWT rejected: \(reason)")
     }
     static func forbidden(_ principal: Principal, needs role: Role, detail: String? = nil) -> APIError {
-        APIError(.forbidden, code: "insufficient_role",
-                 detail ?? "'\(principal.id)' has role \(principal.role.rawValue); this route needs \(role.rawValue)")
+        APIError(.insufficientRole, detail ?? "'\(principal.id)' has role \(principal.role.rawValue); this route needs \(role.rawValue)")
     }
     /// Why the keys could not be loaded is in the router's log, not here: a caller (who need
     /// not be authenticated yet) learns nothing about the issuer's network.
-    static let jwksUnavailable = APIError(.serviceUnavailable, code: "jwks_unavailable",
-                                          "cannot verify tokens: the issuer's signing keys could not be loaded; the router's log says why")
-    static let rateLimited = APIError(.tooManyRequests, code: "rate_limited", "too many requests: the router's queue is full (--max-concurrent-requests, --queue-size)")
+    static let jwksUnavailable = APIError(.jwksUnavailable, "cannot verify tokens: the issuer's signing keys could not be loaded; the router's log says why")
+    static let rateLimited = APIError(.rateLimited, "too many requests: the router's queue is full (--max-concurrent-requests, --queue-size)")
     static func queueTimeout(_ secs: UInt64) -> APIError {
-        APIError(.requestTimeout, code: "queue_timeout", "request waited in the router's queue longer than --queue-timeout-secs (\(secs) s)")
+        APIError(.queueTimeout, "request waited in the router's queue longer than --queue-timeout-secs (\(secs) s)")
     }
-    static let tooManyConnectionsFromClient = APIError(.serviceUnavailable, code: "too_many_connections",
-        "this client address has --max-connections-per-client open; close some or retry shortly")
-    static let tooManyConnections = APIError(.serviceUnavailable, code: "too_many_connections",
-        "the router has --max-client-connections open; retry shortly")
-    static let shuttingDown = APIError(.serviceUnavailable, code: "shutting_down", "router is shutting down")
+    static let tooManyConnectionsFromClient = APIError(.tooManyConnections, "this client address has --max-connections-per-client open; close some or retry shortly")
+    static let tooManyConnections = APIError(.tooManyConnections, "the router has --max-client-connections open; retry shortly")
+    static let shuttingDown = APIError(.shuttingDown, "router is shutting down")
 }

@@ -125,6 +125,8 @@ public final class RouterMetrics: Sendable {
     }
 
     /// An inference request ended in an error the router produced.
+    func routerError(endpoint: String, code: APIError.Code) { routerError(endpoint: endpoint, code: code.rawValue) }
+
     func routerError(endpoint: String, code: String) {
         cache.withLock { c in
             Self.cached(&c.routerErrors, ErrorKey(endpoint: endpoint, code: code)) {

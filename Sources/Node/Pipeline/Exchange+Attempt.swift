@@ -99,6 +99,7 @@ extension Exchange {
         var pd = false
         if case .prefillDecode = plan.kind { pd = true }
         func role(_ half: Machine.Half) -> String { half == .prefill ? "prefill" : "decode" }
+        let model = plan.model.map { " for model \($0)" } ?? ""
         switch failure {
         case .rateLimited:
             extra.add(name: "retry-after", value: String(state.admission.retryAfterSeconds))
@@ -107,17 +108,15 @@ extension Exchange {
         case .modelNotFound: return (.modelNotFound(plan.model ?? ""), extra)
         case .noWorkers(let half):
             guard pd else { return (.noWorkers(plan.model), extra) }
-            return (APIError(.serviceUnavailable, code: "no_\(role(half))_workers",
-                             "no healthy \(role(half)) worker\(plan.model.map { " for model \($0)" } ?? "") is available"), extra)
+            return (APIError(half == .prefill ? .noPrefillWorkers : .noDecodeWorkers, "no healthy \(role(half)) worker\(model) is available"), extra)
         case .upstreamTimeout(let half):
             let error = APIError.upstreamTimeout(state.config.requestTimeoutSecs)
             guard pd else { return (error, extra) }
-            return (APIError(error.status, code: "\(role(half))_timeout", error.message), extra)
+            return (APIError(half == .prefill ? .prefillTimeout : .decodeTimeout, error.message), extra)
         case .upstreamFailed(let half):
             let worker = half == .prefill ? prefill : primary
             guard pd else { return (.upstreamFailed("worker \(worker?.url.canonical ?? "?") failed"), extra) }
-            return (APIError(.badGateway, code: "\(role(half))_failed",
-                             "the \(role(half)) half of the request failed (\(worker?.url.canonical ?? "?")); the KV cache never reached a decode worker"), extra)
+            return (APIError(half == .prefill ? .prefillFailed : .decodeFailed, "the \(role(half)) half of the request failed (\(worker?.url.canonical ?? "?")); the KV cache never reached a decode worker"), extra)
         }
     }
 }

@@ -21,8 +21,7 @@ enum InferenceRequest {
         var duplicate: StaticString?
         let pd = state.config.pd != nil, dpAware = state.config.dpAware
         if pd, ![.generate, .chat, .completions, .rerank].contains(kind) {
-            throw APIError(.notImplemented, code: "not_supported_in_pd_mode",
-                           "/\(kind.endpoint) is not served in PD disaggregation mode: generate, chat completions, completions and rerank are")
+            throw APIError(.notSupportedInPDMode, "/\(kind.endpoint) is not served in PD disaggregation mode: generate, chat completions, completions and rerank are")
         }
         var batchSize: Int?
         var oversized: Batch.TooLarge?
@@ -59,11 +58,11 @@ enum InferenceRequest {
         }
         if let failure { throw .invalidJSON(failure.description) }
         if let oversized {
-            throw .badRequest("batch_too_large", "'\(oversized.field)' asks for \(oversized.count) requests in one; this router serves at most \(maxBatch) (--max-batch-size)")
+            throw APIError(.batchTooLarge, "'\(oversized.field)' asks for \(oversized.count) requests in one; this router serves at most \(maxBatch) (--max-batch-size)")
         }
-        if let ownedField { throw .badRequest("router_owned_field", "'\(ownedField)' is set by the router\(pd ? " in PD mode" : " with --dp-aware"); leave it out") }
+        if let ownedField { throw APIError(.routerOwnedField, "'\(ownedField)' is set by the router\(pd ? " in PD mode" : " with --dp-aware"); leave it out") }
         if let duplicate {
-            throw .badRequest("duplicate_field", "field '\(duplicate)' appears more than once; the router and the worker could read different values")
+            throw APIError(.duplicateField, "field '\(duplicate)' appears more than once; the router and the worker could read different values")
         }
         let routing = RoutingRequest(
             routingText: routingText,

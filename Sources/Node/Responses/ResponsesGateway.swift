@@ -87,14 +87,14 @@ enum ResponsesGateway {
     static func history(for request: ResponsesRequest, tenant: String? = nil, store: any HistoryStore) async throws -> [ConversationItem] {
         if let previous = request.previousResponseID {
             guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems, maxBytes: maxHistoryBytes, visibleTo: tenant) else {
-                throw APIError.badRequest("previous_response_not_found", "previous response '\(previous.prefix(128))' was not found (never stored, deleted or expired)")
+                throw APIError(.previousResponseNotFound, "previous response '\(previous.prefix(128))' was not found (never stored, deleted or expired)")
             }
             return newest(chain.flatMap { $0.input + $0.output })
         }
         if let conversation = request.conversationID {
             guard try await store.conversation(conversation)?.isVisible(to: tenant) == true,
                   let page = try await store.items(of: conversation, limit: maxHistoryItems, ascending: false, after: nil) else {
-                throw APIError(.notFound, code: "conversation_not_found", "no conversation \(conversation.prefix(128))")
+                throw APIError(.conversationNotFound, "no conversation \(conversation.prefix(128))")
             }
             return newest(page.items.reversed())
         }

@@ -30,37 +30,37 @@ struct ResponsesRequest {
 
     static func parse(_ body: some Sequence<UInt8>, now: Date) throws(APIError) -> ResponsesRequest {
         guard let json = JSONValue.parse(body), let o = json.object else {
-            throw .badRequest("invalid_json", "the body must be a JSON object")
+            throw APIError(.invalidJSON, "the body must be a JSON object")
         }
-        func string(_ key: String) throws(APIError) -> String? {
+        func string(_ key: String, _ code: APIError.Code) throws(APIError) -> String? {
             switch o[key] {
             case nil, .null?: return nil
             case .string(let s)?: return s
-            default: throw .badRequest("invalid_\(key)", "'\(key)' must be a string")
+            default: throw APIError(code, "'\(key)' must be a string")
             }
         }
-        func number(_ key: String, _ range: ClosedRange<Double>) throws(APIError) -> Double? {
+        func number(_ key: String, _ code: APIError.Code, _ range: ClosedRange<Double>) throws(APIError) -> Double? {
             switch o[key] {
             case nil, .null?: return nil
             case .int(let i)? where range.contains(Double(i)): return Double(i)
             case .double(let d)? where range.contains(d): return d
-            default: throw .badRequest("invalid_\(key)", "'\(key)' must be a number from \(range.lowerBound) to \(range.upperBound)")
+            default: throw APIError(code, "'\(key)' must be a number from \(range.lowerBound) to \(range.upperBound)")
             }
         }
-        func bool(_ key: String, _ fallback: Bool) throws(APIError) -> Bool {
+        func bool(_ key: String, _ code: APIError.Code, _ fallback: Bool) throws(APIError) -> Bool {
             switch o[key] {
             case nil, .null?: return fallback
             case .bool(let b)?: return b
-            default: throw .badRequest("invalid_\(key)", "'\(key)' must be true or false")
+            default: throw APIError(code, "'\(key)' must be true or false")
             }
         }
 
         var r = ResponsesRequest(input: [], tools: [], metadata: [:], store: true, stream: false)
-        r.model = try string("model")
-        r.instructions = try string("instructions")
-        r.previousResponseID = try string("previous_response_id")
+        r.model = try string("model", .invalidModel)
+        r.instructions = try string("instructions", .invalidInstructions)
+        r.previousResponseID = try string("previous_response_id", .invalidPreviousResponseID)
         if let id = r.previousResponseID, !HistoryIDs.isValid(id) {
-            throw .badRequest("invalid_previous_response_id", "'previous_response_id' is not a valid id")
+            throw APIError(.invalidPreviousResponseID, "'previous_response_id' is not a valid id")
         }
         switch o["conversation"] {
         case nil, .null?: break
@@ -70,35 +70,35 @@ struct ResponsesRequest {
         }
         if o["conversation"] != nil, o["conversation"] != .null {
             guard let id = r.conversationID, HistoryIDs.isValid(id) else {
-                throw .badRequest("invalid_conversation", "'conversation' must be a conversation id or {\"id\": …}")
+                throw APIError(.invalidConversation, "'conversation' must be a conversation id or {\"id\": …}")
             }
         }
         if r.previousResponseID != nil, r.conversationID != nil {
-            throw .badRequest("conflicting_history", "give 'previous_response_id' or 'conversation', not both")
+            throw APIError(.conflictingHistory, "give 'previous_response_id' or 'conversation', not both")
         }
         r.input = try input(o["input"], now: now)
         r.tools = try tools(o["tools"])
         if let choice = o["tool_choice"], choice != .null {
             guard choice.string.map({ ["auto", "none", "required"].contains($0) }) ?? (choice["type"]?.string == "function" && choice["name"]?.string != nil) else {
-                throw .badRequest("invalid_tool_choice", "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"name\": …}")
+                throw APIError(.invalidToolChoice, "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"name\": …}")
             }
             r.toolChoice = choice
         }
-        if o["parallel_tool_calls"] != nil { r.parallelToolCalls = try bool("parallel_tool_calls", true) }
-        if let n = try number("max_output_tokens", 1...1e9) {
-            guard n == n.rounded() else { throw .badRequest("invalid_max_output_tokens", "'max_output_tokens' must be a whole number") }
+        if o["parallel_tool_calls"] != nil { r.parallelToolCalls = try bool("parallel_tool_calls", .invalidParallelToolCalls, true) }
+        if let n = try number("max_output_tokens", .invalidMaxOutputTokens, 1...1e9) {
+            guard n == n.rounded() else { throw APIError(.invalidMaxOutputTokens, "'max_output_tokens' must be a whole number") }
             r.maxOutputTokens = Int(n)
         }
-        r.temperature = try number("temperature", 0...2)
-        r.topP = try number("top_p", 0...1)
-        r.user = try string("user")
-        r.safetyIdentifier = try string("safety_identifier") ?? r.user
+        r.temperature = try number("temperature", .invalidTemperature, 0...2)
+        r.topP = try number("top_p", .invalidTopP, 0...1)
+        r.user = try string("user", .invalidUser)
+        r.safetyIdentifier = try string("safety_identifier", .invalidSafetyIdentifier) ?? r.user
         if let s = r.safetyIdentifier, s.utf8.count > 256 || s.utf8.contains(where: { $0 < 0x20 }) {
-            throw .badRequest("invalid_safety_identifier", "'safety_identifier' is at most 256 printable characters")
+            throw APIError(.invalidSafetyIdentifier, "'safety_identifier' is at most 256 printable characters")
         }
         r.metadata = try ConversationRoutes.metadata(o["metadata"])
-        r.store = try bool("store", true)
-        r.stream = try bool("stream", false)
+        r.store = try bool("store", .invalidStore, true)
+        r.stream = try bool("stream", .invalidStream, false)
         return r
     }
 
@@ -108,23 +108,23 @@ struct ResponsesRequest {
             return [ConversationItem(id: HistoryIDs.make("msg"), type: "message", role: "user",
                                      content: [["type": "input_text", "text": .string(text)]], status: "completed", createdAt: now)]
         case .array(let list)?:
-            guard !list.isEmpty else { throw .badRequest("invalid_input", "'input' must not be empty") }
-            guard list.count <= maxInputItems else { throw .badRequest("too_many_items", "'input' holds at most \(maxInputItems) items") }
-            return try ConversationItem.parseAll(list, now: now, field: "input", code: "invalid_input")
+            guard !list.isEmpty else { throw APIError(.invalidInput, "'input' must not be empty") }
+            guard list.count <= maxInputItems else { throw APIError(.tooManyItems, "'input' holds at most \(maxInputItems) items") }
+            return try ConversationItem.parseAll(list, now: now, field: "input", code: .invalidInput)
         default:
-            throw .badRequest("invalid_input", "'input' must be a string or an array of items")
+            throw APIError(.invalidInput, "'input' must be a string or an array of items")
         }
     }
 
     private static func tools(_ value: JSONValue?) throws(APIError) -> [JSONValue] {
         guard let value, value != .null else { return [] }
-        guard let list = value.array else { throw .badRequest("invalid_tools", "'tools' must be an array") }
+        guard let list = value.array else { throw APIError(.invalidTools, "'tools' must be an array") }
         return try list.enumerated().map { (i, tool) throws(APIError) -> JSONValue in
-            guard let type = tool["type"]?.string else { throw .badRequest("invalid_tools", "tools[\(i)] needs a type") }
+            guard let type = tool["type"]?.string else { throw APIError(.invalidTools, "tools[\(i)] needs a type") }
             guard type == "function" else {
-                throw .badRequest("unsupported_tool", "tools[\(i)]: '\(type.prefix(64))' tools are not run by this gateway; only function tools are")
+                throw APIError(.unsupportedTool, "tools[\(i)]: '\(type.prefix(64))' tools are not run by this gateway; only function tools are")
             }
-            guard tool["name"]?.string?.isEmpty == false else { throw .badRequest("invalid_tools", "tools[\(i)] needs a name") }
+            guard tool["name"]?.string?.isEmpty == false else { throw APIError(.invalidTools, "tools[\(i)] needs a name") }
             return tool
         }
     }

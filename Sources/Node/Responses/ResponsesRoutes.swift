@@ -67,7 +67,7 @@ enum ResponsesRoutes {
     }
 
     static func notFound(_ id: String) -> APIError {
-        APIError(.notFound, code: "response_not_found", "no stored response \(id.prefix(128))")
+        APIError(.responseNotFound, "no stored response \(id.prefix(128))")
     }
 }
 
@@ -99,12 +99,12 @@ extension APIError {
         switch error {
         case let e as APIError: return e
         case let e as HistoryUnavailable: return .historyUnavailable(e)
-        default: return APIError(.internalServerError, code: "history_error", "\(error)")
+        default: return APIError(.historyError, "\(error)")
         }
     }
 
     static func historyUnavailable(_ error: HistoryUnavailable) -> APIError {
-        APIError(.serviceUnavailable, code: "history_unavailable", "conversation storage is unavailable: \(error.description)")
+        APIError(.historyUnavailable, "conversation storage is unavailable: \(error.description)")
     }
 }
 

@@ -28,7 +28,7 @@ struct AuditLog: Sendable {
 
     func denied(_ principal: Principal?, error: APIError, head: HTTPRequestHead, requestID: String) {
         guard enabled else { return }
-        record(principal, head: head, result: "denied", reason: error.code, requestID: requestID, level: .info)
+        record(principal, head: head, result: "denied", reason: error.code.rawValue, requestID: requestID, level: .info)
     }
 
     /// A DELETE of a conversation, an item or a response, once answered.
