@@ -30,7 +30,7 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
     let signals = Launcher.Signals(exitWithParent: environment[Demo.parentVariable].flatMap { Int32($0) })
     let node: RouterNode
     do {
-        node = try await RouterNode.start(config: config, logger: logger)
+        node = try await RouterNode.start(config: config, logger: logger, reloads: signals.reloads)
     } catch {
         Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
         logs.flush()

@@ -171,7 +171,10 @@ public final class MeshService: Sendable {
     }
 
     /// Binds the mesh port (UDP and TCP) and starts the protocol timer.
-    public func start(group: any EventLoopGroup) async throws {
+    /// Binds the mesh port (UDP and TCP), so a taken port fails the caller's start. `ticking`:
+    /// start the protocol timer too; a router leaves that to its membership service
+    /// (`startTicking`), so the protocol runs inside its service group's lifetime.
+    public func start(group: any EventLoopGroup, ticking: Bool = true) async throws {
         let service = self
         let datagram = try await bindDatagram(group: group).get()
         let listener: any Channel
@@ -199,12 +202,7 @@ public final class MeshService: Sendable {
         }
         channels.withLock { $0 = (datagram, listener, group) }
         watch(datagram, group: group)
-        let ticker = datagram.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
-            let now = service.clock()
-            let out = service.inner.withLock { s in s.node.tick(now: now, using: &s.rng) }
-            service.execute(out)
-        }
-        self.ticker.withLock { $0 = (ticker, datagram.eventLoop) }
+        if ticking { startTicking() }
         logger.info("mesh listening", metadata: ["name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
     }
 
@@ -251,6 +249,22 @@ public final class MeshService: Sendable {
                     reopenDatagram(group: group, after: min(delay * 2, .seconds(5)))
                 }
             }
+        }
+    }
+
+    /// Starts the protocol timer (every `tickMs`: probes, gossip, anti-entropy) on the mesh
+    /// port's loop; `leave` stops it. Once: a second call does nothing.
+    public func startTicking() {
+        guard let loop = channels.withLock({ $0.datagram?.eventLoop }), !stopping.load(ordering: .relaxed) else { return }
+        let service = self
+        ticker.withLock { current in
+            guard current == nil else { return }
+            let task = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
+                let now = service.clock()
+                let out = service.inner.withLock { s in s.node.tick(now: now, using: &s.rng) }
+                service.execute(out)
+            }
+            current = (task, loop)
         }
     }
 

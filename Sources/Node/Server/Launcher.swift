@@ -50,10 +50,13 @@ public enum Launcher {
         return LogOutput(logger: logger, file: file)
     }
 
-    /// SIGTERM, SIGINT (drain and stop) and SIGHUP (reload certificates) as a stream. Install before announcing readiness, so a signal sent
-    /// right after the ready line drains instead of killing the process.
+    /// SIGTERM and SIGINT (drain and stop) as one stream, SIGHUP (reload certificates) as
+    /// another, handed to the router's service group (`RouterNode.start(reloads:)`). Installed
+    /// before the router announces readiness, so a signal sent right after the ready line drains
+    /// instead of killing the process (the group itself only listens once it runs).
     public final class Signals: @unchecked Sendable {
         public let stream: AsyncStream<Int32>
+        public let reloads: AsyncStream<Void>
         private let sources: [any DispatchSourceSignal]
 
         private let parentWatch: (any DispatchSourceTimer)?
@@ -62,11 +65,13 @@ public enum Launcher {
         /// (this process was handed to another parent), it counts as a SIGTERM.
         public init(exitWithParent parent: Int32? = nil) {
             let (stream, continuation) = AsyncStream<Int32>.makeStream()
+            // A reload asked for while one waits is the same reload.
+            let (reloads, reload) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
             var sources: [any DispatchSourceSignal] = []
             for sig in [SIGTERM, SIGINT, SIGHUP] {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { continuation.yield(sig) }
+                source.setEventHandler { if sig == SIGHUP { reload.yield() } else { continuation.yield(sig) } }
                 source.resume()
                 sources.append(source)
             }
@@ -80,21 +85,17 @@ public enum Launcher {
                 parentWatch = nil
             }
             self.stream = stream
+            self.reloads = reloads
             self.sources = sources
         }
     }
 
     /// Serves until SIGTERM or SIGINT, then drains and returns once every service has stopped.
-    /// SIGHUP reloads the TLS certificates and keys from their files.
+    /// (SIGHUP is the group's: its certificate reload service.)
     public static func serve(_ node: RouterNode, until signals: Signals) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await sig in signals.stream {
-                    if sig == SIGHUP {
-                        node.state.logger.info("signal received", metadata: ["signal": "SIGHUP"])
-                        node.reloadCertificates()
-                        continue
-                    }
                     node.state.logger.info("signal received", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
                     await node.shutdown()
                     return

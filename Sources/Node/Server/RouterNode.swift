@@ -32,7 +32,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
 
     /// Binds both servers (and the mesh port), registers the configured workers. `threads`
     /// defaults to one event loop per core this process may run on.
-    public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores) async throws -> RouterNode {
+    /// `reloads`: SIGHUP, each a reload of the TLS certificates (`Launcher.Signals.reloads`).
+    public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores,
+                             reloads: AsyncStream<Void>? = nil) async throws -> RouterNode {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health,
@@ -154,7 +156,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 }
             }
             MeshBridge.start(state: state)
-            try await mesh?.start(group: group)
+            try await mesh?.start(group: group, ticking: false)
             // Start-up workers are this router's own writes: the others learn them too.
             for w in registry.all { MeshBridge.published(w, state: state) }
 
@@ -181,6 +183,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let sessions = SessionReplication.service(state: state) { list.append(sessions) }
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
+            if let reloads { list.append(CertificateReload(requests: reloads, state: state)) }
             let services = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: list.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
                 logger: logger))
@@ -232,12 +235,6 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if allowed > 0 { return min(allowed, System.coreCount) }
         }
         return System.coreCount
-    }
-
-    /// Reloads the TLS certificates and keys from their files (SIGHUP): new connections use
-    /// them; open ones keep theirs. A file that does not load leaves the old context in use.
-    public func reloadCertificates() {
-        state.tls.reload(logger: state.logger)
     }
 
     /// Starts the graceful shutdown `run` is waiting for (as SIGTERM would).
