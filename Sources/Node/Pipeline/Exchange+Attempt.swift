@@ -53,7 +53,7 @@ extension Exchange {
 
     /// Ends the primary half exactly as the machine says: in-flight count, breaker, connection.
     func endPrimary(_ end: Machine.AttemptEnd) {
-        end.target.attemptEnded(rank: selectedRank, success: end.breakerSuccess, state: state)
+        settle(end, rank: selectedRank)
         let call = primaryCall
         primaryCall = nil
         dispose(call, end.connection)
@@ -62,7 +62,7 @@ extension Exchange {
     /// Ends the prefill half likewise; with `return_logprob` its lists (none unless it
     /// answered 2xx) are merged in.
     func endPrefill(_ end: Machine.AttemptEnd) {
-        end.target.attemptEnded(rank: prefillChoice?.rank, success: end.breakerSuccess, state: state)
+        settle(end, rank: prefillChoice?.rank)
         let call = prefillCall
         prefillCall = nil
         if let call {
@@ -74,6 +74,14 @@ extension Exchange {
             let ready = logprobs!.prefillHalfEnded()
             if !ready.isEmpty { appendToBurst(ByteBuffer(bytes: ready)) }
         }
+    }
+
+    /// A half's books on its worker; a breaker transition it causes is counted and logged.
+    private func settle(_ end: Machine.AttemptEnd, rank: Int?) {
+        let w = end.target
+        guard let change = w.attemptEnded(rank: rank, success: end.breakerSuccess, now: state.nowMs()) else { return }
+        state.metrics.breakerTransition(worker: w.url.canonical, to: change.rawValue)
+        state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(w.url.canonical)"])
     }
 
     /// For `smg_pd_prefill_failures_total`: a 5xx answer, the deadline (its own, or the

@@ -183,7 +183,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let sessions = SessionReplication.service(state: state) { list.append(sessions) }
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
-            if let reloads { list.append(CertificateReload(requests: reloads, state: state)) }
+            if let reloads { list.append(CertificateReload(requests: reloads, tls: state.tls, logger: logger)) }
             let services = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: list.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
                 logger: logger))

@@ -1,3 +1,4 @@
+import Logging
 import ServiceLifecycle
 
 /// SIGHUP: the TLS certificates and keys are read again from their files (new connections use
@@ -5,13 +6,14 @@ import ServiceLifecycle
 /// service of the router's group, so no reload runs once graceful shutdown has begun.
 struct CertificateReload: Service, CustomStringConvertible {
     let requests: AsyncStream<Void>
-    let state: RouterState
+    let tls: TLSContexts
+    let logger: Logger
     var description: String { "certificate reload" }
 
     func run() async {
         for await _ in requests.cancelOnGracefulShutdown() {
-            state.logger.info("signal received", metadata: ["signal": "SIGHUP"])
-            state.tls.reload(logger: state.logger)
+            logger.info("signal received", metadata: ["signal": "SIGHUP"])
+            tls.reload(logger: logger)
         }
     }
 }
