@@ -24,3 +24,9 @@ struct BodyLimit: Equatable {
         }
     }
 }
+
+extension APIError {
+    static func payloadTooLarge(_ limit: BodyLimit) -> APIError {
+        APIError(.payloadTooLarge, "request body exceeds \(limit.source) (\(limit.bytes) bytes)")
+    }
+}

@@ -177,9 +177,6 @@ public struct APIError: Error, Sendable {
     static func noWorkers(_ model: String?) -> APIError {
         APIError(.noAvailableWorkers, model.map { "no healthy worker available for model '\($0)'" } ?? "no healthy worker available")
     }
-    static func payloadTooLarge(_ limit: BodyLimit) -> APIError {
-        APIError(.payloadTooLarge, "request body exceeds \(limit.source) (\(limit.bytes) bytes)")
-    }
     static func upstreamTimeout(_ secs: Int) -> APIError {
         APIError(.upstreamTimeout, "worker did not answer within --request-timeout-secs (\(secs) s)")
     }
@@ -190,9 +187,6 @@ public struct APIError: Error, Sendable {
     static let controlUnauthorized = APIError(.invalidCredentials, "the control plane needs credentials: send Authorization: Bearer <control-plane key, JWT or --api-key>")
     static func invalidToken(_ reason: String) -> APIError {
         APIError(.invalidToken, "JWT rejected: \(reason)")
-    }
-    static func forbidden(_ principal: Principal, needs role: Role, detail: String? = nil) -> APIError {
-        APIError(.insufficientRole, detail ?? "'\(principal.id)' has role \(principal.role.rawValue); this route needs \(role.rawValue)")
     }
     /// Why the keys could not be loaded is in the router's log, not here: a caller (who need
     /// not be authenticated yet) learns nothing about the issuer's network.

@@ -29,3 +29,9 @@ public struct Principal: Sendable, Equatable {
     static let anonymous = Principal(id: "anonymous", name: "anonymous", role: .admin, method: .anonymous)
     static let apiKeyHolder = Principal(id: "api-key", name: "api-key holder", role: .admin, method: .apiKey)
 }
+
+extension APIError {
+    static func forbidden(_ principal: Principal, needs role: Role, detail: String? = nil) -> APIError {
+        APIError(.insufficientRole, detail ?? "'\(principal.id)' has role \(principal.role.rawValue); this route needs \(role.rawValue)")
+    }
+}
