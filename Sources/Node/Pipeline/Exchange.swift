@@ -134,10 +134,9 @@ final class Exchange: UpstreamCallDelegate {
     }
 
     func callEnded(_ call: UpstreamCall, reusable: Bool) {
-        let now = state.nowMs()
         if call === primaryCall { return perform(machine.upstreamEnd(keepAlive: reusable)) }
         logprobs?.prefillAnswerEnded(ok: call.status / 100 == 2)
-        perform(machine.prefillEnded(status: call.status, keepAlive: reusable, now: now))
+        perform(machine.prefillEnded(status: call.status, keepAlive: reusable, now: state.nowMs()))
     }
 
     func callFailed(_ call: UpstreamCall, _ error: any Error) {
