@@ -162,7 +162,7 @@ public final class EmbeddedRouter {
 
     /// A counter or gauge sample from the router's /metrics (`name{labels}`), 0 when absent.
     public func metric(_ sample: String) -> Double {
-        let text = String(decoding: state.metrics.render(workers: state.registry.all), as: UTF8.self)
+        let text = String(decoding: MetricsHandler.scrape(state), as: UTF8.self)
         for line in text.split(separator: "\n") where line.hasPrefix(sample + " ") {
             return Double(line.split(separator: " ").last!) ?? 0
         }

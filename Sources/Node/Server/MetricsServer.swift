@@ -27,6 +27,16 @@ final class MetricsHandler: ChannelInboundHandler {
         self.deadline = deadline
     }
 
+    /// One scrape: the gauges read at scrape time are set, then everything is rendered.
+    static func scrape(_ state: RouterState) -> [UInt8] {
+        state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
+        state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
+        MeshBridge.updateGauges(state)
+        if let redis = (state.history as? RedisHistoryStore)?.redis { state.metrics.redisPool("history", redis) }
+        if let redis = state.sessions?.redis { state.metrics.redisPool("sessions", redis) }
+        return state.metrics.render(workers: state.registry.all)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let h):
@@ -40,12 +50,7 @@ final class MetricsHandler: ChannelInboundHandler {
             let ok = h.method == .GET && RequestTarget(h.uri).path == "/metrics"
             var buffer = context.channel.allocator.buffer(capacity: 0)
             if ok {
-                state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
-                state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
-                MeshBridge.updateGauges(state)
-                if let redis = (state.history as? RedisHistoryStore)?.redis { state.metrics.redisPool("history", redis) }
-                if let redis = state.sessions?.redis { state.metrics.redisPool("sessions", redis) }
-                buffer.writeBytes(state.metrics.render(workers: state.registry.all))
+                buffer.writeBytes(Self.scrape(state))
             } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: ok ? "text/plain; version=0.0.4" : "text/plain")
