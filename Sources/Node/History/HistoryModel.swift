@@ -229,3 +229,12 @@ extension HistoryStore {
         return chain.reversed()
     }
 }
+
+/// A tenant sees its own records and untenanted ones (`Tenancy.visible`).
+extension Conversation {
+    func isVisible(to tenant: String?) -> Bool { Tenancy.visible(self.tenant, to: tenant) }
+}
+
+extension StoredResponse {
+    func isVisible(to tenant: String?) -> Bool { Tenancy.visible(self.tenant, to: tenant) }
+}

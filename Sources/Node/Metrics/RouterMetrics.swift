@@ -175,16 +175,16 @@ public final class RouterMetrics: Sendable {
         }.record(seconds)
     }
 
-    /// PD: how long a prefill worker took to answer its half (the time the KV cache was ready).
     /// The memory history store let records go (by kind and why) and holds `bytes` now.
-    func historyMemory(evicted: [(HistoryLedger.Kind, HistoryLedger.Reason)], bytes: Int) {
+    func historyMemory(evicted: [(kind: String, reason: String)], bytes: Int) {
         for (kind, reason) in evicted {
             count("smg_history_memory_evictions_total", "Records the memory history store let go, by kind and reason (count, bytes, retention)",
-                  [("kind", kind.description), ("reason", reason.rawValue)])
+                  [("kind", kind), ("reason", reason)])
         }
         setGauge("smg_history_memory_bytes", "Bytes (as JSON) the memory history store holds", to: Double(bytes))
     }
 
+    /// PD: how long a prefill worker took to answer its half (the time the KV cache was ready).
     func pdPrefillDuration(seconds: Double) {
         cache.withLock { c in
             if let h = c.pdPrefillDuration { return h }

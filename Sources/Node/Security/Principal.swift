@@ -1,8 +1,4 @@
-/// A control-plane role. `admin` may change the fleet; `user` may only read it.
-public enum Role: String, Sendable, Comparable, CaseIterable {
-    case user, admin
-    public static func < (a: Role, b: Role) -> Bool { a == .user && b == .admin }
-}
+import NIOHTTP1
 
 /// Who a request was authenticated as: what the audit log names and what authorization checks.
 public struct Principal: Sendable, Equatable {
@@ -33,5 +29,15 @@ public struct Principal: Sendable, Equatable {
 extension APIError {
     static func forbidden(_ principal: Principal, needs role: Role, detail: String? = nil) -> APIError {
         APIError(.insufficientRole, detail ?? "'\(principal.id)' has role \(principal.role.rawValue); this route needs \(role.rawValue)")
+    }
+}
+
+extension Tenancy {
+    /// The caller's tenant: the authenticated one, else the trusted header's (when configured
+    /// and well-formed), else none.
+    static func of(_ principal: Principal?, headers: HTTPHeaders, settings: SecuritySettings) -> String? {
+        if let tenant = principal?.tenant { return tenant }
+        guard let name = settings.tenantHeader, let value = headers.first(name: name), isValid(value) else { return nil }
+        return value
     }
 }

@@ -59,7 +59,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let history: any HistoryStore
         switch config.history {
         case .memory:
-            history = MemoryHistoryStore(limits: config.historyMemory, onEvict: { [metrics] evicted, bytes in metrics.historyMemory(evicted: evicted, bytes: bytes) })
+            history = MemoryHistoryStore(limits: config.historyMemory, onEvict: { [metrics] evicted, bytes in
+                metrics.historyMemory(evicted: evicted.map { ($0.0.description, $0.1.rawValue) }, bytes: bytes)
+            })
         case .none: history = NoHistoryStore()
         case .redis(let url, let poolSize, let retentionDays):
             history = RedisHistoryStore(redis: RedisClient(url: url, group: group, maxConnections: poolSize, logger: logger), retentionDays: retentionDays)

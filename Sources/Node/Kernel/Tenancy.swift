@@ -1,5 +1,3 @@
-import NIOHTTP1
-
 /// Who owns what the router stores (conversations, their items, responses): the tenant of the
 /// request that made it. A caller's tenant comes from the key it presented
 /// (`--tenant-api-key TENANT_ID:KEY`, checked by `AccessPolicy`), or, with
@@ -13,14 +11,6 @@ enum Tenancy {
     static let maxLength = 128
 
     static func visible(_ owner: String?, to caller: String?) -> Bool { owner == nil || owner == caller }
-
-    /// The caller's tenant: the authenticated one, else the trusted header's (when configured
-    /// and well-formed), else none.
-    static func of(_ principal: Principal?, headers: HTTPHeaders, settings: SecuritySettings) -> String? {
-        if let tenant = principal?.tenant { return tenant }
-        guard let name = settings.tenantHeader, let value = headers.first(name: name), isValid(value) else { return nil }
-        return value
-    }
 
     /// The sticky-session key a caller's `x-smg-routing-key` stands for. A tenant's keys are its
     /// own (`tenant` + US + key), so no caller can pin, move or follow another tenant's session,
@@ -40,12 +30,4 @@ enum Tenancy {
     static func isValid(_ id: String) -> Bool {
         !id.isEmpty && id.utf8.count <= maxLength && HeaderValue.isSafe(id) && !id.contains(":")
     }
-}
-
-extension Conversation {
-    func isVisible(to tenant: String?) -> Bool { Tenancy.visible(self.tenant, to: tenant) }
-}
-
-extension StoredResponse {
-    func isVisible(to tenant: String?) -> Bool { Tenancy.visible(self.tenant, to: tenant) }
 }
