@@ -147,7 +147,7 @@ let package = Package(
         // `upstream` fuzz target.
         .target(
             name: "RouterHarness",
-            dependencies: ["Node", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            dependencies: ["Node", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
             path: "Tests/RouterHarness"
         ),

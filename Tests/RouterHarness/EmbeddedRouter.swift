@@ -6,6 +6,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 @testable import Node
+import TestSupport
 
 /// The whole request path of a router (`RouterHandler`, the exchange and its machine, the
 /// upstream pool) on one embedded event loop, with scripted workers: every connection the router
@@ -32,10 +33,7 @@ public final class EmbeddedRouter {
         let config = try RouterConfig.load(arguments: arguments + ["--disable-health-check"], environment: [:])
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
-        let workers = config.workerURLs.map { ($0, WorkerRole.regular, Int?.none) }
-            + (config.pd?.prefills.map { ($0.url, WorkerRole.prefill, $0.bootstrapPort) } ?? [])
-            + (config.pd?.decodes.map { ($0, WorkerRole.decode, Int?.none) } ?? [])
-        for (raw, role, bootstrapPort) in workers {
+        for (raw, role, bootstrapPort) in config.startupWorkers {
             _ = try? registry.add(url: try WorkerURL(parsing: raw), modelID: nil, role: role, bootstrapPort: bootstrapPort)
         }
         let loop = self.loop
@@ -162,11 +160,7 @@ public final class EmbeddedRouter {
 
     /// A counter or gauge sample from the router's /metrics (`name{labels}`), 0 when absent.
     public func metric(_ sample: String) -> Double {
-        let text = String(decoding: MetricsHandler.scrape(state), as: UTF8.self)
-        for line in text.split(separator: "\n") where line.hasPrefix(sample + " ") {
-            return Double(line.split(separator: " ").last!) ?? 0
-        }
-        return 0
+        metricSample(sample, in: String(decoding: MetricsHandler.scrape(state), as: UTF8.self))
     }
 }
 #endif

@@ -64,6 +64,13 @@ public struct RouterConfig: Sendable {
     public var mesh: MeshSettings?
     /// Set with --pd-disaggregation.
     public var pd: PDSettings?
+
+    /// The workers a router starts with, from `--worker-urls`, `--prefill` and `--decode`.
+    var startupWorkers: [(url: String, role: WorkerRole, bootstrapPort: Int?)] {
+        workerURLs.map { ($0, .regular, nil) }
+            + (pd?.prefills.map { ($0.url, .prefill, $0.bootstrapPort) } ?? [])
+            + (pd?.decodes.map { ($0, .decode, nil) } ?? [])
+    }
     /// `--enable-igw`: several models, each with its own policy (a worker's `policy` label).
     public var igw: Bool
     /// `--dp-aware`: route to data-parallel ranks (`data_parallel_rank`), learned from workers' `dp_size`.

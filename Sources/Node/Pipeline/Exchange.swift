@@ -143,10 +143,7 @@ final class Exchange: UpstreamCallDelegate {
         var timedOut = false
         if case UpstreamError.timedOut = error { timedOut = true }
         let now = state.nowMs()
-        if call === primaryCall {
-            primaryCall = nil  // the call closed its connection
-            return perform(machine.upstreamFailed(timedOut: timedOut, now: now))
-        }
+        if call === primaryCall { return perform(machine.upstreamFailed(timedOut: timedOut, now: now)) }
         perform(machine.prefillCallFailed(timedOut: timedOut, now: now))
     }
 

@@ -134,10 +134,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                     }
                 }
                 .bind(host: config.prometheusHost, port: config.prometheusPort).get()
-            let startupWorkers = config.workerURLs.map { ($0, WorkerRole.regular, Int?.none) }
-                + (config.pd?.prefills.map { ($0.url, WorkerRole.prefill, $0.bootstrapPort) } ?? [])
-                + (config.pd?.decodes.map { ($0, WorkerRole.decode, Int?.none) } ?? [])
-            for (raw, role, bootstrapPort) in startupWorkers {
+            for (raw, role, bootstrapPort) in config.startupWorkers {
                 let url = try WorkerURL(parsing: raw)
                 if let w = try? registry.add(url: url, modelID: nil, role: role, bootstrapPort: bootstrapPort) {
                     logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])

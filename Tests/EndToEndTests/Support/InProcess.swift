@@ -27,12 +27,7 @@ extension RouterUnderTest {
     }
 
     /// The value of one sample line of /metrics (`name{labels}`), 0 when absent.
-    func metric(_ sample: String) throws -> Double {
-        for line in try metrics().split(separator: "\n") where line.hasPrefix(sample + " ") {
-            return Double(line.split(separator: " ").last!) ?? 0
-        }
-        return 0
-    }
+    func metric(_ sample: String) throws -> Double { metricSample(sample, in: try metrics()) }
 
     /// With start-up workers, waits until the first health check made one of them usable.
     func waitForStartupWorkers(_ arguments: [String]) async throws {
