@@ -12,14 +12,8 @@ enum FleetRoutes {
 
     static func loads(_ results: [(Worker, UpstreamFetch.Response?)]) -> ControlResponse {
         ControlResponse(json: ["workers": .array(results.map { w, r in
-            ["worker": .string(w.url.canonical), "load": r.flatMap(workerLoad) ?? -1]
+            ["worker": .string(w.url.canonical), "load": r.flatMap(LoadMonitor.reportedLoad) ?? -1]
         })])
-    }
-
-    /// The load a worker reports in its `GET /get_load` answer (`load`, else `num_reqs`), as sent.
-    static func workerLoad(_ r: UpstreamFetch.Response) -> JSONValue? {
-        guard r.status == .ok, let answer = JSONValue.parse(r.body.readableBytesView) else { return nil }
-        return answer["load"] ?? answer["num_reqs"]
     }
 
     static func flushed(_ results: [(Worker, UpstreamFetch.Response?)]) -> ControlResponse {

@@ -29,7 +29,7 @@ enum WorkerRoutes {
             if let labels = request["labels"], labels.stringMap == nil { throw invalidLabels }
             try check(model: request["model_id"]?.string ?? request["model"]?.string, labels: request["labels"]?.stringMap, apiKey: request["api_key"]?.string)
             try checkPolicyLabel(request["labels"]?.stringMap, state: state)
-            let (role, bootstrapPort) = try roleFields(request)
+            let (role, bootstrapPort) = try WorkerFields.role(request)
             return try add(raw, model: request["model_id"]?.string ?? request["model"]?.string, role: role, bootstrapPort: bootstrapPort,
                            labels: request["labels"]?.stringMap ?? [:], apiKey: request["api_key"]?.string, state: state, legacy: false)
         case .updateWorker(let id):
@@ -85,24 +85,6 @@ enum WorkerRoutes {
             "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
             "bootstrap_port": JSONValue(w.bootstrapPort), "dp_size": .int(w.dpSize),
         ]
-    }
-
-    /// `worker_type` (regular, prefill or decode) and a prefill's `bootstrap_port` (or null).
-    static func roleFields(_ request: JSONValue) throws(APIError) -> (WorkerRole, Int?) {
-        var role = WorkerRole.regular
-        if let raw = request["worker_type"], raw != .null {
-            guard let name = raw.string, let r = WorkerRole(rawValue: name) else {
-                throw APIError(.invalidWorkerType, "worker_type must be regular, prefill or decode")
-            }
-            role = r
-        }
-        var port: Int?
-        if let raw = request["bootstrap_port"], raw != .null {
-            guard let p = raw.int, (1...65535).contains(p) else { throw APIError(.invalidBootstrapPort, "bootstrap_port must be 1-65535 or null") }
-            guard role == .prefill else { throw APIError(.invalidBootstrapPort, "only a prefill worker has a bootstrap_port") }
-            port = p
-        }
-        return (role, port)
     }
 
     private static func add(_ raw: String, model: String?, role: WorkerRole, bootstrapPort: Int?, labels: [String: String], apiKey: String?,

@@ -154,7 +154,7 @@ enum MeshBridge {
             state.audit.fleetChangeFromMesh("worker updated", worker: url.canonical, peer: peer)
             return
         }
-        guard let (role, bootstrapPort) = try? WorkerRoutes.roleFields(settings),
+        guard let (role, bootstrapPort) = try? WorkerFields.role(settings),
               let w = try? state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey) else { return }
         state.audit.fleetChangeFromMesh("worker added", worker: w.url.canonical, peer: peer)
         state.discovery.discover(w)

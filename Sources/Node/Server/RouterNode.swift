@@ -49,7 +49,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             var c = MeshService.Config(name: m.name, bindHost: m.host, port: m.port, advertise: m.advertise, peers: m.peers, keyring: m.keyring)
             c.node = .lan
             // The generation grows with every start (wall-clock ms), so a restart supersedes.
-            return MeshService(config: c, generation: UInt64(Date().timeIntervalSince1970 * 1000), logger: logger, clock: RouterState.monotonicMs)
+            return MeshService(config: c, generation: UInt64(Date().timeIntervalSince1970 * 1000), logger: logger, clock: MonotonicClock.nowMs)
         }
         let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first, logger: logger) }
         let jwt = try config.security.jwt.map { settings in
@@ -99,7 +99,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let refusal = connections.add(channel, limit: clientLimits.maxConnections, perClient: clientLimits.maxPerClient) {
-                            deadlines.refused(refusal == .total ? .maxConnections : .perClientLimit, nowMs: RouterState.monotonicMs())
+                            deadlines.refused(refusal == .total ? .maxConnections : .perClientLimit, nowMs: MonotonicClock.nowMs())
                             return try channel.pipeline.syncOperations.addHandler(RefuseConnection(refusal == .total ? .tooManyConnections : .tooManyConnectionsFromClient))
                         }
                         let deadline = ConnectionGuard(loop: deadlines.state(for: channel.eventLoop), limits: clientLimits)
@@ -124,7 +124,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         guard metricsConnections.add(channel, limit: metricsLimits.maxConnections) == nil else {
-                            deadlines.refused(.maxConnections, nowMs: RouterState.monotonicMs())
+                            deadlines.refused(.maxConnections, nowMs: MonotonicClock.nowMs())
                             return try channel.pipeline.syncOperations.addHandler(RefuseConnection())
                         }
                         let deadline = ConnectionGuard(loop: deadlines.state(for: channel.eventLoop), limits: metricsLimits)
@@ -168,16 +168,17 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 state.backgroundWrites,
                 // Slow clients: header, body and keep-alive deadlines, checked once a second.
                 PeriodicTask("client deadlines", on: loop, initialDelay: .seconds(1), every: .seconds(1)) {
-                    deadlines.sweep(nowMs: RouterState.monotonicMs())
+                    deadlines.sweep(nowMs: MonotonicClock.nowMs())
                 },
                 // Tree eviction and idle sticky keys.
                 PeriodicTask("policy maintenance", on: loop, initialDelay: evictionInterval, every: evictionInterval) {
-                    registry.maintainPolicies(now: RouterState.monotonicMs())
+                    registry.maintainPolicies(now: MonotonicClock.nowMs())
                 },
             ]
-            if config.policy == .power_of_two, let monitor = LoadMonitor.service(state: state) { list.append(monitor) }
-            if let discovery = state.discovery.service(state: state) { list.append(discovery) }
-            if let health = HealthChecker.service(state: state) { list.append(health) }
+            let watch = WorkerWatch(config: config, registry: registry, pools: state.pools, metrics: state.metrics, logger: logger)
+            if config.policy == .power_of_two, let monitor = LoadMonitor.service(watch) { list.append(monitor) }
+            if let discovery = state.discovery.service(watch) { list.append(discovery) }
+            if let health = HealthChecker.service(watch, changed: { MeshBridge.healthObserved($0, status: $1, state: state) }) { list.append(health) }
             if let share = MeshBridge.budgetSharing(state: state) { list.append(share) }
             if let sessions = SessionReplication.service(state: state) { list.append(sessions) }
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))

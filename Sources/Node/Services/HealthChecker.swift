@@ -1,4 +1,5 @@
 import Logging
+import Reliability
 import NIOCore
 import Synchronization
 
@@ -14,28 +15,31 @@ final class HealthChecker: Sendable {
         var running: Set<String> = []
     }
 
-    private let state: RouterState
+    private let watch: WorkerWatch
+    /// Told each change of a worker's health (the mesh spreads it to the other routers).
+    private let changed: @Sendable (Worker, HealthState.Status) -> Void
     private let schedule = Mutex(Schedule())
     private let startedAt: UInt64
     private let startupWorkers: Set<String>
     private let startupReported = Mutex<(lastLine: UInt64, done: Bool)>((0, false))
 
-    private init(state: RouterState, startupWorkers: Set<String>) {
-        self.state = state
-        self.startedAt = state.nowMs()
+    private init(watch: WorkerWatch, startupWorkers: Set<String>, changed: @escaping @Sendable (Worker, HealthState.Status) -> Void) {
+        self.watch = watch
+        self.changed = changed
+        self.startedAt = MonotonicClock.nowMs()
         self.startupWorkers = startupWorkers
     }
 
     /// The checks as a service ticking on one event loop; nil when health checks are disabled.
-    static func service(state: RouterState) -> PeriodicTask? {
-        guard state.config.health.enabled, let loop = state.pools.loops.first else { return nil }
-        let checker = HealthChecker(state: state, startupWorkers: Set(state.registry.all.map(\.id)))
+    static func service(_ watch: WorkerWatch, changed: @escaping @Sendable (Worker, HealthState.Status) -> Void) -> PeriodicTask? {
+        guard watch.config.health.enabled, let loop = watch.pools.loops.first else { return nil }
+        let checker = HealthChecker(watch: watch, startupWorkers: Set(watch.registry.all.map(\.id)), changed: changed)
         return PeriodicTask("health checks", on: loop, every: .milliseconds(200)) { checker.tick(on: loop) }
     }
 
     private func tick(on loop: any EventLoop) {
-        let now = state.nowMs()
-        let workers = state.registry.all
+        let now = MonotonicClock.nowMs()
+        let workers = watch.registry.all
         let due: [Worker] = schedule.withLock { s in
             let live = Set(workers.map(\.id))
             s.next = s.next.filter { live.contains($0.key) }
@@ -51,8 +55,8 @@ final class HealthChecker: Sendable {
     }
 
     private func check(_ w: Worker, on loop: any EventLoop) {
-        let health = state.config.health
-        UpstreamFetch.run(pool: state.pools.pool(for: loop), url: w.url, method: .GET, path: health.endpoint,
+        let health = watch.config.health
+        UpstreamFetch.run(pool: watch.pools.pool(for: loop), url: w.url, method: .GET, path: health.endpoint,
                           timeout: .milliseconds(Int64(health.timeoutMs))) { [self] result in
             let ok: Bool
             let reason: String
@@ -61,23 +65,23 @@ final class HealthChecker: Sendable {
             case .success(let r): ok = false; reason = "answered \(r.status.code) on \(health.endpoint)"
             case .failure(let error): ok = false; reason = "\(error)"
             }
-            state.metrics.healthCheck(worker: w.url.canonical, ok: ok)
-            let change = state.registry.worker(id: w.id) === w ? w.recordHealthCheck(success: ok) : nil
+            watch.metrics.healthCheck(worker: w.url.canonical, ok: ok)
+            let change = watch.registry.worker(id: w.id) === w ? w.recordHealthCheck(success: ok) : nil
             // The next check: soon while the worker's health is still unknown, else at the interval.
-            let every = w.healthStatus == .unknown ? UInt64(state.config.startupCheckIntervalSecs) * 1000 : UInt64(health.intervalMs)
-            let now = state.nowMs()
+            let every = w.healthStatus == .unknown ? UInt64(watch.config.startupCheckIntervalSecs) * 1000 : UInt64(health.intervalMs)
+            let now = MonotonicClock.nowMs()
             schedule.withLock { s in
                 s.running.remove(w.id)
                 s.next[w.id] = now + every
             }
             guard let change else { return }
-            MeshBridge.healthObserved(w, status: change, state: state)
+            changed(w, change)
             if change == .healthy {
-                state.logger.info("worker healthy", metadata: ["worker": "\(w.url.canonical)"])
+                watch.logger.info("worker healthy", metadata: ["worker": "\(w.url.canonical)"])
             } else {
                 // Says why: a refused connection, a timeout, a status, or a TLS handshake that
                 // failed (certificate not trusted, hostname mismatch, client certificate wanted).
-                state.logger.warning("worker unhealthy", metadata: ["worker": "\(w.url.canonical)", "failed_checks": "\(health.failureThreshold)",
+                watch.logger.warning("worker unhealthy", metadata: ["worker": "\(w.url.canonical)", "failed_checks": "\(health.failureThreshold)",
                                                                     "reason": "\(reason)"])
             }
         }
@@ -89,8 +93,8 @@ final class HealthChecker: Sendable {
         let awaited = workers.filter { startupWorkers.contains($0.id) }
         let waiting = awaited.filter { $0.healthStatus != .healthy }
         let elapsed = (now - startedAt) / 1000
-        let timeout = UInt64(state.config.startupTimeoutSecs)
-        let interval = UInt64(state.config.startupCheckIntervalSecs) * 1000
+        let timeout = UInt64(watch.config.startupTimeoutSecs)
+        let interval = UInt64(watch.config.startupCheckIntervalSecs) * 1000
         let line: String? = startupReported.withLock { r in
             guard !r.done else { return nil }
             if waiting.isEmpty {
@@ -107,6 +111,6 @@ final class HealthChecker: Sendable {
             let ready = awaited.count - waiting.count
             return "waiting for workers (\(elapsed)/\(timeout) s): \(ready)/\(awaited.count) ready; waiting for \(waiting.map(\.url.canonical).joined(separator: " "))"
         }
-        if let line { state.logger.info("\(line)") }
+        if let line { watch.logger.info("\(line)") }
     }
 }

@@ -25,21 +25,21 @@ final class ModelDiscovery: Sendable {
     }
 
     /// The tick as a service on the first event loop.
-    func service(state: RouterState) -> PeriodicTask? {
-        guard let loop = state.pools.loops.first else { return nil }
-        let pools = state.pools
+    func service(_ watch: WorkerWatch) -> PeriodicTask? {
+        guard let loop = watch.pools.loops.first else { return nil }
+        let pools = watch.pools
         return PeriodicTask("model discovery", on: loop, every: .milliseconds(250)) { [self] in
-            tick(pool: pools.pool(for: loop), state: state)
+            tick(pool: pools.pool(for: loop), watch: watch)
         }
     }
 
-    private func tick(pool: UpstreamPool, state: RouterState) {
+    private func tick(pool: UpstreamPool, watch: WorkerWatch) {
         let now = clock()
         let due: [Worker] = pending.withLock { p in
             var due: [Worker] = []
             for (id, var entry) in p where !entry.asking && entry.dueMs <= now {
                 // Removed meanwhile: nothing left to learn.
-                guard state.registry.worker(id: id) === entry.worker else { p[id] = nil; continue }
+                guard watch.registry.worker(id: id) === entry.worker else { p[id] = nil; continue }
                 entry.asking = true
                 p[id] = entry
                 due.append(entry.worker)
@@ -48,11 +48,11 @@ final class ModelDiscovery: Sendable {
         }
         for worker in due {
             if worker.modelID != nil {
-                guard state.config.dpAware else {
+                guard watch.config.dpAware else {
                     pending.withLock { _ = $0.removeValue(forKey: worker.id) }
                     continue
                 }
-                askRanks(worker, pool: pool, state: state)
+                askRanks(worker, pool: pool, watch: watch)
                 continue
             }
             UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/v1/models", timeout: .seconds(5)) { [self] result in
@@ -61,14 +61,14 @@ final class ModelDiscovery: Sendable {
                     switch answer {
                     case .success(let m): id = m
                     case .failure(let refused):
-                        state.logger.warning("worker model id refused", metadata: ["worker": "\(worker.url.canonical)", "reason": "\(refused.reason)"])
-                        return retryLater(worker, state: state)
+                        watch.logger.warning("worker model id refused", metadata: ["worker": "\(worker.url.canonical)", "reason": "\(refused.reason)"])
+                        return retryLater(worker, watch: watch)
                     }
                     worker.setModelID(id)
-                    state.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])
+                    watch.logger.info("worker model discovered", metadata: ["worker": "\(worker.url.canonical)", "model": "\(id)"])
                     return askedAgainNow(worker)
                 }
-                retryLater(worker, state: state)
+                retryLater(worker, watch: watch)
             }
         }
     }
@@ -81,8 +81,8 @@ final class ModelDiscovery: Sendable {
         }
     }
 
-    private func askRanks(_ worker: Worker, pool: UpstreamPool, state: RouterState) {
-        UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/get_server_info", bearer: worker.apiKey ?? state.config.apiKey,
+    private func askRanks(_ worker: Worker, pool: UpstreamPool, watch: WorkerWatch) {
+        UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/get_server_info", bearer: worker.apiKey ?? watch.config.apiKey,
                           timeout: .seconds(5)) { [self] result in
             if case .success(let r) = result, r.status == .ok, let answer = Self.dpSize(fromServerInfo: r.body) {
                 let ranks: Int
@@ -92,22 +92,22 @@ final class ModelDiscovery: Sendable {
                     // Out of bounds: the worker is not routed to (it would cost a rank table of
                     // that size), and asked again later in case it was restarted right.
                     if worker.refusal == nil {
-                        state.logger.error("worker refused: it reports an impossible number of data-parallel ranks", metadata: [
+                        watch.logger.error("worker refused: it reports an impossible number of data-parallel ranks", metadata: [
                             "worker": "\(worker.url.canonical)", "reason": "\(refused.reason)"])
                     }
                     worker.refuse(because: refused.reason)
-                    return retryLater(worker, state: state)
+                    return retryLater(worker, watch: watch)
                 }
                 worker.setDPSize(ranks)
                 if worker.refusal != nil {
                     worker.refuse(because: nil)
-                    state.logger.info("worker accepted again", metadata: ["worker": "\(worker.url.canonical)"])
+                    watch.logger.info("worker accepted again", metadata: ["worker": "\(worker.url.canonical)"])
                 }
                 pending.withLock { _ = $0.removeValue(forKey: worker.id) }
-                state.logger.info("worker data-parallel ranks", metadata: ["worker": "\(worker.url.canonical)", "dp_size": "\(ranks)"])
+                watch.logger.info("worker data-parallel ranks", metadata: ["worker": "\(worker.url.canonical)", "dp_size": "\(ranks)"])
                 return
             }
-            retryLater(worker, state: state)
+            retryLater(worker, watch: watch)
         }
     }
 
@@ -134,7 +134,7 @@ final class ModelDiscovery: Sendable {
         return .success(ranks)
     }
 
-    private func retryLater(_ worker: Worker, state: RouterState) {
+    private func retryLater(_ worker: Worker, watch: WorkerWatch) {
         let attempt: Int? = pending.withLock { p in
             guard var entry = p[worker.id] else { return nil }
             entry.attempt += 1
@@ -144,7 +144,7 @@ final class ModelDiscovery: Sendable {
             return entry.attempt
         }
         if attempt == 3 {
-            state.logger.warning("worker not described yet; still asking it", metadata: [
+            watch.logger.warning("worker not described yet; still asking it", metadata: [
                 "worker": "\(worker.url.canonical)", "asking": "\(worker.modelID == nil ? "/v1/models" : "/get_server_info")"])
         }
     }

@@ -28,4 +28,22 @@ enum WorkerFields {
         }
         return nil
     }
+
+    /// `worker_type` (regular, prefill or decode) and a prefill's `bootstrap_port` (or null).
+    static func role(_ request: JSONValue) throws(APIError) -> (WorkerRole, Int?) {
+        var role = WorkerRole.regular
+        if let raw = request["worker_type"], raw != .null {
+            guard let name = raw.string, let r = WorkerRole(rawValue: name) else {
+                throw APIError(.invalidWorkerType, "worker_type must be regular, prefill or decode")
+            }
+            role = r
+        }
+        var port: Int?
+        if let raw = request["bootstrap_port"], raw != .null {
+            guard let p = raw.int, (1...65535).contains(p) else { throw APIError(.invalidBootstrapPort, "bootstrap_port must be 1-65535 or null") }
+            guard role == .prefill else { throw APIError(.invalidBootstrapPort, "only a prefill worker has a bootstrap_port") }
+            port = p
+        }
+        return (role, port)
+    }
 }

@@ -12,7 +12,7 @@ final class MeshLink: Sendable {
     init(service: MeshService, registry: WorkerRegistry, config: RouterConfig, loop: (any EventLoop)?, logger: Logger) {
         self.service = service
         if config.policy == .cache_aware, let loop {
-            treeSync = TreeSync(registry: registry, mesh: service, loop: loop, logger: logger, clock: RouterState.monotonicMs)
+            treeSync = TreeSync(registry: registry, mesh: service, loop: loop, logger: logger, clock: MonotonicClock.nowMs)
         } else {
             treeSync = nil
         }

@@ -30,7 +30,7 @@ public final class RouterState: Sendable {
     /// The TLS contexts (API port, workers), reloaded on SIGHUP.
     public let tls: TLSContexts
     /// Learns the model of workers added without one.
-    let discovery = ModelDiscovery(clock: RouterState.monotonicMs)
+    let discovery = ModelDiscovery(clock: MonotonicClock.nowMs)
     /// The mesh, when --enable-mesh is on.
     let mesh: MeshLink?
     /// Ships cache-aware decisions to the other routers (mesh on, cache_aware).
@@ -59,12 +59,11 @@ public final class RouterState: Sendable {
         self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
         let policies = config.pd.map { [$0.prefillPolicy, $0.decodePolicy] } ?? [config.policy]
         self.policyUsesText = policies.contains { $0 == .cache_aware || $0 == .prefix_hash }
-        self.admission = AdmissionController(config: config.admission, metrics: metrics, clock: RouterState.monotonicMs)
+        self.admission = AdmissionController(config: config.admission, metrics: metrics, clock: MonotonicClock.nowMs)
     }
 
     /// Monotonic milliseconds: the time every policy, breaker and bucket decision uses.
-    @Sendable static func monotonicMs() -> UInt64 { NIODeadline.now().uptimeNanoseconds / 1_000_000 }
-    func nowMs() -> UInt64 { Self.monotonicMs() }
+    func nowMs() -> UInt64 { MonotonicClock.nowMs() }
 
     public var isDraining: Bool { _draining.load(ordering: .relaxed) }
     func startDraining() { _draining.store(true, ordering: .relaxed) }
