@@ -8,7 +8,7 @@ import Glibc
 
 /// What the simulated worker reports reading (`x-sim-prompt`) for a chat whose messages' texts
 /// concatenate to `text`: tests compare it to tell whether history reached the worker.
-private func simPrompt(_ text: String) -> String { "\(text.count):\(String(FNV1a.hash(text), radix: 16))" }
+func simPrompt(_ text: String) -> String { "\(text.count):\(String(FNV1a.hash(text), radix: 16))" }
 
 /// The text of a response object's message output.
 private func outputText(_ response: [String: Any]) -> String {
@@ -31,7 +31,7 @@ private func responseEvents(_ body: [UInt8]) -> [(type: String, data: [String: A
 
 extension RouterUnderTest {
     /// `POST /v1/responses` with `body`.
-    fileprivate func respond(_ body: String) throws -> HTTPResponse { try request("POST", "/v1/responses", body: body) }
+    func respond(_ body: String) throws -> HTTPResponse { try request("POST", "/v1/responses", body: body) }
 }
 
 /// The Responses API owned by the gateway: translated to chat completions, stored, and

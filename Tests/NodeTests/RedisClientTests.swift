@@ -119,9 +119,9 @@ import Glibc
 
     @Test func redisURLs() throws {
         let u = try RedisURL(parsing: "redis://user:p%40ss@db.internal:6380/2")
-        #expect(u.host == "db.internal" && u.port == 6380 && u.user == "user" && u.password == "p@ss" && u.database == 2)
-        #expect(try RedisURL(parsing: "redis://127.0.0.1").port == 6379)
-        #expect(try RedisURL(parsing: "redis://[::1]").host == "::1")
+        #expect(u.server == .direct(.init(host: "db.internal", port: 6380)) && u.user == "user" && u.password == "p@ss" && u.database == 2)
+        #expect(try RedisURL(parsing: "redis://127.0.0.1").server == .direct(.init(host: "127.0.0.1", port: 6379)))
+        #expect(try RedisURL(parsing: "redis://[::1]").server == .direct(.init(host: "::1", port: 6379)))
         for bad in ["http://x", "redis://h:99999", "redis://h/x", "rediss://h"] {
             #expect(throws: ConfigError.self, "\(bad)") { try RedisURL(parsing: bad) }
         }

@@ -16,3 +16,14 @@ public func eventually(timeout: Duration, _ what: String, _ condition: () throws
     if try condition() { return }
     throw TestFailure("timed out after \(timeout) waiting for: \(what)")
 }
+
+/// `eventually` for a condition that awaits (a command to a server, a request in this process).
+public func eventually(timeout: Duration, _ what: String, _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? await condition()) == true { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    if try await condition() { return }
+    throw TestFailure("timed out after \(timeout) waiting for: \(what)")
+}

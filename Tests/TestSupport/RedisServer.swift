@@ -10,6 +10,9 @@ import Glibc
 public final class RedisServer: @unchecked Sendable {
     public let port: Int
     private let directory: URL?
+    /// Where a server that keeps nothing still writes (a replica's copy of its master's data):
+    /// a directory of its own, removed with it, never the tests' working directory.
+    private let scratch: URL
     private let extra: [String]
     private var process: Process?
 
@@ -17,6 +20,8 @@ public final class RedisServer: @unchecked Sendable {
         self.port = try port ?? freeLoopbackPort()
         self.directory = directory
         self.extra = extra
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("smg-redis-scratch-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         try await start()
     }
 
@@ -25,7 +30,7 @@ public final class RedisServer: @unchecked Sendable {
         if let directory {
             args += ["--dir", directory.path, "--appendonly", "yes", "--appendfsync", "always"]
         } else {
-            args += ["--appendonly", "no"]
+            args += ["--dir", scratch.path, "--appendonly", "no"]
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
@@ -44,11 +49,28 @@ public final class RedisServer: @unchecked Sendable {
         p.waitUntilExit()
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: scratch)
+    }
+
+    /// Sends `signal` to the server (SIGSTOP: it stops answering and replicating; SIGCONT: on again).
+    public func signal(_ signal: Int32) {
+        if let p = process, p.isRunning { kill(p.processIdentifier, signal) }
+    }
 
     /// `redis-cli` against this server; its output lines. Output goes through a file, not a
     /// pipe: another test's child may inherit a pipe's end, and its end would never come.
     public func cli(_ args: String...) throws -> [String] {
+        try Self.cli(port: port, args)
+    }
+
+    /// `redis-cli -p PORT ARGS…` against any server on loopback (a Sentinel too).
+    public static func cli(port: Int, _ args: String...) throws -> [String] {
+        try cli(port: port, args)
+    }
+
+    static func cli(port: Int, _ args: [String]) throws -> [String] {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("redis-cli-\(UUID().uuidString)")
         _ = FileManager.default.createFile(atPath: file.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: file) }
@@ -65,4 +87,102 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     public var url: String { "redis://127.0.0.1:\(port)" }
+}
+
+/// A real Redis Sentinel (`redis-server CONFIG --sentinel`) watching one master on loopback, with
+/// timers short enough for tests: the master is judged down after `downAfterMs` without an
+/// answer, and `quorum` Sentinels must agree. Its config file lives in a directory of its own
+/// (Sentinel rewrites it); killed and removed by `stop()` or when the test lets go of it.
+public final class RedisSentinelServer: @unchecked Sendable {
+    public let port: Int
+    private let directory: URL
+    private var process: Process?
+
+    public init(master: String = "mymaster", masterPort: Int, quorum: Int, downAfterMs: Int = 1000, failoverTimeoutMs: Int = 5000,
+                password: String? = nil, masterPassword: String? = nil) async throws {
+        port = try freeLoopbackPort()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("smg-sentinel-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var lines = [
+            "port \(port)", "bind 127.0.0.1", "daemonize no", "dir \(directory.path)",
+            "sentinel monitor \(master) 127.0.0.1 \(masterPort) \(quorum)",
+            "sentinel down-after-milliseconds \(master) \(downAfterMs)",
+            "sentinel failover-timeout \(master) \(failoverTimeoutMs)",
+            "sentinel parallel-syncs \(master) 1",
+        ]
+        if let password { lines.append("requirepass \(password)") }
+        if let masterPassword { lines.append("sentinel auth-pass \(master) \(masterPassword)") }
+        let config = directory.appendingPathComponent("sentinel.conf")
+        try (lines.joined(separator: "\n") + "\n").write(to: config, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        p.arguments = [config.path, "--sentinel"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        try await eventually(timeout: .seconds(10), "redis-sentinel accepts connections on \(port)") { acceptsConnections(self.port) }
+    }
+
+    public func stop() {
+        if let p = process {
+            process = nil
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { stop() }
+
+    public var address: String { "127.0.0.1:\(port)" }
+}
+
+/// Redis as it is run for high availability, on loopback: a master with one replica in sync,
+/// and three Sentinels (quorum 2, the master judged down after 1 s) that know the replica and
+/// each other. Ready when the constructor returns; everything is killed when it is let go.
+public final class RedisSentinelDeployment: @unchecked Sendable {
+    public let master: RedisServer
+    public let replica: RedisServer
+    public let sentinels: [RedisSentinelServer]
+    public static let masterName = "mymaster"
+
+    public init() async throws {
+        let master = try await RedisServer()
+        let replica = try await RedisServer(["--replicaof", "127.0.0.1", String(master.port)])
+        var sentinels: [RedisSentinelServer] = []
+        for _ in 0..<3 { sentinels.append(try await RedisSentinelServer(master: Self.masterName, masterPort: master.port, quorum: 2)) }
+        (self.master, self.replica, self.sentinels) = (master, replica, sentinels)
+        try await eventually(timeout: .seconds(10), "the replica is in sync") {
+            (try? replica.cli("ROLE"))?.contains("connected") == true
+        }
+        // Each Sentinel has found the replica (through the master) and the other Sentinels.
+        try await eventually(timeout: .seconds(20), "the Sentinels know the replica and each other") {
+            sentinels.allSatisfy { s in
+                let info = (try? RedisServer.cli(port: s.port, "SENTINEL", "MASTER", Self.masterName)) ?? []
+                return Self.field(info, "num-slaves") == "1" && Self.field(info, "num-other-sentinels") == "2"
+            }
+        }
+    }
+
+    private static func field(_ lines: [String], _ name: String) -> String? {
+        guard let i = lines.firstIndex(of: name), i + 1 < lines.count else { return nil }
+        return lines[i + 1]
+    }
+
+    /// `--redis-url` for this deployment.
+    public var url: String { "redis-sentinel://" + sentinels.map(\.address).joined(separator: ",") + "#" + Self.masterName }
+
+    /// The port of the master the Sentinels name now.
+    public func namedMasterPort() -> Int? {
+        (try? RedisServer.cli(port: sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self.masterName)).flatMap { $0.last.flatMap(Int.init) }
+    }
+
+    /// Asks the Sentinels to promote the replica while the master is alive.
+    public func forceFailover() throws {
+        let answer = try RedisServer.cli(port: sentinels[0].port, "SENTINEL", "FAILOVER", Self.masterName)
+        guard answer == ["OK"] else { throw FailoverRefused(answer: answer) }
+    }
+
+    public struct FailoverRefused: Error { public let answer: [String] }
 }

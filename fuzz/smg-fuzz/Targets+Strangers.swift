@@ -252,19 +252,32 @@ extension FuzzTarget {
 
     // MARK: redis
 
-    /// Redis replies through hiredis' reader, fed in two pieces.
+    /// Redis replies through hiredis' reader, fed in two pieces, and each reply read as what a
+    /// Sentinel or a master may say (a master's address, a `+switch-master`, a ROLE, a refusal).
     static func redis(_ bytes: [UInt8]) {
         let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
         let reader = RESP.Reader()
         reader.feed(ByteBuffer(bytes: bytes[..<cut]))
         var replies = 0
         do throws(RedisError) {
-            while try reader.next() != nil { replies += 1 }
+            while let reply = try reader.next() { replies += 1; readAsSentinelOrMaster(reply) }
             reader.feed(ByteBuffer(bytes: bytes[cut...]))
-            while replies < 100_000, try reader.next() != nil { replies += 1 }
+            while replies < 100_000, let reply = try reader.next() { replies += 1; readAsSentinelOrMaster(reply) }
         } catch {
             return
         }
+    }
+
+    static let sentinel = RedisSentinel(master: "mymaster", sentinels: [.init(host: "127.0.0.1", port: 1)], password: nil, group: loop,
+                                        timeout: .seconds(1), logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }), moved: { _ in })
+
+    private static func readAsSentinelOrMaster(_ reply: RedisValue) {
+        for address in [RedisSentinel.address(reply), sentinel.switchedMaster(reply)].compactMap({ $0 }) {
+            check((1...65535).contains(address.port) && !address.host.isEmpty && address.host.utf8.count <= 255, "a master's address within bounds: \(address)")
+        }
+        let role = RedisClient.role(reply)
+        check(role.replicas >= 0 && (role.replicas == 0 || role.name == "master"), "only a master has replicas")
+        if let refusal = RedisClient.masterGone(reply) { check(refusal.count <= 120, "a refusal is logged bounded") }
     }
 
     // MARK: mesh

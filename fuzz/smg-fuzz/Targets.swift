@@ -168,6 +168,9 @@ enum FuzzTarget: String, CaseIterable {
 
     static func config(_ bytes: [UInt8]) {
         let text = String(decoding: bytes, as: UTF8.self)
+        if let url = try? RedisURL(parsing: text), case .sentinel(_, let sentinels, _) = url.server {
+            check(!sentinels.isEmpty && sentinels.count <= RedisURL.maxSentinels, "Sentinels within bounds: \(sentinels.count)")
+        }
         if let pairs = try? ConfigLoader.parseConfig(text, path: "fuzz.yaml") {
             var flags = (try? ConfigLoader.resolve(arguments: [], environment: [:]))!
             for (name, value) in pairs { flags.set(name, value, from: .configFile) }

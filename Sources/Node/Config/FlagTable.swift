@@ -80,10 +80,13 @@ public enum FlagTable {
         FlagSpec("oracle-pool-timeout-secs", .int, .int(30), env: "ATP_POOL_TIMEOUT_SECS", group: "History", status: .notBuilt(history), "Oracle pool timeout"),
         FlagSpec("postgres-db-url", .string, nil, env: "POSTGRES_DB_URL", group: "History", status: .notBuilt(history), "PostgreSQL connection URL"),
         FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", status: .notBuilt(history), "PostgreSQL pool size"),
-        FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", "Redis connection URL"),
+        FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", "Redis connection URL: redis://[user:password@]host[:port][/db], or redis-sentinel://[password@]host[:26379][,host[:port]…][/db][?sentinel_password=…]#master for the master that Redis Sentinels name"),
         FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", "Redis pool size"),
         FlagSpec("session-store", .string, .string("memory"), group: "History", "Where manual routing-key assignments live: memory (this router and its mesh) or redis (--redis-url; survives restarts)"),
         FlagSpec("redis-retention-days", .int, .int(30), env: "REDIS_RETENTION_DAYS", group: "History", "Days to keep Redis data (-1 = forever)"),
+        FlagSpec("redis-wait-replicas", .string, .string("auto"), group: "History",
+                 "Replicas a history write must reach before the client is answered (Redis WAIT): 0 to 16, or auto (1 when the master has a replica, else 0); a write not confirmed in time is deferred and written again"),
+        FlagSpec("redis-wait-timeout-ms", .int, .int(1000), group: "History", "How long a history write waits for --redis-wait-replicas (1 to 60000 ms)"),
         FlagSpec("enable-wasm", .bool, .bool(false), group: "History", status: .notBuilt("WebAssembly plugins (not planned yet)"), "WebAssembly support"),
 
         // Mesh

@@ -44,7 +44,7 @@ public struct RouterConfig: Sendable {
     /// Where conversations are kept.
     public enum History: Sendable, Equatable {
         case memory, none
-        case redis(RedisURL, poolSize: Int, retentionDays: Int)
+        case redis(RedisURL, poolSize: Int, retentionDays: Int, durability: RedisClient.Durability)
     }
     public var history: History = .memory
     /// The memory backend's bounds (`--history-memory-*`).
@@ -159,7 +159,8 @@ public struct RouterConfig: Sendable {
             guard let raw = f.string("redis-url"), !raw.isEmpty else { throw ConfigError("--history-backend redis needs --redis-url redis://host:port") }
             let retention = f.intWithDefault("redis-retention-days")
             guard retention == -1 || retention >= 1 else { throw ConfigError("--redis-retention-days \(retention): 1 or more, or -1 to keep forever") }
-            history = .redis(try RedisURL(parsing: raw), poolSize: try Self.positive(f, "redis-pool-max-size"), retentionDays: retention)
+            history = .redis(try RedisURL(parsing: raw), poolSize: try Self.positive(f, "redis-pool-max-size"), retentionDays: retention,
+                             durability: try Self.redisDurability(f))
         case "postgres", "oracle":
             throw ConfigError("--history-backend \(historyBackend) is not built yet in this smg (history storage); use memory, none or redis")
         default: throw ConfigError("--history-backend \(historyBackend): expected memory, none, oracle, postgres or redis")
@@ -258,6 +259,22 @@ public struct RouterConfig: Sendable {
         let v = f.int(name) ?? 0
         guard (0...65535).contains(v) else { throw ConfigError("--\(name) \(v): a port is 0 to 65535") }
         return v
+    }
+
+    /// `--redis-wait-replicas` and `--redis-wait-timeout-ms`.
+    static func redisDurability(_ f: ResolvedFlags) throws(ConfigError) -> RedisClient.Durability {
+        let raw = f.stringWithDefault("redis-wait-replicas")
+        let replicas: RedisClient.Durability.Replicas
+        if raw == "auto" {
+            replicas = .auto
+        } else if let n = Int(raw), (0...16).contains(n) {
+            replicas = .count(n)
+        } else {
+            throw ConfigError("--redis-wait-replicas \(raw.prefix(40)): expected auto or 0 to 16")
+        }
+        let ms = f.intWithDefault("redis-wait-timeout-ms")
+        guard (1...60_000).contains(ms) else { throw ConfigError("--redis-wait-timeout-ms \(ms): must be 1 to 60000") }
+        return RedisClient.Durability(replicas: replicas, timeout: .milliseconds(Int64(ms)))
     }
 
     static func positive(_ f: ResolvedFlags, _ name: String) throws(ConfigError) -> Int {

@@ -9,6 +9,10 @@ import Foundation
 /// sorted set of response ids scored by creation ms.
 /// Retention (`--redis-retention-days`) is an EXPIRE set on the hashes when they are written.
 /// Every multi-key write is one MULTI/EXEC: a crash never leaves an item without its index.
+/// Every write is durable (`RedisClient.transaction(_:durable:)`: WAIT for the replicas
+/// `--redis-wait-replicas` asks for) and may be written again: ids are fixed before the write
+/// (a claimed item id is this conversation's on the second try too) and HSET and ZADD of the
+/// same values change nothing, so a write deferred after a failover can simply be repeated.
 final class RedisHistoryStore: HistoryStore {
     let redis: RedisClient
     /// Seconds, nil: kept forever.
@@ -102,12 +106,12 @@ final class RedisHistoryStore: HistoryStore {
                                      "metadata", JSONValue(metadata).render()] + (tenant.map { ["tenant_id", $0] } ?? [])]
         commands += expire(Self.conversationKey(c.id))
         commands += writeItems(try await claimingIDs(items, conversation: c.id), conversation: c.id)
-        _ = try await call { try await redis.transaction(commands) }
+        _ = try await call { try await redis.transaction(commands, durable: true) }
         return c
     }
 
     func conversation(_ id: String) async throws -> Conversation? {
-        let fields = try await call { try await redis.send(["HGETALL", Self.conversationKey(id)]) }
+        let fields = try await call { try await redis.send(["HGETALL", Self.conversationKey(id)], idempotent: true) }
         let map = Self.map(fields)
         guard !map.isEmpty else { return nil }
         let metadata = map["metadata"].flatMap { JSONValue.parse(Array($0.utf8))?.stringMap } ?? [:]
@@ -117,43 +121,43 @@ final class RedisHistoryStore: HistoryStore {
     func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? {
         guard var c = try await conversation(id) else { return nil }
         c.metadata = metadata
-        _ = try await call { try await redis.send(["HSET", Self.conversationKey(id), "metadata", JSONValue(metadata).render()]) }
+        _ = try await call { try await redis.transaction([["HSET", Self.conversationKey(id), "metadata", JSONValue(metadata).render()]], durable: true) }
         return c
     }
 
     /// The conversation, its index and every item it lists go together.
     func deleteConversation(_ id: String) async throws -> Bool {
-        let items = try await call { try await redis.send(["ZRANGE", Self.itemsKey(id), "0", "-1"]) }.array?.compactMap(\.text) ?? []
+        let items = try await call { try await redis.send(["ZRANGE", Self.itemsKey(id), "0", "-1"], idempotent: true) }.array?.compactMap(\.text) ?? []
         let replies = try await call {
-            try await redis.transaction([["DEL", Self.conversationKey(id)], ["DEL", Self.itemsKey(id)]] + items.map { ["DEL", Self.itemKey($0)] })
+            try await redis.transaction([["DEL", Self.conversationKey(id)], ["DEL", Self.itemsKey(id)]] + items.map { ["DEL", Self.itemKey($0)] }, durable: true)
         }
         return (replies.first?.int ?? 0) > 0
     }
 
     func addItems(_ items: [ConversationItem], to conversation: String) async throws -> [ConversationItem]? {
-        guard try await call({ try await redis.send(["EXISTS", Self.conversationKey(conversation)]) }).int == 1 else { return nil }
+        guard try await call({ try await redis.send(["EXISTS", Self.conversationKey(conversation)], idempotent: true) }).int == 1 else { return nil }
         let stored = try await claimingIDs(items, conversation: conversation)
-        _ = try await call { try await redis.transaction(writeItems(stored, conversation: conversation)) }
+        _ = try await call { try await redis.transaction(writeItems(stored, conversation: conversation), durable: true) }
         return stored
     }
 
     func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? {
-        guard try await call({ try await redis.send(["EXISTS", Self.conversationKey(conversation)]) }).int == 1 else { return nil }
+        guard try await call({ try await redis.send(["EXISTS", Self.conversationKey(conversation)], idempotent: true) }).int == 1 else { return nil }
         var start = 0
         if let after {
             // Ranks, not scores: items added in the same millisecond are neither skipped nor repeated.
-            let rank = try await call { try await redis.send([ascending ? "ZRANK" : "ZREVRANK", Self.itemsKey(conversation), after]) }
+            let rank = try await call { try await redis.send([ascending ? "ZRANK" : "ZREVRANK", Self.itemsKey(conversation), after], idempotent: true) }
             if let r = rank.int { start = r + 1 }
         }
         let ids = try await call {
-            try await redis.send([ascending ? "ZRANGE" : "ZREVRANGE", Self.itemsKey(conversation), String(start), String(start + limit)])
+            try await redis.send([ascending ? "ZRANGE" : "ZREVRANGE", Self.itemsKey(conversation), String(start), String(start + limit)], idempotent: true)
         }.array?.compactMap(\.text) ?? []
         let loaded = try await load(Array(ids.prefix(limit)))
         return (loaded, ids.count > limit)
     }
 
     func item(_ id: String, of conversation: String) async throws -> ConversationItem? {
-        let score = try await call { try await redis.send(["ZSCORE", Self.itemsKey(conversation), id]) }
+        let score = try await call { try await redis.send(["ZSCORE", Self.itemsKey(conversation), id], idempotent: true) }
         guard score != .null else { return nil }
         return try await load([id]).first
     }
@@ -162,7 +166,7 @@ final class RedisHistoryStore: HistoryStore {
     /// is a 404 and that item stays.
     func deleteItem(_ id: String, of conversation: String) async throws -> Bool {
         guard try await call({ try await redis.send(["ZREM", Self.itemsKey(conversation), id]) }).int == 1 else { return false }
-        _ = try await call { try await redis.send(["DEL", Self.itemKey(id)]) }
+        _ = try await call { try await redis.transaction([["DEL", Self.itemKey(id)]], durable: true) }
         return true
     }
 
@@ -180,11 +184,11 @@ final class RedisHistoryStore: HistoryStore {
             commands += expire(Self.safetyKey(s))
         }
         if let conversation { commands += writeItems(try await claimingIDs(items, conversation: conversation), conversation: conversation) }
-        _ = try await call { try await redis.transaction(commands) }
+        _ = try await call { try await redis.transaction(commands, durable: true) }
     }
 
     func response(_ id: String) async throws -> StoredResponse? {
-        let map = Self.map(try await call { try await redis.send(["HGETALL", Self.responseKey(id)]) })
+        let map = Self.map(try await call { try await redis.send(["HGETALL", Self.responseKey(id)], idempotent: true) })
         guard !map.isEmpty, let raw = map["raw_response"].flatMap({ JSONValue.parse(Array($0.utf8)) }) else { return nil }
         let createdAt = Self.date(map["created_at"])
         let input = (map["input"].flatMap { JSONValue.parse(Array($0.utf8)) }?.array ?? []).compactMap { try? ConversationItem.parse($0, now: createdAt) }
@@ -194,17 +198,17 @@ final class RedisHistoryStore: HistoryStore {
     }
 
     func deleteResponse(_ id: String) async throws -> Bool {
-        let safety = try await call { try await redis.send(["HGET", Self.responseKey(id), "safety_identifier"]) }.text
+        let safety = try await call { try await redis.send(["HGET", Self.responseKey(id), "safety_identifier"], idempotent: true) }.text
         var commands = [["DEL", Self.responseKey(id)]]
         if let safety { commands.append(["ZREM", Self.safetyKey(safety), id]) }
-        let replies = try await call { try await redis.transaction(commands) }
+        let replies = try await call { try await redis.transaction(commands, durable: true) }
         return (replies.first?.int ?? 0) > 0
     }
 
     /// The items' hashes, in the order given, in one round trip; expired ones are skipped.
     private func load(_ ids: [String]) async throws -> [ConversationItem] {
         guard !ids.isEmpty else { return [] }
-        let replies = try await call { try await redis.batch(ids.map { [Array("HGETALL".utf8), Array(Self.itemKey($0).utf8)] }) }
+        let replies = try await call { try await redis.batch(ids.map { [Array("HGETALL".utf8), Array(Self.itemKey($0).utf8)] }, idempotent: true) }
         return zip(ids, replies).compactMap { id, reply in
             let map = Self.map(reply)
             guard !map.isEmpty else { return nil }

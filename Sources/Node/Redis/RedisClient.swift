@@ -9,86 +9,222 @@ import Synchronization
 /// Connections are opened on demand (AUTH and SELECT first); a connection that fails is replaced
 /// on a later command, after a backoff that doubles from 100 ms to 5 s, so a Redis that is down
 /// costs a failed command, not a blocked event loop; when it is back, the next command reconnects.
+///
+/// With a `redis-sentinel://` URL the server is the master the Sentinels name (`RedisSentinel`):
+/// each new connection checks with `ROLE` that it reached a master; a failover closes every
+/// connection to the old one (`+switch-master`, or the first READONLY/MASTERDOWN reply or failed
+/// connect, whichever comes first). A command the old master refused (READONLY, MASTERDOWN) or
+/// that found no connection was not applied, so it is sent once more to the new master; one
+/// whose connection broke after it was written may have been applied, so only a caller that
+/// says it is `idempotent` (reads) gets it sent again.
+///
+/// Durable writes (`transaction(_:durable: true)`) are followed on the same connection by
+/// `WAIT`: the reply counts the replicas that have everything this connection wrote, and a
+/// write fewer replicas hold than `durability` asks for throws `notReplicated` (it is on the
+/// master; the caller defers it and writes it again, which the history writes allow).
 public final class RedisClient: Sendable {
     public let url: RedisURL
     let maxConnections: Int
     let commandTimeout: TimeAmount
+    let durability: Durability
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let sentinel: RedisSentinel?
+
+    /// How many replicas a durable write waits for (`--redis-wait-replicas`,
+    /// `--redis-wait-timeout-ms`).
+    public struct Durability: Sendable, Equatable {
+        public enum Replicas: Sendable, Equatable {
+            /// 1 when the master had a replica at the last connect (its `ROLE`), else none.
+            case auto
+            case count(Int)
+        }
+        public var replicas: Replicas
+        public var timeout: TimeAmount
+        public static let `default` = Durability(replicas: .auto, timeout: .milliseconds(1000))
+        public static let none = Durability(replicas: .count(0), timeout: .zero)
+        public init(replicas: Replicas, timeout: TimeAmount) {
+            self.replicas = replicas
+            self.timeout = timeout
+        }
+    }
 
     private enum Slot {
         case empty
-        case connecting(EventLoopFuture<any Channel>)
-        case ready(any Channel, inFlight: Int)
+        case connecting(EventLoopFuture<Connected>)
+        case ready(any Channel, inFlight: Int, at: RedisURL.Address)
         case backingOff(until: NIODeadline, next: TimeAmount)
+    }
+    /// A new connection, the server it reached and the replicas that master reported.
+    private struct Connected: Sendable {
+        let channel: any Channel
+        let address: RedisURL.Address
     }
     private struct State {
         var slots: [Slot]
         var closed = false
         var lastError = "not connected yet"
+        /// Replicas connected to the master at the last connect (`ROLE`).
+        var replicas = 0
     }
-    private let state: Mutex<State>
+    /// The pool's books, in a class of their own so the Sentinel's callback can hold them.
+    private final class Books: Sendable {
+        private let mutex: Mutex<State>
+        init(_ state: State) { mutex = Mutex(state) }
+        func withLock<R: Sendable>(_ body: (inout State) -> R) -> R { mutex.withLock { body(&$0) } }
+    }
+    private let state: Books
 
-    public init(url: RedisURL, group: any EventLoopGroup, maxConnections: Int = 16, commandTimeout: TimeAmount = .seconds(2), logger: Logger) {
+    public init(url: RedisURL, group: any EventLoopGroup, maxConnections: Int = 16, commandTimeout: TimeAmount = .seconds(2),
+                durability: Durability = .none, logger: Logger) {
         self.url = url
         self.group = group
         self.maxConnections = max(1, maxConnections)
         self.commandTimeout = commandTimeout
+        self.durability = durability
         self.logger = logger
-        state = Mutex(State(slots: Array(repeating: .empty, count: max(1, maxConnections))))
+        let state = Books(State(slots: Array(repeating: .empty, count: max(1, maxConnections))))
+        self.state = state
+        if case .sentinel(let master, let sentinels, let password) = url.server {
+            sentinel = RedisSentinel(master: master, sentinels: sentinels, password: password, group: group, timeout: commandTimeout, logger: logger) { master in
+                // Connections to anyone else are to a master no longer: closed, and a slot
+                // waiting out a backoff (the old master was down) may connect at once.
+                let stale: [any Channel] = state.withLock { s in
+                    var stale: [any Channel] = []
+                    for i in s.slots.indices {
+                        switch s.slots[i] {
+                        case .ready(let ch, _, let at) where at != master: stale.append(ch); s.slots[i] = .empty
+                        case .backingOff: s.slots[i] = .empty
+                        default: break
+                        }
+                    }
+                    return stale
+                }
+                for ch in stale { ch.close(promise: nil) }
+            }
+        } else {
+            sentinel = nil
+        }
     }
 
-    /// One command; an error reply is returned as `.error`, not thrown.
-    public func send(_ args: [String]) async throws -> RedisValue {
-        try await send(args.map { Array($0.utf8) })
+    /// Whether the server is asked of Sentinels (a `redis-sentinel://` URL).
+    public var followsSentinels: Bool { sentinel != nil }
+
+    /// Follows the Sentinels' failovers until cancelled (nothing to do for a `redis://` URL).
+    public func followSentinels() async {
+        await sentinel?.follow()
     }
 
-    public func send(_ args: [[UInt8]]) async throws -> RedisValue {
-        try await batch([args])[0]
+    /// One command; an error reply is returned as `.error`, not thrown. `idempotent`: sending
+    /// it twice does no harm (a read), so a broken connection may cost a second try.
+    public func send(_ args: [String], idempotent: Bool = false) async throws -> RedisValue {
+        try await send(args.map { Array($0.utf8) }, idempotent: idempotent)
+    }
+
+    public func send(_ args: [[UInt8]], idempotent: Bool = false) async throws -> RedisValue {
+        try await batch([args], idempotent: idempotent)[0]
     }
 
     /// MULTI, the commands, EXEC, written as one unit on one connection (nothing else can slip
     /// in between): all of them are applied or none. Returns the replies of the commands.
-    public func transaction(_ commands: [[String]]) async throws -> [RedisValue] {
-        let bytes: [[[UInt8]]] = ([["MULTI"]] + commands + [["EXEC"]]).map { $0.map { Array($0.utf8) } }
-        let replies = try await batch(bytes)
-        guard case .array(let results) = replies.last! else {
+    /// `durable`: WAIT for the replicas `durability` asks for, and throw `notReplicated` when
+    /// fewer confirm it within its timeout.
+    public func transaction(_ commands: [[String]], durable: Bool = false) async throws -> [RedisValue] {
+        let replicas = durable ? waitFor() : 0
+        var all = [["MULTI"]] + commands + [["EXEC"]]
+        if replicas > 0 { all.append(["WAIT", String(replicas), String(durability.timeout.nanoseconds / 1_000_000)]) }
+        let replies = try await batch(all.map { $0.map { Array($0.utf8) } })
+        let exec = replies[commands.count + 1]
+        guard case .array(let results) = exec else {
             // EXECABORT (a command was malformed) or a null (the transaction was discarded).
-            throw RedisError.refused(replies.first { if case .error = $0 { return true }; return false }.map { "\($0)" } ?? "\(replies.last!)")
+            throw RedisError.refused(replies.first { if case .error = $0 { return true }; return false }.map { "\($0)" } ?? "\(exec)")
+        }
+        if replicas > 0, let acked = replies.last?.int, acked < replicas {
+            throw RedisError.notReplicated(acked: acked, wanted: replicas)
         }
         return results
     }
 
-    /// Writes `commands` back to back on one connection and waits for all their replies.
-    func batch(_ commands: [[[UInt8]]]) async throws -> [RedisValue] {
-        let (channel, index) = try await connection()
+    /// The replicas a durable write waits for now.
+    private func waitFor() -> Int {
+        switch durability.replicas {
+        case .count(let n): return n
+        case .auto: return state.withLock { $0.replicas } > 0 ? 1 : 0
+        }
+    }
+
+    /// Writes `commands` back to back on one connection and waits for all their replies; with
+    /// Sentinels, once more on the new master when the old one could not have applied them.
+    func batch(_ commands: [[[UInt8]]], idempotent: Bool = false) async throws -> [RedisValue] {
+        guard let sentinel else { return try await batchOnce(commands).replies }
+        do {
+            let (replies, address) = try await batchOnce(commands)
+            guard let refusal = replies.lazy.compactMap(Self.masterGone).first else { return replies }
+            // Refused, so not applied: the next connection asks the Sentinels again.
+            logger.info("Redis master refused a write; asking the Sentinels again", metadata: ["address": "\(address)", "reply": "\(refusal)"])
+            sentinel.forget(address)
+            closeConnections(to: address)
+            return try await batchOnce(commands).replies
+        } catch RedisError.unavailable {
+            // Never sent: no connection could be made (the master was forgotten if it was its fault).
+            return try await batchOnce(commands).replies
+        } catch let error as RedisError where idempotent && (error == .connectionClosed || error == .timedOut) {
+            return try await batchOnce(commands).replies
+        }
+    }
+
+    /// READONLY (the master was demoted to a replica) or MASTERDOWN (a replica whose master is
+    /// gone): the command was refused, not applied.
+    static func masterGone(_ reply: RedisValue) -> String? {
+        guard case .error(let message) = reply, message.hasPrefix("READONLY") || message.hasPrefix("MASTERDOWN") else { return nil }
+        return String(message.prefix(120))
+    }
+
+    private func closeConnections(to address: RedisURL.Address) {
+        let stale: [any Channel] = state.withLock { s in
+            var stale: [any Channel] = []
+            for i in s.slots.indices {
+                if case .ready(let ch, _, let at) = s.slots[i], at == address { stale.append(ch); s.slots[i] = .empty }
+            }
+            return stale
+        }
+        for ch in stale { ch.close(promise: nil) }
+    }
+
+    private func batchOnce(_ commands: [[[UInt8]]]) async throws -> (replies: [RedisValue], address: RedisURL.Address) {
+        let (channel, index, address) = try await connection()
         defer { done(index, channel) }
         let promise = channel.eventLoop.makePromise(of: [RedisValue].self)
         // A large write gets the time to cross the network too (at a slow 8 MB/s): a big item
         // must not time out, which closes the pooled connection other callers' commands are on.
+        // A WAIT gets its own timeout on top.
         let bytes = commands.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
-        let timeout = channel.eventLoop.scheduleTask(in: commandTimeout + .microseconds(Int64(bytes) / 8)) {
+        let waits = commands.last?.first == Array("WAIT".utf8) ? durability.timeout : .zero
+        let timeout = channel.eventLoop.scheduleTask(in: commandTimeout + waits + .microseconds(Int64(bytes) / 8)) {
             // The reply may still come, but could no longer be matched: drop the connection.
             promise.fail(RedisError.timedOut)
             channel.close(promise: nil)
         }
         channel.writeAndFlush(RedisRequest(commands: commands, promise: promise), promise: nil)
         defer { timeout.cancel() }
-        return try await promise.futureResult.get()
+        return (try await promise.futureResult.get(), address)
     }
 
     /// The least busy ready connection, or a new one in an empty slot.
-    private func connection() async throws -> (any Channel, Int) {
-        enum Choice { case use(any Channel, Int), wait(EventLoopFuture<any Channel>, Int), opened(EventLoopFuture<any Channel>, Int, backoff: TimeAmount), none(String) }
+    private func connection() async throws -> (any Channel, Int, RedisURL.Address) {
+        enum Choice {
+            case use(any Channel, Int, RedisURL.Address), wait(EventLoopFuture<Connected>, Int)
+            case opened(EventLoopFuture<Connected>, Int, backoff: TimeAmount), none(String)
+        }
         let now = NIODeadline.now()
         let choice: Choice = state.withLock { s in
             guard !s.closed else { return .none("the client is closed") }
             var best: (index: Int, load: Int)?
             var emptySlot: Int?
-            var connecting: (EventLoopFuture<any Channel>, Int)?
+            var connecting: (EventLoopFuture<Connected>, Int)?
             for (i, slot) in s.slots.enumerated() {
                 switch slot {
-                case .ready(let ch, let load) where ch.isActive:
+                case .ready(let ch, let load, _) where ch.isActive:
                     if best == nil || load < best!.load { best = (i, load) }
                 case .ready: s.slots[i] = .empty; if emptySlot == nil { emptySlot = i }
                 case .empty: if emptySlot == nil { emptySlot = i }
@@ -98,43 +234,52 @@ public final class RedisClient: Sendable {
             }
             // A fresh connection only when every ready one already has work in flight.
             if let best, best.load == 0 || emptySlot == nil {
-                if case .ready(let ch, let load) = s.slots[best.index] { s.slots[best.index] = .ready(ch, inFlight: load + 1); return .use(ch, best.index) }
+                if case .ready(let ch, let load, let at) = s.slots[best.index] { s.slots[best.index] = .ready(ch, inFlight: load + 1, at: at); return .use(ch, best.index, at) }
             }
             if let i = emptySlot {
                 // Claimed here, under the lock, so two commands never open the same slot.
                 let backoff: TimeAmount
                 if case .backingOff(_, let next) = s.slots[i] { backoff = next } else { backoff = .milliseconds(100) }
-                let future = open()
-                s.slots[i] = .connecting(future)
-                return .opened(future, i, backoff: backoff)
+                let promise = group.next().makePromise(of: Connected.self)
+                promise.completeWithTask { try await self.open() }
+                s.slots[i] = .connecting(promise.futureResult)
+                return .opened(promise.futureResult, i, backoff: backoff)
             }
             if let (f, i) = connecting { return .wait(f, i) }
-            if let best, case .ready(let ch, let load) = s.slots[best.index] { s.slots[best.index] = .ready(ch, inFlight: load + 1); return .use(ch, best.index) }
+            if let best, case .ready(let ch, let load, let at) = s.slots[best.index] { s.slots[best.index] = .ready(ch, inFlight: load + 1, at: at); return .use(ch, best.index, at) }
             return .none(s.lastError)
         }
         switch choice {
-        case .use(let ch, let i): return (ch, i)
+        case .use(let ch, let i, let at): return (ch, i, at)
         case .none(let why): throw RedisError.unavailable(why)
         case .wait(let f, let i):
-            let ch = try await f.get()
-            state.withLock { s in if case .ready(let c, let load) = s.slots[i], c === ch { s.slots[i] = .ready(c, inFlight: load + 1) } }
-            return (ch, i)
+            let c = try await f.get()
+            state.withLock { s in if case .ready(let ch, let load, let at) = s.slots[i], ch === c.channel { s.slots[i] = .ready(ch, inFlight: load + 1, at: at) } }
+            return (c.channel, i, c.address)
         case .opened(let future, let i, let backoff):
             do {
-                let ch = try await future.get()
-                state.withLock { s in s.slots[i] = .ready(ch, inFlight: 1) }
+                let c = try await future.get()
+                let ch = c.channel
+                state.withLock { s in s.slots[i] = .ready(ch, inFlight: 1, at: c.address) }
                 ch.closeFuture.whenComplete { [weak self] _ in
-                    self?.state.withLock { s in if case .ready(let c, _) = s.slots[i], c === ch { s.slots[i] = .empty } }
+                    self?.state.withLock { s in if case .ready(let other, _, _) = s.slots[i], other === ch { s.slots[i] = .empty } }
                 }
-                return (ch, i)
+                return (ch, i, c.address)
             } catch {
-                let why = "\(url.description): \(error)"
+                let why = "\(error)"
                 state.withLock { s in
                     s.slots[i] = .backingOff(until: .now() + backoff, next: min(backoff * 2, .seconds(5)))
                     s.lastError = why
                 }
-                throw RedisError.unavailable(why)
+                throw error as? RedisError ?? RedisError.unavailable(why)
             }
+        }
+    }
+
+    /// The servers the pool's open connections are to (one, but for the moment of a failover).
+    var connectedServers: Set<RedisURL.Address> {
+        state.withLock { s in
+            Set(s.slots.compactMap { if case .ready(let ch, _, let at) = $0, ch.isActive { return at }; return nil })
         }
     }
 
@@ -142,7 +287,7 @@ public final class RedisClient: Sendable {
     public var poolUsage: (open: Int, inUse: Int) {
         state.withLock { s in
             s.slots.reduce(into: (open: 0, inUse: 0)) { sum, slot in
-                if case .ready(_, let inFlight) = slot {
+                if case .ready(_, let inFlight, _) = slot {
                     sum.open += 1
                     if inFlight > 0 { sum.inUse += 1 }
                 }
@@ -152,47 +297,57 @@ public final class RedisClient: Sendable {
 
     private func done(_ index: Int, _ channel: any Channel) {
         state.withLock { s in
-            if case .ready(let c, let load) = s.slots[index], c === channel { s.slots[index] = .ready(c, inFlight: max(0, load - 1)) }
+            if case .ready(let c, let load, let at) = s.slots[index], c === channel { s.slots[index] = .ready(c, inFlight: max(0, load - 1), at: at) }
         }
     }
 
-    /// Connects, then AUTH and SELECT when the URL asks for them.
-    private func open() -> EventLoopFuture<any Channel> {
-        let url = self.url
-        let timeout = commandTimeout
-        return ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler()) }
-            }
-            .connect(host: url.host, port: url.port)
-            .flatMap { channel in
-                var setup: [[[UInt8]]] = []
-                if let password = url.password {
-                    setup.append((url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password]).map { Array($0.utf8) })
-                }
-                if url.database != 0 { setup.append([Array("SELECT".utf8), Array(String(url.database).utf8)]) }
-                guard !setup.isEmpty else { return channel.eventLoop.makeSucceededFuture(channel) }
-                let promise = channel.eventLoop.makePromise(of: [RedisValue].self)
-                let timer = channel.eventLoop.scheduleTask(in: timeout) { promise.fail(RedisError.timedOut) }
-                channel.writeAndFlush(RedisRequest(commands: setup, promise: promise), promise: nil)
-                return promise.futureResult.flatMapThrowing { replies in
-                    timer.cancel()
-                    if let error = replies.first(where: { if case .error = $0 { return true }; return false }) {
-                        channel.close(promise: nil)
-                        throw RedisError.unavailable("AUTH/SELECT refused: \(error)")
-                    }
-                    return channel
-                }
-            }
+    /// Connects to the server (with Sentinels: the master they name), then AUTH and SELECT when
+    /// the URL asks for them, and ROLE: with Sentinels the server must say it is the master
+    /// (else it is forgotten and the Sentinels asked again); its replicas count for `auto`
+    /// durability. A server that refuses ROLE (an ACL) is taken to have no replicas.
+    private func open() async throws -> Connected {
+        let address: RedisURL.Address
+        switch url.server {
+        case .direct(let a): address = a
+        case .sentinel: address = try await sentinel!.current()
+        }
+        var setup = RedisHandler.auth(user: url.user, password: url.password)
+        if url.database != 0 { setup.append([Array("SELECT".utf8), Array(String(url.database).utf8)]) }
+        setup.append([Array("ROLE".utf8)])
+        let channel: any Channel
+        let replies: [RedisValue]
+        do {
+            (channel, replies) = try await RedisHandler.connect(to: address, group: group, timeout: commandTimeout, setup: setup)
+        } catch {
+            sentinel?.forget(address)
+            throw error  // `unavailable`, naming the address
+        }
+        if let error = replies.dropLast().first(where: { if case .error = $0 { return true }; return false }) {
+            channel.close(promise: nil)
+            throw RedisError.unavailable("\(address): AUTH/SELECT refused: \(error)")
+        }
+        let role = Self.role(replies.last)
+        if let sentinel, role.name != "master" {
+            channel.close(promise: nil)
+            sentinel.forget(address)
+            throw RedisError.unavailable("\(address) is not the master of '\(sentinel.master)' (ROLE: \(role.name ?? "refused"))")
+        }
+        state.withLock { $0.replicas = role.replicas }
+        return Connected(channel: channel, address: address)
+    }
+
+    /// The role a ROLE reply names, and for a master its connected replicas.
+    static func role(_ reply: RedisValue?) -> (name: String?, replicas: Int) {
+        guard case .array(let parts)? = reply, let name = parts.first?.text else { return (nil, 0) }
+        guard name == "master", parts.count >= 3, case .array(let replicas) = parts[2] else { return (name, 0) }
+        return (name, replicas.count)
     }
 
     /// Closes every connection; later commands fail at once.
     public func close() {
         let channels: [any Channel] = state.withLock { s in
             s.closed = true
-            return s.slots.compactMap { if case .ready(let c, _) = $0 { return c }; return nil }
+            return s.slots.compactMap { if case .ready(let c, _, _) = $0 { return c }; return nil }
         }
         for c in channels { c.close(promise: nil) }
     }

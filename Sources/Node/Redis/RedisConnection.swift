@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 
 /// A batch of commands written back to back on one connection, answered together: one command,
 /// or a MULTI … EXEC transaction that no other command can interleave with.
@@ -58,5 +59,48 @@ final class RedisHandler: ChannelDuplexHandler {
 
     private func failAll(_ error: RedisError) {
         while let w = waiting.popFirst() { w.request.promise.fail(error) }
+    }
+}
+
+extension RedisHandler {
+    /// A new connection to `address` with a `RedisHandler`, and the replies to `setup` (AUTH,
+    /// SELECT, a question), all within `timeout`. An error reply is returned, not thrown: the
+    /// caller knows which ones matter.
+    static func connect(to address: RedisURL.Address, group: any EventLoopGroup, timeout: TimeAmount,
+                        setup: [[[UInt8]]]) async throws -> (channel: any Channel, replies: [RedisValue]) {
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connectTimeout(timeout)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler()) }
+                }
+                .connect(host: address.host, port: address.port).get()
+        } catch {
+            throw RedisError.unavailable("\(address): \(error)")
+        }
+        guard !setup.isEmpty else { return (channel, []) }
+        let promise = channel.eventLoop.makePromise(of: [RedisValue].self)
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(RedisError.timedOut)
+            channel.close(promise: nil)
+        }
+        channel.writeAndFlush(RedisRequest(commands: setup, promise: promise), promise: nil)
+        do {
+            let replies = try await promise.futureResult.get()
+            timer.cancel()
+            return (channel, replies)
+        } catch {
+            timer.cancel()
+            channel.close(promise: nil)
+            throw RedisError.unavailable("\(address): \(error)")
+        }
+    }
+
+    /// AUTH (with a user when given) as a command, or nothing without a password.
+    static func auth(user: String?, password: String?) -> [[[UInt8]]] {
+        guard let password else { return [] }
+        return [(user.map { ["AUTH", $0, password] } ?? ["AUTH", password]).map { Array($0.utf8) }]
     }
 }

@@ -1,16 +1,60 @@
-/// `redis://[user:password@]host[:port][/db]` (`--redis-url`).
+/// `--redis-url`, in the two forms Redis clients know:
+///
+/// - `redis://[user:password@]host[:port][/db]`: one server;
+/// - `redis-sentinel://[[user:]password@]host1[:26379][,host2[:port]…][/db][?sentinel_password=…]#master`:
+///   the master that the Sentinels at these addresses agree on for the name after `#` (the form
+///   Lettuce and Spring use). The user and password are the master's (and its replicas');
+///   `sentinel_password` is the Sentinels' own (`requirepass` in sentinel.conf), when they have one.
 public struct RedisURL: Sendable, Equatable {
-    public var host: String
-    public var port: Int
+    public struct Address: Sendable, Equatable, Hashable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// Where the data lives: named outright, or asked of Sentinels.
+    public enum Server: Sendable, Equatable {
+        case direct(Address)
+        case sentinel(master: String, sentinels: [Address], password: String?)
+    }
+
+    public var server: Server
     public var user: String?
     public var password: String?
     public var database: Int
 
+    /// Bounds on what a URL may name: a handful of Sentinels is the deployment (three or five).
+    static let maxSentinels = 16
+    static let maxMasterName = 256
+
     public init(parsing raw: String) throws(ConfigError) {
-        guard raw.hasPrefix("redis://") else {
-            throw ConfigError("--redis-url \(Self.redacted(raw)): expected redis://[user:password@]host[:port][/db] (rediss:// is not built)")
+        let sentinel: Bool
+        var rest: Substring
+        if raw.hasPrefix("redis://") {
+            sentinel = false
+            rest = raw.dropFirst("redis://".count)
+        } else if raw.hasPrefix("redis-sentinel://") {
+            sentinel = true
+            rest = raw.dropFirst("redis-sentinel://".count)
+        } else {
+            throw Self.problem(raw, "expected redis://[user:password@]host[:port][/db] or redis-sentinel://[password@]host[:port][,host[:port]…][/db]#master (rediss:// is not built)")
         }
-        var rest = Substring(raw.dropFirst("redis://".count))
+        var master: Substring?
+        if let hash = rest.firstIndex(of: "#") {
+            master = rest[rest.index(after: hash)...]
+            rest = rest[..<hash]
+        }
+        var sentinelPassword: String?
+        if let question = rest.firstIndex(of: "?") {
+            for pair in rest[rest.index(after: question)...].split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                guard sentinel, parts.count == 2, parts[0] == "sentinel_password" else {
+                    throw Self.problem(raw, "unknown option '\(pair.prefix(40))' (only sentinel_password, with redis-sentinel://)")
+                }
+                sentinelPassword = RequestTarget.percentDecode(parts[1])
+            }
+            rest = rest[..<question]
+        }
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -26,24 +70,58 @@ public struct RedisURL: Sendable, Equatable {
             let db = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
             if !db.isEmpty {
-                guard let n = Int(db), n >= 0 else { throw ConfigError("--redis-url \(Self.redacted(raw)): database '\(db)' is not a number") }
+                guard let n = Int(db), n >= 0 else { throw Self.problem(raw, "database '\(db.prefix(40))' is not a number") }
                 database = n
             }
         }
+        guard sentinel else {
+            guard master == nil else { throw Self.problem(raw, "a master name (#…) is for redis-sentinel:// URLs") }
+            server = .direct(try Self.address(rest, defaultPort: 6379, raw))
+            return
+        }
+        guard let master, !master.isEmpty else { throw Self.problem(raw, "name the master after #, as the Sentinels know it (sentinel monitor NAME …)") }
+        guard master.utf8.count <= Self.maxMasterName, master.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw Self.problem(raw, "the master name must be 1 to \(Self.maxMasterName) letters, digits, '-', '_' or '.'")
+        }
+        let hosts = rest.split(separator: ",", omittingEmptySubsequences: false)
+        guard hosts.count <= Self.maxSentinels else { throw Self.problem(raw, "more than \(Self.maxSentinels) Sentinels") }
+        var sentinels: [Address] = []
+        for host in hosts {
+            let a = try Self.address(host, defaultPort: 26379, raw)
+            if !sentinels.contains(a) { sentinels.append(a) }
+        }
+        server = .sentinel(master: String(master), sentinels: sentinels, password: sentinelPassword)
+    }
+
+    private static func address(_ text: Substring, defaultPort: Int, _ raw: String) throws(ConfigError) -> Address {
+        guard !text.isEmpty else { throw problem(raw, "an address is empty") }
         do {
-            let server = try WorkerURL(parsing: "http://" + rest + (rest.contains(":") && !rest.hasSuffix("]") ? "" : ":6379"))
-            host = server.host
-            port = server.port
+            let server = try WorkerURL(parsing: "http://" + text + (text.contains(":") && !text.hasSuffix("]") ? "" : ":\(defaultPort)"))
+            return Address(host: server.host, port: server.port)
         } catch {
-            throw ConfigError("--redis-url \(Self.redacted(raw)): \(error.message.replacingOccurrences(of: "worker URL", with: "address"))")
+            throw problem(raw, error.message.replacingOccurrences(of: "worker URL", with: "address"))
         }
     }
 
-    /// The URL without its password, for logs and errors.
+    private static func problem(_ raw: String, _ why: String) -> ConfigError { ConfigError("--redis-url \(redacted(raw)): \(why)") }
+
+    /// The URL without its passwords, for logs and errors.
     static func redacted(_ raw: String) -> String {
-        guard let at = raw.lastIndex(of: "@"), let scheme = raw.range(of: "://") else { return raw }
-        return String(raw[..<scheme.upperBound]) + "…@" + raw[raw.index(after: at)...]
+        var text = raw
+        if let at = text.lastIndex(of: "@"), let scheme = text.range(of: "://"), scheme.upperBound <= at {
+            text = String(text[..<scheme.upperBound]) + "…@" + text[text.index(after: at)...]
+        }
+        if let option = text.range(of: "sentinel_password=") {
+            let end = text[option.upperBound...].firstIndex { $0 == "&" || $0 == "#" } ?? text.endIndex
+            text.replaceSubrange(option.upperBound..<end, with: "…")
+        }
+        return text
     }
 
-    public var description: String { "redis://\(host):\(port)/\(database)" }
+    public var description: String {
+        switch server {
+        case .direct(let a): return "redis://\(a)/\(database)"
+        case .sentinel(let master, let sentinels, _): return "redis-sentinel://\(sentinels.map(\.description).joined(separator: ","))/\(database)#\(master)"
+        }
+    }
 }

@@ -39,6 +39,9 @@ public enum RedisError: Error, CustomStringConvertible, Equatable {
     /// Redis refused a transaction (EXECABORT: one of its commands was malformed). A bug in
     /// what the router sent, not an outage: history answers 500, not 503.
     case refused(String)
+    /// A durable write is on the master, but fewer replicas confirmed it within the WAIT
+    /// timeout than were asked for: a master that died now could take it along.
+    case notReplicated(acked: Int, wanted: Int)
 
     public var description: String {
         switch self {
@@ -47,6 +50,7 @@ public enum RedisError: Error, CustomStringConvertible, Equatable {
         case .timedOut: return "Redis did not answer within the command timeout"
         case .connectionClosed: return "the Redis connection closed before the reply"
         case .protocolError(let why): return "Redis protocol error: \(why)"
+        case .notReplicated(let acked, let wanted): return "the write reached the Redis master, but \(acked) of the \(wanted) replicas asked for confirmed it in time"
         }
     }
 }

@@ -57,14 +57,18 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                              onKeysFailure: { [logger] why in logger.error("JWT signing keys could not be loaded", metadata: ["reason": "\(why)"]) })
         }
         let history: any HistoryStore
+        /// Each follows its Sentinels (when it has any) as a service of the group.
+        var redisClients: [RedisClient] = []
         switch config.history {
         case .memory:
             history = MemoryHistoryStore(limits: config.historyMemory, onEvict: { [metrics] evicted, bytes in
                 metrics.historyMemory(evicted: evicted.map { ($0.0.description, $0.1.rawValue) }, bytes: bytes)
             })
         case .none: history = NoHistoryStore()
-        case .redis(let url, let poolSize, let retentionDays):
-            history = RedisHistoryStore(redis: RedisClient(url: url, group: group, maxConnections: poolSize, logger: logger), retentionDays: retentionDays)
+        case .redis(let url, let poolSize, let retentionDays, let durability):
+            let redis = RedisClient(url: url, group: group, maxConnections: poolSize, durability: durability, logger: logger)
+            redisClients.append(redis)
+            history = RedisHistoryStore(redis: redis, retentionDays: retentionDays)
         }
         let writes = BackgroundWrites(logger: logger)
         var sessions: RedisSessions?
@@ -72,6 +76,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             // A client of its own: a session read gives up after 200 ms, and a command that
             // times out drops its connection, which must not cut history commands short.
             let redis = RedisClient(url: url, group: group, maxConnections: min(poolSize, 4), commandTimeout: .seconds(1), logger: logger)
+            redisClients.append(redis)
             sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger, metrics: metrics, writes: writes)
             if config.policy != .manual {
                 logger.warning("--session-store redis keeps manual's routing-key assignments; --policy \(config.policy.rawValue) makes none")
@@ -184,6 +189,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
             if let reloads { list.append(CertificateReload(requests: reloads, tls: state.tls, logger: logger)) }
+            for redis in redisClients where redis.followsSentinels { list.append(RedisSentinelFollower(client: redis)) }
             let services = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: list.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
                 logger: logger))

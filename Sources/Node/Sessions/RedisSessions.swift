@@ -51,7 +51,7 @@ final class RedisSessions: Sendable {
             let once = FirstAnswer(continuation)
             Task {
                 do {
-                    let worker = try await redis.send(["GET", key]).text
+                    let worker = try await redis.send(["GET", key], idempotent: true).text
                     if once.resume(worker) { metrics.sessionLookup(worker == nil ? "missing" : "found") }
                 } catch {
                     if once.resume(nil) { metrics.sessionLookup("unavailable") }
@@ -79,7 +79,7 @@ final class RedisSessions: Sendable {
         // One try: a session write is a hint (losing one costs a cache hit, not data).
         let job = BackgroundWrites.Job(kind: "session", bytes: key.utf8.count + worker.utf8.count + 64, delays: [], attempt: {
             do {
-                _ = try await redis.send(["SET", key, worker, "PX", ttl])
+                _ = try await redis.send(["SET", key, worker, "PX", ttl], idempotent: true)
                 return true
             } catch {
                 logger.debug("session not written to Redis", metadata: ["error": "\(error)"])
