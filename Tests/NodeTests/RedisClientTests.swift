@@ -122,9 +122,14 @@ import Glibc
         #expect(u.server == .direct(.init(host: "db.internal", port: 6380)) && u.user == "user" && u.password == "p@ss" && u.database == 2)
         #expect(try RedisURL(parsing: "redis://127.0.0.1").server == .direct(.init(host: "127.0.0.1", port: 6379)))
         #expect(try RedisURL(parsing: "redis://[::1]").server == .direct(.init(host: "::1", port: 6379)))
-        for bad in ["http://x", "redis://h:99999", "redis://h/x", "rediss://h"] {
+        for bad in ["http://x", "redis://h:99999", "redis://h/x", "rediss:/h", "redis+tls://h"] {
             #expect(throws: ConfigError.self, "\(bad)") { try RedisURL(parsing: bad) }
         }
         #expect(!RedisURL.redacted("redis://u:secret@h:1").contains("secret"))
+        let secure = try RedisURL(parsing: "rediss://:pw@h:6380")
+        #expect(secure.tls && secure.server == .direct(.init(host: "h", port: 6380)) && secure.description == "rediss://h:6380/0")
+        #expect(try !RedisURL(parsing: "redis://h").tls)
+        let sentinels = try RedisURL(parsing: "rediss-sentinel://h1,h2#m")
+        #expect(sentinels.tls && sentinels.description == "rediss-sentinel://h1:26379,h2:26379/0#m")
     }
 }

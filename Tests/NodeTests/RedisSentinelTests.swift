@@ -29,7 +29,7 @@ import Glibc
         let tooMany = (0...RedisURL.maxSentinels).map { "h\($0)" }.joined(separator: ",")
         for bad in ["redis-sentinel://h1,h2", "redis-sentinel://h1#", "redis-sentinel://h1#a b", "redis-sentinel://h1,,h2#m",
                     "redis-sentinel://h1:0#m", "redis://h#m", "redis://h?sentinel_password=x", "redis-sentinel://h?x=1#m",
-                    "redis-sentinel://\(tooMany)#m", "redis-sentinel://h#" + String(repeating: "m", count: RedisURL.maxMasterName + 1), "rediss://h"] {
+                    "redis-sentinel://\(tooMany)#m", "redis-sentinel://h#" + String(repeating: "m", count: RedisURL.maxMasterName + 1), "rediss-sentinel://h"] {
             #expect(throws: ConfigError.self, "\(bad)") { try RedisURL(parsing: bad) }
         }
         let redacted = RedisURL.redacted("redis-sentinel://:secret@h1,h2?sentinel_password=other#m")

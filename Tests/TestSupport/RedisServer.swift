@@ -15,10 +15,25 @@ public final class RedisServer: @unchecked Sendable {
     private let scratch: URL
     private let extra: [String]
     private var process: Process?
+    /// TLS only (`--tls-port`, no plain port), when set.
+    public let tls: TLS?
 
-    public init(port: Int? = nil, persistentIn directory: URL? = nil, _ extra: [String] = []) async throws {
+    /// A server certificate and key (PEM), the CA that client certificates are checked against,
+    /// and whether a client must present one (mutual TLS).
+    public struct TLS: Sendable {
+        public var certificatePath: String
+        public var keyPath: String
+        public var caPath: String
+        public var requireClientCertificate: Bool
+        public init(certificatePath: String, keyPath: String, caPath: String, requireClientCertificate: Bool) {
+            (self.certificatePath, self.keyPath, self.caPath, self.requireClientCertificate) = (certificatePath, keyPath, caPath, requireClientCertificate)
+        }
+    }
+
+    public init(port: Int? = nil, persistentIn directory: URL? = nil, tls: TLS? = nil, _ extra: [String] = []) async throws {
         self.port = try port ?? freeLoopbackPort()
         self.directory = directory
+        self.tls = tls
         self.extra = extra
         scratch = FileManager.default.temporaryDirectory.appendingPathComponent("smg-redis-scratch-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
@@ -31,6 +46,10 @@ public final class RedisServer: @unchecked Sendable {
             args += ["--dir", directory.path, "--appendonly", "yes", "--appendfsync", "always"]
         } else {
             args += ["--dir", scratch.path, "--appendonly", "no"]
+        }
+        if let tls {
+            args += ["--port", "0", "--tls-port", String(port), "--tls-cert-file", tls.certificatePath, "--tls-key-file", tls.keyPath,
+                     "--tls-ca-cert-file", tls.caPath, "--tls-auth-clients", tls.requireClientCertificate ? "yes" : "no"]
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
@@ -62,7 +81,9 @@ public final class RedisServer: @unchecked Sendable {
     /// `redis-cli` against this server; its output lines. Output goes through a file, not a
     /// pipe: another test's child may inherit a pipe's end, and its end would never come.
     public func cli(_ args: String...) throws -> [String] {
-        try Self.cli(port: port, args)
+        // Over TLS, redis-cli shows the server's own certificate as its client certificate.
+        let tlsArgs = tls.map { ["--tls", "--cacert", $0.caPath, "--cert", $0.certificatePath, "--key", $0.keyPath] } ?? []
+        return try Self.cli(port: port, tlsArgs + args)
     }
 
     /// `redis-cli -p PORT ARGS…` against any server on loopback (a Sentinel too).
@@ -86,7 +107,7 @@ public final class RedisServer: @unchecked Sendable {
         return String(decoding: (try? Data(contentsOf: file)) ?? Data(), as: UTF8.self).split(separator: "\n").map(String.init)
     }
 
-    public var url: String { "redis://127.0.0.1:\(port)" }
+    public var url: String { "\(tls == nil ? "redis" : "rediss")://127.0.0.1:\(port)" }
 }
 
 /// A real Redis Sentinel (`redis-server CONFIG --sentinel`) watching one master on loopback, with

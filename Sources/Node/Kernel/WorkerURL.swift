@@ -63,14 +63,21 @@ public struct WorkerURL: Sendable, Hashable {
 
     /// The name to send as SNI and to verify the certificate against; nil for an IP address,
     /// whose certificate is verified against its IP SANs.
-    var tlsServerName: String? {
+    var tlsServerName: String? { TLSServerName.of(host: host) }
+
+    static func validate(_ raw: String, flag: String) throws(ConfigError) -> String {
+        do { return try WorkerURL(parsing: raw).canonical } catch { throw ConfigError("\(flag): \(error.message)") }
+    }
+}
+
+/// What a TLS client sends as SNI and verifies the certificate against, for a host it connects to
+/// (a worker, a Redis server): the name, or nil for an IP address, whose certificate is verified
+/// against its IP SANs (SNI carries no addresses).
+enum TLSServerName {
+    static func of(host: String) -> String? {
         if host.contains(":") { return nil }
         let labels = host.split(separator: ".")
         if labels.count == 4, labels.allSatisfy({ UInt8($0) != nil }) { return nil }
         return host
-    }
-
-    static func validate(_ raw: String, flag: String) throws(ConfigError) -> String {
-        do { return try WorkerURL(parsing: raw).canonical } catch { throw ConfigError("\(flag): \(error.message)") }
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// A bounded pool of pipelined Redis connections on the router's event loops (`--redis-url`,
@@ -30,6 +31,9 @@ public final class RedisClient: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let sentinel: RedisSentinel?
+    /// For `rediss://` URLs: the TLS context of each new connection, read when it is made (so a
+    /// SIGHUP reload reaches the next one).
+    private let tls: (@Sendable () -> NIOSSLContext)?
 
     /// How many replicas a durable write waits for (`--redis-wait-replicas`,
     /// `--redis-wait-timeout-ms`).
@@ -76,8 +80,11 @@ public final class RedisClient: Sendable {
     private let state: Books
 
     public init(url: RedisURL, group: any EventLoopGroup, maxConnections: Int = 16, commandTimeout: TimeAmount = .seconds(2),
-                durability: Durability = .none, logger: Logger) {
+                durability: Durability = .none, tls: (@Sendable () -> NIOSSLContext)? = nil, logger: Logger) {
         self.url = url
+        // A rediss:// URL is never served in clear: without a context, the system's trust store.
+        let tls: (@Sendable () -> NIOSSLContext)? = url.tls ? (tls ?? { Self.systemTrust }) : nil
+        self.tls = tls
         self.group = group
         self.maxConnections = max(1, maxConnections)
         self.commandTimeout = commandTimeout
@@ -86,7 +93,8 @@ public final class RedisClient: Sendable {
         let state = Books(State(slots: Array(repeating: .empty, count: max(1, maxConnections))))
         self.state = state
         if case .sentinel(let master, let sentinels, let password) = url.server {
-            sentinel = RedisSentinel(master: master, sentinels: sentinels, password: password, group: group, timeout: commandTimeout, logger: logger) { master in
+            sentinel = RedisSentinel(master: master, sentinels: sentinels, password: password, group: group, timeout: commandTimeout,
+                                     tls: tls, logger: logger) { master in
                 // Connections to anyone else are to a master no longer: closed, and a slot
                 // waiting out a backoff (the old master was down) may connect at once.
                 let stale: [any Channel] = state.withLock { s in
@@ -106,6 +114,13 @@ public final class RedisClient: Sendable {
             sentinel = nil
         }
     }
+
+    /// TLS with full verification against the system's trust store (no file is read to make it).
+    private static let systemTrust: NIOSSLContext = {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        return try! NIOSSLContext(configuration: configuration)
+    }()
 
     /// Whether the server is asked of Sentinels (a `redis-sentinel://` URL).
     public var followsSentinels: Bool { sentinel != nil }
@@ -317,7 +332,7 @@ public final class RedisClient: Sendable {
         let channel: any Channel
         let replies: [RedisValue]
         do {
-            (channel, replies) = try await RedisHandler.connect(to: address, group: group, timeout: commandTimeout, setup: setup)
+            (channel, replies) = try await RedisHandler.connect(to: address, group: group, timeout: commandTimeout, tls: tls?(), setup: setup)
         } catch {
             sentinel?.forget(address)
             throw error  // `unavailable`, naming the address

@@ -1,5 +1,7 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 
 /// A batch of commands written back to back on one connection, answered together: one command,
 /// or a MULTI … EXEC transaction that no other command can interleave with.
@@ -66,19 +68,41 @@ extension RedisHandler {
     /// A new connection to `address` with a `RedisHandler`, and the replies to `setup` (AUTH,
     /// SELECT, a question), all within `timeout`. An error reply is returned, not thrown: the
     /// caller knows which ones matter.
-    static func connect(to address: RedisURL.Address, group: any EventLoopGroup, timeout: TimeAmount,
+    static func connect(to address: RedisURL.Address, group: any EventLoopGroup, timeout: TimeAmount, tls: NIOSSLContext? = nil,
                         setup: [[[UInt8]]]) async throws -> (channel: any Channel, replies: [RedisValue]) {
         let channel: any Channel
+        let loop = group.next()
+        let handshake = loop.makePromise(of: Void.self)
         do {
-            channel = try await ClientBootstrap(group: group)
+            channel = try await ClientBootstrap(group: loop)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connectTimeout(timeout)
                 .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler()) }
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            // Chain and hostname (or IP SAN) verified, as for https workers.
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: address.tlsServerName))
+                            try channel.pipeline.syncOperations.addHandler(RedisTLSHandshake(handshake))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(RedisHandler())
+                    }
                 }
                 .connect(host: address.host, port: address.port).get()
         } catch {
+            handshake.fail(error)
             throw RedisError.unavailable("\(address): \(error)")
+        }
+        if tls == nil { handshake.succeed() } else {
+            // The handshake's own failure (an untrusted certificate, a name that does not match,
+            // a client certificate wanted), not a bare "connection closed".
+            do {
+                let timer = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+                defer { timer.cancel() }
+                try await handshake.futureResult.get()
+            } catch {
+                channel.close(promise: nil)
+                throw RedisError.unavailable("\(address): TLS handshake failed: \(error)")
+            }
         }
         guard !setup.isEmpty else { return (channel, []) }
         let promise = channel.eventLoop.makePromise(of: [RedisValue].self)
@@ -102,5 +126,34 @@ extension RedisHandler {
     static func auth(user: String?, password: String?) -> [[[UInt8]]] {
         guard let password else { return [] }
         return [(user.map { ["AUTH", $0, password] } ?? ["AUTH", password]).map { Array($0.utf8) }]
+    }
+}
+
+/// Completes when the TLS handshake does, or fails with its reason; then leaves the pipeline.
+final class RedisTLSHandshake: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var promise: EventLoopPromise<Void>?
+
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let p = promise {
+            promise = nil
+            p.succeed()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise?.fail(error)
+        promise = nil
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.fail(RedisError.connectionClosed)
+        promise = nil
+        context.fireChannelInactive()
     }
 }

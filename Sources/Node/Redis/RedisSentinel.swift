@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -16,6 +17,9 @@ final class RedisSentinel: Sendable {
     private let password: String?
     private let group: any EventLoopGroup
     private let timeout: TimeAmount
+    /// The TLS context of each new connection (`rediss-sentinel://`), read when it is made, so a
+    /// reload (SIGHUP) reaches the next one.
+    private let tls: (@Sendable () -> NIOSSLContext)?
     private let logger: Logger
     /// Told each new master, before any connection is made to it.
     private let moved: @Sendable (RedisURL.Address) -> Void
@@ -30,8 +34,9 @@ final class RedisSentinel: Sendable {
     }
     private let books = Mutex(Books())
 
-    init(master: String, sentinels: [RedisURL.Address], password: String?, group: any EventLoopGroup, timeout: TimeAmount, logger: Logger,
-         moved: @escaping @Sendable (RedisURL.Address) -> Void) {
+    init(master: String, sentinels: [RedisURL.Address], password: String?, group: any EventLoopGroup, timeout: TimeAmount,
+         tls: (@Sendable () -> NIOSSLContext)? = nil, logger: Logger, moved: @escaping @Sendable (RedisURL.Address) -> Void) {
+        self.tls = tls
         self.master = master
         self.sentinels = sentinels
         self.password = password
@@ -51,7 +56,7 @@ final class RedisSentinel: Sendable {
             let i = (first + k) % sentinels.count
             do {
                 let ask = RedisHandler.auth(user: nil, password: password) + [["SENTINEL", "get-master-addr-by-name", master].map { Array($0.utf8) }]
-                let (channel, replies) = try await RedisHandler.connect(to: sentinels[i], group: group, timeout: timeout, setup: ask)
+                let (channel, replies) = try await RedisHandler.connect(to: sentinels[i], group: group, timeout: timeout, tls: tls?(), setup: ask)
                 channel.close(promise: nil)
                 if let refused = replies.first(where: { if case .error = $0 { return true }; return false }) {
                     problems.append("Sentinel \(sentinels[i]) refused: \(refused)")
@@ -119,10 +124,16 @@ final class RedisSentinel: Sendable {
     /// after 15 s without a word) or the task is cancelled.
     private func subscribe(to sentinel: RedisURL.Address) async throws {
         let (stream, pushes) = AsyncStream<RedisValue>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        let context = tls?()
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisPushHandler(pushes)) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: sentinel.tlsServerName))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(RedisPushHandler(pushes))
+                }
             }
             .connect(host: sentinel.host, port: sentinel.port).get()
         var request = channel.allocator.buffer(capacity: 128)

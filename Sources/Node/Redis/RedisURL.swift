@@ -5,11 +5,16 @@
 ///   the master that the Sentinels at these addresses agree on for the name after `#` (the form
 ///   Lettuce and Spring use). The user and password are the master's (and its replicas');
 ///   `sentinel_password` is the Sentinels' own (`requirepass` in sentinel.conf), when they have one.
+///
+/// `rediss://` and `rediss-sentinel://` are the same over TLS (every connection: to the server,
+/// the Sentinels and the master they name), verified as connections to workers are.
 public struct RedisURL: Sendable, Equatable {
     public struct Address: Sendable, Equatable, Hashable, CustomStringConvertible {
         public var host: String
         public var port: Int
         public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        /// The name to send as SNI and to verify the certificate against (nil for an address).
+        var tlsServerName: String? { TLSServerName.of(host: host) }
     }
 
     /// Where the data lives: named outright, or asked of Sentinels.
@@ -19,6 +24,8 @@ public struct RedisURL: Sendable, Equatable {
     }
 
     public var server: Server
+    /// `rediss://`, `rediss-sentinel://`: every connection over TLS.
+    public var tls: Bool
     public var user: String?
     public var password: String?
     public var database: Int
@@ -28,17 +35,14 @@ public struct RedisURL: Sendable, Equatable {
     static let maxMasterName = 256
 
     public init(parsing raw: String) throws(ConfigError) {
-        let sentinel: Bool
-        var rest: Substring
-        if raw.hasPrefix("redis://") {
-            sentinel = false
-            rest = raw.dropFirst("redis://".count)
-        } else if raw.hasPrefix("redis-sentinel://") {
-            sentinel = true
-            rest = raw.dropFirst("redis-sentinel://".count)
-        } else {
-            throw Self.problem(raw, "expected redis://[user:password@]host[:port][/db] or redis-sentinel://[password@]host[:port][,host[:port]…][/db]#master (rediss:// is not built)")
+        let schemes: [(String, sentinel: Bool, tls: Bool)] = [("redis://", false, false), ("rediss://", false, true),
+                                                              ("redis-sentinel://", true, false), ("rediss-sentinel://", true, true)]
+        guard let scheme = schemes.first(where: { raw.hasPrefix($0.0) }) else {
+            throw Self.problem(raw, "expected redis[s]://[user:password@]host[:port][/db] or redis[s]-sentinel://[password@]host[:port][,host[:port]…][/db]#master")
         }
+        let sentinel = scheme.sentinel
+        tls = scheme.tls
+        var rest = raw.dropFirst(scheme.0.count)
         var master: Substring?
         if let hash = rest.firstIndex(of: "#") {
             master = rest[rest.index(after: hash)...]
@@ -119,9 +123,10 @@ public struct RedisURL: Sendable, Equatable {
     }
 
     public var description: String {
+        let s = tls ? "s" : ""
         switch server {
-        case .direct(let a): return "redis://\(a)/\(database)"
-        case .sentinel(let master, let sentinels, _): return "redis-sentinel://\(sentinels.map(\.description).joined(separator: ","))/\(database)#\(master)"
+        case .direct(let a): return "redis\(s)://\(a)/\(database)"
+        case .sentinel(let master, let sentinels, _): return "redis\(s)-sentinel://\(sentinels.map(\.description).joined(separator: ","))/\(database)#\(master)"
         }
     }
 }

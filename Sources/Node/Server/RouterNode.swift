@@ -66,7 +66,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             })
         case .none: history = NoHistoryStore()
         case .redis(let url, let poolSize, let retentionDays, let durability):
-            let redis = RedisClient(url: url, group: group, maxConnections: poolSize, durability: durability, logger: logger)
+            let redis = RedisClient(url: url, group: group, maxConnections: poolSize, durability: durability, tls: { tls.redisContext }, logger: logger)
             redisClients.append(redis)
             history = RedisHistoryStore(redis: redis, retentionDays: retentionDays)
         }
@@ -75,7 +75,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         if case .redis(let url, let poolSize) = config.sessionStore {
             // A client of its own: a session read gives up after 200 ms, and a command that
             // times out drops its connection, which must not cut history commands short.
-            let redis = RedisClient(url: url, group: group, maxConnections: min(poolSize, 4), commandTimeout: .seconds(1), logger: logger)
+            let redis = RedisClient(url: url, group: group, maxConnections: min(poolSize, 4), commandTimeout: .seconds(1), tls: { tls.redisContext },
+                                    logger: logger)
             redisClients.append(redis)
             sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger, metrics: metrics, writes: writes)
             if config.policy != .manual {

@@ -3,24 +3,29 @@ import NIOSSL
 import Synchronization
 
 /// The router's TLS contexts, built by swift-nio-ssl (BoringSSL) from the configured files:
-/// the server's for the API port, the client's for `https://` workers. `reload()` (SIGHUP)
+/// the server's for the API port, the client's for `https://` workers and `rediss://` Redis. `reload()` (SIGHUP)
 /// builds both again from the files: new connections get the new ones, open connections keep
 /// theirs; a file that does not load is refused with a log line and the old context stays.
 public final class TLSContexts: Sendable {
     let settings: TLSSettings
     private let server: Mutex<NIOSSLContext?>
     private let client: Mutex<NIOSSLContext>
+    private let redisClient: Mutex<NIOSSLContext>
 
     public init(_ settings: TLSSettings) throws(ConfigError) {
         self.settings = settings
         server = Mutex(try settings.server.map { identity throws(ConfigError) in try Self.serverContext(identity) })
         client = Mutex(try Self.clientContext(settings))
+        redisClient = Mutex(try Self.clientContext(settings, alpn: []))
     }
 
     /// The API port's context (nil: plain HTTP).
     var serverContext: NIOSSLContext? { server.withLock { $0 } }
     /// The context for connections to `https://` workers.
     var clientContext: NIOSSLContext { client.withLock { $0 } }
+    /// The context for `rediss://` connections: the same trust roots and client certificate,
+    /// without ALPN (Redis speaks RESP, not HTTP).
+    var redisContext: NIOSSLContext { redisClient.withLock { $0 } }
 
     /// Loads every file again; what fails to load keeps its old context. Returns what happened,
     /// one line per context, for the log.
@@ -39,8 +44,10 @@ public final class TLSContexts: Sendable {
         }
         do throws(ConfigError) {
             let fresh = try Self.clientContext(settings)
+            let freshRedis = try Self.clientContext(settings, alpn: [])
             client.withLock { $0 = fresh }
-            if settings.client != nil || !settings.caCertificatePaths.isEmpty { logger.info("TLS: worker trust roots and client certificate reloaded") }
+            redisClient.withLock { $0 = freshRedis }
+            if settings.client != nil || !settings.caCertificatePaths.isEmpty { logger.info("TLS: trust roots and client certificate (workers, Redis) reloaded") }
         } catch {
             ok = false
             logger.error("TLS: worker TLS settings NOT reloaded; the previous ones stay in use", metadata: ["error": "\(error.message)"])
@@ -67,12 +74,12 @@ public final class TLSContexts: Sendable {
 
     /// Full verification (chain and hostname) against `--ca-cert-paths` or the system store;
     /// the client certificate for mutual TLS when given.
-    static func clientContext(_ settings: TLSSettings) throws(ConfigError) -> NIOSSLContext {
+    static func clientContext(_ settings: TLSSettings, alpn: [String] = ["http/1.1"]) throws(ConfigError) -> NIOSSLContext {
         do {
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.minimumTLSVersion = .tlsv12
             configuration.certificateVerification = .fullVerification
-            configuration.applicationProtocols = ["http/1.1"]
+            configuration.applicationProtocols = alpn
             if !settings.caCertificatePaths.isEmpty {
                 var roots: [NIOSSLCertificate] = []
                 for path in settings.caCertificatePaths {

@@ -1,0 +1,51 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// History on a Redis that speaks only TLS (`rediss://`), verified against `--ca-cert-paths`,
+/// with a client certificate when the server asks for one; certificates made at test time.
+@Suite(.serialized) struct RedisTLSTests {
+    /// Whether a stored Responses turn made it into the store.
+    func stores(_ smg: InProcessRouter) throws -> Bool {
+        let r = try smg.respond(#"{"input":"Keep this."}"#)
+        guard r.status == 200, r.header("x-smg-history-write") == nil, let id = try r.json()["id"] as? String else { return false }
+        return try smg.request("GET", "/v1/responses/\(id)").status == 200
+    }
+
+    @Test func historyGoesOverVerifiedTLSAndNotToAServerItCannotTrust() async throws {
+        let pki = try TestPKI("redis")
+        let cert = try pki.issue("redis")
+        let redis = try await RedisServer(tls: .init(certificatePath: cert.certificatePath, keyPath: cert.keyPath, caPath: pki.caPath,
+                                                     requireClientCertificate: false))
+        #expect(redis.url.hasPrefix("rediss://"))
+        let w = try await InProcessWorker(name: "w")
+        let history = ["--worker-urls", w.url, "--history-backend", "redis"]
+        let trusting = try await InProcessRouter(history + ["--redis-url", redis.url, "--ca-cert-paths", pki.caPath])
+        #expect(try stores(trusting))
+        #expect(try redis.cli("DBSIZE") != ["0"], "written through TLS")
+
+        // A router that trusts another CA refuses the server: the turn is answered, not stored.
+        let stranger = try TestPKI("stranger")
+        let wary = try await InProcessRouter(history + ["--redis-url", redis.url, "--ca-cert-paths", stranger.caPath])
+        let refused = try wary.respond(#"{"input":"x"}"#)
+        #expect(refused.status == 200 && refused.header("x-smg-history-write") == "deferred")
+        #expect(try wary.request("GET", "/v1/conversations/conv_x").errorCode == "history_unavailable")
+        // redis:// to a TLS port gets no RESP answer: unavailable, nothing sent in clear that it took.
+        let plain = try await InProcessRouter(history + ["--redis-url", "redis://127.0.0.1:\(redis.port)"])
+        #expect(try plain.respond(#"{"input":"x"}"#).header("x-smg-history-write") == "deferred")
+    }
+
+    @Test func aServerThatWantsAClientCertificateGetsTheRouters() async throws {
+        let pki = try TestPKI("mtls")
+        let cert = try pki.issue("redis")
+        let client = try pki.issue("router")
+        let redis = try await RedisServer(tls: .init(certificatePath: cert.certificatePath, keyPath: cert.keyPath, caPath: pki.caPath,
+                                                     requireClientCertificate: true))
+        let w = try await InProcessWorker(name: "w")
+        let history = ["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url, "--ca-cert-paths", pki.caPath]
+        let without = try await InProcessRouter(history)
+        #expect(try !stores(without), "no client certificate, no connection")
+        let with = try await InProcessRouter(history + ["--client-cert-path", client.certificatePath, "--client-key-path", client.keyPath])
+        #expect(try stores(with))
+    }
+}
