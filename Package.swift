@@ -30,6 +30,8 @@ let package = Package(
         // Tests make their certificates at run time.
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        // --history-backend postgres: the wire protocol, pool and TLS (no SQL client of our own).
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // System-library shims: the mesh seals gossip with libsodium, history talks Redis through hiredis.
@@ -73,6 +75,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -170,7 +173,8 @@ let package = Package(
             dependencies: ["Node", "Mesh", "SimWorker", "Primitives", "CHiredis", "CSodium", "TestSupport", "RouterHarness",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "JWTKit", package: "jwt-kit"),
-                           .product(name: "_CryptoExtras", package: "swift-crypto")]
+                           .product(name: "_CryptoExtras", package: "swift-crypto"),
+                           .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         // End-to-end: starts the real `smg` and `smg-sim-worker` binaries on loopback.
         // Its JWKS server and token issuer use NIO and jwt-kit (keys generated at test time).

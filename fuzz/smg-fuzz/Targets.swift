@@ -171,6 +171,9 @@ enum FuzzTarget: String, CaseIterable {
         if let url = try? RedisURL(parsing: text), case .sentinel(_, let sentinels, _) = url.server {
             check(!sentinels.isEmpty && sentinels.count <= RedisURL.maxSentinels, "Sentinels within bounds: \(sentinels.count)")
         }
+        if let url = try? PostgresURL(parsing: text) {
+            check(!url.user.isEmpty && !url.database.isEmpty && (1...65535).contains(url.port), "a PostgreSQL URL within bounds: \(url.description)")
+        }
         if let pairs = try? ConfigLoader.parseConfig(text, path: "fuzz.yaml") {
             var flags = (try? ConfigLoader.resolve(arguments: [], environment: [:]))!
             for (name, value) in pairs { flags.set(name, value, from: .configFile) }

@@ -64,7 +64,7 @@ public enum FlagTable {
         FlagSpec("backend", .string, .string("sglang"), group: "Core", "Worker backend: sglang, vllm (plain HTTP proxying); trtllm, openai, anthropic not built yet"),
 
         // History
-        FlagSpec("history-backend", .string, .string("memory"), group: "History", "memory, none, redis (oracle and postgres are not built)"),
+        FlagSpec("history-backend", .string, .string("memory"), group: "History", "memory, none, redis, postgres (oracle is not built)"),
         FlagSpec("history-memory-max-responses", .int, .int(10_000), group: "History", "Most stored responses the memory backend keeps; the oldest go first"),
         FlagSpec("history-memory-max-items", .int, .int(100_000), group: "History", "Most conversation items the memory backend keeps; the oldest go first and leave their conversation"),
         FlagSpec("history-memory-retention-secs", .int, .int(86_400), group: "History", "Seconds the memory backend keeps a record (a conversation: after its last use); 0 keeps it until a bound drops it"),
@@ -78,8 +78,11 @@ public enum FlagTable {
         FlagSpec("oracle-pool-min", .int, .int(1), env: "ATP_POOL_MIN", group: "History", status: .notBuilt(history), "Oracle pool minimum"),
         FlagSpec("oracle-pool-max", .int, .int(16), env: "ATP_POOL_MAX", group: "History", status: .notBuilt(history), "Oracle pool maximum"),
         FlagSpec("oracle-pool-timeout-secs", .int, .int(30), env: "ATP_POOL_TIMEOUT_SECS", group: "History", status: .notBuilt(history), "Oracle pool timeout"),
-        FlagSpec("postgres-db-url", .string, nil, env: "POSTGRES_DB_URL", group: "History", status: .notBuilt(history), "PostgreSQL connection URL"),
-        FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", status: .notBuilt(history), "PostgreSQL pool size"),
+        FlagSpec("postgres-db-url", .string, nil, env: "POSTGRES_DB_URL", group: "History",
+                 "PostgreSQL connection URL: postgres://user[:password]@host[:port]/database[?sslmode=disable|prefer|require|verify-full]"),
+        FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", "PostgreSQL pool size"),
+        FlagSpec("postgres-op-timeout-secs", .int, .int(5), env: "POSTGRES_OP_TIMEOUT_SECS", group: "History",
+                 "Bound in seconds on each call to the PostgreSQL store (pool wait, connect and the statement); past it the call is answered 503 history_unavailable"),
         FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", "Redis connection URL: redis://[user:password@]host[:port][/db] (rediss:// over TLS), or redis[s]-sentinel://[password@]host[:26379][,host[:port]…][/db][?sentinel_password=…]#master for the master that Redis Sentinels name"),
         FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", "Redis pool size"),
         FlagSpec("session-store", .string, .string("memory"), group: "History", "Where manual routing-key assignments live: memory (this router and its mesh) or redis (--redis-url; survives restarts)"),

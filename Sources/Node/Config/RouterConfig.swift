@@ -45,6 +45,7 @@ public struct RouterConfig: Sendable {
     public enum History: Sendable, Equatable {
         case memory, none
         case redis(RedisURL, poolSize: Int, retentionDays: Int, durability: RedisClient.Durability)
+        case postgres(PostgresURL, poolSize: Int, timeoutSecs: Int)
     }
     public var history: History = .memory
     /// The memory backend's bounds (`--history-memory-*`).
@@ -161,8 +162,15 @@ public struct RouterConfig: Sendable {
             guard retention == -1 || retention >= 1 else { throw ConfigError("--redis-retention-days \(retention): 1 or more, or -1 to keep forever") }
             history = .redis(try RedisURL(parsing: raw), poolSize: try Self.positive(f, "redis-pool-max-size"), retentionDays: retention,
                              durability: try Self.redisDurability(f))
-        case "postgres", "oracle":
-            throw ConfigError("--history-backend \(historyBackend) is not built yet in this smg (history storage); use memory, none or redis")
+        case "postgres":
+            guard let raw = f.string("postgres-db-url"), !raw.isEmpty else {
+                throw ConfigError("--history-backend postgres needs --postgres-db-url postgres://user@host:port/database")
+            }
+            let timeout = try Self.positive(f, "postgres-op-timeout-secs")
+            guard timeout <= 600 else { throw ConfigError("--postgres-op-timeout-secs \(timeout): at most 600") }
+            history = .postgres(try PostgresURL(parsing: raw), poolSize: try Self.positive(f, "postgres-pool-max-size"), timeoutSecs: timeout)
+        case "oracle":
+            throw ConfigError("--history-backend oracle is not built yet in this smg (history storage); use memory, none, redis or postgres")
         default: throw ConfigError("--history-backend \(historyBackend): expected memory, none, oracle, postgres or redis")
         }
         switch f.stringWithDefault("session-store") {

@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import PostgresNIO
 import ServiceLifecycle
 
 /// A running router node: its listeners are bound and its workers registered by `start`;
@@ -59,6 +60,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let history: any HistoryStore
         /// Each follows its Sentinels (when it has any) as a service of the group.
         var redisClients: [RedisClient] = []
+        /// Its pool runs as a service of the group, shut down after everything that writes history.
+        var postgres: PostgresClient?
         switch config.history {
         case .memory:
             history = MemoryHistoryStore(limits: config.historyMemory, onEvict: { [metrics] evicted, bytes in
@@ -69,6 +72,11 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             let redis = RedisClient(url: url, group: group, maxConnections: poolSize, durability: durability, tls: { tls.redisContext }, logger: logger)
             redisClients.append(redis)
             history = RedisHistoryStore(redis: redis, retentionDays: retentionDays)
+        case .postgres(let url, let poolSize, let timeoutSecs):
+            let client = PostgresClient(configuration: try Self.postgresConfiguration(url, poolSize: poolSize, timeoutSecs: timeoutSecs, tls: config.tls),
+                                        eventLoopGroup: group, backgroundLogger: logger)
+            postgres = client
+            history = PostgresHistoryStore(client: client, timeout: .seconds(timeoutSecs), logger: logger)
         }
         let writes = BackgroundWrites(logger: logger)
         var sessions: RedisSessions?
@@ -167,7 +175,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
 
             let loop = group.next()
             let evictionInterval = TimeAmount.seconds(Int64(config.evictionIntervalSecs))
-            var list: [any Service] = [
+            var list: [any Service] = postgres.map { [$0] } ?? []
+            list += [
                 MetricsServer(channel: metricsChannel),
                 // Shut down after the API server (the group goes in reverse), so the writes of
                 // the last requests it drained are in before intake closes.
@@ -200,6 +209,24 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             try? await group.shutdownGracefully()
             throw error
         }
+    }
+
+    /// postgres-nio's settings for `--postgres-db-url`: TLS as its `sslmode` says (libpq's
+    /// meanings; `verify-full` with the router's trust roots and client certificate).
+    static func postgresConfiguration(_ url: PostgresURL, poolSize: Int, timeoutSecs: Int, tls: TLSSettings) throws(ConfigError) -> PostgresClient.Configuration {
+        var unverified = TLSConfiguration.makeClientConfiguration()
+        unverified.certificateVerification = .none
+        let mode: PostgresClient.Configuration.TLS
+        switch url.sslMode {
+        case .disable: mode = .disable
+        case .prefer: mode = .prefer(unverified)
+        case .require: mode = .require(unverified)
+        case .verifyFull: mode = .require(try TLSContexts.clientConfiguration(tls))
+        }
+        var c = PostgresClient.Configuration(host: url.host, port: url.port, username: url.user, password: url.password, database: url.database, tls: mode)
+        c.options.maximumConnections = poolSize
+        c.options.connectTimeout = .seconds(timeoutSecs)
+        return c
     }
 
     /// Without any credential configured every route is open (as the reference gateway is by

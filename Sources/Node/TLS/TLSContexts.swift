@@ -75,6 +75,17 @@ public final class TLSContexts: Sendable {
     /// Full verification (chain and hostname) against `--ca-cert-paths` or the system store;
     /// the client certificate for mutual TLS when given.
     static func clientContext(_ settings: TLSSettings, alpn: [String] = ["http/1.1"]) throws(ConfigError) -> NIOSSLContext {
+        let configuration = try clientConfiguration(settings, alpn: alpn)
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw ConfigError("TLS (--ca-cert-paths, --client-cert-path, --client-key-path): \(error)")
+        }
+    }
+
+    /// The verifying client configuration itself, for a library that builds its own context
+    /// (postgres-nio, `sslmode=verify-full`).
+    static func clientConfiguration(_ settings: TLSSettings, alpn: [String] = []) throws(ConfigError) -> TLSConfiguration {
         do {
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.minimumTLSVersion = .tlsv12
@@ -95,7 +106,7 @@ public final class TLSContexts: Sendable {
                 configuration.certificateChain = chain.map { .certificate($0) }
                 configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: identity.keyPath, format: .pem))
             }
-            return try NIOSSLContext(configuration: configuration)
+            return configuration
         } catch let error as ConfigError {
             throw error
         } catch {
