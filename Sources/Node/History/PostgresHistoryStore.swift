@@ -274,16 +274,22 @@ final class PostgresHistoryStore: HistoryStore {
         let input = JSONValue.array(response.input.map(\.json)).render()
         let raw = response.raw.render()
         let r = response
+        let upsert: PostgresQuery = """
+            INSERT INTO smg_responses (id, previous_response_id, conversation_id, input, created_at, safety_identifier, model, raw_response, tenant)
+            VALUES (\(r.id), \(r.previousResponseID), \(r.conversationID), \(input), \(r.createdAt), \(r.safetyIdentifier), \(r.model), \(raw), \(r.tenant))
+            ON CONFLICT (id) DO UPDATE SET previous_response_id = EXCLUDED.previous_response_id, conversation_id = EXCLUDED.conversation_id,
+              input = EXCLUDED.input, created_at = EXCLUDED.created_at, safety_identifier = EXCLUDED.safety_identifier,
+              model = EXCLUDED.model, raw_response = EXCLUDED.raw_response, tenant = EXCLUDED.tenant
+            """
+        guard let conversation, !items.isEmpty else {
+            // One statement is its own transaction: no BEGIN and COMMIT round trips.
+            _ = try await call { [self] in try await client.query(upsert, logger: logger) }
+            return
+        }
         _ = try await call { [self] in
             try await client.withTransaction(logger: logger) { db in
-                try await db.query("""
-                    INSERT INTO smg_responses (id, previous_response_id, conversation_id, input, created_at, safety_identifier, model, raw_response, tenant)
-                    VALUES (\(r.id), \(r.previousResponseID), \(r.conversationID), \(input), \(r.createdAt), \(r.safetyIdentifier), \(r.model), \(raw), \(r.tenant))
-                    ON CONFLICT (id) DO UPDATE SET previous_response_id = EXCLUDED.previous_response_id, conversation_id = EXCLUDED.conversation_id,
-                      input = EXCLUDED.input, created_at = EXCLUDED.created_at, safety_identifier = EXCLUDED.safety_identifier,
-                      model = EXCLUDED.model, raw_response = EXCLUDED.raw_response, tenant = EXCLUDED.tenant
-                    """, logger: logger)
-                if let conversation { _ = try await Self.write(items, conversation: conversation, on: db, logger: logger) }
+                try await db.query(upsert, logger: logger)
+                _ = try await Self.write(items, conversation: conversation, on: db, logger: logger)
                 return true
             }
         }
