@@ -7,6 +7,9 @@ import Testing
 import Glibc
 #endif
 
+/// The mesh key file to remove at exit (a C `atexit` handler can reach a global, not a capture).
+nonisolated(unsafe) private var meshKeyFileToRemove: String?
+
 /// Several real `smg` processes forming a mesh on loopback.
 @Suite(.serialized) struct MeshMembershipTests {
     struct Node {
@@ -15,11 +18,14 @@ import Glibc
         var router: RouterProcess?
     }
 
+    /// One cluster key for the test run, removed when the test process exits.
     static let keyFile: URL = {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("smg-mesh-key-\(UUID().uuidString)")
         let p = try! TestProcess(Binaries.smg, ["mesh-keygen"], name: "keygen")
         p.process.waitUntilExit()
         _ = FileManager.default.createFile(atPath: url.path, contents: Data(p.stdout.utf8), attributes: [.posixPermissions: 0o600])
+        meshKeyFileToRemove = url.path
+        atexit { if let path = meshKeyFileToRemove { unlink(path) } }
         return url
     }()
 

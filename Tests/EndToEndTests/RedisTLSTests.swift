@@ -48,4 +48,21 @@ import Testing
         let with = try await InProcessRouter(history + ["--client-cert-path", client.certificatePath, "--client-key-path", client.keyPath])
         #expect(try stores(with))
     }
+
+    /// `rediss-sentinel://`: the Sentinels, the master they name and the new one after a
+    /// failover, all over verified TLS.
+    @Test func sentinelsAndTheirMastersOverTLSThroughAFailover() async throws {
+        let pki = try TestPKI("sentinel")
+        let cert = try pki.issue("redis")
+        let redis = try await RedisSentinelDeployment(tls: .init(certificatePath: cert.certificatePath, keyPath: cert.keyPath, caPath: pki.caPath,
+                                                                 requireClientCertificate: false))
+        #expect(redis.url.hasPrefix("rediss-sentinel://"))
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url, "--ca-cert-paths", pki.caPath])
+        #expect(try stores(smg))
+        try redis.forceFailover()
+        try await eventually(timeout: .seconds(15), "the Sentinels name the replica") { redis.namedMasterPort() == redis.replica.port }
+        try await eventually(timeout: .seconds(10), "turns are stored on the new master") { try stores(smg) }
+        #expect(try redis.replica.cli("DBSIZE") != ["0"])
+    }
 }

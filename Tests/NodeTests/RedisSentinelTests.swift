@@ -48,10 +48,16 @@ import Glibc
         }
         #expect(refusal(["--history-backend", "redis", "--redis-url", "redis://h", "--redis-wait-replicas", "17"]).contains("--redis-wait-replicas 17"))
         #expect(refusal(["--history-backend", "redis", "--redis-url", "redis://h", "--redis-wait-timeout-ms", "0"]).contains("--redis-wait-timeout-ms 0"))
+        #expect(refusal(["--history-backend", "redis", "--redis-url", "redis://h", "--redis-op-timeout-secs", "0"]).contains("--redis-op-timeout-secs 0"))
+        let pg = try? RouterConfig.load(arguments: ["--history-backend", "postgres", "--postgres-db-url", "postgres://u@h/d", "--postgres-pool-max", "3"],
+                                        environment: [:])
+        if case .postgres(_, let pool, _)? = pg?.history { #expect(pool == 3) } else { Issue.record("--postgres-pool-max not taken") }
+        // The reference 1.13's spellings (--redis-pool-max) beside seed 000's.
         let config = try? RouterConfig.load(arguments: ["--history-backend", "redis", "--redis-url", "redis://h", "--redis-wait-replicas", "2",
-                                                        "--redis-wait-timeout-ms", "250"], environment: [:])
-        if case .redis(_, _, _, let durability)? = config?.history {
-            #expect(durability == .init(replicas: .count(2), timeout: .milliseconds(250)))
+                                                        "--redis-wait-timeout-ms", "250", "--redis-pool-max", "7", "--redis-op-timeout-secs", "3"],
+                                            environment: [:])
+        if case .redis(_, let pool, _, let durability, let timeout)? = config?.history {
+            #expect(durability == .init(replicas: .count(2), timeout: .milliseconds(250)) && pool == 7 && timeout == 3)
         } else {
             Issue.record("not a Redis history: \(String(describing: config?.history))")
         }

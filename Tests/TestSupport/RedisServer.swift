@@ -118,10 +118,13 @@ public final class RedisSentinelServer: @unchecked Sendable {
     public let port: Int
     private let directory: URL
     private var process: Process?
+    /// TLS only, to clients and to the servers it watches, when set.
+    public let tls: RedisServer.TLS?
 
     public init(master: String = "mymaster", masterPort: Int, quorum: Int, downAfterMs: Int = 1000, failoverTimeoutMs: Int = 5000,
-                password: String? = nil, masterPassword: String? = nil) async throws {
+                password: String? = nil, masterPassword: String? = nil, tls: RedisServer.TLS? = nil) async throws {
         port = try freeLoopbackPort()
+        self.tls = tls
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("smg-sentinel-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var lines = [
@@ -133,6 +136,11 @@ public final class RedisSentinelServer: @unchecked Sendable {
         ]
         if let password { lines.append("requirepass \(password)") }
         if let masterPassword { lines.append("sentinel auth-pass \(master) \(masterPassword)") }
+        if let tls {
+            lines[0] = "port 0"
+            lines += ["tls-port \(port)", "tls-cert-file \(tls.certificatePath)", "tls-key-file \(tls.keyPath)", "tls-ca-cert-file \(tls.caPath)",
+                      "tls-replication yes", "tls-auth-clients \(tls.requireClientCertificate ? "yes" : "no")"]
+        }
         let config = directory.appendingPathComponent("sentinel.conf")
         try (lines.joined(separator: "\n") + "\n").write(to: config, atomically: true, encoding: .utf8)
         let p = Process()
@@ -157,6 +165,12 @@ public final class RedisSentinelServer: @unchecked Sendable {
     deinit { stop() }
 
     public var address: String { "127.0.0.1:\(port)" }
+
+    /// `redis-cli` against this Sentinel (over TLS when it speaks only TLS).
+    public func cli(_ args: String...) throws -> [String] {
+        let tlsArgs = tls.map { ["--tls", "--cacert", $0.caPath, "--cert", $0.certificatePath, "--key", $0.keyPath] } ?? []
+        return try RedisServer.cli(port: port, tlsArgs + args)
+    }
 }
 
 /// Redis as it is run for high availability, on loopback: a master with one replica in sync,
@@ -168,11 +182,12 @@ public final class RedisSentinelDeployment: @unchecked Sendable {
     public let sentinels: [RedisSentinelServer]
     public static let masterName = "mymaster"
 
-    public init() async throws {
-        let master = try await RedisServer()
-        let replica = try await RedisServer(["--replicaof", "127.0.0.1", String(master.port)])
+    /// `tls`: every server and Sentinel speaks only TLS, replication and Sentinels' links too.
+    public init(tls: RedisServer.TLS? = nil) async throws {
+        let master = try await RedisServer(tls: tls, tls == nil ? [] : ["--tls-replication", "yes"])
+        let replica = try await RedisServer(tls: tls, ["--replicaof", "127.0.0.1", String(master.port)] + (tls == nil ? [] : ["--tls-replication", "yes"]))
         var sentinels: [RedisSentinelServer] = []
-        for _ in 0..<3 { sentinels.append(try await RedisSentinelServer(master: Self.masterName, masterPort: master.port, quorum: 2)) }
+        for _ in 0..<3 { sentinels.append(try await RedisSentinelServer(master: Self.masterName, masterPort: master.port, quorum: 2, tls: tls)) }
         (self.master, self.replica, self.sentinels) = (master, replica, sentinels)
         try await eventually(timeout: .seconds(10), "the replica is in sync") {
             (try? replica.cli("ROLE"))?.contains("connected") == true
@@ -180,7 +195,7 @@ public final class RedisSentinelDeployment: @unchecked Sendable {
         // Each Sentinel has found the replica (through the master) and the other Sentinels.
         try await eventually(timeout: .seconds(20), "the Sentinels know the replica and each other") {
             sentinels.allSatisfy { s in
-                let info = (try? RedisServer.cli(port: s.port, "SENTINEL", "MASTER", Self.masterName)) ?? []
+                let info = (try? s.cli("SENTINEL", "MASTER", Self.masterName)) ?? []
                 return Self.field(info, "num-slaves") == "1" && Self.field(info, "num-other-sentinels") == "2"
             }
         }
@@ -192,16 +207,16 @@ public final class RedisSentinelDeployment: @unchecked Sendable {
     }
 
     /// `--redis-url` for this deployment.
-    public var url: String { "redis-sentinel://" + sentinels.map(\.address).joined(separator: ",") + "#" + Self.masterName }
+    public var url: String { "\(master.tls == nil ? "redis" : "rediss")-sentinel://" + sentinels.map(\.address).joined(separator: ",") + "#" + Self.masterName }
 
     /// The port of the master the Sentinels name now.
     public func namedMasterPort() -> Int? {
-        (try? RedisServer.cli(port: sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self.masterName)).flatMap { $0.last.flatMap(Int.init) }
+        (try? sentinels[0].cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self.masterName)).flatMap { $0.last.flatMap(Int.init) }
     }
 
     /// Asks the Sentinels to promote the replica while the master is alive.
     public func forceFailover() throws {
-        let answer = try RedisServer.cli(port: sentinels[0].port, "SENTINEL", "FAILOVER", Self.masterName)
+        let answer = try sentinels[0].cli("SENTINEL", "FAILOVER", Self.masterName)
         guard answer == ["OK"] else { throw FailoverRefused(answer: answer) }
     }
 

@@ -82,7 +82,7 @@ public enum ConfigLoader {
                 inline = String(name[name.index(after: eq)...])
                 name = String(name[..<eq])
             }
-            name = normalize(name)
+            name = FlagTable.canonical(normalize(name))
             guard let spec = FlagTable.spec(name) else {
                 throw ConfigError("unknown flag --\(name); see smg --help")
             }
@@ -171,7 +171,7 @@ public enum ConfigLoader {
         }
         var out: [(String, FlagValue)] = []
         for (key, value) in entries.sorted(by: { $0.0 < $1.0 }) {
-            let name = normalize(key)
+            let name = FlagTable.canonical(normalize(key))
             guard let spec = FlagTable.spec(name), name != "config" else {
                 throw ConfigError("--config \(path): unknown key '\(key)'")
             }

@@ -80,11 +80,13 @@ public enum FlagTable {
         FlagSpec("oracle-pool-timeout-secs", .int, .int(30), env: "ATP_POOL_TIMEOUT_SECS", group: "History", status: .notBuilt(history), "Oracle pool timeout"),
         FlagSpec("postgres-db-url", .string, nil, env: "POSTGRES_DB_URL", group: "History",
                  "PostgreSQL connection URL: postgres://user[:password]@host[:port]/database[?sslmode=disable|prefer|require|verify-full]"),
-        FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", "PostgreSQL pool size"),
+        FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", "PostgreSQL pool size (also --postgres-pool-max)"),
         FlagSpec("postgres-op-timeout-secs", .int, .int(5), env: "POSTGRES_OP_TIMEOUT_SECS", group: "History",
                  "Bound in seconds on each call to the PostgreSQL store (pool wait, connect and the statement); past it the call is answered 503 history_unavailable"),
         FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", "Redis connection URL: redis://[user:password@]host[:port][/db] (rediss:// over TLS), or redis[s]-sentinel://[password@]host[:26379][,host[:port]…][/db][?sentinel_password=…]#master for the master that Redis Sentinels name"),
-        FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", "Redis pool size"),
+        FlagSpec("redis-pool-max-size", .int, .int(16), env: "REDIS_POOL_MAX", group: "History", "Redis pool size (also --redis-pool-max)"),
+        FlagSpec("redis-op-timeout-secs", .int, .int(5), env: "REDIS_OP_TIMEOUT_SECS", group: "History",
+                 "Bound in seconds on each call to the Redis history store (connect and the command; a WAIT adds --redis-wait-timeout-ms); past it the call is answered 503 history_unavailable"),
         FlagSpec("session-store", .string, .string("memory"), group: "History", "Where manual routing-key assignments live: memory (this router and its mesh) or redis (--redis-url; survives restarts)"),
         FlagSpec("redis-retention-days", .int, .int(30), env: "REDIS_RETENTION_DAYS", group: "History", "Days to keep Redis data (-1 = forever)"),
         FlagSpec("redis-wait-replicas", .string, .string("auto"), group: "History",
@@ -179,5 +181,15 @@ public enum FlagTable {
 
     static let byName: [String: FlagSpec] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
 
-    public static func spec(_ name: String) -> FlagSpec? { byName[name] }
+    /// The reference gateway 1.13's other spellings of a flag, beside seed 000's: the same flag
+    /// on the command line and in a config file (its environment variables are the flag's own).
+    static let aliases: [String: String] = [
+        "redis-pool-max": "redis-pool-max-size",
+        "postgres-pool-max": "postgres-pool-max-size",
+    ]
+
+    /// The flag an alias stands for; any other name as it is.
+    static func canonical(_ name: String) -> String { aliases[name] ?? name }
+
+    public static func spec(_ name: String) -> FlagSpec? { byName[canonical(name)] }
 }

@@ -44,7 +44,7 @@ public struct RouterConfig: Sendable {
     /// Where conversations are kept.
     public enum History: Sendable, Equatable {
         case memory, none
-        case redis(RedisURL, poolSize: Int, retentionDays: Int, durability: RedisClient.Durability)
+        case redis(RedisURL, poolSize: Int, retentionDays: Int, durability: RedisClient.Durability, timeoutSecs: Int)
         case postgres(PostgresURL, poolSize: Int, timeoutSecs: Int)
     }
     public var history: History = .memory
@@ -160,8 +160,10 @@ public struct RouterConfig: Sendable {
             guard let raw = f.string("redis-url"), !raw.isEmpty else { throw ConfigError("--history-backend redis needs --redis-url redis://host:port") }
             let retention = f.intWithDefault("redis-retention-days")
             guard retention == -1 || retention >= 1 else { throw ConfigError("--redis-retention-days \(retention): 1 or more, or -1 to keep forever") }
+            let timeout = try Self.positive(f, "redis-op-timeout-secs")
+            guard timeout <= 600 else { throw ConfigError("--redis-op-timeout-secs \(timeout): at most 600") }
             history = .redis(try RedisURL(parsing: raw), poolSize: try Self.positive(f, "redis-pool-max-size"), retentionDays: retention,
-                             durability: try Self.redisDurability(f))
+                             durability: try Self.redisDurability(f), timeoutSecs: timeout)
         case "postgres":
             guard let raw = f.string("postgres-db-url"), !raw.isEmpty else {
                 throw ConfigError("--history-backend postgres needs --postgres-db-url postgres://user@host:port/database")

@@ -7,7 +7,7 @@ import Synchronization
 /// A bounded pool of pipelined Redis connections on the router's event loops (`--redis-url`,
 /// `--redis-pool-max-size`). Each command or transaction goes out on one connection right away
 /// (no waiting for the one before to be answered), on the least busy of up to `maxConnections`.
-/// Connections are opened on demand (AUTH and SELECT first); a connection that fails is replaced
+/// Connections are opened on demand (AUTH, SELECT and ROLE first); a connection that fails is replaced
 /// on a later command, after a backoff that doubles from 100 ms to 5 s, so a Redis that is down
 /// costs a failed command, not a blocked event loop; when it is back, the next command reconnects.
 ///
@@ -59,7 +59,7 @@ public final class RedisClient: Sendable {
         case ready(any Channel, inFlight: Int, at: RedisURL.Address)
         case backingOff(until: NIODeadline, next: TimeAmount)
     }
-    /// A new connection, the server it reached and the replicas that master reported.
+    /// A new connection and the server it reached.
     private struct Connected: Sendable {
         let channel: any Channel
         let address: RedisURL.Address

@@ -68,8 +68,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 metrics.historyMemory(evicted: evicted.map { ($0.0.description, $0.1.rawValue) }, bytes: bytes)
             })
         case .none: history = NoHistoryStore()
-        case .redis(let url, let poolSize, let retentionDays, let durability):
-            let redis = RedisClient(url: url, group: group, maxConnections: poolSize, durability: durability, tls: { tls.redisContext }, logger: logger)
+        case .redis(let url, let poolSize, let retentionDays, let durability, let timeoutSecs):
+            let redis = RedisClient(url: url, group: group, maxConnections: poolSize, commandTimeout: .seconds(Int64(timeoutSecs)), durability: durability,
+                                    tls: { tls.redisContext }, logger: logger)
             redisClients.append(redis)
             history = RedisHistoryStore(redis: redis, retentionDays: retentionDays)
         case .postgres(let url, let poolSize, let timeoutSecs):
