@@ -181,7 +181,7 @@ public enum FlagTable {
 
     static let byName: [String: FlagSpec] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
 
-    /// The reference gateway 1.13's other spellings of a flag, beside seed 000's: the same flag
+    /// The reference gateway 1.13's other spellings of a flag, beside the configuration reference's: the same flag
     /// on the command line and in a config file (its environment variables are the flag's own).
     static let aliases: [String: String] = [
         "redis-pool-max": "redis-pool-max-size",

@@ -1,7 +1,6 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
-import NIOTLS
 
 /// A batch of commands written back to back on one connection, answered together: one command,
 /// or a MULTI … EXEC transaction that no other command can interleave with.
@@ -82,7 +81,7 @@ extension RedisHandler {
                         if let tls {
                             // Chain and hostname (or IP SAN) verified, as for https workers.
                             try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: address.tlsServerName))
-                            try channel.pipeline.syncOperations.addHandler(RedisTLSHandshake(handshake))
+                            try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake, peer: "the Redis server"))
                         }
                         try channel.pipeline.syncOperations.addHandler(RedisHandler())
                     }
@@ -126,34 +125,5 @@ extension RedisHandler {
     static func auth(user: String?, password: String?) -> [[[UInt8]]] {
         guard let password else { return [] }
         return [(user.map { ["AUTH", $0, password] } ?? ["AUTH", password]).map { Array($0.utf8) }]
-    }
-}
-
-/// Completes when the TLS handshake does, or fails with its reason; then leaves the pipeline.
-final class RedisTLSHandshake: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-    private var promise: EventLoopPromise<Void>?
-
-    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        context.fireUserInboundEventTriggered(event)
-        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let p = promise {
-            promise = nil
-            p.succeed()
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise?.fail(error)
-        promise = nil
-        context.fireErrorCaught(error)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        promise?.fail(RedisError.connectionClosed)
-        promise = nil
-        context.fireChannelInactive()
     }
 }

@@ -78,7 +78,7 @@ final class UpstreamPool {
                         // SNI and hostname verification for names; an IP address is verified
                         // against the certificate's IP SANs.
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: url.tlsServerName))
-                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake))
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake, peer: "the worker"))
                     } else {
                         handshake.succeed()
                     }
@@ -99,6 +99,9 @@ final class UpstreamPool {
                         try shaken.get()
                         let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
                         done(.success(PooledConnection(channel: channel, handler: handler, url: url)))
+                    } catch let failed as TLSHandshakeWaiter.Failed {
+                        channel.close(promise: nil)
+                        done(.failure(UpstreamError.tlsHandshake(failed.reason)))
                     } catch {
                         channel.close(promise: nil)
                         done(.failure(error))
@@ -153,37 +156,6 @@ final class UpstreamPool {
             idle.removeAll()
         }
         for c in victims { c.channel.close(promise: nil) }
-    }
-}
-
-/// Completes `promise` when the TLS handshake with a worker finished, or fails it with why it did
-/// not; then steps out of the pipeline.
-final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-    private var promise: EventLoopPromise<Void>?
-    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let p = promise {
-            promise = nil
-            p.succeed()
-            context.fireUserInboundEventTriggered(event)
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise?.fail(UpstreamError.tlsHandshake(String(describing: error)))
-        promise = nil
-        context.fireErrorCaught(error)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        promise?.fail(UpstreamError.tlsHandshake("the worker closed the connection during the handshake"))
-        promise = nil
-        context.fireChannelInactive()
     }
 }
 
