@@ -76,6 +76,23 @@ public final class RedisClient: Sendable {
         private let mutex: Mutex<State>
         init(_ state: State) { mutex = Mutex(state) }
         func withLock<R: Sendable>(_ body: (inout State) -> R) -> R { mutex.withLock { body(&$0) } }
+
+        /// Closes the ready connections to the servers `matching` picks, their slots emptied;
+        /// `endingBackoffs`: slots waiting out a backoff may connect at once too.
+        func closeConnections(where matching: (RedisURL.Address) -> Bool, endingBackoffs: Bool = false) {
+            let stale: [any Channel] = withLock { s in
+                var stale: [any Channel] = []
+                for i in s.slots.indices {
+                    switch s.slots[i] {
+                    case .ready(let ch, _, let at) where matching(at): stale.append(ch); s.slots[i] = .empty
+                    case .backingOff where endingBackoffs: s.slots[i] = .empty
+                    default: break
+                    }
+                }
+                return stale
+            }
+            for ch in stale { ch.close(promise: nil) }
+        }
     }
     private let state: Books
 
@@ -97,18 +114,7 @@ public final class RedisClient: Sendable {
                                      tls: tls, logger: logger) { master in
                 // Connections to anyone else are to a master no longer: closed, and a slot
                 // waiting out a backoff (the old master was down) may connect at once.
-                let stale: [any Channel] = state.withLock { s in
-                    var stale: [any Channel] = []
-                    for i in s.slots.indices {
-                        switch s.slots[i] {
-                        case .ready(let ch, _, let at) where at != master: stale.append(ch); s.slots[i] = .empty
-                        case .backingOff: s.slots[i] = .empty
-                        default: break
-                        }
-                    }
-                    return stale
-                }
-                for ch in stale { ch.close(promise: nil) }
+                state.closeConnections(where: { $0 != master }, endingBackoffs: true)
             }
         } else {
             sentinel = nil
@@ -178,7 +184,7 @@ public final class RedisClient: Sendable {
             // Refused, so not applied: the next connection asks the Sentinels again.
             logger.info("Redis master refused a write; asking the Sentinels again", metadata: ["address": "\(address)", "reply": "\(refusal)"])
             sentinel.forget(address)
-            closeConnections(to: address)
+            state.closeConnections(where: { $0 == address })
             return try await batchOnce(commands).replies
         } catch RedisError.unavailable {
             // Never sent: no connection could be made (the master was forgotten if it was its fault).
@@ -195,16 +201,6 @@ public final class RedisClient: Sendable {
         return String(message.prefix(120))
     }
 
-    private func closeConnections(to address: RedisURL.Address) {
-        let stale: [any Channel] = state.withLock { s in
-            var stale: [any Channel] = []
-            for i in s.slots.indices {
-                if case .ready(let ch, _, let at) = s.slots[i], at == address { stale.append(ch); s.slots[i] = .empty }
-            }
-            return stale
-        }
-        for ch in stale { ch.close(promise: nil) }
-    }
 
     private func batchOnce(_ commands: [[[UInt8]]]) async throws -> (replies: [RedisValue], address: RedisURL.Address) {
         let (channel, index, address) = try await connection()
