@@ -189,4 +189,30 @@ import Glibc
         defer { two.close() }
         await #expect(throws: RedisError.notReplicated(acked: 0, wanted: 2)) { try await two.transaction([["SET", "y", "1"]], durable: true) }
     }
+
+    /// `auto` follows the master's replicas after its connections were made: the new master of
+    /// a failover has none until the old one comes back as its replica, and from then on its
+    /// writes must wait for it again; a replica that dies leaves a master whose writes pass.
+    @Test func autoDurabilityFollowsReplicasThatComeAndGo() async throws {
+        let master = try await RedisServer()
+        let redis = RedisClient(url: try RedisURL(parsing: master.url), group: Self.group, durability: .init(replicas: .auto, timeout: .milliseconds(500)),
+                                logger: Self.logger)
+        defer { redis.close() }
+        _ = try await redis.transaction([["SET", "a", "1"]], durable: true)  // connected alone: waits for none
+        let replica = try await RedisServer(["--replicaof", "127.0.0.1", String(master.port)])
+        try await eventually(timeout: .seconds(10), "the replica is in sync") { (try? replica.cli("ROLE"))?.contains("connected") == true }
+        // The first write after the replica attached learns of it and waits for it too.
+        _ = try await redis.transaction([["SET", "b", "2"]], durable: true)
+        #expect(try replica.cli("GET", "b") == ["2"], "confirmed by the replica before the answer")
+        _ = try await redis.transaction([["SET", "c", "3"]], durable: true)
+        #expect(try replica.cli("GET", "c") == ["3"])
+        replica.signal(SIGSTOP)
+        await #expect(throws: RedisError.notReplicated(acked: 0, wanted: 1)) { try await redis.transaction([["SET", "d", "4"]], durable: true) }
+        replica.signal(SIGCONT)
+        replica.stop()
+        try await eventually(timeout: .seconds(10), "the master saw its replica go") {
+            (try? master.cli("INFO", "replication"))?.contains { $0.contains("connected_slaves:0") } == true
+        }
+        _ = try await redis.transaction([["SET", "e", "5"]], durable: true)  // no replica left to wait for
+    }
 }

@@ -22,7 +22,8 @@ import Synchronization
 /// Durable writes (`transaction(_:durable: true)`) are followed on the same connection by
 /// `WAIT`: the reply counts the replicas that have everything this connection wrote, and a
 /// write fewer replicas hold than `durability` asks for throws `notReplicated` (it is on the
-/// master; the caller defers it and writes it again, which the history writes allow).
+/// master; the caller defers it and writes it again, which the history writes allow). With
+/// `auto` each durable write also asks ROLE, so the count follows replicas that come and go.
 public final class RedisClient: Sendable {
     public let url: RedisURL
     let maxConnections: Int
@@ -39,7 +40,8 @@ public final class RedisClient: Sendable {
     /// `--redis-wait-timeout-ms`).
     public struct Durability: Sendable, Equatable {
         public enum Replicas: Sendable, Equatable {
-            /// 1 when the master had a replica at the last connect (its `ROLE`), else none.
+            /// 1 when the master has a replica (its `ROLE`, asked at each connect and with each
+            /// durable write), else none.
             case auto
             case count(Int)
         }
@@ -68,7 +70,7 @@ public final class RedisClient: Sendable {
         var slots: [Slot]
         var closed = false
         var lastError = "not connected yet"
-        /// Replicas connected to the master at the last connect (`ROLE`).
+        /// Replicas connected to the master at the last connect or durable write (`ROLE`).
         var replicas = 0
     }
     /// The pool's books, in a class of their own so the Sentinel's callback can hold them.
@@ -150,19 +152,47 @@ public final class RedisClient: Sendable {
     /// in between): all of them are applied or none. Returns the replies of the commands.
     /// `durable`: WAIT for the replicas `durability` asks for, and throw `notReplicated` when
     /// fewer confirm it within its timeout.
+    ///
+    /// With `auto`, ROLE follows in the same round trip, so the client learns of a replica that
+    /// attached or left after its connections were made (after a failover the new master has
+    /// none until the old one comes back as its replica). A write not waited for although the
+    /// master has a replica now gets its WAIT in a second round trip on the same connection
+    /// (WAIT covers everything the connection wrote); one that no replica confirmed passes only
+    /// when the master has none left to confirm it (a replica that died; a master cut off from
+    /// its replica still lists it, so its writes are reported).
     public func transaction(_ commands: [[String]], durable: Bool = false) async throws -> [RedisValue] {
-        let replicas = durable ? waitFor() : 0
+        let wanted = durable ? waitFor() : 0
+        let asksRole = durable && durability.replicas == .auto
+        let waitMs = String(durability.timeout.nanoseconds / 1_000_000)
         var all = [["MULTI"]] + commands + [["EXEC"]]
-        if replicas > 0 { all.append(["WAIT", String(replicas), String(durability.timeout.nanoseconds / 1_000_000)]) }
-        let replies = try await batch(all.map { $0.map { Array($0.utf8) } })
+        if wanted > 0 { all.append(["WAIT", String(wanted), waitMs]) }
+        if asksRole { all.append(["ROLE"]) }
+        // A master that has a replica the write did not wait for (the first write on a new
+        // connection, or a replica that attached since): WAIT now, on the same connection.
+        let lateWait: [[UInt8]] = ["WAIT", "1", waitMs].map { Array($0.utf8) }
+        var followUp: FollowUp?
+        if asksRole && wanted == 0 {
+            followUp = { replies in Self.role(replies.last).replicas > 0 ? [lateWait] : nil }
+        }
+        let replies = try await batch(all.map { $0.map { Array($0.utf8) } }, followUp: followUp)
         let exec = replies[commands.count + 1]
         guard case .array(let results) = exec else {
             // EXECABORT (a command was malformed) or a null (the transaction was discarded).
             throw RedisError.refused(replies.first { if case .error = $0 { return true }; return false }.map { "\($0)" } ?? "\(exec)")
         }
-        if replicas > 0, let acked = replies.last?.int, acked < replicas {
-            throw RedisError.notReplicated(acked: acked, wanted: replicas)
+        guard durable else { return results }
+        var (waitedFor, acked) = wanted > 0 ? (wanted, replies[commands.count + 2].int ?? 0) : (0, 0)
+        if replies.count > all.count { (waitedFor, acked) = (1, replies.last?.int ?? 0) }
+        var replicasNow: Int?
+        if asksRole {
+            let role = Self.role(replies[all.count - 1])
+            if role.name == "master" {
+                replicasNow = role.replicas
+                state.withLock { $0.replicas = role.replicas }
+            }
         }
+        // Short of what was asked, unless the master has no replica left to confirm it.
+        if acked < waitedFor, replicasNow != 0 { throw RedisError.notReplicated(acked: acked, wanted: waitedFor) }
         return results
     }
 
@@ -176,23 +206,26 @@ public final class RedisClient: Sendable {
 
     /// Writes `commands` back to back on one connection and waits for all their replies; with
     /// Sentinels, once more on the new master when the old one could not have applied them.
-    func batch(_ commands: [[[UInt8]]], idempotent: Bool = false) async throws -> [RedisValue] {
-        guard let sentinel else { return try await batchOnce(commands).replies }
+    /// `followUp` may ask for more commands on the same connection once the replies are in
+    /// (their replies are appended).
+    func batch(_ commands: [[[UInt8]]], idempotent: Bool = false, followUp: FollowUp? = nil) async throws -> [RedisValue] {
+        guard let sentinel else { return try await batchOnce(commands, followUp).replies }
         do {
-            let (replies, address) = try await batchOnce(commands)
+            let (replies, address) = try await batchOnce(commands, followUp)
             guard let refusal = replies.lazy.compactMap(Self.masterGone).first else { return replies }
             // Refused, so not applied: the next connection asks the Sentinels again.
             logger.info("Redis master refused a write; asking the Sentinels again", metadata: ["address": "\(address)", "reply": "\(refusal)"])
             sentinel.forget(address)
             state.closeConnections(where: { $0 == address })
-            return try await batchOnce(commands).replies
+            return try await batchOnce(commands, followUp).replies
         } catch RedisError.unavailable {
             // Never sent: no connection could be made (the master was forgotten if it was its fault).
-            return try await batchOnce(commands).replies
+            return try await batchOnce(commands, followUp).replies
         } catch let error as RedisError where idempotent && (error == .connectionClosed || error == .timedOut) {
-            return try await batchOnce(commands).replies
+            return try await batchOnce(commands, followUp).replies
         }
     }
+    typealias FollowUp = @Sendable ([RedisValue]) -> [[[UInt8]]]?
 
     /// READONLY (the master was demoted to a replica) or MASTERDOWN (a replica whose master is
     /// gone): the command was refused, not applied.
@@ -201,16 +234,21 @@ public final class RedisClient: Sendable {
         return String(message.prefix(120))
     }
 
-
-    private func batchOnce(_ commands: [[[UInt8]]]) async throws -> (replies: [RedisValue], address: RedisURL.Address) {
+    private func batchOnce(_ commands: [[[UInt8]]], _ followUp: FollowUp?) async throws -> (replies: [RedisValue], address: RedisURL.Address) {
         let (channel, index, address) = try await connection()
         defer { done(index, channel) }
+        var replies = try await exchange(commands, on: channel)
+        if let more = followUp?(replies) { replies += try await exchange(more, on: channel) }
+        return (replies, address)
+    }
+
+    private func exchange(_ commands: [[[UInt8]]], on channel: any Channel) async throws -> [RedisValue] {
         let promise = channel.eventLoop.makePromise(of: [RedisValue].self)
         // A large write gets the time to cross the network too (at a slow 8 MB/s): a big item
         // must not time out, which closes the pooled connection other callers' commands are on.
         // A WAIT gets its own timeout on top.
         let bytes = commands.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } }
-        let waits = commands.last?.first == Array("WAIT".utf8) ? durability.timeout : .zero
+        let waits = commands.contains { $0.first == Self.wait } ? durability.timeout : .zero
         let timeout = channel.eventLoop.scheduleTask(in: commandTimeout + waits + .microseconds(Int64(bytes) / 8)) {
             // The reply may still come, but could no longer be matched: drop the connection.
             promise.fail(RedisError.timedOut)
@@ -218,8 +256,9 @@ public final class RedisClient: Sendable {
         }
         channel.writeAndFlush(RedisRequest(commands: commands, promise: promise), promise: nil)
         defer { timeout.cancel() }
-        return (try await promise.futureResult.get(), address)
+        return try await promise.futureResult.get()
     }
+    private static let wait = Array("WAIT".utf8)
 
     /// The least busy ready connection, or a new one in an empty slot.
     private func connection() async throws -> (any Channel, Int, RedisURL.Address) {
