@@ -201,6 +201,8 @@ import Testing
             (["--port"], "--port"), (["--cache-threshold", "nan"], "--cache-threshold"), (["--cache-threshold", "1.5"], "--cache-threshold"),
             (["--balance-rel-threshold", "0.5"], "--balance-rel-threshold"), (["--assignment-mode", "sideways"], "--assignment-mode"),
             (["--prefix-hash-load-factor", "0.9"], "--prefix-hash-load-factor"), (["--max-tree-size", "0"], "--max-tree-size"),
+            (["--history-backend", "postgres", "--postgres-db-url", "postgres://u@h/d", "--postgres-retention-days", "0"], "--postgres-retention-days"),
+            (["--history-backend", "redis", "--redis-url", "redis://h", "--redis-retention-days", "-2"], "--redis-retention-days"),
         ]
         for (args, name) in cases {
             let message = failure(args)

@@ -42,7 +42,7 @@ import TestSupport
                 let client = PostgresClient(configuration: configuration, eventLoopGroup: HistoryStoreConformanceTests.group,
                                             backgroundLogger: HistoryStoreConformanceTests.logger)
                 running = Task { await client.run() }
-                store = PostgresHistoryStore(client: client, timeout: .seconds(5), logger: HistoryStoreConformanceTests.logger)
+                store = PostgresHistoryStore(client: client, timeout: .seconds(5), retention: nil, logger: HistoryStoreConformanceTests.logger)
                 keep = [server, client]
             }
         }
@@ -155,7 +155,7 @@ import TestSupport
             runs.append(Task { await client.run() })
         }
         defer { for r in runs { r.cancel() } }
-        let stores = clients.map { PostgresHistoryStore(client: $0, timeout: .seconds(5), logger: Self.logger) }
+        let stores = clients.map { PostgresHistoryStore(client: $0, timeout: .seconds(5), retention: nil, logger: Self.logger) }
         try await withThrowingTaskGroup(of: Int.self) { group in
             for store in stores { group.addTask { try await store.migrate() } }
             for try await version in group { #expect(version == PostgresHistoryStore.migrations.count) }
@@ -168,7 +168,7 @@ import TestSupport
         #expect(try await stores[3].conversation(c.id)?.metadata == ["k": "v"])
 
         try await clients[0].query("INSERT INTO smg_schema_migrations (version) VALUES (99)")
-        let later = PostgresHistoryStore(client: clients[2], timeout: .seconds(5), logger: Self.logger)
+        let later = PostgresHistoryStore(client: clients[2], timeout: .seconds(5), retention: nil, logger: Self.logger)
         await #expect(throws: HistoryStoreError.self) { try await later.migrate() }
         do {
             _ = try await later.conversation(c.id)
@@ -176,5 +176,59 @@ import TestSupport
         } catch let error as HistoryStoreError {
             #expect(error.description.contains("upgrade smg"), "\(error.description)")
         }
+    }
+
+    /// PostgreSQL's retention, as Redis keeps it: past it a conversation (with its items) and a
+    /// response are no longer read, written to or deleted (404), and the purge deletes their
+    /// rows; a row without `expires_at` (retention -1, or written before retention existed and
+    /// brought over by the migration) stays.
+    @Test func expiredRowsAreNotReadAndThePurgeDeletesThem() async throws {
+        let server = try await PostgresServer()
+        let configuration = try RouterNode.postgresConfiguration(try PostgresURL(parsing: server.url), poolSize: 2, timeoutSecs: 5,
+                                                                 tls: RouterConfig.load(arguments: [], environment: [:]).tls)
+        let client = PostgresClient(configuration: configuration, eventLoopGroup: Self.group, backgroundLogger: Self.logger)
+        let run = Task { await client.run() }
+        defer { run.cancel() }
+        // A database at the first schema version, with a row written then.
+        for sql in PostgresHistoryStore.migrations[0] { try await client.query(PostgresQuery(unsafeSQL: sql)) }
+        try await client.query("CREATE TABLE smg_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        try await client.query("INSERT INTO smg_schema_migrations (version) VALUES (1)")
+        try await client.query("INSERT INTO smg_conversations (id, created_at, metadata) VALUES ('conv_old', now(), '{}')")
+
+        let store = PostgresHistoryStore(client: client, timeout: .seconds(5), retention: .seconds(2), logger: Self.logger)
+        let forever = PostgresHistoryStore(client: client, timeout: .seconds(5), retention: nil, logger: Self.logger)
+        #expect(try await store.migrate() == PostgresHistoryStore.migrations.count)
+        let c = try await store.createConversation(metadata: [:], items: [Self.item("msg_a"), Self.item("msg_b", at: 1)], tenant: nil)
+        let response = StoredResponse(id: "resp_x", previousResponseID: nil, conversationID: nil, input: [], createdAt: Date(), safetyIdentifier: nil,
+                                      model: nil, raw: ["id": "resp_x"], tenant: nil)
+        try await store.saveResponse(response, appendingTo: nil, items: [])
+        let kept = StoredResponse(id: "resp_kept", previousResponseID: nil, conversationID: nil, input: [], createdAt: Date(), safetyIdentifier: nil,
+                                  model: nil, raw: ["id": "resp_kept"], tenant: nil)
+        try await forever.saveResponse(kept, appendingTo: nil, items: [])
+        #expect(try await store.conversation(c.id) != nil)
+        #expect(try await store.response("resp_x") != nil)
+
+        try await eventually(timeout: .seconds(15), "the response expires") { try await store.response("resp_x") == nil }
+        try await eventually(timeout: .seconds(5), "the conversation expires") { try await store.conversation(c.id) == nil }
+        #expect(try await store.items(of: c.id, limit: 10, ascending: true, after: nil) == nil)
+        #expect(try await store.item("msg_a", of: c.id) == nil)
+        #expect(try await store.addItems([Self.item("msg_c")], to: c.id) == nil)
+        #expect(try await store.updateConversation(c.id, metadata: ["k": "v"]) == nil)
+        #expect(try await store.deleteConversation(c.id) == false)
+        #expect(try await store.deleteResponse("resp_x") == false)
+        #expect(try await store.response("resp_kept") != nil, "written without retention: kept")
+        #expect(try await store.conversation("conv_old") != nil, "written before retention existed: kept")
+
+        // The purge deletes the expired rows (in batches of one here), the items with their conversation.
+        #expect(try await store.purgeExpired(batch: 1) == 2)
+        func rows(_ table: String) async throws -> Int64 {
+            var n: Int64 = 0
+            for try await count in try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*)::bigint FROM \(table)")).decode(Int64.self) { n = count }
+            return n
+        }
+        #expect(try await rows("smg_conversation_items") == 0)
+        #expect(try await rows("smg_conversations") == 1)
+        #expect(try await rows("smg_responses") == 1)
+        #expect(try await store.purgeExpired() == 0)
     }
 }

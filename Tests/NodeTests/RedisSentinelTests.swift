@@ -51,7 +51,7 @@ import Glibc
         #expect(refusal(["--history-backend", "redis", "--redis-url", "redis://h", "--redis-op-timeout-secs", "0"]).contains("--redis-op-timeout-secs 0"))
         let pg = try? RouterConfig.load(arguments: ["--history-backend", "postgres", "--postgres-db-url", "postgres://u@h/d", "--postgres-pool-max", "3"],
                                         environment: [:])
-        if case .postgres(_, let pool, _)? = pg?.history { #expect(pool == 3) } else { Issue.record("--postgres-pool-max not taken") }
+        if case .postgres(_, let pool, _, _)? = pg?.history { #expect(pool == 3) } else { Issue.record("--postgres-pool-max not taken") }
         // The reference 1.13's spellings (--redis-pool-max) beside seed 000's.
         let config = try? RouterConfig.load(arguments: ["--history-backend", "redis", "--redis-url", "redis://h", "--redis-wait-replicas", "2",
                                                         "--redis-wait-timeout-ms", "250", "--redis-pool-max", "7", "--redis-op-timeout-secs", "3"],

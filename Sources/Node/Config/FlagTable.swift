@@ -81,6 +81,8 @@ public enum FlagTable {
         FlagSpec("postgres-db-url", .string, nil, env: "POSTGRES_DB_URL", group: "History",
                  "PostgreSQL connection URL: postgres://user[:password]@host[:port]/database[?sslmode=disable|prefer|require|verify-full]"),
         FlagSpec("postgres-pool-max-size", .int, .int(16), env: "POSTGRES_POOL_MAX", group: "History", "PostgreSQL pool size (also --postgres-pool-max)"),
+        FlagSpec("postgres-retention-days", .int, .int(30), env: "POSTGRES_RETENTION_DAYS", group: "History",
+                 "Days PostgreSQL keeps a conversation (from its creation) or a stored response (-1 = forever), as --redis-retention-days does in Redis"),
         FlagSpec("postgres-op-timeout-secs", .int, .int(5), env: "POSTGRES_OP_TIMEOUT_SECS", group: "History",
                  "Bound in seconds on each call to the PostgreSQL store (pool wait, connect and the statement); past it the call is answered 503 history_unavailable"),
         FlagSpec("redis-url", .string, nil, env: "REDIS_URL", group: "History", "Redis connection URL: redis://[user:password@]host[:port][/db] (rediss:// over TLS), or redis[s]-sentinel://[password@]host[:26379][,host[:port]…][/db][?sentinel_password=…]#master for the master that Redis Sentinels name"),

@@ -45,7 +45,7 @@ public struct RouterConfig: Sendable {
     public enum History: Sendable, Equatable {
         case memory, none
         case redis(RedisURL, poolSize: Int, retentionDays: Int, durability: RedisClient.Durability, timeoutSecs: Int)
-        case postgres(PostgresURL, poolSize: Int, timeoutSecs: Int)
+        case postgres(PostgresURL, poolSize: Int, timeoutSecs: Int, retentionDays: Int)
     }
     public var history: History = .memory
     /// The memory backend's bounds (`--history-memory-*`).
@@ -170,7 +170,12 @@ public struct RouterConfig: Sendable {
             }
             let timeout = try Self.positive(f, "postgres-op-timeout-secs")
             guard timeout <= 600 else { throw ConfigError("--postgres-op-timeout-secs \(timeout): at most 600") }
-            history = .postgres(try PostgresURL(parsing: raw), poolSize: try Self.positive(f, "postgres-pool-max-size"), timeoutSecs: timeout)
+            let retention = f.intWithDefault("postgres-retention-days")
+            guard retention == -1 || (1...36_500).contains(retention) else {
+                throw ConfigError("--postgres-retention-days \(retention): 1 to 36500, or -1 to keep forever")
+            }
+            history = .postgres(try PostgresURL(parsing: raw), poolSize: try Self.positive(f, "postgres-pool-max-size"), timeoutSecs: timeout,
+                                retentionDays: retention)
         case "oracle":
             throw ConfigError("--history-backend oracle is not built yet in this smg (history storage); use memory, none, redis or postgres")
         default: throw ConfigError("--history-backend \(historyBackend): expected memory, none, oracle, postgres or redis")

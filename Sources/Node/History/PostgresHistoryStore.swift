@@ -10,6 +10,12 @@ import Synchronization
 /// insert is an upsert on ids fixed before the write), a conversation goes with its items, and
 /// tenants are kept with what they own.
 ///
+/// Retention (`--postgres-retention-days`) as Redis keeps it: a conversation expires that long
+/// after it was created, a response that long after it was stored (`expires_at`, the database's
+/// clock). An expired row is no longer read, and `purgeExpired` (every router, every ten
+/// minutes) deletes expired rows in batches; rows written before retention existed, or with
+/// `-1`, have no `expires_at` and stay.
+///
 /// The schema is created, or brought up to date, before the first call that needs it (and again
 /// after a call found the database down): the steps of `migrations` in one transaction under an
 /// advisory lock, so routers starting together apply each step once; `smg_schema_migrations`
@@ -18,13 +24,18 @@ import Synchronization
 final class PostgresHistoryStore: HistoryStore {
     let client: PostgresClient
     let timeout: Duration
+    /// How long a conversation or a response is kept; nil keeps it until deleted.
+    let retention: Duration?
     private let logger: Logger
+    /// A purge is running (the periodic task does not start a second one beside it).
+    private let purging = Mutex(false)
     /// The schema's migration, once it has succeeded; a failed one is tried again on the next call.
     private let schema = Mutex<Task<Void, any Error>?>(nil)
 
-    init(client: PostgresClient, timeout: Duration, logger: Logger) {
+    init(client: PostgresClient, timeout: Duration, retention: Duration?, logger: Logger) {
         self.client = client
         self.timeout = timeout
+        self.retention = retention
         self.logger = logger
     }
 
@@ -49,7 +60,59 @@ final class PostgresHistoryStore: HistoryStore {
             """,
             "CREATE INDEX IF NOT EXISTS smg_responses_safety ON smg_responses (safety_identifier, created_at) WHERE safety_identifier IS NOT NULL",
         ],
+        [
+            // Retention: when a row stops being read and may be purged (NULL: never).
+            "ALTER TABLE smg_conversations ADD COLUMN IF NOT EXISTS expires_at timestamptz",
+            "ALTER TABLE smg_responses ADD COLUMN IF NOT EXISTS expires_at timestamptz",
+            "CREATE INDEX IF NOT EXISTS smg_conversations_expiry ON smg_conversations (expires_at) WHERE expires_at IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS smg_responses_expiry ON smg_responses (expires_at) WHERE expires_at IS NOT NULL",
+        ],
     ]
+
+    /// The condition a row must meet to be read: not expired.
+    private static let live = "(expires_at IS NULL OR expires_at > now())"
+
+    /// The retention in seconds, a query parameter: NULL makes `now() + make_interval(…)` NULL.
+    private var retentionSecs: Double? { retention.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 } }
+
+    /// Deletes expired conversations (with their items) and responses, at most `batch` rows per
+    /// statement, until none is left; the number of rows deleted. Several routers purging at
+    /// once only share the work.
+    @discardableResult
+    func purgeExpired(batch: Int = 1000) async throws -> Int {
+        var total = 0
+        for statement: PostgresQuery in [
+            """
+            WITH gone AS (DELETE FROM smg_conversations WHERE id IN
+              (SELECT id FROM smg_conversations WHERE expires_at <= now() LIMIT \(batch)) RETURNING id),
+            items AS (DELETE FROM smg_conversation_items WHERE conversation_id IN (SELECT id FROM gone) RETURNING 1)
+            SELECT id FROM gone
+            """,
+            "DELETE FROM smg_responses WHERE id IN (SELECT id FROM smg_responses WHERE expires_at <= now() LIMIT \(batch)) RETURNING id",
+        ] {
+            while true {
+                let deleted = try await call { [self] in try await Self.count(client.query(statement, logger: logger)) }
+                total += deleted
+                if deleted < batch { break }
+            }
+        }
+        return total
+    }
+
+    /// `purgeExpired` from the periodic task: skipped while one runs; a failure is logged once
+    /// per purge (the database may be down: the next purge catches up).
+    func purgeInBackground() {
+        guard retention != nil, purging.withLock({ running in defer { running = true }; return !running }) else { return }
+        Task { [self] in
+            defer { purging.withLock { $0 = false } }
+            do {
+                let deleted = try await purgeExpired()
+                if deleted > 0 { logger.info("expired history purged", metadata: ["rows": "\(deleted)"]) }
+            } catch {
+                logger.warning("expired history not purged", metadata: ["error": "\(error)"])
+            }
+        }
+    }
 
     /// The advisory lock migrations take (any fixed number; "smg-hist").
     static let migrationLock: Int64 = 0x736D_672D_6869_7374
@@ -162,8 +225,10 @@ final class PostgresHistoryStore: HistoryStore {
         let meta = JSONValue(metadata).render()
         _ = try await call { [self] in
             try await client.withTransaction(logger: logger) { db in
-                try await db.query("INSERT INTO smg_conversations (id, created_at, metadata, tenant) VALUES (\(c.id), \(c.createdAt), \(meta), \(tenant))",
-                                   logger: logger)
+                try await db.query("""
+                    INSERT INTO smg_conversations (id, created_at, metadata, tenant, expires_at)
+                    VALUES (\(c.id), \(c.createdAt), \(meta), \(tenant), now() + make_interval(secs => \(retentionSecs)))
+                    """, logger: logger)
                 return try await Self.write(items, conversation: c.id, on: db, logger: logger)
             }
         }
@@ -172,7 +237,8 @@ final class PostgresHistoryStore: HistoryStore {
 
     func conversation(_ id: String) async throws -> Conversation? {
         try await call { [self] in
-            let rows = try await client.query("SELECT created_at, metadata, tenant FROM smg_conversations WHERE id = \(id)", logger: logger)
+            let rows = try await client.query("SELECT created_at, metadata, tenant FROM smg_conversations WHERE id = \(id) AND \(unescaped: Self.live)",
+                                              logger: logger)
             for try await (createdAt, metadata, tenant) in rows.decode((Date, String, String?).self) {
                 return Conversation(id: id, createdAt: createdAt, metadata: JSONValue.parse(Array(metadata.utf8))?.stringMap ?? [:], tenant: tenant)
             }
@@ -183,7 +249,8 @@ final class PostgresHistoryStore: HistoryStore {
     func updateConversation(_ id: String, metadata: [String: String]) async throws -> Conversation? {
         let meta = JSONValue(metadata).render()
         return try await call { [self] in
-            let rows = try await client.query("UPDATE smg_conversations SET metadata = \(meta) WHERE id = \(id) RETURNING created_at, tenant", logger: logger)
+            let rows = try await client.query(
+                "UPDATE smg_conversations SET metadata = \(meta) WHERE id = \(id) AND \(unescaped: Self.live) RETURNING created_at, tenant", logger: logger)
             for try await (createdAt, tenant) in rows.decode((Date, String?).self) {
                 return Conversation(id: id, createdAt: createdAt, metadata: metadata, tenant: tenant)
             }
@@ -196,7 +263,9 @@ final class PostgresHistoryStore: HistoryStore {
         try await call { [self] in
             try await client.withTransaction(logger: logger) { db in
                 try await db.query("DELETE FROM smg_conversation_items WHERE conversation_id = \(id)", logger: logger)
-                return try await Self.count(db.query("DELETE FROM smg_conversations WHERE id = \(id) RETURNING id", logger: logger)) > 0
+                // An expired conversation is gone already (404), its rows left to the purge.
+                return try await Self.count(db.query("DELETE FROM smg_conversations WHERE id = \(id) AND \(unescaped: Self.live) RETURNING id",
+                                                     logger: logger)) > 0
             }
         }
     }
@@ -205,7 +274,8 @@ final class PostgresHistoryStore: HistoryStore {
         try await call { [self] in
             try await client.withTransaction(logger: logger) { db -> [ConversationItem]? in
                 // Locks the conversation's row: a delete cannot slip between the check and the write.
-                guard try await Self.count(db.query("SELECT id FROM smg_conversations WHERE id = \(conversation) FOR SHARE", logger: logger)) > 0 else {
+                guard try await Self.count(db.query("SELECT id FROM smg_conversations WHERE id = \(conversation) AND \(unescaped: Self.live) FOR SHARE",
+                                                    logger: logger)) > 0 else {
                     return nil
                 }
                 return try await Self.write(items, conversation: conversation, on: db, logger: logger)
@@ -215,7 +285,8 @@ final class PostgresHistoryStore: HistoryStore {
 
     func items(of conversation: String, limit: Int, ascending: Bool, after: String?) async throws -> (items: [ConversationItem], hasMore: Bool)? {
         try await call { [self] in
-            guard try await Self.count(client.query("SELECT id FROM smg_conversations WHERE id = \(conversation)", logger: logger)) > 0 else { return nil }
+            guard try await Self.count(client.query("SELECT id FROM smg_conversations WHERE id = \(conversation) AND \(unescaped: Self.live)",
+                                                    logger: logger)) > 0 else { return nil }
             // The page starts after `after` when the conversation lists it (else at the start),
             // by (position, id): items added in the same millisecond are neither skipped nor repeated.
             let fetch = limit + 1
@@ -256,7 +327,10 @@ final class PostgresHistoryStore: HistoryStore {
     func item(_ id: String, of conversation: String) async throws -> ConversationItem? {
         try await call { [self] in
             try await Self.decodeItems(client.query(
-                "SELECT \(unescaped: Self.itemColumns) FROM smg_conversation_items i WHERE id = \(id) AND conversation_id = \(conversation)", logger: logger)).first
+                """
+                SELECT \(unescaped: Self.itemColumns) FROM smg_conversation_items i WHERE id = \(id) AND conversation_id = \(conversation)
+                AND EXISTS (SELECT 1 FROM smg_conversations WHERE id = \(conversation) AND \(unescaped: Self.live))
+                """, logger: logger)).first
         }
     }
 
@@ -275,11 +349,13 @@ final class PostgresHistoryStore: HistoryStore {
         let raw = response.raw.render()
         let r = response
         let upsert: PostgresQuery = """
-            INSERT INTO smg_responses (id, previous_response_id, conversation_id, input, created_at, safety_identifier, model, raw_response, tenant)
-            VALUES (\(r.id), \(r.previousResponseID), \(r.conversationID), \(input), \(r.createdAt), \(r.safetyIdentifier), \(r.model), \(raw), \(r.tenant))
+            INSERT INTO smg_responses (id, previous_response_id, conversation_id, input, created_at, safety_identifier, model, raw_response, tenant,
+              expires_at)
+            VALUES (\(r.id), \(r.previousResponseID), \(r.conversationID), \(input), \(r.createdAt), \(r.safetyIdentifier), \(r.model), \(raw), \(r.tenant),
+              now() + make_interval(secs => \(retentionSecs)))
             ON CONFLICT (id) DO UPDATE SET previous_response_id = EXCLUDED.previous_response_id, conversation_id = EXCLUDED.conversation_id,
               input = EXCLUDED.input, created_at = EXCLUDED.created_at, safety_identifier = EXCLUDED.safety_identifier,
-              model = EXCLUDED.model, raw_response = EXCLUDED.raw_response, tenant = EXCLUDED.tenant
+              model = EXCLUDED.model, raw_response = EXCLUDED.raw_response, tenant = EXCLUDED.tenant, expires_at = EXCLUDED.expires_at
             """
         guard let conversation, !items.isEmpty else {
             // One statement is its own transaction: no BEGIN and COMMIT round trips.
@@ -299,7 +375,7 @@ final class PostgresHistoryStore: HistoryStore {
         try await call { [self] in
             let rows = try await client.query("""
                 SELECT previous_response_id, conversation_id, input, created_at, safety_identifier, model, raw_response, tenant
-                FROM smg_responses WHERE id = \(id)
+                FROM smg_responses WHERE id = \(id) AND \(unescaped: Self.live)
                 """, logger: logger)
             for try await (previous, conversation, input, createdAt, safety, model, raw, tenant)
                 in rows.decode((String?, String?, String, Date, String?, String?, String, String?).self) {
@@ -314,7 +390,7 @@ final class PostgresHistoryStore: HistoryStore {
 
     func deleteResponse(_ id: String) async throws -> Bool {
         try await call { [self] in
-            try await Self.count(client.query("DELETE FROM smg_responses WHERE id = \(id) RETURNING id", logger: logger)) > 0
+            try await Self.count(client.query("DELETE FROM smg_responses WHERE id = \(id) AND \(unescaped: Self.live) RETURNING id", logger: logger)) > 0
         }
     }
 

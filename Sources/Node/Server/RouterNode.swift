@@ -73,11 +73,12 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                                     tls: { tls.redisContext }, logger: logger)
             redisClients.append(redis)
             history = RedisHistoryStore(redis: redis, retentionDays: retentionDays)
-        case .postgres(let url, let poolSize, let timeoutSecs):
+        case .postgres(let url, let poolSize, let timeoutSecs, let retentionDays):
             let client = PostgresClient(configuration: try Self.postgresConfiguration(url, poolSize: poolSize, timeoutSecs: timeoutSecs, tls: config.tls),
                                         eventLoopGroup: group, backgroundLogger: logger)
             postgres = client
-            history = PostgresHistoryStore(client: client, timeout: .seconds(timeoutSecs), logger: logger)
+            history = PostgresHistoryStore(client: client, timeout: .seconds(timeoutSecs),
+                                           retention: retentionDays < 0 ? nil : .seconds(Int64(retentionDays) * 86_400), logger: logger)
         }
         let writes = BackgroundWrites(logger: logger)
         var sessions: RedisSessions?
@@ -196,6 +197,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let discovery = state.discovery.service(watch) { list.append(discovery) }
             if let health = HealthChecker.service(watch, changed: { MeshBridge.healthObserved($0, status: $1, state: state) }) { list.append(health) }
             if let share = MeshBridge.budgetSharing(state: state) { list.append(share) }
+            if let store = history as? PostgresHistoryStore, store.retention != nil {
+                // Expired rows are not read; this deletes them (every router: they share the work).
+                list.append(PeriodicTask("history retention", on: loop, initialDelay: .seconds(60), every: .seconds(600)) { store.purgeInBackground() })
+            }
             if let sessions = SessionReplication.service(state: state) { list.append(sessions) }
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
