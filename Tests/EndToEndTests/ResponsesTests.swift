@@ -187,16 +187,30 @@ extension RouterUnderTest {
         #expect(chained.status == 503 && chained.errorCode == "history_unavailable")
         let unstored = try smg.respond(#"{"input":"not kept","store":false}"#)
         #expect(unstored.status == 200 && unstored.header("x-smg-history-write") == nil, "store: false needs no store")
+        // The deferred turn is held by this router until written: the client's next turn finds
+        // it at once (a chain of held turns needs no store), and so does a GET.
+        #expect(try smg.request("GET", "/v1/responses/\(duringID)").status == 200)
+        let onDeferred = try smg.respond(#"{"input":"and then","previous_response_id":"\#(duringID)"}"#)
+        #expect(onDeferred.status == 200 && onDeferred.header("x-smg-history-write") == "deferred")
+        #expect(onDeferred.header("x-sim-prompt") == simPrompt("during" + Self.answer + "and then"), "the held turn is the history")
+        let onDeferredID = try onDeferred.json()["id"] as? String ?? ""
+        // A held turn the client deletes is dropped, and its pending write is not made.
+        let dropped = try smg.respond(#"{"input":"forget me"}"#).json()["id"] as? String ?? ""
+        #expect(try smg.request("DELETE", "/v1/responses/\(dropped)").status == 200)
+        #expect(try smg.request("GET", "/v1/responses/\(dropped)").status == 503, "no longer held; the store is down")
         try await redis.start()
         try await eventually(timeout: .seconds(10), "responses are stored again without a restart") {
             try smg.respond(#"{"input":"after"}"#).header("x-smg-history-write") == nil
         }
         // The answer given while Redis was down was written once it came back: its conversation
         // can go on. (Retries back off to 14 s; the whole schedule is about 30 s.)
-        try await eventually(timeout: .seconds(35), "the deferred write landed") {
-            try smg.request("GET", "/v1/responses/\(duringID)").status == 200
+        try await eventually(timeout: .seconds(35), "the deferred writes landed") {
+            try smg.metric(#"smg_history_operations_total{op="save_response",result="ok_after_retry"}"#) == 2
         }
-        #expect(try smg.metric(#"smg_history_operations_total{op="save_response",result="ok_after_retry"}"#) == 1)
+        let other = try await InProcessRouter(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url])
+        #expect(try other.request("GET", "/v1/responses/\(duringID)").status == 200, "in the store, not only held")
+        #expect(try other.request("GET", "/v1/responses/\(onDeferredID)").status == 200)
+        #expect(try other.request("GET", "/v1/responses/\(dropped)").status == 404, "deleted while held: never written")
     }
 
     @Test func aWorkerAnswerThatBreaksOffIsAClearErrorAndNothingIsStored() async throws {

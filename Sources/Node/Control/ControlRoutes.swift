@@ -37,9 +37,9 @@ enum ControlRoutes {
                                                 maxItemBytes: maxItemBytes, metrics: metrics)
             }, then: done)
         case .responses(let path):
-            let (store, metrics, method, uri) = (state.history, state.metrics, head.method, head.uri)
+            let (store, held, metrics, method, uri) = (state.history, state.heldTurns, state.metrics, head.method, head.uri)
             OffLoop.run(on: pool.loop, {
-                await ResponsesRoutes.answer(path, method: method, target: RequestTarget(uri), store: store, tenant: tenant, metrics: metrics)
+                await ResponsesRoutes.answer(path, method: method, target: RequestTarget(uri), store: store, held: held, tenant: tenant, metrics: metrics)
             }, then: done)
         case .notFound, .inference, .proxyToAnyWorker:
             done(.failure(.routeNotFound(head.method, String(target.path))))

@@ -216,13 +216,15 @@ extension HistoryStore {
     /// itself is unknown. A link that expired or was deleted ends the chain there.
     /// Loading also stops once the responses loaded hold `maxBytes` (a sum, not a count): a
     /// chain of large turns costs one request a bounded load, however long it is.
-    func responseChain(_ id: String, maxDepth: Int = 100, maxBytes: Int = .max, visibleTo tenant: String? = nil) async throws -> [StoredResponse]? {
-        guard let last = try await response(id), last.isVisible(to: tenant) else { return nil }
+    /// `held`: responses this router answered but has not stored yet, read before the store.
+    func responseChain(_ id: String, maxDepth: Int = 100, maxBytes: Int = .max, visibleTo tenant: String? = nil,
+                       held: HeldTurns? = nil) async throws -> [StoredResponse]? {
+        guard let last = try await response(id, held: held), last.isVisible(to: tenant) else { return nil }
         var chain = [last]
         var bytes = MemoryHistoryStore.bytes(of: last)
         var seen: Set<String> = [id]
         while chain.count < maxDepth, bytes < maxBytes, let previous = chain.last?.previousResponseID, seen.insert(previous).inserted,
-              let r = try await response(previous), r.isVisible(to: tenant) {
+              let r = try await response(previous, held: held), r.isVisible(to: tenant) {
             chain.append(r)
             bytes += MemoryHistoryStore.bytes(of: r)
         }

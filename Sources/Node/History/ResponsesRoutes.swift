@@ -23,12 +23,14 @@ enum ResponsesRoutes {
     }
 
     /// `tenant`: the caller's (`Tenancy`): another tenant's response is not found.
-    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, store: any HistoryStore, tenant: String? = nil,
+    /// `held`: responses this router answered `deferred` and has not stored yet (read first; a
+    /// deleted one is dropped, so its pending write is not made).
+    static func answer(_ path: Path, method: HTTPMethod, target: RequestTarget, store: any HistoryStore, held: HeldTurns? = nil, tenant: String? = nil,
                        metrics: RouterMetrics? = nil) async -> Result<ControlResponse, APIError> {
         let started = ContinuousClock.now
         let result: Result<ControlResponse, APIError>
         do {
-            result = .success(try await route(path, method: method, target: target, store: store, tenant: tenant))
+            result = .success(try await route(path, method: method, target: target, store: store, held: held, tenant: tenant))
         } catch {
             result = .failure(.history(error))
         }
@@ -42,17 +44,24 @@ enum ResponsesRoutes {
         return result
     }
 
-    private static func route(_ path: Path, method: HTTPMethod, target: RequestTarget, store: any HistoryStore, tenant: String?) async throws -> ControlResponse {
+    private static func route(_ path: Path, method: HTTPMethod, target: RequestTarget, store: any HistoryStore, held: HeldTurns?,
+                              tenant: String?) async throws -> ControlResponse {
         switch (path, method) {
         case (.response(let id), .GET):
-            return ControlResponse(json: try await existing(id, store, tenant: tenant).raw)
+            return ControlResponse(json: try await existing(id, store, held: held, tenant: tenant).raw)
         case (.response(let id), .DELETE):
-            _ = try await existing(id, store, tenant: tenant)
-            guard try await store.deleteResponse(try HistoryIDs.checked(id)) else { throw notFound(id) }
+            _ = try await existing(id, store, held: held, tenant: tenant)
+            // Held (not stored yet): dropped, and its pending write with it; a copy a failed
+            // attempt may have left in the store goes too, when the store answers.
+            if held?.release(id) == true {
+                _ = try? await store.deleteResponse(id)
+            } else {
+                guard try await store.deleteResponse(try HistoryIDs.checked(id)) else { throw notFound(id) }
+            }
             return ControlResponse(json: ["id": .string(id), "object": "response", "deleted": true])
         case (.inputItems(let id), .GET):
             let query = try ListQuery(target)
-            var items = try await existing(id, store, tenant: tenant).input
+            var items = try await existing(id, store, held: held, tenant: tenant).input
             if !query.ascending { items.reverse() }
             if let after = query.after, let i = items.firstIndex(where: { $0.id == after }) { items = Array(items[(i + 1)...]) }
             return ControlResponse(json: ConversationRoutes.list(Array(items.prefix(query.limit)), hasMore: items.count > query.limit))
@@ -61,8 +70,8 @@ enum ResponsesRoutes {
         }
     }
 
-    private static func existing(_ id: String, _ store: any HistoryStore, tenant: String?) async throws -> StoredResponse {
-        guard let r = try await store.response(try HistoryIDs.checked(id)), r.isVisible(to: tenant) else { throw notFound(id) }
+    private static func existing(_ id: String, _ store: any HistoryStore, held: HeldTurns?, tenant: String?) async throws -> StoredResponse {
+        guard let r = try await store.response(try HistoryIDs.checked(id), held: held), r.isVisible(to: tenant) else { throw notFound(id) }
         return r
     }
 

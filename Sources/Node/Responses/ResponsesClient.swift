@@ -209,7 +209,7 @@ final class ResponsesClient: ExchangeClient {
             state.metrics.historyOperation("save_response", result: "ok", seconds: (ContinuousClock.now - started).seconds)
             return then("stored")
         }
-        let (store, metrics, logger, id, writes) = (state.history, state.metrics, state.logger, turn.id, state.backgroundWrites)
+        let (store, metrics, logger, id, writes, held) = (state.history, state.metrics, state.logger, turn.id, state.backgroundWrites, state.heldTurns)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
             let outcome: String
@@ -224,19 +224,29 @@ final class ResponsesClient: ExchangeClient {
             // Storage is down: the answer goes out now, and the write is tried again in the
             // background, so a Redis restart costs no turn of the conversation.
             let size = MemoryHistoryStore.bytes(of: stored) + items.reduce(0) { $0 + MemoryHistoryStore.bytes(of: $1) }
+            // Held until written (or given up), so the client's next turn through this router finds it.
             let retry = BackgroundWrites.Job(kind: "history", bytes: size, delays: ResponsesClient.retryDelays, attempt: {
+                guard held.response(id) != nil else { return true }  // deleted by the client meanwhile
                 do {
                     try await store.saveResponse(stored, appendingTo: stored.conversationID, items: items)
                     metrics.historyOperation("save_response", result: "ok_after_retry", seconds: 0)
+                    held.release(id)
                     return true
                 } catch {
                     return false
                 }
             }, lost: {
+                held.release(id)
                 metrics.historyOperation("save_response", result: "lost", seconds: 0)
                 logger.warning("response not stored: storage stayed unavailable", metadata: ["response_id": "\(id)"])
             })
-            guard outcome == "unavailable", writes.submit(retry) else {
+            guard outcome == "unavailable" else {
+                logger.warning("response not stored", metadata: ["response_id": "\(id)"])
+                return "failed"
+            }
+            held.hold(stored)
+            guard writes.submit(retry) else {
+                held.release(id)
                 logger.warning("response not stored", metadata: ["response_id": "\(id)"])
                 return "failed"
             }

@@ -63,13 +63,12 @@ enum ResponsesGateway {
             Result { () throws(APIError) in (try plan(turn, history: history, head: head, requestID: requestID, state: state), turn) }
         }
         guard request.previousResponseID != nil || request.conversationID != nil else { return done(build([])) }
-        let store = state.history
-        let metrics = state.metrics
+        let (store, held, metrics) = (state.history, state.heldTurns, state.metrics)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
             let loaded: Result<[ConversationItem], APIError>
             do {
-                loaded = .success(try await history(for: request, tenant: tenant, store: store))
+                loaded = .success(try await history(for: request, tenant: tenant, store: store, held: held))
             } catch {
                 loaded = .failure(.history(error))
             }
@@ -84,9 +83,11 @@ enum ResponsesGateway {
     /// The items the turn continues from, oldest first, at most `maxHistoryItems`.
     /// Another tenant's response or conversation is not found; a chain ends at a link the
     /// caller may not see.
-    static func history(for request: ResponsesRequest, tenant: String? = nil, store: any HistoryStore) async throws -> [ConversationItem] {
+    static func history(for request: ResponsesRequest, tenant: String? = nil, store: any HistoryStore,
+                        held: HeldTurns? = nil) async throws -> [ConversationItem] {
         if let previous = request.previousResponseID {
-            guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems, maxBytes: maxHistoryBytes, visibleTo: tenant) else {
+            guard let chain = try await store.responseChain(previous, maxDepth: maxHistoryItems, maxBytes: maxHistoryBytes, visibleTo: tenant,
+                                                            held: held) else {
                 throw APIError(.previousResponseNotFound, "previous response '\(previous.prefix(128))' was not found (never stored, deleted or expired)")
             }
             return newest(chain.flatMap { $0.input + $0.output })

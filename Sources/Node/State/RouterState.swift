@@ -27,6 +27,8 @@ public final class RouterState: Sendable {
     let sessions: RedisSessions?
     /// Writes owed to a store without a client waiting: deferred history, Redis sessions.
     let backgroundWrites: BackgroundWrites
+    /// Responses answered `deferred` and not stored yet, read before the store meanwhile.
+    let heldTurns = HeldTurns()
     /// The TLS contexts (API port, workers), reloaded on SIGHUP.
     public let tls: TLSContexts
     /// Learns the model of workers added without one.
