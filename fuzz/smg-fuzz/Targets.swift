@@ -174,6 +174,14 @@ enum FuzzTarget: String, CaseIterable {
         if let url = try? PostgresURL(parsing: text) {
             check(!url.user.isEmpty && !url.database.isEmpty && (1...65535).contains(url.port), "a PostgreSQL URL within bounds: \(url.description)")
         }
+        // A discovery manifest (an operator's file, maybe generated): parsed strictly, within bounds.
+        if let manifest = try? DiscoveryManifest.parse(bytes) {
+            check(manifest.workers.count <= DiscoveryManifest.maxWorkers, "a manifest within bounds: \(manifest.workers.count)")
+            check(Set(manifest.workers.map(\.url.canonical)).count == manifest.workers.count, "no URL twice in a manifest")
+            for entry in manifest.workers {
+                check(WorkerFields.problem(model: entry.modelID, labels: entry.labels, apiKey: nil) == nil, "a manifest entry a worker may hold")
+            }
+        }
         if let pairs = try? ConfigLoader.parseConfig(text, path: "fuzz.yaml") {
             var flags = (try? ConfigLoader.resolve(arguments: [], environment: [:]))!
             for (name, value) in pairs { flags.set(name, value, from: .configFile) }

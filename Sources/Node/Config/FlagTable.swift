@@ -44,6 +44,12 @@ public enum FlagTable {
 
         // Service discovery
         FlagSpec("service-discovery", .bool, .bool(false), group: "Service discovery", status: .notBuilt(discovery), "Discover workers from Kubernetes pods"),
+        FlagSpec("discovery-provider", .string, nil, group: "Service discovery",
+                 "Worker discovery: file (--discovery-file); kubernetes is not built yet. Give this or --service-discovery, not both"),
+        FlagSpec("discovery-file", .string, nil, group: "Service discovery",
+                 "JSON manifest of workers for --discovery-provider file ({\"version\": 1, \"workers\": [{\"url\": …}]}); it may be created after start-up"),
+        FlagSpec("discovery-check-interval-secs", .int, .int(30), group: "Service discovery",
+                 "Seconds between rereads of --discovery-file, which is also reread within a second of changing"),
         FlagSpec("selector", .list, .list([]), group: "Service discovery", status: .notBuilt(discovery), "Pod label selector key=value (space-separated)"),
         FlagSpec("service-discovery-namespace", .string, nil, group: "Service discovery", status: .notBuilt(discovery), "Namespace to watch (default: all)"),
         FlagSpec("service-discovery-port", .int, .int(80), group: "Service discovery", status: .notBuilt(discovery), "Worker port on discovered pods"),

@@ -73,6 +73,12 @@ public struct RouterConfig: Sendable {
             + (pd?.decodes.map { ($0, .decode, nil) } ?? [])
     }
     /// `--enable-igw`: several models, each with its own policy (a worker's `policy` label).
+    /// `--discovery-provider file`: the manifest and how often it is read again.
+    public var fileDiscovery: FileDiscoverySettings?
+    public struct FileDiscoverySettings: Sendable, Equatable {
+        public var path: String
+        public var intervalSecs: Int
+    }
     public var igw: Bool
     /// `--dp-aware`: route to data-parallel ranks (`data_parallel_rank`), learned from workers' `dp_size`.
     public var dpAware: Bool
@@ -99,6 +105,7 @@ public struct RouterConfig: Sendable {
         policy = name
         policyConfig = try Self.policyConfig(f)
         pd = try PDSettings.parse(f, policy: name)
+        fileDiscovery = try Self.fileDiscovery(f)
         igw = f.bool("enable-igw")
         dpAware = f.bool("dp-aware")
         evictionIntervalSecs = try Self.positive(f, "eviction-interval")
@@ -290,6 +297,24 @@ public struct RouterConfig: Sendable {
         let ms = f.intWithDefault("redis-wait-timeout-ms")
         guard (1...60_000).contains(ms) else { throw ConfigError("--redis-wait-timeout-ms \(ms): must be 1 to 60000") }
         return RedisClient.Durability(replicas: replicas, timeout: .milliseconds(Int64(ms)))
+    }
+
+    static func fileDiscovery(_ f: ResolvedFlags) throws(ConfigError) -> FileDiscoverySettings? {
+        let file = f.string("discovery-file")
+        switch f.string("discovery-provider") {
+        case nil:
+            guard file == nil else { throw ConfigError("--discovery-file needs --discovery-provider file") }
+            return nil
+        case "file":
+            guard let file, !file.isEmpty else { throw ConfigError("--discovery-provider file needs --discovery-file PATH (a JSON manifest of workers)") }
+            let interval = try positive(f, "discovery-check-interval-secs")
+            guard interval <= 86_400 else { throw ConfigError("--discovery-check-interval-secs \(interval): at most 86400") }
+            return FileDiscoverySettings(path: file, intervalSecs: interval)
+        case "kubernetes":
+            throw ConfigError("--discovery-provider kubernetes is not built yet in this smg (\(FlagTable.discovery)); use --discovery-provider file")
+        case let other?:
+            throw ConfigError("--discovery-provider \(other.prefix(64)): expected file or kubernetes")
+        }
     }
 
     static func positive(_ f: ResolvedFlags, _ name: String) throws(ConfigError) -> Int {

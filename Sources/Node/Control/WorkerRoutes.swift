@@ -98,9 +98,7 @@ enum WorkerRoutes {
             guard case .duplicate(let existing) = error else { throw APIError(.invalidWorker, "\(error)") }
             throw APIError(.workerExists, "worker \(url.canonical) is already registered as \(existing)")
         }
-        state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
-        state.discovery.discover(w)
-        MeshBridge.published(w, state: state)
+        registered(w, state: state)
         if legacy {
             return ControlResponse(json: ["status": "ok", "message": .string("Successfully added worker: \(url.canonical)"), "id": .string(w.id)])
         }
@@ -109,8 +107,16 @@ enum WorkerRoutes {
         return response
     }
 
+    /// A worker added here (by the API or discovery): logged, its model asked for when it has
+    /// none, the other routers told.
+    static func registered(_ w: Worker, state: RouterState, source: String = "api") {
+        state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(w.role.rawValue)", "source": "\(source)"])
+        state.discovery.discover(w)
+        MeshBridge.published(w, state: state)
+    }
+
     /// A worker removed here: logged, its pooled connections closed, the other routers told.
-    private static func removed(_ w: Worker, state: RouterState) {
+    static func removed(_ w: Worker, state: RouterState) {
         state.logger.info("worker removed", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "in_flight": "\(w.inFlight)"])
         state.pools.closeIdle(to: w.url)
         MeshBridge.removed(w.url, state: state)

@@ -165,6 +165,11 @@ public final class RouterMetrics: Sendable {
 
     /// One history operation (Conversations API): its result (`ok`, `not_found`, `invalid`,
     /// `unavailable`, `error`) and how long the store took.
+    /// A read of the `--discovery-file` manifest: `ok`, `invalid`, `missing` or `unreadable`.
+    func discoveryRead(_ result: String) {
+        count("smg_discovery_manifest_reads_total", "Reads of the discovery manifest by result", [("result", result)])
+    }
+
     func historyOperation(_ op: String, result: String, seconds: Double) {
         count("smg_history_operations_total", "History operations by operation and result", [("op", op), ("result", result)])
         cache.withLock { c in

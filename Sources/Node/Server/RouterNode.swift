@@ -197,6 +197,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let discovery = state.discovery.service(watch) { list.append(discovery) }
             if let health = HealthChecker.service(watch, changed: { MeshBridge.healthObserved($0, status: $1, state: state) }) { list.append(health) }
             if let share = MeshBridge.budgetSharing(state: state) { list.append(share) }
+            if let settings = config.fileDiscovery {
+                let discovery = FileDiscovery(settings: settings, state: state)
+                list.append(PeriodicTask("file discovery", on: loop, every: .seconds(1)) { discovery.tick(nowMs: MonotonicClock.nowMs()) })
+            }
             if let store = history as? PostgresHistoryStore, store.retention != nil {
                 // Expired rows are not read; this deletes them (every router: they share the work).
                 list.append(PeriodicTask("history retention", on: loop, initialDelay: .seconds(60), every: .seconds(600)) { store.purgeInBackground() })
