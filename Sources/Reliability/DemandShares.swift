@@ -7,7 +7,10 @@ import Foundation
 ///
 /// Each router estimates its own demand (requests asked for per second, an exponentially decayed
 /// count) and tells the others every gossip period. A router computes its share from what it
-/// heard recently. Members it has not heard from for `staleAfterMs` (crashed, partitioned, just
+/// heard recently and from what it told them last, not from its live estimate: every router then
+/// divides the pool by the same numbers, so the shares add up to the pool even while demand
+/// ramps up everywhere at once (with live estimates each router saw its own demand a gossip
+/// period ahead of the others' and took too much: 1.13 R over 6 s from idle). Members it has not heard from for `staleAfterMs` (crashed, partitioned, just
 /// joined) keep a fixed reserve of `total / members` each, which is what such a router falls back
 /// to on its own: so the sides of a partition never add up to more than the budget. A small
 /// floor of the shared pool is split evenly, so a router whose demand starts before the next
@@ -27,6 +30,8 @@ public struct DemandShares: Sendable {
     public let config: Config
     private var demand: Double = 0
     private var demandAtMs: UInt64
+    /// The demand this router told the others last: what its share is computed from.
+    private var told: Double = 0
     private var peers: [String: (demand: Double, heardMs: UInt64)] = [:]
 
     public init(config: Config, nowMs: UInt64) {
@@ -43,6 +48,12 @@ public struct DemandShares: Sendable {
     public mutating func asked(nowMs: UInt64) {
         demand = localDemand(nowMs: nowMs) + 1000 / config.demandTauMs
         demandAtMs = max(demandAtMs, nowMs)
+    }
+
+    /// This router's demand now, to tell the others; its share is computed from it from now on.
+    public mutating func tell(nowMs: UInt64) -> Double {
+        told = localDemand(nowMs: nowMs)
+        return told
     }
 
     /// A peer's demand, as it said it.
@@ -62,7 +73,7 @@ public struct DemandShares: Sendable {
         let fresh = peers.filter { nowMs < $0.value.heardMs || nowMs - $0.value.heardMs <= config.staleAfterMs }
         let present = min(members, fresh.count + 1)
         let pool = config.total - Double(members - present) * fallback
-        let mine = localDemand(nowMs: nowMs)
+        let mine = told
         let sum = fresh.values.reduce(mine) { $0 + $1.demand }
         let even = pool / Double(present)
         guard sum > 0 else { return even }

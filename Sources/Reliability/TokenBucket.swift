@@ -6,12 +6,17 @@ public struct TokenBucket: Sendable, Equatable {
     public private(set) var rate: Double
     public private(set) var capacity: Double
     public private(set) var tokens: Double
+    /// How many seconds of the rate the bucket holds: its stored burst.
+    public let burstSeconds: Double
     private var lastRefillMs: UInt64
 
-    public init(rate: Double, capacity: Double, nowMs: UInt64) {
+    /// `full`: whether it starts with its burst stored (a router joining a cluster budget starts
+    /// empty, so routers starting together do not each bring a burst).
+    public init(rate: Double, capacity: Double? = nil, burstSeconds: Double = 1, full: Bool = true, nowMs: UInt64) {
         self.rate = max(0, rate)
-        self.capacity = max(1, capacity)
-        self.tokens = self.capacity
+        self.burstSeconds = max(0, burstSeconds)
+        self.capacity = max(1, capacity ?? self.rate * self.burstSeconds)
+        self.tokens = full ? self.capacity : 0
         self.lastRefillMs = nowMs
     }
 
@@ -38,11 +43,13 @@ public struct TokenBucket: Sendable, Equatable {
     }
 
     /// A new refill rate from now on (this router's share of a cluster-wide budget); the
-    /// burst capacity follows it, so a smaller share cannot be exceeded by a stored burst.
+    /// burst capacity follows it (`burstSeconds` of the new rate, at least one token), so a
+    /// smaller share cannot be exceeded by a stored burst, and the routers' bursts together
+    /// are `burstSeconds` of the cluster's budget.
     public mutating func setRate(_ newRate: Double, nowMs: UInt64) {
         refill(nowMs)
         rate = max(0, newRate)
-        capacity = max(1, rate)
+        capacity = max(1, rate * burstSeconds)
         tokens = min(tokens, capacity)
     }
 }

@@ -54,7 +54,7 @@ public final class AdmissionController: Sendable {
         self.metrics = metrics
         self.clock = clock
         var s = State()
-        if let rate = config.tokensPerSecond { s.bucket = TokenBucket(rate: rate, capacity: max(1, rate), nowMs: clock()) }
+        if let rate = config.tokensPerSecond { s.bucket = TokenBucket(rate: rate, nowMs: clock()) }
         self.state = Mutex(s)
     }
 
@@ -164,17 +164,29 @@ public final class AdmissionController: Sendable {
         loop.scheduleTask(in: .milliseconds(Int64(max(1, ms)))) { [self] in drain() }
     }
 
-    /// Makes `--rate-limit-tokens-per-second` the budget of the whole mesh, shared by demand.
-    func shareClusterBudget() {
+    /// Makes `--rate-limit-tokens-per-second` the budget of the whole mesh, shared by demand,
+    /// `expectedMembers` routers in it until the mesh says otherwise. The burst is a cluster
+    /// budget too: each bucket holds `clusterBurstSeconds` of its share, and starts empty, so
+    /// routers starting together bring no burst of their own.
+    func shareClusterBudget(expectedMembers: Int) {
         guard let total = config.tokensPerSecond else { return }
         let now = clock()
-        state.withLock { s in s.shares = DemandShares(config: .init(total: total), nowMs: now) }
+        state.withLock { s in
+            s.shares = DemandShares(config: .init(total: total), nowMs: now)
+            s.bucket = TokenBucket(rate: total / Double(max(1, expectedMembers)), burstSeconds: Self.clusterBurstSeconds, full: false, nowMs: now)
+        }
     }
 
-    /// This router's demand (requests per second asked for), to tell the others.
-    func localDemand() -> Double? {
+    /// The cluster's stored burst, in seconds of its budget (the routers' buckets together):
+    /// over any 6 s the cluster admits at most 6.25 s of budget (1.04 R), leaving the shares'
+    /// lag room under 1.1 R. A single router keeps a second of its rate, as before.
+    static let clusterBurstSeconds = 0.25
+
+    /// This router's demand (requests per second asked for), to tell the others; the next
+    /// share is computed from it.
+    func tellDemand() -> Double? {
         let now = clock()
-        return state.withLock { $0.shares?.localDemand(nowMs: now) }
+        return state.withLock { $0.shares?.tell(nowMs: now) }
     }
 
     /// What another router said its demand is.

@@ -68,7 +68,12 @@ enum MeshBridge {
     /// the sides of a partition never add up to more than the budget.
     static func budgetSharing(state: RouterState) -> PeriodicTask? {
         guard let mesh = state.mesh?.service, state.config.admission.tokensPerSecond != nil, let loop = state.pools.loops.first else { return nil }
-        state.admission.shareClusterBudget()
+        // Until the mesh has had time to form, the routers it was told of count: a router that
+        // has not met its peers yet must not take the whole budget (three routers started
+        // together would each admit R for a moment).
+        let configured = (state.config.mesh?.peers.count ?? 0) + 1
+        let forming = MonotonicClock.nowMs() + 2000
+        state.admission.shareClusterBudget(expectedMembers: configured)
         let me = mesh.config.name
         mesh.onCustom { topic, payload, sender in
             // Keyed by the authenticated sender, not the name the payload carries (kept on the
@@ -78,12 +83,14 @@ enum MeshBridge {
         }
         let last = NIOLockedValueBox(0)
         return PeriodicTask("rate-limit share", on: loop, every: .milliseconds(100)) {
-            if let demand = state.admission.localDemand(), mesh.hasPeers {
+            // The share from what everyone told last (this router's value included), then this
+            // router's new value, which the others have before the next share is computed.
+            let n = MonotonicClock.nowMs() < forming ? max(mesh.budgetShareCount, configured) : mesh.budgetShareCount
+            state.admission.applyShare(members: n)
+            if let demand = state.admission.tellDemand(), mesh.hasPeers {
                 let bits = demand.bitPattern
                 mesh.broadcast(topic: demandTopic, payload: (0..<8).map { UInt8(truncatingIfNeeded: bits >> (56 - 8 * $0)) } + Array(me.utf8))
             }
-            let n = mesh.budgetShareCount
-            state.admission.applyShare(members: n)
             guard last.withLockedValue({ old in defer { old = n }; return old != n }) else { return }
             state.logger.info("rate limit shared by demand", metadata: ["routers": "\(n)", "cluster_budget": "\(state.config.admission.tokensPerSecond ?? 0)"])
         }
