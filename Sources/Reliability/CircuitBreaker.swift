@@ -79,6 +79,26 @@ public struct CircuitBreaker: Sendable, Equatable {
         }
     }
 
+    /// Another router's breaker for this worker opened: a closed one opens too (from `now`, for
+    /// the open duration), so every router routes around the worker alike. Returns whether it
+    /// changed; an open or half-open one is left as it is.
+    public mutating func adoptOpen(now: UInt64) -> Bool {
+        guard config.enabled, state == .closed else { return false }
+        _ = open(now)
+        return true
+    }
+
+    /// Another router's breaker for this worker closed (its probes succeeded): an open or
+    /// half-open one closes too. Returns whether it changed.
+    public mutating func adoptClosed() -> Bool {
+        guard config.enabled, state != .closed else { return false }
+        state = .closed
+        failures.removeAll()
+        probesInFlight = 0
+        halfOpenSuccesses = 0
+        return true
+    }
+
     private mutating func open(_ now: UInt64) -> State {
         state = .open
         openedAt = now

@@ -340,6 +340,31 @@ nonisolated(unsafe) private var meshKeyFileToRemove: String?
         #expect(try fullStates(a) + fullStates(b) <= states + 2, "anti-entropy is not stuck re-sending full states")
     }
 
+    /// A breaker that opens on one router opens on the others, and closes on them when that
+    /// router's probe gets through: the router that takes the VIP routes as the one that held it.
+    @Test func breakersOpenAndCloseAcrossTheMesh() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let flags = ["--policy", "round_robin", "--disable-retries", "--cb-failure-threshold", "3", "--cb-success-threshold", "1",
+                     "--cb-timeout-duration-secs", "2"]
+        let (a, b) = try await meshedPair(over: w, [flags, flags])
+        func breaker(_ r: RouterProcess) throws -> String {
+            (try r.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["circuit_breaker"] as? String ?? "?"
+        }
+        try await eventually(timeout: .seconds(15), "both see the worker healthy") { try firstWorkerIsHealthy(a) && firstWorkerIsHealthy(b) }
+        try w.setFaults("failure_rate=1")
+        for _ in 0..<3 { _ = try a.chat("x") }
+        #expect(try breaker(a) == "open")
+        try await eventually(timeout: .seconds(5), "b adopts a's opening") { try breaker(b) == "open" }
+        #expect(try b.chat("x").status == 503, "b routes around the worker too, without a failure of its own")
+        try w.setFaults("failure_rate=0")
+        // After 2 s a's breaker lets a probe through; it succeeds and closes it, and b's with it.
+        try await eventually(timeout: .seconds(10), "a's probe closes its breaker") { try a.chat("x").status == 200 && breaker(a) == "closed" }
+        try await eventually(timeout: .seconds(5), "b closes with it") { try breaker(b) == "closed" }
+        #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",to="open"}"#) == 1)
+        #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",to="closed"}"#) == 1)
+        #expect(try b.chat("x").status == 200)
+    }
+
     @Test func aRateLimitIsAClusterWideBudget() async throws {
         let w = try await SimWorkerProcess(name: "w")
         let ports = try (0..<3).map { _ in try freeLoopbackPort() }

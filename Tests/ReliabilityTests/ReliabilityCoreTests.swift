@@ -110,6 +110,35 @@ import Testing
         #expect(b.canPass(now: 3002))
     }
 
+    /// Another router's transitions: an opening opens a closed breaker from now on; a closing
+    /// closes an open or half-open one; neither touches a breaker already there or disabled.
+    @Test func adoptedTransitions() {
+        var b = CircuitBreaker(config())
+        let opened = b.adoptOpen(now: 100)
+        #expect(opened)
+        #expect(b.state == .open && !b.canPass(now: 1000) && b.canPass(now: 2100), "open for the open duration from the adoption")
+        let again = b.adoptOpen(now: 500)
+        #expect(!again, "already open")
+        let closing = b.adoptClosed()
+        #expect(closing)
+        #expect(b.state == .closed && b.canPass(now: 600))
+        let closedAgain = b.adoptClosed()
+        #expect(!closedAgain, "already closed")
+        // Half-open (probing) closes too; failures counted before an adoption are forgotten.
+        for t in 0..<3 { _ = b.record(success: false, now: UInt64(700 + t)) }
+        let probe = b.acquire(now: 3000)
+        #expect(probe && b.state == .halfOpen)
+        let closed = b.adoptClosed()
+        #expect(closed && b.state == .closed)
+        for t in 0..<2 { _ = b.record(success: false, now: UInt64(3100 + t)) }
+        #expect(b.record(success: false, now: 3102) == .open, "a fresh count after the adopted closing")
+        var off = config()
+        off.enabled = false
+        var disabled = CircuitBreaker(off)
+        let adopted = disabled.adoptOpen(now: 0)
+        #expect(!adopted && disabled.canPass(now: 1))
+    }
+
     @Test func disabledAlwaysPasses() {
         var c = config()
         c.enabled = false

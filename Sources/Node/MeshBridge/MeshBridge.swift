@@ -1,3 +1,4 @@
+import Foundation
 import Mesh
 import NIOConcurrencyHelpers
 import NIOCore
@@ -15,12 +16,20 @@ import Reliability
 ///   "unhealthy" stops routing to the worker at once (one router seeing a dead worker spares the
 ///   others the failed requests and the wait for their own checks); "healthy" is only
 ///   information: each router brings a worker back on its own checks' successes.
+/// - Circuit breakers: store "breakers", key: the worker's canonical URL, value: "open@<ms>"
+///   (wall clock) or "closed", written when this router's breaker opens or closes on its own
+///   requests. A router told "open" opens its closed breaker for the worker (unless the news is
+///   older than the open duration: a router that joins later is not fooled by an old opening);
+///   told "closed" (another router's probes got through) it closes its own. So the router that
+///   takes the VIP routes as the one that held it: it neither sends a dead worker requests the
+///   others already route around, nor keeps a worker the others know is back out for a minute.
 /// - Cache-aware decisions travel separately, as they happen (`TreeSync`).
 /// Stores are last-writer-wins by hybrid logical clock.
 enum MeshBridge {
     static let workersStore = "workers"
     static let sessionsStore = SessionReplication.store
     static let healthStore = "health"
+    static let breakersStore = "breakers"
 
     /// Starts applying other routers' changes to this router.
     static func start(state: RouterState) {
@@ -41,9 +50,44 @@ enum MeshBridge {
                 default: return
                 }
             case sessionsStore: SessionReplication.applied(key: key, value: value, state: state)
+            case breakersStore: breakerHeard(key: key, value: value, from: from, state: state)
             default: return
             }
         }
+    }
+
+    /// This router's breaker for `w` opened or closed on its own requests: tell the others
+    /// (half-open is this router's own probing, not news).
+    static func breakerChanged(_ w: Worker, to change: CircuitBreaker.State, state: RouterState) {
+        guard let mesh = state.mesh?.service else { return }
+        let value: String
+        switch change {
+        case .open: value = "open@\(Int64(Date().timeIntervalSince1970 * 1000))"
+        case .closed: value = "closed"
+        case .halfOpen: return
+        }
+        mesh.publish(store: breakersStore, key: w.url.canonical, value: Array(value.utf8))
+    }
+
+    /// Another router's breaker transition for a worker this router knows: adopted.
+    static func breakerHeard(key: String, value: [UInt8]?, from: String, state: RouterState) {
+        guard let value, let w = state.registry.worker(url: key) else { return }
+        let text = String(decoding: value.prefix(64), as: UTF8.self)
+        let open: Bool
+        if text == "closed" {
+            open = false
+        } else if text.hasPrefix("open@"), let at = Int64(text.dropFirst(5)) {
+            // News older than the open duration is over: that breaker has half-opened since.
+            let age = Int64(Date().timeIntervalSince1970 * 1000) - at
+            guard age < Int64(state.config.breaker.openDurationMs) else { return }
+            open = true
+        } else {
+            return
+        }
+        guard w.breakerAdopt(open: open, now: state.nowMs()) else { return }
+        let to = open ? CircuitBreaker.State.open : .closed
+        state.metrics.breakerTransition(worker: w.url.canonical, to: to.rawValue)
+        state.logger.warning("circuit breaker \(to.rawValue) (seen by another router)", metadata: ["worker": "\(key)", "peer": "\(from)"])
     }
 
     /// Without health checks of its own, a router would keep another router's "unhealthy"

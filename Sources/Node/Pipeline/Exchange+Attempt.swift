@@ -82,6 +82,7 @@ extension Exchange {
         guard let change = w.attemptEnded(rank: rank, success: end.breakerSuccess, now: state.nowMs()) else { return }
         state.metrics.breakerTransition(worker: w.url.canonical, to: change.rawValue)
         state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(w.url.canonical)"])
+        MeshBridge.breakerChanged(w, to: change, state: state)
     }
 
     /// For `smg_pd_prefill_failures_total`: a 5xx answer, the deadline (its own, or the

@@ -58,6 +58,8 @@ public final class Worker: Sendable {
     func breakerAcquire(now: UInt64) -> Bool { breaker.withLock { $0.acquire(now: now) } }
     /// Records an attempt's end; returns the new breaker state if it changed.
     func breakerRecord(success: Bool, now: UInt64) -> CircuitBreaker.State? { breaker.withLock { $0.record(success: success, now: now) } }
+    /// Another router's breaker transition, adopted (`CircuitBreaker.adoptOpen`/`adoptClosed`).
+    func breakerAdopt(open: Bool, now: UInt64) -> Bool { breaker.withLock { open ? $0.adoptOpen(now: now) : $0.adoptClosed() } }
 
     // MARK: health
 
