@@ -200,7 +200,10 @@ import Glibc
         defer { redis.close() }
         _ = try await redis.transaction([["SET", "a", "1"]], durable: true)  // connected alone: waits for none
         let replica = try await RedisServer(["--replicaof", "127.0.0.1", String(master.port)])
-        try await eventually(timeout: .seconds(10), "the replica is in sync") { (try? replica.cli("ROLE"))?.contains("connected") == true }
+        // The master lists it as online (what ROLE shows it by), not only the replica connected.
+        try await eventually(timeout: .seconds(10), "the master has the replica online") {
+            (try? master.cli("INFO", "replication"))?.contains { $0.contains("state=online") } == true
+        }
         // The first write after the replica attached learns of it and waits for it too.
         _ = try await redis.transaction([["SET", "b", "2"]], durable: true)
         #expect(try replica.cli("GET", "b") == ["2"], "confirmed by the replica before the answer")
