@@ -12,11 +12,17 @@ import Testing
         return try smg.request("GET", "/v1/responses/\(id)").status == 200
     }
 
-    @Test func historyGoesOverVerifiedTLSAndNotToAServerItCannotTrust() async throws {
-        let pki = try TestPKI("redis")
+    /// A test CA and what a Redis server (or Sentinel) speaking only TLS needs from it: a
+    /// certificate it issued for the server.
+    static func serverTLS(_ name: String, requireClientCertificate: Bool = false) throws -> (TestPKI, RedisServer.TLS) {
+        let pki = try TestPKI(name)
         let cert = try pki.issue("redis")
-        let redis = try await RedisServer(tls: .init(certificatePath: cert.certificatePath, keyPath: cert.keyPath, caPath: pki.caPath,
-                                                     requireClientCertificate: false))
+        return (pki, .init(certificatePath: cert.certificatePath, keyPath: cert.keyPath, caPath: pki.caPath, requireClientCertificate: requireClientCertificate))
+    }
+
+    @Test func historyGoesOverVerifiedTLSAndNotToAServerItCannotTrust() async throws {
+        let (pki, tls) = try Self.serverTLS("redis")
+        let redis = try await RedisServer(tls: tls)
         #expect(redis.url.hasPrefix("rediss://"))
         let w = try await InProcessWorker(name: "w")
         let history = ["--worker-urls", w.url, "--history-backend", "redis"]
@@ -36,11 +42,9 @@ import Testing
     }
 
     @Test func aServerThatWantsAClientCertificateGetsTheRouters() async throws {
-        let pki = try TestPKI("mtls")
-        let cert = try pki.issue("redis")
+        let (pki, tls) = try Self.serverTLS("mtls", requireClientCertificate: true)
         let client = try pki.issue("router")
-        let redis = try await RedisServer(tls: .init(certificatePath: cert.certificatePath, keyPath: cert.keyPath, caPath: pki.caPath,
-                                                     requireClientCertificate: true))
+        let redis = try await RedisServer(tls: tls)
         let w = try await InProcessWorker(name: "w")
         let history = ["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url, "--ca-cert-paths", pki.caPath]
         let without = try await InProcessRouter(history)
@@ -52,10 +56,8 @@ import Testing
     /// `rediss-sentinel://`: the Sentinels, the master they name and the new one after a
     /// failover, all over verified TLS.
     @Test func sentinelsAndTheirMastersOverTLSThroughAFailover() async throws {
-        let pki = try TestPKI("sentinel")
-        let cert = try pki.issue("redis")
-        let redis = try await RedisSentinelDeployment(tls: .init(certificatePath: cert.certificatePath, keyPath: cert.keyPath, caPath: pki.caPath,
-                                                                 requireClientCertificate: false))
+        let (pki, tls) = try Self.serverTLS("sentinel")
+        let redis = try await RedisSentinelDeployment(tls: tls)
         #expect(redis.url.hasPrefix("rediss-sentinel://"))
         let w = try await InProcessWorker(name: "w")
         let smg = try await InProcessRouter(["--worker-urls", w.url, "--history-backend", "redis", "--redis-url", redis.url, "--ca-cert-paths", pki.caPath])

@@ -32,7 +32,7 @@ final class FileDiscovery: Sendable {
         var lastCount: Int?
     }
     /// What a file looked like, cheaply: its size, modification time and inode.
-    struct Stamp: Equatable, Sendable {
+    private struct Stamp: Equatable, Sendable {
         var size: Int
         var modified: Date
         var inode: Int
@@ -60,9 +60,9 @@ final class FileDiscovery: Sendable {
         }
     }
 
-    /// Reads and applies the manifest now (the tick's work; tests call it directly).
-    func read(stamp: Stamp? = nil, nowMs: UInt64 = MonotonicClock.nowMs()) {
-        let stamp = stamp ?? Self.stamp(of: path)
+    /// The tick's work, off the event loop: reads the manifest (whose stamp the tick just took)
+    /// and applies it.
+    private func read(stamp: Stamp?, nowMs: UInt64) {
         defer { books.withLock { b in b.reading = false; b.lastReadMs = nowMs; b.stamp = stamp } }
         guard stamp != nil else { return problem("missing", "discovery manifest \(path) does not exist (yet); keeping the workers discovered so far") }
         let bytes: Data

@@ -29,8 +29,6 @@ final class HeldTurns: Sendable {
     func response(_ id: String) -> StoredResponse? {
         held.withLock { $0[id] }
     }
-
-    var count: Int { held.withLock { $0.count } }
 }
 
 extension HistoryStore {
