@@ -60,6 +60,16 @@ public struct HealthState: Sendable, Equatable {
         return true
     }
 
+    /// The verdict of the process this one took over from (an in-place upgrade), for a worker
+    /// this process has not checked yet: the successor routes from its first request as its
+    /// predecessor did, instead of waiting for a first check. Its own checks rule from then on.
+    @discardableResult
+    public mutating func inherit(_ verdict: Status) -> Bool {
+        guard status == .unknown, consecutiveFailures == 0, consecutiveSuccesses == 0, verdict != .unknown else { return false }
+        status = verdict
+        return true
+    }
+
     /// Without checks of its own (`enabled` false) nothing here would ever bring a worker back
     /// from another router's verdict: the other router's "healthy", or the verdict's expiry,
     /// does. With checks, only this router's own successes do. Returns whether it changed.

@@ -182,6 +182,18 @@ enum FuzzTarget: String, CaseIterable {
                 check(WorkerFields.problem(model: entry.modelID, labels: entry.labels, apiKey: nil) == nil, "a manifest entry a worker may hold")
             }
         }
+        // An in-place upgrade's messages (another process's, on the takeover socket): typed, bounded,
+        // and the descriptor count must match the sockets named.
+        let descriptors = Int(bytes.first ?? 0) % 6
+        if let offer = try? HandoverOffer.decode(bytes, descriptors: descriptors) {
+            check(offer.sockets.count == descriptors && Set(offer.sockets).count == descriptors, "an offer names each descriptor once")
+            check(offer.workers.count <= HandoverOffer.maxWorkers, "an offer within bounds: \(offer.workers.count)")
+            let again = try? HandoverOffer.decode(offer.encoded(), descriptors: descriptors)
+            check(again?.sockets == offer.sockets && again?.meshName == offer.meshName && again?.workers.map(\.url) == offer.workers.map(\.url), "an offer survives its encoding")
+        }
+        if let accepted = try? HandoverAcceptance.decode(bytes) {
+            check(accepted.took.count <= HandoverOffer.Socket.allCases.count && accepted.pid > 0, "an acceptance within bounds")
+        }
         if let pairs = try? ConfigLoader.parseConfig(text, path: "fuzz.yaml") {
             var flags = (try? ConfigLoader.resolve(arguments: [], environment: [:]))!
             for (name, value) in pairs { flags.set(name, value, from: .configFile) }

@@ -149,7 +149,8 @@ public final class MeshService: Sendable {
     private let datagramSealer: Sealer
     private let frameSealer: Sealer
     private let logger: Logger
-    private let channels: Mutex<(datagram: (any Channel)?, listener: (any Channel)?, group: (any EventLoopGroup)?)> = Mutex((nil, nil, nil))
+    private let channels: Mutex<(datagram: (any Channel)?, listener: (any Channel)?, group: (any EventLoopGroup)?, datagramFD: Int32, listenerFD: Int32)> =
+        Mutex((nil, nil, nil, -1, -1))
     private let clock: @Sendable () -> UInt64
     /// The protocol timer (every `tickMs`), from `start` until `leave`.
     private let ticker = Mutex<(task: RepeatedTask, loop: any EventLoop)?>(nil)
@@ -170,17 +171,29 @@ public final class MeshService: Sendable {
         self.inner = Mutex(Inner(node: node, rng: SplitMix64(seed: seed.next())))
     }
 
-    /// Binds the mesh port (UDP and TCP) and starts the protocol timer.
-    /// Binds the mesh port (UDP and TCP), so a taken port fails the caller's start. `ticking`:
-    /// start the protocol timer too; a router leaves that to its membership service
-    /// (`startTicking`), so the protocol runs inside its service group's lifetime.
-    public func start(group: any EventLoopGroup, ticking: Bool = true) async throws {
+    /// The mesh port's two sockets as descriptors: what an in-place upgrade hands to the
+    /// successor, and what a successor starts from (`start(group:ticking:inherited:)`).
+    public struct Descriptors: Sendable, Equatable {
+        public var datagram: Int32
+        public var listener: Int32
+        public init(datagram: Int32, listener: Int32) {
+            self.datagram = datagram
+            self.listener = listener
+        }
+    }
+
+    /// Binds the mesh port (UDP and TCP), so a taken port fails the caller's start, or serves
+    /// on `inherited` sockets (a predecessor's, in an in-place upgrade). `ticking`: start the
+    /// protocol timer too; a router leaves that to its membership service (`startTicking`), so
+    /// the protocol runs inside its service group's lifetime.
+    public func start(group: any EventLoopGroup, ticking: Bool = true, inherited: Descriptors? = nil) async throws {
         let service = self
-        let datagram = try await bindDatagram(group: group).get()
+        let datagram = try await bindDatagram(group: group, inherited: inherited?.datagram).get()
         let listener: any Channel
+        let listenerFD: Int32
         do {
+            listenerFD = try inherited?.listener ?? BoundSocket.make(.stream, host: config.bindHost, port: config.port, backlog: 128)
             listener = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { [config] channel in
                     channel.eventLoop.makeCompletedFuture {
                         guard service.inboundOpened() else {
@@ -195,25 +208,45 @@ public final class MeshService: Sendable {
                         ])
                     }
                 }
-                .bind(host: config.bindHost, port: config.port).get()
+                .withBoundSocket(listenerFD).get()
         } catch {
             try? await datagram.close()
             throw error
         }
-        channels.withLock { $0 = (datagram, listener, group) }
+        channels.withLock { $0.listener = listener; $0.listenerFD = listenerFD; $0.group = group }
         watch(datagram, group: group)
         if ticking { startTicking() }
-        logger.info("mesh listening", metadata: ["name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
+        logger.info(inherited == nil ? "mesh listening" : "mesh listening on the sockets taken over", metadata: [
+            "name": "\(config.name)", "address": "\(config.advertise)", "peers": "\(config.peers.joined(separator: " "))"])
     }
 
-    private func bindDatagram(group: any EventLoopGroup) -> EventLoopFuture<any Channel> {
+    /// The mesh port's sockets while the service runs (they change when the UDP socket is
+    /// reopened), nil once it left or handed over.
+    public var descriptors: Descriptors? {
+        guard !stopping.load(ordering: .relaxed) else { return nil }
+        return channels.withLock { c in
+            guard c.datagram != nil, c.listener != nil, c.datagramFD >= 0, c.listenerFD >= 0 else { return nil }
+            return Descriptors(datagram: c.datagramFD, listener: c.listenerFD)
+        }
+    }
+
+    /// Binds a new UDP socket, or serves on `inherited`; the channel and its descriptor become
+    /// the service's current ones.
+    private func bindDatagram(group: any EventLoopGroup, inherited: Int32? = nil) -> EventLoopFuture<any Channel> {
         let service = self
+        let fd: Int32
+        do { fd = try inherited ?? BoundSocket.make(.datagram, host: config.bindHost, port: config.port) } catch {
+            return group.next().makeFailedFuture(error)
+        }
         return DatagramBootstrap(group: group)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(MeshDatagramHandler(service: service)) }
             }
-            .bind(host: config.bindHost, port: config.port)
+            .withBoundSocket(fd)
+            .map { channel in
+                service.channels.withLock { $0.datagram = channel; $0.datagramFD = fd }
+                return channel
+            }
     }
 
     /// NIO closes a UDP channel on send errors it deems fatal, such as ENETDOWN or ENETUNREACH
@@ -242,7 +275,6 @@ public final class MeshService: Sendable {
                 switch result {
                 case .success(let channel):
                     guard !stopping.load(ordering: .relaxed) else { return channel.close(promise: nil) }
-                    channels.withLock { $0.datagram = channel }
                     watch(channel, group: group)
                     logger.debug("mesh: UDP socket reopened", metadata: ["port": "\(config.port)"])
                 case .failure:
@@ -270,19 +302,39 @@ public final class MeshService: Sendable {
 
     /// Graceful leave: tells peers, then closes the port.
     public func leave() async {
-        stopping.store(true, ordering: .relaxed)
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
         let out = inner.withLock { $0.node.leave(now: clock()) }
         execute(out)
         logger.info("mesh: left the cluster", metadata: ["name": "\(config.name)"])
         // Give the datagrams a moment to go out before the sockets close.
         try? await Task.sleep(for: .milliseconds(50))
-        // No protocol tick after leaving: the timer is cancelled and its cancellation awaited.
+        await stop()
+    }
+
+    /// The successor of an in-place upgrade serves the mesh port now, under this node's name
+    /// with a newer generation, which supersedes this one at every peer: no leave is announced
+    /// (the name stays a member), the protocol stops, and this process's copies of the sockets
+    /// close (the successor's stay open).
+    public func handOver() async {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        logger.info("mesh: handed over to the successor", metadata: ["name": "\(config.name)"])
+        await stop()
+    }
+
+    /// Whether `leave` or `handOver` ran: nothing more is sent.
+    public var hasStopped: Bool { stopping.load(ordering: .relaxed) }
+
+    private func stop() async {
+        // No protocol tick after this: the timer is cancelled and its cancellation awaited.
         if let ticker = ticker.withLock({ t in defer { t = nil }; return t }) {
             let stopped = ticker.loop.makePromise(of: Void.self)
             ticker.task.cancel(promise: stopped)
             try? await stopped.futureResult.get()
         }
-        let (datagram, listener, _) = channels.withLock { $0 }
+        let (datagram, listener) = channels.withLock { c in
+            defer { c.datagramFD = -1; c.listenerFD = -1 }
+            return (c.datagram, c.listener)
+        }
         let outbound = inner.withLock { s in defer { s.connections = [:] }; return Array(s.connections.values) }
         for c in outbound { c.whenSuccess { $0.close(promise: nil) } }
         try? await datagram?.close()

@@ -115,7 +115,8 @@ public enum FlagTable {
 
         // Request handling
         FlagSpec("request-timeout-secs", .int, .int(1800), group: "Request handling", "Maximum seconds for one proxied request"),
-        FlagSpec("shutdown-grace-period-secs", .int, .int(180), group: "Request handling", "Seconds in-flight requests get to finish on SIGTERM"),
+        FlagSpec("shutdown-grace-period-secs", .int, .int(180), group: "Request handling", "Seconds in-flight requests get to finish on SIGTERM or after an in-place upgrade"),
+        FlagSpec("takeover-socket", .string, nil, group: "Request handling", "Unix socket for in-place upgrades: a router started while another serves behind this path takes its listening sockets, workers and mesh name, and the other drains and exits; each listens here for its own successor (SIGUSR2 starts one)"),
         FlagSpec("max-payload-size", .int, .int(536_870_912), group: "Request handling", "Maximum request body in bytes (413 above)"),
         FlagSpec("max-responses-payload-size", .int, .int(16 << 20), group: "Request handling", "Maximum body of /v1/responses and /v1/conversations requests in bytes, which the router parses itself (413 above)"),
         FlagSpec("max-batch-size", .int, .int(128), group: "Request handling", "Most requests one body may stand for: n, best_of, a list of generate texts or input_ids, a list of completion prompts (400 above)"),

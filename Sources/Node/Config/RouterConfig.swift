@@ -13,6 +13,9 @@ public struct RouterConfig: Sendable {
     public var evictionIntervalSecs: Int
     public var requestTimeoutSecs: Int
     public var shutdownGracePeriodSecs: Int
+    /// `--takeover-socket`: where this router takes over from a running one and listens for
+    /// its own successor (`Upgrade/`); nil: no in-place upgrades.
+    public var takeoverSocket: String?
     public var maxPayloadSize: Int
     /// `--max-batch-size`: the most requests one body may stand for (`n`, batch lists); more is
     /// refused before planning, so no client can make the router or a worker multiply its work.
@@ -112,6 +115,10 @@ public struct RouterConfig: Sendable {
 
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
+        takeoverSocket = f.string("takeover-socket").flatMap { $0.isEmpty ? nil : $0 }
+        if let path = takeoverSocket, path.utf8.count > 107 {
+            throw ConfigError("--takeover-socket: a Unix socket path is at most 107 bytes (got \(path.utf8.count))")
+        }
         maxPayloadSize = try Self.positive(f, "max-payload-size")
         maxBatchSize = try Self.positive(f, "max-batch-size")
         maxResponsesPayloadSize = try Self.positive(f, "max-responses-payload-size")

@@ -161,12 +161,7 @@ enum MeshBridge {
     /// A worker was added or changed here: tell the others.
     static func published(_ w: Worker, state: RouterState) {
         guard let mesh = state.mesh?.service else { return }
-        var settings: [String: JSONValue] = ["labels": JSONValue(w.labels)]
-        if let m = w.modelID { settings["model_id"] = .string(m) }
-        if let k = w.apiKey { settings["api_key"] = .string(k) }
-        if w.role != .regular { settings["worker_type"] = .string(w.role.rawValue) }
-        if let p = w.bootstrapPort { settings["bootstrap_port"] = .int(p) }
-        mesh.publish(store: workersStore, key: w.url.canonical, value: Array(JSONValue.object(settings).render().utf8))
+        mesh.publish(store: workersStore, key: w.url.canonical, value: Array(WorkerFields.settings(of: w).render().utf8))
     }
 
     /// This router's health checks changed their verdict on a worker: tell the others.
@@ -190,23 +185,22 @@ enum MeshBridge {
             }
             return
         }
-        let settings = JSONValue.parse(value) ?? [:]
-        let model = settings["model_id"]?.string
-        let labels = settings["labels"]?.stringMap ?? [:]
-        let apiKey = settings["api_key"]?.string
         // Peers are authenticated, but a value that could split a header line is never applied.
-        if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) {
-            state.logger.warning("worker update from another router refused", metadata: ["worker": "\(url.canonical)", "reason": "\(problem)", "peer": "\(peer)"])
+        let received: WorkerFields.Received
+        switch WorkerFields.Received.from(JSONValue.parse(value) ?? [:]) {
+        case .success(let r): received = r
+        case .failure(let refusal):
+            state.logger.warning("worker update from another router refused", metadata: ["worker": "\(url.canonical)", "reason": "\(refusal.reason)", "peer": "\(peer)"])
             return
         }
         if let w = existing {
-            if let model { w.setModelID(model) }
-            w.update(labels: labels, apiKey: .some(apiKey))
+            if let model = received.model { w.setModelID(model) }
+            w.update(labels: received.labels, apiKey: .some(received.apiKey))
             state.audit.fleetChangeFromMesh("worker updated", worker: url.canonical, peer: peer)
             return
         }
-        guard let (role, bootstrapPort) = try? WorkerFields.role(settings),
-              let w = try? state.registry.add(url: url, modelID: model, role: role, bootstrapPort: bootstrapPort, labels: labels, apiKey: apiKey) else { return }
+        guard let w = try? state.registry.add(url: url, modelID: received.model, role: received.role, bootstrapPort: received.bootstrapPort,
+                                              labels: received.labels, apiKey: received.apiKey) else { return }
         state.audit.fleetChangeFromMesh("worker added", worker: w.url.canonical, peer: peer)
         state.discovery.discover(w)
     }

@@ -36,6 +36,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
     /// `reloads`: SIGHUP, each a reload of the TLS certificates (`Launcher.Signals.reloads`).
     public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores,
                              reloads: AsyncStream<Void>? = nil) async throws -> RouterNode {
+        // An in-place upgrade: the router serving behind --takeover-socket offers its sockets
+        // first; nothing is bound before its offer is taken (or there is none: a first start).
+        var takeover: Takeover?
+        if let path = config.takeoverSocket { takeover = try Takeover.begin(path: path) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health,
@@ -107,9 +111,17 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let metricsLimits = clientLimits.forMetrics
         let metricsConnections = ConnectionTracker()
         do {
+            let apiFD = try takeover?.take(.api, kind: .stream, port: config.port, flag: "--port")
+                ?? BoundSocket.make(.stream, host: config.host, port: config.port, backlog: 1024)
+            let metricsFD = try takeover?.take(.metrics, kind: .stream, port: config.prometheusPort, flag: "--prometheus-port")
+                ?? BoundSocket.make(.stream, host: config.prometheusHost, port: config.prometheusPort, backlog: 128)
+            var meshFDs: MeshService.Descriptors?
+            if let m = config.mesh, let takeover,
+               let datagram = try takeover.take(.meshDatagram, kind: .datagram, port: m.port, flag: "--mesh-port"),
+               let listener = try takeover.take(.meshListener, kind: .stream, port: m.port, flag: "--mesh-port") {
+                meshFDs = MeshService.Descriptors(datagram: datagram, listener: listener)
+            }
             let api = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .childChannelInitializer { channel in
@@ -134,9 +146,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                         try channel.pipeline.syncOperations.addHandler(RouterHandler(state: state, pool: pools.pool(for: channel.eventLoop), deadline: deadline))
                     }
                 }
-                .bind(host: config.host, port: config.port).get()
+                .withBoundSocket(apiFD).get()
             let metricsChannel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         guard metricsConnections.add(channel, limit: metricsLimits.maxConnections) == nil else {
@@ -149,7 +160,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                         try channel.pipeline.syncOperations.addHandler(MetricsHandler(state: state, deadline: deadline))
                     }
                 }
-                .bind(host: config.prometheusHost, port: config.prometheusPort).get()
+                .withBoundSocket(metricsFD).get()
             for (raw, role, bootstrapPort) in config.startupWorkers {
                 let url = try WorkerURL(parsing: raw)
                 if let w = try? registry.add(url: url, modelID: nil, role: role, bootstrapPort: bootstrapPort) {
@@ -157,6 +168,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                     state.discovery.discover(w)
                 }
             }
+            if let takeover { Self.inherit(takeover.offer.workers, state: state) }
             warnIfOpen(config, logger: logger)
             if let warning = config.mesh?.keyFileWarning { logger.warning("\(warning)") }
             if let warning = config.mesh?.advertiseWarning { logger.warning("\(warning)") }
@@ -171,7 +183,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 }
             }
             MeshBridge.start(state: state)
-            try await mesh?.start(group: group, ticking: false)
+            try await mesh?.start(group: group, ticking: false, inherited: meshFDs)
             // Start-up workers are this router's own writes: the others learn them too.
             for w in registry.all { MeshBridge.published(w, state: state) }
 
@@ -210,6 +222,28 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
             if let reloads { list.append(CertificateReload(requests: reloads, tls: state.tls, logger: logger)) }
             for redis in redisClients where redis.followsSentinels { list.append(RedisSentinelFollower(client: redis)) }
+            if let path = config.takeoverSocket {
+                if let takeover {
+                    let took = [HandoverOffer.Socket.api, .metrics] + (meshFDs == nil ? [] : [.meshDatagram, .meshListener])
+                    do {
+                        try takeover.complete(took: took, meshName: mesh?.config.name)
+                        logger.info("in-place upgrade: took over", metadata: [
+                            "predecessor_pid": "\(takeover.offer.pid)", "sockets": "\(took.map(\.rawValue).joined(separator: ","))",
+                            "workers": "\(takeover.offer.workers.count)"])
+                    } catch {
+                        // It died meanwhile: this router serves alone on the sockets, as it should.
+                        logger.warning("in-place upgrade: the predecessor did not hear that this router serves", metadata: ["error": "\(error)"])
+                    }
+                }
+                let upgrade = RouterHandover(state: state, api: (api, apiFD), metrics: (metricsChannel, metricsFD), mesh: mesh)
+                do {
+                    list.append(try HandoverListener.listen(at: path, offer: upgrade.offer, handOver: upgrade.handOver, logger: logger))
+                } catch {
+                    // A first start fails; a successor serves on (its predecessor is draining).
+                    guard takeover != nil else { throw error }
+                    logger.error("in-place upgrade: cannot listen for a successor; the next upgrade must restart", metadata: ["path": "\(path)", "error": "\(error)"])
+                }
+            }
             let services = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: list.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
                 logger: logger))
@@ -219,6 +253,26 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             try? await group.shutdownGracefully()
             throw error
         }
+    }
+
+    /// The predecessor's workers (an in-place upgrade): health taken where this router has no
+    /// verdict yet, and workers it does not know (added at run time, or discovered) added.
+    private static func inherit(_ workers: [HandoverOffer.WorkerState], state: RouterState) {
+        var added = 0
+        for offered in workers {
+            guard let url = try? WorkerURL(parsing: offered.url) else { continue }
+            if let w = state.registry.worker(url: url.canonical) {
+                w.inheritHealth(offered.health)
+                continue
+            }
+            guard case .success(let r) = WorkerFields.Received.from(offered.settings),
+                  let w = try? state.registry.add(url: url, modelID: r.model, role: r.role, bootstrapPort: r.bootstrapPort, labels: r.labels, apiKey: r.apiKey)
+            else { continue }
+            w.inheritHealth(offered.health)
+            state.discovery.discover(w)
+            added += 1
+        }
+        if added > 0 { state.logger.info("in-place upgrade: workers taken over", metadata: ["added": "\(added)", "offered": "\(workers.count)"]) }
     }
 
     /// postgres-nio's settings for `--postgres-db-url`: TLS as its `sslmode` says (libpq's

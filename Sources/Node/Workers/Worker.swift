@@ -112,6 +112,12 @@ public final class Worker: Sendable {
         return changed
     }
 
+    /// The predecessor's verdict on this worker, taken while this router has none of its own
+    /// (`HealthState.inherit`).
+    func inheritHealth(_ verdict: HealthState.Status) {
+        if health.withLock({ $0.inherit(verdict) }) { syncHealthy() }
+    }
+
     func setModelID(_ m: String) { _modelID.withLock { $0 = m } }
     public var isDraining: Bool { _draining.load(ordering: .relaxed) }
     func markDraining() { _draining.store(true, ordering: .relaxed) }

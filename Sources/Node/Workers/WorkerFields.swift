@@ -46,4 +46,36 @@ enum WorkerFields {
         }
         return (role, port)
     }
+
+    /// A worker's settings as another router is told them (the mesh's "workers" store, an
+    /// in-place upgrade's handover): model, labels, API key, type and bootstrap port.
+    static func settings(of w: Worker) -> JSONValue {
+        var settings: [String: JSONValue] = ["labels": JSONValue(w.labels)]
+        if let m = w.modelID { settings["model_id"] = .string(m) }
+        if let k = w.apiKey { settings["api_key"] = .string(k) }
+        if w.role != .regular { settings["worker_type"] = .string(w.role.rawValue) }
+        if let p = w.bootstrapPort { settings["bootstrap_port"] = .int(p) }
+        return .object(settings)
+    }
+
+    /// Settings another router sent (`settings(of:)`), checked as the worker APIs check them.
+    struct Received {
+        let model: String?
+        let labels: [String: String]
+        let apiKey: String?
+        let role: WorkerRole
+        let bootstrapPort: Int?
+
+        /// The settings, or the reason they are refused.
+        static func from(_ settings: JSONValue) -> Result<Received, ReceivedRefusal> {
+            let model = settings["model_id"]?.string
+            let labels = settings["labels"]?.stringMap ?? [:]
+            let apiKey = settings["api_key"]?.string
+            if let problem = WorkerFields.problem(model: model, labels: labels, apiKey: apiKey) { return .failure(ReceivedRefusal(reason: problem)) }
+            guard let (role, port) = try? WorkerFields.role(settings) else { return .failure(ReceivedRefusal(reason: "worker_type or bootstrap_port is invalid")) }
+            return .success(Received(model: model, labels: labels, apiKey: apiKey, role: role, bootstrapPort: port))
+        }
+    }
+
+    struct ReceivedRefusal: Error { let reason: String }
 }
