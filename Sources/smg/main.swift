@@ -30,7 +30,8 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
     let signals = Launcher.Signals(exitWithParent: environment[Demo.parentVariable].flatMap { Int32($0) })
     let node: RouterNode
     do {
-        node = try await RouterNode.start(config: config, logger: logger, reloads: signals.reloads)
+        node = try await RouterNode.start(config: config, logger: logger, reloads: signals.reloads,
+                                          upgrades: demo == nil ? signals.upgrades : nil, commandLine: CommandLine.arguments)
     } catch {
         Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
         logs.flush()
@@ -38,6 +39,7 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
     }
     if let demo { await demo.waitUntilReady(node) }
     Launcher.printOut(Launcher.readyLine(node, host: config.host))
+    SystemdNotify.ready()
     if let demo { Launcher.printOut(demo.banner(ports: [node.apiPort])) }
     await Launcher.serve(node, until: signals)
     logs.flush()

@@ -181,6 +181,56 @@ import Glibc
         #expect(try fresh.chat("fresh").status == 200)
     }
 
+    /// `systemctl reload`: SIGUSR2 starts the successor (the same command line), which takes
+    /// over and tells systemd it is the main process now.
+    @Test func sigusr2StartsTheSuccessorAndSystemdHearsOfIt() async throws {
+        let w = try await SimWorkerProcess(name: "w")
+        let path = Self.socketPath()
+        let notify = try NotifySocket()
+        defer { unlink(path) }
+        let old = try await RouterProcess(["--worker-urls", w.url, "--takeover-socket", path], environment: ["NOTIFY_SOCKET": notify.path])
+        #expect(try notify.next(timeout: 10) == "READY=1\nMAINPID=\(old.process.process.processIdentifier)")
+        old.process.signal(SIGUSR2)
+        let message = try notify.next(timeout: 20)
+        let successor = try #require(message.split(separator: "\n").first { $0.hasPrefix("MAINPID=") }.flatMap { Int32($0.dropFirst(8)) })
+        defer { kill(successor, SIGKILL) }
+        #expect(successor != old.process.process.processIdentifier && message.hasPrefix("READY=1"))
+        #expect(await old.process.waitForExit(timeout: .seconds(30)) == 0)
+        #expect(kill(successor, 0) == 0, "the successor outlives its parent")
+        #expect(try HTTPClient.request(port: old.port, method: "POST", path: "/v1/chat/completions",
+                                       body: Array(#"{"messages":[{"role":"user","content":"hi"}]}"#.utf8)).status == 200)
+        kill(successor, SIGTERM)
+    }
+
+    /// A stand-in for systemd's notification socket.
+    final class NotifySocket {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("smg-notify-\(UUID().uuidString.prefix(8))").path
+        private let fd: Int32
+
+        init() throws {
+            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            guard rc == 0 else { throw TestFailure("bind \(path): errno \(errno)") }
+        }
+
+        deinit {
+            close(fd)
+            unlink(path)
+        }
+
+        func next(timeout: Int) throws -> String {
+            var tv = timeval(tv_sec: timeout, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { throw TestFailure("no notification within \(timeout) s") }
+            return String(decoding: buffer.prefix(n), as: UTF8.self)
+        }
+    }
+
     static func connect(_ path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_un()

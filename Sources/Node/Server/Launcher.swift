@@ -51,12 +51,14 @@ public enum Launcher {
     }
 
     /// SIGTERM and SIGINT (drain and stop) as one stream, SIGHUP (reload certificates) as
-    /// another, handed to the router's service group (`RouterNode.start(reloads:)`). Installed
+    /// another, SIGUSR2 (start an in-place upgrade) as a third, handed to the router's service
+    /// group (`RouterNode.start(reloads:upgrades:)`). Installed
     /// before the router announces readiness, so a signal sent right after the ready line drains
     /// instead of killing the process (the group itself only listens once it runs).
     public final class Signals: @unchecked Sendable {
         public let stream: AsyncStream<Int32>
         public let reloads: AsyncStream<Void>
+        public let upgrades: AsyncStream<Void>
         private let sources: [any DispatchSourceSignal]
 
         private let parentWatch: (any DispatchSourceTimer)?
@@ -67,11 +69,18 @@ public enum Launcher {
             let (stream, continuation) = AsyncStream<Int32>.makeStream()
             // A reload asked for while one waits is the same reload.
             let (reloads, reload) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+            let (upgrades, upgrade) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
             var sources: [any DispatchSourceSignal] = []
-            for sig in [SIGTERM, SIGINT, SIGHUP] {
+            for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR2] {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { if sig == SIGHUP { reload.yield() } else { continuation.yield(sig) } }
+                source.setEventHandler {
+                    switch sig {
+                    case SIGHUP: reload.yield()
+                    case SIGUSR2: upgrade.yield()
+                    default: continuation.yield(sig)
+                    }
+                }
                 source.resume()
                 sources.append(source)
             }
@@ -86,6 +95,7 @@ public enum Launcher {
             }
             self.stream = stream
             self.reloads = reloads
+            self.upgrades = upgrades
             self.sources = sources
         }
     }

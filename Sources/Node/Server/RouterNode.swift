@@ -34,8 +34,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
     /// Binds both servers (and the mesh port), registers the configured workers. `threads`
     /// defaults to one event loop per core this process may run on.
     /// `reloads`: SIGHUP, each a reload of the TLS certificates (`Launcher.Signals.reloads`).
+    /// `upgrades`: SIGUSR2, each the start of an in-place upgrade: `commandLine` run again.
     public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores,
-                             reloads: AsyncStream<Void>? = nil) async throws -> RouterNode {
+                             reloads: AsyncStream<Void>? = nil, upgrades: AsyncStream<Void>? = nil, commandLine: [String] = []) async throws -> RouterNode {
         // An in-place upgrade: the router serving behind --takeover-socket offers its sockets
         // first; nothing is bound before its offer is taken (or there is none: a first start).
         var takeover: Takeover?
@@ -221,6 +222,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
             if let reloads { list.append(CertificateReload(requests: reloads, tls: state.tls, logger: logger)) }
+            if let upgrades { list.append(SuccessorLauncher(requests: upgrades, commandLine: commandLine, takeoverSocket: config.takeoverSocket, logger: logger)) }
             for redis in redisClients where redis.followsSentinels { list.append(RedisSentinelFollower(client: redis)) }
             if let path = config.takeoverSocket {
                 if let takeover {
