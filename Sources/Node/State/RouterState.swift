@@ -38,6 +38,7 @@ public final class RouterState: Sendable {
     /// Ships cache-aware decisions to the other routers (mesh on, cache_aware).
     var treeSync: TreeSync? { mesh?.treeSync }
     private let _draining = Atomic<Bool>(false)
+    private let _handedOver = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
 
@@ -69,6 +70,9 @@ public final class RouterState: Sendable {
 
     public var isDraining: Bool { _draining.load(ordering: .relaxed) }
     func startDraining() { _draining.store(true, ordering: .relaxed) }
+    /// An in-place upgrade's successor serves now; this router only drains (`RouterHandover`).
+    var handedOver: Bool { _handedOver.load(ordering: .relaxed) }
+    func markHandedOver() { _handedOver.store(true, ordering: .relaxed) }
     public var inFlight: Int { _inFlight.load(ordering: .relaxed) }
     func requestBegan() { _inFlight.add(1, ordering: .relaxed); metrics.requestStarted() }
     func requestEnded() { _inFlight.subtract(1, ordering: .relaxed); metrics.requestEnded() }

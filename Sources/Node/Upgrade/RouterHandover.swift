@@ -32,9 +32,12 @@ struct RouterHandover: Sendable {
     /// port up without a leave when the successor took it under this name. The drain follows.
     var handOver: HandoverListener.HandOver {
         { [state, api, metrics, mesh] accepted in
-            state.startDraining()
+            // Listeners first: a readiness probe this router accepted after draining began would
+            // read 503 although the successor is ready.
             try? await api.channel.close()
             try? await metrics.channel.close()
+            state.markHandedOver()
+            state.startDraining()
             guard let mesh else { return }
             if accepted.took.contains(.meshDatagram), accepted.meshName == mesh.config.name {
                 await mesh.handOver()
