@@ -131,7 +131,7 @@ let package = Package(
         .executableTarget(
             name: "smg-fuzz",
             dependencies: [
-                "Node", "Mesh", "MeshCore", "Policies", "RouterHarness",
+                "Node", "Mesh", "MeshCore", "Policies", "Reliability", "RouterHarness",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

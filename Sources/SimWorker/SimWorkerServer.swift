@@ -171,7 +171,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop),"cut_rate":\#(f.cut)}"#)
         case (.GET, "/sim/stats"):
             let s = state.snapshot
-            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks)}"#)
+            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"peak_active":\#(s.peakActive),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks)}"#)
         case (.POST, "/v1/chat/completions"): infer(context, head, .chat)
         case (.POST, "/v1/completions"): infer(context, head, .completion)
         case (.POST, "/generate"): infer(context, head, .generate)
@@ -277,6 +277,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         let created = Int(Date().timeIntervalSince1970)
         state.update { c in
             c.active += 1
+            c.peakActive = max(c.peakActive, c.active)
             c.promptTokens += request.prompt.count
             c.cachedTokens += cached
         }

@@ -9,6 +9,8 @@ final class SimWorkerState: Sendable {
         /// `GET /health` calls: how tests see a router's health checker at work (or stopped).
         var healthChecks = 0
         var active = 0
+        /// The most requests this worker had in flight at once (how well routers spread load).
+        var peakActive = 0
         var openConnections = 0
         var abortedStreams = 0
         var completed = 0

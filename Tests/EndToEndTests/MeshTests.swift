@@ -413,6 +413,75 @@ nonisolated(unsafe) private var meshKeyFileToRemove: String?
         #expect(alone <= Int(1.1 * 30 * 6))
     }
 
+    /// Fleet-wide load: routers taking requests in turn spill a hot prefix at the load one
+    /// router spills it at. Four workers, one shared system prompt, 24 clients in a closed loop
+    /// (each request about 1 s), cache-aware with an absolute balance threshold of 6: the hot
+    /// worker's peak in flight, as the worker itself counts it. Without the routers telling each
+    /// other their loads each saw about a third of it and the peak was 21 behind three routers
+    /// against 7 behind one.
+    @Test func aHotPrefixSpillsAtTheSameLoadBehindThreeRoutersAsBehindOne() async throws {
+        let flags = ["--policy", "cache_aware", "--balance-abs-threshold", "6", "--cache-threshold", "0.3"]
+        func workers() async throws -> [SimWorkerProcess] {
+            var out: [SimWorkerProcess] = []
+            for i in 0..<4 { out.append(try await SimWorkerProcess(name: "w\(i)", ["--ttft-ms", "1000"])) }
+            return out
+        }
+        func hotPeak(_ ws: [SimWorkerProcess]) throws -> Int { try ws.map { try $0.stats()["peak_active"] ?? 0 }.max() ?? 0 }
+        /// 24 clients for `seconds`, client k's n-th request to router (k + n) % routers.
+        @Sendable func load(_ ports: [Int], seconds: Double) {
+            let system = String(repeating: "You are a careful assistant who answers briefly. ", count: 6)
+            let group = DispatchGroup()
+            for k in 0..<24 {
+                group.enter()
+                Thread.detachNewThread {
+                    let end = Date().addingTimeInterval(seconds)
+                    // Clients arrive over about a second, not all in the same millisecond.
+                    usleep(UInt32(k) * 40_000)
+                    var n = 0
+                    while Date() < end {
+                        let body = #"{"messages":[{"role":"system","content":"\#(system)"},{"role":"user","content":"client \#(k) question \#(n)"}]}"#
+                        _ = try? HTTPClient.request(port: ports[(k + n) % ports.count], method: "POST", path: "/v1/chat/completions", body: Array(body.utf8))
+                        n += 1
+                    }
+                    group.leave()
+                }
+            }
+            group.wait()
+        }
+
+        let solo = try await workers()
+        let one = try await RouterProcess(flags + ["--worker-urls"] + solo.map(\.url))
+        load([one.port], seconds: 5)
+        let peakOne = try hotPeak(solo)
+
+        let fleet = try await workers()
+        let ports = try (0..<3).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b", "c"].enumerated() {
+            routers.append(try await RouterProcess(flags + ["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1",
+                                                           "--mesh-port", String(ports[i]), "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls"]
+                                                   + ports.filter { $0 != ports[i] }.map { "127.0.0.1:\($0)" } + ["--worker-urls"] + fleet.map(\.url)))
+        }
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try routers.allSatisfy { try view($0).count == 2 } }
+        // While requests are in flight, every router shows the whole fleet's load on a worker.
+        let fleetPorts = routers.map(\.port)
+        let probe = Thread { load(fleetPorts, seconds: 5) }
+        probe.start()
+        var sawFleetLoad = false
+        let until = ContinuousClock.now + .seconds(4)
+        while ContinuousClock.now < until, !sawFleetLoad {
+            try await Task.sleep(for: .milliseconds(200))
+            let shown = try routers[0].request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+            sawFleetLoad = shown.contains { ($0["load"] as? Int ?? 0) > ($0["router_load"] as? Int ?? 0) }
+        }
+        while !probe.isFinished { try await Task.sleep(for: .milliseconds(50)) }
+        let peakThree = try hotPeak(fleet)
+        print("hot worker's peak in flight: \(peakOne) behind one router, \(peakThree) behind three taking requests in turn")
+        #expect(sawFleetLoad, "GET /workers shows the other routers' requests in a worker's load")
+        #expect(Double(peakThree) <= 1.25 * Double(peakOne), "\(peakThree) behind three routers against \(peakOne) behind one")
+        #expect(peakOne >= 6, "the hot prefix did pile up before spilling: \(peakOne)")
+    }
+
     @Test func aPacketSealedWithAnotherKeyIsRejectedAndCounted() async throws {
         let port = try freeLoopbackPort()
         let a = try await start("solo", port: port, peers: [])

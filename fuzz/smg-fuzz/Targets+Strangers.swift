@@ -11,6 +11,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 @testable import Node
+import Reliability
 import Synchronization
 
 extension FuzzTarget {
@@ -307,6 +308,17 @@ extension FuzzTarget {
             _ = meshState.registry.remove(id: w.id)
         }
         if let demand = MeshBridge.demand(from: bytes) { check(demand.isFinite && demand >= 0, "a demand is a finite rate") }
+        // A peer's load report: bounded, and what the book makes of it stays within the bounds.
+        if let report = LoadReport.decode(bytes) {
+            check(report.entries.count <= LoadReport.maxEntries, "a load report within bounds")
+            let again = LoadReport.decode(report.encoded(maxBytes: .max))?.entries.sorted { $0.worker < $1.worker }
+            check(again == report.entries.sorted { $0.worker < $1.worker }, "a load report survives its encoding")
+            var book = FleetLoadBook()
+            book.heard(from: "fuzz-peer", report, nowMs: 1)
+            for (_, load) in book.totals(nowMs: 1) {
+                check(load.inFlight >= 0 && load.inFlight <= LoadReport.maxCount && load.ranks.count <= LoadReport.maxRanks, "a peer's load within bounds")
+            }
+        }
         let channel = EmbeddedChannel(loop: loop)
         try! channel.pipeline.syncOperations.addHandler(MeshFrameReader(service: meshService, deadline: .seconds(30), helloDeadline: .seconds(5)))
         _ = try? channel.writeInbound(ByteBuffer(bytes: bytes))

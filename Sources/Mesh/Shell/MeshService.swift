@@ -801,5 +801,5 @@ final class MeshOutboundHandler: ChannelInboundHandler {
 }
 
 extension MeshService {
-    func countDrop(_ reason: String) { inner.withLock { $0.stats.dropped[reason, default: 0] += 1 } }
+    public func countDrop(_ reason: String) { inner.withLock { $0.stats.dropped[reason, default: 0] += 1 } }
 }

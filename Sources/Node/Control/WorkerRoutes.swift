@@ -13,7 +13,7 @@ enum WorkerRoutes {
             let all = registry.all
             return ControlResponse(json: [
                 "workers": .array(all.map(describe)), "total": .int(all.count),
-                "stats": ["healthy": .int(all.filter(\.isAvailable).count), "total_load": .int(all.reduce(0) { $0 + $1.inFlight }),
+                "stats": ["healthy": .int(all.filter(\.isAvailable).count), "total_load": .int(all.reduce(0) { $0 + $1.fleetInFlight }),
                           "by_type": .object(Dictionary(uniqueKeysWithValues: WorkerRole.allCases.map { role in
                               (role.rawValue, JSONValue.int(all.filter { $0.role == role }.count)) }))],
             ])
@@ -80,7 +80,7 @@ enum WorkerRoutes {
     static func describe(_ w: Worker) -> JSONValue {
         [
             "id": .string(w.id), "url": .string(w.url.canonical), "model_id": JSONValue(w.modelID), "worker_type": .string(w.workerType),
-            "is_healthy": .bool(w.isHealthy), "is_draining": .bool(w.isDraining), "load": .int(w.inFlight), "labels": JSONValue(w.labels),
+            "is_healthy": .bool(w.isHealthy), "is_draining": .bool(w.isDraining), "load": .int(w.fleetInFlight), "router_load": .int(w.inFlight), "labels": JSONValue(w.labels),
             "reported_load": JSONValue(w.reportedLoad), "health": .string(w.healthStatus.rawValue), "refused": JSONValue(w.refusal),
             "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
             "bootstrap_port": JSONValue(w.bootstrapPort), "dp_size": .int(w.dpSize),

@@ -141,6 +141,60 @@ enum MeshBridge {
     }
 
     static let demandTopic = "demand"
+    static let loadTopic = "load"
+
+    /// Fleet-wide load (`FleetLoad`): every 50 ms this router tells the others what it has in
+    /// flight to each worker (and rank) when that changed, and again each second while it is
+    /// not zero; what the others said last is added to each worker's own count
+    /// (`Worker.fleetInFlight`), which cache-aware's balance check, `power_of_two` and
+    /// `GET /workers` use. With N routers taking requests in turn, a hot prefix then spills at
+    /// the load one router would spill it at, not N times later. A peer's report counts while
+    /// it is a member and for 3 s after it was last renewed.
+    static func fleetLoad(state: RouterState) -> PeriodicTask? {
+        guard let mesh = state.mesh?.service, let loop = state.pools.loops.first else { return nil }
+        let book = NIOLockedValueBox(FleetLoadBook())
+        let schedule = NIOLockedValueBox(LoadReportSchedule())
+        let dpAware = state.config.dpAware
+        mesh.onCustom { topic, payload, sender in
+            guard topic == loadTopic, mesh.isMember(sender) else { return }
+            guard let report = LoadReport.decode(payload) else { return mesh.countDrop("malformed_load_report") }
+            let now = MonotonicClock.nowMs()
+            let totals = book.withLockedValue { b in
+                b.heard(from: sender, report, nowMs: now)
+                return b.totals(nowMs: now)
+            }
+            applyPeerLoads(totals, to: state.registry)
+        }
+        let anyApplied = NIOLockedValueBox(false)
+        return PeriodicTask("fleet load", on: loop, every: .milliseconds(50)) {
+            let now = MonotonicClock.nowMs()
+            let report = LoadReport(entries: state.registry.all.compactMap { w in
+                let ranks = dpAware && w.dpSize > 1 ? w.rankLoadsSnapshot : []
+                guard w.inFlight > 0 || ranks.contains(where: { $0 > 0 }) else { return nil }
+                return LoadReport.Entry(worker: w.url.canonical, inFlight: w.inFlight, ranks: ranks)
+            })
+            if schedule.withLockedValue({ $0.shouldSend(report, nowMs: now) }), mesh.hasPeers {
+                mesh.broadcast(topic: loadTopic, payload: report.encoded())
+            }
+            // What peers that died, left or went quiet said stops counting.
+            let totals = book.withLockedValue { b in
+                b.expire(nowMs: now)
+                b.retain { mesh.isMember($0) }
+                return b.totals(nowMs: now)
+            }
+            // Idle: nothing to clear once every peer load is zero.
+            guard !totals.isEmpty || anyApplied.withLockedValue({ $0 }) else { return }
+            anyApplied.withLockedValue { $0 = !totals.isEmpty }
+            applyPeerLoads(totals, to: state.registry)
+        }
+    }
+
+    private static func applyPeerLoads(_ totals: [String: FleetLoadBook.Load], to registry: WorkerRegistry) {
+        for w in registry.all {
+            let load = totals[w.url.canonical]
+            w.setPeerLoad(inFlight: load?.inFlight ?? 0, ranks: load?.ranks ?? [])
+        }
+    }
 
     /// A demand message's rate: 8 bytes of a big-endian Double, then the sender's name; nil for
     /// anything else, or a rate that is not a finite number of at least 0.

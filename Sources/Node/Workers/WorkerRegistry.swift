@@ -254,7 +254,7 @@ public final class WorkerRegistry: Sendable {
         var candidates = targets.map { t in
             WorkerCandidate(id: t.rank.map { "\(t.worker.id)@\($0)" } ?? t.worker.id, url: t.worker.url.canonical,
                             isAvailable: t.worker.isAvailable && t.worker.breakerAllows(now: request.now),
-                            inFlight: t.rank.map { t.worker.rankLoad($0) } ?? t.worker.inFlight,
+                            inFlight: t.rank.map { t.worker.fleetRankLoad($0) } ?? t.worker.fleetInFlight,
                             reportedLoad: t.rank == nil ? t.worker.reportedLoad : nil)
         }
         // Prefer workers that have not just failed this request, when any other can serve.
