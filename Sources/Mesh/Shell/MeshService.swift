@@ -106,6 +106,13 @@ public final class MeshService: Sendable {
     private let onMemberAlive: Mutex<[MemberHandler]> = Mutex([])
     public func onMemberAlive(_ handler: @escaping MemberHandler) { onMemberAlive.withLock { $0.append(handler) } }
 
+    /// Called after every protocol tick (every `tickMs`, on the mesh port's loop, while the
+    /// protocol runs) with the tick's time: for periodic work of the mesh's users that should
+    /// not wake the process on a timer of its own (an idle router's cost is its wake-ups).
+    public typealias TickHandler = @Sendable (_ nowMs: UInt64) -> Void
+    private let onTick: Mutex<[TickHandler]> = Mutex([])
+    public func onTick(_ handler: @escaping TickHandler) { onTick.withLock { $0.append(handler) } }
+
     /// Sends a custom message to every live member, at once (no retransmission: for state
     /// that is refreshed often anyway, like routing decisions).
     public func broadcast(topic: String, payload: [UInt8]) {
@@ -295,6 +302,7 @@ public final class MeshService: Sendable {
                 let now = service.clock()
                 let out = service.inner.withLock { s in s.node.tick(now: now, using: &s.rng) }
                 service.execute(out)
+                for handler in service.onTick.withLock({ $0 }) { handler(now) }
             }
             current = (task, loop)
         }

@@ -184,6 +184,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 }
             }
             MeshBridge.start(state: state)
+            MeshBridge.startFleetLoad(state: state)
             try await mesh?.start(group: group, ticking: false, inherited: meshFDs)
             // Start-up workers are this router's own writes: the others learn them too.
             for w in registry.all { MeshBridge.published(w, state: state) }
@@ -210,7 +211,6 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let discovery = state.discovery.service(watch) { list.append(discovery) }
             if let health = HealthChecker.service(watch, changed: { MeshBridge.healthObserved($0, status: $1, state: state) }) { list.append(health) }
             if let share = MeshBridge.budgetSharing(state: state) { list.append(share) }
-            if let load = MeshBridge.fleetLoad(state: state) { list.append(load) }
             if let settings = config.fileDiscovery {
                 let discovery = FileDiscovery(settings: settings, state: state)
                 list.append(PeriodicTask("file discovery", on: loop, every: .seconds(1)) { discovery.tick(nowMs: MonotonicClock.nowMs()) })
