@@ -113,6 +113,7 @@ public struct SwimNode: Sendable {
     /// Advances time: probes, suspicion timeouts, reaping, push-pull and join retries.
     public mutating func tick<R: RandomNumberGenerator>(now: UInt64, using rng: inout R) -> [Directive] {
         guard me.status == .alive else { return [] }
+        countMembers()
         var out: [Directive] = []
         retryJoin(now: now, into: &out)
         probe(now: now, using: &rng, into: &out)
@@ -134,6 +135,7 @@ public struct SwimNode: Sendable {
     /// Handles one message from `from` (an address).
     public mutating func receive<R: RandomNumberGenerator>(_ message: Message, from: String, now: UInt64, using rng: inout R) -> [Directive] {
         guard me.status == .alive else { return [] }
+        countMembers()
         var out: [Directive] = []
         switch message {
         case .ping(let s, let gossip):
@@ -172,12 +174,13 @@ public struct SwimNode: Sendable {
 
     // MARK: probing
 
+    /// Seeds that are not alive or suspect members are sent a join, at most every
+    /// `joinRetryMs` (checked no more often either: the check costs O(members)).
     private mutating func retryJoin(now: UInt64, into out: inout [Directive]) {
-        let known = Set(members.values.filter { $0.status == .alive || $0.status == .suspect }.map(\.address))
-        let missing = seeds.filter { !known.contains($0) }
-        guard !missing.isEmpty, now >= (lastJoinAttempt ?? 0) + config.joinRetryMs || lastJoinAttempt == nil else { return }
+        guard lastJoinAttempt.map({ now >= $0 + config.joinRetryMs }) ?? true else { return }
         lastJoinAttempt = now
-        for seed in missing { out.append(.send(to: seed, .join(me))) }
+        let known = Set(members.values.filter { $0.status == .alive || $0.status == .suspect }.map(\.address))
+        for seed in seeds where !known.contains(seed) { out.append(.send(to: seed, .join(me))) }
     }
 
     private mutating func probe<R: RandomNumberGenerator>(now: UInt64, using rng: inout R, into out: inout [Directive]) {
@@ -217,7 +220,13 @@ public struct SwimNode: Sendable {
         }
     }
 
-    private var clusterSize: Int { members.values.reduce(1) { $0 + ($1.status == .alive || $1.status == .suspect ? 1 : 0) } }
+    /// Members alive or suspect, this node included, as of the start of the current tick or
+    /// message: suspicion timeouts and gossip retransmits scale with it, and counting it for
+    /// every gossip piece made each message cost O(members).
+    private var clusterSize = 1
+    private mutating func countMembers() {
+        clusterSize = members.values.reduce(1) { $0 + ($1.status == .alive || $1.status == .suspect ? 1 : 0) }
+    }
 
     /// Lifeguard: the timeout shrinks from max toward min as confirmations come in.
     private func suspicionTimeout(confirmations: Int) -> UInt64 {

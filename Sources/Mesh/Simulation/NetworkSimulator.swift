@@ -41,6 +41,7 @@ public struct NetworkSimulator {
     public var messagesSent = 0
     public var bytesSent = 0
     public let tickMs: UInt64 = 50
+    private var sortedNames: [String] = []
 
     public init(seed: UInt64) {
         self.seed = seed
@@ -107,19 +108,27 @@ public struct NetworkSimulator {
             while due < queue.count, queue[due].at <= now { due += 1 }
             let batch = queue[..<due]
             queue.removeFirst(due)
+            // Nodes are mutated in place (`nodes[name]!.…`): a copy taken out of the dictionary
+            // and put back copied the node's whole state on every message and tick, which made
+            // the simulation quadratic in its size.
             for d in batch where !crashed.contains(d.to) {
-                guard var node = nodes[d.to] else { continue }
-                let out = node.receive(d.message, from: d.from, now: d.at, wallMs: Self.epochMs + d.at + (skewMs[d.to] ?? 0), using: &rng)
-                nodes[d.to] = node
+                guard nodes[d.to] != nil else { continue }
+                let wall = Self.epochMs + d.at + (skewMs[d.to] ?? 0)
+                let out = nodes[d.to]!.receive(d.message, from: d.from, now: d.at, wallMs: wall, using: &rng)
                 handle(out, from: d.to)
             }
-            for name in nodes.keys.sorted() where !crashed.contains(name) {
-                var node = nodes[name]!
-                let out = node.tick(now: now, using: &rng)
-                nodes[name] = node
+            for name in order(of: nodes) where !crashed.contains(name) {
+                let out = nodes[name]!.tick(now: now, using: &rng)
                 handle(out, from: name)
             }
         }
+    }
+
+    /// The nodes in name order (what makes a run reproducible), sorted again only when the set
+    /// of names changed.
+    private mutating func order(of nodes: [String: MeshNode]) -> [String] {
+        if sortedNames.count != nodes.count || !sortedNames.allSatisfy({ nodes[$0] != nil }) { sortedNames = nodes.keys.sorted() }
+        return sortedNames
     }
 
     /// Runs until `condition` holds or `limitMs` passes; returns the virtual time it took.
