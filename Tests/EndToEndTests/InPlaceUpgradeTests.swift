@@ -96,6 +96,7 @@ import Glibc
         // The successor listens for its own successor: a second upgrade in a row.
         let third = try await RouterProcess(flags + ["--port", String(old.port), "--prometheus-port", String(old.metricsPort)])
         #expect(await new.process.waitForExit(timeout: .seconds(30)) == 0)
+        #expect(third.process.stderr.contains("in-place upgrade: took over"))
         let after = traffic.ok
         try await eventually(timeout: .seconds(10), "traffic flows through the third") { traffic.ok >= after + 10 }
         let tally = await traffic.stop()

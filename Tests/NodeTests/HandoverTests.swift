@@ -73,7 +73,7 @@ import Glibc
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("precious").path
-        FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
+        _ = FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
         #expect(throws: UnixSocket.Failure.self) { try UnixSocket.listen(at: file) }
         #expect(FileManager.default.contents(atPath: file) == Data("keep".utf8))
 
