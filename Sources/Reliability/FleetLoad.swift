@@ -137,8 +137,6 @@ public struct FleetLoadBook: Sendable {
         reports = reports.filter { nowMs &- $0.value.heardMs < config.staleAfterMs }
     }
 
-    public var peers: Int { reports.count }
-
     /// Each worker's load summed over the peers with a fresh report.
     public func totals(nowMs: UInt64) -> [String: Load] {
         var out: [String: Load] = [:]

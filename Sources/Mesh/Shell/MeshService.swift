@@ -329,9 +329,6 @@ public final class MeshService: Sendable {
         await stop()
     }
 
-    /// Whether `leave` or `handOver` ran: nothing more is sent.
-    public var hasStopped: Bool { stopping.load(ordering: .relaxed) }
-
     private func stop() async {
         // No protocol tick after this: the timer is cancelled and its cancellation awaited.
         if let ticker = ticker.withLock({ t in defer { t = nil }; return t }) {

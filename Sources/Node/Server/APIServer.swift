@@ -5,7 +5,7 @@ import ServiceLifecycle
 /// the drain: `/readiness` turns 503, the listener closes, requests in flight (streams too)
 /// get up to `--shutdown-grace-period-secs`, then every connection is closed.
 ///
-/// After an in-place upgrade's handover the drain lasts at least `handoverLinger`: a client
+/// After an in-place upgrade's handover the drain lasts at least `handoverLinger` (1 s): a client
 /// whose connection this router accepted just before its listener closed sends its request in
 /// that time and is answered (with `connection: close`), instead of finding the connection
 /// closed under it because nothing was in flight at that instant.
@@ -14,7 +14,7 @@ struct APIServer: Service, CustomStringConvertible {
     let connections: ConnectionTracker
     let state: RouterState
     let gracePeriod: Duration
-    var handoverLinger: Duration = .seconds(1)
+    static let handoverLinger: Duration = .seconds(1)
     var description: String { "api server" }
 
     func run() async throws {
@@ -24,7 +24,7 @@ struct APIServer: Service, CustomStringConvertible {
         try? await channel.close()
         let clock = ContinuousClock()
         let deadline = clock.now + gracePeriod
-        let lingerUntil = clock.now + (state.handedOver ? handoverLinger : .zero)
+        let lingerUntil = clock.now + (state.handedOver ? Self.handoverLinger : .zero)
         while state.inFlight > 0 || clock.now < lingerUntil, clock.now < deadline, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(20))
         }

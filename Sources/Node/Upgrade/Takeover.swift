@@ -13,13 +13,11 @@ import Glibc
 /// connection to one of them): no connection is refused at any moment.
 final class Takeover {
     let offer: HandoverOffer
-    let path: String
     private var descriptors: [HandoverOffer.Socket: Int32]
     private let connection: UnixSocket
 
-    private init(offer: HandoverOffer, path: String, descriptors: [HandoverOffer.Socket: Int32], connection: UnixSocket) {
+    private init(offer: HandoverOffer, descriptors: [HandoverOffer.Socket: Int32], connection: UnixSocket) {
         self.offer = offer
-        self.path = path
         self.descriptors = descriptors
         self.connection = connection
     }
@@ -46,7 +44,7 @@ final class Takeover {
             for d in message.descriptors { close(d) }
             throw error
         }
-        return Takeover(offer: offer, path: path, descriptors: Dictionary(uniqueKeysWithValues: zip(offer.sockets, message.descriptors)), connection: connection)
+        return Takeover(offer: offer, descriptors: Dictionary(uniqueKeysWithValues: zip(offer.sockets, message.descriptors)), connection: connection)
     }
 
     /// The predecessor's socket for `socket`, now this process's to serve on (and to close);

@@ -150,7 +150,7 @@ public final class Worker: Sendable {
     func rankStarted(_ rank: Int) { rankLoads.withLock { if rank < $0.count { $0[rank] += 1 } } }
     func rankFinished(_ rank: Int) { rankLoads.withLock { if rank < $0.count, $0[rank] > 0 { $0[rank] -= 1 } } }
 
-    /// Requests in flight per rank, for the other routers (`MeshBridge.fleetLoad`).
+    /// Requests in flight per rank, for the other routers (`MeshBridge.startFleetLoad`).
     var rankLoadsSnapshot: [Int] { rankLoads.withLock { $0 } }
 
     // MARK: the other routers' load (`FleetLoad`)
@@ -163,16 +163,9 @@ public final class Worker: Sendable {
     /// worker one of N routers sends little to is not taken for idle.
     public var fleetInFlight: Int { inFlight + peerInFlight }
     func fleetRankLoad(_ rank: Int) -> Int { rankLoad(rank) + peerRankLoads.withLock { rank < $0.count ? $0[rank] : 0 } }
-    /// Whether anything changed.
-    @discardableResult
-    func setPeerLoad(inFlight: Int, ranks: [Int]) -> Bool {
-        let before = _peerInFlight.exchange(inFlight, ordering: .relaxed)
-        let ranksChanged = peerRankLoads.withLock { current in
-            guard current != ranks else { return false }
-            current = ranks
-            return true
-        }
-        return before != inFlight || ranksChanged
+    func setPeerLoad(inFlight: Int, ranks: [Int]) {
+        _peerInFlight.store(inFlight, ordering: .relaxed)
+        peerRankLoads.withLock { $0 = ranks }
     }
 
     func requestStarted() { _inFlight.add(1, ordering: .relaxed); _served.add(1, ordering: .relaxed) }
