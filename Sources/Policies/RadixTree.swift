@@ -1,3 +1,5 @@
+import Primitives
+
 /// The approximate radix tree of cache-aware routing: which workers were last sent which
 /// prefixes, and when. "Approximate" because it records what the router sent, not what the
 /// workers' KV caches hold; least recently used entries are evicted per worker to a size bound.

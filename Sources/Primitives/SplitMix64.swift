@@ -7,7 +7,16 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
+        return Self.finalize(state)
+    }
+
+    /// SplitMix64's output function: a well-spread 64-bit value of `x` (`mix` adds the
+    /// generator's increment first, so that 0 does not map to 0). The mesh hashes vectors and
+    /// member tables with it.
+    public static func mix(_ x: UInt64) -> UInt64 { finalize(x &+ 0x9E37_79B9_7F4A_7C15) }
+
+    static func finalize(_ x: UInt64) -> UInt64 {
+        var z = x
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)

@@ -99,4 +99,101 @@ import Testing
             \(collected.map { "\($0) ms" } ?? "never") later; \(sim.messagesSent) messages, \(sim.bytesSent / 1024) KiB in all
             """)
     }
+
+    /// At 100 routers, each of which wrote, every vector holds 100 origins: 1.6 KB whole, and a
+    /// digest went out and came back every second per router. Between converged routers an
+    /// exchange is now two hashes; a write whose every push was lost still reaches every router
+    /// through anti-entropy (bucket hashes, then the counters of the bucket that differs).
+    @Test func largeVectorsTravelAsSummariesAndStillRepair() {
+        var sim = Simulator(seed: 5)
+        let all = names(0..<100)
+        for name in all {
+            sim.addNode(name, seeds: name == "n0" ? [] : ["n0"], meshConfig: .lan)
+            sim.write(on: name, "workers", "w-\(name)", [1])
+        }
+        let joined = sim.run(until: { s in s.converged(alive: Set(all)) && all.allSatisfy { s.nodes[$0]!.values(of: "workers").count == 100 } },
+                             limitMs: 120_000)
+        #expect(joined != nil, "100 routers did not converge in 120 s of virtual time")
+        #expect(sim.nodes["n0"]!.replicator.vector.counters.count == 100)
+        sim.run(forMs: 30_000)  // the join storm's gossip drains
+
+        let before = sim.bytesByKind["digest", default: 0]
+        sim.run(forMs: 10_000)
+        let perRouter = (sim.bytesByKind["digest", default: 0] - before) / 10 / 100
+        #expect(perRouter < 150, "digest bytes per router per second: \(perRouter) (whole vectors: over 3,200)")
+
+        sim.lossRate = 1
+        sim.write(on: "n7", "sessions", "k", [9])
+        sim.lossRate = 0
+        #expect(all.filter { sim.nodes[$0]!.values(of: "sessions")["k"] != nil } == ["n7"], "every push was lost")
+        let repaired = sim.run(until: { s in all.allSatisfy { s.nodes[$0]!.values(of: "sessions")["k"] == [9] } }, limitMs: 30_000)
+        #expect(repaired != nil, "anti-entropy did not bring the write everywhere in 30 s")
+    }
+
+    /// A router publishes its workers as it starts, before it knows any member: those writes are
+    /// pushed to every member once it has joined, as a write made later would be, not left to
+    /// spread one digest exchange at a time (anti-entropy is off here, so only the push can
+    /// bring them).
+    @Test func writesMadeBeforeJoiningArePushedOnJoining() {
+        var sim = Simulator(seed: 6)
+        var c = MeshNode.Config.lan
+        c.antiEntropyIntervalMs = 3_600_000
+        let all = names(0..<30)
+        for name in all { sim.addNode(name, seeds: name == "n0" ? [] : ["n0"], meshConfig: c) }
+        _ = sim.run(until: { $0.converged(alive: Set(all)) }, limitMs: 60_000)
+        sim.addNode("late", seeds: ["n0"], meshConfig: c)
+        sim.write(on: "late", "workers", "http://late:8000", [1])
+        let everywhere = sim.run(until: { s in all.allSatisfy { s.nodes[$0]!.values(of: "workers")["http://late:8000"] == [1] } }, limitMs: 10_000)
+        #expect(everywhere != nil, "the start-up write did not reach every member without anti-entropy")
+    }
+
+    /// Every start of a router is a new origin. Restarted 30 times, a 12-router mesh would carry
+    /// 42 origins in every vector, digest and tombstone forever; once every live router has
+    /// seen a gone process's last write, its origin is retired everywhere and vectors hold the
+    /// live processes again. Writes of retired origins stay (and reach a router that starts
+    /// later), and a deletion whose seen-vector names retired origins is still collected.
+    @Test func originsOfGoneProcessesAreRetired() {
+        var sim = Simulator(seed: 21)
+        let all = names(0..<12)
+        var c = MeshNode.Config.lan
+        c.swim.reapAfterMs = 20_000
+        for name in all {
+            sim.addNode(name, seeds: name == "n0" ? [] : ["n0"], meshConfig: c)
+            sim.write(on: name, "workers", "boot-\(name)", [1])
+        }
+        _ = sim.run(until: { $0.converged(alive: Set(all)) }, limitMs: 60_000)
+        sim.write(on: "n3", "workers", "kept", [7])  // outlives the process that wrote it
+        sim.run(forMs: 2_000)
+        let keptOrigin = sim.nodes["n3"]!.replicator.origin
+        for round in 0..<30 {
+            let victim = round == 0 ? "n3" : all[Int.random(in: 1..<12, using: &sim.rng)]
+            sim.crash(victim)
+            sim.run(forMs: 1_000)
+            sim.addNode(victim, seeds: ["n0"], meshConfig: c)
+            sim.write(on: victim, "workers", "boot-\(victim)", [2])
+            sim.run(forMs: 2_000)
+        }
+        func origins(_ s: Simulator) -> Int { all.map { s.nodes[$0]!.replicator.vector.counters.count }.max()! }
+        #expect(origins(sim) > 12, "restarts added origins")
+        let retired = sim.run(until: { s in s.converged(alive: Set(all)) && origins(s) <= 12 }, limitMs: 300_000)
+        #expect(retired != nil, "vectors still hold \(origins(sim)) origins for 12 processes")
+        #expect(storesAgree(sim, among: all), "stores differ")
+        #expect(all.allSatisfy { sim.nodes[$0]!.values(of: "workers")["kept"] == [7] }, "a retired origin's write is kept")
+        #expect(all.allSatisfy { sim.nodes[$0]!.replicator.vector[keptOrigin] == 0 && sim.nodes[$0]!.replicator.state.context.covers(Dot(origin: keptOrigin, seq: 1)) },
+                "its origin is retired everywhere, its writes still covered")
+
+        // A router started now gets that write, although no vector names its origin.
+        sim.addNode("late", seeds: ["n0"], meshConfig: c)
+        let got = sim.run(until: { s in s.nodes["late"]!.values(of: "workers")["kept"] == [7] }, limitMs: 30_000)
+        #expect(got != nil, "the new router never got the retired origin's write")
+
+        // A deletion made now is collected everywhere, and nothing comes back.
+        sim.write(on: "n0", "workers", "kept", nil)
+        let everyone = all + ["late"]
+        let collected = sim.run(until: { s in everyone.allSatisfy { s.nodes[$0]!.replicator.state.tombstoneCount == 0 } }, limitMs: 300_000)
+        #expect(collected != nil, "the tombstone was never collected")
+        sim.run(forMs: 10_000)
+        #expect(everyone.allSatisfy { sim.nodes[$0]!.values(of: "workers")["kept"] == nil }, "the deleted write came back")
+        #expect(origins(sim) <= 13)
+    }
 }

@@ -49,12 +49,12 @@ import Testing
             var b = Replicator(origin: 2)
             switch path {
             case "push": _ = b.apply([future], physicalMs: now)
-            case "answer": _ = b.absorb(ahead.missing(for: b.digest.context), through: ahead.vector, from: "ahead", physicalMs: now)
+            case "answer": _ = b.absorb(ahead.missing(for: b.state.context), through: ahead.vector, from: "ahead", physicalMs: now)
             default: _ = b.join(ahead.state.allEntries, context: ahead.state.context, from: "ahead", physicalMs: now)
             }
             #expect(b.stampsAhead == 1 && b.value("sessions", "k") == nil, "\(path): refused, counted")
             #expect(!b.state.context.covers(future.dot), "\(path): still wanted")
-            #expect(ahead.missing(for: b.digest.context) == [future], "\(path): so the peer offers it again")
+            #expect(ahead.missing(for: b.state.context) == [future], "\(path): so the peer offers it again")
 
             // A later write of the key by a router with a right clock is not pinned under it.
             let later = good.write("sessions", "k", [3], physicalMs: now + 1)
@@ -64,7 +64,7 @@ import Testing
 
             // Three hours on, within the bound: the write is taken and, being the newest, wins.
             let then = now + hours3 - 60_000
-            _ = b.absorb(ahead.missing(for: b.digest.context), through: ahead.vector, from: "ahead", physicalMs: then)
+            _ = b.absorb(ahead.missing(for: b.state.context), through: ahead.vector, from: "ahead", physicalMs: then)
             #expect(b.value("sessions", "k") == [1] && b.state.context.covers(future.dot) && b.stampsAhead == 1, "\(path)")
         }
     }

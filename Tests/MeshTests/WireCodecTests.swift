@@ -17,6 +17,11 @@ import Testing
                 .node(.push(entries)), .node(.push([])),
                 .node(.digest(ReplicationDigest(context: CausalContext(vector: vector, cloud: [Dot(origin: 4, seq: 44)]), liveCount: 3, fingerprint: 0xDEAD_BEEF), reply: true)),
                 .node(.digest(ReplicationDigest(context: CausalContext(), liveCount: 0, fingerprint: 0), reply: false)),
+                .node(.digest(ReplicationDigest(vector: .summary(VectorSummary(hash: 42)), liveCount: 1, fingerprint: 2), reply: true)),
+                .node(.digest(ReplicationDigest(vector: .summary(VectorSummary(of: vector, exactMask: 0b1010)), cloud: [Dot(origin: 1, seq: 9)],
+                                                liveCount: 1, fingerprint: 2), reply: false)),
+                .node(.swim(.syncDigest((0..<64).map { UInt64($0) * 0x0101_0101 }))),
+                .node(.swim(.syncBuckets(mask: .max, members: [member], reply: true))), .node(.swim(.syncBuckets(mask: 0, members: [], reply: false))),
                 .node(.answer(entries, through: vector)),
                 .node(.state(entries, context: CausalContext(vector: vector, cloud: [Dot(origin: 3, seq: 9)]), reply: true)),
                 .custom(topic: "tree", payload: [9, 8, 7]), .custom(topic: "", payload: [])]

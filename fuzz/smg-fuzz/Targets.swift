@@ -158,6 +158,13 @@ enum FuzzTarget: String, CaseIterable {
             .node(.digest(ReplicationDigest(context: CausalContext(vector: vector, cloud: [Dot(origin: 4, seq: 44)]), liveCount: 3, fingerprint: 9), reply: true)),
             .node(.answer(entries, through: vector)), .node(.state(entries, context: CausalContext(vector: vector, cloud: []), reply: false)),
             .custom(topic: "tree", payload: [1, 2, 3]), .custom(topic: MeshService.helloTopic, payload: []),
+            // Summarized digests (a hash; bucket hashes with one bucket's counters), push-pull by
+            // buckets, and an answer and a full state with retired origins' floors.
+            .node(.digest(ReplicationDigest(vector: .summary(VectorSummary(hash: 5)), liveCount: 1, fingerprint: 2), reply: true)),
+            .node(.digest(ReplicationDigest(vector: .summary(VectorSummary(of: vector, exactMask: VersionVector.bit(of: 1))), liveCount: 1, fingerprint: 2), reply: false)),
+            .node(.swim(.syncDigest((0..<64).map { UInt64($0) }))), .node(.swim(.syncBuckets(mask: 1 << 3, members: [member], reply: true))),
+            .node(.answer(entries, through: vector, retired: VersionVector([9: 4]))),
+            .node(.state(entries, context: CausalContext(vector: vector, cloud: [], retired: [9: 4]), reply: true)),
         ]
         let plain = messages.enumerated().map { WireCodec.encode(.init(sender: "127.0.0.1:39527", generation: 1, counter: UInt64($0.offset), message: $0.element)) }
         var chunk = TreeChunkCodec.Encoder(model: "m", now: 10, limit: 4096)

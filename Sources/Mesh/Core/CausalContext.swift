@@ -62,24 +62,36 @@ public struct VersionVector: Sendable, Hashable, CustomStringConvertible {
 /// plus the "dot cloud" of writes seen out of order (a datagram arrived before an earlier one
 /// that was lost). The cloud drains into the vector as the gaps fill, or when a peer's
 /// complete answer vouches for everything up to its own vector.
+///
+/// Origins of processes that are gone are *retired*: once every live member has seen an
+/// origin's last write, the origin leaves the vector (so vectors, digests and the tombstones'
+/// seen-vectors are bounded by the live processes, not by every restart ever made) and its final
+/// seq stays here as a floor, local to this replica, so its old writes are still recognised as
+/// seen wherever they come from. A write above a floor (the process was not gone after all)
+/// brings the origin back into the vector.
 public struct CausalContext: Sendable, Equatable {
     public private(set) var vector = VersionVector()
     public private(set) var cloud: Set<Dot> = []
+    /// Retired origins and the seq up to which their writes are covered.
+    public private(set) var retired: [UInt64: UInt64] = [:]
 
     public init() {}
 
-    public init(vector: VersionVector, cloud: Set<Dot> = []) {
+    public init(vector: VersionVector, cloud: Set<Dot> = [], retired: [UInt64: UInt64] = [:]) {
         self.vector = vector
         self.cloud = cloud
+        self.retired = retired.filter { $0.value > 0 }
         compact()
     }
 
-    public func covers(_ dot: Dot) -> Bool { vector.covers(dot) || cloud.contains(dot) }
+    public func covers(_ dot: Dot) -> Bool {
+        vector.covers(dot) || cloud.contains(dot) || dot.seq <= retired[dot.origin, default: 0]
+    }
 
     public mutating func add(_ dot: Dot) {
         guard !covers(dot) else { return }
-        if Self.extends(vector, dot) {
-            vector[dot.origin] = dot.seq
+        if extends(dot) {
+            advance(to: dot)
             compact()
         } else {
             cloud.insert(dot)
@@ -89,6 +101,7 @@ public struct CausalContext: Sendable, Equatable {
     public mutating func merge(_ other: CausalContext) {
         vector.merge(other.vector)
         cloud.formUnion(other.cloud)
+        for (origin, seq) in other.retired where seq > retired[origin, default: 0] { retired[origin] = seq }
         compact()
     }
 
@@ -97,25 +110,57 @@ public struct CausalContext: Sendable, Equatable {
         compact()
     }
 
-    /// Whether `dot` is the next write of its origin after `vector`'s prefix. Counters come off
-    /// the wire: one at `UInt64.max` (a buggy or hostile peer) must not overflow (found by
-    /// fuzz/run.sh wire).
-    private static func extends(_ vector: VersionVector, _ dot: Dot) -> Bool {
-        let v = vector[dot.origin]
+    /// Retires `origin` at `seq`: its writes up to `seq` are covered from now on, and the origin
+    /// leaves the vector unless the vector is already past `seq` (then nothing changes: the
+    /// process wrote after whoever retired it looked).
+    public mutating func retire(_ origin: UInt64, at seq: UInt64) {
+        guard vector[origin] <= seq, seq > retired[origin, default: 0] else { return }
+        retired[origin] = seq
+        compact()
+    }
+
+    /// Forgets the floor of a retired origin (its writes are no longer recognised as seen).
+    public mutating func forgetRetired(_ origin: UInt64) { retired[origin] = nil }
+
+    /// The counter of `origin`, a floor included: what this context has seen of it.
+    public func seen(_ origin: UInt64) -> UInt64 { max(vector[origin], retired[origin, default: 0]) }
+
+    /// Whether `dot` is the next write of its origin after what is covered contiguously (the
+    /// vector's prefix, or the floor). Counters come off the wire: one at `UInt64.max` (a buggy
+    /// or hostile peer) must not overflow (found by fuzz/run.sh wire).
+    private func extends(_ dot: Dot) -> Bool {
+        let v = seen(dot.origin)
         return v < .max && dot.seq == v + 1
     }
 
-    /// Moves cloud dots that extend the vector into it, and drops those it covers.
+    /// The vector takes `dot`'s seq for its origin; past a floor, the origin is back.
+    private mutating func advance(to dot: Dot) {
+        vector[dot.origin] = dot.seq
+        if dot.seq > retired[dot.origin, default: 0] { retired[dot.origin] = nil }
+    }
+
+    /// Moves cloud dots that extend the vector into it, drops those covered, and keeps retired
+    /// origins out of the vector (a merged peer vector that still holds one at or below its
+    /// floor); a vector past a floor ends the retirement.
     private mutating func compact() {
+        if !retired.isEmpty {
+            // Whichever is smaller is walked: floors pile up with restarts, vectors with members.
+            let origins = retired.count <= vector.counters.count ? Array(retired.keys) : Array(vector.counters.keys)
+            for origin in origins {
+                guard let floor = retired[origin] else { continue }
+                let v = vector[origin]
+                if v > floor { retired[origin] = nil } else if v > 0 { vector[origin] = 0 }
+            }
+        }
         guard !cloud.isEmpty else { return }
         var progressed = true
         while progressed {
             progressed = false
-            for dot in cloud where Self.extends(vector, dot) {
-                vector[dot.origin] = dot.seq
+            for dot in cloud where extends(dot) {
+                advance(to: dot)
                 progressed = true
             }
-            cloud = cloud.filter { !vector.covers($0) }
+            cloud = cloud.filter { $0.seq > seen($0.origin) }
         }
     }
 }

@@ -131,18 +131,34 @@ public struct ReplicaState: CRDT {
     }
 
     /// Forgets the tombstones that every one of `contexts` (the live members') has seen, with
-    /// all they deleted. Returns how many went.
+    /// all they deleted. Writes of origins retired here count as seen by every live member
+    /// (retirement waited for exactly that). Returns how many went.
     @discardableResult
     public mutating func collectTombstones(seenBy contexts: [CausalContext]) -> Int {
         let frontier = VersionVector.meet(contexts.map(\.vector))
         var collected = 0
         for l in tombstones {
-            guard let t = stores[l.store]?[l.key], frontier.dominates(t.seen ?? VersionVector()),
-                  contexts.allSatisfy({ $0.covers(t.dot) }) else { continue }
+            guard let t = stores[l.store]?[l.key],
+                  (t.seen ?? VersionVector()).counters.allSatisfy({ frontier[$0.key] >= $0.value || context.retired[$0.key, default: 0] >= $0.value }),
+                  context.retired[t.dot.origin, default: 0] >= t.dot.seq || contexts.allSatisfy({ $0.covers(t.dot) }) else { continue }
             remove(l)
             collected += 1
         }
         return collected
+    }
+
+    /// Retires `origin` at `seq` (see `CausalContext`), and drops it from the tombstones'
+    /// seen-vectors where the floor covers it, so those are bounded by live origins too.
+    public mutating func retire(_ origin: UInt64, at seq: UInt64) {
+        context.retire(origin, at: seq)
+        guard context.retired[origin] == seq else { return }
+        for l in tombstones {
+            guard var t = stores[l.store]?[l.key], let seen = t.seen, seen[origin] > 0, seen[origin] <= seq else { continue }
+            var trimmed = seen
+            trimmed[origin] = 0
+            t.seen = trimmed
+            stores[l.store]![l.key] = t
+        }
     }
 
     /// Records a write made here: its dot is the context's next for `origin`.

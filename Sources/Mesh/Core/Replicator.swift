@@ -1,16 +1,30 @@
-/// What a replica tells a peer about itself once a second: its causal context (what it has
-/// seen: the vector, plus the few writes seen out of order), and how many live entries it
+/// What a replica tells a peer about itself in anti-entropy: its causal context (the vector,
+/// whole or summarized, plus the few writes seen out of order), and how many live entries it
 /// holds with their fingerprint (to notice divergence that vectors cannot show).
 public struct ReplicationDigest: Sendable, Equatable {
-    public var context: CausalContext
+    public enum Vector: Sendable, Equatable {
+        /// Small vectors (at most `VectorSummary.wholeUpTo` origins) travel whole.
+        case whole(VersionVector)
+        case summary(VectorSummary)
+    }
+
+    public var vector: Vector
+    /// Writes seen out of order (almost always none).
+    public var cloud: Set<Dot>
     public var liveCount: UInt64
     public var fingerprint: UInt64
-    public init(context: CausalContext, liveCount: UInt64, fingerprint: UInt64) {
-        self.context = context
+
+    public init(vector: Vector, cloud: Set<Dot> = [], liveCount: UInt64, fingerprint: UInt64) {
+        self.vector = vector
+        self.cloud = cloud
         self.liveCount = liveCount
         self.fingerprint = fingerprint
     }
-    public var vector: VersionVector { context.vector }
+
+    /// A digest carrying the whole context.
+    public init(context: CausalContext, liveCount: UInt64, fingerprint: UInt64) {
+        self.init(vector: .whole(context.vector), cloud: context.cloud, liveCount: liveCount, fingerprint: fingerprint)
+    }
 }
 
 /// One replica of the replicated stores, pure: physical time comes in, entries go out.
@@ -46,8 +60,20 @@ public struct Replicator: Sendable {
 
     public func value(_ store: String, _ key: String) -> [UInt8]? { state.entry(store, key)?.value }
 
-    public var digest: ReplicationDigest {
-        ReplicationDigest(context: state.context, liveCount: state.liveCount, fingerprint: state.fingerprint)
+    /// This replica's digest: the whole vector when it is small; otherwise its summary, with
+    /// bucket hashes and the exact counters of `exactMask`'s buckets when `buckets`, or only
+    /// its hash (the first message of an exchange, and the whole of one between equal replicas).
+    public func digest(buckets: Bool = false, exactMask: UInt64 = 0) -> ReplicationDigest {
+        let v = state.context.vector
+        let summary: ReplicationDigest.Vector
+        if v.counters.count <= VectorSummary.wholeUpTo {
+            summary = .whole(v)
+        } else if buckets {
+            summary = .summary(VectorSummary(of: v, exactMask: exactMask))
+        } else {
+            summary = .summary(VectorSummary(hashOf: v))
+        }
+        return ReplicationDigest(vector: summary, cloud: state.context.cloud, liveCount: state.liveCount, fingerprint: state.fingerprint)
     }
 
     /// A local write (nil deletes); returns the entry to push.
@@ -66,14 +92,18 @@ public struct Replicator: Sendable {
 
     /// A peer's complete answer to our digest. Its vector vouches for every entry sent: with
     /// one refused, only the admitted entries are taken, each on its own, and the vector is
-    /// not, so the refused dot stays wanted.
-    public mutating func absorb(_ entries: [ReplicatedEntry], through vector: VersionVector, from peer: String, physicalMs: UInt64) -> [ReplicatedEntry] {
+    /// not, so the refused dot stays wanted. Origins the peer retired are retired here too
+    /// (after the entries, which their floors would otherwise cover).
+    public mutating func absorb(_ entries: [ReplicatedEntry], through vector: VersionVector, retired: VersionVector = VersionVector(),
+                                from peer: String, physicalMs: UInt64) -> [ReplicatedEntry] {
         var known = peerContexts[peer] ?? CausalContext()
         known.merge(vector)
         notePeer(peer, context: known)
         let admitted = admitted(entries, physicalMs: physicalMs)
         guard admitted.count == entries.count else { return admitted.filter { state.apply($0) } }
-        return state.absorb(entries, through: vector)
+        let changed = state.absorb(entries, through: vector)
+        adoptRetired(retired)
+        return changed
     }
 
     /// A peer's full state; returns the keys whose value changed here (nil: now absent). As
@@ -85,7 +115,42 @@ public struct Replicator: Sendable {
         guard admitted.count == entries.count else {
             return admitted.filter { state.apply($0) }.map { ($0.store, $0.key, $0) }
         }
+        // The peer's floors come with its context: what they cover and this replica holds
+        // alone was deleted there, as for its vector.
         return state.merge(entries: entries, context: context)
+    }
+
+    // MARK: retiring the origins of processes that are gone
+
+    /// Retires every origin of this replica's vector that is not in `live` (the origins of
+    /// processes that may still write: this one's, and every member's not known to be gone)
+    /// and that every one of `peers` (the live members) has seen exactly as far as this
+    /// replica. A peer whose context is not known yet holds retirement back. Returns how many
+    /// origins were retired.
+    @discardableResult
+    public mutating func retireOrigins(except live: Set<UInt64>, peers: [String]) -> Int {
+        var retired = 0
+        for (o, seq) in state.context.vector.counters where o != origin && !live.contains(o) {
+            guard peers.allSatisfy({ peerContexts[$0]?.seen(o) == seq }) else { continue }
+            state.retire(o, at: seq)
+            retired += 1
+        }
+        return retired
+    }
+
+    /// Floors a peer retired origins at: each is taken where this vector is not past it.
+    public mutating func adoptRetired(_ floors: VersionVector) {
+        for (o, seq) in floors.counters where state.context.vector[o] <= seq { state.retire(o, at: seq) }
+    }
+
+    /// The floors of the origins retired here that `vector` (a peer's) still holds, at or
+    /// below the floor: what to tell that peer so that it retires them too.
+    public func retired(heldBy vector: VersionVector) -> VersionVector {
+        let floors = state.context.retired
+        guard !floors.isEmpty else { return VersionVector() }
+        var out = VersionVector()
+        for (o, seq) in vector.counters { if let f = floors[o], seq <= f { out[o] = f } }
+        return out
     }
 
     /// The entries whose stamps the clock follows, each observed; the rest counted.
@@ -107,8 +172,14 @@ public struct Replicator: Sendable {
     public func missing(for vector: VersionVector) -> [ReplicatedEntry] { state.entries(notCoveredBy: vector) }
 
     /// What a peer that reported `context` lacks (writes it saw out of order are not resent).
+    /// Writes of an origin retired here go only to a peer whose vector still holds the origin:
+    /// one without it retired it too (so it has them), or joined since and was sent a full
+    /// state; should it lack them all the same, its fingerprint tells.
     public func missing(for context: CausalContext) -> [ReplicatedEntry] {
-        state.entries(notCoveredBy: context.vector).filter { !context.cloud.contains($0.dot) }
+        let floors = state.context.retired
+        return state.entries(notCoveredBy: context.vector).filter {
+            !context.cloud.contains($0.dot) && (floors[$0.dot.origin] == nil || context.vector[$0.dot.origin] > 0)
+        }
     }
 
     /// Records what a peer has seen (from its digest, answer or full state).

@@ -1,3 +1,5 @@
+import Primitives
+
 /// SWIM membership with the Lifeguard refinements, as a pure state machine: time and
 /// randomness are arguments, messages in and directives out. No sockets, no clocks, no sleeps:
 /// the shell (or the deterministic simulator in the tests) moves the messages.
@@ -65,8 +67,16 @@ public struct SwimNode: Sendable {
         case ack(seq: UInt64, gossip: [Member])
         case pingReq(seq: UInt64, target: String, gossip: [Member])
         case join(Member)
-        /// Full state; `reply` asks the receiver to answer with its own.
+        /// Full state; `reply` asks the receiver to answer with its own. (A join's answer; also
+        /// how versions without `syncDigest` push-pull.)
         case sync([Member], reply: Bool)
+        /// Push-pull's first step: the hash of each of the 64 buckets of this node's member
+        /// table (members are spread over buckets by name). The receiver answers with
+        /// `syncBuckets` for the buckets that differ, and with nothing when none does.
+        case syncDigest([UInt64])
+        /// The members (this node included) of the buckets in `mask`; `reply` asks for the
+        /// receiver's members of the same buckets.
+        case syncBuckets(mask: UInt64, members: [Member], reply: Bool)
     }
 
     public enum Directive: Sendable, Equatable {
@@ -108,6 +118,9 @@ public struct SwimNode: Sendable {
 
     public func status(of name: String) -> Status? { name == me.name ? me.status : members[name]?.status }
 
+    /// Updates still queued for piggybacking (none once news has been told often enough).
+    public var pendingGossip: Int { broadcasts.count }
+
     // MARK: inputs
 
     /// Advances time: probes, suspicion timeouts, reaping, push-pull and join retries.
@@ -126,7 +139,7 @@ public struct SwimNode: Sendable {
             let dead = members.values.filter { $0.status == .dead }.sorted { $0.name < $1.name }
             let pool = (!dead.isEmpty && Int.random(in: 0..<4, using: &rng) == 0) ? dead : aliveMembers
             if let target = pool.randomElement(using: &rng) {
-                out.append(.send(to: target.address, .sync(fullState(), reply: true)))
+                out.append(.send(to: target.address, .syncDigest(bucketHashes())))
             }
         }
         return out
@@ -158,8 +171,17 @@ public struct SwimNode: Sendable {
             apply([joiner], from: from, now: now, into: &out)
             out.append(.send(to: from, .sync(fullState(), reply: false)))
         case .sync(let state, let reply):
-            apply(state, from: from, now: now, into: &out)
+            apply(state, from: from, now: now, into: &out, gossipNew: false)
             if reply { out.append(.send(to: from, .sync(fullState(), reply: false))) }
+        case .syncDigest(let theirs):
+            let mine = bucketHashes()
+            guard theirs.count == mine.count else { break }
+            var differing: UInt64 = 0
+            for b in mine.indices where mine[b] != theirs[b] { differing |= 1 << UInt64(b) }
+            if differing != 0 { out.append(.send(to: from, .syncBuckets(mask: differing, members: members(in: differing), reply: true))) }
+        case .syncBuckets(let mask, let state, let reply):
+            apply(state, from: from, now: now, into: &out)
+            if reply { out.append(.send(to: from, .syncBuckets(mask: mask, members: members(in: mask), reply: false))) }
         }
         return out
     }
@@ -261,6 +283,27 @@ public struct SwimNode: Sendable {
 
     private func fullState() -> [Member] { [me] + members.values.sorted { $0.name < $1.name } }
 
+    /// Which of the 64 push-pull buckets a member falls in.
+    static func bucket(of name: String) -> Int { Int(FNV1a.hash(name) >> 58) }
+
+    /// The hash of every bucket of the member table (this node included): a member's claim
+    /// (name, generation, incarnation, status) mixed, XOR-ed over its bucket.
+    func bucketHashes() -> [UInt64] {
+        var out = [UInt64](repeating: 0, count: 64)
+        func add(_ m: Member) {
+            let claim = SplitMix64.mix(m.generation ^ SplitMix64.mix(m.incarnation &* 4 &+ UInt64(m.status.rank)))
+            out[Self.bucket(of: m.name)] ^= SplitMix64.mix(FNV1a.hash(m.name) ^ claim)
+        }
+        add(me)
+        for m in members.values { add(m) }
+        return out
+    }
+
+    /// The members (this node included) of the buckets in `mask`, by name.
+    private func members(in mask: UInt64) -> [Member] {
+        fullState().filter { mask & (1 << UInt64(Self.bucket(of: $0.name))) != 0 }
+    }
+
     /// Up to `maxGossipPerMessage` queued updates, least transmitted first.
     private mutating func takeGossip() -> [Member] {
         guard !broadcasts.isEmpty else { return [] }
@@ -283,7 +326,15 @@ public struct SwimNode: Sendable {
 
     /// Merges claims, by generation then incarnation then status (SWIM's precedence); refutes
     /// claims that this node is suspect or dead.
-    private mutating func apply(_ claims: [Member], from: String, now: UInt64, into out: inout [Directive]) {
+    ///
+    /// `gossipNew: false` (a join's answer, or push-pull from an older version: a whole member
+    /// table): members unknown here are taken without being gossiped on. The sender knew them,
+    /// and so does the mesh around it. A router joining 1,000 gossiped all of them a dozen
+    /// times each, to members that had them all along: at 1,000 simulated routers, with a
+    /// restart every two seconds, most of the mesh's traffic. Changes to known members are
+    /// gossiped as always, and push-pull's buckets gossip everything (they are how a join storm
+    /// or a healed partition spreads).
+    private mutating func apply(_ claims: [Member], from: String, now: UInt64, into out: inout [Directive], gossipNew: Bool = true) {
         for claim in claims {
             if claim.name == me.name {
                 refuteIfNeeded(claim)
@@ -293,7 +344,7 @@ public struct SwimNode: Sendable {
                 members[claim.name] = claim
                 since[claim.name] = now
                 if claim.status == .suspect { suspicions[claim.name] = (now, []) }
-                enqueue(claim)
+                if gossipNew { enqueue(claim) }
                 out.append(.changed(claim))
                 continue
             }

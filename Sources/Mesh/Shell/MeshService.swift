@@ -173,7 +173,7 @@ public final class MeshService: Sendable {
         self.logger = logger
         self.clock = clock
         var seed = SystemRandomNumberGenerator()
-        let node = MeshNode(name: config.name, address: config.advertise, generation: generation, origin: FNV1a.hash(config.name) ^ generation,
+        let node = MeshNode(name: config.name, address: config.advertise, generation: generation, origin: MeshNode.origin(name: config.name, generation: generation),
                             seeds: config.peers, config: config.node)
         self.inner = Mutex(Inner(node: node, rng: SplitMix64(seed: seed.next())))
     }

@@ -66,12 +66,25 @@ public enum WireCodec {
         case .node(.swim(.pingReq(let seq, let target, let gossip))): w.u8(3); w.u64(seq); w.string(target); w.members(gossip)
         case .node(.swim(.join(let m))): w.u8(4); w.member(m)
         case .node(.swim(.sync(let all, let reply))): w.u8(5); w.u8(reply ? 1 : 0); w.members(all)
+        case .node(.swim(.syncDigest(let buckets))): w.u8(12); w.u8(UInt8(buckets.count)); for b in buckets { w.u64(b) }
+        case .node(.swim(.syncBuckets(let mask, let members, let reply))): w.u8(13); w.u8(reply ? 1 : 0); w.u64(mask); w.members(members)
         case .node(.push(let entries)): w.u8(6); w.entries(entries)
         case .node(.digest(let d, let reply)):
-            w.u8(7); w.u8(reply ? 1 : 0); w.context(d.context); w.u64(d.liveCount); w.u64(d.fingerprint)
+            switch d.vector {
+            case .whole(let v):
+                w.u8(7); w.u8(reply ? 1 : 0); w.vector(v); w.cloud(d.cloud)
+            case .summary(let summary):
+                w.u8(11); w.u8(reply ? 1 : 0); w.summary(summary); w.cloud(d.cloud)
+            }
+            w.u64(d.liveCount); w.u64(d.fingerprint)
         case .custom(let topic, let payload):
             w.u8(8); w.string(topic); w.u64(UInt64(payload.count)); w.bytes.append(contentsOf: payload)
-        case .node(.answer(let entries, let vector)): w.u8(9); w.vector(vector); w.entries(entries)
+        case .node(.answer(let entries, let vector, let retired)):
+            // Kind 9 without floors, as versions before retirement read it.
+            w.u8(retired.counters.isEmpty ? 9 : 14); w.vector(vector); w.entries(entries)
+            if !retired.counters.isEmpty { w.vector(retired) }
+        case .node(.state(let entries, let context, let reply)) where !context.retired.isEmpty:
+            w.u8(15); w.u8(reply ? 1 : 0); w.context(context); w.entries(entries); w.vector(VersionVector(context.retired))
         case .node(.state(let entries, let context, let reply)):
             w.u8(10); w.u8(reply ? 1 : 0); w.context(context); w.entries(entries)
         }
@@ -98,22 +111,35 @@ public enum WireCodec {
         case 5:
             guard let reply = r.flag(), let all = r.members() else { return nil }
             message = .node(.swim(.sync(all, reply: reply)))
+        case 12:
+            guard let n = r.u8(), Int(n) == VectorSummary.bucketCount else { return nil }
+            var buckets: [UInt64] = []
+            for _ in 0..<n {
+                guard let b = r.u64() else { return nil }
+                buckets.append(b)
+            }
+            message = .node(.swim(.syncDigest(buckets)))
+        case 13:
+            guard let reply = r.flag(), let mask = r.u64(), let members = r.members() else { return nil }
+            message = .node(.swim(.syncBuckets(mask: mask, members: members, reply: reply)))
         case 6:
             guard let entries = r.entries() else { return nil }
             message = .node(.push(entries))
-        case 7:
-            guard let reply = r.flag(), let context = r.context(), let live = r.u64(), let fingerprint = r.u64() else { return nil }
-            message = .node(.digest(ReplicationDigest(context: context, liveCount: live, fingerprint: fingerprint), reply: reply))
+        case 7, 11:
+            guard let reply = r.flag(), let vector = kind == 7 ? r.vector().map(ReplicationDigest.Vector.whole) : r.summary().map(ReplicationDigest.Vector.summary),
+                  let cloud = r.cloud(), let live = r.u64(), let fingerprint = r.u64() else { return nil }
+            message = .node(.digest(ReplicationDigest(vector: vector, cloud: cloud, liveCount: live, fingerprint: fingerprint), reply: reply))
         case 8:
             guard let topic = r.string(), let n = r.u64(), n <= UInt64(maxPayload), r.i + Int(n) <= bytes.count else { return nil }
             message = .custom(topic: topic, payload: Array(bytes[r.i..<(r.i + Int(n))]))
             r.i += Int(n)
-        case 9:
-            guard let vector = r.vector(), let entries = r.entries() else { return nil }
-            message = .node(.answer(entries, through: vector))
-        case 10:
-            guard let reply = r.flag(), let context = r.context(), let entries = r.entries() else { return nil }
-            message = .node(.state(entries, context: context, reply: reply))
+        case 9, 14:
+            guard let vector = r.vector(), let entries = r.entries(), let retired = kind == 9 ? VersionVector() : r.vector() else { return nil }
+            message = .node(.answer(entries, through: vector, retired: retired))
+        case 10, 15:
+            guard let reply = r.flag(), let context = r.context(), let entries = r.entries(),
+                  let retired = kind == 10 ? VersionVector() : r.vector() else { return nil }
+            message = .node(.state(entries, context: CausalContext(vector: context.vector, cloud: context.cloud, retired: retired.counters), reply: reply))
         default:
             return nil
         }
@@ -137,9 +163,19 @@ public enum WireCodec {
         }
         mutating func context(_ c: CausalContext) {
             vector(c.vector)
-            let cloud = c.cloud.sorted()
+            cloud(c.cloud)
+        }
+        mutating func cloud(_ dots: Set<Dot>) {
+            let cloud = dots.sorted()
             u32(cloud.count)
             for dot in cloud { u64(dot.origin); u64(dot.seq) }
+        }
+        mutating func summary(_ s: VectorSummary) {
+            u64(s.hash)
+            u8(UInt8(s.buckets.count))
+            for b in s.buckets { u64(b) }
+            u64(s.exactMask)
+            vector(s.exact)
         }
         mutating func entries(_ es: [ReplicatedEntry]) {
             u32(es.count)
@@ -197,13 +233,28 @@ public enum WireCodec {
             return VersionVector(counters)
         }
         mutating func context() -> CausalContext? {
-            guard let vector = vector(), let n = u32(), n <= left / 16 else { return nil }
+            guard let vector = vector(), let cloud = cloud() else { return nil }
+            return CausalContext(vector: vector, cloud: cloud)
+        }
+        mutating func cloud() -> Set<Dot>? {
+            guard let n = u32(), n <= left / 16 else { return nil }
             var cloud: Set<Dot> = []
             for _ in 0..<n {
                 guard let origin = u64(), let seq = u64() else { return nil }
                 cloud.insert(Dot(origin: origin, seq: seq))
             }
-            return CausalContext(vector: vector, cloud: cloud)
+            return cloud
+        }
+        /// A vector summary: a hash, no bucket hashes or all 64, and exact counters.
+        mutating func summary() -> VectorSummary? {
+            guard let hash = u64(), let n = u8(), n == 0 || Int(n) == VectorSummary.bucketCount else { return nil }
+            var buckets: [UInt64] = []
+            for _ in 0..<n {
+                guard let b = u64() else { return nil }
+                buckets.append(b)
+            }
+            guard let mask = u64(), let exact = vector() else { return nil }
+            return VectorSummary(hash: hash, buckets: buckets, exactMask: mask, exact: exact)
         }
         mutating func entries() -> [ReplicatedEntry]? {
             guard let n = u32(), n <= left / WireCodec.minEntrySize else { return nil }

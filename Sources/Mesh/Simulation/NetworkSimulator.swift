@@ -8,7 +8,7 @@ import Primitives
 public struct NetworkSimulator {
     public typealias Rng = SplitMix64
 
-    public struct Delivery {
+    public struct Delivery: Comparable {
         public let at: UInt64
         public let order: UInt64
         public let to: String
@@ -21,6 +21,9 @@ public struct NetworkSimulator {
             self.from = from
             self.message = message
         }
+        /// Time order; ties in send order.
+        public static func < (a: Delivery, b: Delivery) -> Bool { (a.at, a.order) < (b.at, b.order) }
+        public static func == (a: Delivery, b: Delivery) -> Bool { (a.at, a.order) == (b.at, b.order) }
     }
 
     public let seed: UInt64
@@ -31,7 +34,7 @@ public struct NetworkSimulator {
     public var skewMs: [String: UInt64] = [:]
     public static let epochMs: UInt64 = 1_800_000_000_000
     public var crashed: Set<String> = []
-    public var queue: [Delivery] = []
+    public var queue = MinHeap<Delivery>()
     var order: UInt64 = 0
     public var lossRate = 0.0
     public var duplicateRate = 0.0
@@ -40,6 +43,10 @@ public struct NetworkSimulator {
     public var cut: Set<[String]> = []
     public var messagesSent = 0
     public var bytesSent = 0
+    /// Bytes sent by message kind (`kind(of:)`), to see where the traffic goes.
+    public var bytesByKind: [String: Int] = [:]
+    /// Membership claims piggybacked on pings and acks, by sender (claims about itself not counted).
+    public var gossipSent: [String: Int] = [:]
     public let tickMs: UInt64 = 50
     private var sortedNames: [String] = []
 
@@ -59,7 +66,7 @@ public struct NetworkSimulator {
     public mutating func addNode(_ name: String, seeds: [String], meshConfig: MeshNode.Config, generation: UInt64? = nil) {
         // Generations must grow across restarts of a name: the real node uses its start time.
         let gen = generation ?? (now << 16 | (rng.next() & 0xFFFF))
-        nodes[name] = MeshNode(name: name, address: name, generation: gen, origin: FNV1a.hash(name) ^ gen, seeds: seeds, config: meshConfig)
+        nodes[name] = MeshNode(name: name, address: name, generation: gen, origin: MeshNode.origin(name: name, generation: gen), seeds: seeds, config: meshConfig)
         skewMs[name] = UInt64.random(in: 0...500, using: &rng)
         crashed.remove(name)
     }
@@ -86,37 +93,48 @@ public struct NetworkSimulator {
         for d in directives {
             guard case .send(let to, let message) = d else { continue }
             messagesSent += 1
-            bytesSent += Self.approximateSize(message)
+            let size = Self.approximateSize(message)
+            bytesSent += size
+            bytesByKind[Self.kind(of: message), default: 0] += size
+            switch message {
+            case .swim(.ping(_, let g)), .swim(.ack(_, let g)), .swim(.pingReq(_, _, let g)):
+                gossipSent[from, default: 0] += g.count { $0.name != from }
+            default: break
+            }
             if cut.contains([from, to]) { continue }
             if Double.random(in: 0..<1, using: &rng) < lossRate { continue }
             let copies = Double.random(in: 0..<1, using: &rng) < duplicateRate ? 2 : 1
             for _ in 0..<copies {
                 order += 1
-                queue.append(Delivery(at: now + UInt64.random(in: delayMs, using: &rng), order: order, to: to, from: from, message: message))
+                queue.push(Delivery(at: now + UInt64.random(in: delayMs, using: &rng), order: order, to: to, from: from, message: message))
             }
         }
     }
 
     /// Runs the virtual clock forward by `ms`.
+    ///
+    /// Messages are delivered at their own times, in time order (ties in send order), and what
+    /// they make a node send is delivered within the same step when it falls due before the
+    /// next tick: a round trip takes its network delays, not whole ticks. (Quantized to 50 ms
+    /// ticks, a ping-req's four hops took 200 ms, longer than a 250 ms period leaves after the
+    /// probe timeout, so every lost direct ping became a false suspicion.) Nodes tick every 50
+    /// ms, as the real shell's timer does.
     public mutating func run(forMs ms: UInt64) {
         let end = now + ms
         while now < end {
-            now += tickMs
-            // Deliver everything due, in time order (ties by send order).
-            queue.sort { ($0.at, $0.order) < ($1.at, $1.order) }
-            var due = 0
-            while due < queue.count, queue[due].at <= now { due += 1 }
-            let batch = queue[..<due]
-            queue.removeFirst(due)
-            // Nodes are mutated in place (`nodes[name]!.…`): a copy taken out of the dictionary
-            // and put back copied the node's whole state on every message and tick, which made
-            // the simulation quadratic in its size.
-            for d in batch where !crashed.contains(d.to) {
-                guard nodes[d.to] != nil else { continue }
+            let tickAt = now + tickMs
+            while let next = queue.first, next.at <= tickAt {
+                let d = queue.pop()!
+                now = d.at
+                // Nodes are mutated in place (`nodes[name]!.…`): a copy taken out of the
+                // dictionary and put back copied the node's whole state on every message and
+                // tick, which made the simulation quadratic in its size.
+                guard !crashed.contains(d.to), nodes[d.to] != nil else { continue }
                 let wall = Self.epochMs + d.at + (skewMs[d.to] ?? 0)
                 let out = nodes[d.to]!.receive(d.message, from: d.from, now: d.at, wallMs: wall, using: &rng)
                 handle(out, from: d.to)
             }
+            now = tickAt
             for name in order(of: nodes) where !crashed.contains(name) {
                 let out = nodes[name]!.tick(now: now, using: &rng)
                 handle(out, from: name)
@@ -151,6 +169,28 @@ public struct NetworkSimulator {
         return true
     }
 
+    /// A message's kind, as the wire format names it.
+    public static func kind(of m: MeshNode.Message) -> String {
+        switch m {
+        case .swim(.ping): "ping"
+        case .swim(.ack): "ack"
+        case .swim(.pingReq): "ping-req"
+        case .swim(.join): "join"
+        case .swim(.sync): "sync"
+        case .swim(.syncDigest): "sync-digest"
+        case .swim(.syncBuckets): "sync-buckets"
+        case .push: "push"
+        case .digest: "digest"
+        case .answer: "answer"
+        case .state: "state"
+        }
+    }
+
+    /// What each packet adds to its message on the wire: the envelope (the sender's address, at
+    /// most 21 bytes as "198.18.0.11:39527"; its generation and packet counter) and the seal
+    /// (version, key id, nonce and tag: 45 bytes).
+    public static let packetOverhead = 2 + 21 + 16 + 45
+
     /// Bytes on the wire, roughly (the codec's field sizes, before sealing).
     public static func approximateSize(_ m: MeshNode.Message) -> Int {
         func size(_ members: [SwimNode.Member]) -> Int { members.reduce(0) { $0 + 24 + $1.name.utf8.count + $1.address.utf8.count } }
@@ -162,10 +202,16 @@ public struct NetworkSimulator {
         case .swim(.pingReq(_, let t, let g)): return 12 + t.utf8.count + size(g)
         case .swim(.join(let member)): return 8 + size([member])
         case .swim(.sync(let all, _)): return 8 + size(all)
+        case .swim(.syncDigest(let b)): return 8 + 1 + b.count * 8
+        case .swim(.syncBuckets(_, let all, _)): return 8 + 9 + size(all)
         case .push(let e): return 4 + size(e)
-        case .digest(let d, _): return 24 + (d.context.vector.counters.count + d.context.cloud.count) * 16
-        case .answer(let e, let v): return 8 + size(e) + v.counters.count * 16
-        case .state(let e, let c, _): return 8 + size(e) + (c.vector.counters.count + c.cloud.count) * 16
+        case .digest(let d, _):
+            switch d.vector {
+            case .whole(let v): return 24 + (v.counters.count + d.cloud.count) * 16
+            case .summary(let s): return 24 + 8 + 1 + s.buckets.count * 8 + 8 + 2 + (s.exact.counters.count + d.cloud.count) * 16
+            }
+        case .answer(let e, let v, let r): return 8 + size(e) + (v.counters.count + r.counters.count) * 16
+        case .state(let e, let c, _): return 8 + size(e) + (c.vector.counters.count + c.cloud.count + c.retired.count) * 16
         }
     }
 }

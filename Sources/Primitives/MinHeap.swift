@@ -1,16 +1,20 @@
-/// A binary min-heap (the standard library has none, and Policies depends on nothing else).
-struct MinHeap<Element: Comparable> {
-    private(set) var items: [Element] = []
+/// A binary min-heap (the standard library has none): the radix tree's eviction order, and the
+/// mesh simulator's deliveries in time order.
+public struct MinHeap<Element: Comparable> {
+    public private(set) var items: [Element] = []
 
-    var isEmpty: Bool { items.isEmpty }
+    public var isEmpty: Bool { items.isEmpty }
+    public var count: Int { items.count }
+    /// The smallest element, without removing it.
+    public var first: Element? { items.first }
 
-    init(_ items: [Element] = []) {
+    public init(_ items: [Element] = []) {
         self.items = items
         var i = items.count / 2 - 1
         while i >= 0 { siftDown(i); i -= 1 }
     }
 
-    mutating func push(_ e: Element) {
+    public mutating func push(_ e: Element) {
         items.append(e)
         var i = items.count - 1
         while i > 0 {
@@ -21,7 +25,7 @@ struct MinHeap<Element: Comparable> {
         }
     }
 
-    mutating func pop() -> Element? {
+    public mutating func pop() -> Element? {
         guard !items.isEmpty else { return nil }
         items.swapAt(0, items.count - 1)
         let top = items.removeLast()
