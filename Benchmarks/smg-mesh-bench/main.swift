@@ -19,11 +19,12 @@ struct Options {
     var steadySeconds: UInt64 = 10
     var seed: UInt64 = 1
     var writes = false
+    var retireLimitSeconds: UInt64 = 900
 }
 
 func usage() -> Never {
     print("""
-        smg-mesh-bench [--nodes N]... [--churn-per-min C] [--loss P] [--steady-seconds S] [--seed N] [--writes]
+        smg-mesh-bench [--nodes N]... [--churn-per-min C] [--loss P] [--steady-seconds S] [--seed N] [--retire-limit S] [--writes]
 
           --nodes N            cluster size; repeat for several (default: 50 and 200)
           --churn-per-min C    during the steady phase, C restarts a minute across the cluster:
@@ -32,10 +33,14 @@ func usage() -> Never {
           --loss P             fraction of messages lost, 0 to 0.5, in the steady and convergence phases (default 0)
           --steady-seconds S   length of the steady phase, virtual seconds (default 10)
           --seed N             the simulation's seed (default 1)
+          --retire-limit S     how long to wait, virtual seconds, for the origins of restarted
+                               processes to be retired from every vector (default 900)
           --writes             also: 1,000 writes under 10% loss, their tombstones collected, a crash detected
 
         The last line printed is JSON: nodes, join_s, converged_s (a write at one node known to every
-        node), bytes_per_node_per_s (steady phase, before sealing), churn_per_min, loss,
+        node), bytes_per_node_per_s (steady phase, before sealing), wire_bytes_per_node_per_s (the
+        same with each packet's envelope and seal, ~80 bytes), churn_per_min, loss,
+        origins_after_churn, retired_s (until every vector holds at most one origin per process),
         vector_origins (the most origins any node's version vector holds at the end), wall_s.
         """)
     exit(0)
@@ -57,6 +62,7 @@ while !args.isEmpty {
     case "--steady-seconds": o.steadySeconds = UInt64(value()) ?? 0
     case "--seed": o.seed = UInt64(value()) ?? 1
     case "--writes": o.writes = true
+    case "--retire-limit": o.retireLimitSeconds = UInt64(value()) ?? 0
     default:
         // Sizes as bare numbers, as older invocations gave them.
         guard let n = Int(a) else { print("smg-mesh-bench: unknown argument \(a) (--help)"); exit(2) }
@@ -91,9 +97,15 @@ for n in o.sizes {
     let joinBytes = sim.bytesSent, joinMessages = sim.messagesSent
     print("\(n) nodes: join storm converged in \(joinMs.map { "\($0) ms (\($0 / config.protocolPeriodMs) rounds)" } ?? "NOT within 600 s"), \(joinMessages) messages, \(joinBytes / 1024) KiB")
 
+    // Let the join storm's gossip drain before measuring: every joiner was news to every
+    // member, and each piece is told a dozen times (at 1,000 nodes that takes minutes).
+    let drainedMs = sim.run(until: { s in s.nodes.values.allSatisfy { $0.swim.pendingGossip == 0 } }, limitMs: 600_000)
+    print("  the join storm's gossip drained \(drainedMs.map { "\($0) ms" } ?? "NOT within 600 s") later")
     // Steady state, with churn: restarts spread evenly over the phase.
     sim.lossRate = o.loss
     let before = sim.bytesSent
+    let kindsBefore = sim.bytesByKind
+    let messagesBefore = sim.messagesSent
     let phaseMs = o.steadySeconds * 1000
     // Each restart takes 500 ms of the phase (the node down); at most one every 600 ms.
     let restarts = min(Int((o.churnPerMin * Double(o.steadySeconds) / 60).rounded()), Int(phaseMs / 600))
@@ -109,8 +121,14 @@ for n in o.sizes {
         restarted += 1
     }
     sim.run(forMs: phaseMs - UInt64(restarts) * (slice + 500))
+    let states = sim.nodes.values.reduce((0, 0)) { ($0.0 + $1.counters.returnStates, $0.1 + $1.counters.divergenceStates) }
+    print("  full states so far: \(states.0) to members back from the dead or new, \(states.1) on divergence")
     let steady = Double(sim.bytesSent - before) / Double(o.steadySeconds) / Double(n)
-    print("  steady state\(restarts > 0 ? " with \(restarted) restarts" : "")\(o.loss > 0 ? ", \(Int(o.loss * 100))% loss" : ""): \(Int(steady)) B/s sent per node (before sealing, ~45 B more per packet)")
+    let packets = Double(sim.messagesSent - messagesBefore) / Double(o.steadySeconds) / Double(n)
+    let wire = steady + packets * Double(NetworkSimulator.packetOverhead)
+    let kinds = sim.bytesByKind.map { ($0.key, $0.value - (kindsBefore[$0.key] ?? 0)) }.filter { $0.1 > 0 }.sorted { $0.1 > $1.1 }
+    let perKind = kinds.map { "\($0.0) \(Int(Double($0.1) / Double(o.steadySeconds) / Double(n)))" }.joined(separator: ", ")
+    print("  steady state\(restarts > 0 ? " with \(restarted) restarts" : "")\(o.loss > 0 ? ", \(Int(o.loss * 100))% loss" : ""): \(Int(steady)) B/s sent per node before sealing (\(Int(wire)) B/s with envelopes and seals, \(String(format: "%.1f", packets)) packets/s): \(perKind)")
 
     // A worker added at one node: how long until every node has it.
     let writer = names[Int.random(in: 0..<n, using: &sim.rng)]
@@ -119,8 +137,13 @@ for n in o.sizes {
         s.nodes.filter { !s.crashed.contains($0.key) }.allSatisfy { $0.value.values(of: "workers")["http://10.0.0.1:8000"] != nil }
     }, limitMs: 120_000)
     print("  a write at one node is known everywhere after \(convergedMs.map { "\($0) ms" } ?? "NOT within 120 s")")
-    let origins = sim.nodes.values.map { $0.replicator.state.context.vector.counters.count }.max() ?? 0
-    print("  version vectors hold up to \(origins) origins")
+    func mostOrigins(_ s: NetworkSimulator) -> Int { s.nodes.values.map { $0.replicator.vector.counters.count }.max() ?? 0 }
+    let originsAfterChurn = mostOrigins(sim)
+    // The restarted processes' old origins are retired once every live node has seen their
+    // last writes (each node hears every peer's vector within about n/2 seconds).
+    let retiredMs = sim.run(until: { mostOrigins($0) <= n }, limitMs: o.retireLimitSeconds * 1000)
+    let origins = mostOrigins(sim)
+    print("  version vectors held up to \(originsAfterChurn) origins after the churn; \(origins) (\(n) processes) \(retiredMs.map { "\($0) ms" } ?? "NOT within \(o.retireLimitSeconds) s") later")
 
     if o.writes {
         // 1,000 writes (a tenth of them deletions) from random nodes within one second, under 10%
@@ -156,6 +179,7 @@ for n in o.sizes {
     print(String(format: "  (%.1f s of wall time)", wall))
     func seconds(_ ms: UInt64?) -> String { ms.map { String(format: "%.3f", Double($0) / 1000) } ?? "null" }
     last = #"{"nodes":\#(n),"join_s":\#(seconds(joinMs)),"converged_s":\#(seconds(convergedMs)),"bytes_per_node_per_s":\#(Int(steady)),"#
-        + #""churn_per_min":\#(o.churnPerMin),"restarts":\#(restarted),"loss":\#(o.loss),"vector_origins":\#(origins),"wall_s":\#(String(format: "%.1f", wall))}"#
+        + #""wire_bytes_per_node_per_s":\#(Int(wire)),"churn_per_min":\#(o.churnPerMin),"restarts":\#(restarted),"loss":\#(o.loss),"#
+        + #""origins_after_churn":\#(originsAfterChurn),"retired_s":\#(seconds(retiredMs)),"vector_origins":\#(origins),"wall_s":\#(String(format: "%.1f", wall))}"#
 }
 print(last)
