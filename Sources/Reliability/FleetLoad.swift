@@ -168,6 +168,12 @@ public struct LoadReportSchedule: Sendable {
 
     public init() {}
 
+    /// Whether reports are still due every tick: something is in flight, or the counts changed
+    /// less than `settleMs` ago. Otherwise the mesh's timer may sleep.
+    public func isReporting(nowMs: UInt64) -> Bool {
+        !quietSoFar && (!last.entries.isEmpty || nowMs &- changedMs < settleMs)
+    }
+
     /// Whether `report` (the counts now) should be sent at `nowMs`; if so, it counts as sent.
     public mutating func shouldSend(_ report: LoadReport, nowMs: UInt64) -> Bool {
         let changed = report != last

@@ -86,6 +86,15 @@ public struct MeshNode: Sendable {
         replicator.peerContexts[peer].map { replicator.vector.writesAhead(of: $0.vector) }
     }
 
+    /// The earliest time at which `tick` has something to do (SWIM's deadlines, the next
+    /// digest, the next collection): the shell's timer sleeps until then.
+    public var nextDeadline: UInt64 {
+        guard swim.me.status == .alive else { return .max }
+        var next = min(swim.nextDeadline, nextCollection)
+        if !live.isEmpty { next = min(next, nextAntiEntropy) }
+        return next
+    }
+
     // MARK: inputs
 
     public mutating func tick<R: RandomNumberGenerator>(now: UInt64, using rng: inout R) -> [Output] {

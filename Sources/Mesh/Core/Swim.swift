@@ -121,6 +121,26 @@ public struct SwimNode: Sendable {
     /// Updates still queued for piggybacking (none once news has been told often enough).
     public var pendingGossip: Int { broadcasts.count }
 
+    /// The earliest time at which `tick` has something to do: the next probe, the current
+    /// probe's timeout or end, a suspicion's expiry, push-pull, a join retry. The shell sleeps
+    /// until then instead of ticking every few milliseconds (an idle router's cost is its
+    /// wake-ups). Messages can only bring this earlier; the shell asks again after each.
+    /// (Reaping and relay pruning have no deadline of their own: they run on whatever tick
+    /// comes next.)
+    public var nextDeadline: UInt64 {
+        guard me.status == .alive else { return .max }
+        var next = UInt64.max
+        if !seeds.isEmpty { next = (lastJoinAttempt ?? 0) &+ config.joinRetryMs }
+        if let p = currentProbe {
+            next = min(next, p.sentAt + (p.indirect ? config.protocolPeriodMs : config.probeTimeoutMs))
+        } else if !members.isEmpty {
+            next = min(next, nextProbeAt)
+        }
+        if !members.isEmpty { next = min(next, nextPushPullAt) }
+        for (_, s) in suspicions { next = min(next, s.start &+ suspicionTimeout(confirmations: s.confirmations.count)) }
+        return next
+    }
+
     // MARK: inputs
 
     /// Advances time: probes, suspicion timeouts, reaping, push-pull and join retries.

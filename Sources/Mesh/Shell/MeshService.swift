@@ -106,10 +106,12 @@ public final class MeshService: Sendable {
     private let onMemberAlive: Mutex<[MemberHandler]> = Mutex([])
     public func onMemberAlive(_ handler: @escaping MemberHandler) { onMemberAlive.withLock { $0.append(handler) } }
 
-    /// Called after every protocol tick (every `tickMs`, on the mesh port's loop, while the
-    /// protocol runs) with the tick's time: for periodic work of the mesh's users that should
-    /// not wake the process on a timer of its own (an idle router's cost is its wake-ups).
-    public typealias TickHandler = @Sendable (_ nowMs: UInt64) -> Void
+    /// Called after every protocol tick (on the mesh port's loop, while the protocol runs) with
+    /// the tick's time: for periodic work of the mesh's users that should not wake the process
+    /// on a timer of its own (an idle router's cost is its wake-ups). A handler returns true
+    /// while it has work every `tickMs` (fleet loads while requests are in flight); while all
+    /// return false, ticks come only when the protocol has something due.
+    public typealias TickHandler = @Sendable (_ nowMs: UInt64) -> Bool
     private let onTick: Mutex<[TickHandler]> = Mutex([])
     public func onTick(_ handler: @escaping TickHandler) { onTick.withLock { $0.append(handler) } }
 
@@ -159,8 +161,14 @@ public final class MeshService: Sendable {
     private let channels: Mutex<(datagram: (any Channel)?, listener: (any Channel)?, group: (any EventLoopGroup)?, datagramFD: Int32, listenerFD: Int32)> =
         Mutex((nil, nil, nil, -1, -1))
     private let clock: @Sendable () -> UInt64
-    /// The protocol timer (every `tickMs`), from `start` until `leave`.
-    private let ticker = Mutex<(task: RepeatedTask, loop: any EventLoop)?>(nil)
+    /// The protocol timer, from `start` until `leave`: one tick scheduled at a time, at the
+    /// node's next deadline (`MeshNode.nextDeadline`), every `tickMs` while a tick handler is
+    /// busy or after `wake`, and at least once a second.
+    private let ticker = Mutex<(task: Scheduled<Void>?, at: UInt64, loop: any EventLoop)?>(nil)
+    /// Until when (clock ms) ticks come every `tickMs` whatever the handlers say (`wake`).
+    private let fastUntil = Atomic<UInt64>(0)
+    /// The longest the timer sleeps, and the shortest (deadlines a few ms apart share a tick).
+    static let longestSleepMs: UInt64 = 1000, shortestSleepMs: UInt64 = 5
     /// Set when the service leaves: sockets that close then stay closed.
     private let stopping = Atomic<Bool>(false)
     private let lastSocketWarningMs = Atomic<UInt64>(0)
@@ -291,20 +299,49 @@ public final class MeshService: Sendable {
         }
     }
 
-    /// Starts the protocol timer (every `tickMs`: probes, gossip, anti-entropy) on the mesh
-    /// port's loop; `leave` stops it. Once: a second call does nothing.
+    /// Starts the protocol timer (probes, gossip, anti-entropy, and the tick handlers) on the
+    /// mesh port's loop; `leave` stops it. Once: a second call does nothing.
     public func startTicking() {
         guard let loop = channels.withLock({ $0.datagram?.eventLoop }), !stopping.load(ordering: .relaxed) else { return }
-        let service = self
+        let first = ticker.withLock { current in
+            guard current == nil else { return false }
+            current = (nil, 0, loop)
+            return true
+        }
+        if first { loop.execute { [self] in tick() } }
+    }
+
+    /// Work is coming (a request began on an idle router): ticks every `tickMs` for the next
+    /// second, starting within a few milliseconds, so that the fleet-load report goes out at
+    /// once instead of at the protocol's next deadline.
+    public func wake() {
+        let now = clock()
+        fastUntil.store(now + 1000, ordering: .relaxed)
+        schedule(at: now, now: now)
+    }
+
+    /// One protocol tick, on the timer's loop, then the next one scheduled.
+    private func tick() {
+        guard !stopping.load(ordering: .relaxed) else { return }
+        ticker.withLock { $0?.task = nil }
+        let now = clock()
+        let (out, deadline) = inner.withLock { s in (s.node.tick(now: now, using: &s.rng), s.node.nextDeadline) }
+        execute(out)
+        var busy = now < fastUntil.load(ordering: .relaxed)
+        for handler in onTick.withLock({ $0 }) where handler(now) { busy = true }
+        schedule(at: busy ? min(deadline, now + UInt64(config.tickMs)) : deadline, now: now)
+    }
+
+    /// Schedules the next tick at `at` (within `shortestSleepMs`…`longestSleepMs` of `now`),
+    /// unless one is already scheduled no later.
+    private func schedule(at: UInt64, now: UInt64) {
+        let at = min(max(at, now + Self.shortestSleepMs), now + Self.longestSleepMs)
         ticker.withLock { current in
-            guard current == nil else { return }
-            let task = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(config.tickMs)) { _ in
-                let now = service.clock()
-                let out = service.inner.withLock { s in s.node.tick(now: now, using: &s.rng) }
-                service.execute(out)
-                for handler in service.onTick.withLock({ $0 }) { handler(now) }
-            }
-            current = (task, loop)
+            guard let t = current, !stopping.load(ordering: .relaxed) else { return }
+            if t.task != nil, t.at <= at + Self.shortestSleepMs { return }
+            t.task?.cancel()
+            let task = t.loop.scheduleTask(in: .milliseconds(Int64(at - now))) { [self] in tick() }
+            current = (task, at, t.loop)
         }
     }
 
@@ -330,11 +367,10 @@ public final class MeshService: Sendable {
     }
 
     private func stop() async {
-        // No protocol tick after this: the timer is cancelled and its cancellation awaited.
+        // No protocol tick after this: `stopping` is set, so a tick does nothing and schedules
+        // nothing; the scheduled one is cancelled on the timer's loop, after any tick running there.
         if let ticker = ticker.withLock({ t in defer { t = nil }; return t }) {
-            let stopped = ticker.loop.makePromise(of: Void.self)
-            ticker.task.cancel(promise: stopped)
-            try? await stopped.futureResult.get()
+            try? await ticker.loop.submit { ticker.task?.cancel() }.get()
         }
         let (datagram, listener) = channels.withLock { c in
             defer { c.datagramFD = -1; c.listenerFD = -1 }

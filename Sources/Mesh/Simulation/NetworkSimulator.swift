@@ -48,6 +48,11 @@ public struct NetworkSimulator {
     /// Membership claims piggybacked on pings and acks, by sender (claims about itself not counted).
     public var gossipSent: [String: Int] = [:]
     public let tickMs: UInt64 = 50
+    /// Tick a node only once its `nextDeadline` has come, as the real shell's timer does (it
+    /// sleeps until then); otherwise every node ticks every `tickMs`.
+    public var tickOnlyAtDeadlines = false
+    /// Ticks run, over all nodes.
+    public var ticksRun = 0
     private var sortedNames: [String] = []
 
     public init(seed: UInt64) {
@@ -118,7 +123,7 @@ public struct NetworkSimulator {
     /// next tick: a round trip takes its network delays, not whole ticks. (Quantized to 50 ms
     /// ticks, a ping-req's four hops took 200 ms, longer than a 250 ms period leaves after the
     /// probe timeout, so every lost direct ping became a false suspicion.) Nodes tick every 50
-    /// ms, as the real shell's timer does.
+    /// ms, or at their deadlines (`tickOnlyAtDeadlines`), as the real shell's timer does.
     public mutating func run(forMs ms: UInt64) {
         let end = now + ms
         while now < end {
@@ -136,6 +141,8 @@ public struct NetworkSimulator {
             }
             now = tickAt
             for name in order(of: nodes) where !crashed.contains(name) {
+                if tickOnlyAtDeadlines, now < nodes[name]!.nextDeadline { continue }
+                ticksRun += 1
                 let out = nodes[name]!.tick(now: now, using: &rng)
                 handle(out, from: name)
             }

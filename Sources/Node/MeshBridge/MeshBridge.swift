@@ -174,7 +174,8 @@ enum MeshBridge {
                 guard w.inFlight > 0 || ranks.contains(where: { $0 > 0 }) else { return nil }
                 return LoadReport.Entry(worker: w.url.canonical, inFlight: w.inFlight, ranks: ranks)
             })
-            if schedule.withLockedValue({ $0.shouldSend(report, nowMs: now) }), mesh.hasPeers {
+            let (send, reporting) = schedule.withLockedValue { s in (s.shouldSend(report, nowMs: now), s.isReporting(nowMs: now)) }
+            if send, mesh.hasPeers {
                 mesh.broadcast(topic: loadTopic, payload: report.encoded())
             }
             // What peers that died, left or went quiet said stops counting.
@@ -183,10 +184,12 @@ enum MeshBridge {
                 b.retain { mesh.isMember($0) }
                 return b.totals(nowMs: now)
             }
-            // Idle: nothing to clear once every peer load is zero.
-            guard !totals.isEmpty || anyApplied.withLockedValue({ $0 }) else { return }
+            // Idle: nothing to clear once every peer load is zero, and no tick wanted until a
+            // request begins (`RouterState.requestBegan` wakes the mesh) or a report arrives.
+            guard !totals.isEmpty || anyApplied.withLockedValue({ $0 }) else { return reporting }
             anyApplied.withLockedValue { $0 = !totals.isEmpty }
             applyPeerLoads(totals, to: state.registry)
+            return true
         }
     }
 

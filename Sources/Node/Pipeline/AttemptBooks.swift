@@ -4,10 +4,13 @@ import Reliability
 /// half of a PD one: a breaker slot and in-flight counts (the worker's and, with --dp-aware, its
 /// rank's) when it starts; the counts given back and the breaker told how it went when it ends.
 extension Worker {
-    func attemptStarted(rank: Int?, now: UInt64) {
+    /// True when the worker had nothing else in flight from this router.
+    @discardableResult
+    func attemptStarted(rank: Int?, now: UInt64) -> Bool {
         _ = breakerAcquire(now: now)
-        requestStarted()
+        let first = requestStarted()
         if let rank { rankStarted(rank) }
+        return first
     }
 
     /// Returns the breaker's transition, if this outcome caused one (the caller counts and logs it).

@@ -22,8 +22,9 @@ extension Exchange {
         let primary = UpstreamCall(to: w.url, head: upstreamHead(for: w, bodyLength: body.readableBytes), body: body, pool: pool)
         // Both halves are counted and known before either is sent: a call can fail at once (in
         // `start`), and the machine then ends both halves of the attempt.
-        w.attemptStarted(rank: selectedRank, now: plan.routing.now)
-        if let p { p.attemptStarted(rank: prefillChoice?.rank, now: now) }
+        let primaryWasIdle = w.attemptStarted(rank: selectedRank, now: plan.routing.now)
+        let prefillWasIdle = p?.attemptStarted(rank: prefillChoice?.rank, now: now) ?? false
+        if primaryWasIdle || prefillWasIdle { state.workerBecameBusy() }
         primaryCall = primary
         prefillCall = prefill
         prefill?.start(delegate: self, timeout: timeout)

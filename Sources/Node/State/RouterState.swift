@@ -75,5 +75,9 @@ public final class RouterState: Sendable {
     func markHandedOver() { _handedOver.store(true, ordering: .relaxed) }
     public var inFlight: Int { _inFlight.load(ordering: .relaxed) }
     func requestBegan() { _inFlight.add(1, ordering: .relaxed); metrics.requestStarted() }
+    /// A worker that had nothing in flight from this router has a request now: the mesh's timer,
+    /// which sleeps until its protocol has something due, wakes so that the fleet-load report
+    /// goes out at once.
+    func workerBecameBusy() { mesh?.service.wake() }
     func requestEnded() { _inFlight.subtract(1, ordering: .relaxed); metrics.requestEnded() }
 }

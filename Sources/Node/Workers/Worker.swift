@@ -168,7 +168,12 @@ public final class Worker: Sendable {
         peerRankLoads.withLock { $0 = ranks }
     }
 
-    func requestStarted() { _inFlight.add(1, ordering: .relaxed); _served.add(1, ordering: .relaxed) }
+    /// Counts a request in; true when it is the only one in flight (the worker was idle here).
+    @discardableResult
+    func requestStarted() -> Bool {
+        _served.add(1, ordering: .relaxed)
+        return _inFlight.add(1, ordering: .relaxed).newValue == 1
+    }
     func requestFinished() { _inFlight.subtract(1, ordering: .relaxed) }
 
     /// True when the worker is healthy and not draining (the breaker is checked separately,
