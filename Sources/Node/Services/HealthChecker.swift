@@ -34,10 +34,12 @@ final class HealthChecker: Sendable {
     static func service(_ watch: WorkerWatch, changed: @escaping @Sendable (Worker, HealthState.Status) -> Void) -> PeriodicTask? {
         guard watch.config.health.enabled, let loop = watch.pools.loops.first else { return nil }
         let checker = HealthChecker(watch: watch, startupWorkers: Set(watch.registry.all.map(\.id)), changed: changed)
-        return PeriodicTask("health checks", on: loop, every: .milliseconds(200)) { checker.tick(on: loop) }
+        return PeriodicTask("health checks", on: loop) { checker.tick(on: loop) }
     }
 
-    private func tick(on loop: any EventLoop) {
+    /// Checks the workers that are due; returns how long until the next is (at least 200 ms,
+    /// at most 1 s: a worker added meanwhile is checked within a second).
+    private func tick(on loop: any EventLoop) -> TimeAmount {
         let now = MonotonicClock.nowMs()
         let workers = watch.registry.all
         let due: [Worker] = schedule.withLock { s in
@@ -52,6 +54,9 @@ final class HealthChecker: Sendable {
         }
         for w in due { check(w, on: loop) }
         reportStartup(now: now, workers: workers)
+        let soonest = schedule.withLock { s in workers.map { s.running.contains($0.id) ? now : s.next[$0.id, default: 0] }.min() ?? .max }
+        let wait = soonest > now ? soonest - now : 0
+        return .milliseconds(Int64(min(max(wait, 200), 1000)))
     }
 
     private func check(_ w: Worker, on loop: any EventLoop) {

@@ -28,8 +28,10 @@ final class ModelDiscovery: Sendable {
     func service(_ watch: WorkerWatch) -> PeriodicTask? {
         guard let loop = watch.pools.loops.first else { return nil }
         let pools = watch.pools
-        return PeriodicTask("model discovery", on: loop, every: .milliseconds(250)) { [self] in
+        // Every 250 ms while a worker waits for its model, every second otherwise.
+        return PeriodicTask("model discovery", on: loop) { [self] in
             tick(pool: pools.pool(for: loop), watch: watch)
+            return pending.withLock { $0.isEmpty } ? .seconds(1) : .milliseconds(250)
         }
     }
 

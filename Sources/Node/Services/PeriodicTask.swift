@@ -1,33 +1,52 @@
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// Background work that repeats on one event loop (health checks, load polling, tree eviction,
 /// rate-limit shares, model discovery), as a service: it starts when the router's service group
 /// runs and, on graceful shutdown, its timer is cancelled and the cancellation awaited, so no
 /// tick runs once the group has returned.
+///
+/// A task whose work comes and goes (health checks due at different times, model discovery
+/// with nothing pending) says after each tick how long it may sleep (`until:`): an idle router's
+/// CPU is its wake-ups, and five wake-ups a second that find nothing to do were a third of it.
 struct PeriodicTask: Service {
     let name: String
     let loop: any EventLoop
     let initialDelay: TimeAmount
-    let interval: TimeAmount
-    let tick: @Sendable () -> Void
+    /// After each tick: how long until the next.
+    let tick: @Sendable () -> TimeAmount
 
     init(_ name: String, on loop: any EventLoop, initialDelay: TimeAmount = .zero, every interval: TimeAmount, _ tick: @escaping @Sendable () -> Void) {
+        self.init(name, on: loop, initialDelay: initialDelay) {
+            tick()
+            return interval
+        }
+    }
+
+    /// A tick that returns how long until the next one.
+    init(_ name: String, on loop: any EventLoop, initialDelay: TimeAmount = .zero, until tick: @escaping @Sendable () -> TimeAmount) {
         self.name = name
         self.loop = loop
         self.initialDelay = initialDelay
-        self.interval = interval
         self.tick = tick
     }
 
     func run() async throws {
-        let tick = self.tick
-        let task = loop.scheduleRepeatedTask(initialDelay: initialDelay, delay: interval) { _ in tick() }
-        // Returns on graceful shutdown, throws when the group is cancelled: stop the timer either way.
+        // The scheduled tick; once stopped, a tick running then schedules nothing.
+        let timer = Mutex<(next: Scheduled<Void>?, stopped: Bool)>((nil, false))
+        let (loop, tick) = (self.loop, self.tick)
+        @Sendable func schedule(in delay: TimeAmount) {
+            timer.withLock { t in
+                guard !t.stopped else { return }
+                t.next = loop.scheduleTask(in: delay) { schedule(in: tick()) }
+            }
+        }
+        schedule(in: initialDelay)
+        // Returns on graceful shutdown, throws when the group is cancelled: stop the timer either
+        // way, on its loop, after any tick running there.
         try? await gracefulShutdown()
-        let stopped = loop.makePromise(of: Void.self)
-        task.cancel(promise: stopped)
-        try? await stopped.futureResult.get()
+        try? await loop.submit { timer.withLock { t in t.stopped = true; t.next?.cancel() } }.get()
     }
 }
 

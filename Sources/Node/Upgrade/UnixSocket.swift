@@ -103,11 +103,12 @@ final class UnixSocket {
         return s
     }
 
-    /// Waits up to `timeoutMs` for a connection; nil when none came.
-    func accept(timeoutMs: Int32) throws(Failure) -> UnixSocket? {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&p, 1, timeoutMs)
-        guard ready > 0 else {
+    /// Waits up to `timeoutMs` (-1: without end) for a connection, or until `wake` (a pipe's
+    /// read end) is readable; nil when no connection came.
+    func accept(timeoutMs: Int32, wake: Int32 = -1) throws(Failure) -> UnixSocket? {
+        var p = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+        let ready = poll(&p, wake >= 0 ? 2 : 1, timeoutMs)
+        guard ready > 0, p[0].revents != 0 else {
             if ready < 0, errno != EINTR { throw .system("poll", errno) }
             return nil
         }
