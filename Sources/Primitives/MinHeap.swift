@@ -4,7 +4,6 @@ public struct MinHeap<Element: Comparable> {
     public private(set) var items: [Element] = []
 
     public var isEmpty: Bool { items.isEmpty }
-    public var count: Int { items.count }
     /// The smallest element, without removing it.
     public var first: Element? { items.first }
 

@@ -119,9 +119,6 @@ public struct CausalContext: Sendable, Equatable {
         compact()
     }
 
-    /// Forgets the floor of a retired origin (its writes are no longer recognised as seen).
-    public mutating func forgetRetired(_ origin: UInt64) { retired[origin] = nil }
-
     /// The counter of `origin`, a floor included: what this context has seen of it.
     public func seen(_ origin: UInt64) -> UInt64 { max(vector[origin], retired[origin, default: 0]) }
 

@@ -61,7 +61,7 @@ public struct MeshNode: Sendable {
     public private(set) var counters = Counters()
 
     public struct Counters: Sendable, Equatable {
-        public var pushed = 0, digests = 0, answers = 0, fullStates = 0, collected = 0, retired = 0
+        public var pushed = 0, digests = 0, answers = 0, fullStates = 0, collected = 0
         /// Full states sent to a member back from the dead or a new process (`returnStates`), and
         /// because contexts agreed and entries did not (`divergenceStates`).
         public var returnStates = 0, divergenceStates = 0
@@ -227,7 +227,7 @@ public struct MeshNode: Sendable {
         guard vector.counters.count > live.count + 1 else { return }
         var running: Set<UInt64> = [replicator.origin]
         for m in swim.members.values where m.status != .left { running.insert(Self.origin(name: m.name, generation: m.generation)) }
-        counters.retired += replicator.retireOrigins(except: running, peers: Array(live))
+        replicator.retireOrigins(except: running, peers: Array(live))
     }
 
     // MARK: membership bookkeeping
