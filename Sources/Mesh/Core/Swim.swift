@@ -196,8 +196,7 @@ public struct SwimNode: Sendable {
         case .syncDigest(let theirs):
             let mine = bucketHashes()
             guard theirs.count == mine.count else { break }
-            var differing: UInt64 = 0
-            for b in mine.indices where mine[b] != theirs[b] { differing |= 1 << UInt64(b) }
+            let differing = VectorSummary.differing(mine, theirs)
             if differing != 0 { out.append(.send(to: from, .syncBuckets(mask: differing, members: members(in: differing), reply: true))) }
         case .syncBuckets(let mask, let state, let reply):
             apply(state, from: from, now: now, into: &out)
@@ -309,7 +308,7 @@ public struct SwimNode: Sendable {
     /// The hash of every bucket of the member table (this node included): a member's claim
     /// (name, generation, incarnation, status) mixed, XOR-ed over its bucket.
     func bucketHashes() -> [UInt64] {
-        var out = [UInt64](repeating: 0, count: 64)
+        var out = [UInt64](repeating: 0, count: VectorSummary.bucketCount)
         func add(_ m: Member) {
             let claim = SplitMix64.mix(m.generation ^ SplitMix64.mix(m.incarnation &* 4 &+ UInt64(m.status.rank)))
             out[Self.bucket(of: m.name)] ^= SplitMix64.mix(FNV1a.hash(m.name) ^ claim)

@@ -70,20 +70,25 @@ public struct VectorSummary: Sendable, Equatable {
     /// bucket hashes).
     public func differingBuckets(from mineBuckets: [UInt64]) -> UInt64 {
         guard buckets.count == Self.bucketCount else { return .max }
+        return Self.differing(buckets, mineBuckets)
+    }
+
+    /// The bits of the buckets whose hashes differ between two lists of 64 (version vectors
+    /// here, member tables in SWIM's push-pull).
+    static func differing(_ a: [UInt64], _ b: [UInt64]) -> UInt64 {
         var mask: UInt64 = 0
-        for b in 0..<Self.bucketCount where buckets[b] != mineBuckets[b] { mask |= 1 << UInt64(b) }
+        for i in 0..<min(a.count, b.count, bucketCount) where a[i] != b[i] { mask |= 1 << UInt64(i) }
         return mask
     }
 }
 
 extension VersionVector {
     /// Which of the 64 buckets an origin falls in.
-    public static func bucket(of origin: UInt64) -> Int { Int(mix(origin) >> 58) }
+    public static func bucket(of origin: UInt64) -> Int { Int(SplitMix64.mix(origin) >> 58) }
     public static func bit(of origin: UInt64) -> UInt64 { 1 << UInt64(bucket(of: origin)) }
 
     /// One origin's counter as a well-spread 64-bit value (XOR-ed into its bucket's hash).
     static func mix(_ origin: UInt64, _ seq: UInt64) -> UInt64 { SplitMix64.mix(origin ^ SplitMix64.mix(seq)) }
-    static func mix(_ x: UInt64) -> UInt64 { SplitMix64.mix(x) }
 
     /// The hash of every bucket.
     public var bucketHashes: [UInt64] {
