@@ -50,6 +50,12 @@ public struct MeshNode: Sendable {
     /// Member name by address (messages arrive from addresses; vectors are kept by name).
     private var names: [String: String] = [:]
     private var known: [String: SwimNode.Member] = [:]
+    /// Origins of processes this node knows ended: superseded by a newer generation of their
+    /// name, left, or reaped after their death. Only these are retired. An origin merely
+    /// missing from the member table may be a process this node has not heard of yet: a router
+    /// just started can hold a member's full state, every origin of the cluster, before the
+    /// member table, and when that counted as gone it retired every live origin at once.
+    private var goneOrigins: Set<UInt64> = []
     /// Members alive or suspect, by name (kept as membership changes: counting them per
     /// message cost O(members)).
     private var live: Set<String> = []
@@ -218,16 +224,17 @@ public struct MeshNode: Sendable {
     public static func origin(name: String, generation: UInt64) -> UInt64 { FNV1a.hash(name) ^ generation }
 
     /// Retires the origins of processes that are gone once every live member has seen their
-    /// last writes (`Replicator.retireOrigins`). A process is gone when no member of the table
-    /// is it any more: superseded by a newer generation of its name, left, or reaped after its
-    /// death. (A dead member not yet reaped may still refute and write again.)
+    /// last writes (`Replicator.retireOrigins`). A process is gone when this node knows it
+    /// ended (`goneOrigins`): superseded by a newer generation of its name, left, or reaped
+    /// after its death. (A dead member not yet reaped may still refute and write again.)
     private mutating func retireOrigins() {
+        for m in known.values where swim.members[m.name] == nil && m.name != swim.me.name {
+            goneOrigins.insert(Self.origin(name: m.name, generation: m.generation))
+        }
         let vector = replicator.vector
-        // Cheap first: nothing to do while every origin in the vector could be a live process.
-        guard vector.counters.count > live.count + 1 else { return }
-        var running: Set<UInt64> = [replicator.origin]
-        for m in swim.members.values where m.status != .left { running.insert(Self.origin(name: m.name, generation: m.generation)) }
-        replicator.retireOrigins(except: running, peers: Array(live))
+        goneOrigins = goneOrigins.filter { vector.counters[$0] != nil }
+        guard !goneOrigins.isEmpty else { return }
+        replicator.retireOrigins(goneOrigins, peers: Array(live))
     }
 
     // MARK: membership bookkeeping
@@ -250,6 +257,8 @@ public struct MeshNode: Sendable {
             if let previous, previous.generation != m.generation || m.status == .left {
                 replicator.forgetPeer(m.name)
             }
+            if let previous, previous.generation != m.generation { goneOrigins.insert(Self.origin(name: previous.name, generation: previous.generation)) }
+            if m.status == .left { goneOrigins.insert(Self.origin(name: m.name, generation: m.generation)) }
             if m.status == .alive, let previous, previous.status == .dead, previous.generation == m.generation, pushesState(toReturned: m.name) {
                 counters.returnStates += 1
                 out.append(fullState(to: m.address, reply: false))

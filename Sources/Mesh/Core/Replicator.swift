@@ -122,15 +122,15 @@ public struct Replicator: Sendable {
 
     // MARK: retiring the origins of processes that are gone
 
-    /// Retires every origin of this replica's vector that is not in `live` (the origins of
-    /// processes that may still write: this one's, and every member's not known to be gone)
-    /// and that every one of `peers` (the live members) has seen exactly as far as this
+    /// Retires every origin in `gone` (of processes known to have ended; never this replica's
+    /// own) that every one of `peers` (the live members) has seen exactly as far as this
     /// replica. A peer whose context is not known yet holds retirement back. Returns how many
     /// origins were retired.
     @discardableResult
-    public mutating func retireOrigins(except live: Set<UInt64>, peers: [String]) -> Int {
+    public mutating func retireOrigins(_ gone: Set<UInt64>, peers: [String]) -> Int {
         var retired = 0
-        for (o, seq) in state.context.vector.counters where o != origin && !live.contains(o) {
+        for o in gone where o != origin {
+            guard let seq = state.context.vector.counters[o] else { continue }
             guard peers.allSatisfy({ peerContexts[$0]?.seen(o) == seq }) else { continue }
             state.retire(o, at: seq)
             retired += 1
