@@ -34,6 +34,23 @@ import Testing
         #expect(try (0..<3).map { _ in try smg.chat("x").header("x-sim-worker") } == ["b", "b", "b"])
     }
 
+    /// An idle router's health checks and model discovery sleep (up to a minute) instead of
+    /// polling every second; a worker added to it wakes them: checked and its model learned
+    /// within a couple of seconds, not at the next minute.
+    @Test func aWorkerAddedToAnIdleRouterIsCheckedAtOnce() async throws {
+        let w = try await InProcessWorker(name: "w")
+        let smg = try await InProcessRouter(["--policy", "round_robin"])
+        try await Task.sleep(for: .milliseconds(1500))  // past every task's first ticks: asleep now
+        let started = ContinuousClock.now
+        #expect(try smg.request("POST", "/workers", body: #"{"url":"\#(w.url)"}"#).status == 202)
+        try await eventually(timeout: .seconds(5), "the added worker healthy with its model") {
+            let workers = try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+            return workers.first?["health"] as? String == "healthy" && workers.first?["model_id"] as? String == "sim-model"
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(try smg.chat("x").status == 200)
+    }
+
     @Test func legacyAddRemoveAndListWorkers() async throws {
         let a = try await InProcessWorker(name: "a")
         let b = try await InProcessWorker(name: "b")

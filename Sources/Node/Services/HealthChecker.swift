@@ -22,6 +22,7 @@ final class HealthChecker: Sendable {
     private let startedAt: UInt64
     private let startupWorkers: Set<String>
     private let startupReported = Mutex<(lastLine: UInt64, done: Bool)>((0, false))
+    let waker = PeriodicTask.Waker()
 
     private init(watch: WorkerWatch, startupWorkers: Set<String>, changed: @escaping @Sendable (Worker, HealthState.Status) -> Void) {
         self.watch = watch
@@ -34,11 +35,15 @@ final class HealthChecker: Sendable {
     static func service(_ watch: WorkerWatch, changed: @escaping @Sendable (Worker, HealthState.Status) -> Void) -> PeriodicTask? {
         guard watch.config.health.enabled, let loop = watch.pools.loops.first else { return nil }
         let checker = HealthChecker(watch: watch, startupWorkers: Set(watch.registry.all.map(\.id)), changed: changed)
-        return PeriodicTask("health checks", on: loop) { checker.tick(on: loop) }
+        // A worker added is checked at once (its health is unknown); otherwise the task sleeps
+        // until the next check is due, not polling for one.
+        watch.registry.onAdded { _ in checker.waker.wake() }
+        return PeriodicTask("health checks", on: loop, waker: checker.waker) { checker.tick(on: loop) }
     }
 
-    /// Checks the workers that are due; returns how long until the next is (at least 200 ms,
-    /// at most 1 s: a worker added meanwhile is checked within a second).
+    /// Checks the workers that are due; returns how long until the next is: at least 200 ms;
+    /// at most 1 s while start-up progress is reported, else 60 s. A worker added and a check
+    /// finished wake the task earlier (`waker`).
     private func tick(on loop: any EventLoop) -> TimeAmount {
         let now = MonotonicClock.nowMs()
         let workers = watch.registry.all
@@ -54,9 +59,11 @@ final class HealthChecker: Sendable {
         }
         for w in due { check(w, on: loop) }
         reportStartup(now: now, workers: workers)
-        let soonest = schedule.withLock { s in workers.map { s.running.contains($0.id) ? now : s.next[$0.id, default: 0] }.min() ?? .max }
+        // A running check wakes the task when it ends; until then it sets no deadline.
+        let soonest = schedule.withLock { s in workers.filter { !s.running.contains($0.id) }.map { s.next[$0.id, default: 0] }.min() ?? .max }
         let wait = soonest > now ? soonest - now : 0
-        return .milliseconds(Int64(min(max(wait, 200), 1000)))
+        let longest: UInt64 = startupReported.withLock({ $0.done }) || startupWorkers.isEmpty ? 60_000 : 1000
+        return .milliseconds(Int64(min(max(wait, 200), longest)))
     }
 
     private func check(_ w: Worker, on loop: any EventLoop) {
@@ -79,6 +86,7 @@ final class HealthChecker: Sendable {
                 s.running.remove(w.id)
                 s.next[w.id] = now + every
             }
+            waker.wake()
             guard let change else { return }
             changed(w, change)
             if change == .healthy {

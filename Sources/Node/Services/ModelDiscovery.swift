@@ -16,22 +16,25 @@ final class ModelDiscovery: Sendable {
 
     private let pending = Mutex<[String: Pending]>([:])
     private let clock: @Sendable () -> UInt64
+    private let waker = PeriodicTask.Waker()
 
     init(clock: @escaping @Sendable () -> UInt64) { self.clock = clock }
 
     /// Asks `worker` for its model at the next tick.
     func discover(_ worker: Worker) {
         pending.withLock { $0[worker.id] = Pending(worker: worker) }
+        waker.wake()
     }
 
     /// The tick as a service on the first event loop.
     func service(_ watch: WorkerWatch) -> PeriodicTask? {
         guard let loop = watch.pools.loops.first else { return nil }
         let pools = watch.pools
-        // Every 250 ms while a worker waits for its model, every second otherwise.
-        return PeriodicTask("model discovery", on: loop) { [self] in
+        // Every 250 ms while a worker waits for its model; otherwise asleep until `discover`
+        // wakes it (a minute at most).
+        return PeriodicTask("model discovery", on: loop, waker: waker) { [self] in
             tick(pool: pools.pool(for: loop), watch: watch)
-            return pending.withLock { $0.isEmpty } ? .seconds(1) : .milliseconds(250)
+            return pending.withLock { $0.isEmpty } ? .seconds(60) : .milliseconds(250)
         }
     }
 

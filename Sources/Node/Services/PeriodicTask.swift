@@ -16,6 +16,17 @@ struct PeriodicTask: Service {
     let initialDelay: TimeAmount
     /// After each tick: how long until the next.
     let tick: @Sendable () -> TimeAmount
+    /// Runs the next tick now instead of when it is due: work that arrives (a worker added, a
+    /// check finished) wakes the task, so it need not poll for it while idle.
+    let waker: Waker
+
+    /// Pulls a task's next tick forward from anywhere; does nothing before the task runs or
+    /// after it stopped.
+    final class Waker: Sendable {
+        private let action = Mutex<(@Sendable () -> Void)?>(nil)
+        func wake() { action.withLock { $0 }?() }
+        fileprivate func install(_ a: (@Sendable () -> Void)?) { action.withLock { $0 = a } }
+    }
 
     init(_ name: String, on loop: any EventLoop, initialDelay: TimeAmount = .zero, every interval: TimeAmount, _ tick: @escaping @Sendable () -> Void) {
         self.init(name, on: loop, initialDelay: initialDelay) {
@@ -25,10 +36,12 @@ struct PeriodicTask: Service {
     }
 
     /// A tick that returns how long until the next one.
-    init(_ name: String, on loop: any EventLoop, initialDelay: TimeAmount = .zero, until tick: @escaping @Sendable () -> TimeAmount) {
+    init(_ name: String, on loop: any EventLoop, initialDelay: TimeAmount = .zero, waker: Waker = Waker(),
+         until tick: @escaping @Sendable () -> TimeAmount) {
         self.name = name
         self.loop = loop
         self.initialDelay = initialDelay
+        self.waker = waker
         self.tick = tick
     }
 
@@ -43,9 +56,16 @@ struct PeriodicTask: Service {
             }
         }
         schedule(in: initialDelay)
+        waker.install {
+            loop.execute {
+                guard timer.withLock({ t in defer { t.next?.cancel() }; return !t.stopped }) else { return }
+                schedule(in: .zero)
+            }
+        }
         // Returns on graceful shutdown, throws when the group is cancelled: stop the timer either
         // way, on its loop, after any tick running there.
         try? await gracefulShutdown()
+        waker.install(nil)
         try? await loop.submit { timer.withLock { t in t.stopped = true; t.next?.cancel() } }.get()
     }
 }

@@ -35,6 +35,10 @@ public final class WorkerRegistry: Sendable {
     }
 
     private let workers = Mutex<[Worker]>([])
+    /// Told of every worker added, after it is in the list: background work that watches the
+    /// fleet (health checks) starts on a new worker at once instead of polling for one.
+    private let addedHandlers = Mutex<[@Sendable (Worker) -> Void]>([])
+    public func onAdded(_ handler: @escaping @Sendable (Worker) -> Void) { addedHandlers.withLock { $0.append(handler) } }
     /// One policy value per model, each behind its own lock so models do not contend.
     private let policies = Mutex<[String: PolicyBox]>([:])
     public let policyName: PolicyName
@@ -95,6 +99,7 @@ public final class WorkerRegistry: Sendable {
             return nil
         }
         if let duplicate { throw .duplicate(existingID: duplicate.id) }
+        for handler in addedHandlers.withLock({ $0 }) { handler(worker) }
         return worker
     }
 
