@@ -92,12 +92,18 @@ public struct MeshNode: Sendable {
         replicator.peerContexts[peer].map { replicator.vector.writesAhead(of: $0.vector) }
     }
 
-    /// The earliest time at which `tick` has something to do (SWIM's deadlines, the next
-    /// digest, the next collection): the shell's timer sleeps until then.
+    /// The earliest time at which `tick` must run (SWIM's deadlines, the next digest, the next
+    /// collection): the shell's timer sleeps until then.
+    ///
+    /// Digests and collections are not urgent: when due they run in whichever tick comes first,
+    /// and set a deadline of their own only a protocol period after they fell due. With members,
+    /// SWIM ticks every period to probe, so they ride on probe ticks instead of waking the
+    /// process twice more a second (an idle router's CPU is its wake-ups).
     public var nextDeadline: UInt64 {
         guard swim.me.status == .alive else { return .max }
-        var next = min(swim.nextDeadline, nextCollection)
-        if !live.isEmpty { next = min(next, nextAntiEntropy) }
+        let slack = config.swim.protocolPeriodMs
+        var next = min(swim.nextDeadline, nextCollection &+ slack)
+        if !live.isEmpty { next = min(next, nextAntiEntropy &+ slack) }
         return next
     }
 
@@ -107,7 +113,7 @@ public struct MeshNode: Sendable {
         var out = membership(swim.tick(now: now, using: &rng))
         guard swim.me.status == .alive else { return out }
         if now >= nextAntiEntropy {
-            nextAntiEntropy = now + config.antiEntropyIntervalMs
+            nextAntiEntropy = Cadence.next(after: nextAntiEntropy, every: config.antiEntropyIntervalMs, now: now)
             // Round-robin over the live members: each hears from this node every N seconds,
             // which bounds how long tombstone collection waits for everyone's vector.
             let alive = swim.aliveMembers
@@ -120,7 +126,7 @@ public struct MeshNode: Sendable {
             }
         }
         if now >= nextCollection {
-            nextCollection = now + config.collectIntervalMs
+            nextCollection = Cadence.next(after: nextCollection, every: config.collectIntervalMs, now: now)
             counters.collected += replicator.collectTombstones(live: swim.aliveMembers.map(\.name))
             retireOrigins()
         }
@@ -128,9 +134,14 @@ public struct MeshNode: Sendable {
     }
 
     public mutating func receive<R: RandomNumberGenerator>(_ message: Message, from address: String, now: UInt64, wallMs: UInt64, using rng: inout R) -> [Output] {
+        if case .swim(let m) = message { return membership(swim.receive(m, from: address, now: now, using: &rng)) }
+        // SWIM's own messages send a probe that is due soon themselves; these do it here.
+        return replication(message, from: address, now: now, wallMs: wallMs) + membership(swim.probeIfDueSoon(now: now, using: &rng))
+    }
+
+    private mutating func replication(_ message: Message, from address: String, now: UInt64, wallMs: UInt64) -> [Output] {
         switch message {
-        case .swim(let m):
-            return membership(swim.receive(m, from: address, now: now, using: &rng))
+        case .swim: return []
         case .push(let entries):
             return replicator.apply(entries, physicalMs: wallMs).map { .changed(store: $0.store, key: $0.key, value: $0.value) }
         case .digest(let d, let reply):

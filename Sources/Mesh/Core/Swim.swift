@@ -33,6 +33,11 @@ public struct SwimNode: Sendable {
         public var reapAfterMs: UInt64 = 60_000
         /// Seeds not yet members are asked to let us join this often.
         public var joinRetryMs: UInt64 = 1000
+        /// Timer slack for probes: a probe due within this long is sent by whatever tick or
+        /// message comes first. A real router's idle CPU is its wake-ups, and a probe that rides
+        /// on one already happening (a peer's ping, a digest) saves one. The next probe is still
+        /// due a period after this one was due, so probes go out at the same rate.
+        public var probeEarlyMs: UInt64 = 0
         public init() {}
     }
 
@@ -129,14 +134,17 @@ public struct SwimNode: Sendable {
     /// comes next.)
     public var nextDeadline: UInt64 {
         guard me.status == .alive else { return .max }
+        // With members, probes tick every period; join retries and push-pull are not urgent
+        // and run in the first tick after they fall due, waking the process only a period late.
+        let slack = members.isEmpty ? 0 : config.protocolPeriodMs
         var next = UInt64.max
-        if !seeds.isEmpty { next = (lastJoinAttempt ?? 0) &+ config.joinRetryMs }
+        if !seeds.isEmpty { next = (lastJoinAttempt ?? 0) &+ config.joinRetryMs &+ slack }
         if let p = currentProbe {
             next = min(next, p.sentAt + (p.indirect ? config.protocolPeriodMs : config.probeTimeoutMs))
         } else if !members.isEmpty {
             next = min(next, nextProbeAt)
         }
-        if !members.isEmpty { next = min(next, nextPushPullAt) }
+        if !members.isEmpty { next = min(next, nextPushPullAt &+ slack) }
         for (_, s) in suspicions { next = min(next, s.start &+ suspicionTimeout(confirmations: s.confirmations.count)) }
         return next
     }
@@ -202,6 +210,16 @@ public struct SwimNode: Sendable {
             apply(state, from: from, now: now, into: &out)
             if reply { out.append(.send(to: from, .syncBuckets(mask: mask, members: members(in: mask), reply: false))) }
         }
+        out += probeIfDueSoon(now: now, using: &rng)
+        return out
+    }
+
+    /// On a wake-up for something else (a message): the probe due within `probeEarlyMs`, if any,
+    /// goes out now instead of on a timer of its own.
+    public mutating func probeIfDueSoon<R: RandomNumberGenerator>(now: UInt64, using rng: inout R) -> [Directive] {
+        guard me.status == .alive, currentProbe == nil, config.probeEarlyMs > 0, !members.isEmpty else { return [] }
+        var out: [Directive] = []
+        probe(now: now, using: &rng, into: &out)
         return out
     }
 
@@ -241,8 +259,8 @@ public struct SwimNode: Sendable {
                 }
             }
         }
-        guard currentProbe == nil, now >= nextProbeAt else { return }
-        nextProbeAt = now + config.protocolPeriodMs
+        guard currentProbe == nil, now &+ config.probeEarlyMs >= nextProbeAt else { return }
+        nextProbeAt = Cadence.next(after: nextProbeAt, every: config.protocolPeriodMs, now: now)
         if probeIndex >= probeOrder.count {
             probeOrder = aliveMembers.map(\.name).sorted().shuffled(using: &rng)
             probeIndex = 0

@@ -14,6 +14,9 @@ extension MeshNode.Config {
         c.swim.probeTimeoutMs = 100
         c.swim.suspicionMult = 3
         c.swim.suspicionMaxMult = 3
+        // Half a period of slack: a probe due soon rides on a peer's ping instead of a wake-up
+        // of its own (an idle 10-router mesh woke each router ~4 times a second for probes).
+        c.swim.probeEarlyMs = 125
         return c
     }
 

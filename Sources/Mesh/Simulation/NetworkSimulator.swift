@@ -53,6 +53,9 @@ public struct NetworkSimulator {
     public var tickOnlyAtDeadlines = false
     /// Ticks run, over all nodes.
     public var ticksRun = 0
+    /// Ticks that sent nothing: with `tickOnlyAtDeadlines`, a deadline that was no longer due
+    /// when it came (each is a wake-up of a real router for nothing).
+    public var idleTicks = 0
     private var sortedNames: [String] = []
 
     public init(seed: UInt64) {
@@ -144,6 +147,7 @@ public struct NetworkSimulator {
                 if tickOnlyAtDeadlines, now < nodes[name]!.nextDeadline { continue }
                 ticksRun += 1
                 let out = nodes[name]!.tick(now: now, using: &rng)
+                if out.isEmpty { idleTicks += 1 }
                 handle(out, from: name)
             }
         }
