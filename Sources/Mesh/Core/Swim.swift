@@ -129,7 +129,8 @@ public struct SwimNode: Sendable {
     /// The earliest time at which `tick` has something to do: the next probe, the current
     /// probe's timeout or end, a suspicion's expiry, push-pull, a join retry. The shell sleeps
     /// until then instead of ticking every few milliseconds (an idle router's cost is its
-    /// wake-ups). Messages can only bring this earlier; the shell asks again after each.
+    /// wake-ups). A message moves it (an ack ends a probe, a probe due soon goes out early, a
+    /// suspicion starts); the shell asks again after each, and moves its timer only earlier.
     /// (Reaping and relay pruning have no deadline of their own: they run on whatever tick
     /// comes next.)
     public var nextDeadline: UInt64 {
