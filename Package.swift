@@ -40,6 +40,8 @@ let package = Package(
         // No pkgConfig: hiredis' .pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM refuses with a
         // warning on every build; the headers are found in /usr/include/hiredis as they are.
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        // glibc's malloc statistics for the allocator metrics (a header of libc itself).
+        .systemLibrary(name: "CMalloc"),
 
         // The few primitives more than one module needs, stdlib only: a seeded generator
         // (SplitMix64), a stable hash (FNV-1a), JSON string quoting.
@@ -65,7 +67,7 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "Primitives", "Policies", "Reliability", "Mesh", "CHiredis",
+                "Primitives", "Policies", "Reliability", "Mesh", "CHiredis", "CMalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

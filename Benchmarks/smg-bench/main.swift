@@ -424,7 +424,7 @@ let smg = Child(routerCommand[0], Array(routerCommand.dropFirst()) + tlsFlags + 
 let readyBy = Date().addingTimeInterval(60)
 // Over HTTPS the plain readiness probe cannot ask; the metrics port (plain) says when a worker is healthy.
 func routerReady() -> Bool {
-    o.tlsClients ? (httpBody(port: metricsPort, path: "/metrics")?.contains("smg_worker_healthy_total 0") == false) : httpStatus(port: smgPort, path: "/readiness") == 200
+    o.tlsClients ? (httpBody(port: metricsPort, path: "/metrics")?.split(separator: "\n").contains { $0.hasPrefix("smg_worker_health{") && $0.hasSuffix(" 1") } == true) : httpStatus(port: smgPort, path: "/readiness") == 200
 }
 while !routerReady() {
     guard Date() < readyBy, smg.process.isRunning else { smg.stop(); fail("the router did not become ready on port \(smgPort)") }

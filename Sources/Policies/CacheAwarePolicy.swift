@@ -77,12 +77,12 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
             let ratio = request.routingText.isEmpty ? 0 : Double(match.length * config.blockSize) / Double(request.routingText.count)
             if ratio > config.cacheThreshold, !match.owners.isEmpty {
                 let owners = match.owners.map { candidateOfSlot[Int($0)] }
-                selection = Selection(owners.min { workers[$0].load < workers[$1].load }!, .cacheHit)
+                selection = Selection(owners.min { workers[$0].load < workers[$1].load }!, .cacheHit, matchRatio: min(1, ratio))
             } else {
                 // Most spare cache: the worker holding the least, then the less loaded.
                 let held = available.map { i in slots[workers[i].id].map { tree.size(of: $0) } ?? 0 }
                 let best = available.indices.min { (held[$0], workers[available[$0]].load) < (held[$1], workers[available[$1]].load) }!
-                selection = Selection(available[best], .cacheMiss)
+                selection = Selection(available[best], .cacheMiss, matchRatio: min(1, ratio))
             }
         }
         let owner = slot(for: workers[selection.index].id)

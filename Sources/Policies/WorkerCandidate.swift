@@ -60,12 +60,20 @@ public enum SelectionReason: String, Sendable, CaseIterable {
     case fallback
 }
 
-/// A policy's decision: the index of the chosen candidate and why.
+/// A policy's decision: the index of the chosen candidate and why. Two selections are equal when
+/// they choose the same candidate for the same reason: the match ratio is a measurement taken on
+/// the way, not part of the decision.
 public struct Selection: Sendable, Equatable {
     public var index: Int
     public var reason: SelectionReason
-    public init(_ index: Int, _ reason: SelectionReason) {
+    /// cache_aware: the longest cached prefix among available workers over the prompt's length
+    /// (0...1), when the tree was consulted (metrics: `smg_cache_aware_match_ratio`).
+    public var matchRatio: Double?
+    public init(_ index: Int, _ reason: SelectionReason, matchRatio: Double? = nil) {
         self.index = index
         self.reason = reason
+        self.matchRatio = matchRatio
     }
+
+    public static func == (a: Selection, b: Selection) -> Bool { a.index == b.index && a.reason == b.reason }
 }

@@ -17,6 +17,15 @@ public struct CircuitBreakerConfig: Sendable, Equatable {
 /// successes close it, any failure opens it again.
 public struct CircuitBreaker: Sendable, Equatable {
     public enum State: String, Sendable, Equatable { case closed, open, halfOpen = "half_open" }
+    /// A change of state, for metrics and logs (`smg_worker_cb_transitions_total{from,to}`).
+    public struct Transition: Sendable, Equatable {
+        public let from: State
+        public let to: State
+        public init(from: State, to: State) {
+            self.from = from
+            self.to = to
+        }
+    }
 
     public let config: CircuitBreakerConfig
     public private(set) var state = State.closed
@@ -25,6 +34,10 @@ public struct CircuitBreaker: Sendable, Equatable {
     private var openedAt: UInt64 = 0
     private var probesInFlight = 0
     private var halfOpenSuccesses = 0
+    /// Outcomes of the same kind in a row, whatever the state (metrics: the gateway's
+    /// `smg_worker_cb_consecutive_failures` and `_successes`); one resets the other.
+    public private(set) var consecutiveFailures = 0
+    public private(set) var consecutiveSuccesses = 0
 
     public init(_ config: CircuitBreakerConfig = CircuitBreakerConfig()) { self.config = config }
 
@@ -56,6 +69,13 @@ public struct CircuitBreaker: Sendable, Equatable {
     @discardableResult
     public mutating func record(success: Bool, now: UInt64) -> State? {
         guard config.enabled else { return nil }
+        if success {
+            consecutiveSuccesses += 1
+            consecutiveFailures = 0
+        } else {
+            consecutiveFailures += 1
+            consecutiveSuccesses = 0
+        }
         switch state {
         case .closed:
             guard !success else { return nil }

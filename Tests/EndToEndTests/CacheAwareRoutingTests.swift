@@ -76,7 +76,7 @@ import Testing
                 homes.insert(served[0])
             }
             #expect(homes.count > 1, "\(policy): sessions spread over workers")
-            #expect(try smg.metric(#"smg_policy_decisions_total{policy="\#(policy)",model="default",reason="\#(policy == "manual" ? "sticky" : "hash_ring")"}"#) > 0)
+            #expect(try smg.metric(#"smg_policy_decisions_total{policy="\#(policy)",model="unknown",reason="\#(policy == "manual" ? "sticky" : "hash_ring")"}"#) > 0)
         }
         // X-SMG-Target-Worker pins by index under consistent_hashing.
         let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, c.url, "--policy", "consistent_hashing"])

@@ -360,8 +360,8 @@ nonisolated(unsafe) private var meshKeyFileToRemove: String?
         // After 2 s a's breaker lets a probe through; it succeeds and closes it, and b's with it.
         try await eventually(timeout: .seconds(10), "a's probe closes its breaker") { try a.chat("x").status == 200 && breaker(a) == "closed" }
         try await eventually(timeout: .seconds(5), "b closes with it") { try breaker(b) == "closed" }
-        #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",to="open"}"#) == 1)
-        #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",to="closed"}"#) == 1)
+        #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",from="closed",to="open"}"#) == 1)
+        #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",from="open",to="closed"}"#) == 1)
         #expect(try b.chat("x").status == 200)
     }
 

@@ -169,7 +169,7 @@ import Testing
         }
         #expect(failures.isEmpty, "\(failures)")
         #expect(prefills.suffix(20).allSatisfy { $0 == "p1" }, "after the kill every pair has p1: \(prefills)")
-        #expect(try r.metric("smg_router_retries_total{endpoint=\"generate\"}") >= 1)
+        #expect(try r.metric("smg_worker_retries_total{worker_type=\"decode\",endpoint=\"generate\"}") >= 1)
     }
 
     @Test func aCacheAwarePrefillPolicyKeepsAConversationOnOnePrefill() async throws {

@@ -99,7 +99,7 @@ import Testing
         try await eventually(timeout: .seconds(5), "router's in-flight gauge returns to zero") {
             try smg.metric("smg_http_requests_active") == 0
         }
-        #expect(try smg.metric(#"smg_http_responses_total{status="499"}"#) == 1)
+        #expect(try smg.metric(#"smg_http_responses_total{path="/v1/chat/completions",status_code="499",error_code="client_closed_request"}"#) == 1)
     }
 
     @Test func requestTimeoutAnswers504() async throws {

@@ -35,7 +35,7 @@ import Testing
         #expect(Double(failed) / 2000 < 0.001, "\(failed) of 2000 failed")
         let injected = try flaky.stats()["failures_injected"]!
         #expect(injected > 20, "the worker did fail")
-        #expect(try smg.metric(#"smg_router_retries_total{endpoint="chat_completions"}"#) == Double(injected))
+        #expect(try smg.metric(#"smg_worker_retries_total{worker_type="regular",endpoint="chat"}"#) == Double(injected))
     }
 
     @Test func killingAWorkerUnderLoadLosesNoRequest() async throws {
@@ -74,7 +74,7 @@ import Testing
         #expect(try breaker() == "half_open")
         #expect(try smg.chat("x").status == 200)
         #expect(try breaker() == "closed")
-        #expect(try smg.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",to="closed"}"#) == 1)
+        #expect(try smg.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",from="half_open",to="closed"}"#) == 1)
         // A failed probe opens it again.
         try w.setFaults("failure_rate=1")
         for _ in 0..<3 { _ = try smg.chat("x") }
@@ -147,7 +147,7 @@ import Testing
 
     func expectGaugesAtZero(_ smg: any RouterUnderTest) async throws {
         try await eventually(timeout: .seconds(5), "in-flight and queue gauges back to zero") {
-            try smg.metric("smg_router_admitted_active") == 0 && smg.metric("smg_router_queue_depth") == 0
+            try smg.metric("smg_admission_inflight") == 0 && smg.metric("smg_admission_queue_depth") == 0
                 && smg.metric("smg_http_requests_active") == 0
         }
     }
@@ -169,7 +169,7 @@ import Testing
         let smg2 = try await InProcessRouter(["--worker-urls", w.url, "--max-concurrent-requests", "1", "--queue-size", "0"])
         let c = try HTTPConnection(port: smg2.port)
         try c.send(HTTPConnection.requestBytes(method: "POST", path: "/generate", headers: [], body: Array(#"{"text":"a"}"#.utf8)))
-        try await eventually(timeout: .seconds(5), "the first request holds the only slot") { try smg2.metric("smg_router_admitted_active") == 1 }
+        try await eventually(timeout: .seconds(5), "the first request holds the only slot") { try smg2.metric("smg_admission_inflight") == 1 }
         let refusal = try smg2.request("POST", "/generate", body: #"{"text":"b"}"#)
         #expect(refusal.status == 429)
         #expect(refusal.errorCode == "rate_limited")

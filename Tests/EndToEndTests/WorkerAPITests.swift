@@ -122,7 +122,7 @@ import Testing
         }
         let chats = worker.requests(to: "/v1/chat/completions").count
         #expect(chats >= 7, "rounds 2 to 4 each went twice: \(worker.received.map(\.uri))")
-        #expect(try smg.metric(#"smg_router_retries_total{endpoint="chat_completions"}"#) == 0)
+        #expect(try smg.metric(#"smg_worker_retries_total{worker_type="regular",endpoint="chat"}"#) == 0)
         let breaker = (try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]])?.first?["circuit_breaker"] as? String
         #expect(breaker == "closed")
     }

@@ -146,7 +146,7 @@ import Testing
         #expect(router.upstreams.count == 2, "sent again at once on a fresh connection")
         router.answer(on: 1, EmbeddedRouter.answer("{}"))
         #expect(client.output.components(separatedBy: "HTTP/1.1 200").count == 3, "\(client.output)")
-        #expect(router.metric(#"smg_router_retries_total{endpoint="chat_completions"}"#) == 0)
+        #expect(router.metric(#"smg_worker_retries_total{worker_type="regular",endpoint="chat"}"#) == 0)
         #expect(router.breaker(Self.p1) == "closed")
         #expect(router.leaks.isEmpty, "\(router.leaks)")
     }

@@ -36,7 +36,7 @@ import Testing
             #expect(client.output.hasPrefix("HTTP/1.1 200") && client.output.hasSuffix(#"{"ok":\#(i)}"#), "request \(i): \(client.output)")
         }
         #expect(router.upstreams.contains { $0.worker == Self.w1 }, "requests did go to the hung worker first")
-        #expect(router.metric(#"smg_router_retries_total{endpoint="chat_completions"}"#) >= 2)
+        #expect(router.metric(#"smg_worker_retries_total{worker_type="regular",endpoint="chat"}"#) >= 2)
         #expect(router.leaks.isEmpty, "\(router.leaks)")
     }
 
@@ -44,7 +44,7 @@ import Testing
         let router = try EmbeddedRouter(["--worker-urls", Self.w1, "--max-concurrent-requests", "2", "--queue-size", "8",
                                          "--queue-timeout-secs", "1", "--request-timeout-secs", "6", "--disable-retries"])
         func gauges() -> [Double] {
-            [router.metric("smg_router_admitted_active"), router.metric("smg_router_queue_depth"), router.metric("smg_http_requests_active")]
+            [router.metric("smg_admission_inflight"), router.metric("smg_admission_queue_depth"), router.metric("smg_http_requests_active")]
         }
         // Success.
         let ok = router.connect()
@@ -64,12 +64,12 @@ import Testing
         router.answer(on: router.upstreams.count - 1, Self.streamHead)
         b.post("/v1/chat/completions", Self.stream)
         router.answer(on: router.upstreams.count - 1, Self.streamHead)
-        #expect(router.metric("smg_router_admitted_active") == 2)
+        #expect(router.metric("smg_admission_inflight") == 2)
         let queued = router.connect()
         queued.post("/v1/chat/completions", Self.chat)
-        #expect(router.metric("smg_router_queue_depth") == 1)
+        #expect(router.metric("smg_admission_queue_depth") == 1)
         queued.close()
-        #expect(router.metric("smg_router_queue_depth") == 0, "its client left, so it left the queue")
+        #expect(router.metric("smg_admission_queue_depth") == 0, "its client left, so it left the queue")
         let impatient = router.connect()
         impatient.post("/v1/chat/completions", Self.chat)
         router.advance(by: .seconds(1))
@@ -90,7 +90,7 @@ import Testing
         let c = router.connect(), d = router.connect()
         c.post("/v1/chat/completions", Self.chat)
         d.post("/v1/chat/completions", Self.chat)
-        #expect(router.metric("smg_router_admitted_active") == 2 && router.metric("smg_router_queue_depth") == 0)
+        #expect(router.metric("smg_admission_inflight") == 2 && router.metric("smg_admission_queue_depth") == 0)
         for k in Self.open(router, to: Self.w1).suffix(2) { router.answer(on: k, EmbeddedRouter.answer("{}")) }
         #expect(c.output.hasPrefix("HTTP/1.1 200") && d.output.hasPrefix("HTTP/1.1 200"))
         #expect(gauges() == [0, 0, 0], "\(gauges())")

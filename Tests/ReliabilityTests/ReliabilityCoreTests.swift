@@ -83,6 +83,18 @@ import Testing
         #expect(b.state == .closed)
     }
 
+    @Test func streaksCountOutcomesInARowWhateverTheState() {
+        var b = CircuitBreaker(config())
+        _ = b.record(success: true, now: 0)
+        _ = b.record(success: true, now: 1)
+        #expect((b.consecutiveSuccesses, b.consecutiveFailures) == (2, 0))
+        for t in 2..<6 { _ = b.record(success: false, now: UInt64(t)) }  // the third opens it; the fourth arrives while open
+        #expect(b.state == .open)
+        #expect((b.consecutiveSuccesses, b.consecutiveFailures) == (0, 4))
+        _ = b.record(success: true, now: 7)
+        #expect((b.consecutiveSuccesses, b.consecutiveFailures) == (1, 0))
+    }
+
     @Test func halfOpensAfterTheTimeoutAndClosesAfterSuccesses() {
         var b = CircuitBreaker(config())
         for t in 0..<3 { _ = b.record(success: false, now: UInt64(t)) }

@@ -207,6 +207,10 @@ public final class AdmissionController: Sendable {
         }
     }
 
+    /// The token bucket's rate now (`--rate-limit-tokens-per-second`, or with the mesh this
+    /// router's share of it); nil without a rate limit.
+    var tokenRate: Double? { state.withLock { $0.bucket?.rate } }
+
     /// Seconds a refused client should wait before trying again.
     var retryAfterSeconds: Int { max(1, Int(config.queueTimeoutMs / 1000 / 10)) }
 }

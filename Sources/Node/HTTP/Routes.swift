@@ -9,7 +9,7 @@ enum Route: Equatable, Sendable {
         var endpoint: String {
             switch self {
             case .generate: return "generate"
-            case .chat: return "chat_completions"
+            case .chat: return "chat"
             case .completions: return "completions"
             case .embeddings: return "embeddings"
             case .rerank: return "rerank"

@@ -84,10 +84,9 @@ enum MeshBridge {
         } else {
             return
         }
-        guard w.breakerAdopt(open: open, now: state.nowMs()) else { return }
-        let to = open ? CircuitBreaker.State.open : .closed
-        state.metrics.breakerTransition(worker: w.url.canonical, to: to.rawValue)
-        state.logger.warning("circuit breaker \(to.rawValue) (seen by another router)", metadata: ["worker": "\(key)", "peer": "\(from)"])
+        guard let change = w.breakerAdopt(open: open, now: state.nowMs()) else { return }
+        state.metrics.breakerTransition(worker: w.url.canonical, change)
+        state.logger.warning("circuit breaker \(change.to.rawValue) (seen by another router)", metadata: ["worker": "\(key)", "peer": "\(from)", "from": "\(change.from.rawValue)"])
     }
 
     /// Without health checks of its own, a router would keep another router's "unhealthy"

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import Reliability
 
 /// One attempt: the bodies and heads its halves are sent (with PD's bootstrap fields and DP
 /// ranks), their calls, their ends settled exactly as the machine says; and the error a failed
@@ -22,13 +23,22 @@ extension Exchange {
         let primary = UpstreamCall(to: w.url, head: upstreamHead(for: w, bodyLength: body.readableBytes), body: body, pool: pool)
         // Both halves are counted and known before either is sent: a call can fail at once (in
         // `start`), and the machine then ends both halves of the attempt.
-        let primaryWasIdle = w.attemptStarted(rank: selectedRank, now: plan.routing.now)
-        let prefillWasIdle = p?.attemptStarted(rank: prefillChoice?.rank, now: now) ?? false
-        if primaryWasIdle || prefillWasIdle { state.workerBecameBusy() }
+        let primaryStart = w.attemptStarted(rank: selectedRank, now: plan.routing.now)
+        let prefillStart = p?.attemptStarted(rank: prefillChoice?.rank, now: now)
+        if primaryStart.wasIdle || prefillStart?.wasIdle == true { state.workerBecameBusy() }
+        sent(to: w, breaker: primaryStart.breaker)
+        if let p, let prefillStart { sent(to: p, breaker: prefillStart.breaker) }
         primaryCall = primary
         prefillCall = prefill
         prefill?.start(delegate: self, timeout: timeout)
         primary.start(delegate: self, timeout: timeout)  // nothing, if that failure closed it
+    }
+
+    /// An attempt's half counted on its worker; the first probe of an open breaker is a
+    /// transition to half-open.
+    private func sent(to w: Worker, breaker: CircuitBreaker.Transition?) {
+        state.metrics.sentToWorker(w.url.canonical, model: w.modelID ?? "unknown")
+        if let breaker { state.metrics.breakerTransition(worker: w.url.canonical, breaker) }
     }
 
     /// The client's head as a worker is sent it.
@@ -54,7 +64,7 @@ extension Exchange {
 
     /// Ends the primary half exactly as the machine says: in-flight count, breaker, connection.
     func endPrimary(_ end: Machine.AttemptEnd) {
-        settle(end, rank: selectedRank)
+        settle(end, rank: selectedRank, call: primaryCall)
         let call = primaryCall
         primaryCall = nil
         dispose(call, end.connection)
@@ -63,7 +73,7 @@ extension Exchange {
     /// Ends the prefill half likewise; with `return_logprob` its lists (none unless it
     /// answered 2xx) are merged in.
     func endPrefill(_ end: Machine.AttemptEnd) {
-        settle(end, rank: prefillChoice?.rank)
+        settle(end, rank: prefillChoice?.rank, call: prefillCall)
         let call = prefillCall
         prefillCall = nil
         if let call {
@@ -77,13 +87,16 @@ extension Exchange {
         }
     }
 
-    /// A half's books on its worker; a breaker transition it causes is counted and logged.
-    private func settle(_ end: Machine.AttemptEnd, rank: Int?) {
+    /// A half's books on its worker, its outcome counted; a breaker transition it causes is
+    /// counted and logged.
+    private func settle(_ end: Machine.AttemptEnd, rank: Int?, call: UpstreamCall?) {
         let w = end.target
+        state.metrics.attemptEnded(worker: w.url.canonical, workerType: w.workerType, success: end.breakerSuccess,
+                                   errorType: end.breakerSuccess ? nil : Self.errorType(call))
         guard let change = w.attemptEnded(rank: rank, success: end.breakerSuccess, now: state.nowMs()) else { return }
-        state.metrics.breakerTransition(worker: w.url.canonical, to: change.rawValue)
-        state.logger.warning("circuit breaker \(change.rawValue)", metadata: ["worker": "\(w.url.canonical)"])
-        MeshBridge.breakerChanged(w, to: change, state: state)
+        state.metrics.breakerTransition(worker: w.url.canonical, change)
+        state.logger.warning("circuit breaker \(change.to.rawValue)", metadata: ["worker": "\(w.url.canonical)", "from": "\(change.from.rawValue)"])
+        MeshBridge.breakerChanged(w, to: change.to, state: state)
     }
 
     /// For `smg_pd_prefill_failures_total`: a 5xx answer, the deadline (its own, or the

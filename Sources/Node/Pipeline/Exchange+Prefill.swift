@@ -30,7 +30,7 @@ extension Exchange {
         let headHeld = heldHead != nil
         heldHead = nil
         perform(machine.clientClosed())
-        state.metrics.routerError(endpoint: plan.endpoint, code: "upstream_error")
+        state.metrics.routerError(routeLabels, errorType: "upstream_error")
         if headHeld {
             client.respond(error: .upstreamFailed("the decode worker's answer exceeds \(PDLogprobs.maxHeldBytes) bytes"), extra: HTTPHeaders())
         } else {

@@ -94,11 +94,8 @@ extension Exchange {
     /// `--dp-aware`, the rank too).
     func recordDecision(_ choice: WorkerRegistry.Choice) {
         let (w, reason) = (choice.worker, choice.reason)
-        // A model label only for models a worker is known to serve: request-supplied names
-        // would otherwise each add series (a worker of unknown model takes any name).
-        let label = plan.model.map { w.modelID == $0 ? $0 : "other" } ?? "default"
-        state.metrics.routed(model: label, endpoint: plan.endpoint, streaming: plan.stream, worker: w.url.canonical,
-                             policy: choice.policy.rawValue, reason: reason.rawValue)
+        state.metrics.routed(routeLabels, streaming: plan.stream, workerType: w.workerType, policy: choice.policy.rawValue, reason: reason.rawValue,
+                             matchRatio: choice.matchRatio, bodyReason: state.policyUsesText ? "policy_needs_text" : "routing_fields")
         state.treeSync?.noteDecision()
         guard reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = plan.routing.routingKey else { return }
         if state.mesh != nil, reason != .sticky || adoptedFromRedis.contains(choice.policyKey) {

@@ -69,6 +69,11 @@ final class Exchange: UpstreamCallDelegate {
     var logprobs: PDLogprobs?
     var heldHead: (status: HTTPResponseStatus, headers: HTTPHeaders)?
 
+    /// When the exchange was made (`smg_router_request_duration_seconds`), and whether its end
+    /// was recorded.
+    let startedAt = NIODeadline.now()
+    var endRecorded = false
+
     /// `--session-store redis` was asked (once per request) about the routing key.
     var sessionsLookedUp = false
     /// The policies (by registry key) whose assignment of the routing key came from Redis: the
@@ -103,9 +108,10 @@ final class Exchange: UpstreamCallDelegate {
 
     func callHead(_ call: UpstreamCall, _ response: HTTPResponseHead) {
         guard call === primaryCall else { return }
+        state.metrics.upstreamResponse(status: Int(response.status.code))
         let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
         guard case .forwardHead(let exhausted) = action else { return perform(action) }
-        if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
+        if exhausted { state.metrics.retriesExhausted(workerType: choice?.worker.workerType ?? "regular", endpoint: plan.endpoint) }
         if logprobs != nil, response.status != .ok { logprobs = nil }  // an error answer goes out as it is
         if logprobs != nil, !plan.stream {
             var headers = UpstreamHeaders.response(response.headers)
@@ -183,7 +189,7 @@ final class Exchange: UpstreamCallDelegate {
         case .awaitPrefill(let end):
             endPrimary(end)
         case .retry(let end, let prefill, let delayMs):
-            state.metrics.retry(endpoint: plan.endpoint, worker: end.target.url.canonical, delayMs: delayMs)
+            state.metrics.retry(workerType: end.target.workerType, endpoint: plan.endpoint, attempt: machine.retries, delayMs: delayMs)
             logprobs = nil
             endPrimary(end)
             if let prefill { endPrefill(prefill) }
@@ -197,18 +203,20 @@ final class Exchange: UpstreamCallDelegate {
             if let end { endPrimary(end) }
             if let prefill { endPrefill(prefill) }
             if releaseSlot { state.admission.release() }
+            recordEnd()
             finishResponse()
         case .fail(let failure, let end, let prefill, let releaseSlot, let exhausted, let responseStarted):
             logprobs = nil
             if let end { endPrimary(end) }
             if let prefill { endPrefill(prefill) }
-            if exhausted { state.metrics.retriesExhausted(endpoint: plan.endpoint) }
+            if exhausted { state.metrics.retriesExhausted(workerType: end?.target.workerType ?? "regular", endpoint: plan.endpoint) }
             if releaseSlot { state.admission.release() }
+            recordEnd()
             if responseStarted {
                 client.abortResponse()
             } else {
                 let (error, extra) = apiError(failure, primary: end?.target, prefill: prefill?.target)
-                state.metrics.routerError(endpoint: plan.endpoint, code: error.code)
+                state.metrics.routerError(routeLabels, code: error.code)
                 client.respond(error: error, extra: extra)
             }
         case .abandon(let end, let prefill, let leaveQueue, let releaseSlot):
@@ -219,6 +227,7 @@ final class Exchange: UpstreamCallDelegate {
             if leaveQueue, let ticket = admissionTicket { state.admission.cancel(ticket) }
             admissionTicket = nil
             if releaseSlot { state.admission.release() }
+            recordEnd()
         case .releaseSlot:
             state.admission.release()
         }

@@ -66,6 +66,9 @@ final class ResponsesClient: ExchangeClient {
         mode = .streaming(stream)
     }
 
+    /// The labels of this request's router errors.
+    private var routeLabels: RouterMetrics.RouteLabels { .of(model: turn.request.model, endpoint: "responses", registry: state.registry) }
+
     func sendBody(_ buffer: ByteBuffer) {
         switch mode {
         case .relaying:
@@ -74,7 +77,7 @@ final class ResponsesClient: ExchangeClient {
             guard body.readableBytes + buffer.readableBytes <= Self.maxCompletionBytes else {
                 mode = .done
                 giveUp()
-                state.metrics.routerError(endpoint: "responses", code: "upstream_error")
+                state.metrics.routerError(routeLabels, errorType: "upstream_error")
                 return inner.respond(error: .upstreamFailed("the worker's answer exceeds \(Self.maxCompletionBytes) bytes"), extra: HTTPHeaders())
             }
             mode = .waiting  // drop the reference so the buffer is written in place
@@ -90,7 +93,7 @@ final class ResponsesClient: ExchangeClient {
                 // Out of bounds: the client is told and its response ends; the worker's is dropped.
                 mode = .done
                 giveUp()
-                state.metrics.routerError(endpoint: "responses", code: "upstream_error")
+                state.metrics.routerError(routeLabels, errorType: "upstream_error")
                 inner.sendBody(ByteBuffer(string: stream.failed(failure)))
                 inner.flush()
                 inner.endResponse()
@@ -113,7 +116,7 @@ final class ResponsesClient: ExchangeClient {
         case .collecting(_, let headers, let body):
             mode = .done
             guard let json = JSONValue.parse(body.readableBytesView), let result = ResponsesTranslation.result(ofCompletion: json) else {
-                state.metrics.routerError(endpoint: "responses", code: "invalid_upstream_response")
+                state.metrics.routerError(routeLabels, errorType: "invalid_upstream_response")
                 return inner.respond(error: .upstreamFailed("the worker's answer is not a chat completion"), extra: HTTPHeaders())
             }
             let response = ResponsesTranslation.response(id: turn.id, createdAt: turn.createdAt, request: turn.request, result: result)
@@ -169,7 +172,7 @@ final class ResponsesClient: ExchangeClient {
         mode = .done
         switch was {
         case .collecting:
-            state.metrics.routerError(endpoint: "responses", code: "upstream_error")
+            state.metrics.routerError(routeLabels, errorType: "upstream_error")
             inner.respond(error: .upstreamFailed("the worker's answer broke off"), extra: HTTPHeaders())
         case .streaming(var stream):
             inner.sendBody(ByteBuffer(string: stream.failed("the worker's stream broke off")))

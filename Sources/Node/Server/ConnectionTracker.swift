@@ -39,6 +39,9 @@ final class ConnectionTracker: Sendable {
         return nil
     }
 
+    /// Connections open now (`smg_http_connections_active`).
+    var count: Int { open.withLock { $0.channels.count } }
+
     func closeAll() {
         for c in open.withLock({ Array($0.channels.values) }) { c.close(promise: nil) }
     }

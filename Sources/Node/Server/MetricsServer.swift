@@ -19,18 +19,34 @@ final class MetricsHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     private let state: RouterState
+    /// The API port's client connections (`smg_http_connections_active`).
+    private let connections: ConnectionTracker?
     private let deadline: ConnectionGuard?
     private var head: HTTPRequestHead?
 
-    init(state: RouterState, deadline: ConnectionGuard? = nil) {
+    init(state: RouterState, connections: ConnectionTracker? = nil, deadline: ConnectionGuard? = nil) {
         self.state = state
+        self.connections = connections
         self.deadline = deadline
     }
 
     /// One scrape: the gauges read at scrape time are set, then everything is rendered.
-    static func scrape(_ state: RouterState) -> [UInt8] {
+    static func scrape(_ state: RouterState, connections: ConnectionTracker? = nil) -> [UInt8] {
         state.metrics.policyState(state.registry.policyStateSizes, policy: state.config.policy.rawValue)
         state.metrics.admissionGauges(inFlight: state.admission.inFlight, queued: state.admission.queueDepth)
+        if let connections { state.metrics.connectionsActive(connections.count) }
+        if let rate = state.admission.tokenRate {
+            state.metrics.setGauge("smg_rate_limit_tokens_per_second", "This router's admission rate: --rate-limit-tokens-per-second, or with the mesh its demand-following share of that cluster-wide budget", to: rate)
+        }
+        let memory = ProcessMemory.sample()
+        state.metrics.setGauge("smg_allocator_allocated_bytes", "Bytes malloc has handed out and not had back (glibc mallinfo2: in-use arena bytes plus mmapped blocks)", to: Double(memory.allocated))
+        if let resident = memory.resident {
+            state.metrics.setGauge("smg_allocator_resident_bytes", "Resident bytes of the router process (/proc/self/statm)", to: Double(resident))
+        }
+        if let memory = state.history as? MemoryHistoryStore {
+            let held = memory.counts
+            state.metrics.historyMemoryRecords(responses: held.responses, conversations: held.conversations, items: held.items)
+        }
         MeshBridge.updateGauges(state)
         if let redis = (state.history as? RedisHistoryStore)?.redis { state.metrics.redisPool("history", redis) }
         if let redis = state.sessions?.redis { state.metrics.redisPool("sessions", redis) }
@@ -50,7 +66,7 @@ final class MetricsHandler: ChannelInboundHandler {
             let ok = h.method == .GET && RequestTarget(h.uri).path == "/metrics"
             var buffer = context.channel.allocator.buffer(capacity: 0)
             if ok {
-                buffer.writeBytes(Self.scrape(state))
+                buffer.writeBytes(Self.scrape(state, connections: connections))
             } else { buffer.writeString("not found: metrics are at GET /metrics\n") }
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: ok ? "text/plain; version=0.0.4" : "text/plain")

@@ -40,6 +40,9 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         /// Who it was authenticated as, for the audit log.
         var principal: Principal?
         var status = 200
+        /// The code of the JSON error the router answered with (`smg_http_responses_total`'s
+        /// `error_code`): empty when a worker answered or nothing failed.
+        var errorCode = ""
     }
     private var request: Request?
     private var body = ByteBuffer()
@@ -200,7 +203,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             do throws(APIError) {
                 plan = try InferenceRequest.plan(kind, head: request.head, body: body, requestID: request.requestID, tenant: request.tenant, state: state)
             } catch {
-                if error.code == .invalidJSON { state.metrics.routerError(endpoint: kind.endpoint, code: error.code) }
+                if error.code == .invalidJSON { state.metrics.routerError(.of(model: nil, endpoint: kind.endpoint, registry: state.registry), code: error.code) }
                 return respond(error: error, extra: HTTPHeaders())
             }
         case .proxyToAnyWorker:
@@ -214,7 +217,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
                 case .success(let (plan, turn)):
                     self.start(plan, client: ResponsesClient(inner: self, turn: turn, state: self.state, loop: loop))
                 case .failure(let error):
-                    self.state.metrics.routerError(endpoint: "responses", code: error.code)
+                    self.state.metrics.routerError(.of(model: nil, endpoint: "responses", registry: self.state.registry), code: error.code)
                     self.respond(error: error, extra: HTTPHeaders())
                 }
             }
@@ -288,11 +291,13 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     func respond(error: APIError, extra: HTTPHeaders) {
         var headers = extra
         headers.add(name: "x-smg-error-code", value: error.code.rawValue)
+        request?.errorCode = error.code.rawValue
         respond(error.status, body: error.body, contentType: "application/json", extra: headers)
     }
 
     func abortResponse() {
         request?.keepAlive = false
+        request?.errorCode = "stream_error"  // the head's status stays: part of the answer went out
         closing = true
         context?.close(promise: nil)
     }
@@ -324,7 +329,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
             state.audit.historyDeletion(request.principal, tenant: request.tenant, head: request.head, status: request.status, requestID: request.requestID)
         }
         let seconds = Double(NIODeadline.now().uptimeNanoseconds - request.started.uptimeNanoseconds) / 1e9
-        state.metrics.httpRequest(method: request.head.method.rawValue, path: request.route.metricPath, status: request.status, seconds: seconds)
+        state.metrics.httpRequest(method: request.head.method.rawValue, path: request.route.metricPath, status: request.status, errorCode: request.errorCode, seconds: seconds)
         state.requestEnded()
         // Do not let an idle keep-alive connection hold on to the memory of one huge body.
         if body.capacity > 1 << 20 { body = ByteBuffer() } else { body.clear() }
@@ -343,7 +348,10 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         // the worker's connection at once instead of reading the rest of the answer.
         exchange?.clientClosed()
         if request != nil {
-            request?.status = 499  // client closed request (nginx's convention)
+            if request?.errorCode != "stream_error" {
+                request?.status = 499  // client closed request (nginx's convention)
+                request?.errorCode = "client_closed_request"
+            }
             completeRequest()
         }
         context.fireChannelInactive()

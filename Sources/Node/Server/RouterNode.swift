@@ -158,7 +158,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                         let deadline = ConnectionGuard(loop: deadlines.state(for: channel.eventLoop), limits: metricsLimits)
                         try channel.pipeline.syncOperations.addHandler(deadline)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(state: state, deadline: deadline))
+                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(state: state, connections: connections, deadline: deadline))
                     }
                 }
                 .withBoundSocket(metricsFD).get()

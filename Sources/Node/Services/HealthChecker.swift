@@ -77,7 +77,7 @@ final class HealthChecker: Sendable {
             case .success(let r): ok = false; reason = "answered \(r.status.code) on \(health.endpoint)"
             case .failure(let error): ok = false; reason = "\(error)"
             }
-            watch.metrics.healthCheck(worker: w.url.canonical, ok: ok)
+            watch.metrics.healthCheck(workerType: w.workerType, ok: ok)
             let change = watch.registry.worker(id: w.id) === w ? w.recordHealthCheck(success: ok) : nil
             // The next check: soon while the worker's health is still unknown, else at the interval.
             let every = w.healthStatus == .unknown ? UInt64(watch.config.startupCheckIntervalSecs) * 1000 : UInt64(health.intervalMs)

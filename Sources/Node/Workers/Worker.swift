@@ -54,12 +54,32 @@ public final class Worker: Sendable {
     public var breakerState: CircuitBreaker.State { breaker.withLock { $0.state } }
     /// Whether a request could be sent now (no state change): for building candidates.
     func breakerAllows(now: UInt64) -> Bool { breaker.withLock { $0.canPass(now: now) } }
-    /// Takes a slot for an attempt about to start (half-open probes are counted).
-    func breakerAcquire(now: UInt64) -> Bool { breaker.withLock { $0.acquire(now: now) } }
-    /// Records an attempt's end; returns the new breaker state if it changed.
-    func breakerRecord(success: Bool, now: UInt64) -> CircuitBreaker.State? { breaker.withLock { $0.record(success: success, now: now) } }
+    /// Takes a slot for an attempt about to start (half-open probes are counted); returns the
+    /// open-to-half-open transition when this attempt is the first probe.
+    func breakerAcquire(now: UInt64) -> CircuitBreaker.Transition? {
+        breaker.withLock { b in
+            let from = b.state
+            _ = b.acquire(now: now)
+            return b.state == from ? nil : CircuitBreaker.Transition(from: from, to: b.state)
+        }
+    }
+    /// Records an attempt's end; returns the transition if it caused one.
+    func breakerRecord(success: Bool, now: UInt64) -> CircuitBreaker.Transition? {
+        breaker.withLock { b in
+            let from = b.state
+            return b.record(success: success, now: now).map { CircuitBreaker.Transition(from: from, to: $0) }
+        }
+    }
+    /// Failures and successes in a row (metrics).
+    public var breakerStreaks: (failures: Int, successes: Int) { breaker.withLock { ($0.consecutiveFailures, $0.consecutiveSuccesses) } }
     /// Another router's breaker transition, adopted (`CircuitBreaker.adoptOpen`/`adoptClosed`).
-    func breakerAdopt(open: Bool, now: UInt64) -> Bool { breaker.withLock { open ? $0.adoptOpen(now: now) : $0.adoptClosed() } }
+    func breakerAdopt(open: Bool, now: UInt64) -> CircuitBreaker.Transition? {
+        breaker.withLock { b in
+            let from = b.state
+            guard open ? b.adoptOpen(now: now) : b.adoptClosed() else { return nil }
+            return CircuitBreaker.Transition(from: from, to: b.state)
+        }
+    }
 
     // MARK: health
 

@@ -22,6 +22,8 @@ public final class WorkerRegistry: Sendable {
         public let policyKey: String
         /// The candidate the policy chose: the worker's id, with `--dp-aware` "id@rank".
         public let candidate: String
+        /// cache_aware's match ratio, when it consulted its tree (`Selection.matchRatio`).
+        public var matchRatio: Double? = nil
     }
 
     public enum Outcome {
@@ -273,6 +275,6 @@ public final class WorkerRegistry: Sendable {
         guard let selection else { return .noneAvailable }
         let target = targets[selection.index]
         return .worker(Choice(worker: target.worker, reason: selection.reason, policy: box.name, rank: target.rank,
-                              policyKey: key, candidate: candidates[selection.index].id))
+                              policyKey: key, candidate: candidates[selection.index].id, matchRatio: selection.matchRatio))
     }
 }
