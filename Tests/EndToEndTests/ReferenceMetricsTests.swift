@@ -94,6 +94,29 @@ import Testing
         }
     }
 
+    /// Every metric the dashboard and the alerts name is a family docs/metrics.md documents (so
+    /// a renamed metric cannot leave a panel empty), and promtool accepts the configuration.
+    @Test func theMonitoringFilesNameOnlyDocumentedMetricsAndPassPromtool() throws {
+        let monitoring = Self.root.appendingPathComponent("cluster/monitoring")
+        let dashboard = try String(contentsOf: monitoring.appendingPathComponent("grafana-dashboard.json"), encoding: .utf8)
+        let alerts = try String(contentsOf: monitoring.appendingPathComponent("alerts.yml"), encoding: .utf8)
+        #expect((try? JSONSerialization.jsonObject(with: Data(dashboard.utf8))) != nil, "the dashboard is JSON")
+        let documented = try Self.documentedFamilies()
+        var named = Set<String>()
+        for text in [dashboard, alerts] {
+            for match in text.matches(of: /smg_[a-z0-9_]+/) {
+                var name = String(match.output)
+                for suffix in ["_bucket", "_sum", "_count"] where name.hasSuffix(suffix) && !documented.contains(name) { name = String(name.dropLast(suffix.count)) }
+                named.insert(name)
+            }
+        }
+        #expect(named.count >= 20)
+        #expect(named.subtracting(documented).sorted() == [], "metrics the monitoring files name but smg does not have")
+        let config = monitoring.appendingPathComponent("prometheus.yml").path
+        if let check = try Self.promtool(["check", "config", config], input: nil) { #expect(check.status == 0, "\(check.output)") }
+        if let check = try Self.promtool(["check", "rules", monitoring.appendingPathComponent("alerts.yml").path], input: nil) { #expect(check.status == 0, "\(check.output)") }
+    }
+
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// The families docs/metrics.md's tables name (first column).
