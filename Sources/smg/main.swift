@@ -18,7 +18,7 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
     }
     let logs: Launcher.LogOutput
     do {
-        logs = try Launcher.makeLogger(level: config.logLevel, json: config.logJSON, directory: config.logDir)
+        logs = try Launcher.makeLogger(level: config.logLevels.defaultLevel, json: config.logJSON, directory: config.logDir)
     } catch {
         Launcher.printErr("smg: error: \(error.message)")
         exit(2)

@@ -406,7 +406,7 @@ public final class MeshService: Sendable {
                 inner.withLock { $0.stats.dropped["unknown_sender", default: 0] += 1 }
                 return false
             }
-            enum Outcome { case node([MeshNode.Output], deadline: UInt64), custom(String, [UInt8], String), hello, none }
+            enum Outcome { case node(MeshNode.Message, [MeshNode.Output], deadline: UInt64), custom(String, [UInt8], String), hello, none }
             let outcome: Outcome = inner.withLock { s in
                 let fresh = transport == .datagram
                     ? s.datagramReplay.accept(sender: envelope.sender, generation: envelope.generation, counter: envelope.counter)
@@ -428,13 +428,14 @@ public final class MeshService: Sendable {
                         logger.warning("mesh: refusing replicated writes stamped more than 5 minutes ahead of this router's clock; check the peer's clock (NTP), then restart it",
                                        metadata: ["peer": "\(envelope.sender)", "refused_total": "\(s.node.replicator.stampsAhead)"])
                     }
-                    return .node(out, deadline: s.node.nextDeadline)
+                    return .node(m, out, deadline: s.node.nextDeadline)
                 case .custom(let topic, _) where topic == Self.helloTopic: return .hello
                 case .custom(let topic, let payload): return .custom(topic, payload, envelope.sender)
                 }
             }
             switch outcome {
-            case .node(let out, let deadline):
+            case .node(let message, let out, let deadline):
+                MeshDebugLog.received(message, from: envelope.sender, logger: logger)
                 execute(out, from: envelope.sender)
                 // A message can bring the protocol's next deadline closer (a first member to
                 // probe, a suspicion to time out): the timer wakes then, not at its old time.
@@ -488,7 +489,9 @@ public final class MeshService: Sendable {
         var changes: [(String, String, [UInt8]?)] = []
         for o in outputs {
             switch o {
-            case .send(let to, let message): send(.node(message), to: to)
+            case .send(let to, let message):
+                MeshDebugLog.sent(message, to: to, logger: logger)
+                send(.node(message), to: to)
             case .member(let m):
                 logger.info("mesh member \(m.status.rawValue)", metadata: ["member": "\(m.name)", "address": "\(m.address)", "incarnation": "\(m.incarnation)"])
                 if m.status == .alive { for h in onMemberAlive.withLock({ $0 }) { h(m.address) } }

@@ -46,7 +46,6 @@ public enum ConfigLoader {
         for spec in FlagTable.all {
             for variable in spec.environment {
                 guard let raw = environment[variable], !raw.isEmpty else { continue }
-                if spec.name == "log-level", variable == "RUST_LOG", raw.contains("=") { continue }  // per-module RUST_LOG filters
                 let value = try convert(spec, raw: spec.kind == .list || spec.kind == .urlWithOptionalPort ? splitList(raw) : [raw], origin: "environment variable \(variable)")
                 flags.set(spec.name, value, from: .environment)
                 if spec.name == "config", configPath == nil { configPath = value.description }

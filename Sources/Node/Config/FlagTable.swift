@@ -13,7 +13,7 @@ public enum FlagTable {
         FlagSpec("host", .string, .string("0.0.0.0"), group: "Core", "Network interface to bind the API server to"),
         FlagSpec("port", .int, .int(30000), group: "Core", "Port of the main API server (0 = any free port)"),
         FlagSpec("worker-urls", .list, .list([]), group: "Core", "Worker URLs to route to (space-separated)"),
-        FlagSpec("log-level", .string, .string("info"), env: "RUST_LOG", group: "Core", "Log level: debug, info, warn, error"),
+        FlagSpec("log-level", .string, .string("info"), env: "RUST_LOG", group: "Core", "Log level: trace, debug, info, warn, error or critical, or directives with levels per module: info,mesh=debug,redis=warn (modules: server, mesh, workers, history, redis, security, upgrade)"),
         FlagSpec("log-dir", .string, nil, group: "Core", "Directory to store log files (smg.YYYY-MM-DD, a file per UTC day, beside the console); created when missing"),
         FlagSpec("log-json", .bool, .bool(false), group: "Core", "Output logs as JSON, one object per line (console and files)"),
 

@@ -30,7 +30,8 @@ public struct RouterConfig: Sendable {
     public var prometheusHost: String
     public var prometheusPort: Int
     public var durationBuckets: [Double]
-    public var logLevel: String
+    /// `--log-level` / `RUST_LOG`: the default level and per-module levels.
+    public var logLevels: LogLevels
     /// `--log-dir`: also write the log to daily files there (checked when the logger is made).
     public var logDir: String?
     public var logJSON: Bool
@@ -132,9 +133,11 @@ public struct RouterConfig: Sendable {
             return d
         }
         durationBuckets = buckets.isEmpty ? Self.defaultDurationBuckets : buckets.sorted()
-        logLevel = (f.stringWithDefault("log-level")).lowercased()
-        guard ["trace", "debug", "info", "warn", "warning", "error"].contains(logLevel) else {
-            throw ConfigError("--log-level \(logLevel): expected debug, info, warn or error")
+        do throws(LogLevels.Invalid) {
+            // RUST_LOG is often written for the reference gateway, naming crates smg does not have.
+            logLevels = try LogLevels.parse(f.stringWithDefault("log-level"), foreignTargetsAllowed: f.source("log-level") == .environment)
+        } catch {
+            throw ConfigError("--log-level: \(error.message)")
         }
         logDir = f.string("log-dir").flatMap { $0.isEmpty ? nil : $0 }
         logJSON = f.bool("log-json")

@@ -82,7 +82,7 @@ final class FileDiscovery: Sendable {
             return b.lastProblem != nil || b.lastCount != manifest.workers.count
         }
         state.metrics.discoveryRead("ok")
-        if changed { state.logger.info("discovery manifest read", metadata: ["path": "\(path)", "workers": "\(manifest.workers.count)"]) }
+        if changed { state.log(.workers).info("discovery manifest read", metadata: ["path": "\(path)", "workers": "\(manifest.workers.count)"]) }
         apply(manifest)
     }
 
@@ -109,7 +109,7 @@ final class FileDiscovery: Sendable {
             defer { b.lastProblem = message }
             return b.lastProblem != message
         }
-        if fresh { state.logger.warning("\(message)") }
+        if fresh { state.log(.workers).warning("\(message)") }
     }
 
     private static func stamp(of path: String) -> Stamp? {

@@ -52,7 +52,7 @@ enum WorkerRoutes {
             let apiKey: String?? = fields.keys.contains("api_key") ? .some(fields["api_key"]?.string) : .none
             w.update(labels: fields["labels"]?.stringMap, apiKey: apiKey)
             MeshBridge.published(w, state: state)
-            state.logger.info("worker updated", metadata: ["worker": "\(w.url.canonical)", "fields": "\(fields.keys.sorted().joined(separator: ","))"])
+            state.log(.workers).info("worker updated", metadata: ["worker": "\(w.url.canonical)", "fields": "\(fields.keys.sorted().joined(separator: ","))"])
             return ControlResponse(json: describe(w))
         case .legacyAddWorker:
             guard let raw = target.parameter("url"), !raw.isEmpty else { throw APIError(.missingURL, "add_worker needs ?url=http://host:port") }
@@ -110,14 +110,14 @@ enum WorkerRoutes {
     /// A worker added here (by the API or discovery): logged, its model asked for when it has
     /// none, the other routers told.
     static func registered(_ w: Worker, state: RouterState, source: String = "api") {
-        state.logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(w.role.rawValue)", "source": "\(source)"])
+        state.log(.workers).info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(w.role.rawValue)", "source": "\(source)"])
         state.discovery.discover(w)
         MeshBridge.published(w, state: state)
     }
 
     /// A worker removed here: logged, its pooled connections closed, the other routers told.
     static func removed(_ w: Worker, state: RouterState) {
-        state.logger.info("worker removed", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "in_flight": "\(w.inFlight)"])
+        state.log(.workers).info("worker removed", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "in_flight": "\(w.inFlight)"])
         state.pools.closeIdle(to: w.url)
         MeshBridge.removed(w.url, state: state)
     }

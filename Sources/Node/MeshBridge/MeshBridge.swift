@@ -42,11 +42,11 @@ enum MeshBridge {
                 switch value.map({ String(decoding: $0, as: UTF8.self) }) {
                 case "unhealthy":
                     guard w.adoptUnhealthy() else { return }
-                    state.logger.warning("worker unhealthy (seen by another router)", metadata: ["worker": "\(key)"])
+                    state.log(.mesh).warning("worker unhealthy (seen by another router)", metadata: ["worker": "\(key)"])
                     expireVerdict(on: w, state: state)
                 case "healthy":
                     guard w.adoptHealthy() else { return }
-                    state.logger.info("worker healthy again (seen by another router)", metadata: ["worker": "\(key)"])
+                    state.log(.mesh).info("worker healthy again (seen by another router)", metadata: ["worker": "\(key)"])
                 default: return
                 }
             case sessionsStore: SessionReplication.applied(key: key, value: value, state: state)
@@ -86,7 +86,7 @@ enum MeshBridge {
         }
         guard let change = w.breakerAdopt(open: open, now: state.nowMs()) else { return }
         state.metrics.breakerTransition(worker: w.url.canonical, change)
-        state.logger.warning("circuit breaker \(change.to.rawValue) (seen by another router)", metadata: ["worker": "\(key)", "peer": "\(from)", "from": "\(change.from.rawValue)"])
+        state.log(.mesh).warning("circuit breaker \(change.to.rawValue) (seen by another router)", metadata: ["worker": "\(key)", "peer": "\(from)", "from": "\(change.from.rawValue)"])
     }
 
     /// Without health checks of its own, a router would keep another router's "unhealthy"
@@ -97,7 +97,7 @@ enum MeshBridge {
         let adoption = w.adoptionCount
         loop.scheduleTask(in: .milliseconds(Int64(state.config.breaker.openDurationMs))) {
             if w.adoptHealthy(ifStill: adoption) {
-                state.logger.info("worker routed to again: another router's unhealthy verdict expired", metadata: ["worker": "\(w.url.canonical)"])
+                state.log(.mesh).info("worker routed to again: another router's unhealthy verdict expired", metadata: ["worker": "\(w.url.canonical)"])
             }
         }
     }
@@ -135,7 +135,7 @@ enum MeshBridge {
                 mesh.broadcast(topic: demandTopic, payload: (0..<8).map { UInt8(truncatingIfNeeded: bits >> (56 - 8 * $0)) } + Array(me.utf8))
             }
             guard last.withLockedValue({ old in defer { old = n }; return old != n }) else { return }
-            state.logger.info("rate limit shared by demand", metadata: ["routers": "\(n)", "cluster_budget": "\(state.config.admission.tokensPerSecond ?? 0)"])
+            state.log(.mesh).info("rate limit shared by demand", metadata: ["routers": "\(n)", "cluster_budget": "\(state.config.admission.tokensPerSecond ?? 0)"])
         }
     }
 
@@ -247,7 +247,7 @@ enum MeshBridge {
         switch WorkerFields.Received.from(JSONValue.parse(value) ?? [:]) {
         case .success(let r): received = r
         case .failure(let refusal):
-            state.logger.warning("worker update from another router refused", metadata: ["worker": "\(url.canonical)", "reason": "\(refusal.reason)", "peer": "\(peer)"])
+            state.log(.mesh).warning("worker update from another router refused", metadata: ["worker": "\(url.canonical)", "reason": "\(refusal.reason)", "peer": "\(peer)"])
             return
         }
         if let w = existing {

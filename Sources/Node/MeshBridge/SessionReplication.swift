@@ -100,7 +100,7 @@ enum SessionReplication {
             }
             for w in writes { mesh.publish(store: store, key: w.key, value: w.value) }
             let expired = writes.filter { $0.value == nil }.count
-            if expired > 0 { state.logger.debug("sessions expired", metadata: ["count": "\(expired)"]) }
+            if expired > 0 { state.log(.mesh).debug("sessions expired", metadata: ["count": "\(expired)"]) }
         }
     }
 }

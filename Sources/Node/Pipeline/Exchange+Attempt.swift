@@ -95,7 +95,7 @@ extension Exchange {
                                    errorType: end.breakerSuccess ? nil : Self.errorType(call))
         guard let change = w.attemptEnded(rank: rank, success: end.breakerSuccess, now: state.nowMs()) else { return }
         state.metrics.breakerTransition(worker: w.url.canonical, change)
-        state.logger.warning("circuit breaker \(change.to.rawValue)", metadata: ["worker": "\(w.url.canonical)", "from": "\(change.from.rawValue)"])
+        state.log(.workers).warning("circuit breaker \(change.to.rawValue)", metadata: ["worker": "\(w.url.canonical)", "from": "\(change.from.rawValue)"])
         MeshBridge.breakerChanged(w, to: change.to, state: state)
     }
 

@@ -192,7 +192,7 @@ final class ResponsesClient: ExchangeClient {
         // An answer larger than an item may be is not stored, as a request's would be refused;
         // the client has its answer, and the header (or, for a stream, the log) says why.
         if let large = stored.output.first(where: { $0.storedBytes > state.config.historyMaxItemBytes }) {
-            state.logger.warning("response not stored: an output item is over --history-max-item-bytes",
+            state.log(.history).warning("response not stored: an output item is over --history-max-item-bytes",
                                  metadata: ["response_id": "\(turn.id)", "item_bytes": "\(large.storedBytes)"])
             state.metrics.historyOperation("save_response", result: "invalid", seconds: 0)
             return then("too_large")
@@ -212,7 +212,7 @@ final class ResponsesClient: ExchangeClient {
             state.metrics.historyOperation("save_response", result: "ok", seconds: (ContinuousClock.now - started).seconds)
             return then("stored")
         }
-        let (store, metrics, logger, id, writes, held) = (state.history, state.metrics, state.logger, turn.id, state.backgroundWrites, state.heldTurns)
+        let (store, metrics, logger, id, writes, held) = (state.history, state.metrics, state.log(.history), turn.id, state.backgroundWrites, state.heldTurns)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
             let outcome: String

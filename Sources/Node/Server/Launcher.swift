@@ -32,7 +32,7 @@ public enum Launcher {
         public func flush() { file?.flush() }
     }
 
-    public static func makeLogger(level: String, json: Bool = false, directory: String? = nil) throws(ConfigError) -> LogOutput {
+    public static func makeLogger(level: Logger.Level, json: Bool = false, directory: String? = nil) throws(ConfigError) -> LogOutput {
         let file = try directory.map { dir throws(ConfigError) in try DailyLogFile(directory: dir) }
         var logger = Logger(label: "smg") { label in
             let console: any LogHandler = json ? JSONLogHandler(label: label, stream: StandardErrorStream()) : StreamLogHandler.standardError(label: label)
@@ -40,13 +40,7 @@ public enum Launcher {
             let toFile: any LogHandler = json ? JSONLogHandler(label: label, stream: file.stream) : StreamLogHandler(label: label, stream: file.stream)
             return MultiplexLogHandler([console, toFile])
         }
-        switch level {
-        case "trace": logger.logLevel = .trace
-        case "debug": logger.logLevel = .debug
-        case "warn", "warning": logger.logLevel = .warning
-        case "error": logger.logLevel = .error
-        default: logger.logLevel = .info
-        }
+        logger.logLevel = level
         return LogOutput(logger: logger, file: file)
     }
 

@@ -37,6 +37,14 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
     /// `upgrades`: SIGUSR2, each the start of an in-place upgrade: `commandLine` run again.
     public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores,
                              reloads: AsyncStream<Void>? = nil, upgrades: AsyncStream<Void>? = nil, commandLine: [String] = []) async throws -> RouterNode {
+        // One logger per module, each at its level (`--log-level` directives).
+        func log(_ module: LogLevels.Module) -> Logger { logger.module(module, config.logLevels) }
+        let logger = log(.server)
+        if !config.logLevels.ignoredTargets.isEmpty {
+            logger.warning("RUST_LOG names targets smg does not have; they are ignored", metadata: [
+                "targets": "\(config.logLevels.ignoredTargets.prefix(16).joined(separator: ","))",
+                "modules": "\(LogLevels.Module.allCases.map(\.rawValue).joined(separator: ","))"])
+        }
         // An in-place upgrade: the router serving behind --takeover-socket offers its sockets
         // first; nothing is bound before its offer is taken (or there is none: a first start).
         var takeover: Takeover?
@@ -55,12 +63,12 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             var c = MeshService.Config(name: m.name, bindHost: m.host, port: m.port, advertise: m.advertise, peers: m.peers, keyring: m.keyring)
             c.node = .lan
             // The generation grows with every start (wall-clock ms), so a restart supersedes.
-            return MeshService(config: c, generation: UInt64(Date().timeIntervalSince1970 * 1000), logger: logger, clock: MonotonicClock.nowMs)
+            return MeshService(config: c, generation: UInt64(Date().timeIntervalSince1970 * 1000), logger: log(.mesh), clock: MonotonicClock.nowMs)
         }
-        let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first, logger: logger) }
+        let link = mesh.map { MeshLink(service: $0, registry: registry, config: config, loop: pools.loops.first, logger: log(.mesh)) }
         let jwt = try config.security.jwt.map { settings in
             try JWTAuthority(settings, fetch: { url in try await UpstreamFetch.get(url, pools: pools, timeout: .seconds(5)) },
-                             onKeysFailure: { [logger] why in logger.error("JWT signing keys could not be loaded", metadata: ["reason": "\(why)"]) })
+                             onKeysFailure: { [logger = log(.security)] why in logger.error("JWT signing keys could not be loaded", metadata: ["reason": "\(why)"]) })
         }
         let history: any HistoryStore
         /// Each follows its Sentinels (when it has any) as a service of the group.
@@ -75,25 +83,25 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         case .none: history = NoHistoryStore()
         case .redis(let url, let poolSize, let retentionDays, let durability, let timeoutSecs):
             let redis = RedisClient(url: url, group: group, maxConnections: poolSize, commandTimeout: .seconds(Int64(timeoutSecs)), durability: durability,
-                                    tls: { tls.redisContext }, logger: logger)
+                                    tls: { tls.redisContext }, logger: log(.redis))
             redisClients.append(redis)
             history = RedisHistoryStore(redis: redis, retentionDays: retentionDays)
         case .postgres(let url, let poolSize, let timeoutSecs, let retentionDays):
             let client = PostgresClient(configuration: try Self.postgresConfiguration(url, poolSize: poolSize, timeoutSecs: timeoutSecs, tls: config.tls),
-                                        eventLoopGroup: group, backgroundLogger: logger)
+                                        eventLoopGroup: group, backgroundLogger: log(.history))
             postgres = client
             history = PostgresHistoryStore(client: client, timeout: .seconds(timeoutSecs),
-                                           retention: retentionDays < 0 ? nil : .seconds(Int64(retentionDays) * 86_400), logger: logger)
+                                           retention: retentionDays < 0 ? nil : .seconds(Int64(retentionDays) * 86_400), logger: log(.history))
         }
-        let writes = BackgroundWrites(logger: logger)
+        let writes = BackgroundWrites(logger: log(.history))
         var sessions: RedisSessions?
         if case .redis(let url, let poolSize) = config.sessionStore {
             // A client of its own: a session read gives up after 200 ms, and a command that
             // times out drops its connection, which must not cut history commands short.
             let redis = RedisClient(url: url, group: group, maxConnections: min(poolSize, 4), commandTimeout: .seconds(1), tls: { tls.redisContext },
-                                    logger: logger)
+                                    logger: log(.redis))
             redisClients.append(redis)
-            sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: logger, metrics: metrics, writes: writes)
+            sessions = RedisSessions(redis: redis, idleSecs: config.policyConfig.maxIdleSecs, logger: log(.redis), metrics: metrics, writes: writes)
             if config.policy != .manual {
                 logger.warning("--session-store redis keeps manual's routing-key assignments; --policy \(config.policy.rawValue) makes none")
             }
@@ -165,7 +173,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             for (raw, role, bootstrapPort) in config.startupWorkers {
                 let url = try WorkerURL(parsing: raw)
                 if let w = try? registry.add(url: url, modelID: nil, role: role, bootstrapPort: bootstrapPort) {
-                    logger.info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
+                    log(.workers).info("worker added", metadata: ["worker": "\(w.url.canonical)", "id": "\(w.id)", "type": "\(role.rawValue)"])
                     state.discovery.discover(w)
                 }
             }
@@ -179,7 +187,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let jwt {
                 Task {
                     do { try await jwt.prefetch() } catch {
-                        logger.warning("JWT signing keys not loaded yet; retried when a token arrives", metadata: ["error": "\(error)"])
+                        log(.security).warning("JWT signing keys not loaded yet; retried when a token arrives", metadata: ["error": "\(error)"])
                     }
                 }
             }
@@ -206,7 +214,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                     registry.maintainPolicies(now: MonotonicClock.nowMs())
                 },
             ]
-            let watch = WorkerWatch(config: config, registry: registry, pools: state.pools, metrics: state.metrics, logger: logger)
+            let watch = WorkerWatch(config: config, registry: registry, pools: state.pools, metrics: state.metrics, logger: log(.workers))
             if config.policy == .power_of_two, let monitor = LoadMonitor.service(watch) { list.append(monitor) }
             if let discovery = state.discovery.service(watch) { list.append(discovery) }
             if let health = HealthChecker.service(watch, changed: { MeshBridge.healthObserved($0, status: $1, state: state) }) { list.append(health) }
@@ -222,29 +230,29 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             if let sessions = SessionReplication.service(state: state) { list.append(sessions) }
             list.append(APIServer(channel: api, connections: connections, state: state, gracePeriod: .seconds(config.shutdownGracePeriodSecs)))
             if let mesh { list.append(MeshMembership(mesh: mesh, state: state)) }
-            if let reloads { list.append(CertificateReload(requests: reloads, tls: state.tls, logger: logger)) }
-            if let upgrades { list.append(SuccessorLauncher(requests: upgrades, commandLine: commandLine, takeoverSocket: config.takeoverSocket, logger: logger)) }
+            if let reloads { list.append(CertificateReload(requests: reloads, tls: state.tls, logger: log(.security))) }
+            if let upgrades { list.append(SuccessorLauncher(requests: upgrades, commandLine: commandLine, takeoverSocket: config.takeoverSocket, logger: log(.upgrade))) }
             for redis in redisClients where redis.followsSentinels { list.append(RedisSentinelFollower(client: redis)) }
             if let path = config.takeoverSocket {
                 if let takeover {
                     let took = [HandoverOffer.Socket.api, .metrics] + (meshFDs == nil ? [] : [.meshDatagram, .meshListener])
                     do {
                         try takeover.complete(took: took, meshName: mesh?.config.name)
-                        logger.info("in-place upgrade: took over", metadata: [
+                        log(.upgrade).info("in-place upgrade: took over", metadata: [
                             "predecessor_pid": "\(takeover.offer.pid)", "sockets": "\(took.map(\.rawValue).joined(separator: ","))",
                             "workers": "\(takeover.offer.workers.count)"])
                     } catch {
                         // It died meanwhile: this router serves alone on the sockets, as it should.
-                        logger.warning("in-place upgrade: the predecessor did not hear that this router serves", metadata: ["error": "\(error)"])
+                        log(.upgrade).warning("in-place upgrade: the predecessor did not hear that this router serves", metadata: ["error": "\(error)"])
                     }
                 }
                 let upgrade = RouterHandover(state: state, api: (api, apiFD), metrics: (metricsChannel, metricsFD), mesh: mesh)
                 do {
-                    list.append(try HandoverListener.listen(at: path, offer: upgrade.offer, handOver: upgrade.handOver, logger: logger))
+                    list.append(try HandoverListener.listen(at: path, offer: upgrade.offer, handOver: upgrade.handOver, logger: log(.upgrade)))
                 } catch {
                     // A first start fails; a successor serves on (its predecessor is draining).
                     guard takeover != nil else { throw error }
-                    logger.error("in-place upgrade: cannot listen for a successor; the next upgrade must restart", metadata: ["path": "\(path)", "error": "\(error)"])
+                    log(.upgrade).error("in-place upgrade: cannot listen for a successor; the next upgrade must restart", metadata: ["path": "\(path)", "error": "\(error)"])
                 }
             }
             let services = ServiceGroup(configuration: ServiceGroupConfiguration(
@@ -275,7 +283,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             state.discovery.discover(w)
             added += 1
         }
-        if added > 0 { state.logger.info("in-place upgrade: workers taken over", metadata: ["added": "\(added)", "offered": "\(workers.count)"]) }
+        if added > 0 { state.log(.upgrade).info("in-place upgrade: workers taken over", metadata: ["added": "\(added)", "offered": "\(workers.count)"]) }
     }
 
     /// postgres-nio's settings for `--postgres-db-url`: TLS as its `sslmode` says (libpq's

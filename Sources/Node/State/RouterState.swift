@@ -9,7 +9,11 @@ public final class RouterState: Sendable {
     public let config: RouterConfig
     public let registry: WorkerRegistry
     public let metrics: RouterMetrics
+    /// The `server` module's logger; `log(_:)` gives the others'.
     let logger: Logger
+    private let moduleLoggers: [LogLevels.Module: Logger]
+    /// A module's logger, at its `--log-level` (`LogLevels`).
+    func log(_ module: LogLevels.Module) -> Logger { moduleLoggers[module] ?? logger }
     let pools: UpstreamPools
     let requestIDs: RequestIDSource
     let cors: CORSPolicy
@@ -57,6 +61,7 @@ public final class RouterState: Sendable {
         self.registry = registry
         self.metrics = metrics
         self.logger = logger
+        self.moduleLoggers = Dictionary(uniqueKeysWithValues: LogLevels.Module.allCases.map { ($0, logger.module($0, config.logLevels)) })
         self.pools = pools
         self.requestIDs = RequestIDSource(headers: config.requestIDHeaders)
         self.cors = CORSPolicy(origins: config.corsAllowedOrigins)
