@@ -17,6 +17,9 @@ enum ControlRoutes {
                 return done(.failure(APIError(.meshDisabled, "the mesh is off: start smg with --enable-mesh")))
             }
             done(.success(ControlResponse(body: json)))
+        case .dashboard: done(.success(Dashboard.page()))
+        case .dashboardScript: done(.success(Dashboard.script()))
+        case .dashboardStats: done(.success(Dashboard.stats(state)))
         case .models: done(.success(FleetRoutes.models(state.registry)))
         case .getLoads: fanOut(state: state, pool: pool, method: .GET, path: "/get_load", render: FleetRoutes.loads, done)
         case .flushCache: fanOut(state: state, pool: pool, method: .POST, path: "/flush_cache", render: FleetRoutes.flushed, done)

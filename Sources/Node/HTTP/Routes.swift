@@ -24,6 +24,8 @@ enum Route: Equatable, Sendable {
     case listWorkers, addWorker, getWorker(String), deleteWorker(String), updateWorker(String)
     case legacyAddWorker, legacyRemoveWorker, legacyListWorkers
     case meshStatus
+    /// The live cluster page (`/dashboard`, `/dashboard.js`: open, no data) and its numbers.
+    case dashboard, dashboardScript, dashboardStats
     /// The Conversations API.
     case conversations(ConversationRoutes.Path)
     /// The Responses API: `create` runs through the request pipeline, the rest reads the store.
@@ -64,6 +66,9 @@ enum Route: Equatable, Sendable {
         case .legacyRemoveWorker: return "/remove_worker"
         case .legacyListWorkers: return "/list_workers"
         case .meshStatus: return "/ha/status"
+        case .dashboard: return "/dashboard"
+        case .dashboardScript: return "/dashboard.js"
+        case .dashboardStats: return "/dashboard/stats"
         case .conversations(let p):
             switch p {
             case .create: return "/v1/conversations"
@@ -108,6 +113,9 @@ enum Route: Equatable, Sendable {
         case "/remove_worker": return only(.POST, .legacyRemoveWorker)
         case "/list_workers": return only(.GET, .legacyListWorkers)
         case "/ha/status", "/mesh/status": return only(.GET, .meshStatus)
+        case "/dashboard", "/dashboard/": return only(.GET, .dashboard)
+        case "/dashboard.js": return only(.GET, .dashboardScript)
+        case "/dashboard/stats": return only(.GET, .dashboardStats)
         default:
             if path == "/v1/conversations" || path.hasPrefix("/v1/conversations/") {
                 guard let p = ConversationRoutes.resolve(path) else { return .notFound }

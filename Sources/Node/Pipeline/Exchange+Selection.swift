@@ -96,6 +96,7 @@ extension Exchange {
         let (w, reason) = (choice.worker, choice.reason)
         state.metrics.routed(routeLabels, streaming: plan.stream, workerType: w.workerType, policy: choice.policy.rawValue, reason: reason.rawValue,
                              matchRatio: choice.matchRatio, bodyReason: state.policyUsesText ? "policy_needs_text" : "routing_fields")
+        if choice.policy == .cache_aware { state.rates.decided(cacheHit: reason == .cacheHit) }
         state.treeSync?.noteDecision()
         guard reason == .newAssignment || reason == .reassigned || reason == .sticky, let key = plan.routing.routingKey else { return }
         if state.mesh != nil, reason != .sticky || adoptedFromRedis.contains(choice.policyKey) {

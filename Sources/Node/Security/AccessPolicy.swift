@@ -12,9 +12,9 @@ enum Access: Equatable {
 
     init(_ route: Route) {
         switch route {
-        case .health, .readiness, .corsPreflight, .notFound, .methodNotAllowed: self = .open
+        case .health, .readiness, .corsPreflight, .notFound, .methodNotAllowed, .dashboard, .dashboardScript: self = .open
         case .inference, .proxyToAnyWorker, .models, .conversations, .responses: self = .inference
-        case .listWorkers, .getWorker, .legacyListWorkers, .getLoads, .meshStatus: self = .control(.user)
+        case .listWorkers, .getWorker, .legacyListWorkers, .getLoads, .meshStatus, .dashboardStats: self = .control(.user)
         case .addWorker, .updateWorker, .deleteWorker, .legacyAddWorker, .legacyRemoveWorker, .flushCache: self = .control(.admin)
         }
     }

@@ -330,6 +330,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         }
         let seconds = Double(NIODeadline.now().uptimeNanoseconds - request.started.uptimeNanoseconds) / 1e9
         state.metrics.httpRequest(method: request.head.method.rawValue, path: request.route.metricPath, status: request.status, errorCode: request.errorCode, seconds: seconds)
+        state.rates.answered(status: request.status)
         state.requestEnded()
         // Do not let an idle keep-alive connection hold on to the memory of one huge body.
         if body.capacity > 1 << 20 { body = ByteBuffer() } else { body.clear() }

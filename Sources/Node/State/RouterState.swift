@@ -45,6 +45,10 @@ public final class RouterState: Sendable {
     private let _handedOver = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
+    /// Answers, server errors and cache hits as rates for `/dashboard`.
+    let rates = RecentRates()
+    /// When this router started (monotonic ms), for the dashboard's uptime.
+    let startedAtMs = MonotonicClock.nowMs()
 
     init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools,
          mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts, history: any HistoryStore = MemoryHistoryStore(),
