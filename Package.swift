@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // Dependency versions are the ones present in the build machines' package mirror.
@@ -32,6 +32,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         // --history-backend postgres: the wire protocol, pool and TLS (no SQL client of our own).
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // Tracing: the router is instrumented through the tracing API; only the executable links
+        // swift-otel's OTLP/gRPC exporter (so the fuzz build and the libraries do not build gRPC).
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPGRPC"]),
     ],
     targets: [
         // System-library shims: the mesh seals gossip with libsodium, history talks Redis through hiredis.
@@ -81,6 +85,18 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ]
+        ),
+        // --enable-trace: swift-otel's OTLP/gRPC exporter behind the tracing API Node uses.
+        .target(
+            name: "TraceExport",
+            dependencies: [
+                "Node",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // A simulated SGLang worker: tests, demo, benchmarks and cluster/ run against it.
@@ -97,7 +113,7 @@ let package = Package(
         .executableTarget(
             name: "smg",
             dependencies: [
-                "Node", "Mesh", "SimWorker",
+                "Node", "Mesh", "SimWorker", "TraceExport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -184,6 +200,8 @@ let package = Package(
             "smg", "smg-sim-worker", "Primitives", "Mesh", "MeshCore", "TestSupport",
             // The router and the simulated worker in process too (Support/InProcess.swift).
             "Node", "SimWorker", .product(name: "Logging", package: "swift-log"),
+            .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Mesh
 import Node
+import TraceExport
 
 // The `smg` executable: everything lives in the Node library; this only wires it to a process.
 signal(SIGPIPE, SIG_IGN)
@@ -30,8 +31,11 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
     let signals = Launcher.Signals(exitWithParent: environment[Demo.parentVariable].flatMap { Int32($0) })
     let node: RouterNode
     do {
+        let tracing = config.tracing.map { settings in
+            OTLPTraceExport.backend(settings, instance: config.mesh?.name ?? "\(config.host):\(config.port)", logger: logger.module(.server, config.logLevels))
+        }
         node = try await RouterNode.start(config: config, logger: logger, reloads: signals.reloads,
-                                          upgrades: demo == nil ? signals.upgrades : nil, commandLine: CommandLine.arguments)
+                                          upgrades: demo == nil ? signals.upgrades : nil, commandLine: CommandLine.arguments, tracing: tracing)
     } catch {
         Launcher.printErr("smg: error: cannot start: \(error) (host \(config.host), --port \(config.port), --prometheus-port \(config.prometheusPort))")
         logs.flush()

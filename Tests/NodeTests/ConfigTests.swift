@@ -129,9 +129,25 @@ import Testing
         #expect(try load([]).pd == nil)
     }
 
+    @Test func tracingFlagsAreChecked() throws {
+        #expect(try load([]).tracing == nil)
+        let t = try #require(try load(["--enable-trace", "--otlp-traces-endpoint", "collector.internal:4317", "--otlp-traces-sample-ratio", "0.25"]).tracing)
+        #expect(t.host == "collector.internal" && t.port == 4317 && t.sampleRatio == 0.25 && t.endpointURL == "http://collector.internal:4317")
+        #expect(try load(["--enable-trace"]).tracing?.endpointURL == "http://localhost:4317")
+        #expect(try load(["--enable-trace", "--otlp-traces-endpoint", "[::1]:4317"]).tracing?.endpointURL == "http://[::1]:4317")
+        #expect(try load(["--enable-trace", "--otlp-traces-endpoint", "http://otel:4317/"]).tracing?.host == "otel")
+        for (args, words) in [(["--enable-trace", "--otlp-traces-endpoint", "collector"], "host:port"),
+                              (["--enable-trace", "--otlp-traces-endpoint", "c:0"], "host:port"),
+                              (["--enable-trace", "--otlp-traces-endpoint", "c:99999"], "host:port"),
+                              (["--enable-trace", "--otlp-traces-endpoint", "https://c:4317"], "host:port"),
+                              (["--enable-trace", "--otlp-traces-sample-ratio", "1.5"], "--otlp-traces-sample-ratio")] {
+            #expect(failure(args)?.contains(words) == true, "\(args): \(failure(args) ?? "loaded")")
+        }
+    }
+
     @Test func notBuiltFeaturesFailNamingTheFlag() throws {
         for args in [["--model-path", "/tmp"], ["--history-backend", "postgres"],
-                     ["--enable-trace"], ["--history-backend", "redis"], ["--backend", "openai"]] {
+                     ["--service-discovery"], ["--history-backend", "redis"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
         }

@@ -5,7 +5,6 @@ public enum FlagTable {
     static let tokenizer = "tokenizer and parsers"
     static let history = "history storage"
     static let security = "security"
-    static let tracing = "tracing"
 
     public static let all: [FlagSpec] = [
         // Core
@@ -164,8 +163,9 @@ public enum FlagTable {
         FlagSpec("prometheus-duration-buckets", .list, .list([]), group: "Metrics", "Histogram buckets in seconds (space-separated)"),
 
         // Tracing
-        FlagSpec("enable-trace", .bool, .bool(false), group: "Tracing", status: .notBuilt(tracing), "Export OpenTelemetry traces"),
-        FlagSpec("otlp-traces-endpoint", .string, .string("localhost:4317"), group: "Tracing", status: .notBuilt(tracing), "OTLP endpoint host:port"),
+        FlagSpec("enable-trace", .bool, .bool(false), group: "Tracing", "Export OpenTelemetry traces of requests (OTLP/gRPC) and pass W3C traceparent on to workers"),
+        FlagSpec("otlp-traces-endpoint", .string, .string("localhost:4317"), group: "Tracing", "OTLP/gRPC collector host:port (with --enable-trace)"),
+        FlagSpec("otlp-traces-sample-ratio", .double, .double(1.0), group: "Tracing", "Share of new traces recorded, 0.0-1.0; a client's sampled flag is followed either way"),
 
         // TLS and auth
         FlagSpec("tls-cert-path", .string, nil, group: "Security", "Server certificate chain (PEM): HTTPS on the API port"),

@@ -50,6 +50,16 @@ public struct RouterConfig: Sendable {
         case memory, none
         case redis(RedisURL, poolSize: Int, retentionDays: Int, durability: RedisClient.Durability, timeoutSecs: Int)
         case postgres(PostgresURL, poolSize: Int, timeoutSecs: Int, retentionDays: Int)
+
+        /// `--history-backend`'s value.
+        public var name: String {
+            switch self {
+            case .memory: "memory"
+            case .none: "none"
+            case .redis: "redis"
+            case .postgres: "postgres"
+            }
+        }
     }
     public var history: History = .memory
     /// The memory backend's bounds (`--history-memory-*`).
@@ -67,6 +77,8 @@ public struct RouterConfig: Sendable {
     public var apiKey: String? { security.apiKey }
     /// Set with --enable-mesh.
     public var mesh: MeshSettings?
+    /// Set with --enable-trace.
+    public var tracing: TracingSettings?
     /// Set with --pd-disaggregation.
     public var pd: PDSettings?
 
@@ -150,6 +162,7 @@ public struct RouterConfig: Sendable {
         security = try SecuritySettings(f)
         tls = try TLSSettings(f)
         mesh = f.bool("enable-mesh") ? try MeshSettings(f) : nil
+        tracing = f.bool("enable-trace") ? try TracingSettings(f) : nil
         // An unsealed mesh applies fleet changes from packets anyone can forge: with credentials
         // configured it would be the way around them, so it is refused unless asked for by name.
         if let mesh, mesh.keyring == nil, !security.isOpen, !f.bool("mesh-allow-unsealed") {

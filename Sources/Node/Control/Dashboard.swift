@@ -27,14 +27,7 @@ enum Dashboard {
     static func stats(_ state: RouterState) -> ControlResponse {
         let now = state.nowMs()
         let rates = state.rates.rates(nowMs: now)
-        let history: String
-        switch state.config.history {
-        case .memory: history = "memory"
-        case .none: history = "none"
-        case .redis: history = "redis"
-        case .postgres: history = "postgres"
-        }
-        var historyJSON: [String: JSONValue] = ["backend": .string(history)]
+        var historyJSON: [String: JSONValue] = ["backend": .string(state.config.history.name)]
         if let redis = (state.history as? RedisHistoryStore)?.redis {
             let usage = redis.poolUsage
             historyJSON["connections_open"] = .int(usage.open)

@@ -391,6 +391,11 @@ public final class RouterMetrics: Sendable {
         count("smg_pd_prefill_failures_total", "Prefill halves of PD requests that failed, by worker and reason", [("worker", worker), ("reason", reason)])
     }
 
+    /// A batch of spans the collector did not take (down, refused, too slow): dropped.
+    func traceExportFailed() {
+        count("smg_trace_export_failures_total", "Span batches the OTLP collector did not take (dropped, never retried)", [])
+    }
+
     // MARK: generic
 
     private func count(_ name: String, _ help: String, _ labels: [(String, String)]) {

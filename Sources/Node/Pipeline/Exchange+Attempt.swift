@@ -12,15 +12,21 @@ extension Exchange {
         let timeout = TimeAmount.milliseconds(Int64(deadlineMs &- min(now, deadlineMs)))
         var body = plan.body
         var prefill: UpstreamCall?
+        var room: UInt64?
         if case .prefillDecode(let batchSize, let mergeLogprobs) = plan.kind, let p {
             let bodies = pdBodies(prefill: p, batchSize: batchSize)
             body = bodies.decode
+            room = bodies.room
             if mergeLogprobs { logprobs = PDLogprobs(stream: plan.stream) }
-            prefill = UpstreamCall(to: p.url, head: upstreamHead(for: p, bodyLength: bodies.prefill.readableBytes), body: bodies.prefill, pool: pool)
+            var head = upstreamHead(for: p, bodyLength: bodies.prefill.readableBytes)
+            prefillSpan = traceCall(to: p, head: &head, bootstrapRoom: room)
+            prefill = UpstreamCall(to: p.url, head: head, body: bodies.prefill, pool: pool)
         } else if let rank = selectedRank {
             body = JSONObjectBody.appending(#""data_parallel_rank":\#(rank)"#, to: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         }
-        let primary = UpstreamCall(to: w.url, head: upstreamHead(for: w, bodyLength: body.readableBytes), body: body, pool: pool)
+        var head = upstreamHead(for: w, bodyLength: body.readableBytes)
+        primarySpan = traceCall(to: w, head: &head, bootstrapRoom: room)
+        let primary = UpstreamCall(to: w.url, head: head, body: body, pool: pool)
         // Both halves are counted and known before either is sent: a call can fail at once (in
         // `start`), and the machine then ends both halves of the attempt.
         let primaryStart = w.attemptStarted(rank: selectedRank, now: plan.routing.now)
@@ -50,7 +56,7 @@ extension Exchange {
     /// The bodies of a PD attempt's halves. Both get the prefill's address and a fresh room per
     /// attempt; with --dp-aware each half its rank (`routed_dp_rank`) and the decode half the
     /// prefill's (`disagg_prefill_dp_rank`: where its KV cache is).
-    func pdBodies(prefill p: Worker, batchSize: Int?) -> (prefill: ByteBuffer, decode: ByteBuffer) {
+    func pdBodies(prefill p: Worker, batchSize: Int?) -> (prefill: ByteBuffer, decode: ByteBuffer, room: UInt64?) {
         let fields = BootstrapFields(host: p.url.host, port: p.bootstrapPort, batchSize: batchSize, using: &rng)
         let shared = fields.inserted(into: plan.body, objectIsEmpty: plan.bodyIsEmptyObject)
         var prefillBody = shared, decodeBody = shared
@@ -59,12 +65,14 @@ extension Exchange {
             decodeBody = JSONObjectBody.appending(#""disagg_prefill_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false)
         }
         if let rank = selectedRank { decodeBody = JSONObjectBody.appending(#""routed_dp_rank":\#(rank)"#, to: decodeBody, objectIsEmpty: false) }
-        return (prefillBody, decodeBody)
+        return (prefillBody, decodeBody, fields.rooms.first)
     }
 
     /// Ends the primary half exactly as the machine says: in-flight count, breaker, connection.
     func endPrimary(_ end: Machine.AttemptEnd) {
         settle(end, rank: selectedRank, call: primaryCall)
+        Self.endCallSpan(primarySpan, call: primaryCall, failed: !end.breakerSuccess)
+        primarySpan = nil
         let call = primaryCall
         primaryCall = nil
         dispose(call, end.connection)
@@ -74,6 +82,8 @@ extension Exchange {
     /// answered 2xx) are merged in.
     func endPrefill(_ end: Machine.AttemptEnd) {
         settle(end, rank: prefillChoice?.rank, call: prefillCall)
+        Self.endCallSpan(prefillSpan, call: prefillCall, failed: !end.breakerSuccess)
+        prefillSpan = nil
         let call = prefillCall
         prefillCall = nil
         if let call {

@@ -1,4 +1,5 @@
 import NIOCore
+import Tracing
 import Policies
 
 /// Choosing the worker (or, in PD mode, the prefill and decode pair) for an attempt: admission
@@ -11,11 +12,18 @@ extension Exchange {
             let exchange = me.value
             exchange.admissionTicket = nil
             switch result {
-            case .admitted: exchange.perform(exchange.machine.admission(.admitted))
-            case .queueFull: exchange.perform(exchange.machine.admission(.queueFull))
-            case .timedOut: exchange.perform(exchange.machine.admission(.timedOut))
+            case .admitted:
+                exchange.admissionEnded("admitted")
+                exchange.perform(exchange.machine.admission(.admitted))
+            case .queueFull:
+                exchange.admissionEnded("queue_full")
+                exchange.perform(exchange.machine.admission(.queueFull))
+            case .timedOut:
+                exchange.admissionEnded("timed_out")
+                exchange.perform(exchange.machine.admission(.timedOut))
             }
         }
+        queuedForAdmission()
     }
 
     func selectWorker(avoiding: Set<String>, avoidingPrefill: Set<String>) {
@@ -58,17 +66,20 @@ extension Exchange {
             choice = nil
             return perform(machine.workerChosen(w, now: plan.routing.now))
         }
+        let selecting = plan.trace.map { _ in DefaultTracerClock.now }
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
         case .unknownModel: perform(machine.noWorker(unknownModel: true))
         case .noneAvailable: perform(machine.noWorker(unknownModel: false))
         case .worker(let choice):
             self.choice = choice
+            traceChoice(choice, startedAt: selecting)
             perform(machine.workerChosen(choice.worker, now: plan.routing.now))
         }
     }
 
     /// PD: a prefill worker by the prefill policy, then a decode worker by the decode policy.
     func selectPair(avoiding: Set<String>, avoidingPrefill: Set<String>) {
+        let selecting = plan.trace.map { _ in DefaultTracerClock.now }
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoidingPrefill, role: .prefill, using: &rng) {
         case .unknownModel:
             perform(machine.noWorker(unknownModel: true))
@@ -82,6 +93,8 @@ extension Exchange {
             case .worker(let decodePick):
                 prefillChoice = prefillPick
                 choice = decodePick
+                traceChoice(prefillPick, startedAt: selecting)
+                traceChoice(decodePick, startedAt: selecting)
                 if machine.retries == 0 { recordDecision(prefillPick) }
                 perform(machine.workerChosen(decodePick.worker, prefill: prefillPick.worker, now: plan.routing.now))
             }

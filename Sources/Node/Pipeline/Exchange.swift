@@ -2,6 +2,7 @@ import Primitives
 import NIOCore
 import NIOHTTP1
 import Policies
+import Tracing
 
 /// The client side of an exchange: where the response goes. `RouterHandler` implements it; the
 /// client side adds what belongs to the client connection (request id, CORS, keep-alive).
@@ -74,6 +75,11 @@ final class Exchange: UpstreamCallDelegate {
     let startedAt = NIODeadline.now()
     var endRecorded = false
 
+    /// With tracing on: the wait for admission, and the current attempt's calls (`Exchange+Trace`).
+    var admissionSpan: (any Span)?
+    var primarySpan: (any Span)?
+    var prefillSpan: (any Span)?
+
     /// `--session-store redis` was asked (once per request) about the routing key.
     var sessionsLookedUp = false
     /// The policies (by registry key) whose assignment of the routing key came from Redis: the
@@ -95,7 +101,10 @@ final class Exchange: UpstreamCallDelegate {
             retry: state.config.retry, seed: seed ^ 0x5DEE_CE66_D1CE_5EED)
     }
 
-    func start() { perform(machine.start()) }
+    func start() {
+        plan.trace?.model(plan.model)
+        perform(machine.start())
+    }
 
     /// The client connection closed: whatever runs is dropped.
     func clientClosed() { perform(machine.clientClosed()) }
@@ -225,6 +234,7 @@ final class Exchange: UpstreamCallDelegate {
             if let prefill { endPrefill(prefill) }
             retryTimer?.cancel()
             if leaveQueue, let ticket = admissionTicket { state.admission.cancel(ticket) }
+            admissionEnded("client_left")
             admissionTicket = nil
             if releaseSlot { state.admission.release() }
             recordEnd()

@@ -40,4 +40,6 @@ struct ExchangePlan {
     var requestID: String
     /// The client's IP address, appended to `X-Forwarded-For` (nil for Unix sockets).
     var clientAddress: String?
+    /// The request's spans, with `--enable-trace` (`RequestTrace`).
+    var trace: RequestTrace?
 }

@@ -38,8 +38,12 @@ final class ResponsesClient: ExchangeClient {
     /// A worker's complete answer above this is not a chat completion the gateway will parse.
     static let maxCompletionBytes = 32 << 20
 
-    init(inner: any ExchangeClient, turn: ResponsesGateway.Turn, state: RouterState, loop: any EventLoop) {
+    /// The request's spans, for the history save (`--enable-trace`).
+    private let trace: RequestTrace?
+
+    init(inner: any ExchangeClient, turn: ResponsesGateway.Turn, state: RouterState, loop: any EventLoop, trace: RequestTrace? = nil) {
         self.inner = inner
+        self.trace = trace
         self.turn = turn
         self.state = state
         self.loop = loop
@@ -206,10 +210,12 @@ final class ResponsesClient: ExchangeClient {
             i.createdAt = added.addingTimeInterval(Double(k) / 1000)
             return i
         }
+        let span = trace?.history("save_response", backend: state.config.history.name)
         if let immediate = state.history as? any ImmediateHistoryStore {
             let started = ContinuousClock.now
             immediate.saveResponseNow(stored, appendingTo: stored.conversationID, items: items)
             state.metrics.historyOperation("save_response", result: "ok", seconds: (ContinuousClock.now - started).seconds)
+            RequestTrace.endHistory(span, result: "ok")
             return then("stored")
         }
         let (store, metrics, logger, id, writes, held) = (state.history, state.metrics, state.log(.history), turn.id, state.backgroundWrites, state.heldTurns)
@@ -223,6 +229,7 @@ final class ResponsesClient: ExchangeClient {
                 outcome = error is HistoryUnavailable ? "unavailable" : "error"
             }
             metrics.historyOperation("save_response", result: outcome, seconds: (ContinuousClock.now - started).seconds)
+            RequestTrace.endHistory(span, result: outcome)
             guard outcome != "ok" else { return "stored" }
             // Storage is down: the answer goes out now, and the write is tried again in the
             // background, so a Redis restart costs no turn of the conversation.

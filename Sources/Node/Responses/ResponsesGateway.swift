@@ -25,8 +25,8 @@ enum ResponsesGateway {
 
     /// Builds the plan for a turn; `done` runs on `loop`, at once when the turn has no history
     /// to load, after the store answered otherwise.
-    static func prepare(head: HTTPRequestHead, body: ByteBuffer, requestID: String, tenant: String? = nil, state: RouterState, loop: any EventLoop,
-                        done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
+    static func prepare(head: HTTPRequestHead, body: ByteBuffer, requestID: String, tenant: String? = nil, trace: RequestTrace? = nil, state: RouterState,
+                        loop: any EventLoop, done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
         let now = Date()
         @Sendable func parse() -> Result<ResponsesRequest, APIError> {
             Result { () throws(APIError) in try ResponsesRequest.parse(body.readableBytesView, now: now) }
@@ -34,17 +34,18 @@ enum ResponsesGateway {
         // A large body is parsed off the event loop: the loop's other connections do not wait
         // for one client's megabytes of input.
         guard body.readableBytes > parseOnLoopBytes else {
-            return parsed(parse(), now: now, head: head, requestID: requestID, tenant: tenant, state: state, loop: loop, done: done)
+            return parsed(parse(), now: now, head: head, requestID: requestID, tenant: tenant, trace: trace, state: state, loop: loop, done: done)
         }
         OffLoop.run(on: loop, { parse() }) { result in
-            parsed(result, now: now, head: head, requestID: requestID, tenant: tenant, state: state, loop: loop, done: done)
+            parsed(result, now: now, head: head, requestID: requestID, tenant: tenant, trace: trace, state: state, loop: loop, done: done)
         }
     }
 
     /// Bodies up to this size are parsed on the event loop (well under a millisecond).
     static let parseOnLoopBytes = 256 << 10
 
-    private static func parsed(_ parsed: Result<ResponsesRequest, APIError>, now: Date, head: HTTPRequestHead, requestID: String, tenant: String?, state: RouterState,
+    private static func parsed(_ parsed: Result<ResponsesRequest, APIError>, now: Date, head: HTTPRequestHead, requestID: String, tenant: String?,
+                               trace: RequestTrace?, state: RouterState,
                                loop: any EventLoop, done: @escaping (Result<(ExchangePlan, Turn), APIError>) -> Void) {
         let request: ResponsesRequest
         switch parsed {
@@ -64,6 +65,7 @@ enum ResponsesGateway {
         }
         guard request.previousResponseID != nil || request.conversationID != nil else { return done(build([])) }
         let (store, held, metrics) = (state.history, state.heldTurns, state.metrics)
+        let span = trace?.history("load_history", backend: state.config.history.name)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
             let loaded: Result<[ConversationItem], APIError>
@@ -74,6 +76,7 @@ enum ResponsesGateway {
             }
             let outcome = if case .failure(let e) = loaded { HistoryOutcome(e).label } else { "ok" }
             metrics.historyOperation("load_history", result: outcome, seconds: (ContinuousClock.now - started).seconds)
+            RequestTrace.endHistory(span, result: outcome)
             return loaded
         }) { loaded in
             done(loaded.flatMap(build))

@@ -43,6 +43,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         /// The code of the JSON error the router answered with (`smg_http_responses_total`'s
         /// `error_code`): empty when a worker answered or nothing failed.
         var errorCode = ""
+        /// Its spans, with `--enable-trace`.
+        var trace: RequestTrace?
     }
     private var request: Request?
     private var body = ByteBuffer()
@@ -119,6 +121,9 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         let limit = BodyLimit.of(route, access: access, config: state.config)
         request = Request(head: head, route: route, requestID: state.requestIDs.id(for: head.headers), started: .now(),
                           keepAlive: head.isKeepAlive, bodyLimit: limit)
+        if let tracer = state.tracer, RequestTrace.traces(route), let id = request?.requestID {
+            request?.trace = RequestTrace(tracer: tracer, head: head, route: route.metricPath, requestID: id, router: state.config.mesh?.name)
+        }
         body.clear()
         // Unknown routes and refused credentials are answered before any body byte is read.
         switch route {
@@ -211,11 +216,12 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         case .responses(.create):
             let number = requestNumber
             let loop = pool.loop
-            ResponsesGateway.prepare(head: request.head, body: body, requestID: request.requestID, tenant: request.tenant, state: state, loop: loop) { [self] prepared in
+            ResponsesGateway.prepare(head: request.head, body: body, requestID: request.requestID, tenant: request.tenant, trace: request.trace,
+                                     state: state, loop: loop) { [self] prepared in
                 guard self.requestNumber == number, self.request != nil else { return }
                 switch prepared {
                 case .success(let (plan, turn)):
-                    self.start(plan, client: ResponsesClient(inner: self, turn: turn, state: self.state, loop: loop))
+                    self.start(plan, client: ResponsesClient(inner: self, turn: turn, state: self.state, loop: loop, trace: request.trace))
                 case .failure(let error):
                     self.state.metrics.routerError(.of(model: nil, endpoint: "responses", registry: self.state.registry), code: error.code)
                     self.respond(error: error, extra: HTTPHeaders())
@@ -239,6 +245,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
     private func start(_ plan: ExchangePlan, client: any ExchangeClient) {
         var plan = plan
         plan.clientAddress = clientAddress
+        plan.trace = request?.trace
         let exchange = Exchange(plan: plan, state: state, pool: pool, client: client, seed: rng.next())
         self.exchange = exchange
         // Weak: the exchange holds the client, which holds this; it is called at most once.
@@ -331,6 +338,7 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         let seconds = Double(NIODeadline.now().uptimeNanoseconds - request.started.uptimeNanoseconds) / 1e9
         state.metrics.httpRequest(method: request.head.method.rawValue, path: request.route.metricPath, status: request.status, errorCode: request.errorCode, seconds: seconds)
         state.rates.answered(status: request.status)
+        request.trace?.end(status: request.status, errorCode: request.errorCode)
         state.requestEnded()
         // Do not let an idle keep-alive connection hold on to the memory of one huge body.
         if body.capacity > 1 << 20 { body = ByteBuffer() } else { body.clear() }

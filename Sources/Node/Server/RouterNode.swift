@@ -7,6 +7,7 @@ import NIOPosix
 import NIOSSL
 import PostgresNIO
 import ServiceLifecycle
+import Tracing
 
 /// A running router node: its listeners are bound and its workers registered by `start`;
 /// `run` runs every part of it as a service in one `ServiceGroup` until graceful shutdown
@@ -35,8 +36,10 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
     /// defaults to one event loop per core this process may run on.
     /// `reloads`: SIGHUP, each a reload of the TLS certificates (`Launcher.Signals.reloads`).
     /// `upgrades`: SIGUSR2, each the start of an in-place upgrade: `commandLine` run again.
+    /// `tracing`: with `--enable-trace`, where spans go (`TracingBackend`).
     public static func start(config: RouterConfig, logger: Logger, threads: Int = RouterNode.usableCores,
-                             reloads: AsyncStream<Void>? = nil, upgrades: AsyncStream<Void>? = nil, commandLine: [String] = []) async throws -> RouterNode {
+                             reloads: AsyncStream<Void>? = nil, upgrades: AsyncStream<Void>? = nil, commandLine: [String] = [],
+                             tracing: TracingBackend? = nil) async throws -> RouterNode {
         // One logger per module, each at its level (`--log-level` directives).
         func log(_ module: LogLevels.Module) -> Logger { logger.module(module, config.logLevels) }
         let logger = log(.server)
@@ -53,6 +56,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health,
                                       prefillPolicy: config.pd?.prefillPolicy, decodePolicy: config.pd?.decodePolicy, policiesFromLabels: config.igw, dpAware: config.dpAware)
+        // With --enable-trace: the tracer requests' spans go to, and the exporter's service.
+        let backend = try tracing.map { make in try make { metrics.traceExportFailed() } }
+        let (tracer, tracingService) = (backend?.tracer, backend?.service)
         let tls: TLSContexts
         do { tls = try TLSContexts(config.tls) } catch {
             try? await group.shutdownGracefully()
@@ -107,7 +113,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             }
         }
         let state = RouterState(config: config, registry: registry, metrics: metrics, logger: logger, pools: pools, mesh: link, jwt: jwt, tls: tls,
-                                history: history, sessions: sessions, backgroundWrites: writes)
+                                history: history, sessions: sessions, backgroundWrites: writes, tracer: tracer)
         let connections = ConnectionTracker()
         let deadlines = ClientDeadlines(group: group, metrics: metrics, logger: logger)
         var limits = config.clients
@@ -199,7 +205,9 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
 
             let loop = group.next()
             let evictionInterval = TimeAmount.seconds(Int64(config.evictionIntervalSecs))
-            var list: [any Service] = postgres.map { [$0] } ?? []
+            // The exporter first, so it stops last: the spans of the requests drained at shutdown go out.
+            var list: [any Service] = tracingService.map { [$0] } ?? []
+            if let postgres { list.append(postgres) }
             list += [
                 MetricsServer(channel: metricsChannel),
                 // Shut down after the API server (the group goes in reverse), so the writes of

@@ -1,4 +1,5 @@
 import Logging
+import Tracing
 import Policies
 import NIOCore
 import Synchronization
@@ -45,6 +46,8 @@ public final class RouterState: Sendable {
     private let _handedOver = Atomic<Bool>(false)
     /// Requests received and not yet answered in full, on every route.
     private let _inFlight = Atomic<Int>(0)
+    /// With `--enable-trace`: where requests' spans go (`RequestTrace`); nil costs nothing.
+    let tracer: (any Tracer)?
     /// Answers, server errors and cache hits as rates for `/dashboard`.
     let rates = RecentRates()
     /// When this router started (monotonic ms), for the dashboard's uptime.
@@ -52,8 +55,9 @@ public final class RouterState: Sendable {
 
     init(config: RouterConfig, registry: WorkerRegistry, metrics: RouterMetrics, logger: Logger, pools: UpstreamPools,
          mesh: MeshLink? = nil, jwt: JWTAuthority? = nil, tls: TLSContexts, history: any HistoryStore = MemoryHistoryStore(),
-         sessions: RedisSessions? = nil, backgroundWrites: BackgroundWrites = BackgroundWrites()) {
+         sessions: RedisSessions? = nil, backgroundWrites: BackgroundWrites = BackgroundWrites(), tracer: (any Tracer)? = nil) {
         self.mesh = mesh
+        self.tracer = tracer
         self.backgroundWrites = backgroundWrites
         self.history = history
         self.sessions = sessions

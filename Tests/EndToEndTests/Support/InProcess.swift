@@ -68,12 +68,13 @@ final class InProcessRouter: RouterUnderTest, @unchecked Sendable {
     let metricsPort: Int
     private let running: Task<Void, Never>
 
-    init(_ arguments: [String], waitForWorkers: Bool = true) async throws {
+    init(_ arguments: [String], waitForWorkers: Bool = true, tracing: TracingBackend? = nil) async throws {
         var args = ["--host", "127.0.0.1", "--port", "0", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0"]
         if !arguments.contains("--shutdown-grace-period-secs") { args += ["--shutdown-grace-period-secs", "1"] }
         signal(SIGPIPE, SIG_IGN)  // as the binary does: a client gone mid-write is an error, not the end
         let config = try RouterConfig.load(arguments: args + arguments, environment: [:])
-        let node = try await RouterNode.start(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), threads: 1)
+        let node = try await RouterNode.start(config: config, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), threads: 1,
+                                              tracing: tracing)
         self.node = node
         port = node.apiPort
         metricsPort = node.metricsPort
