@@ -6,7 +6,7 @@ import Tracing
 
 /// `--enable-trace`: swift-otel's tracer with its batching span processor and OTLP/gRPC
 /// exporter to `--otlp-traces-endpoint`. W3C trace context in and out; parent-based sampling at
-/// `--otlp-traces-sample-ratio` for the traces the router starts. Spans wait in a bounded queue
+/// `--otlp-traces-sample-ratio` for the traces the router starts (decided by the router itself). Spans wait in a bounded queue
 /// (2,048; past it they are dropped) and go out in batches off the request path; a batch the
 /// collector does not take is dropped and counted, never retried, so a collector that is down
 /// costs the router nothing but the count. The `OTEL_*` variables of the OpenTelemetry
@@ -23,7 +23,10 @@ public enum OTLPTraceExport {
             config.metrics.enabled = false
             config.logs.enabled = false
             config.traces.enabled = true
-            config.traces.sampler = settings.sampleRatio >= 1 ? .parentBasedAlwaysOn : (.parentBasedTraceIDRatio(ratio: settings.sampleRatio) ?? .parentBasedAlwaysOn)
+            // The router decides which requests are recorded before it makes any span
+            // (`RequestTrace.sampled`: a request not recorded costs nothing); what reaches the
+            // tracer is recorded.
+            config.traces.sampler = .parentBasedAlwaysOn
             config.traces.exporter = .otlp
             config.traces.otlpExporter.endpoint = settings.endpointURL
             config.traces.otlpExporter.protocol = .grpc

@@ -88,6 +88,14 @@ import Tracing
         }
         let fresh = Self.spans(in: file).filter { $0.name == "POST /v1/chat/completions" && $0.traceID != traceID }
         #expect(fresh.allSatisfy { $0.parentID.isEmpty && $0.traceID.count == 32 && $0.traceID != String(repeating: "0", count: 32) })
+
+        // A client that does not record its trace: the router records nothing either, and the
+        // worker gets the client's traceparent as it was sent.
+        let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        #expect(try smg.chat("x", headers: [("traceparent", unsampled)]).status == 200)
+        #expect(recorder.received.last { $0.uri == "/v1/chat/completions" }?.headers.first(name: "traceparent") == unsampled)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(!Self.spans(in: file).contains { $0.traceID == "0af7651916cd43dd8448eb211c80319c" })
     }
 
     /// An in-process router whose spans are kept in memory.

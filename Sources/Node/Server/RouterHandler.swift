@@ -121,7 +121,8 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         let limit = BodyLimit.of(route, access: access, config: state.config)
         request = Request(head: head, route: route, requestID: state.requestIDs.id(for: head.headers), started: .now(),
                           keepAlive: head.isKeepAlive, bodyLimit: limit)
-        if let tracer = state.tracer, RequestTrace.traces(route), let id = request?.requestID {
+        if let tracer = state.tracer, RequestTrace.traces(route), let id = request?.requestID,
+           RequestTrace.sampled(head.headers, ratio: state.config.tracing?.sampleRatio ?? 1, draw: Double(rng.next() >> 11) / Double(1 << 53)) {
             request?.trace = RequestTrace(tracer: tracer, head: head, route: route.metricPath, requestID: id, router: state.config.mesh?.name)
         }
         body.clear()

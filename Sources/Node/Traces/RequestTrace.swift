@@ -85,6 +85,30 @@ final class RequestTrace: Sendable {
         span.end()
     }
 
+    /// Whether a request is recorded, decided before any span exists so that a request not
+    /// recorded costs nothing: a client's valid W3C `traceparent` decides by its sampled flag
+    /// (parent-based sampling), any other request is recorded with probability `ratio`
+    /// (`draw` uniform in 0..<1). A request not recorded passes the client's `traceparent` on
+    /// untouched, so the client's trace still reaches the worker.
+    static func sampled(_ headers: HTTPHeaders, ratio: Double, draw: Double) -> Bool {
+        if let flags = parentFlags(headers) { return flags & 1 == 1 }
+        return draw < ratio
+    }
+
+    /// The flags of a valid version-00 `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all
+    /// zero), nil for none or a malformed one (which starts a new trace).
+    static func parentFlags(_ headers: HTTPHeaders) -> UInt8? {
+        let values = headers["traceparent"]
+        guard values.count == 1, let value = values.first else { return nil }
+        let bytes = Array(value.utf8)
+        guard bytes.count == 55, bytes[0] == UInt8(ascii: "0"), bytes[1] == UInt8(ascii: "0"),
+              bytes[2] == UInt8(ascii: "-"), bytes[35] == UInt8(ascii: "-"), bytes[52] == UInt8(ascii: "-") else { return nil }
+        func hex(_ range: Range<Int>) -> Bool { bytes[range].allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) } }
+        guard hex(3..<35), hex(36..<52), hex(53..<55),
+              bytes[3..<35].contains(where: { $0 != 48 }), bytes[36..<52].contains(where: { $0 != 48 }) else { return nil }
+        return UInt8(String(decoding: bytes[53..<55], as: UTF8.self), radix: 16)
+    }
+
     /// Health probes, the dashboard's polls, preflights and paths the router does not have
     /// (scanners) are not traced: they would bury the requests worth following.
     static func traces(_ route: Route) -> Bool {
