@@ -311,12 +311,15 @@ public final class RedisClient: Sendable {
                 let c = try await future.get()
                 let ch = c.channel
                 state.withLock { s in s.slots[i] = .ready(ch, inFlight: 1, at: c.address) }
-                ch.closeFuture.whenComplete { [weak self] _ in
+                logger.debug("Redis connection opened", metadata: ["address": "\(c.address)", "slot": "\(i)"])
+                ch.closeFuture.whenComplete { [weak self, logger] _ in
                     self?.state.withLock { s in if case .ready(let other, _, _) = s.slots[i], other === ch { s.slots[i] = .empty } }
+                    logger.debug("Redis connection closed", metadata: ["address": "\(c.address)", "slot": "\(i)"])
                 }
                 return (ch, i, c.address)
             } catch {
                 let why = "\(error)"
+                logger.debug("Redis connection failed", metadata: ["slot": "\(i)", "reason": "\(why)", "retry_in_ms": "\(backoff.nanoseconds / 1_000_000)"])
                 state.withLock { s in
                     s.slots[i] = .backingOff(until: .now() + backoff, next: min(backoff * 2, .seconds(5)))
                     s.lastError = why

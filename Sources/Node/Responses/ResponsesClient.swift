@@ -230,6 +230,7 @@ final class ResponsesClient: ExchangeClient {
             }
             metrics.historyOperation("save_response", result: outcome, seconds: (ContinuousClock.now - started).seconds)
             RequestTrace.endHistory(span, result: outcome)
+            logger.debug("response saved", metadata: ["response_id": "\(id)", "result": "\(outcome)", "items": "\(items.count)"])
             guard outcome != "ok" else { return "stored" }
             // Storage is down: the answer goes out now, and the write is tried again in the
             // background, so a Redis restart costs no turn of the conversation.

@@ -64,7 +64,7 @@ enum ResponsesGateway {
             Result { () throws(APIError) in (try plan(turn, history: history, head: head, requestID: requestID, state: state), turn) }
         }
         guard request.previousResponseID != nil || request.conversationID != nil else { return done(build([])) }
-        let (store, held, metrics) = (state.history, state.heldTurns, state.metrics)
+        let (store, held, metrics, logger) = (state.history, state.heldTurns, state.metrics, state.log(.history))
         let span = trace?.history("load_history", backend: state.config.history.name)
         OffLoop.run(on: loop, {
             let started = ContinuousClock.now
@@ -77,6 +77,8 @@ enum ResponsesGateway {
             let outcome = if case .failure(let e) = loaded { HistoryOutcome(e).label } else { "ok" }
             metrics.historyOperation("load_history", result: outcome, seconds: (ContinuousClock.now - started).seconds)
             RequestTrace.endHistory(span, result: outcome)
+            logger.debug("history loaded", metadata: ["request_id": "\(requestID)", "result": "\(outcome)",
+                                                      "items": "\((try? loaded.get())?.count ?? 0)", "ms": "\((ContinuousClock.now - started).seconds * 1000)"])
             return loaded
         }) { loaded in
             done(loaded.flatMap(build))

@@ -1,4 +1,5 @@
 import Primitives
+import Logging
 import NIOCore
 import NIOHTTP1
 import Policies
@@ -339,6 +340,12 @@ final class RouterHandler: ChannelInboundHandler, ExchangeClient {
         let seconds = Double(NIODeadline.now().uptimeNanoseconds - request.started.uptimeNanoseconds) / 1e9
         state.metrics.httpRequest(method: request.head.method.rawValue, path: request.route.metricPath, status: request.status, errorCode: request.errorCode, seconds: seconds)
         state.rates.answered(status: request.status)
+        if state.logger.logLevel <= .debug {
+            var fields: Logger.Metadata = ["method": "\(request.head.method.rawValue)", "route": "\(request.route.metricPath)", "status": "\(request.status)",
+                                           "ms": "\(Int(seconds * 1000))", "request_id": "\(request.requestID)"]
+            if !request.errorCode.isEmpty { fields["error_code"] = "\(request.errorCode)" }
+            state.logger.debug("request answered", metadata: fields)
+        }
         request.trace?.end(status: request.status, errorCode: request.errorCode)
         state.requestEnded()
         // Do not let an idle keep-alive connection hold on to the memory of one huge body.

@@ -78,6 +78,10 @@ final class HealthChecker: Sendable {
             case .failure(let error): ok = false; reason = "\(error)"
             }
             watch.metrics.healthCheck(workerType: w.workerType, ok: ok)
+            if watch.logger.logLevel <= .debug {
+                watch.logger.debug("health check", metadata: ok ? ["worker": "\(w.url.canonical)", "result": "ok"]
+                                                                : ["worker": "\(w.url.canonical)", "result": "failed", "reason": "\(reason)"])
+            }
             let change = watch.registry.worker(id: w.id) === w ? w.recordHealthCheck(success: ok) : nil
             // The next check: soon while the worker's health is still unknown, else at the interval.
             let every = w.healthStatus == .unknown ? UInt64(watch.config.startupCheckIntervalSecs) * 1000 : UInt64(health.intervalMs)
