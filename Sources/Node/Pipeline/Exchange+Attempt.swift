@@ -112,10 +112,10 @@ extension Exchange {
     /// For `smg_pd_prefill_failures_total`: a 5xx answer, the deadline (its own, or the
     /// attempt's while it had not answered), or a transport error.
     static func failureReason(_ call: UpstreamCall) -> String {
-        if call.status >= 500 { return "status_\(call.status)" }
-        switch call.failure {
-        case nil, UpstreamError.timedOut?: return "timeout"
-        default: return "transport"
+        switch errorType(call) {
+        case "backend_error": "status_\(call.status)"
+        case "timeout": "timeout"
+        default: "transport"
         }
     }
 
