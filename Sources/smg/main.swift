@@ -32,7 +32,7 @@ func serve(_ arguments: [String], demo: Demo?) async -> Never {
     let node: RouterNode
     do {
         let tracing = config.tracing.map { settings in
-            OTLPTraceExport.backend(settings, instance: config.mesh?.name ?? "\(config.host):\(config.port)", logger: logger.module(.server, config.logLevels))
+            OTLPTraceExport.backend(settings, instance: config.instanceName, logger: logger.module(.server, config.logLevels))
         }
         node = try await RouterNode.start(config: config, logger: logger, reloads: signals.reloads,
                                           upgrades: demo == nil ? signals.upgrades : nil, commandLine: CommandLine.arguments, tracing: tracing)

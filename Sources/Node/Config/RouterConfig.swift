@@ -79,6 +79,9 @@ public struct RouterConfig: Sendable {
     public var mesh: MeshSettings?
     /// Set with --enable-trace.
     public var tracing: TracingSettings?
+    /// What this router is called where routers are told apart (the dashboard, traces): its
+    /// mesh name, else its API address.
+    public var instanceName: String { mesh?.name ?? "\(host):\(port)" }
     /// Set with --pd-disaggregation.
     public var pd: PDSettings?
 

@@ -40,7 +40,7 @@ enum Dashboard {
         }
         let admission = state.admission
         let json: JSONValue = [
-            "router": .string(state.config.mesh?.name ?? "\(state.config.host):\(state.config.port)"),
+            "router": .string(state.config.instanceName),
             "mesh": .bool(state.mesh != nil),
             "uptime_seconds": .int(Int((now &- state.startedAtMs) / 1000)),
             "draining": .bool(state.isDraining),
