@@ -11,6 +11,7 @@ import NIOHTTP1
 @testable import Node
 import Policies
 import Primitives
+import Tracing
 
 /// The parsers a stranger's bytes reach, one fuzz target each. A target returns normally for any
 /// input; a crash, a sanitizer report or a broken invariant (`check`) is a finding.
@@ -213,7 +214,9 @@ enum FuzzTarget: String, CaseIterable {
     }
 
     /// One router state and loop for every input: control routes need a key the fuzzer cannot
-    /// guess, so the fleet stays empty (an embedded loop cannot open worker connections).
+    /// guess, so the fleet stays empty (an embedded loop cannot open worker connections). A
+    /// tracer that drops its spans makes every request go through `RequestTrace`, whose
+    /// `traceparent` parsing reads what a client sends.
     static let loop = EmbeddedEventLoop()
     static let state: RouterState = {
         let config = try! RouterConfig.load(arguments: ["--control-plane-api-keys", "fuzz:fuzz:admin:\(UUID().uuidString)",
@@ -222,7 +225,7 @@ enum FuzzTarget: String, CaseIterable {
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health)
         return RouterState(config: config, registry: registry, metrics: metrics,
                            logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }),
-                           pools: UpstreamPools(group: loop, metrics: metrics), tls: try! TLSContexts(config.tls))
+                           pools: UpstreamPools(group: loop, metrics: metrics), tls: try! TLSContexts(config.tls), tracer: NoOpTracer())
     }()
 
     /// The Conversations and Responses routes answer from a task that hops back to the
