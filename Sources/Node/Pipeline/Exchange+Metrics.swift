@@ -4,8 +4,10 @@ import NIOCore
 /// a failed call to a worker is classed.
 extension Exchange {
     /// The model (bounded: the served id, `unknown` when the request names none, `other` for
-    /// one no worker is known to serve), endpoint and backend type of this request.
+    /// one no worker is known to serve), endpoint and backend type of this request: as its first
+    /// decision labelled it, once there was one (its end is counted under the same labels).
     var routeLabels: RouterMetrics.RouteLabels {
+        if let routedLabels { return routedLabels }
         var backend = "regular"
         if case .prefillDecode = plan.kind { backend = "pd" }
         guard let asked = plan.model, let w = choice?.worker else {

@@ -11,17 +11,13 @@ extension Exchange {
         admissionTicket = state.admission.admit(on: pool.loop) { result in
             let exchange = me.value
             exchange.admissionTicket = nil
-            switch result {
-            case .admitted:
-                exchange.admissionEnded("admitted")
-                exchange.perform(exchange.machine.admission(.admitted))
-            case .queueFull:
-                exchange.admissionEnded("queue_full")
-                exchange.perform(exchange.machine.admission(.queueFull))
-            case .timedOut:
-                exchange.admissionEnded("timed_out")
-                exchange.perform(exchange.machine.admission(.timedOut))
+            let (answer, label): (Machine.AdmissionAnswer, String) = switch result {
+            case .admitted: (.admitted, "admitted")
+            case .queueFull: (.queueFull, "queue_full")
+            case .timedOut: (.timedOut, "timed_out")
             }
+            exchange.admissionEnded(label)
+            exchange.perform(exchange.machine.admission(answer))
         }
         queuedForAdmission()
     }
@@ -107,7 +103,9 @@ extension Exchange {
     /// `--dp-aware`, the rank too).
     func recordDecision(_ choice: WorkerRegistry.Choice) {
         let (w, reason) = (choice.worker, choice.reason)
-        state.metrics.routed(routeLabels, streaming: plan.stream, workerType: w.workerType, policy: choice.policy.rawValue, reason: reason.rawValue,
+        let labels = routeLabels
+        routedLabels = labels
+        state.metrics.routed(labels, streaming: plan.stream, workerType: w.workerType, policy: choice.policy.rawValue, reason: reason.rawValue,
                              matchRatio: choice.matchRatio, bodyReason: state.policyUsesText ? "policy_needs_text" : "routing_fields")
         if choice.policy == .cache_aware { state.rates.decided(cacheHit: reason == .cacheHit) }
         state.treeSync?.noteDecision()

@@ -74,6 +74,9 @@ final class Exchange: UpstreamCallDelegate {
     /// was recorded.
     let startedAt = NIODeadline.now()
     var endRecorded = false
+    /// The labels of the first routing decision (`routeLabels`), kept so later counts of the
+    /// request do not work them out again.
+    var routedLabels: RouterMetrics.RouteLabels?
 
     /// With tracing on: the wait for admission, and the current attempt's calls (`Exchange+Trace`).
     var admissionSpan: (any Span)?
