@@ -33,6 +33,23 @@ import Testing
         #expect(took != nil, "seed \(seed): 50 nodes did not converge in 60 s of virtual time")
     }
 
+    /// Routers that start knowing no peer (their pods not yet listed) form one cluster once
+    /// discovery hands them peers at run time, each told only of the others' addresses; the
+    /// join goes out at the next tick, not a join retry later.
+    @Test(arguments: [21, 22] as [UInt64])
+    func seedsGivenAtRunTimeFormOneCluster(seed: UInt64) {
+        var config = self.config
+        config.joinRetryMs = 60_000
+        var sim = Simulator(seed: seed)
+        for i in 0..<5 { sim.addNode(Simulator.name(i), seeds: [], config: config) }
+        sim.run(forMs: 2_000)
+        #expect(!sim.converged(alive: names(5)), "seed \(seed): nodes without seeds found each other")
+        for i in 0..<5 { sim.nodes[Simulator.name(i)]?.setSeeds((0..<5).map(Simulator.name)) }
+        #expect(sim.nodes["n0"]?.swim.joinTargets == ["n1", "n2", "n3", "n4"], "a node's own address is not a join target")
+        let took = sim.run(until: { $0.converged(alive: names(5)) }, limitMs: 10_000)
+        #expect(took != nil, "seed \(seed): not one cluster 10 s after the seeds were given (join retry is 60 s)")
+    }
+
     @Test(arguments: [4, 5] as [UInt64])
     func aCrashedNodeIsDeclaredDeadEverywhereWithinTheBound(seed: UInt64) {
         var sim = cluster(50, seed: seed)

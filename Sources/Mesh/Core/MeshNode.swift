@@ -87,6 +87,9 @@ public struct MeshNode: Sendable {
     public var aliveMembers: [SwimNode.Member] { swim.aliveMembers }
     public func values(of store: String) -> [String: [UInt8]] { replicator.state.values(of: store) }
 
+    /// Replaces the join targets (see `SwimNode.setSeeds`).
+    public mutating func setSeeds(_ addresses: [String]) { swim.setSeeds(addresses) }
+
     /// How many writes this node has seen that `peer` had not, at its last digest.
     public func lag(of peer: String) -> UInt64? {
         replicator.peerContexts[peer].map { replicator.vector.writesAhead(of: $0.vector) }

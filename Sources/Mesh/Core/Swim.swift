@@ -116,6 +116,20 @@ public struct SwimNode: Sendable {
         self.seeds = seeds.filter { $0 != address }
     }
 
+    /// Replaces the join targets (peers found at run time, such as router pods listed by a
+    /// Kubernetes selector). New seeds that are not members are asked at the next tick, not a
+    /// join retry later; a seed dropped here is no longer asked, and if it was a member SWIM's
+    /// own failure detection decides what becomes of it.
+    public mutating func setSeeds(_ addresses: [String]) {
+        let next = Array(Set(addresses.filter { $0 != me.address })).sorted()
+        guard next != seeds.sorted() else { return }
+        if !Set(next).subtracting(seeds).isEmpty { lastJoinAttempt = nil }
+        seeds = next
+    }
+
+    /// The current join targets.
+    public var joinTargets: [String] { seeds.sorted() }
+
     /// Live members other than this node, by name (a stable order keeps seeded runs replayable).
     public var aliveMembers: [Member] {
         members.values.filter { $0.status == .alive || $0.status == .suspect }.sorted { $0.name < $1.name }

@@ -311,6 +311,14 @@ public final class MeshService: Sendable {
         if first { loop.execute { [self] in tick() } }
     }
 
+    /// Replaces the peers this node asks to join (router pods found by discovery): new ones are
+    /// asked within a few milliseconds.
+    public func setSeeds(_ addresses: [String]) {
+        inner.withLock { $0.node.setSeeds(addresses) }
+        let now = clock()
+        schedule(at: now, now: now)
+    }
+
     /// Work is coming (a request began on an idle router): ticks every `tickMs` for the next
     /// second, starting within a few milliseconds, so that the fleet-load report goes out at
     /// once instead of at the protocol's next deadline.
