@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one fuzz target under libFuzzer for a time:
-#   fuzz/run.sh TARGET [SECONDS] [libFuzzer options…]     TARGET: json, wire, config, http, jwt, history, worker, redis, mesh, upstream
+#   fuzz/run.sh TARGET [SECONDS] [libFuzzer options…]     TARGET: json, wire, config, http, jwt, history, worker, redis, mesh, upstream, kube
 # Builds `smg-fuzz` with --sanitize=fuzzer (release, in .build-fuzz), starts from the committed
 # seeds in fuzz/corpus/TARGET and keeps what it finds in a scratch corpus under /tmp (the
 # committed seeds stay small and hand-made). A crash leaves `crash-*` in fuzz/findings/ and the
@@ -8,10 +8,10 @@
 # FUZZ_NO_BUILD=1 skips the build (several targets in a row).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=${1:?usage: fuzz/run.sh json|wire|config|http|jwt|history|worker|redis|mesh|upstream [SECONDS] [libFuzzer options]}
+target=${1:?usage: fuzz/run.sh json|wire|config|http|jwt|history|worker|redis|mesh|upstream|kube [SECONDS] [libFuzzer options]}
 seconds=${2:-60}
 shift $(( $# < 2 ? $# : 2 ))
-case "$target" in json|wire|config|http|jwt|history|worker|redis|mesh|upstream) ;; *) echo "unknown target '$target'" >&2; exit 2 ;; esac
+case "$target" in json|wire|config|http|jwt|history|worker|redis|mesh|upstream|kube) ;; *) echo "unknown target '$target'" >&2; exit 2 ;; esac
 if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
   swift build -c release --scratch-path .build-fuzz --product smg-fuzz --sanitize=fuzzer \
     -Xswiftc -DFUZZING -Xswiftc -enable-testing -Xswiftc -parse-as-library >&2

@@ -20,16 +20,16 @@ import Testing
         #expect(m.workers.count == 3)
         let plain = m.workers[0]
         #expect(plain.id == plain.url.canonical && plain.role == .regular && plain.modelID == nil && plain.kv.isEmpty)
-        #expect(plain.labels[DiscoveryManifest.providerLabel] == "file" && plain.labels[DiscoveryManifest.idLabel] == plain.url.canonical)
+        #expect(plain.worker.labels[DiscoveredWorker.providerLabel] == "file" && plain.worker.labels[DiscoveredWorker.idLabel] == plain.url.canonical)
         let prefill = m.workers[1]
         #expect(prefill.id == "gpu-6" && prefill.role == .prefill && prefill.bootstrapPort == 8998 && prefill.modelID == "llama")
-        #expect(prefill.labels["kv_connector"] == "mooncake" && prefill.labels["kv_role"] == "producer" && prefill.labels["kv_engine_id"] == "e6")
+        #expect(prefill.worker.labels["kv_connector"] == "mooncake" && prefill.worker.labels["kv_role"] == "producer" && prefill.worker.labels["kv_engine_id"] == "e6")
         #expect(m.workers[2].role == .decode)
         // The spec changes with anything that makes the registration, and only then.
         var changed = prefill
         changed.modelID = "llama-2"
-        #expect(changed.spec != prefill.spec)
-        #expect(try Self.parse(#"{"version":1,"workers":[{"url":"http://10.0.0.5:30000"}]}"#).workers[0].spec == plain.spec)
+        #expect(changed.worker.spec != prefill.worker.spec)
+        #expect(try Self.parse(#"{"version":1,"workers":[{"url":"http://10.0.0.5:30000"}]}"#).workers[0].worker.spec == plain.worker.spec)
         #expect(try Self.parse(#"{"version":1,"workers":[]}"#).workers.isEmpty)
     }
 

@@ -251,6 +251,45 @@ extension FuzzTarget {
         }
     }
 
+    // MARK: kube
+
+    static let kubeSelector = try! KubeSelector(["app=w"], flag: "--selector")
+
+    /// A Kubernetes API server's answers: the watch body cut in two anywhere gives the same
+    /// events; each event applied to a pod cache keeps it true to the selector, and its changes
+    /// say exactly how the cache moved; a pod list replaces the cache the same way.
+    static func kube(_ bytes: [UInt8]) {
+        let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
+        var whole = WatchLines(maxLine: 4096), inTwo = WatchLines(maxLine: 4096)
+        let once = (try? whole.feed(bytes)).map { $0 + [whole.finish()].compactMap { $0 } }
+        let twice = (try? inTwo.feed(bytes[..<cut])).flatMap { first in (try? inTwo.feed(bytes[cut...])).map { first + $0 + [inTwo.finish()].compactMap { $0 } } }
+        check(once == twice || once == nil, "watch lines do not depend on where reads end")
+        var cache = PodCache(selector: kubeSelector)
+        func follow(_ changes: [PodCache.Change], from before: [String: KubePod]) {
+            var moved = before
+            for c in changes {
+                check(c.old == before[(c.old ?? c.new)!.key], "a change's old pod is the one the cache held")
+                moved[(c.new ?? c.old)!.key] = c.new
+            }
+            check(moved == cache.pods, "the changes say exactly how the cache moved")
+            check(cache.pods.values.allSatisfy { kubeSelector.matches($0.labels) }, "the cache holds only pods the selector matches")
+        }
+        for line in once ?? [] {
+            guard let event = try? KubeWatchEvent.parse(line) else { continue }
+            let before = cache.pods
+            switch cache.apply(event) {
+            case .changes(let changes): follow(changes, from: before)
+            case .relist: check(cache.resourceVersion == nil, "an expired watch lists again")
+            case .failed: check(cache.pods == before, "a failed watch changes no pod")
+            }
+        }
+        if let list = try? KubePodList.parse(bytes) {
+            let before = cache.pods
+            follow(cache.listed(list.items, resourceVersion: list.resourceVersion), from: before)
+            check(cache.resourceVersion == list.resourceVersion, "a list sets the version to watch from")
+        }
+    }
+
     // MARK: redis
 
     /// Redis replies through hiredis' reader, fed in two pieces, and each reply read as what a

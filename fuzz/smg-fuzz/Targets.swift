@@ -37,6 +37,9 @@ enum FuzzTarget: String, CaseIterable {
     case mesh
     /// What workers' connections deliver, through the whole exchange (`Targets+Upstream.swift`).
     case upstream
+    /// What a Kubernetes API server sends discovery: a watch stream cut anywhere, its events
+    /// applied to the pod cache, and a pod list (`Targets+Strangers.swift`).
+    case kube
 
     func run(_ bytes: UnsafeRawBufferPointer) {
         switch self {
@@ -50,6 +53,7 @@ enum FuzzTarget: String, CaseIterable {
         case .redis: Self.redis(Array(bytes))
         case .mesh: Self.mesh(Array(bytes))
         case .upstream: Self.upstream(Array(bytes))
+        case .kube: Self.kube(Array(bytes))
         }
     }
 
@@ -187,7 +191,7 @@ enum FuzzTarget: String, CaseIterable {
             check(manifest.workers.count <= DiscoveryManifest.maxWorkers, "a manifest within bounds: \(manifest.workers.count)")
             check(Set(manifest.workers.map(\.url.canonical)).count == manifest.workers.count, "no URL twice in a manifest")
             for entry in manifest.workers {
-                check(WorkerFields.problem(model: entry.modelID, labels: entry.labels, apiKey: nil) == nil, "a manifest entry a worker may hold")
+                check(WorkerFields.problem(model: entry.modelID, labels: entry.worker.labels, apiKey: nil) == nil, "a manifest entry a worker may hold")
             }
         }
         // An in-place upgrade's messages (another process's, on the takeover socket): typed, bounded,

@@ -1,7 +1,6 @@
 /// Every flag of the SGLang Model Gateway configuration reference, plus `--config`.
 /// Defaults follow the reference; where its documentation disagrees with its `--help`, the `--help` wins.
 public enum FlagTable {
-    static let discovery = "Kubernetes service discovery"
     static let tokenizer = "tokenizer and parsers"
     static let history = "history storage"
     static let security = "security"
@@ -42,18 +41,24 @@ public enum FlagTable {
         FlagSpec("worker-startup-check-interval", .int, .int(30), group: "Worker startup", "Seconds between worker start-up checks"),
 
         // Service discovery
-        FlagSpec("service-discovery", .bool, .bool(false), group: "Service discovery", status: .notBuilt(discovery), "Discover workers from Kubernetes pods"),
+        FlagSpec("service-discovery", .bool, .bool(false), group: "Service discovery", "Discover workers from Kubernetes pods (the older spelling of --discovery-provider kubernetes)"),
         FlagSpec("discovery-provider", .string, nil, group: "Service discovery",
-                 "Worker discovery: file (--discovery-file); kubernetes is not built yet. Give this or --service-discovery, not both"),
+                 "Worker discovery: kubernetes (pods by --selector) or file (--discovery-file). Give this or --service-discovery, not both"),
         FlagSpec("discovery-file", .string, nil, group: "Service discovery",
                  "JSON manifest of workers for --discovery-provider file ({\"version\": 1, \"workers\": [{\"url\": …}]}); it may be created after start-up"),
         FlagSpec("discovery-check-interval-secs", .int, .int(30), group: "Service discovery",
                  "Seconds between rereads of --discovery-file, which is also reread within a second of changing"),
-        FlagSpec("selector", .list, .list([]), group: "Service discovery", status: .notBuilt(discovery), "Pod label selector key=value (space-separated)"),
-        FlagSpec("service-discovery-namespace", .string, nil, group: "Service discovery", status: .notBuilt(discovery), "Namespace to watch (default: all)"),
-        FlagSpec("service-discovery-port", .int, .int(80), group: "Service discovery", status: .notBuilt(discovery), "Worker port on discovered pods"),
-        FlagSpec("prefill-selector", .list, .list([]), group: "Service discovery", status: .notBuilt(discovery), "Label selector for prefill pods"),
-        FlagSpec("decode-selector", .list, .list([]), group: "Service discovery", status: .notBuilt(discovery), "Label selector for decode pods"),
+        FlagSpec("selector", .list, .list([]), group: "Service discovery", "Label selector of worker pods: key=value, every pair must match (space-separated)"),
+        FlagSpec("service-discovery-namespace", .string, nil, group: "Service discovery", "Namespace whose pods are watched (default: all namespaces, which needs a ClusterRole)"),
+        FlagSpec("service-discovery-port", .int, .int(80), group: "Service discovery", "Port of the worker on each discovered pod (http://POD_IP:PORT)"),
+        FlagSpec("prefill-selector", .list, .list([]), group: "Service discovery", "Label selector of prefill pods in PD mode (key=value …)"),
+        FlagSpec("decode-selector", .list, .list([]), group: "Service discovery", "Label selector of decode pods in PD mode (key=value …)"),
+        FlagSpec("bootstrap-port-annotation", .string, .string("sglang.ai/bootstrap-port"), group: "Service discovery",
+                 "Pod annotation holding a prefill pod's KV bootstrap port"),
+        FlagSpec("router-selector", .list, .list([]), group: "Service discovery",
+                 "Label selector of router pods: their pod IPs at --mesh-port become mesh peers (needs --enable-mesh; POD_NAME/POD_IP tell a router which pod it is)"),
+        FlagSpec("model-id-from", .string, nil, group: "Service discovery",
+                 "A discovered worker's model id from its pod: namespace, label:<key> or annotation:<key> (a pod without it keeps the model its worker reports)"),
 
         // Tokenizer and parsers
         FlagSpec("model-path", .string, nil, group: "Tokenizer", status: .notBuilt(tokenizer), "HuggingFace model id or local path for the tokenizer"),

@@ -98,6 +98,8 @@ public struct RouterConfig: Sendable {
         public var path: String
         public var intervalSecs: Int
     }
+    /// `--service-discovery` / `--discovery-provider kubernetes`.
+    public var kubernetes: KubernetesSettings?
     public var igw: Bool
     /// `--dp-aware`: route to data-parallel ranks (`data_parallel_rank`), learned from workers' `dp_size`.
     public var dpAware: Bool
@@ -165,6 +167,7 @@ public struct RouterConfig: Sendable {
         security = try SecuritySettings(f)
         tls = try TLSSettings(f)
         mesh = f.bool("enable-mesh") ? try MeshSettings(f) : nil
+        kubernetes = try KubernetesSettings.parse(f, pd: pd != nil, mesh: mesh != nil)
         tracing = f.bool("enable-trace") ? try TracingSettings(f) : nil
         // An unsealed mesh applies fleet changes from packets anyone can forge: with credentials
         // configured it would be the way around them, so it is refused unless asked for by name.
@@ -337,7 +340,8 @@ public struct RouterConfig: Sendable {
             guard interval <= 86_400 else { throw ConfigError("--discovery-check-interval-secs \(interval): at most 86400") }
             return FileDiscoverySettings(path: file, intervalSecs: interval)
         case "kubernetes":
-            throw ConfigError("--discovery-provider kubernetes is not built yet in this smg (\(FlagTable.discovery)); use --discovery-provider file")
+            guard file == nil else { throw ConfigError("--discovery-file needs --discovery-provider file, not kubernetes") }
+            return nil
         case let other?:
             throw ConfigError("--discovery-provider \(other.prefix(64)): expected file or kubernetes")
         }

@@ -361,6 +361,28 @@ public final class RouterMetrics: Sendable {
         count("smg_discovery_manifest_reads_total", "Reads of the discovery manifest by result", [("result", result)])
     }
 
+    /// A list of pods by Kubernetes discovery (`watch`: workers, prefill, decode, routers):
+    /// `ok`, `expired` (a page's continue token was too old; the list starts over) or `error`.
+    func kubeList(_ watch: String, _ result: String) {
+        count("smg_discovery_kubernetes_lists_total", "Pod lists by Kubernetes discovery, by watch and result", [("watch", watch), ("result", result)])
+    }
+
+    /// A watch event received (`added`, `modified`, `deleted`, `bookmark`, `error`).
+    func kubeEvent(_ watch: String, _ type: String) {
+        count("smg_discovery_kubernetes_events_total", "Pod watch events received by Kubernetes discovery, by watch and type", [("watch", watch), ("type", type)])
+    }
+
+    /// A watch that ended and is opened again: `ended` (the server's timeout), `expired` (410:
+    /// the pods are listed again) or `error` (after a pause).
+    func kubeWatchRestart(_ watch: String, _ reason: String) {
+        count("smg_discovery_kubernetes_watch_restarts_total", "Pod watches opened again by Kubernetes discovery, by watch and reason", [("watch", watch), ("reason", reason)])
+    }
+
+    /// The pods a watch knows now (serving or not).
+    func kubePods(_ watch: String, _ n: Int) {
+        setGauge("smg_discovery_kubernetes_pods", "Pods matching each Kubernetes discovery selector", [("watch", watch)], to: Double(n))
+    }
+
     /// A sticky session looked up in Redis (`found`, `missing`, `unavailable`: down or too slow).
     func sessionLookup(_ result: String) {
         count("smg_session_store_lookups_total", "Sticky-session reads from Redis, by result", [("result", result)])

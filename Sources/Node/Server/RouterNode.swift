@@ -231,6 +231,12 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 let discovery = FileDiscovery(settings: settings, state: state)
                 list.append(PeriodicTask("file discovery", on: loop, every: .seconds(1)) { discovery.tick(nowMs: MonotonicClock.nowMs()) })
             }
+            if let settings = config.kubernetes {
+                let access = try KubeAccess.infer()
+                if access.insecure { log(.workers).warning("kubernetes API certificate checks are off (insecure-skip-tls-verify in the kubeconfig)") }
+                log(.workers).info("kubernetes API", metadata: ["from": "\(access.origin)"])
+                list.append(KubernetesDiscovery(settings: settings, state: state, api: try KubeAPI(access: access, group: group)))
+            }
             if let store = history as? PostgresHistoryStore, store.retention != nil {
                 // Expired rows are not read; this deletes them (every router: they share the work).
                 list.append(PeriodicTask("history retention", on: loop, initialDelay: .seconds(60), every: .seconds(600)) { store.purgeInBackground() })

@@ -1,5 +1,3 @@
-import Primitives
-
 /// `--discovery-file`: the workers a file lists, in the reference gateway 1.13's format:
 ///
 ///     {"version": 1, "workers": [{"url": "http://10.0.0.5:30000", "model_id": "llama",
@@ -21,18 +19,9 @@ struct DiscoveryManifest: Equatable, Sendable {
         /// `kv_connector`, `kv_role`, `kv_engine_id`: kept as labels of the same names.
         var kv: [String: String]
 
-        /// What the worker is registered with: the KV fields, and where it came from (the
-        /// reference's label names, so dashboards and selectors made for it work).
-        var labels: [String: String] {
-            kv.merging([DiscoveryManifest.providerLabel: "file", DiscoveryManifest.idLabel: id, DiscoveryManifest.specLabel: spec]) { $1 }
-        }
-
-        /// A digest of everything that makes the registration: a changed entry is registered anew.
-        var spec: String {
-            let fields = [id, url.canonical, role.rawValue, bootstrapPort.map(String.init) ?? "", modelID ?? ""]
-                + kv.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-            let hex = String(FNV1a.hash(fields.joined(separator: "\u{1F}")), radix: 16)
-            return String(repeating: "0", count: 16 - hex.count) + hex
+        /// How the entry's worker is registered: the KV fields kept as labels, and where it came from.
+        var worker: DiscoveredWorker {
+            DiscoveredWorker(provider: "file", id: id, url: url, role: role, bootstrapPort: bootstrapPort, modelID: modelID, extra: kv)
         }
     }
 
@@ -41,9 +30,6 @@ struct DiscoveryManifest: Equatable, Sendable {
     static let version = 1
     static let maxBytes = 4 << 20
     static let maxWorkers = 10_000
-    static let providerLabel = "smg.ai/discovery-provider"
-    static let idLabel = "smg.ai/discovery-id"
-    static let specLabel = "smg.ai/discovery-spec-hash"
     static let entryFields: Set<String> = ["id", "url", "worker_type", "bootstrap_port", "model_id", "kv_connector", "kv_role", "kv_engine_id"]
 
     struct Invalid: Error, Equatable, CustomStringConvertible {
@@ -95,7 +81,7 @@ struct DiscoveryManifest: Equatable, Sendable {
         for name in ["kv_connector", "kv_role", "kv_engine_id"] { kv[name] = try text(name) }
         let id = try text("id") ?? url.canonical
         let entry = Entry(id: id, url: url, role: role, bootstrapPort: port, modelID: model, kv: kv)
-        if let problem = WorkerFields.problem(model: model, labels: entry.labels, apiKey: nil) { throw Invalid("workers[\(i)]: \(problem)") }
+        if let problem = WorkerFields.problem(model: model, labels: entry.worker.labels, apiKey: nil) { throw Invalid("workers[\(i)]: \(problem)") }
         return entry
     }
 }

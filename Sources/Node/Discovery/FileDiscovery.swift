@@ -88,19 +88,11 @@ final class FileDiscovery: Sendable {
 
     /// Brings the workers registered from the file in line with `manifest`.
     func apply(_ manifest: DiscoveryManifest) {
-        let registry = state.registry
-        let wanted = Dictionary(uniqueKeysWithValues: manifest.workers.map { ($0.url.canonical, $0) })
-        for w in registry.all where w.labels[DiscoveryManifest.providerLabel] == "file" {
-            let entry = wanted[w.url.canonical]
-            guard entry == nil || entry?.spec != w.labels[DiscoveryManifest.specLabel] else { continue }
-            guard let removed = registry.remove(id: w.id) else { continue }
-            WorkerRoutes.removed(removed, state: state)
+        let wanted = Dictionary(uniqueKeysWithValues: manifest.workers.map { ($0.url.canonical, $0.worker) })
+        for w in state.registry.all where w.labels[DiscoveredWorker.providerLabel] == "file" && wanted[w.url.canonical] == nil {
+            DiscoveredWorker.settle(w.url.canonical, wanted: nil, provider: "file", state: state, source: "file discovery")
         }
-        for entry in manifest.workers where registry.worker(url: entry.url.canonical) == nil {
-            guard let w = try? registry.add(url: entry.url, modelID: entry.modelID, role: entry.role, bootstrapPort: entry.bootstrapPort,
-                                            labels: entry.labels) else { continue }  // added meanwhile by another path
-            WorkerRoutes.registered(w, state: state, source: "file discovery")
-        }
+        for (url, worker) in wanted { DiscoveredWorker.settle(url, wanted: worker, provider: "file", state: state, source: "file discovery") }
     }
 
     private func problem(_ result: String, _ message: String) {

@@ -1,0 +1,168 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// `--service-discovery`: workers and fellow routers found as pods.
+///
+/// **Workers.** Each selector (`--selector`, or `--prefill-selector` and `--decode-selector` in
+/// PD mode) is followed by a `PodWatcher`. A pod that is Running, Ready, addressed and not
+/// terminating is a worker at `http://POD_IP:--service-discovery-port`; a prefill pod's bootstrap
+/// port is its `--bootstrap-port-annotation`; `--model-id-from` names its model. A pod that stops
+/// serving (NotReady, terminating, deleted, relabelled) has its worker removed at that event: it
+/// leaves routing at once and its requests in flight finish. Workers from `--worker-urls` and
+/// `POST /workers` are never touched.
+///
+/// **Several routers.** Discovered workers replicate over the mesh as any others, so a pod
+/// discovered by two routers is one worker. A router removes a discovered worker when its own
+/// watch saw the pod stop serving, and also a discovered worker whose pod its watch does not
+/// know at all (one added by a router whose pods are gone, or whose selector differs) once that
+/// has lasted `orphanGraceMs`: long enough that a peer's add, replicated before this router's
+/// watch has seen the pod, is not undone. Give every router the same discovery flags.
+///
+/// **Routers.** `--router-selector` pods that are Running and not terminating (Ready is not
+/// asked: a router's readiness may wait for the mesh) are the mesh's join targets, at their pod
+/// IP and `--mesh-port`, besides `--mesh-peer-urls`. A router skips its own pod, known from the
+/// downward API (`POD_NAME`, `POD_IP`).
+final class KubernetesDiscovery: Service, Sendable {
+    let settings: KubernetesSettings
+    private let state: RouterState
+    private let watchers: [(watcher: PodWatcher, role: WorkerRole?)]
+    private let ownPod: (name: String?, ip: String?)
+    private let staticPeers: [String]
+    private let meshPort: Int
+    /// Discovered workers whose pods no watch here knows, since when (monotonic ms).
+    private let orphans = Mutex<[String: UInt64]>([:])
+    /// The router peers last handed to the mesh (logged when they change).
+    private let lastPeers = Mutex<[String]?>(nil)
+    static let orphanGraceMs: UInt64 = 15_000
+    static let provider = "kubernetes"
+
+    init(settings: KubernetesSettings, state: RouterState, api: KubeAPI, environment: [String: String] = ProcessInfo.processInfo.environment,
+         watchSeconds: ClosedRange<Int> = 300...600) {
+        self.settings = settings
+        self.state = state
+        ownPod = (environment["POD_NAME"].flatMap { $0.isEmpty ? nil : $0 }, environment["POD_IP"].flatMap { $0.isEmpty ? nil : $0 })
+        staticPeers = state.config.mesh?.peers ?? []
+        meshPort = state.config.mesh?.port ?? 39527
+        let roles: [(String, KubeSelector?, WorkerRole)] = [("workers", settings.workers, .regular), ("prefill", settings.prefill, .prefill),
+                                                             ("decode", settings.decode, .decode)]
+        var list: [(watcher: PodWatcher, role: WorkerRole?)] = []
+        // The handlers reach this object through a box set below (the watchers exist first).
+        let me = Mutex<KubernetesDiscovery?>(nil)
+        for (name, selector, role) in roles {
+            guard let selector else { continue }
+            let watcher = PodWatcher(name: name, api: api, namespace: settings.namespace, selector: selector, log: state.log(.workers),
+                                     metrics: state.metrics, watchSeconds: watchSeconds) { changes, pods, listed in
+                me.withLock { $0 }?.workersChanged(role: role, changes: changes, pods: pods, listed: listed)
+            }
+            list.append((watcher, role))
+        }
+        if let selector = settings.routers {
+            let watcher = PodWatcher(name: "routers", api: api, namespace: settings.namespace, selector: selector, log: state.log(.mesh),
+                                     metrics: state.metrics, watchSeconds: watchSeconds) { _, pods, _ in
+                me.withLock { $0 }?.routersChanged(pods: pods)
+            }
+            list.append((watcher, nil))
+        }
+        watchers = list
+        me.withLock { $0 = self }
+    }
+
+    func run() async throws {
+        let log = state.log(.workers)
+        log.info("kubernetes discovery started", metadata: [
+            "api": "\(settings.namespace.map { "namespace \($0)" } ?? "all namespaces")",
+            "watches": "\(watchers.map { "\($0.watcher.name)(\($0.watcher.selector))" }.joined(separator: " "))"])
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                for (watcher, _) in self.watchers { group.addTask { await watcher.run() } }
+                group.addTask {
+                    while !Task.isCancelled {
+                        do { try await Task.sleep(for: .seconds(5)) } catch { return }
+                        self.sweepOrphans(nowMs: MonotonicClock.nowMs())
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: workers
+
+    /// The worker a pod should be, or nil when it should be none.
+    func worker(for pod: KubePod, role: WorkerRole) -> DiscoveredWorker? {
+        guard pod.serving, let url = url(of: pod) else { return nil }
+        var port: Int?
+        if role == .prefill, let text = pod.annotations[settings.bootstrapAnnotation], let p = Int(text.trimmingCharacters(in: .whitespaces)), (1...65535).contains(p) {
+            port = p
+        }
+        let model = settings.modelIDFrom?.modelID(of: pod).flatMap { $0.isEmpty ? nil : $0 }
+        return DiscoveredWorker(provider: Self.provider, id: pod.key, url: url, role: role, bootstrapPort: port, modelID: model)
+    }
+
+    /// Where a pod's worker is (whether or not it serves): nil before it has an address.
+    func url(of pod: KubePod) -> WorkerURL? {
+        guard let ip = pod.podIP else { return nil }
+        return try? WorkerURL(parsing: "http://\(ip.contains(":") ? "[\(ip)]" : ip):\(settings.port)")
+    }
+
+    private func workersChanged(role: WorkerRole, changes: [PodCache.Change], pods: [String: KubePod], listed: Bool) {
+        for change in changes {
+            let wanted = change.new.flatMap { worker(for: $0, role: role) }
+            let newURL = change.new.flatMap(url(of:))?.canonical
+            if let old = change.old.flatMap(url(of:))?.canonical, old != newURL {
+                DiscoveredWorker.settle(old, wanted: nil, provider: Self.provider, state: state, source: "kubernetes discovery")
+            }
+            if let newURL { DiscoveredWorker.settle(newURL, wanted: wanted, provider: Self.provider, state: state, source: "kubernetes discovery") }
+        }
+        if listed { sweepOrphans(nowMs: MonotonicClock.nowMs()) }
+    }
+
+    /// Removes discovered workers no watch here accounts for, once that has lasted
+    /// `orphanGraceMs`; a worker whose pod is known but not serving goes at once.
+    func sweepOrphans(nowMs: UInt64) {
+        let workerWatchers = watchers.filter { $0.role != nil }
+        guard !workerWatchers.isEmpty, workerWatchers.allSatisfy({ $0.watcher.synced }) else { return }
+        var wanted: [String: DiscoveredWorker] = [:]
+        var known: Set<String> = []
+        for (watcher, role) in workerWatchers {
+            for pod in watcher.pods.values {
+                guard let u = url(of: pod)?.canonical else { continue }
+                known.insert(u)
+                if let w = worker(for: pod, role: role!) { wanted[u] = w }
+            }
+        }
+        var remove: [String] = []
+        orphans.withLock { since in
+            var next: [String: UInt64] = [:]
+            for w in state.registry.all where w.labels[DiscoveredWorker.providerLabel] == Self.provider && wanted[w.url.canonical] == nil {
+                let u = w.url.canonical
+                if known.contains(u) { remove.append(u); continue }
+                let first = since[u] ?? nowMs
+                if nowMs >= first + Self.orphanGraceMs { remove.append(u) } else { next[u] = first }
+            }
+            since = next
+        }
+        for u in remove {
+            state.log(.workers).info("discovered worker has no pod here; removing it", metadata: ["worker": "\(u)"])
+            DiscoveredWorker.settle(u, wanted: nil, provider: Self.provider, state: state, source: "kubernetes discovery")
+        }
+    }
+
+    // MARK: routers
+
+    private func routersChanged(pods: [String: KubePod]) {
+        guard let mesh = state.mesh?.service else { return }
+        let peers = pods.values
+            .filter { $0.phase == "Running" && !$0.terminating && $0.podIP != nil && $0.name != ownPod.name && $0.podIP != ownPod.ip }
+            .map { pod in "\(pod.podIP!.contains(":") ? "[\(pod.podIP!)]" : pod.podIP!):\(meshPort)" }
+            .sorted()
+        let changed = lastPeers.withLock { last in
+            defer { last = peers }
+            return last != peers
+        }
+        guard changed else { return }
+        mesh.setSeeds(staticPeers + peers)
+        state.log(.mesh).info("mesh peers from router pods", metadata: ["peers": "\(peers.joined(separator: " "))", "count": "\(peers.count)"])
+    }
+}
