@@ -85,7 +85,8 @@ import TestSupport
         for (args, message) in [
             (["--discovery-file", "/tmp/x.json"], "--discovery-file needs --discovery-provider file"),
             (["--discovery-provider", "file"], "needs --discovery-file"),
-            (["--discovery-provider", "kubernetes"], "not built yet"),
+            (["--discovery-provider", "kubernetes"], "needs --selector"),
+            (["--discovery-provider", "kubernetes", "--discovery-file", "/tmp/x.json"], "--discovery-file needs --discovery-provider file"),
             (["--discovery-provider", "consul"], "expected file or kubernetes"),
             (["--discovery-provider", "file", "--discovery-file", "/tmp/x.json", "--discovery-check-interval-secs", "0"], "--discovery-check-interval-secs"),
         ] {

@@ -93,9 +93,9 @@ import Testing
         let (s2, _, e2) = try await run(["--port", "0"], environment: ["ATP_DSN": "db.example:1521/orcl"])
         #expect(s2 == 2)
         #expect(e2.contains("--oracle-dsn"))
-        let (s3, _, e3) = try await run(["--port", "0", "--service-discovery"])
+        let (s3, _, e3) = try await run(["--port", "0", "--tokenizer-path", "/tmp"])
         #expect(s3 == 2)
-        #expect(e3.contains("--service-discovery"))
+        #expect(e3.contains("--tokenizer-path"))
     }
 
     @Test func badValuesAreClearErrors() async throws {

@@ -147,7 +147,7 @@ import Testing
 
     @Test func notBuiltFeaturesFailNamingTheFlag() throws {
         for args in [["--model-path", "/tmp"], ["--history-backend", "postgres"],
-                     ["--service-discovery"], ["--history-backend", "redis"], ["--backend", "openai"]] {
+                     ["--tokenizer-path", "/tmp"], ["--history-backend", "redis"], ["--backend", "openai"]] {
             let message = failure(args)
             #expect(message?.contains(args[0]) == true, "\(args): \(message ?? "loaded")")
         }

@@ -128,7 +128,7 @@ public struct SwimNode: Sendable {
     }
 
     /// The current join targets.
-    public var joinTargets: [String] { seeds.sorted() }
+    public var joinTargets: [String] { seeds }
 
     /// Live members other than this node, by name (a stable order keeps seeded runs replayable).
     public var aliveMembers: [Member] {

@@ -457,7 +457,8 @@ public final class MeshService: Sendable {
     }
 
     /// Keyless mode has no key to tell a router from a stranger, so a packet is taken only from
-    /// a router this one was told of (`--mesh-peer-urls`) or has learned of from them, and only
+    /// a router this one was told of (`--mesh-peer-urls`, or router pods found by discovery) or
+    /// has learned of from them, and only
     /// when it comes from the address it claims: replies, which go to the claimed address, then
     /// go where the packet came from. A stranger's claimed name is never resolved or stored.
     private func keylessSenderAdmitted(_ claimed: String, source: SocketAddress?) -> Bool {
@@ -465,8 +466,9 @@ public final class MeshService: Sendable {
         let literal = Self.literalAddress(claimed)
         // A peer given by name matches once this router has resolved it (to send it a join).
         let known = inner.withLock { s in
-            config.peers.contains(claimed) || s.node.members.values.contains { $0.address == claimed }
-                || (literal != nil && config.peers.contains { s.addresses[$0]?.address == literal })
+            let peers = s.node.swim.joinTargets
+            return peers.contains(claimed) || s.node.members.values.contains { $0.address == claimed }
+                || (literal != nil && peers.contains { s.addresses[$0]?.address == literal })
         }
         guard known, let claimedAddress = literal ?? resolve(claimed) else { return false }
         return claimedAddress.ipAddress == sourceIP

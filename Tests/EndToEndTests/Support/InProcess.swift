@@ -98,10 +98,12 @@ final class InProcessWorker: SimWorkerUnderTest, @unchecked Sendable {
     var port: Int { server.port }
     var bootstrapPort: Int? { server.bootstrapPort }
 
-    init(name: String, _ extra: [String] = []) async throws {
+    /// `host` may be any loopback address (127.0.0.0/8): pods of a discovery test each have one,
+    /// all on one port.
+    init(name: String, host: String = "127.0.0.1", port: Int = 0, _ extra: [String] = []) async throws {
         signal(SIGPIPE, SIG_IGN)
-        var options = try SimWorkerOptions.parse(["--name", name, "--port", "0"] + extra)
-        options.host = "127.0.0.1"
+        var options = try SimWorkerOptions.parse(["--name", name, "--port", "\(port)"] + extra)
+        options.host = host
         server = try await SimWorkerServer.start(options, group: MultiThreadedEventLoopGroup.singleton)
     }
 
