@@ -89,8 +89,11 @@ public final class MeshService: Sendable {
     /// event loop, with the name of the member whose message carried it (its address when it is
     /// not a member yet): what the audit log names.
     public typealias ChangeHandler = @Sendable (_ store: String, _ key: String, _ value: [UInt8]?, _ from: String) -> Void
-    private let onChange: Mutex<ChangeHandler?> = Mutex(nil)
-    public func onChange(_ handler: @escaping ChangeHandler) { onChange.withLock { $0 = handler } }
+    /// In a struct: a bare closure in a `Mutex` is re-wrapped in thunks at every `withLock`,
+    /// a chain that grows with every read (see `PeriodicTask.Waker`).
+    private struct ChangeAction: Sendable { let run: ChangeHandler }
+    private let onChange: Mutex<ChangeAction?> = Mutex(nil)
+    public func onChange(_ handler: @escaping ChangeHandler) { onChange.withLock { $0 = ChangeAction(run: handler) } }
 
     /// Called with every custom message (topic, payload) from another router, with the address
     /// of the router that sent it: the envelope's sender, which the cluster key authenticates
@@ -509,7 +512,7 @@ public final class MeshService: Sendable {
             case .changed(let store, let key, let value): changes.append((store, key, value))
             }
         }
-        if !changes.isEmpty, let handler = onChange.withLock({ $0 }) {
+        if !changes.isEmpty, let handler = onChange.withLock({ $0 })?.run {
             let from = sender.map { address in inner.withLock { s in s.node.members.values.first { $0.address == address }?.name } ?? address } ?? "?"
             for (store, key, value) in changes { handler(store, key, value, from) }
         }

@@ -31,7 +31,9 @@ final class KubernetesDiscovery: Service, Sendable {
     private let ownPod: (name: String?, ip: String?)
     private let staticPeers: [String]
     private let meshPort: Int
-    /// Discovered workers whose pods no watch here knows, since when (monotonic ms).
+    /// Discovered workers whose pods no watch here knows, since when (monotonic ms). Its lock
+    /// is held through every change to the registry discovery makes, so a sweep that read the
+    /// pods a moment ago cannot undo a change a watch applied since.
     private let orphans = Mutex<[String: UInt64]>([:])
     /// The router peers last handed to the mesh (logged when they change).
     private let lastPeers = Mutex<[String]?>(nil)
@@ -107,6 +109,13 @@ final class KubernetesDiscovery: Service, Sendable {
     }
 
     private func workersChanged(role: WorkerRole, changes: [PodCache.Change], pods: [String: KubePod], listed: Bool) {
+        orphans.withLock { since in
+            apply(role: role, changes: changes)
+            if listed { sweep(since: &since, nowMs: MonotonicClock.nowMs()) }
+        }
+    }
+
+    private func apply(role: WorkerRole, changes: [PodCache.Change]) {
         for change in changes {
             let wanted = change.new.flatMap { worker(for: $0, role: role) }
             let newURL = change.new.flatMap(url(of:))?.canonical
@@ -115,12 +124,17 @@ final class KubernetesDiscovery: Service, Sendable {
             }
             if let newURL { DiscoveredWorker.settle(newURL, wanted: wanted, provider: Self.provider, state: state, source: "kubernetes discovery") }
         }
-        if listed { sweepOrphans(nowMs: MonotonicClock.nowMs()) }
     }
 
-    /// Removes discovered workers no watch here accounts for, once that has lasted
-    /// `orphanGraceMs`; a worker whose pod is known but not serving goes at once.
+    /// The full reconcile, every 5 s and after each list: a serving pod without its worker gets
+    /// it (a peer that saw the pod stop a moment before this router saw it start may have
+    /// removed it), a worker whose pod is known here but does not serve goes, and a discovered
+    /// worker no watch here accounts for goes once that has lasted `orphanGraceMs`.
     func sweepOrphans(nowMs: UInt64) {
+        orphans.withLock { sweep(since: &$0, nowMs: nowMs) }
+    }
+
+    private func sweep(since: inout [String: UInt64], nowMs: UInt64) {
         let workerWatchers = watchers.filter { $0.role != nil }
         guard !workerWatchers.isEmpty, workerWatchers.allSatisfy({ $0.watcher.synced }) else { return }
         var wanted: [String: DiscoveredWorker] = [:]
@@ -133,19 +147,21 @@ final class KubernetesDiscovery: Service, Sendable {
             }
         }
         var remove: [String] = []
-        orphans.withLock { since in
-            var next: [String: UInt64] = [:]
-            for w in state.registry.all where w.labels[DiscoveredWorker.providerLabel] == Self.provider && wanted[w.url.canonical] == nil {
-                let u = w.url.canonical
-                if known.contains(u) { remove.append(u); continue }
-                let first = since[u] ?? nowMs
-                if nowMs >= first + Self.orphanGraceMs { remove.append(u) } else { next[u] = first }
-            }
-            since = next
+        var next: [String: UInt64] = [:]
+        for w in state.registry.all where w.labels[DiscoveredWorker.providerLabel] == Self.provider && wanted[w.url.canonical] == nil {
+            let u = w.url.canonical
+            if known.contains(u) { remove.append(u); continue }
+            let first = since[u] ?? nowMs
+            if nowMs >= first + Self.orphanGraceMs { remove.append(u) } else { next[u] = first }
         }
+        since = next
         for u in remove {
-            state.log(.workers).info("discovered worker has no pod here; removing it", metadata: ["worker": "\(u)"])
+            state.log(.workers).info("discovered worker has no serving pod here; removing it", metadata: ["worker": "\(u)"])
             DiscoveredWorker.settle(u, wanted: nil, provider: Self.provider, state: state, source: "kubernetes discovery")
+        }
+        let registered = Set(state.registry.all.map(\.url.canonical))
+        for (u, w) in wanted where !registered.contains(u) {
+            DiscoveredWorker.settle(u, wanted: w, provider: Self.provider, state: state, source: "kubernetes discovery")
         }
     }
 

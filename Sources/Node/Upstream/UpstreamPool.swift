@@ -69,7 +69,7 @@ final class UpstreamPool {
         let tlsContext = url.isTLS ? tls?.clientContext : nil
         if url.isTLS, tlsContext == nil { return done(.failure(UpstreamError.tlsUnavailable)) }
         let handshake = loop.makePromise(of: Void.self)
-        let connect = ClientBootstrap(group: loop)
+        let bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
@@ -88,7 +88,11 @@ final class UpstreamPool {
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
             }
-            .connect(host: url.host, port: url.port)
+        // An IP address is connected to as it is: `connect(host:)` would resolve it first, on
+        // the resolver's thread (a health check of a pod at an address nothing answers on was
+        // mostly that resolution).
+        let connect = (try? SocketAddress(ipAddress: url.host, port: url.port)).map { bootstrap.connect(to: $0) }
+            ?? bootstrap.connect(host: url.host, port: url.port)
         connect.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
