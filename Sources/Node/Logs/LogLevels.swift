@@ -8,8 +8,8 @@ import Logging
 /// | module | folders | what it logs |
 /// |---|---|---|
 /// | `server` | Server, HTTP, Pipeline, Admission, Upstream, State | start-up, shutdown, listeners, refused connections; each request answered (debug) |
-/// | `mesh` | Mesh, MeshLink, MeshBridge | members joining, leaving and dying (info); digests, writes, repairs, full states and tree transfers (debug) |
-/// | `workers` | Workers, Services, Control | workers added and removed, health verdicts, circuit breakers, model discovery, file discovery; each health check (debug) |
+/// | `mesh` | Mesh, MeshLink, MeshBridge | members joining, leaving and dying, peers found as router pods (info); digests, writes, repairs, full states and tree transfers (debug) |
+/// | `workers` | Workers, Services, Control, Discovery, Kubernetes | workers added and removed, health verdicts, circuit breakers, model discovery, file and Kubernetes discovery; each health check (debug) |
 /// | `history` | History, Responses | history stores, background writes; each load and save (debug) |
 /// | `redis` | Redis, Sessions | Sentinel failovers, sticky sessions; connections opened, closed and failed (debug) |
 /// | `security` | Security, TLS | signing keys, certificate reloads |
