@@ -28,6 +28,16 @@ import TestSupport
         }
     }
 
+    /// Simulated workers as pods: the first on 127.0.0.2, the next on .3 and so on, all on the
+    /// first one's port (pods share `--service-discovery-port`).
+    static func podWorkers(_ names: [String]) async throws -> [InProcessWorker] {
+        var workers: [InProcessWorker] = []
+        for (i, name) in names.enumerated() {
+            workers.append(try await InProcessWorker(name: name, host: "127.0.0.\(i + 2)", port: workers.first?.port ?? 0))
+        }
+        return workers
+    }
+
     static func metric(_ smg: some RouterUnderTest, _ name: String, _ labels: String) throws -> Double {
         let text = String(decoding: try HTTPClient.request(port: smg.metricsPort, method: "GET", path: "/metrics").body, as: UTF8.self)
         return text.split(separator: "\n").filter { $0.hasPrefix(name + "{") && $0.contains(labels) }
@@ -36,10 +46,8 @@ import TestSupport
 
     @Test func podsAreWorkersWhileTheyServeAndNotAMomentLonger() async throws {
         let api = try await APIServerDouble()
-        let a = try await InProcessWorker(name: "a", host: "127.0.0.2")
-        let port = a.port
-        let b = try await InProcessWorker(name: "b", host: "127.0.0.3", port: port)
-        let c = try await InProcessWorker(name: "c", host: "127.0.0.4", port: port)
+        let pods = try await Self.podWorkers(["a", "b", "c"])
+        let port = pods[0].port
         let fixed = try await InProcessWorker(name: "fixed")
         let (urlA, urlB) = ("http://127.0.0.2:\(port)", "http://127.0.0.3:\(port)")
         try api.put("a", labels: ["app": "sglang-worker", "model": "llama"], ip: "127.0.0.2")
@@ -78,15 +86,13 @@ import TestSupport
         try await eventually(timeout: .seconds(5), "a deleted pod is no worker") { try Self.workers(smg)[urlA] == nil }
         #expect(Set(try Self.answered(smg, 8)) == ["fixed"], "only the --worker-urls worker is left")
         #expect(try Self.workers(smg).keys.sorted() == [fixed.url], "a pod of another namespace or label never became a worker")
-        _ = (b, c)
+        _ = pods
     }
 
     @Test func aBrokenWatchAndAnExpiredVersionLoseNoChange() async throws {
         let api = try await APIServerDouble()
-        let a = try await InProcessWorker(name: "a", host: "127.0.0.2")
-        let port = a.port
-        let b = try await InProcessWorker(name: "b", host: "127.0.0.3", port: port)
-        let c = try await InProcessWorker(name: "c", host: "127.0.0.4", port: port)
+        let pods = try await Self.podWorkers(["a", "b", "c"])
+        let port = pods[0].port
         let url = { (host: String) in "http://\(host):\(port)" }
         try api.put("a", labels: ["app": "w"], ip: "127.0.0.2")
         let smg = try await RouterProcess(["--service-discovery", "--selector", "app=w", "--service-discovery-port", "\(port)"],
@@ -113,7 +119,7 @@ import TestSupport
         #expect(try Self.metric(smg, "smg_discovery_kubernetes_watch_restarts_total", #"reason="expired""#) >= 1, "the 410 was seen")
         #expect(try Self.metric(smg, "smg_discovery_kubernetes_lists_total", #"result="ok""#) >= 2)
         #expect(try api.stats()["expired"] as? Int ?? 0 >= 1)
-        _ = (b, c)
+        _ = pods
     }
 
     @Test func prefillAndDecodePodsBecomeAPDPairWithTheAnnotatedBootstrapPort() async throws {
@@ -180,10 +186,8 @@ import TestSupport
 
     @Test func aRotatedTokenIsReadAgainFromItsFile() async throws {
         let api = try await APIServerDouble(tokens: ["t1"])
-        let a = try await InProcessWorker(name: "a", host: "127.0.0.2")
-        let port = a.port
-        let b = try await InProcessWorker(name: "b", host: "127.0.0.3", port: port)
-        let c = try await InProcessWorker(name: "c", host: "127.0.0.4", port: port)
+        let pods = try await Self.podWorkers(["a", "b", "c"])
+        let port = pods[0].port
         let tokenFile = api.directory.appendingPathComponent("router-token").path
         try "t1\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
         try api.put("a", labels: ["app": "w"], ip: "127.0.0.2")
@@ -209,7 +213,7 @@ import TestSupport
         #expect(try Self.workers(smg).count == 2)
         try "t3\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
         try await eventually(timeout: .seconds(15), "the change seen once the file has t3") { try Self.workers(smg).count == 3 }
-        _ = (b, c)
+        _ = pods
     }
 
     /// The double is checked with the official Kubernetes Python client (lists, selectors,

@@ -57,20 +57,22 @@ final class PodWatcher: Sendable {
         var failures = 0
         var lastError = ""
         while !Task.isCancelled {
+            // A watch that brought events before it broke was working: its break starts a new
+            // streak (0.5 s), not the next step of an old one.
+            var progressed = false
             do {
                 if cache.withLock({ $0.resourceVersion == nil }) { try await list() }
-                let events = try await watchOnce()
-                if failures > 0 || events > 0 {
-                    if failures > 0 { log.info("kubernetes watch restored", metadata: ["watch": "\(name)", "after_failures": "\(failures)"]) }
-                    failures = 0
-                }
+                try await watchOnce(progressed: &progressed)
+                if failures > 0 { log.info("kubernetes watch restored", metadata: ["watch": "\(name)", "after_failures": "\(failures)"]) }
+                failures = 0
             } catch is CancellationError {
                 return
             } catch let relist as Relist {
                 metrics.kubeWatchRestart(name, "expired")
-                log.info("kubernetes pods listed again", metadata: ["watch": "\(name)", "reason": "\(relist.reason)"])
+                log.info("kubernetes watch expired; listing the pods again", metadata: ["watch": "\(name)", "reason": "\(relist.reason)"])
             } catch {
                 if Task.isCancelled { return }
+                if progressed { failures = 0 }
                 failures += 1
                 metrics.kubeWatchRestart(name, "error")
                 let text = "\(error)"
@@ -123,19 +125,18 @@ final class PodWatcher: Sendable {
         deliver(changes, pods, true)
     }
 
-    /// One watch, until the server ends it; returns the number of events it brought.
-    private func watchOnce() async throws -> Int {
-        guard let from = cache.withLock({ $0.resourceVersion }) else { return 0 }
+    /// One watch, until the server ends it; `progressed` is set once it brought an event.
+    private func watchOnce(progressed: inout Bool) async throws {
+        guard let from = cache.withLock({ $0.resourceVersion }) else { return }
         let seconds = Int.random(in: watchSeconds)
         let target = KubeAPI.podsTarget(namespace: namespace, [
             ("labelSelector", selector.description), ("watch", "1"), ("allowWatchBookmarks", "true"),
             ("resourceVersion", from), ("timeoutSeconds", "\(seconds)"),
         ])
-        var events = 0
         do {
             try await api.watch(target, timeout: .seconds(seconds + 30)) { line in
                 let event = try KubeWatchEvent.parse(line)
-                events += 1
+                progressed = true
                 metrics.kubeEvent(name, event.typeName)
                 let (outcome, pods) = cache.withLock { c in (c.apply(event), c.pods) }
                 switch outcome {
@@ -153,7 +154,6 @@ final class PodWatcher: Sendable {
             throw Relist(reason: "watch answered \(failure)")
         }
         metrics.kubeWatchRestart(name, "ended")
-        return events
     }
 }
 
