@@ -12,6 +12,8 @@ public struct RouterConfig: Sendable {
     public var policyConfig: PolicyConfig
     public var evictionIntervalSecs: Int
     public var requestTimeoutSecs: Int
+    /// `--upstream-pool-idle-timeout-secs`: 0 keeps idle worker connections.
+    public var upstreamPoolIdleTimeoutSecs: Int
     public var shutdownGracePeriodSecs: Int
     /// `--takeover-socket`: where this router takes over from a running one and listens for
     /// its own successor (`Upgrade/`); nil: no in-place upgrades.
@@ -132,6 +134,8 @@ public struct RouterConfig: Sendable {
         evictionIntervalSecs = try Self.positive(f, "eviction-interval")
 
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
+        upstreamPoolIdleTimeoutSecs = try Self.nonNegative(f, "upstream-pool-idle-timeout-secs")
+        guard upstreamPoolIdleTimeoutSecs <= 86_400 else { throw ConfigError("--upstream-pool-idle-timeout-secs \(upstreamPoolIdleTimeoutSecs): at most 86400") }
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
         takeoverSocket = f.string("takeover-socket").flatMap { $0.isEmpty ? nil : $0 }
         if let path = takeoverSocket, path.utf8.count > 107 {

@@ -64,7 +64,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
             try? await group.shutdownGracefully()
             throw error
         }
-        let pools = UpstreamPools(group: group, metrics: metrics, tls: tls)
+        let idle = config.upstreamPoolIdleTimeoutSecs
+        let pools = UpstreamPools(group: group, metrics: metrics, tls: tls, idleTimeout: idle > 0 ? .seconds(Int64(idle)) : nil)
         let mesh = config.mesh.map { m in
             var c = MeshService.Config(name: m.name, bindHost: m.host, port: m.port, advertise: m.advertise, peers: m.peers, keyring: m.keyring)
             c.node = .lan

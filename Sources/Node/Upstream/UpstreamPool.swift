@@ -9,6 +9,8 @@ final class PooledConnection {
     let channel: any Channel
     let handler: UpstreamHandler
     let url: WorkerURL
+    /// When it was last put back in the pool (`NIODeadline` uptime nanoseconds).
+    var idleSince: UInt64 = 0
     init(channel: any Channel, handler: UpstreamHandler, url: WorkerURL) {
         self.channel = channel
         self.handler = handler
@@ -42,15 +44,22 @@ final class UpstreamPool {
     private let connectTimeout: TimeAmount
     /// For `https://` workers.
     private let tls: TLSContexts?
+    /// `--upstream-pool-idle-timeout-secs` in nanoseconds (nil: idle connections are kept). A
+    /// worker closes a connection idle past its own keep-alive (SGLang and vLLM: 5 s), and a
+    /// request written to it as it closes is lost to a reset; closing ours sooner avoids the race.
+    private let idleTimeoutNs: UInt64?
+    /// The timer that closes connections idle too long (set while any are pooled).
+    private var sweep: Scheduled<Void>?
 
     init(loop: any EventLoop, metrics: RouterMetrics, tls: TLSContexts? = nil, maxIdlePerWorker: Int = 128, connectTimeout: TimeAmount = .seconds(10),
-         connector: Connector? = nil) {
+         idleTimeout: TimeAmount? = nil, connector: Connector? = nil) {
         self.loop = loop
         self.connector = connector
         self.metrics = metrics
         self.tls = tls
         self.maxIdlePerWorker = maxIdlePerWorker
         self.connectTimeout = connectTimeout
+        self.idleTimeoutNs = idleTimeout.map { UInt64(max($0.nanoseconds, 1)) }
     }
 
     /// Idle connections right now (for tests and status).
@@ -62,7 +71,15 @@ final class UpstreamPool {
         loop.preconditionInEventLoop()
         while !fresh, var list = idle[url], let c = list.popLast() {
             idle[url] = list.isEmpty ? nil : list
-            if c.channel.isActive { done(.success(c)); return }
+            guard c.channel.isActive else { continue }
+            // The newest is idle too long: so are the ones pooled before it.
+            if let limit = idleTimeoutNs, NIODeadline.now().uptimeNanoseconds &- c.idleSince >= limit {
+                for old in [c] + list { old.channel.close(promise: nil) }
+                idle[url] = nil
+                break
+            }
+            done(.success(c))
+            return
         }
         metrics.upstreamConnectionOpened()
         if let connector { return connectScripted(connector, url, done) }
@@ -147,7 +164,31 @@ final class UpstreamPool {
         c.handler.onClose = { [unowned self] in
             self.idle[url]?.removeAll { ObjectIdentifier($0) == id }
         }
+        c.idleSince = NIODeadline.now().uptimeNanoseconds
         idle[c.url, default: []].append(c)
+        if let limit = idleTimeoutNs, sweep == nil { scheduleSweep(in: limit) }
+    }
+
+    /// Closes the connections idle longer than the timeout, and comes back when the next one
+    /// will be, while any are pooled.
+    private func closeExpired() {
+        sweep = nil
+        guard let limit = idleTimeoutNs else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        var next: UInt64?
+        for (url, list) in idle {
+            let (expired, kept) = (list.filter { now &- $0.idleSince >= limit }, list.filter { now &- $0.idleSince < limit })
+            for c in expired { c.channel.close(promise: nil) }
+            idle[url] = kept.isEmpty ? nil : kept
+            if let oldest = kept.first { next = min(next ?? .max, oldest.idleSince + limit - now) }
+        }
+        if let next { scheduleSweep(in: next) }
+    }
+
+    private func scheduleSweep(in ns: UInt64) {
+        // The pool lives on its loop and the timer runs there.
+        let me = NIOLoopBound(self, eventLoop: loop)
+        sweep = loop.scheduleTask(in: .nanoseconds(Int64(ns))) { me.value.closeExpired() }
     }
 
     /// Closes every idle connection (shutdown, or a worker removed).
@@ -167,10 +208,10 @@ final class UpstreamPool {
 final class UpstreamPools: Sendable {
     private let pools: [ObjectIdentifier: LoopOwned<UpstreamPool>]
 
-    init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil, connector: UpstreamPool.Connector? = nil) {
+    init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil, idleTimeout: TimeAmount? = nil, connector: UpstreamPool.Connector? = nil) {
         var p: [ObjectIdentifier: LoopOwned<UpstreamPool>] = [:]
         for loop in group.makeIterator() {
-            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics, tls: tls, connector: connector), on: loop)
+            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics, tls: tls, idleTimeout: idleTimeout, connector: connector), on: loop)
         }
         pools = p
     }

@@ -16,16 +16,21 @@ final class RecordingWorker: @unchecked Sendable {
     /// Connections accepted so far.
     var connections: Int { accepted.withLockedValue { $0 } }
     private let accepted = NIOLockedValueBox(0)
+    /// Connections open now (accepted and not yet closed, by either side).
+    var openConnections: Int { open.withLockedValue { $0 } }
+    private let open = NIOLockedValueBox(0)
 
     /// `dropsReusedConnections`: each connection answers its first request and is closed, with
     /// no answer, when a second request arrives on it: the keep-alive connection a worker drops
     /// just as the router reuses it.
     init(dropsReusedConnections: Bool = false) async throws {
-        let (heads, accepted) = (self.heads, self.accepted)
+        let (heads, accepted, open) = (self.heads, self.accepted, self.open)
         channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 accepted.withLockedValue { $0 += 1 }
+                open.withLockedValue { $0 += 1 }
+                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Recorder(heads: heads, dropsReuse: dropsReusedConnections))
