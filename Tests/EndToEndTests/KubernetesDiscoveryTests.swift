@@ -50,7 +50,8 @@ import TestSupport
         let port = pods[0].port
         let fixed = try await InProcessWorker(name: "fixed")
         let (urlA, urlB) = ("http://127.0.0.2:\(port)", "http://127.0.0.3:\(port)")
-        try api.put("a", labels: ["app": "sglang-worker", "model": "llama"], ip: "127.0.0.2")
+        try api.put("a", labels: ["app": "sglang-worker", "model": "llama"], ip: "127.0.0.2",
+                    annotations: ["smg.ai/kv-connector": "NixlConnector", "smg.ai/kv-engine-id": "engine-a"])
         try api.put("b", labels: ["app": "sglang-worker"], ip: "127.0.0.3", ready: false)
         try api.put("c", namespace: "elsewhere", labels: ["app": "sglang-worker"], ip: "127.0.0.4")
         try api.put("d", labels: ["app": "other"], ip: "127.0.0.4")
@@ -64,11 +65,14 @@ import TestSupport
         let labels = listed[urlA]?["labels"] as? [String: String] ?? [:]
         #expect(labels["smg.ai/discovery-provider"] == "kubernetes" && labels["smg.ai/discovery-id"] == "llm/a", "\(labels)")
         #expect(listed[urlA]?["model_id"] as? String == "llama", "--model-id-from label:model")
+        #expect(labels["kv_connector"] == "NixlConnector" && labels["kv_engine_id"] == "engine-a", "the KV annotations: \(labels)")
         #expect((listed[fixed.url]?["labels"] as? [String: String])?["smg.ai/discovery-provider"] == nil)
 
-        // NotReady → Ready: it joins; requests reach it.
-        try api.put("b", labels: ["app": "sglang-worker"], ip: "127.0.0.3")
+        // NotReady → Ready: it joins; requests reach it. An annotation too long for a worker's
+        // label is left out, not the pod.
+        try api.put("b", labels: ["app": "sglang-worker"], ip: "127.0.0.3", annotations: ["smg.ai/kv-engine-id": String(repeating: "x", count: 300)])
         try await eventually(timeout: .seconds(10), "the pod that became Ready is a worker") { try Self.workers(smg)[urlB] != nil }
+        #expect((try Self.workers(smg)[urlB]?["labels"] as? [String: String])?["kv_engine_id"] == nil)
         try await eventually(timeout: .seconds(10), "requests reach both pods") { Set(try Self.answered(smg, 6)).isSuperset(of: ["a", "b"]) }
 
         // Terminating (deletionTimestamp set, still Ready): out at once, and no request after.

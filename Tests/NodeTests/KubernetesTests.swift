@@ -165,6 +165,7 @@ import Testing
                                                   "--service-discovery-port", "8000", "--model-id-from", "annotation:example.com/model"], environment: [:])
         #expect(c.kubernetes?.workers?.description == "app=w,tier=gpu" && c.kubernetes?.namespace == "llm" && c.kubernetes?.port == 8000)
         #expect(c.kubernetes?.bootstrapAnnotation == "sglang.ai/bootstrap-port" && c.kubernetes?.modelIDFrom == .annotation("example.com/model"))
+        #expect(c.kubernetes?.kvAnnotations == ["kv_connector": "smg.ai/kv-connector", "kv_engine_id": "smg.ai/kv-engine-id"])
         #expect(try RouterConfig.load(arguments: ["--discovery-provider", "kubernetes", "--selector", "app=w"], environment: [:]).kubernetes?.port == 80)
         #expect(try RouterConfig.load(arguments: [], environment: [:]).kubernetes == nil)
         for (args, message) in [
@@ -179,6 +180,8 @@ import Testing
             (["--service-discovery", "--selector", "app=w", "--service-discovery-port", "0"], "1 to 65535"),
             (["--service-discovery", "--selector", "app=w", "--model-id-from", "pod-name"], "expected namespace, label:<key> or annotation:<key>"),
             (["--service-discovery", "--selector", "app=w", "--bootstrap-port-annotation", "not valid"], "not an annotation key"),
+            (["--service-discovery", "--selector", "app=w", "--kv-engine-id-annotation", "-bad"], "--kv-engine-id-annotation -bad: not an annotation key"),
+            (["--kv-connector-annotation", "example.com/kv"], "--kv-connector-annotation needs --service-discovery"),
         ] {
             let got = failure(args)
             #expect(got?.contains(message) == true, "\(args): \(got ?? "loaded")")

@@ -14,6 +14,9 @@ public struct KubernetesSettings: Sendable, Equatable {
     var namespace: String?
     var port: Int
     var bootstrapAnnotation: String
+    /// `--kv-connector-annotation`, `--kv-engine-id-annotation`: the worker label each fills
+    /// (`kv_connector`, `kv_engine_id`, the names a discovery manifest uses) → the pod annotation.
+    var kvAnnotations: [String: String]
     var modelIDFrom: ModelIDSource?
 
     /// `--model-id-from`.
@@ -39,7 +42,7 @@ public struct KubernetesSettings: Sendable, Equatable {
             throw ConfigError("give --service-discovery or --discovery-provider, not both (--service-discovery is the older spelling of --discovery-provider kubernetes)")
         }
         let only = ["selector", "prefill-selector", "decode-selector", "router-selector", "service-discovery-namespace",
-                    "service-discovery-port", "bootstrap-port-annotation", "model-id-from"]
+                    "service-discovery-port", "bootstrap-port-annotation", "model-id-from", "kv-connector-annotation", "kv-engine-id-annotation"]
         guard f.bool("service-discovery") || provider == "kubernetes" else {
             if let flag = only.first(where: { f.isExplicit($0) }) { throw ConfigError("--\(flag) needs --service-discovery (Kubernetes discovery)") }
             return nil
@@ -50,7 +53,10 @@ public struct KubernetesSettings: Sendable, Equatable {
         }
         var s = KubernetesSettings(workers: try selector("selector"), prefill: try selector("prefill-selector"), decode: try selector("decode-selector"),
                                    routers: try selector("router-selector"), namespace: nil, port: f.intWithDefault("service-discovery-port"),
-                                   bootstrapAnnotation: f.stringWithDefault("bootstrap-port-annotation"), modelIDFrom: nil)
+                                   bootstrapAnnotation: f.stringWithDefault("bootstrap-port-annotation"),
+                                   kvAnnotations: ["kv_connector": f.stringWithDefault("kv-connector-annotation"),
+                                                   "kv_engine_id": f.stringWithDefault("kv-engine-id-annotation")],
+                                   modelIDFrom: nil)
         if pd {
             if s.workers != nil { throw ConfigError("--selector is for regular workers; in PD mode give --prefill-selector and --decode-selector") }
             if s.prefill == nil, s.decode == nil, s.routers == nil {
@@ -69,8 +75,9 @@ public struct KubernetesSettings: Sendable, Equatable {
             s.namespace = ns
         }
         guard (1...65535).contains(s.port) else { throw ConfigError("--service-discovery-port \(s.port): must be 1 to 65535") }
-        guard KubeSelector.validKey(s.bootstrapAnnotation) else {
-            throw ConfigError("--bootstrap-port-annotation \(s.bootstrapAnnotation.prefix(80)): not an annotation key ([prefix/]name)")
+        for (flag, key) in [("bootstrap-port-annotation", s.bootstrapAnnotation), ("kv-connector-annotation", s.kvAnnotations["kv_connector"]!),
+                            ("kv-engine-id-annotation", s.kvAnnotations["kv_engine_id"]!)] {
+            guard KubeSelector.validKey(key) else { throw ConfigError("--\(flag) \(key.prefix(80)): not an annotation key ([prefix/]name)") }
         }
         if let raw = f.string("model-id-from") {
             if raw == "namespace" {

@@ -98,8 +98,20 @@ final class KubernetesDiscovery: Service, Sendable {
         if role == .prefill, let text = pod.annotations[settings.bootstrapAnnotation], let p = Int(text.trimmingCharacters(in: .whitespaces)), (1...65535).contains(p) {
             port = p
         }
-        let model = settings.modelIDFrom?.modelID(of: pod).flatMap { $0.isEmpty ? nil : $0 }
-        return DiscoveredWorker(provider: Self.provider, id: pod.key, url: url, role: role, bootstrapPort: port, modelID: model)
+        // Pod metadata is the cluster's, not checked as the worker API checks what it is sent: a
+        // value a worker may not hold (too long, a control character) is left out, not sent to
+        // peers that would refuse it.
+        let model = settings.modelIDFrom?.modelID(of: pod).flatMap { m in
+            m.isEmpty || WorkerFields.problem(model: m, labels: nil, apiKey: nil) != nil ? nil : m
+        }
+        var kv: [String: String] = [:]
+        for (label, annotation) in settings.kvAnnotations.sorted(by: { $0.key < $1.key }) {
+            guard let value = pod.annotations[annotation], !value.isEmpty, WorkerFields.problem(model: nil, labels: [label: value], apiKey: nil) == nil else { continue }
+            kv[label] = value
+        }
+        // namespace/name, unless a long pod name makes it longer than a label may be: the pod's uid.
+        let id = pod.key.utf8.count <= WorkerFields.maxLabelLength ? pod.key : pod.uid
+        return DiscoveredWorker(provider: Self.provider, id: id, url: url, role: role, bootstrapPort: port, modelID: model, extra: kv)
     }
 
     /// Where a pod's worker is (whether or not it serves): nil before it has an address.
