@@ -130,7 +130,7 @@ final class KubernetesDiscovery: Service, Sendable {
     private func apply(role: WorkerRole, changes: [PodCache.Change]) {
         for change in changes {
             let wanted = change.new.flatMap { worker(for: $0, role: role) }
-            let newURL = change.new.flatMap(url(of:))?.canonical
+            let newURL = wanted?.url.canonical ?? change.new.flatMap(url(of:))?.canonical
             if let old = change.old.flatMap(url(of:))?.canonical, old != newURL {
                 DiscoveredWorker.settle(old, wanted: nil, provider: Self.provider, state: state, source: "kubernetes discovery")
             }
@@ -153,9 +153,10 @@ final class KubernetesDiscovery: Service, Sendable {
         var known: Set<String> = []
         for (watcher, role) in workerWatchers {
             for pod in watcher.pods.values {
-                guard let u = url(of: pod)?.canonical else { continue }
+                let w = worker(for: pod, role: role!)
+                guard let u = w?.url.canonical ?? url(of: pod)?.canonical else { continue }
                 known.insert(u)
-                if let w = worker(for: pod, role: role!) { wanted[u] = w }
+                wanted[u] = w
             }
         }
         var remove: [String] = []
