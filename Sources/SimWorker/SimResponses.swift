@@ -157,6 +157,24 @@ enum SimResponses {
         return out + "data: [DONE]\n\n"
     }
 
+    /// `GET /v1/loads` as SGLang answers it: one record per data-parallel rank (requests in
+    /// flight and the reported queue spread over the ranks, the reported KV usage on each) and
+    /// their aggregate.
+    static func loads(running: Int, engine: SimWorkerState.EngineReport, options: SimWorkerOptions) -> String {
+        // An absurd --dp-size (a test of the router's bounds) lists a bounded number of ranks:
+        // more than a router accepts, never enough to stall this worker.
+        let ranks = min(max(1, options.dpSize), 2_048)
+        func share(_ total: Int, _ rank: Int) -> Int { total / ranks + (rank < total % ranks ? 1 : 0) }
+        let capacity = options.cacheCapacityBlocks * options.cacheBlockSize
+        let used = Int(Double(capacity) * engine.tokenUsage)
+        let records = (0..<ranks).map { r in
+            let (run, wait) = (share(running, r), share(engine.waiting, r))
+            return #"{"dp_rank":\#(r),"num_running_reqs":\#(run),"num_waiting_reqs":\#(wait),"num_total_reqs":\#(run + wait),"num_used_tokens":\#(used),"num_total_tokens":\#(capacity),"token_usage":\#(engine.tokenUsage),"gen_throughput":\#(options.tokensPerSecond),"utilization":\#(run > 0 ? 1.0 : 0.0)}"#
+        }
+        let aggregate = #"{"total_running_reqs":\#(running),"total_waiting_reqs":\#(engine.waiting),"total_reqs":\#(running + engine.waiting),"total_used_tokens":\#(used * ranks),"total_tokens":\#(capacity * ranks),"avg_token_usage":\#(engine.tokenUsage),"avg_throughput":\#(options.tokensPerSecond),"avg_utilization":\#(running > 0 ? 1.0 : 0.0)}"#
+        return #"{"timestamp":"1970-01-01T00:00:00+00:00","version":"sim","dp_rank_count":\#(ranks),"loads":[\#(records.joined(separator: ","))],"aggregate":\#(aggregate)}"#
+    }
+
     static func error(_ message: String, status: Int) -> String {
         #"{"object":"error","message":\#(quote(message)),"type":"\#(status == 400 ? "BadRequestError" : "InternalServerError")","param":null,"code":\#(status)}"#
     }

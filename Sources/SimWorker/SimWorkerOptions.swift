@@ -29,8 +29,13 @@ public struct SimWorkerOptions: Sendable {
     public var cacheCapacityBlocks = 4096
     /// Characters per cache block. The simulator counts one character as one token.
     public var cacheBlockSize = 16
-    /// Added to the load `/get_load` reports, to simulate a worker busy with other clients.
+    /// Added to the load `/get_load` reports and to the running requests of `/v1/loads`, to
+    /// simulate a worker busy with other clients.
     public var extraReportedLoad = 0
+    /// Waiting requests `/v1/loads` reports (summed over ranks), as an engine with a queue would.
+    public var reportedWaiting = 0
+    /// KV-cache token usage `/v1/loads` reports, 0...1.
+    public var reportedTokenUsage = 0.0
     /// Seed for failure injection, so a flaky worker is reproducible.
     public var seed: UInt64 = 0x5EED
     /// HTTPS with this certificate chain and key (PEM), when both are set.
@@ -96,6 +101,8 @@ public struct SimWorkerOptions: Sendable {
                 if o.cacheBlockSize == 0 { throw .badValue(a, "0") }
             case "--seed": o.seed = UInt64(try int(a))
             case "--extra-reported-load": o.extraReportedLoad = try int(a)
+            case "--reported-waiting": o.reportedWaiting = try int(a)
+            case "--reported-token-usage": o.reportedTokenUsage = try rate(a)
             case "--tls-cert": o.tlsCertificatePath = try value(a)
             case "--tls-key": o.tlsKeyPath = try value(a)
             case "--tls-client-ca": o.tlsClientCAPath = try value(a)
@@ -139,7 +146,9 @@ public struct SimWorkerOptions: Sendable {
           --cut-rate P               fraction of answers that break off after the head and part of the body (0)
           --cache-capacity-blocks N  prefix cache size in blocks, LRU (4096)
           --cache-block-size N       characters per cache block (16)
-          --extra-reported-load N    added to the load /get_load reports (0)
+          --extra-reported-load N    added to the load /get_load and the running requests /v1/loads report (0)
+          --reported-waiting N       waiting requests /v1/loads reports, summed over ranks (0)
+          --reported-token-usage X   KV-cache token usage /v1/loads reports, 0 to 1 (0)
           --seed N                   seed for failure injection
           --tls-cert FILE            serve HTTPS with this certificate chain (PEM; with --tls-key)
           --tls-key FILE             the private key of --tls-cert (PEM)

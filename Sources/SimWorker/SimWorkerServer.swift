@@ -151,24 +151,33 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.GET, "/get_server_info"):
             respond(context, head, status: .ok, body: #"{"model_path":\#(SimResponses.quote(options.modelID)),"served_model_name":\#(SimResponses.quote(options.modelID)),"tp_size":1,"dp_size":\#(options.dpSize),"version":"sim","worker_name":\#(SimResponses.quote(options.workerName))}"#)
         case (.GET, "/get_load"):
+            guard !state.engineReport.loadsStalled else { return }
             let active = state.snapshot.active + options.extraReportedLoad
-            respond(context, head, status: .ok, body: #"{"load":\#(active),"num_reqs":\#(active),"num_waiting_reqs":0}"#)
+            respond(context, head, status: .ok, body: #"{"load":\#(active),"num_reqs":\#(active),"num_waiting_reqs":\#(state.engineReport.waiting)}"#)
+        case (.GET, "/v1/loads"):
+            // A stalled load endpoint never answers: the connection stays busy until the caller gives up.
+            guard !state.engineReport.loadsStalled else { return }
+            respond(context, head, status: .ok, body: SimResponses.loads(running: state.snapshot.active + options.extraReportedLoad,
+                                                                          engine: state.engineReport, options: options))
         case (.POST, "/flush_cache"), (.GET, "/flush_cache"):
             state.flushCache()
             respond(context, head, status: .ok, body: "Cache flushed.\n", contentType: "text/plain")
         case (.POST, "/sim/config"):
-            // Tests change failure injection at run time: ?failure_rate=0&hang_rate=0&drop_rate=0
-            func rate(_ name: String) -> Double? {
-                guard let q = head.uri.split(separator: "?", maxSplits: 1).last, head.uri.contains("?") else { return nil }
-                for pair in q.split(separator: "&") {
-                    let kv = pair.split(separator: "=", maxSplits: 1)
-                    if kv.count == 2, kv[0] == name, let v = Double(kv[1]), (0...1).contains(v) { return v }
-                }
-                return nil
-            }
+            // Tests change the worker at run time: ?failure_rate=0&hang_rate=0&drop_rate=0&cut_rate=0
+            // (fractions), waiting=N and token_usage=X (what /v1/loads reports), loads=stall|answer.
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map {
+                $0.split(separator: "&").map { $0.split(separator: "=", maxSplits: 1) }.filter { $0.count == 2 }
+            } ?? []
+            func value(_ name: String) -> Substring? { query.first { $0[0] == name }?[1] }
+            func rate(_ name: String) -> Double? { value(name).flatMap { Double($0) }.flatMap { (0...1).contains($0) ? $0 : nil } }
             state.setFaultRates(failure: rate("failure_rate"), hang: rate("hang_rate"), drop: rate("drop_rate"), cut: rate("cut_rate"))
-            let f = state.faultRates
-            respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop),"cut_rate":\#(f.cut)}"#)
+            state.changeEngineReport { e in
+                if let n = value("waiting").flatMap({ Int($0) }), n >= 0 { e.waiting = n }
+                if let u = rate("token_usage") { e.tokenUsage = u }
+                if let l = value("loads") { e.loadsStalled = l == "stall" }
+            }
+            let f = state.faultRates, e = state.engineReport
+            respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop),"cut_rate":\#(f.cut),"waiting":\#(e.waiting),"token_usage":\#(e.tokenUsage),"loads_stalled":\#(e.loadsStalled)}"#)
         case (.GET, "/sim/stats"):
             let s = state.snapshot
             respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"peak_active":\#(s.peakActive),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks)}"#)

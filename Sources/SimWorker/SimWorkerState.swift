@@ -27,12 +27,28 @@ final class SimWorkerState: Sendable {
     /// Failure injection that tests may change at run time (`POST /sim/config`).
     private let faults: Mutex<(failure: Double, hang: Double, drop: Double, cut: Double)>
 
+    /// What the worker says about its engine in `GET /v1/loads` beyond the requests it has in
+    /// flight, and whether its load endpoints answer at all. Tests change it at run time.
+    struct EngineReport: Sendable {
+        /// Requests the engine has queued (summed over its data-parallel ranks).
+        var waiting: Int
+        /// KV-cache token usage, 0...1, on every rank.
+        var tokenUsage: Double
+        /// `/v1/loads` and `/get_load` never answer (a stuck scheduler's endpoints).
+        var loadsStalled = false
+    }
+    private let engine: Mutex<EngineReport>
+
     init(options: SimWorkerOptions) {
         self.options = options
         self.cache = Mutex(PrefixCache(capacityBlocks: options.cacheCapacityBlocks, blockSize: options.cacheBlockSize))
         self.rng = Mutex(options.seed == 0 ? 1 : options.seed)
         self.faults = Mutex((options.failureRate, options.hangRate, options.dropRate, options.cutRate))
+        self.engine = Mutex(EngineReport(waiting: options.reportedWaiting, tokenUsage: options.reportedTokenUsage))
     }
+
+    var engineReport: EngineReport { engine.withLock { $0 } }
+    func changeEngineReport(_ body: (inout EngineReport) -> Void) { engine.withLock { body(&$0) } }
 
     var faultRates: (failure: Double, hang: Double, drop: Double, cut: Double) { faults.withLock { $0 } }
     func setFaultRates(failure: Double?, hang: Double?, drop: Double?, cut: Double? = nil) {
