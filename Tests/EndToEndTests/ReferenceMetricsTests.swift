@@ -66,6 +66,10 @@ import Testing
         // breaker's threshold).
         try good.setFaults("failure_rate=1")
         #expect(try smg.chat("x", model: "sim-model").status >= 500)
+        // The load monitor's first poll of each worker (at start-up) has gone out.
+        try await eventually(timeout: .seconds(10), "both workers' loads polled") {
+            try smg.metrics().components(separatedBy: "\nsmg_engine_load_polls_total{").count == 3
+        }
         let text = try smg.metrics()
 
         let exposed = Self.families(in: text)

@@ -6,12 +6,13 @@ import TestSupport
 /// timeout is closed by the router and not reused (a worker closes one idle past its own
 /// keep-alive, 5 s for SGLang and vLLM, and a request written into that close is lost to a
 /// reset); 0 keeps idle connections. The router runs in process on one event loop, so it has
-/// one pool; health checks are off and the worker is added with its model, so only the test's
-/// requests open connections.
+/// one pool; health checks and load polls are off and the worker is added with its model, so
+/// only the test's requests open connections.
 @Suite(.serialized) struct UpstreamPoolIdleTests {
     func router(idleTimeout: Int) async throws -> (InProcessRouter, RecordingWorker) {
         let worker = try await RecordingWorker()
-        let smg = try await InProcessRouter(["--disable-health-check", "--upstream-pool-idle-timeout-secs", "\(idleTimeout)"], waitForWorkers: false)
+        let smg = try await InProcessRouter(["--disable-health-check", "--disable-load-monitoring", "--disable-worker-overload-protection",
+                                             "--upstream-pool-idle-timeout-secs", "\(idleTimeout)"], waitForWorkers: false)
         #expect(try smg.request("POST", "/workers", body: #"{"url": "\#(worker.url)", "model_id": "m"}"#).status < 300)
         return (smg, worker)
     }

@@ -99,7 +99,9 @@ import Testing
     /// worker as failed (load -1) whenever it drew such a connection.
     @Test func aFetchOnADroppedPooledConnectionIsSentAgainOnAFreshOne() async throws {
         let worker = try await RecordingWorker(dropsReusedConnections: true)
-        let smg = try await InProcessRouter(["--worker-urls", worker.url, "--disable-health-check"])
+        // No load polls either: only the fan-outs' requests may reach the worker.
+        let smg = try await InProcessRouter(["--worker-urls", worker.url, "--disable-health-check", "--disable-load-monitoring",
+                                             "--disable-worker-overload-protection"])
         func load() throws -> Int? { ((try smg.request("GET", "/get_loads").json()["workers"] as? [[String: Any]])?.first?["load"] as? Int) }
         for round in 1...3 {
             #expect(try load() == 3, "round \(round)")

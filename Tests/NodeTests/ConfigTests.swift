@@ -219,6 +219,12 @@ import Testing
             (["--prefix-hash-load-factor", "0.9"], "--prefix-hash-load-factor"), (["--max-tree-size", "0"], "--max-tree-size"),
             (["--history-backend", "postgres", "--postgres-db-url", "postgres://u@h/d", "--postgres-retention-days", "0"], "--postgres-retention-days"),
             (["--history-backend", "redis", "--redis-url", "redis://h", "--redis-retention-days", "-2"], "--redis-retention-days"),
+            (["--load-monitor-interval", "0"], "--load-monitor-interval"), (["--load-monitor-interval", "3601"], "--load-monitor-interval"),
+            (["--worker-overload-waiting-requests", "0"], "--worker-overload-waiting-requests"),
+            (["--worker-overload-token-usage", "0"], "--worker-overload-token-usage"), (["--worker-overload-token-usage", "1.01"], "--worker-overload-token-usage"),
+            (["--worker-overload-token-usage", "nan"], "--worker-overload-token-usage"),
+            (["--worker-overload-protection", "--disable-worker-overload-protection"], "--disable-worker-overload-protection"),
+            (["--worker-overload-shed", "--disable-worker-overload-protection"], "--worker-overload-shed"),
         ]
         for (args, name) in cases {
             let message = failure(args)

@@ -12,7 +12,7 @@ typealias TestMachine = ExchangeStateMachine<ExchangeTestWorker>
 /// What happens to an exchange, in the order the shell would report it.
 enum Event: Sendable {
     case start, admitted, queueFull, queueTimedOut
-    case chosen(String, prefill: String? = nil, at: UInt64), noWorker(unknownModel: Bool, missing: TestMachine.Half = .primary)
+    case chosen(String, prefill: String? = nil, at: UInt64), noWorker(TestMachine.NoWorker, missing: TestMachine.Half = .primary)
     /// The primary half's call: the worker's answer, or its failure.
     case head(Int, at: UInt64), body, end(keepAlive: Bool), failed(timedOut: Bool, at: UInt64)
     /// PD: the prefill half's call.
@@ -27,7 +27,7 @@ enum Event: Sendable {
         case .queueFull: return m.admission(.queueFull)
         case .queueTimedOut: return m.admission(.timedOut)
         case .chosen(let id, let p, let t): return m.workerChosen(ExchangeTestWorker(id: id), prefill: p.map(ExchangeTestWorker.init), now: t)
-        case .noWorker(let unknown, let missing): return m.noWorker(unknownModel: unknown, missing: missing)
+        case .noWorker(let why, let missing): return m.noWorker(why, missing: missing)
         case .head(let s, let t): return m.upstreamHead(status: s, now: t)
         case .body: return m.upstreamBodyPart()
         case .end(let k): return m.upstreamEnd(keepAlive: k)
@@ -50,6 +50,7 @@ func render(_ a: TestMachine.Action) -> String {
     func failure(_ f: TestMachine.Failure) -> String {
         switch f {
         case .noWorkers(let h): return "noWorkers(\(h))"
+        case .workersOverloaded(let h): return "workersOverloaded(\(h))"
         case .upstreamTimeout(let h): return "upstreamTimeout(\(h))"
         case .upstreamFailed(let h): return "upstreamFailed(\(h))"
         default: return "\(f)"
@@ -156,7 +157,7 @@ let sentToPair: [(Event, String)] = [(.start, "select[]"), (.chosen("d1", prefil
             (.head(500, at: 60), "head(exhausted)"), (.end(keepAlive: true), "succeed(w2 fail release)"),
         ]),
         Case(name: "no worker for the model: 404", steps: [
-            (.start, "select[]"), (.noWorker(unknownModel: true), "fail(modelNotFound; -)"),
+            (.start, "select[]"), (.noWorker(.unknownModel), "fail(modelNotFound; -)"),
         ]),
         Case(name: "admitted, served, slot released with the end", admission: true, steps: [
             (.start, "admit"), (.admitted, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
@@ -164,7 +165,15 @@ let sentToPair: [(Event, String)] = [(.start, "select[]"), (.chosen("d1", prefil
             (.clientClosed, "stale"),
         ]),
         Case(name: "admitted, but no worker is up: 503 and the slot back", admission: true, steps: [
-            (.start, "admit"), (.admitted, "select[]"), (.noWorker(unknownModel: false), "fail(noWorkers(primary); -; slot)"),
+            (.start, "admit"), (.admitted, "select[]"), (.noWorker(.noneAvailable), "fail(noWorkers(primary); -; slot)"),
+        ]),
+        Case(name: "admitted, but every worker is overloaded and shedding is on: 503 and the slot back", admission: true, steps: [
+            (.start, "admit"), (.admitted, "select[]"), (.noWorker(.overloaded), "fail(workersOverloaded(primary); -; slot)"),
+        ]),
+        Case(name: "a retry finds every worker overloaded: shed, the failed attempt already ended", steps: [
+            (.start, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
+            (.head(503, at: 5), "retry(w1 fail close, 50ms)"), (.retryTimer(at: 55), "select[w1]"),
+            (.noWorker(.overloaded), "fail(workersOverloaded(primary); -)"),
         ]),
         Case(name: "admitted, then the worker fails for good: 502 and the slot back", admission: true, maxRetries: 0, steps: [
             (.start, "admit"), (.admitted, "select[]"), (.chosen("w1", at: 0), "start(w1 until 1000 first)"),
@@ -234,7 +243,10 @@ let sentToPair: [(Event, String)] = [(.start, "select[]"), (.chosen("d1", prefil
             (.head(503, at: 4), "retry(d1 fail close; prefill p1 ok close, 50ms)"), (.retryTimer(at: 54), "select[d1]"),
         ]),
         Case(name: "PD: no prefill worker: 503 of the prefill half", steps: [
-            (.start, "select[]"), (.noWorker(unknownModel: false, missing: .prefill), "fail(noWorkers(prefill); -)"),
+            (.start, "select[]"), (.noWorker(.noneAvailable, missing: .prefill), "fail(noWorkers(prefill); -)"),
+        ]),
+        Case(name: "PD: every decode worker overloaded, shedding on: 503 of the decode half", steps: [
+            (.start, "select[]"), (.noWorker(.overloaded, missing: .primary), "fail(workersOverloaded(primary); -)"),
         ]),
         Case(name: "PD: the client gone mid-answer closes both halves", admission: true, steps: [
             (.start, "admit"), (.admitted, "select[]"), (.chosen("d1", prefill: "p1", at: 0), "start(d1+p1 until 1000 first)"),
@@ -333,7 +345,7 @@ let sentToPair: [(Event, String)] = [(.start, "select[]"), (.chosen("d1", prefil
                 if selecting, case .selecting = m.state {
                     let id = "w\(rng.next() % 3)"
                     events += [.chosen(id, prefill: pd ? "p\(rng.next() % 3)" : nil, at: now),
-                               .noWorker(unknownModel: rng.next() % 2 == 0, missing: pd && rng.next() % 2 == 0 ? .prefill : .primary)]
+                               .noWorker([.unknownModel, .noneAvailable, .overloaded][Int(rng.next() % 3)], missing: pd && rng.next() % 2 == 0 ? .prefill : .primary)]
                 }
                 if let h = primary, !h.ended, !h.failed {
                     events += h.head ? [.body, .end(keepAlive: rng.next() % 2 == 0)] : [.head([200, 404, 429, 500, 503][Int(rng.next() % 5)], at: now)]

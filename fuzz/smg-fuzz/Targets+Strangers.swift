@@ -249,6 +249,14 @@ extension FuzzTarget {
         if case .success(let ranks)? = ModelDiscovery.dpSize(fromServerInfo: ByteBuffer(bytes: bytes)) {
             check((1...Worker.maxDPSize).contains(ranks), "ranks within bounds: \(ranks)")
         }
+        if let load = LoadMonitor.engineLoad(fromLoads: ByteBuffer(bytes: bytes)) {
+            check((1...LoadMonitor.maxRanks).contains(load.ranks.count), "a load report within bounds: \(load.ranks.count) ranks")
+            check(load.ranks.allSatisfy { (0...LoadMonitor.maxCount).contains($0.waiting) && (0...LoadMonitor.maxCount).contains($0.running) },
+                  "counts within bounds")
+            check(load.waiting >= 0 && load.running >= 0, "sums that cannot overflow")
+            check(load.tokenUsage.map { (0...1).contains($0) } ?? true, "KV usage within 0...1")
+            _ = OverloadThresholds().isOverloaded(load)
+        }
     }
 
     // MARK: kube

@@ -29,6 +29,22 @@ public enum FlagTable {
         FlagSpec("dp-aware", .bool, .bool(false), group: "Routing policy", "Data-parallelism aware scheduling"),
         FlagSpec("enable-igw", .bool, .bool(false), group: "Routing policy", "Inference Gateway mode for multi-model support"),
 
+        // Worker load
+        FlagSpec("load-monitor-interval", .int, .int(10), group: "Worker load",
+                 "Seconds between polls of every worker's GET /v1/loads (its queue and KV-cache usage; /get_load for workers without it)"),
+        FlagSpec("disable-load-monitoring", .bool, .bool(false), group: "Worker load",
+                 "Poll worker loads only when a decision reads them (overload protection, power_of_two); by default every worker is polled from registration on"),
+        FlagSpec("worker-overload-waiting-requests", .int, .int(8), group: "Worker load",
+                 "Waiting requests (summed over DP ranks) at or above which a worker is overloaded and left out of routing while another worker is under the thresholds (at least 1)"),
+        FlagSpec("worker-overload-token-usage", .double, .double(0.8), group: "Worker load",
+                 "Mean KV-cache token usage at or above which a worker is overloaded and left out of routing while another worker is under the thresholds (above 0, at most 1)"),
+        FlagSpec("worker-overload-protection", .bool, .bool(false), group: "Worker load",
+                 "Overload protection is on by default; this flag keeps it on and is accepted so older command lines still parse"),
+        FlagSpec("disable-worker-overload-protection", .bool, .bool(false), group: "Worker load",
+                 "Switch worker overload protection off: no worker is left out for its queue or KV usage"),
+        FlagSpec("worker-overload-shed", .bool, .bool(false), group: "Worker load",
+                 "When every worker a request could use is overloaded, answer 503 worker_overload_protection_shed with Retry-After (the poll interval) instead of routing to the least loaded one"),
+
         // PD disaggregation
         FlagSpec("pd-disaggregation", .bool, .bool(false), group: "PD disaggregation", "Prefill/decode disaggregated mode"),
         FlagSpec("prefill", .urlWithOptionalPort, .list([]), group: "PD disaggregation", "Prefill worker: URL [BOOTSTRAP_PORT|none] (repeatable)"),

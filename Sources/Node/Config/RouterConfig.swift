@@ -41,6 +41,8 @@ public struct RouterConfig: Sendable {
     public var breaker: CircuitBreakerConfig
     public var health: HealthCheckConfig
     public var admission: AdmissionConfig
+    /// Load polls of the workers' engines and worker overload protection.
+    public var workerLoad = WorkerLoadSettings()
     public var startupTimeoutSecs: Int
     public var startupCheckIntervalSecs: Int
     /// Credentials: `--api-key`, control-plane keys, JWTs, audit logging.
@@ -166,6 +168,7 @@ public struct RouterConfig: Sendable {
         breaker = try Self.breakerConfig(f)
         health = try Self.healthConfig(f)
         admission = try Self.admissionConfig(f)
+        workerLoad = try WorkerLoadSettings(f)
         startupTimeoutSecs = try Self.positive(f, "worker-startup-timeout-secs")
         startupCheckIntervalSecs = try Self.positive(f, "worker-startup-check-interval")
         security = try SecuritySettings(f)

@@ -84,7 +84,21 @@ enum WorkerRoutes {
             "reported_load": JSONValue(w.reportedLoad), "health": .string(w.healthStatus.rawValue), "refused": JSONValue(w.refusal),
             "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
             "bootstrap_port": JSONValue(w.bootstrapPort), "dp_size": .int(w.dpSize),
+            "engine_load": engineLoad(w), "overloaded": .bool(w.isOverloaded(now: MonotonicClock.nowMs())),
         ]
+    }
+
+    /// The engine's last `/v1/loads` report, in its own field names, with its age: null until one came.
+    private static func engineLoad(_ w: Worker) -> JSONValue {
+        guard let report = w.engineLoad else { return .null }
+        let loads: [JSONValue] = report.load.ranks.map { r in
+            ["dp_rank": .int(r.rank), "num_running_reqs": .int(r.running), "num_waiting_reqs": .int(r.waiting),
+             "token_usage": r.tokenUsage.map { .double($0) } ?? .null, "gen_throughput": r.throughput.map { .double($0) } ?? .null]
+        }
+        let now = MonotonicClock.nowMs()
+        return ["loads": .array(loads), "age_ms": .int(Int(now > report.atMs ? now - report.atMs : 0)),
+                "aggregate": ["total_running_reqs": .int(report.load.running), "total_waiting_reqs": .int(report.load.waiting),
+                              "avg_token_usage": report.load.tokenUsage.map { .double($0) } ?? .null]]
     }
 
     private static func add(_ raw: String, model: String?, role: WorkerRole, bootstrapPort: Int?, labels: [String: String], apiKey: String?,

@@ -21,6 +21,14 @@ enum JSONValue: Equatable, Sendable {
 
     var string: String? { if case .string(let s) = self { return s }; return nil }
     var int: Int? { if case .int(let i) = self { return i }; return nil }
+    /// Any number, integral or not.
+    var number: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
     var object: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
     var array: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
     /// A string-to-string object (labels), or nil when it is anything else.

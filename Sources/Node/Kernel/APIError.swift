@@ -91,6 +91,7 @@ public struct APIError: Error, Sendable {
         case noPrefillWorkers = "no_prefill_workers"
         case shuttingDown = "shutting_down"
         case tooManyConnections = "too_many_connections"
+        case workerOverloadProtectionShed = "worker_overload_protection_shed"
         // 504
         case decodeTimeout = "decode_timeout"
         case prefillTimeout = "prefill_timeout"
@@ -122,7 +123,7 @@ public struct APIError: Error, Sendable {
                 return .notImplemented
             case .decodeFailed, .prefillFailed, .upstreamError:
                 return .badGateway
-            case .historyUnavailable, .jwksUnavailable, .noAvailableWorkers, .noDecodeWorkers, .noPrefillWorkers, .shuttingDown, .tooManyConnections:
+            case .historyUnavailable, .jwksUnavailable, .noAvailableWorkers, .noDecodeWorkers, .noPrefillWorkers, .shuttingDown, .tooManyConnections, .workerOverloadProtectionShed:
                 return .serviceUnavailable
             case .decodeTimeout, .prefillTimeout, .upstreamTimeout:
                 return .gatewayTimeout

@@ -418,6 +418,60 @@ public final class RouterMetrics: Sendable {
         count("smg_trace_export_failures_total", "Span batches the OTLP collector did not take (dropped, never retried)", [])
     }
 
+    // MARK: worker load
+
+    /// A poll of a worker's `/v1/loads` started (the reference's `mode` is always `poll` here:
+    /// no worker pushes its load).
+    func engineLoadPoll(worker: String) {
+        count("smg_engine_load_polls_total", "Load-monitor polls by worker and mode (poll: GET /v1/loads)", [("worker", worker), ("mode", "poll")])
+    }
+
+    /// Every usable worker was overloaded: the request was refused (`--worker-overload-shed`)
+    /// or sent to the least loaded of them. `stage`: where it was decided (selection).
+    func workerOverload(shed: Bool, stage: String = "selection") {
+        if shed {
+            count("smg_worker_overload_shed_total", "Requests shed because every worker for the model is overloaded, by stage", [("stage", stage)])
+        } else {
+            count("smg_worker_overload_fallback_total", "Requests routed to the least-loaded worker because every worker for the model is overloaded and shedding is off, by stage", [("stage", stage)])
+        }
+    }
+
+    /// With overload protection on, both outcomes are exported from the start (at 0), so a
+    /// dashboard's rate has a series before the first overload.
+    func prepareWorkerOverload(stage: String = "selection") {
+        cache.withLock { c in
+            for (name, help) in [("smg_worker_overload_shed_total", "Requests shed because every worker for the model is overloaded, by stage"),
+                                 ("smg_worker_overload_fallback_total", "Requests routed to the least-loaded worker because every worker for the model is overloaded and shedding is off, by stage")] {
+                _ = Self.cached(&c.named, NamedKey(name: name, labels: ["stage", stage])) {
+                    registry.makeCounter(descriptor: Self.descriptor(name, help), labels: [("stage", stage)])
+                }
+            }
+        }
+    }
+
+    /// What the workers' engines last reported (per data-parallel rank) and how many workers
+    /// are overloaded now, per model: set at scrape time.
+    private func refreshEngineLoads(_ workers: [Worker]) {
+        let now = MonotonicClock.nowMs()
+        var overloaded: [String: Int] = [:]
+        for w in workers {
+            let model = w.modelID ?? "unknown"
+            overloaded[model, default: 0] += w.isOverloaded(now: now) ? 1 : 0
+            guard let report = w.engineLoad else { continue }
+            for r in report.load.ranks {
+                let labels = [("worker", w.url.canonical), ("model", model), ("dp_rank", String(r.rank))]
+                setGauge("smg_engine_running_requests", "Engine-reported running requests by worker, model, dp_rank", labels, to: Double(r.running))
+                setGauge("smg_engine_waiting_requests", "Engine-reported waiting requests by worker, model, dp_rank", labels, to: Double(r.waiting))
+                if let usage = r.tokenUsage {
+                    setGauge("smg_engine_token_usage", "Engine-reported KV token usage ratio (0.0-1.0) by worker, model, dp_rank", labels, to: usage)
+                }
+            }
+        }
+        for (model, n) in overloaded {
+            setGauge("smg_workers_overloaded", "Workers currently flagged overloaded and excluded from routing, by model", [("model", model)], to: Double(n))
+        }
+    }
+
     // MARK: generic
 
     private func count(_ name: String, _ help: String, _ labels: [(String, String)]) {
@@ -478,10 +532,17 @@ public final class RouterMetrics: Sendable {
                 registry.unregisterCounter(counter)
                 c.outcomes[key] = nil
             }
-            for (key, counter) in c.named {
-                guard let i = key.labels.firstIndex(of: "worker"), i % 2 == 0, i + 1 < key.labels.count, !live.contains(key.labels[i + 1]) else { continue }
+            func gone(_ key: NamedKey) -> Bool {
+                guard let i = key.labels.firstIndex(of: "worker"), i % 2 == 0, i + 1 < key.labels.count else { return false }
+                return !live.contains(key.labels[i + 1])
+            }
+            for (key, counter) in c.named where gone(key) {
                 registry.unregisterCounter(counter)
                 c.named[key] = nil
+            }
+            for (key, gauge) in c.namedGauges where gone(key) {
+                registry.unregisterGauge(gauge)
+                c.namedGauges[key] = nil
             }
             for w in workers {
                 let url = w.url.canonical
@@ -506,6 +567,7 @@ public final class RouterMetrics: Sendable {
 
     public func render(workers: [Worker]) -> [UInt8] {
         refresh(workers: workers)
+        refreshEngineLoads(workers)
         return registry.emitToBuffer()
     }
 }

@@ -142,6 +142,12 @@ extension Exchange {
         case .noWorkers(let half):
             guard pd else { return (.noWorkers(plan.model), extra) }
             return (APIError(half == .prefill ? .noPrefillWorkers : .noDecodeWorkers, "no healthy \(role(half)) worker\(model) is available"), extra)
+        case .workersOverloaded(let half):
+            let retry = state.config.workerLoad.retryAfterSecs
+            extra.add(name: "retry-after", value: String(retry))
+            let which = pd ? "every \(role(half)) worker" : "every worker"
+            return (APIError(.workerOverloadProtectionShed,
+                             "\(which)\(model) is overloaded (its queue or KV cache is over the thresholds); retry after \(retry) s"), extra)
         case .upstreamTimeout(let half):
             let error = APIError.upstreamTimeout(state.config.requestTimeoutSecs)
             guard pd else { return (error, extra) }

@@ -57,15 +57,16 @@ extension Exchange {
             // Info routes in PD mode: the first prefill worker that can answer (as the reference).
             let prefills = state.registry.all.filter { $0.role == .prefill && $0.isAvailable }
             guard let w = prefills.first(where: { !avoiding.contains($0.id) }) ?? prefills.first else {
-                return perform(machine.noWorker(unknownModel: false))
+                return perform(machine.noWorker(.noneAvailable))
             }
             choice = nil
             return perform(machine.workerChosen(w, now: plan.routing.now))
         }
         let selecting = plan.trace.map { _ in DefaultTracerClock.now }
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, using: &rng) {
-        case .unknownModel: perform(machine.noWorker(unknownModel: true))
-        case .noneAvailable: perform(machine.noWorker(unknownModel: false))
+        case .unknownModel: perform(machine.noWorker(.unknownModel))
+        case .noneAvailable: perform(machine.noWorker(.noneAvailable))
+        case .overloaded: shed(missing: .primary)
         case .worker(let choice):
             self.choice = choice
             traceChoice(choice, startedAt: selecting)
@@ -78,14 +79,18 @@ extension Exchange {
         let selecting = plan.trace.map { _ in DefaultTracerClock.now }
         switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoidingPrefill, role: .prefill, using: &rng) {
         case .unknownModel:
-            perform(machine.noWorker(unknownModel: true))
+            perform(machine.noWorker(.unknownModel))
         case .noneAvailable:
-            perform(machine.noWorker(unknownModel: false, missing: .prefill))
+            perform(machine.noWorker(.noneAvailable, missing: .prefill))
+        case .overloaded:
+            shed(missing: .prefill)
         case .worker(let prefillPick):
             switch state.registry.select(model: plan.model, request: plan.routing, avoiding: avoiding, role: .decode, using: &rng) {
-            case .unknownModel: perform(machine.noWorker(unknownModel: true))
+            case .unknownModel: perform(machine.noWorker(.unknownModel))
             case .noneAvailable:
-                perform(machine.noWorker(unknownModel: false, missing: .primary))
+                perform(machine.noWorker(.noneAvailable, missing: .primary))
+            case .overloaded:
+                shed(missing: .primary)
             case .worker(let decodePick):
                 prefillChoice = prefillPick
                 choice = decodePick
@@ -97,6 +102,12 @@ extension Exchange {
         }
     }
 
+    /// Every usable worker (of a half) is overloaded and `--worker-overload-shed` refuses the request.
+    private func shed(missing: Machine.Half) {
+        state.metrics.workerOverload(shed: true)
+        perform(machine.noWorker(.overloaded, missing: missing))
+    }
+
     /// The first routing decision of an inference request: metrics, and the sticky assignments
     /// the mesh and Redis share, each under the key of the policy that made it (so a PD pair's
     /// prefill and decode halves are kept apart) and naming the candidate it chose (with
@@ -105,6 +116,7 @@ extension Exchange {
         let (w, reason) = (choice.worker, choice.reason)
         let labels = routeLabels
         routedLabels = labels
+        if choice.overloadFallback { state.metrics.workerOverload(shed: false) }
         state.metrics.routed(labels, streaming: plan.stream, workerType: w.workerType, policy: choice.policy.rawValue, reason: reason.rawValue,
                              matchRatio: choice.matchRatio, bodyReason: state.policyUsesText ? "policy_needs_text" : "routing_fields")
         if choice.policy == .cache_aware { state.rates.decided(cacheHit: reason == .cacheHit) }

@@ -68,6 +68,8 @@ struct ExchangeStateMachine<Target: ExchangeTarget> {
     enum Failure: Equatable {
         case rateLimited, queueTimeout, modelNotFound
         case noWorkers(Half)
+        /// Every usable worker of the half is overloaded and shedding is on.
+        case workersOverloaded(Half)
         case upstreamTimeout(Half)
         case upstreamFailed(Half)
     }
@@ -194,10 +196,25 @@ struct ExchangeStateMachine<Target: ExchangeTarget> {
         return .startAttempt(target, prefill: prefill, deadlineMs: deadline, firstAttempt: retries == 0)
     }
 
+    /// Why selection found no worker.
+    enum NoWorker: Equatable {
+        /// No worker serves the model named.
+        case unknownModel
+        /// None is healthy, available and allowed by its breaker.
+        case noneAvailable
+        /// Every usable one is overloaded and `--worker-overload-shed` refuses the request.
+        case overloaded
+    }
+
     /// No worker can serve: `missing` names the half that has none in PD mode.
-    mutating func noWorker(unknownModel: Bool, missing: Half = .primary) -> Action {
+    mutating func noWorker(_ why: NoWorker, missing: Half = .primary) -> Action {
         guard case .selecting = state else { preconditionFailure("no worker chosen while \(state)") }
-        return finish(unknownModel ? .modelNotFound : .noWorkers(missing), nil, retriesExhausted: false, responseStarted: false)
+        let failure: Failure = switch why {
+        case .unknownModel: .modelNotFound
+        case .noneAvailable: .noWorkers(missing)
+        case .overloaded: .workersOverloaded(missing)
+        }
+        return finish(failure, nil, retriesExhausted: false, responseStarted: false)
     }
 
     mutating func upstreamHead(status: Int, now: UInt64) -> Action {

@@ -55,7 +55,8 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let metrics = RouterMetrics(durationBuckets: config.durationBuckets)
         let registry = WorkerRegistry(policy: config.policy, config: config.policyConfig, breaker: config.breaker, health: config.health,
-                                      prefillPolicy: config.pd?.prefillPolicy, decodePolicy: config.pd?.decodePolicy, policiesFromLabels: config.igw, dpAware: config.dpAware)
+                                      prefillPolicy: config.pd?.prefillPolicy, decodePolicy: config.pd?.decodePolicy, policiesFromLabels: config.igw, dpAware: config.dpAware,
+                                      overloadShed: config.workerLoad.shed)
         // With --enable-trace: the tracer requests' spans go to, and the exporter's service.
         let backend = try tracing.map { make in try make { metrics.traceExportFailed() } }
         let (tracer, tracingService) = (backend?.tracer, backend?.service)
@@ -224,7 +225,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                 },
             ]
             let watch = WorkerWatch(config: config, registry: registry, pools: state.pools, metrics: state.metrics, logger: log(.workers))
-            if config.policy == .power_of_two, let monitor = LoadMonitor.service(watch) { list.append(monitor) }
+            if let monitor = LoadMonitor.service(watch) { list.append(monitor) }
             if let discovery = state.discovery.service(watch) { list.append(discovery) }
             if let health = HealthChecker.service(watch, changed: { MeshBridge.healthObserved($0, status: $1, state: state) }) { list.append(health) }
             if let share = MeshBridge.budgetSharing(state: state) { list.append(share) }

@@ -150,6 +150,29 @@ public final class Worker: Sendable {
     }
     func setReportedLoad(_ load: Int?) { _reportedLoad.store(load ?? -1, ordering: .relaxed) }
 
+    // MARK: the engine's own load (`GET /v1/loads`)
+
+    /// The last load the worker's engine reported, with when it arrived (monotonic ms).
+    private let _engineLoad = Mutex<(load: EngineLoad, atMs: UInt64)?>(nil)
+    /// Until when (monotonic ms) the last report keeps this worker overloaded; 0: it is not.
+    /// Derived once per report, so a routing decision reads one atomic per worker.
+    private let _overloadedUntilMs = Atomic<UInt64>(0)
+
+    public var engineLoad: (load: EngineLoad, atMs: UInt64)? { _engineLoad.withLock { $0 } }
+    /// Keeps a report; `overloadedUntilMs` is 0 when it shows no overload, else when the
+    /// report stops counting.
+    func recordEngineLoad(_ load: EngineLoad, atMs: UInt64, overloadedUntilMs: UInt64) {
+        _engineLoad.withLock { $0 = (load, atMs) }
+        _overloadedUntilMs.store(overloadedUntilMs, ordering: .relaxed)
+        setReportedLoad(load.running + load.waiting)
+    }
+    /// Whether a report keeps this worker overloaded at `now` (one atomic read: the hot path's check).
+    func isOverloaded(now: UInt64) -> Bool { now < _overloadedUntilMs.load(ordering: .relaxed) }
+    /// The report that makes this worker overloaded at `now`, nil when there is none.
+    func overload(now: UInt64) -> EngineLoad? {
+        isOverloaded(now: now) ? engineLoad?.load : nil
+    }
+
     // MARK: data-parallel ranks (`--dp-aware`)
 
     /// The most data-parallel ranks a worker may report: more is a broken or hostile worker

@@ -24,12 +24,16 @@ public final class WorkerRegistry: Sendable {
         public let candidate: String
         /// cache_aware's match ratio, when it consulted its tree (`Selection.matchRatio`).
         public var matchRatio: Double? = nil
+        /// Every usable worker was overloaded and this is the least loaded of them.
+        public var overloadFallback = false
     }
 
     public enum Outcome {
         case worker(Choice)
         case unknownModel
         case noneAvailable
+        /// Every usable worker is overloaded and `--worker-overload-shed` is on.
+        case overloaded
     }
 
     public enum AddError: Error, Equatable {
@@ -66,11 +70,15 @@ public final class WorkerRegistry: Sendable {
 
     public let breakerConfig: CircuitBreakerConfig
     public let healthConfig: HealthCheckConfig
+    /// `--worker-overload-shed`: refuse a request whose usable workers are all overloaded,
+    /// instead of sending it to the least loaded of them.
+    public let overloadShed: Bool
 
     public init(policy: PolicyName, config: PolicyConfig = PolicyConfig(), breaker: CircuitBreakerConfig = CircuitBreakerConfig(),
                 health: HealthCheckConfig = HealthCheckConfig(), prefillPolicy: PolicyName? = nil, decodePolicy: PolicyName? = nil,
-                policiesFromLabels: Bool = false, dpAware: Bool = false) {
+                policiesFromLabels: Bool = false, dpAware: Bool = false, overloadShed: Bool = false) {
         self.policyName = policy
+        self.overloadShed = overloadShed
         self.dpAware = dpAware
         self.policiesFromLabels = policiesFromLabels
         self.rolePolicies = [.regular: policy, .prefill: prefillPolicy ?? policy, .decode: decodePolicy ?? policy]
@@ -268,6 +276,22 @@ public final class WorkerRegistry: Sendable {
         if !avoiding.isEmpty, candidates.indices.contains(where: { candidates[$0].isAvailable && !avoiding.contains(targets[$0].worker.id) }) {
             for i in candidates.indices where avoiding.contains(targets[i].worker.id) { candidates[i].isAvailable = false }
         }
+        // Overload protection: workers whose engines report a queue or a KV cache over the
+        // thresholds (`LoadMonitor` keeps the verdict) are left out while another can serve.
+        var overloadFallback = false
+        if targets.contains(where: { $0.worker.isOverloaded(now: request.now) }) {
+            let screen = OverloadScreen.decide(candidates.indices.map { i in
+                OverloadScreen.Candidate(usable: candidates[i].isAvailable, overload: targets[i].worker.overload(now: request.now))
+            }, shed: overloadShed)
+            switch screen {
+            case .unaffected: break
+            case .exclude(let over): for i in over { candidates[i].isAvailable = false }
+            case .shed: return .overloaded
+            case .fallback(let least):
+                for i in candidates.indices where i != least { candidates[i].isAvailable = false }
+                overloadFallback = true
+            }
+        }
         let wanted = policiesFromLabels && served ? chosen.lazy.compactMap { $0.labels["policy"].flatMap(PolicyName.init(rawValue:)) }.first : nil
         let key = Self.policyKey(model, served: served, role: role)
         let box = box(for: key, wanted: wanted)
@@ -275,6 +299,7 @@ public final class WorkerRegistry: Sendable {
         guard let selection else { return .noneAvailable }
         let target = targets[selection.index]
         return .worker(Choice(worker: target.worker, reason: selection.reason, policy: box.name, rank: target.rank,
-                              policyKey: key, candidate: candidates[selection.index].id, matchRatio: selection.matchRatio))
+                              policyKey: key, candidate: candidates[selection.index].id, matchRatio: selection.matchRatio,
+                              overloadFallback: overloadFallback))
     }
 }

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Routers side by side over one fleet of simulated workers, one of which is in trouble.
+
+    cluster/faulty-fleet.py [--secs 20] [--clients 16] [--fault queued] [ROUTER_CMD ...]
+
+Four smg-sim-worker processes on loopback (20 ms to the first token, 8 tokens); with
+--fault queued one of them reports 20 waiting requests and 0.95 KV-cache usage in /v1/loads
+and is four times slower, as an engine with a full queue is. Each ROUTER_CMD (default: this
+build's release smg; the reference gateway is "venv/bin/smg launch") is started in turn over
+the same workers with the same flags, then driven by closed-loop clients for --secs seconds
+(each request a chat completion with its own prompt, a 10 s client timeout). Printed per
+router: requests answered, errors (timeouts included), p50 and p99 latency, and the share of
+requests each worker served. Every process is stopped on exit, also on Ctrl-C.
+"""
+import argparse, json, os, signal, socket, subprocess, sys, threading, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+procs = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    procs.append(p)
+    return p
+
+
+def stop_all(*_):
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    procs.clear()
+
+
+def wait_ready(url, secs=30):
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url, timeout=1).status == 200:
+                return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit(f"not ready: {url}")
+
+
+def drive(port, secs, clients, timeout):
+    results, lock, stop_at = [], threading.Lock(), time.time() + secs
+
+    def client(n):
+        i = 0
+        while time.time() < stop_at:
+            i += 1
+            body = json.dumps({"model": "sim-model", "messages": [{"role": "user", "content": f"client {n} request {i}"}]}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, {"content-type": "application/json"})
+            t = time.time()
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    r.read()
+                    row = (r.status, time.time() - t, r.headers.get("x-sim-worker", "?"))
+            except urllib.error.HTTPError as e:
+                row = (e.code, time.time() - t, e.headers.get("x-sim-worker", "?"))
+            except Exception:
+                row = ("timeout", time.time() - t, "?")
+            with lock:
+                results.append(row)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--secs", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--timeout", type=float, default=10)
+    ap.add_argument("--fault", choices=["none", "queued"], default="queued")
+    ap.add_argument("routers", nargs="*", default=[os.path.join(ROOT, ".build/release/smg")])
+    a = ap.parse_args()
+    signal.signal(signal.SIGTERM, stop_all)
+    sim = os.path.join(ROOT, ".build/release/smg-sim-worker")
+    names = ["w0", "w1", "w2", "queued" if a.fault == "queued" else "w3"]
+    urls = []
+    for name in names:
+        port = free_port()
+        extra = ["--ttft-ms", "80", "--reported-waiting", "20", "--reported-token-usage", "0.95"] if name == "queued" else ["--ttft-ms", "20"]
+        start([sim, "--port", str(port), "--name", name] + extra)
+        urls.append(f"http://127.0.0.1:{port}")
+    for u in urls:
+        wait_ready(u + "/health")
+    print(f"{a.clients} clients, {a.secs} s, fault {a.fault}; workers {', '.join(names)}")
+    print(f"{'router':<28} {'answered':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7}  share per worker")
+    for cmd in a.routers:
+        port, metrics = free_port(), free_port()
+        router = start(cmd.split() + ["--host", "127.0.0.1", "--port", str(port), "--prometheus-host", "127.0.0.1",
+                                      "--prometheus-port", str(metrics), "--worker-urls"] + urls)
+        wait_ready(f"http://127.0.0.1:{port}/readiness")
+        time.sleep(2)  # the first load polls
+        rows = drive(port, a.secs, a.clients, a.timeout)
+        ok = sorted(r[1] for r in rows if r[0] == 200)
+        errors = len(rows) - len(ok)
+        pct = lambda q: ok[min(len(ok) - 1, int(q * len(ok)))] * 1000 if ok else float("nan")
+        share = {n: sum(1 for r in rows if r[2] == n) / max(1, len(rows)) for n in names}
+        label = os.path.basename(cmd.split()[0]) + ("" if len(cmd.split()) == 1 else " " + " ".join(cmd.split()[1:]))
+        print(f"{label[:28]:<28} {len(ok):>8} {errors:>6} {pct(0.5):>7.0f} {pct(0.99):>7.0f}  "
+              + " ".join(f"{n} {share[n]:.1%}" for n in names))
+        os.killpg(router.pid, signal.SIGKILL)
+        router.wait()
+        procs.remove(router)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
