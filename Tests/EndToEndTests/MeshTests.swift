@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import TestSupport
 import Mesh
@@ -363,6 +364,37 @@ nonisolated(unsafe) private var meshKeyFileToRemove: String?
         #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",from="closed",to="open"}"#) == 1)
         #expect(try b.metric(#"smg_worker_cb_transitions_total{worker="\#(w.url)",from="open",to="closed"}"#) == 1)
         #expect(try b.chat("x").status == 200)
+    }
+
+    /// A worker one router takes for wedged (a silent pile of its requests) is left out by the
+    /// other within a gossip round: the other sends it at most one request at a time (a probe)
+    /// instead of half its traffic until a pile of its own shows the wedge.
+    @Test func aWorkerWedgedForOneRouterIsLeftOutByTheOthers() async throws {
+        let calm = try await SimWorkerProcess(name: "calm")
+        let wedged = try await SimWorkerProcess(name: "wedged", ["--hang-rate", "1"])
+        let ports = try (0..<2).map { _ in try freeLoopbackPort() }
+        var routers: [RouterProcess] = []
+        for (i, name) in ["a", "b"].enumerated() {
+            routers.append(try await RouterProcess(["--enable-mesh", "--mesh-server-name", name, "--mesh-host", "127.0.0.1", "--mesh-port", String(ports[i]),
+                                                   "--mesh-key-file", Self.keyFile.path, "--mesh-peer-urls", "127.0.0.1:\(ports[1 - i])",
+                                                   "--policy", "round_robin", "--worker-wedge-secs", "1", "--request-timeout-secs", "30",
+                                                   "--worker-urls", calm.url, wedged.url]))
+        }
+        let (a, b) = (routers[0], routers[1])
+        try await eventually(timeout: .seconds(10), "the mesh formed") { try view(a).count == 1 && view(b).count == 1 }
+        try await waitForModels(a, count: 2)
+        try await waitForModels(b, count: 2)
+        func fire(_ n: Int, at r: RouterProcess) {
+            for i in 0..<n { DispatchQueue.global().async { _ = try? r.chat("fired \(i)") } }
+        }
+        fire(8, at: a)  // half of them pile up on the wedged worker
+        let veto = #"smg_worker_stalled{worker="\#(wedged.url)",reason="wedge"}"#
+        try await eventually(timeout: .seconds(1 + 1 + 5), "a takes it for wedged") { try a.metric(veto) == 1 }
+        try await eventually(timeout: .seconds(5), "b adopts a's verdict") { try b.metric(veto) == 1 }
+        let (wedgedBefore, calmBefore) = (try wedged.stats()["requests"] ?? 0, try calm.stats()["requests"] ?? 0)
+        fire(8, at: b)
+        try await eventually(timeout: .seconds(10), "b's requests are served") { try (calm.stats()["requests"] ?? 0) >= calmBefore + 7 }
+        #expect(try (wedged.stats()["requests"] ?? 0) - wedgedBefore <= 1, "b sent the wedged worker one probe at most, not half of its requests")
     }
 
     @Test func aRateLimitIsAClusterWideBudget() async throws {

@@ -109,7 +109,9 @@ import Testing
     @Test func aReportThatStopsComingStopsCounting() async throws {
         let calm = try await InProcessWorker(name: "calm")
         let stuck = try await InProcessWorker(name: "stuck", ["--reported-waiting", "20"])
-        let smg = try await router([calm, stuck])
+        // Its polls time out from now on: with --worker-stall-secs that alone would leave it out
+        // as stalled (WorkerLivenessTests); here only the report's own lifetime is at stake.
+        let smg = try await router([calm, stuck], ["--worker-stall-secs", "0"])
         try await waitForOverloaded(smg, 1)
         // Its load endpoint stops answering (health checks still pass): after three polls'
         // worth of silence the last report no longer keeps it out.
@@ -129,6 +131,7 @@ import Testing
         }
         #expect(Set(try served(smg, 6)) == ["calm", "queued"])
         #expect(try smg.metrics().contains("smg_worker_overload_shed_total") == false, "no protection, no protection metrics")
+        #expect(try smg.metrics().contains("smg_worker_liveness_fallback_total"), "the liveness rules are still on")
     }
 
     @Test func loadsArePolledAtTheInterval() async throws {

@@ -42,6 +42,12 @@ public enum FlagTable {
                  "Overload protection is on by default; this flag keeps it on and is accepted so older command lines still parse"),
         FlagSpec("disable-worker-overload-protection", .bool, .bool(false), group: "Worker load",
                  "Switch worker overload protection off: no worker is left out for its queue or KV usage"),
+        FlagSpec("worker-stall-secs", .int, .int(2), group: "Worker load",
+                 "Seconds without any contact from a worker (a response, a probe, a load poll answered) after which a call that gets no answer at all leaves it out of routing until it answers again (0: never)"),
+        FlagSpec("worker-wedge-secs", .int, .int(3), group: "Worker load",
+                 "Seconds without a head, token or answer from a worker with requests in flight whose pile grew or is four deep, after which it gets no new requests until it produces something (then one at a time once its requests are gone; 0: never)"),
+        FlagSpec("worker-stale-secs", .int, .int(15), group: "Worker load",
+                 "The reference's exclusion of workers whose KV-event stream stops pushing load records; smg subscribes to no such stream, so no worker is judged by it (accepted and checked)"),
         FlagSpec("worker-overload-shed", .bool, .bool(false), group: "Worker load",
                  "When every worker a request could use is overloaded, answer 503 worker_overload_protection_shed with Retry-After (the poll interval) instead of routing to the least loaded one"),
 

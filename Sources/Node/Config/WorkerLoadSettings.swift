@@ -13,6 +13,8 @@ public struct WorkerLoadSettings: Sendable, Equatable {
     public var overload: OverloadThresholds?
     /// `--worker-overload-shed`: 503 instead of the least loaded overloaded worker.
     public var shed: Bool
+    /// `--worker-wedge-secs` and `--worker-stall-secs` (`Liveness`).
+    public var liveness: Liveness.Rule
 
     /// How long a report counts: three polls. A worker whose load endpoint stops answering is
     /// judged by its report no longer than that, so a stale report keeps no worker out for good.
@@ -21,7 +23,9 @@ public struct WorkerLoadSettings: Sendable, Equatable {
     /// The `Retry-After` of a shed request: the next poll may see the queue gone.
     public var retryAfterSecs: Int { monitorIntervalSecs }
 
-    public init(monitorIntervalSecs: Int = 10, pollOnlyWhenNeeded: Bool = false, overload: OverloadThresholds? = OverloadThresholds(), shed: Bool = false) {
+    public init(monitorIntervalSecs: Int = 10, pollOnlyWhenNeeded: Bool = false, overload: OverloadThresholds? = OverloadThresholds(), shed: Bool = false,
+                liveness: Liveness.Rule = Liveness.Rule()) {
+        self.liveness = liveness
         self.monitorIntervalSecs = monitorIntervalSecs
         self.pollOnlyWhenNeeded = pollOnlyWhenNeeded
         self.overload = overload
@@ -52,5 +56,14 @@ public struct WorkerLoadSettings: Sendable, Equatable {
             overload = OverloadThresholds(waitingRequests: waiting, tokenUsage: usage)
         }
         shed = f.bool("worker-overload-shed")
+        func seconds(_ name: String) throws(ConfigError) -> UInt64 {
+            let v = try RouterConfig.nonNegative(f, name)
+            guard v <= 3_600 else { throw ConfigError("--\(name) \(v): at most 3600") }
+            return UInt64(v) * 1000
+        }
+        liveness = Liveness.Rule(wedgeMs: try seconds("worker-wedge-secs"), stallMs: try seconds("worker-stall-secs"))
+        // Judges only workers that push load records over a KV-event stream, which smg does not
+        // subscribe to: accepted and checked, so command lines written for the reference run.
+        _ = try seconds("worker-stale-secs")
     }
 }

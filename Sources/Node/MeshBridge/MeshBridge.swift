@@ -30,6 +30,7 @@ enum MeshBridge {
     static let sessionsStore = SessionReplication.store
     static let healthStore = "health"
     static let breakersStore = "breakers"
+    static let livenessStore = "liveness"
 
     /// Starts applying other routers' changes to this router.
     static func start(state: RouterState) {
@@ -51,6 +52,7 @@ enum MeshBridge {
                 }
             case sessionsStore: SessionReplication.applied(key: key, value: value, state: state)
             case breakersStore: breakerHeard(key: key, value: value, from: from, state: state)
+            case livenessStore: livenessHeard(key: key, value: value, from: from, state: state)
             default: return
             }
         }
@@ -87,6 +89,38 @@ enum MeshBridge {
         guard let change = w.breakerAdopt(open: open, now: state.nowMs()) else { return }
         state.metrics.breakerTransition(worker: w.url.canonical, change)
         state.log(.mesh).warning("circuit breaker \(change.to.rawValue) (seen by another router)", metadata: ["worker": "\(key)", "peer": "\(from)", "from": "\(change.from.rawValue)"])
+    }
+
+    /// This router took a worker for wedged, or saw it produce again: tell the others, so a
+    /// wedged worker costs each of them at most one request at a time instead of a pile. A stall
+    /// is about this router's own path to the worker, and probing is its own business: not news.
+    static func livenessChanged(_ w: Worker, to verdict: Liveness, state: RouterState) {
+        guard let mesh = state.mesh?.service else { return }
+        let value: String
+        switch (verdict.wedge, verdict.stalled) {
+        case (.wedged, _): value = "wedged@\(Int64(Date().timeIntervalSince1970 * 1000))"
+        case (.none, false): value = "alive"
+        default: return
+        }
+        mesh.publish(store: livenessStore, key: w.url.canonical, value: Array(value.utf8))
+    }
+
+    /// Another router's liveness verdict on a worker this router knows: adopted. A "wedged"
+    /// older than a minute is over (that router has probed the worker since, or is gone).
+    static func livenessHeard(key: String, value: [UInt8]?, from: String, state: RouterState) {
+        guard let value, state.config.workerLoad.liveness.wedgeMs > 0, let w = state.registry.worker(url: key) else { return }
+        let text = String(decoding: value.prefix(64), as: UTF8.self)
+        let wedged: Bool
+        if text == "alive" {
+            wedged = false
+        } else if text.hasPrefix("wedged@"), let at = Int64(text.dropFirst(7)) {
+            guard Int64(Date().timeIntervalSince1970 * 1000) - at < 60_000 else { return }
+            wedged = true
+        } else {
+            return
+        }
+        guard let verdict = w.adoptLiveness(wedged: wedged) else { return }
+        LivenessWatch.report(w, to: verdict, metrics: state.metrics, log: state.log(.mesh), peer: from)
     }
 
     /// Without health checks of its own, a router would keep another router's "unhealthy"

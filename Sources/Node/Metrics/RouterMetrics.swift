@@ -436,12 +436,30 @@ public final class RouterMetrics: Sendable {
         }
     }
 
-    /// With overload protection on, both outcomes are exported from the start (at 0), so a
-    /// dashboard's rate has a series before the first overload.
-    func prepareWorkerOverload(stage: String = "selection") {
+    /// Every usable worker was not alive (wedged, stalled): the request went to the least loaded.
+    func livenessFallback(stage: String = "selection") {
+        count("smg_worker_liveness_fallback_total", "Requests routed to the least-loaded worker because every usable worker for the model is wedged or stalled, by stage", [("stage", stage)])
+    }
+
+    /// A worker was left out of routing as wedged or stalled (`reason`).
+    func livenessVeto(worker: String, reason: String) {
+        count("smg_worker_stall_transitions_total", "Times the liveness veto was set on a worker, by worker and reason", [("worker", worker), ("reason", reason)])
+    }
+
+    /// The counters of what routing did when it left everyone out are exported from the start
+    /// (at 0), so a dashboard's rate has a series before the first time: both overload outcomes
+    /// while overload protection is on, the liveness fallback while a liveness rule is.
+    func prepareRoutingScreen(overload: Bool, liveness: Bool, stage: String = "selection") {
+        var families: [(String, String)] = []
+        if overload {
+            families += [("smg_worker_overload_shed_total", "Requests shed because every worker for the model is overloaded, by stage"),
+                         ("smg_worker_overload_fallback_total", "Requests routed to the least-loaded worker because every worker for the model is overloaded and shedding is off, by stage")]
+        }
+        if liveness {
+            families.append(("smg_worker_liveness_fallback_total", "Requests routed to the least-loaded worker because every usable worker for the model is wedged or stalled, by stage"))
+        }
         cache.withLock { c in
-            for (name, help) in [("smg_worker_overload_shed_total", "Requests shed because every worker for the model is overloaded, by stage"),
-                                 ("smg_worker_overload_fallback_total", "Requests routed to the least-loaded worker because every worker for the model is overloaded and shedding is off, by stage")] {
+            for (name, help) in families {
                 _ = Self.cached(&c.named, NamedKey(name: name, labels: ["stage", stage])) {
                     registry.makeCounter(descriptor: Self.descriptor(name, help), labels: [("stage", stage)])
                 }
@@ -467,6 +485,17 @@ public final class RouterMetrics: Sendable {
                 }
             }
         }
+        for w in workers {
+            for reason in ["stall", "wedge"] {
+                // A series only while the veto holds: no pair of zeros per worker of a healthy fleet.
+                let labels = [("worker", w.url.canonical), ("reason", reason)]
+                if w.livenessVerdict.reason == reason {
+                    setGauge("smg_worker_stalled", "Liveness veto on a worker: 1 while routing skips it, by worker and reason", labels, to: 1)
+                } else {
+                    removeGauge("smg_worker_stalled", labels)
+                }
+            }
+        }
         for (model, n) in overloaded {
             setGauge("smg_workers_overloaded", "Workers currently flagged overloaded and excluded from routing, by model", [("model", model)], to: Double(n))
         }
@@ -489,6 +518,14 @@ public final class RouterMetrics: Sendable {
             Self.cached(&c.namedGauges, NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) {
                 registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels)
             }.set(to: value)
+        }
+    }
+
+    /// Removes a gauge `setGauge` made, if it exists.
+    func removeGauge(_ name: String, _ labels: [(String, String)]) {
+        cache.withLock { c in
+            guard let gauge = c.namedGauges.removeValue(forKey: NamedKey(name: name, labels: labels.flatMap { [$0.0, $0.1] })) else { return }
+            registry.unregisterGauge(gauge)
         }
     }
 

@@ -10,6 +10,7 @@ extension Worker {
     func attemptStarted(rank: Int?, now: UInt64) -> (wasIdle: Bool, breaker: CircuitBreaker.Transition?) {
         let change = breakerAcquire(now: now)
         let first = requestStarted()
+        if first { becameBusy(now: now) }
         if let rank { rankStarted(rank) }
         return (first, change)
     }

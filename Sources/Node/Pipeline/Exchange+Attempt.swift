@@ -36,6 +36,8 @@ extension Exchange {
         if let p, let prefillStart { sent(to: p, breaker: prefillStart.breaker) }
         primaryCall = primary
         prefillCall = prefill
+        primaryWorker = w
+        prefillWorker = p
         prefill?.start(delegate: self, timeout: timeout)
         primary.start(delegate: self, timeout: timeout)  // nothing, if that failure closed it
     }

@@ -116,7 +116,11 @@ extension Exchange {
         let (w, reason) = (choice.worker, choice.reason)
         let labels = routeLabels
         routedLabels = labels
-        if choice.overloadFallback { state.metrics.workerOverload(shed: false) }
+        switch choice.fallback {
+        case .overload: state.metrics.workerOverload(shed: false)
+        case .liveness: state.metrics.livenessFallback()
+        case nil: break
+        }
         state.metrics.routed(labels, streaming: plan.stream, workerType: w.workerType, policy: choice.policy.rawValue, reason: reason.rawValue,
                              matchRatio: choice.matchRatio, bodyReason: state.policyUsesText ? "policy_needs_text" : "routing_fields")
         if choice.policy == .cache_aware { state.rates.decided(cacheHit: reason == .cacheHit) }

@@ -2,6 +2,7 @@ import Primitives
 import NIOCore
 import NIOHTTP1
 import Policies
+import Reliability
 import Tracing
 
 /// The client side of an exchange: where the response goes. `RouterHandler` implements it; the
@@ -44,6 +45,10 @@ final class Exchange: UpstreamCallDelegate {
 
     /// The current attempt's call to its worker (the whole request, or PD's decode half).
     var primaryCall: UpstreamCall?
+    /// The workers of `primaryCall` and `prefillCall`: what they send is their progress, a call
+    /// that gets no answer their transport failure (`Liveness`).
+    var primaryWorker: Worker?
+    var prefillWorker: Worker?
     var retryTimer: Scheduled<Void>?
     var admissionTicket: UInt64?
     /// The policy's choice of the current attempt's worker (the decode half in PD mode; nil for
@@ -120,6 +125,7 @@ final class Exchange: UpstreamCallDelegate {
 
     func callHead(_ call: UpstreamCall, _ response: HTTPResponseHead) {
         guard call === primaryCall else { return }
+        progressed(primaryWorker)
         state.metrics.upstreamResponse(status: Int(response.status.code))
         let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
         guard case .forwardHead(let exhausted) = action else { return perform(action) }
@@ -146,7 +152,11 @@ final class Exchange: UpstreamCallDelegate {
     }
 
     func callReadComplete(_ call: UpstreamCall) {
-        guard call === primaryCall else { return }
+        guard call === primaryCall else {
+            if call === prefillCall { progressed(prefillWorker) }
+            return
+        }
+        progressed(primaryWorker)
         sendBurst()
         client.flush()
     }
@@ -161,8 +171,25 @@ final class Exchange: UpstreamCallDelegate {
         var timedOut = false
         if case UpstreamError.timedOut = error { timedOut = true }
         let now = state.nowMs()
+        // No answer at all (not a body cut short): after silence, the worker is stalled.
+        if call.status == 0, let w = call === primaryCall ? primaryWorker : (call === prefillCall ? prefillWorker : nil),
+           let verdict = w.transportFailed(now: now, rule: state.config.workerLoad.liveness) {
+            livenessChanged(w, to: verdict)
+        }
         if call === primaryCall { return perform(machine.upstreamFailed(timedOut: timedOut, now: now)) }
         perform(machine.prefillCallFailed(timedOut: timedOut, now: now))
+    }
+
+    /// The worker sent a head or body bytes (once per read burst, not per part).
+    func progressed(_ w: Worker?) {
+        guard let w, w.progressed(now: state.nowMs()) != nil else { return }
+        livenessChanged(w, to: w.livenessVerdict)
+    }
+
+    /// A liveness verdict this exchange's calls changed: reported, and told to the other routers.
+    private func livenessChanged(_ w: Worker, to verdict: Liveness) {
+        LivenessWatch.report(w, to: verdict, metrics: state.metrics, log: state.log(.workers))
+        MeshBridge.livenessChanged(w, to: verdict, state: state)
     }
 
     func appendToBurst(_ buffer: ByteBuffer) {

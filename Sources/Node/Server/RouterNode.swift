@@ -224,8 +224,12 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                     registry.maintainPolicies(now: MonotonicClock.nowMs())
                 },
             ]
-            let watch = WorkerWatch(config: config, registry: registry, pools: state.pools, metrics: state.metrics, logger: log(.workers))
+            let watch = WorkerWatch(config: config, registry: registry, pools: state.pools, metrics: state.metrics, logger: log(.workers),
+                                    livenessChanged: { MeshBridge.livenessChanged($0, to: $1, state: state) })
+            let screen = config.workerLoad
+            state.metrics.prepareRoutingScreen(overload: screen.overload != nil, liveness: screen.liveness.wedgeMs > 0 || screen.liveness.stallMs > 0)
             if let monitor = LoadMonitor.service(watch) { list.append(monitor) }
+            if let liveness = LivenessWatch.service(watch) { list.append(liveness) }
             if let discovery = state.discovery.service(watch) { list.append(discovery) }
             if let health = HealthChecker.service(watch, changed: { MeshBridge.healthObserved($0, status: $1, state: state) }) { list.append(health) }
             if let share = MeshBridge.budgetSharing(state: state) { list.append(share) }

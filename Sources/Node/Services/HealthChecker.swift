@@ -78,6 +78,12 @@ final class HealthChecker: Sendable {
             case .failure(let error): ok = false; reason = "\(error)"
             }
             watch.metrics.healthCheck(workerType: w.workerType, ok: ok)
+            // Any answer is contact; none at all after silence stalls the worker (`Liveness`).
+            if case .failure = result {
+                LivenessWatch.transportFailed(w, now: MonotonicClock.nowMs(), watch: watch)
+            } else {
+                LivenessWatch.contacted(w, now: MonotonicClock.nowMs(), watch: watch)
+            }
             if watch.logger.logLevel <= .debug {
                 watch.logger.debug("health check", metadata: ok ? ["worker": "\(w.url.canonical)", "result": "ok"]
                                                                 : ["worker": "\(w.url.canonical)", "result": "failed", "reason": "\(reason)"])

@@ -16,7 +16,6 @@ enum LoadMonitor {
         let settings = config.workerLoad
         let loadAware = ([config.policy] + [config.pd?.prefillPolicy, config.pd?.decodePolicy].compactMap { $0 }).contains(.power_of_two)
         guard !settings.pollOnlyWhenNeeded || settings.overload != nil || loadAware, let loop = watch.pools.loops.first else { return nil }
-        if settings.overload != nil { watch.metrics.prepareWorkerOverload() }
         // A worker added is asked at once: an overloaded one must not take traffic for a whole interval.
         watch.registry.onAdded { worker in loop.execute { poll(worker, watch: watch, on: loop) } }
         return PeriodicTask("load monitor", on: loop, initialDelay: .milliseconds(200), every: .seconds(Int64(settings.monitorIntervalSecs))) {
@@ -32,6 +31,12 @@ enum LoadMonitor {
         let bearer = worker.apiKey ?? watch.config.apiKey
         watch.metrics.engineLoadPoll(worker: worker.url.canonical)
         UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/v1/loads?include=core", bearer: bearer, timeout: timeout) { result in
+            // Any answer is contact; none at all after silence stalls the worker (`Liveness`).
+            if case .failure = result {
+                LivenessWatch.transportFailed(worker, now: MonotonicClock.nowMs(), watch: watch)
+            } else {
+                LivenessWatch.contacted(worker, now: MonotonicClock.nowMs(), watch: watch)
+            }
             switch result {
             case .success(let r) where r.status == .ok:
                 guard let load = engineLoad(fromLoads: r.body) else { return worker.setReportedLoad(nil) }

@@ -1,4 +1,5 @@
 import Logging
+import Reliability
 
 /// What the services that watch workers (health checks, load polls, model discovery) need of a
 /// router: its settings, its workers, the connection pools to ask them on, its metrics and log.
@@ -10,4 +11,6 @@ struct WorkerWatch: Sendable {
     let pools: UpstreamPools
     let metrics: RouterMetrics
     let logger: Logger
+    /// Told each liveness verdict this router reaches on its own (the mesh tells the others).
+    var livenessChanged: @Sendable (Worker, Liveness) -> Void = { _, _ in }
 }

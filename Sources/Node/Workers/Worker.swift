@@ -173,6 +173,82 @@ public final class Worker: Sendable {
         isOverloaded(now: now) ? engineLoad?.load : nil
     }
 
+    // MARK: liveness (`Liveness`: wedged, stalled)
+
+    private let liveness = Mutex(Liveness())
+    /// Mirrors `liveness` for the hot path: 0 admits, 1 does not, 2 admits only when idle (probing).
+    private let _livenessCode = Atomic<Int>(0)
+    /// When the worker last produced a head, a token or an answer (monotonic ms).
+    private let _lastProgressMs = Atomic<UInt64>(0)
+    /// The router's requests in flight to it then (or 1 when it became busy after that).
+    private let _inFlightAtProgress = Atomic<Int>(0)
+    /// When its first request in flight (after idle) was sent.
+    private let _busySinceMs = Atomic<UInt64>(0)
+    /// When the worker last answered anything: a response, a probe, a load poll; at first,
+    /// when it was added (a worker added a moment ago has not been silent).
+    private let _lastContactMs = Atomic<UInt64>(MonotonicClock.nowMs())
+
+    public var livenessVerdict: Liveness { liveness.withLock { $0 } }
+    /// Whether liveness lets a new request go to it now (one or two atomic reads).
+    public var isAlive: Bool {
+        switch _livenessCode.load(ordering: .relaxed) {
+        case 0: true
+        case 2: inFlight == 0
+        default: false
+        }
+    }
+
+    private func changeLiveness(_ change: (inout Liveness) -> Bool) -> Liveness? {
+        liveness.withLock { l in
+            guard change(&l) else { return nil }
+            _livenessCode.store(l.admits(inFlight: 1) ? 0 : (l.admits(inFlight: 0) ? 2 : 1), ordering: .relaxed)
+            return l
+        }
+    }
+
+    /// A head, a read of its body, or its end came from the worker: progress and contact. The
+    /// returned verdict is the one it ended (nil: nothing changed, the usual case: no lock taken).
+    func progressed(now: UInt64) -> Liveness? {
+        _lastProgressMs.store(now, ordering: .relaxed)
+        _lastContactMs.store(now, ordering: .relaxed)
+        _inFlightAtProgress.store(inFlight, ordering: .relaxed)
+        guard _livenessCode.load(ordering: .relaxed) != 0 else { return nil }
+        let before = livenessVerdict
+        return changeLiveness { $0.progressed() } != nil ? before : nil
+    }
+
+    /// A probe or a load poll answered. Returns the verdict it ended, if it ended one.
+    func contacted(now: UInt64) -> Liveness? {
+        _lastContactMs.store(now, ordering: .relaxed)
+        guard _livenessCode.load(ordering: .relaxed) != 0 else { return nil }
+        let before = livenessVerdict
+        return changeLiveness { $0.contacted() } != nil ? before : nil
+    }
+
+    /// A call got no answer at all. Returns the new verdict when the worker is stalled by it.
+    func transportFailed(now: UInt64, rule: Liveness.Rule) -> Liveness? {
+        let last = _lastContactMs.load(ordering: .relaxed)
+        return changeLiveness { $0.transportFailed(silentMs: now > last ? now - last : 0, rule: rule) }
+    }
+
+    /// The periodic look (`LivenessWatch`). Returns the new verdict when it changed.
+    func reviewLiveness(now: UInt64, rule: Liveness.Rule) -> Liveness? {
+        let silentSince = max(_lastProgressMs.load(ordering: .relaxed), _busySinceMs.load(ordering: .relaxed))
+        let n = inFlight, before = _inFlightAtProgress.load(ordering: .relaxed)
+        return changeLiveness { $0.review(inFlight: n, silentMs: now > silentSince ? now - silentSince : 0, inFlightWhenSilenceBegan: before, rule: rule) }
+    }
+
+    /// Another router's verdict (`Liveness.adoptWedged`, `adoptAlive`). Returns the new verdict when it changed.
+    func adoptLiveness(wedged: Bool) -> Liveness? {
+        changeLiveness { wedged ? $0.adoptWedged() : $0.adoptAlive() }
+    }
+
+    /// The first request after idle: the silence that may make a wedge starts now.
+    func becameBusy(now: UInt64) {
+        _busySinceMs.store(now, ordering: .relaxed)
+        _inFlightAtProgress.store(1, ordering: .relaxed)
+    }
+
     // MARK: data-parallel ranks (`--dp-aware`)
 
     /// The most data-parallel ranks a worker may report: more is a broken or hostile worker

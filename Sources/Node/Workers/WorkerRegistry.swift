@@ -24,8 +24,9 @@ public final class WorkerRegistry: Sendable {
         public let candidate: String
         /// cache_aware's match ratio, when it consulted its tree (`Selection.matchRatio`).
         public var matchRatio: Double? = nil
-        /// Every usable worker was overloaded and this is the least loaded of them.
-        public var overloadFallback = false
+        /// Every usable worker was left out (`RoutingScreen`) and this is the least loaded of them.
+        public enum Fallback: String { case liveness, overload }
+        public var fallback: Fallback? = nil
     }
 
     public enum Outcome {
@@ -276,20 +277,22 @@ public final class WorkerRegistry: Sendable {
         if !avoiding.isEmpty, candidates.indices.contains(where: { candidates[$0].isAvailable && !avoiding.contains(targets[$0].worker.id) }) {
             for i in candidates.indices where avoiding.contains(targets[i].worker.id) { candidates[i].isAvailable = false }
         }
-        // Overload protection: workers whose engines report a queue or a KV cache over the
-        // thresholds (`LoadMonitor` keeps the verdict) are left out while another can serve.
-        var overloadFallback = false
-        if targets.contains(where: { $0.worker.isOverloaded(now: request.now) }) {
-            let screen = OverloadScreen.decide(candidates.indices.map { i in
-                OverloadScreen.Candidate(usable: candidates[i].isAvailable, overload: targets[i].worker.overload(now: request.now))
+        // Workers not alive (wedged, stalled: `Liveness`) and, among the alive, overloaded ones
+        // (their engines report a queue or a KV cache over the thresholds; `LoadMonitor` keeps
+        // the verdict) are left out while another can serve (`RoutingScreen`).
+        var fallback: Choice.Fallback?
+        if targets.contains(where: { !$0.worker.isAlive || $0.worker.isOverloaded(now: request.now) }) {
+            let screen = RoutingScreen.decide(candidates.indices.map { i in
+                let w = targets[i].worker
+                return RoutingScreen.Candidate(usable: candidates[i].isAvailable, alive: w.isAlive, overload: w.overload(now: request.now),
+                                               inFlight: candidates[i].inFlight)
             }, shed: overloadShed)
-            switch screen {
-            case .unaffected: break
-            case .exclude(let over): for i in over { candidates[i].isAvailable = false }
+            func only(_ chosen: Int) { for i in candidates.indices where i != chosen { candidates[i].isAvailable = false } }
+            switch screen.outcome {
+            case .route: for i in screen.excluded { candidates[i].isAvailable = false }
             case .shed: return .overloaded
-            case .fallback(let least):
-                for i in candidates.indices where i != least { candidates[i].isAvailable = false }
-                overloadFallback = true
+            case .livenessFallback(let least): only(least); fallback = .liveness
+            case .overloadFallback(let least): only(least); fallback = .overload
             }
         }
         let wanted = policiesFromLabels && served ? chosen.lazy.compactMap { $0.labels["policy"].flatMap(PolicyName.init(rawValue:)) }.first : nil
@@ -300,6 +303,6 @@ public final class WorkerRegistry: Sendable {
         let target = targets[selection.index]
         return .worker(Choice(worker: target.worker, reason: selection.reason, policy: box.name, rank: target.rank,
                               policyKey: key, candidate: candidates[selection.index].id, matchRatio: selection.matchRatio,
-                              overloadFallback: overloadFallback))
+                              fallback: fallback))
     }
 }
