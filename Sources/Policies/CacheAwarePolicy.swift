@@ -10,6 +10,15 @@ public struct CacheAwareConfig: Sendable, Equatable {
     public var maxTreeSize = 67_108_864
     /// Prompt bytes per tree element (see `PromptBlocks`).
     public var blockSize = 16
+    /// KV-usage spread: when the hottest minus the coldest reported KV-cache usage is above
+    /// this, cache affinity gives way to the least loaded worker (`--balance-token-usage-threshold`;
+    /// 1.0 or more: off). Unlike request counts it is the same on every router of a fleet.
+    public var balanceTokenUsageThreshold = 1.0
+    /// KV-usage ceiling: a worker whose reported KV-cache usage is above this is passed over
+    /// while another is not (`--overload-token-usage-threshold`; 1.0 or more: off).
+    public var overloadTokenUsageThreshold = 1.0
+    /// Whether either guard is on: only then are candidates given their KV usage.
+    public var readsTokenUsage: Bool { balanceTokenUsageThreshold < 1 || overloadTokenUsageThreshold < 1 }
     /// Keep a log of decisions for `summary(since:)`: on when other routers consume summaries
     /// (the mesh); off, a summary is always the whole tree and decisions log nothing.
     public var recordsSummaries = false
@@ -23,6 +32,10 @@ public struct CacheAwareConfig: Sendable, Equatable {
 /// least (the most spare cache). When the load is imbalanced — max − min above the absolute
 /// threshold *and* max above the relative threshold times min — the least loaded worker wins.
 /// Either way the prompt is recorded in the tree for the chosen worker.
+///
+/// Two guards on the KV-cache usage workers report, both off by default: above the ceiling a
+/// worker is passed over while another is not; and a spread between the hottest and the coldest
+/// above the balance threshold counts as imbalance (the least loaded wins).
 public struct CacheAwarePolicy: LoadBalancingPolicy {
     public let name = "cache_aware"
     public let config: CacheAwareConfig
@@ -65,10 +78,19 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
         for i in workers.indices where workers[i].isAvailable { available.append(i) }
         guard !available.isEmpty else { return nil }
         let key = PromptBlocks.hashes(request.routingText, blockSize: config.blockSize)
+        var kvImbalanced = false
+        if config.readsTokenUsage {
+            // The ceiling: over it, a worker is passed over while another is not.
+            let cool = available.filter { (workers[$0].tokenUsage ?? 0) <= config.overloadTokenUsageThreshold }
+            if !cool.isEmpty { available = cool }
+            let usages = available.compactMap { workers[$0].tokenUsage }
+            if let hot = usages.max(), let cold = usages.min() { kvImbalanced = hot - cold > config.balanceTokenUsageThreshold }
+        }
 
         let selection: Selection
-        if Self.isImbalanced(loads: available.map { workers[$0].load }, absThreshold: config.balanceAbsThreshold, relThreshold: config.balanceRelThreshold) {
-            selection = Selection(RandomPolicy.leastLoaded(workers)!, .imbalance)
+        if kvImbalanced || Self.isImbalanced(loads: available.map { workers[$0].load }, absThreshold: config.balanceAbsThreshold,
+                                             relThreshold: config.balanceRelThreshold) {
+            selection = Selection(available.min { workers[$0].load < workers[$1].load }!, .imbalance)
         } else {
             // Which tree owner is which available candidate.
             var candidateOfSlot = [Int](repeating: -1, count: slotIDs.count)

@@ -10,13 +10,17 @@ public struct WorkerCandidate: Sendable, Equatable {
     public var inFlight: Int
     /// The worker's own load report (`/get_load`), when it exposes one; preferred over `inFlight`.
     public var reportedLoad: Int?
+    /// The KV-cache usage its engine last reported (0...1), while the report is fresh; set only
+    /// for a policy that reads it (cache_aware's token-usage guards).
+    public var tokenUsage: Double?
 
-    public init(id: String, url: String, isAvailable: Bool = true, inFlight: Int = 0, reportedLoad: Int? = nil) {
+    public init(id: String, url: String, isAvailable: Bool = true, inFlight: Int = 0, reportedLoad: Int? = nil, tokenUsage: Double? = nil) {
         self.id = id
         self.url = url
         self.isAvailable = isAvailable
         self.inFlight = inFlight
         self.reportedLoad = reportedLoad
+        self.tokenUsage = tokenUsage
     }
 
     /// The load a policy compares: the worker's report when there is one.

@@ -134,6 +134,27 @@ import Testing
         #expect(try smg.metrics().contains("smg_worker_liveness_fallback_total"), "the liveness rules are still on")
     }
 
+    /// cache_aware's guards on reported KV usage, below overload protection's 0.8: over the
+    /// ceiling the worker holding a prompt is passed over; a spread over the threshold sends the
+    /// prompt to the least loaded (by the reports: running plus waiting).
+    @Test func cacheAwareGivesWayToKVUsage() async throws {
+        for flag in ["--overload-token-usage-threshold", "--balance-token-usage-threshold"] {
+            let a = try await InProcessWorker(name: "a")
+            let b = try await InProcessWorker(name: "b")
+            let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, "--load-monitor-interval", "\(Self.interval)", flag, "0.5"])
+            try await waitForModels(smg, count: 2)
+            let prompt = "a long system prompt that the cache-aware tree keeps for one worker and follows"
+            let holder = try #require(try smg.chat(prompt).header("x-sim-worker"))
+            #expect(try (0..<3).map { _ in try smg.chat(prompt).header("x-sim-worker") } == [holder, holder, holder], "\(flag): the cache is followed")
+            let (hot, cold) = holder == "a" ? (a, b) : (b, a)
+            // Its queue is short (under overload protection's 8) but longer than the other's.
+            try hot.setFaults("token_usage=0.7&waiting=3")
+            try cold.setFaults("token_usage=0.1")
+            try await eventually(timeout: Self.pollSeen, "\(flag): the holder is passed over") { try smg.chat(prompt).header("x-sim-worker") != holder }
+            #expect(try smg.metric(#"smg_workers_overloaded{model="sim-model"}"#) == 0, "0.7 is under overload protection's 0.8")
+        }
+    }
+
     @Test func loadsArePolledAtTheInterval() async throws {
         let w = try await InProcessWorker(name: "w")
         let smg = try await router([w])

@@ -188,3 +188,50 @@ private func text(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(p.select(RoutingRequest(), from: workers([0], unavailable: [0]), using: &rng) == nil)
     }
 }
+
+/// cache_aware's guards on the KV-cache usage workers report (off by default).
+@Suite struct CacheAwareTokenUsageTests {
+    func policy(spread: Double = 1, ceiling: Double = 1) -> CacheAwarePolicy {
+        var c = CacheAwareConfig()
+        c.blockSize = 4
+        c.balanceTokenUsageThreshold = spread
+        c.overloadTokenUsageThreshold = ceiling
+        return CacheAwarePolicy(c)
+    }
+    func workers(_ usage: [Double?], loads: [Int]? = nil) -> [WorkerCandidate] {
+        usage.enumerated().map { i, u in WorkerCandidate(id: "w\(i)", url: "http://w\(i)", inFlight: loads?[i] ?? 0, tokenUsage: u) }
+    }
+    let prompt = Array("You are a helpful assistant. Tell me about routers.".utf8)
+
+    /// Places the prompt on worker 0 (the only one available then); returns the policy.
+    func warmed(_ p: CacheAwarePolicy) -> CacheAwarePolicy {
+        var p = p, rng = SplitMix64(seed: 1)
+        let only = [WorkerCandidate(id: "w0", url: "http://w0"), WorkerCandidate(id: "w1", url: "http://w1", isAvailable: false)]
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 1), from: only, using: &rng)?.index == 0)
+        return p
+    }
+
+    @Test func offByDefaultTheCacheIsFollowedWhateverTheUsage() {
+        var p = warmed(policy()), rng = SplitMix64(seed: 2)
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 2), from: workers([0.99, 0.0]), using: &rng) == Selection(0, .cacheHit))
+    }
+
+    @Test func aWideSpreadGivesTheRequestToTheLeastLoaded() {
+        var p = warmed(policy(spread: 0.5)), rng = SplitMix64(seed: 2)
+        // Spread 0.4: the cache wins.
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 2), from: workers([0.6, 0.2], loads: [3, 5]), using: &rng) == Selection(0, .cacheHit))
+        // Spread 0.6: the least loaded wins, wherever the prefix is.
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 3), from: workers([0.2, 0.8], loads: [3, 1]), using: &rng) == Selection(1, .imbalance))
+        // A worker that reports nothing does not make a spread: the cache is followed (both hold
+        // the prompt now; the less loaded of them).
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 4), from: workers([0.9, nil], loads: [3, 1]), using: &rng) == Selection(1, .cacheHit))
+    }
+
+    @Test func overTheCeilingTheHolderIsPassedOverWhileAnotherIsNot() {
+        var p = warmed(policy(ceiling: 0.7)), rng = SplitMix64(seed: 2)
+        #expect(p.select(RoutingRequest(routingText: prompt, now: 2), from: workers([0.71, 0.1]), using: &rng)?.index == 1)
+        // Every worker over it: the cache is followed as usual.
+        var q = warmed(policy(ceiling: 0.7))
+        #expect(q.select(RoutingRequest(routingText: prompt, now: 2), from: workers([0.9, 0.8]), using: &rng) == Selection(0, .cacheHit))
+    }
+}

@@ -247,6 +247,12 @@ public struct RouterConfig: Sendable {
         guard rel >= 1 else { throw ConfigError("--balance-rel-threshold \(rel): must be 1.0 or more") }
         p.cacheAware.balanceRelThreshold = rel
         p.cacheAware.maxTreeSize = try positive(f, "max-tree-size")
+        for name in ["balance-token-usage-threshold", "overload-token-usage-threshold"] {
+            let v = f.doubleWithDefault(name)
+            guard v.isFinite, v > 0 else { throw ConfigError("--\(name) \(v): must be a finite number above 0.0 (1.0 or more switches it off)") }
+        }
+        p.cacheAware.balanceTokenUsageThreshold = f.doubleWithDefault("balance-token-usage-threshold")
+        p.cacheAware.overloadTokenUsageThreshold = f.doubleWithDefault("overload-token-usage-threshold")
         p.prefixTokenCount = try positive(f, "prefix-token-count")
         let factor = f.doubleWithDefault("prefix-hash-load-factor")
         guard factor >= 1 else { throw ConfigError("--prefix-hash-load-factor \(factor): must be 1.0 or more") }

@@ -41,8 +41,8 @@ enum LoadMonitor {
             case .success(let r) where r.status == .ok:
                 guard let load = engineLoad(fromLoads: r.body) else { return worker.setReportedLoad(nil) }
                 let now = MonotonicClock.nowMs()
-                let over = settings.overload.map { $0.isOverloaded(load) } ?? false
-                worker.recordEngineLoad(load, atMs: now, overloadedUntilMs: over ? now + settings.reportLifetimeMs : 0)
+                worker.recordEngineLoad(load, atMs: now, freshUntilMs: now + settings.reportLifetimeMs,
+                                        overloaded: settings.overload.map { $0.isOverloaded(load) } ?? false)
             case .success(let r) where r.status == .notFound:
                 // An engine without /v1/loads: its /get_load load for power_of_two, no overload verdict.
                 UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/get_load", bearer: bearer, timeout: timeout) { result in

@@ -158,13 +158,25 @@ public final class Worker: Sendable {
     /// Derived once per report, so a routing decision reads one atomic per worker.
     private let _overloadedUntilMs = Atomic<UInt64>(0)
 
+    /// The report's mean KV usage (a `Double`'s bits; NaN: none) and until when it counts, for
+    /// cache_aware's token-usage guards.
+    private let _tokenUsageBits = Atomic<UInt64>(Double.nan.bitPattern)
+    private let _reportFreshUntilMs = Atomic<UInt64>(0)
+
     public var engineLoad: (load: EngineLoad, atMs: UInt64)? { _engineLoad.withLock { $0 } }
-    /// Keeps a report; `overloadedUntilMs` is 0 when it shows no overload, else when the
-    /// report stops counting.
-    func recordEngineLoad(_ load: EngineLoad, atMs: UInt64, overloadedUntilMs: UInt64) {
+    /// Keeps a report that counts until `freshUntilMs`, and whether it makes the worker overloaded.
+    func recordEngineLoad(_ load: EngineLoad, atMs: UInt64, freshUntilMs: UInt64, overloaded: Bool) {
         _engineLoad.withLock { $0 = (load, atMs) }
-        _overloadedUntilMs.store(overloadedUntilMs, ordering: .relaxed)
+        _overloadedUntilMs.store(overloaded ? freshUntilMs : 0, ordering: .relaxed)
+        _tokenUsageBits.store((load.tokenUsage ?? .nan).bitPattern, ordering: .relaxed)
+        _reportFreshUntilMs.store(freshUntilMs, ordering: .relaxed)
         setReportedLoad(load.running + load.waiting)
+    }
+    /// The KV usage of a report that still counts at `now`, nil when there is none.
+    func tokenUsage(now: UInt64) -> Double? {
+        guard now < _reportFreshUntilMs.load(ordering: .relaxed) else { return nil }
+        let usage = Double(bitPattern: _tokenUsageBits.load(ordering: .relaxed))
+        return usage.isNaN ? nil : usage
     }
     /// Whether a report keeps this worker overloaded at `now` (one atomic read: the hot path's check).
     func isOverloaded(now: UInt64) -> Bool { now < _overloadedUntilMs.load(ordering: .relaxed) }

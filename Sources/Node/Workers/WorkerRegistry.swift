@@ -267,11 +267,13 @@ public final class WorkerRegistry: Sendable {
             let ranks = dpAware ? w.dpSize : 1
             if ranks > 1 { for r in 0..<ranks { targets.append((w, r)) } } else { targets.append((w, nil)) }
         }
+        let readsTokenUsage = policyConfig.cacheAware.readsTokenUsage
         var candidates = targets.map { t in
             WorkerCandidate(id: t.rank.map { "\(t.worker.id)@\($0)" } ?? t.worker.id, url: t.worker.url.canonical,
                             isAvailable: t.worker.isAvailable && t.worker.breakerAllows(now: request.now),
                             inFlight: t.rank.map { t.worker.fleetRankLoad($0) } ?? t.worker.fleetInFlight,
-                            reportedLoad: t.rank == nil ? t.worker.reportedLoad : nil)
+                            reportedLoad: t.rank == nil ? t.worker.reportedLoad : nil,
+                            tokenUsage: readsTokenUsage ? t.worker.tokenUsage(now: request.now) : nil)
         }
         // Prefer workers that have not just failed this request, when any other can serve.
         if !avoiding.isEmpty, candidates.indices.contains(where: { candidates[$0].isAvailable && !avoiding.contains(targets[$0].worker.id) }) {
