@@ -63,13 +63,25 @@ extension LoadBalancingPolicy {
 
 /// Every policy name of the reference gateway.
 public enum PolicyName: String, CaseIterable, Sendable {
-    case random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual
+    case random, round_robin, power_of_two, least_load, cache_aware, prefix_hash, consistent_hashing, manual
+
+    /// Whether the policy reads the engines' reports beyond their load (waiting, throughput, KV
+    /// usage): only then are candidates given them.
+    public func readsEngineSignals(_ config: PolicyConfig) -> Bool {
+        switch self {
+        case .least_load: true
+        case .power_of_two: config.powerOfTwoMetric == .expected_wait
+        case .cache_aware: config.cacheAware.readsTokenUsage
+        default: false
+        }
+    }
 
     public func make(_ config: PolicyConfig = PolicyConfig()) -> any LoadBalancingPolicy {
         switch self {
         case .random: return RandomPolicy()
         case .round_robin: return RoundRobinPolicy()
-        case .power_of_two: return PowerOfTwoPolicy()
+        case .power_of_two: return PowerOfTwoPolicy(metric: config.powerOfTwoMetric, leastLoad: config.leastLoad)
+        case .least_load: return LeastLoadPolicy(config.leastLoad)
         case .cache_aware:
             var c = config.cacheAware
             c.recordsSummaries = c.recordsSummaries || config.sharesState
@@ -84,6 +96,8 @@ public enum PolicyName: String, CaseIterable, Sendable {
 /// The knobs of every policy, from the command line (the gateway's documented defaults).
 public struct PolicyConfig: Sendable, Equatable {
     public var cacheAware = CacheAwareConfig()
+    public var leastLoad = LeastLoadConfig()
+    public var powerOfTwoMetric = PowerOfTwoMetric.expected_wait
     public var prefixTokenCount = 256
     public var prefixHashLoadFactor = 1.25
     public var assignmentMode = AssignmentMode.random

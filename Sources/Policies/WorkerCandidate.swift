@@ -11,8 +11,14 @@ public struct WorkerCandidate: Sendable, Equatable {
     /// The worker's own load report (`/get_load`), when it exposes one; preferred over `inFlight`.
     public var reportedLoad: Int?
     /// The KV-cache usage its engine last reported (0...1), while the report is fresh; set only
-    /// for a policy that reads it (cache_aware's token-usage guards).
+    /// for a policy that reads it (cache_aware's token-usage guards, the expected wait).
     public var tokenUsage: Double?
+    /// From the same fresh report, for the expected wait (`LeastLoadPolicy`): the engine's
+    /// waiting requests (nil: no fresh report), its generation throughput (tokens/s, nil or 0:
+    /// not reported), and how many requests the router sent it since the report.
+    public var reportedWaiting: Int?
+    public var throughput: Double?
+    public var sentSinceReport = 0
 
     public init(id: String, url: String, isAvailable: Bool = true, inFlight: Int = 0, reportedLoad: Int? = nil, tokenUsage: Double? = nil) {
         self.id = id
@@ -60,6 +66,8 @@ public enum SelectionReason: String, Sendable, CaseIterable {
     case pinned
     case sticky
     case newAssignment = "new_assignment"
+    /// least_load: the shortest expected wait.
+    case expectedWait = "expected_wait"
     case reassigned
     case fallback
 }

@@ -98,10 +98,30 @@ import Testing
         #expect(served.allSatisfy { $0 == "idle" }, "\(served)")
     }
 
+    /// least_load by what the engines report: a worker with a short queue (under overload
+    /// protection's 8) gets nothing while another has none; once both report the same, the
+    /// requests the router sent since the last report spread a burst over both.
+    @Test func leastLoadFollowsTheEnginesQueues() async throws {
+        let calm = try await InProcessWorker(name: "calm")
+        let queued = try await InProcessWorker(name: "queued", ["--reported-waiting", "5"])
+        let smg = try await InProcessRouter(["--worker-urls", calm.url, queued.url, "--policy", "least_load", "--load-monitor-interval", "60"])
+        try await waitForModels(smg, count: 2)
+        try await eventually(timeout: .seconds(10), "the queue is reported") {
+            let workers = try smg.request("GET", "/workers").json()["workers"] as? [[String: Any]] ?? []
+            return workers.contains { $0["url"] as? String == queued.url && $0["reported_load"] as? Int == 5 }
+        }
+        // Sequential requests: nothing is in flight between them, but each counts as sent since
+        // the report, so after five the calm worker's wait equals the queued one's.
+        let served = try (0..<10).map { _ in try smg.chat("x").header("x-sim-worker") ?? "" }
+        #expect(served.prefix(5).allSatisfy { $0 == "calm" }, "\(served)")
+        #expect(served.contains("queued"), "the requests sent since the report count: \(served)")
+        #expect(try smg.metric(#"smg_policy_decisions_total{policy="least_load",model="unknown",reason="expected_wait"}"#) == 10)
+    }
+
     @Test func everyPolicyServesRequests() async throws {
         let a = try await InProcessWorker(name: "a")
         let b = try await InProcessWorker(name: "b")
-        for policy in ["random", "round_robin", "power_of_two", "cache_aware", "prefix_hash", "consistent_hashing", "manual"] {
+        for policy in ["random", "round_robin", "power_of_two", "least_load", "cache_aware", "prefix_hash", "consistent_hashing", "manual"] {
             let smg = try await InProcessRouter(["--worker-urls", a.url, b.url, "--policy", policy])
             for _ in 0..<4 { #expect(try smg.chat("hello \(policy)").status == 200, "\(policy)") }
             #expect(try smg.request("POST", "/generate", body: #"{"input_ids":[1,2,3,4,5,6,7,8]}"#).status == 200)

@@ -235,3 +235,57 @@ private func text(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(q.select(RoutingRequest(routingText: prompt, now: 2), from: workers([0.9, 0.8]), using: &rng) == Selection(0, .cacheHit))
     }
 }
+
+/// least_load and power_of_two's metrics: the expected wait from what the engines report.
+@Suite struct LeastLoadTests {
+    func worker(_ i: Int, inFlight: Int = 0, load: Int? = nil, waiting: Int? = nil, throughput: Double? = nil, usage: Double? = nil,
+                sent: Int = 0, available: Bool = true) -> WorkerCandidate {
+        var c = WorkerCandidate(id: "w\(i)", url: "http://w\(i)", isAvailable: available, inFlight: inFlight, reportedLoad: load, tokenUsage: usage)
+        c.reportedWaiting = waiting
+        c.throughput = throughput
+        c.sentSinceReport = sent
+        return c
+    }
+
+    @Test func theExpectedWaitIsTheWorkAheadOverTheSpeedPlusKVPressure() {
+        let c = LeastLoadConfig()  // 1024 tokens a request, 2000 tokens/s, 0.15 s for a full cache
+        #expect(LeastLoadPolicy.expectedWait(worker(0), c) == 0)
+        #expect(LeastLoadPolicy.expectedWait(worker(0, inFlight: 4), c) == 4 * 1024 / 2000.0, "no report: the routers' in-flight count")
+        #expect(LeastLoadPolicy.expectedWait(worker(0, inFlight: 4, load: 10, waiting: 6, throughput: 4096, sent: 2), c) == 12 * 1024 / 4096.0,
+                "the report's running and waiting, the requests sent since, at its own speed")
+        #expect(LeastLoadPolicy.expectedWait(worker(0, load: 0, waiting: 0, throughput: 0, usage: 1), c) == 0.15, "a full cache; no speed reported: the default")
+    }
+
+    @Test func theShortestExpectedWaitWins() {
+        var p = LeastLoadPolicy()
+        var rng = SplitMix64(seed: 1)
+        // A fast worker with more ahead beats a slow one with less: 8 × 1024 / 8192 = 1 s < 2 × 1024 / 1000 ≈ 2 s.
+        let fleet = [worker(0, load: 2, waiting: 0, throughput: 1000), worker(1, load: 8, waiting: 0, throughput: 8192), worker(2, inFlight: 5)]
+        #expect(p.select(RoutingRequest(), from: fleet, using: &rng) == Selection(1, .expectedWait))
+        // Ties go to the fewer in flight, then the first.
+        #expect(p.select(RoutingRequest(), from: [worker(0, inFlight: 1, load: 0), worker(1, load: 0)], using: &rng)?.index == 1)
+        #expect(p.select(RoutingRequest(), from: [worker(0, available: false)], using: &rng) == nil)
+    }
+
+    @Test func theWaitingCapSkipsLongQueuesWhileAnotherIsShort() {
+        var c = LeastLoadConfig()
+        c.maxWaitingRequests = 4
+        var p = LeastLoadPolicy(c)
+        var rng = SplitMix64(seed: 1)
+        // Worker 0 is fast enough to win on the expected wait, but its queue (3 + 1 sent since) is at the cap.
+        let fleet = [worker(0, load: 4, waiting: 3, throughput: 100_000, sent: 1), worker(1, load: 2, waiting: 1, throughput: 1000)]
+        #expect(p.select(RoutingRequest(), from: fleet, using: &rng)?.index == 1)
+        let bothLong = [worker(0, load: 4, waiting: 4, throughput: 100_000), worker(1, load: 5, waiting: 5, throughput: 1000)]
+        #expect(p.select(RoutingRequest(), from: bothLong, using: &rng)?.index == 0, "every queue at the cap: the expected wait decides")
+    }
+
+    @Test func powerOfTwoComparesWhatItsMetricSays() {
+        // Worker 0: few requests but slow; worker 1: more requests, fast; the routers send worker 1 less.
+        let fleet = [worker(0, inFlight: 3, load: 2, waiting: 0, throughput: 100), worker(1, inFlight: 1, load: 6, waiting: 0, throughput: 100_000)]
+        for (metric, winner) in [(PowerOfTwoMetric.expected_wait, 1), (.requests, 0), (.least_requests, 1)] {
+            var p = PowerOfTwoPolicy(metric: metric)
+            var rng = SplitMix64(seed: 3)
+            for _ in 0..<20 { #expect(p.select(RoutingRequest(), from: fleet, using: &rng)?.index == winner, "\(metric)") }
+        }
+    }
+}

@@ -16,7 +16,17 @@ public enum FlagTable {
         FlagSpec("log-json", .bool, .bool(false), group: "Core", "Output logs as JSON, one object per line (console and files)"),
 
         // Routing policy
-        FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, cache_aware, prefix_hash, consistent_hashing, manual"),
+        FlagSpec("policy", .string, .string("cache_aware"), group: "Routing policy", "random, round_robin, power_of_two, least_load, cache_aware, prefix_hash, consistent_hashing, manual"),
+        FlagSpec("power-of-two-load-metric", .string, .string("expected_wait"), group: "Routing policy",
+                 "What power_of_two compares: expected_wait (as least_load computes it), requests (the worker's report, else the routers' count) or least_requests (the routers' count)"),
+        FlagSpec("least-load-kv-pressure-weight", .double, .double(0.15), group: "Routing policy",
+                 "Seconds of expected wait a full KV cache adds (least_load, power_of_two's expected_wait)"),
+        FlagSpec("least-load-default-throughput", .double, .double(2000.0), group: "Routing policy",
+                 "Generation throughput (tokens/s) assumed for a worker whose engine reports none"),
+        FlagSpec("least-load-mean-prefill-tokens", .int, .int(1024), group: "Routing policy",
+                 "Tokens one request stands for in the expected wait (the router counts no tokens)"),
+        FlagSpec("least-load-max-waiting-requests", .int, .int(0), group: "Routing policy",
+                 "least_load skips a worker whose reported waiting requests plus those sent since the report reached this, while another has not (0: no cap)"),
         FlagSpec("cache-threshold", .double, .double(0.3), group: "Routing policy", "Prefix match ratio (0.0-1.0) above which cache_aware follows the cache"),
         FlagSpec("balance-abs-threshold", .int, .int(64), group: "Routing policy", "Absolute load difference that makes the system imbalanced"),
         FlagSpec("balance-rel-threshold", .double, .double(1.5), group: "Routing policy", "Relative load ratio that makes the system imbalanced"),

@@ -253,6 +253,19 @@ public struct RouterConfig: Sendable {
         }
         p.cacheAware.balanceTokenUsageThreshold = f.doubleWithDefault("balance-token-usage-threshold")
         p.cacheAware.overloadTokenUsageThreshold = f.doubleWithDefault("overload-token-usage-threshold")
+        let weight = f.doubleWithDefault("least-load-kv-pressure-weight")
+        guard weight.isFinite, weight >= 0 else { throw ConfigError("--least-load-kv-pressure-weight \(weight): must be a finite number of seconds, 0 or more") }
+        p.leastLoad.kvPressureWeight = weight
+        let throughput = f.doubleWithDefault("least-load-default-throughput")
+        guard throughput.isFinite, throughput > 0 else { throw ConfigError("--least-load-default-throughput \(throughput): must be a finite number of tokens per second above 0") }
+        p.leastLoad.defaultThroughput = throughput
+        p.leastLoad.meanPrefillTokens = try positive(f, "least-load-mean-prefill-tokens")
+        p.leastLoad.maxWaitingRequests = try nonNegative(f, "least-load-max-waiting-requests")
+        let metric = f.stringWithDefault("power-of-two-load-metric")
+        guard let m = PowerOfTwoMetric(rawValue: metric) else {
+            throw ConfigError("--power-of-two-load-metric \(metric.prefix(64)): expected expected_wait, requests or least_requests")
+        }
+        p.powerOfTwoMetric = m
         p.prefixTokenCount = try positive(f, "prefix-token-count")
         let factor = f.doubleWithDefault("prefix-hash-load-factor")
         guard factor >= 1 else { throw ConfigError("--prefix-hash-load-factor \(factor): must be 1.0 or more") }

@@ -1,3 +1,4 @@
+import Policies
 import Reliability
 import Synchronization
 
@@ -162,6 +163,11 @@ public final class Worker: Sendable {
     /// cache_aware's token-usage guards.
     private let _tokenUsageBits = Atomic<UInt64>(Double.nan.bitPattern)
     private let _reportFreshUntilMs = Atomic<UInt64>(0)
+    /// The report's waiting requests and throughput (a `Double`'s bits), and the requests served
+    /// when it came, for the expected wait (`LeastLoadPolicy`).
+    private let _reportWaiting = Atomic<Int>(0)
+    private let _reportThroughputBits = Atomic<UInt64>(0)
+    private let _servedAtReport = Atomic<Int>(0)
 
     public var engineLoad: (load: EngineLoad, atMs: UInt64)? { _engineLoad.withLock { $0 } }
     /// Keeps a report that counts until `freshUntilMs`, and whether it makes the worker overloaded.
@@ -169,9 +175,24 @@ public final class Worker: Sendable {
         _engineLoad.withLock { $0 = (load, atMs) }
         _overloadedUntilMs.store(overloaded ? freshUntilMs : 0, ordering: .relaxed)
         _tokenUsageBits.store((load.tokenUsage ?? .nan).bitPattern, ordering: .relaxed)
+        _reportWaiting.store(load.waiting, ordering: .relaxed)
+        _reportThroughputBits.store(load.ranks.reduce(0.0) { $0 + ($1.throughput ?? 0) }.bitPattern, ordering: .relaxed)
+        _servedAtReport.store(served, ordering: .relaxed)
         _reportFreshUntilMs.store(freshUntilMs, ordering: .relaxed)
         setReportedLoad(load.running + load.waiting)
     }
+    /// A candidate given what the fresh report at `now` says beyond the load (waiting,
+    /// throughput, KV usage, requests sent since): for the policies that read it.
+    func withEngineSignals(_ c: WorkerCandidate, now: UInt64) -> WorkerCandidate {
+        guard now < _reportFreshUntilMs.load(ordering: .relaxed) else { return c }
+        var c = c
+        c.reportedWaiting = _reportWaiting.load(ordering: .relaxed)
+        c.throughput = Double(bitPattern: _reportThroughputBits.load(ordering: .relaxed))
+        c.sentSinceReport = max(0, served - _servedAtReport.load(ordering: .relaxed))
+        c.tokenUsage = tokenUsage(now: now)
+        return c
+    }
+
     /// The KV usage of a report that still counts at `now`, nil when there is none.
     func tokenUsage(now: UInt64) -> Double? {
         guard now < _reportFreshUntilMs.load(ordering: .relaxed) else { return nil }

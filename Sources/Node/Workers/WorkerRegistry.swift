@@ -267,13 +267,18 @@ public final class WorkerRegistry: Sendable {
             let ranks = dpAware ? w.dpSize : 1
             if ranks > 1 { for r in 0..<ranks { targets.append((w, r)) } } else { targets.append((w, nil)) }
         }
-        let readsTokenUsage = policyConfig.cacheAware.readsTokenUsage
+        let wanted = policiesFromLabels && served ? chosen.lazy.compactMap { $0.labels["policy"].flatMap(PolicyName.init(rawValue:)) }.first : nil
+        let key = Self.policyKey(model, served: served, role: role)
+        let box = box(for: key, wanted: wanted)
+        // The engines' reports beyond their load, only for a policy that reads them; a DP rank
+        // has no report of its own.
+        let signals = box.name.readsEngineSignals(policyConfig)
         var candidates = targets.map { t in
-            WorkerCandidate(id: t.rank.map { "\(t.worker.id)@\($0)" } ?? t.worker.id, url: t.worker.url.canonical,
-                            isAvailable: t.worker.isAvailable && t.worker.breakerAllows(now: request.now),
-                            inFlight: t.rank.map { t.worker.fleetRankLoad($0) } ?? t.worker.fleetInFlight,
-                            reportedLoad: t.rank == nil ? t.worker.reportedLoad : nil,
-                            tokenUsage: readsTokenUsage ? t.worker.tokenUsage(now: request.now) : nil)
+            let c = WorkerCandidate(id: t.rank.map { "\(t.worker.id)@\($0)" } ?? t.worker.id, url: t.worker.url.canonical,
+                                    isAvailable: t.worker.isAvailable && t.worker.breakerAllows(now: request.now),
+                                    inFlight: t.rank.map { t.worker.fleetRankLoad($0) } ?? t.worker.fleetInFlight,
+                                    reportedLoad: t.rank == nil ? t.worker.reportedLoad : nil)
+            return signals && t.rank == nil ? t.worker.withEngineSignals(c, now: request.now) : c
         }
         // Prefer workers that have not just failed this request, when any other can serve.
         if !avoiding.isEmpty, candidates.indices.contains(where: { candidates[$0].isAvailable && !avoiding.contains(targets[$0].worker.id) }) {
@@ -297,9 +302,6 @@ public final class WorkerRegistry: Sendable {
             case .overloadFallback(let least): only(least); fallback = .overload
             }
         }
-        let wanted = policiesFromLabels && served ? chosen.lazy.compactMap { $0.labels["policy"].flatMap(PolicyName.init(rawValue:)) }.first : nil
-        let key = Self.policyKey(model, served: served, role: role)
-        let box = box(for: key, wanted: wanted)
         let selection = box.policy.withLock { $0.select(request, from: candidates, using: &rng) }
         guard let selection else { return .noneAvailable }
         let target = targets[selection.index]
