@@ -18,6 +18,9 @@ public enum SimMisbehavior: String, CaseIterable, Sendable {
     case wrongLength = "wrong-length"
     /// A 200 whose body arrives one byte every 100 ms, for ever.
     case trickle
+    /// A 200 that sends half of its first event (or of its JSON answer), pauses for `--ttft-ms`
+    /// (2 s when 0), then sends the rest and ends: a silence in the middle of an event.
+    case pauseMidEvent = "pause-mid-event"
 
     /// The generated text of `hugeBody`.
     static let hugeBytes = 64 << 20
@@ -64,6 +67,15 @@ extension SimWorkerHandler {
                 loop.scheduleTask(in: .milliseconds(100)) { drip(i + 1) }
             }
             drip(0)
+        case .pauseMidEvent:
+            sendHead(context, head, h)
+            write(context, stream ? eventStart : jsonStart)
+            let pause = state.options.timeToFirstTokenMs > 0 ? state.options.timeToFirstTokenMs : 2000
+            loop.scheduleTask(in: .milliseconds(Int64(pause))) { [self] in
+                guard active else { return }
+                write(context, stream ? "after a pause\"}}]}\n\ndata: [DONE]\n\n" : "after a pause\"}}]}")
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
         }
     }
 

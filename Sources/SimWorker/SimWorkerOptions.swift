@@ -157,7 +157,7 @@ public struct SimWorkerOptions: Sendable {
           --bootstrap-port N         a prefill worker's KV bootstrap port, 0 = any free port (0)
           --dp-size N                data-parallel ranks; data_parallel_rank must be below N (1)
           --misbehave MODE           answer inference wrongly: garbage, endless-line, huge-body,
-                                     wrong-length, trickle (health checks stay fine)
+                                     wrong-length, trickle, pause-mid-event (health checks stay fine)
         """
 }
 

@@ -161,6 +161,8 @@ public enum FlagTable {
         FlagSpec("request-timeout-secs", .int, .int(1800), group: "Request handling", "Maximum seconds for one proxied request"),
         FlagSpec("upstream-pool-idle-timeout-secs", .int, .int(3), group: "Request handling",
                  "Seconds a pooled connection to a worker may stay idle before it is closed; keep it below the workers' keep-alive (SGLang and vLLM: 5). 0 keeps idle connections"),
+        FlagSpec("sse-keepalive-secs", .int, .int(15), group: "Request handling",
+                 "Seconds of worker silence after which a relayed event stream carries a keep-alive comment (only between events), so an idle-timeout proxy does not cut a stream waiting on a long prefill; 0 sends none"),
         FlagSpec("shutdown-grace-period-secs", .int, .int(180), group: "Request handling", "Seconds in-flight requests get to finish on SIGTERM or after an in-place upgrade"),
         FlagSpec("takeover-socket", .string, nil, group: "Request handling", "Unix socket for in-place upgrades: a router started while another serves behind this path takes its listening sockets, workers and mesh name, and the other drains and exits; each listens here for its own successor (SIGUSR2 starts one)"),
         FlagSpec("max-payload-size", .int, .int(536_870_912), group: "Request handling", "Maximum request body in bytes (413 above)"),

@@ -14,6 +14,9 @@ public struct RouterConfig: Sendable {
     public var requestTimeoutSecs: Int
     /// `--upstream-pool-idle-timeout-secs`: 0 keeps idle worker connections.
     public var upstreamPoolIdleTimeoutSecs: Int
+    /// `--sse-keepalive-secs`: a relayed event stream the worker left silent this long carries a
+    /// comment; 0 sends none.
+    public var sseKeepaliveSecs = 15
     public var shutdownGracePeriodSecs: Int
     /// `--takeover-socket`: where this router takes over from a running one and listens for
     /// its own successor (`Upgrade/`); nil: no in-place upgrades.
@@ -138,6 +141,8 @@ public struct RouterConfig: Sendable {
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
         upstreamPoolIdleTimeoutSecs = try Self.nonNegative(f, "upstream-pool-idle-timeout-secs")
         guard upstreamPoolIdleTimeoutSecs <= 86_400 else { throw ConfigError("--upstream-pool-idle-timeout-secs \(upstreamPoolIdleTimeoutSecs): at most 86400") }
+        sseKeepaliveSecs = try Self.nonNegative(f, "sse-keepalive-secs")
+        guard sseKeepaliveSecs <= 3_600 else { throw ConfigError("--sse-keepalive-secs \(sseKeepaliveSecs): at most 3600") }
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")
         takeoverSocket = f.string("takeover-socket").flatMap { $0.isEmpty ? nil : $0 }
         if let path = takeoverSocket, path.utf8.count > 107 {

@@ -436,6 +436,11 @@ public final class RouterMetrics: Sendable {
         }
     }
 
+    /// A keep-alive comment went to a client whose event stream had been silent (`--sse-keepalive-secs`).
+    func sseKeepalive() {
+        count("smg_sse_keepalives_total", "Keep-alive comments written into event streams the worker had left silent for --sse-keepalive-secs", [])
+    }
+
     /// Every usable worker was not alive (wedged, stalled): the request went to the least loaded.
     func livenessFallback(stage: String = "selection") {
         count("smg_worker_liveness_fallback_total", "Requests routed to the least-loaded worker because every usable worker for the model is wedged or stalled, by stage", [("stage", stage)])

@@ -72,6 +72,8 @@ extension Exchange {
 
     /// Ends the primary half exactly as the machine says: in-flight count, breaker, connection.
     func endPrimary(_ end: Machine.AttemptEnd) {
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
         settle(end, rank: selectedRank, call: primaryCall)
         Self.endCallSpan(primarySpan, call: primaryCall, failed: !end.breakerSuccess)
         primarySpan = nil

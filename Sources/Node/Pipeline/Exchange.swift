@@ -58,6 +58,12 @@ final class Exchange: UpstreamCallDelegate {
     /// kept until it ends.
     var choice: WorkerRegistry.Choice?
     var selectedRank: Int? { choice?.rank }
+    /// `--sse-keepalive-secs` on a relayed event stream: the timer, when the worker last sent
+    /// bytes, and the last four bytes written to the client (a comment goes only where an event
+    /// ended).
+    var keepaliveTimer: Scheduled<Void>?
+    var lastUpstreamMs: UInt64 = 0
+    var streamTail: UInt32 = 0
     /// Body parts of the current upstream read burst, written to the client as one piece when
     /// the burst ends: a worker that sends several stream events back to back costs one chunk
     /// and one write, not one per event.
@@ -138,6 +144,13 @@ final class Exchange: UpstreamCallDelegate {
             return
         }
         client.sendHead(status: response.status, headers: UpstreamHeaders.response(response.headers))
+        let keepalive = state.config.sseKeepaliveSecs
+        if keepalive > 0, plan.stream, response.status == .ok,
+           response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true {
+            lastUpstreamMs = state.nowMs()
+            streamTail = Self.eventEnd
+            armKeepalive(afterMs: UInt64(keepalive) * 1000)
+        }
     }
 
     func callBody(_ call: UpstreamCall, _ buffer: ByteBuffer) {
@@ -157,6 +170,7 @@ final class Exchange: UpstreamCallDelegate {
             return
         }
         progressed(primaryWorker)
+        if keepaliveTimer != nil { lastUpstreamMs = state.nowMs() }
         sendBurst()
         client.flush()
     }
@@ -204,7 +218,46 @@ final class Exchange: UpstreamCallDelegate {
     func sendBurst() {
         guard let b = burst else { return }
         burst = nil
+        if keepaliveTimer != nil {
+            for byte in b.readableBytesView.suffix(4) { streamTail = streamTail << 8 | UInt32(byte) }
+        }
         client.sendBody(b)
+    }
+
+    // MARK: SSE keep-alive (`--sse-keepalive-secs`)
+
+    /// The comment an idle stream carries: clients and SDKs skip comments.
+    static let keepaliveComment = ": keep-alive\n\n"
+    /// `streamTail` right after the head: nothing of an event written yet.
+    static let eventEnd: UInt32 = 0x0A0A
+
+    /// Whether the bytes written so far end an event (a blank line: LF LF, CR CR or CRLF CRLF).
+    var atEventBoundary: Bool {
+        streamTail & 0xFFFF == 0x0A0A || streamTail & 0xFFFF == 0x0D0D || streamTail == 0x0D0A_0D0A
+    }
+
+    func armKeepalive(afterMs ms: UInt64) {
+        keepaliveTimer = pool.loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) { [self] in
+            self.keepaliveTimer = nil
+            self.keepaliveDue()
+        }
+    }
+
+    /// The worker has been silent for the keep-alive interval: a comment, if the stream is
+    /// between events; then the next look one interval after the worker's last bytes (or this
+    /// comment). Nothing is sent while bytes flow.
+    func keepaliveDue() {
+        guard case .relaying = machine.state else { return }
+        let every = UInt64(state.config.sseKeepaliveSecs) * 1000
+        let now = state.nowMs()
+        let silent = now > lastUpstreamMs ? now - lastUpstreamMs : 0
+        guard silent >= every else { return armKeepalive(afterMs: every - silent) }
+        if burst == nil, atEventBoundary {
+            client.sendBody(ByteBuffer(string: Self.keepaliveComment))
+            client.flush()
+            state.metrics.sseKeepalive()
+        }
+        armKeepalive(afterMs: every)
     }
 
     // MARK: performing actions
