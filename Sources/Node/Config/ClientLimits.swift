@@ -24,6 +24,11 @@ public struct ClientLimits: Sendable {
         keepAliveTimeoutSecs = try RouterConfig.positive(f, "keep-alive-timeout-secs")
         maxConnections = try RouterConfig.positive(f, "max-client-connections")
         maxPerClient = try RouterConfig.nonNegative(f, "max-connections-per-client")
+        // The reference's stall timeout for request bodies it streams to a worker while they
+        // arrive. smg reads every body whole before it routes, so the body deadlines above are
+        // what ends a stalled one (sooner: 30 s of silence by default); accepted and checked so
+        // command lines written for the reference run.
+        _ = try RouterConfig.nonNegative(f, "stream-body-stall-timeout-secs")
     }
 
     /// The metrics port: the same timeouts, and few connections (scrapers, not clients).

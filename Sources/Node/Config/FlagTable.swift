@@ -171,6 +171,8 @@ public enum FlagTable {
         FlagSpec("header-read-timeout-secs", .int, .int(10), group: "Request handling", "Seconds from a request's first byte to the end of its head"),
         FlagSpec("body-idle-timeout-secs", .int, .int(30), group: "Request handling", "Seconds a request body may pause between pieces"),
         FlagSpec("body-timeout-secs", .int, .int(300), group: "Request handling", "Seconds a whole request body may take, however steadily it trickles in"),
+        FlagSpec("stream-body-stall-timeout-secs", .int, .int(300), group: "Request handling",
+                 "The reference's stall timeout for request bodies streamed to a worker as they arrive; smg reads every body whole before routing, so --body-idle-timeout-secs and --body-timeout-secs end a stalled body (accepted and checked)"),
         FlagSpec("keep-alive-timeout-secs", .int, .int(60), group: "Request handling", "Seconds an idle client connection stays open"),
         FlagSpec("max-client-connections", .int, .int(8192), group: "Request handling", "Client connections open at once (503 and close above)"),
         FlagSpec("max-connections-per-client", .int, .int(2048), group: "Request handling", "Connections one client IP address may hold open (503 and close above; 0: no cap)"),
