@@ -1,3 +1,18 @@
+/// Warm-up of new or thin workers in `cache_aware` (`--worker-warmup-*`).
+public struct CacheAwareWarmup: Sendable, Equatable {
+    /// A worker warms for this long after it is first routable (`--worker-warmup-secs`).
+    public var durationMs: UInt64 = 60_000
+    /// One cache miss in 1/share goes to a warming worker (`--worker-warmup-share`).
+    public var share = 0.25
+    /// Warm once its tree grew by this many blocks (`--worker-warmup-blocks`).
+    public var blocks = 1024
+    /// Thin, and warming again, below this share of the fleet's median tree (`--worker-warmup-thin-ratio`; 0: the age rule alone).
+    public var thinRatio = 0.5
+    /// One cache hit in this many is diverted to an idle warming worker (`--worker-warmup-divert-every`; 0: never).
+    public var divertEvery = 8
+    public init() {}
+}
+
 /// Knobs of `cache_aware` (the gateway's documented defaults).
 public struct CacheAwareConfig: Sendable, Equatable {
     /// Follow the cache when more than this fraction of the prompt is already held by a worker.
@@ -17,12 +32,22 @@ public struct CacheAwareConfig: Sendable, Equatable {
     /// KV-usage ceiling: a worker whose reported KV-cache usage is above this is passed over
     /// while another is not (`--overload-token-usage-threshold`; 1.0 or more: off).
     public var overloadTokenUsageThreshold = 1.0
+    /// Warm-up of workers that are new or thin (`--worker-warmup-*`; 0 ms: off): see `Warmup`.
+    public var warmup = CacheAwareWarmup()
     /// Whether either guard is on: only then are candidates given their KV usage.
     public var readsTokenUsage: Bool { balanceTokenUsageThreshold < 1 || overloadTokenUsageThreshold < 1 }
     /// Keep a log of decisions for `summary(since:)`: on when other routers consume summaries
     /// (the mesh); off, a summary is always the whole tree and decisions log nothing.
     public var recordsSummaries = false
     public init() {}
+}
+
+/// A worker warming in `cache_aware`: since when, the tree size it started from, and whether
+/// thinness (not newness) started it.
+struct WarmingWorker: Sendable {
+    var sinceMs: UInt64
+    var baseline: Int
+    var thin: Bool
 }
 
 /// `cache_aware`, as the reference gateway defines it.
@@ -42,6 +67,15 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
     public private(set) var tree: RadixTree<UInt64>
     private var slots: [String: RadixTree<UInt64>.Owner] = [:]
     private var slotIDs: [String?] = []
+    /// Workers warming (`CacheAwareConfig.Warmup`): since when, the tree size they started
+    /// from, and whether thinness (not newness) started it.
+    private(set) var warming: [String: WarmingWorker] = [:]
+    /// Workers seen routable (the age rule starts once per worker).
+    private var seen: Set<String> = []
+    private var lastWarmupReviewMs: UInt64? = nil
+    /// Cache hits and misses so far, for one in `divertEvery` and one in 1/share.
+    private var hits = 0
+    private var misses = 0
 
     public init(_ config: CacheAwareConfig = CacheAwareConfig()) {
         self.config = config
@@ -87,7 +121,9 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
             if let hot = usages.max(), let cold = usages.min() { kvImbalanced = hot - cold > config.balanceTokenUsageThreshold }
         }
 
-        let selection: Selection
+        if config.warmup.durationMs > 0 { reviewWarmup(workers, available, now: request.now) }
+
+        var selection: Selection
         if kvImbalanced || Self.isImbalanced(loads: available.map { workers[$0].load }, absThreshold: config.balanceAbsThreshold,
                                              relThreshold: config.balanceRelThreshold) {
             selection = Selection(available.min { workers[$0].load < workers[$1].load }!, .imbalance)
@@ -106,6 +142,7 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
                 let best = available.indices.min { (held[$0], workers[available[$0]].load) < (held[$1], workers[available[$1]].load) }!
                 selection = Selection(available[best], .cacheMiss, matchRatio: min(1, ratio))
             }
+            if !warming.isEmpty, let warm = warmupChoice(for: selection, workers, available) { selection = warm }
         }
         let owner = slot(for: workers[selection.index].id)
         tree.insert(key, owner: owner, now: request.now)
@@ -115,7 +152,62 @@ public struct CacheAwarePolicy: LoadBalancingPolicy {
         return selection
     }
 
+    // MARK: warm-up
+
+    /// Starts and ends warm-ups, at most once a second: a worker first seen routable warms (the
+    /// age rule); so does one whose tree is under `thinRatio` of the fleet's median, or empty
+    /// while others are not (the thin rule, whatever emptied it: eviction, a restart). A warm-up
+    /// ends once the tree grew by `blocks`, or, past `durationMs`, once the worker is not thin.
+    mutating func reviewWarmup(_ workers: [WorkerCandidate], _ available: [Int], now: UInt64) {
+        if let last = lastWarmupReviewMs, now < last + 1000, available.allSatisfy({ seen.contains(workers[$0].id) }) { return }
+        lastWarmupReviewMs = now
+        let w = config.warmup
+        let held = available.map { i in slots[workers[i].id].map { tree.size(of: $0) } ?? 0 }
+        let median = held.sorted()[held.count / 2]
+        for (k, i) in available.enumerated() {
+            let id = workers[i].id
+            let thin = w.thinRatio > 0 && median > 0 && Double(held[k]) < w.thinRatio * Double(median)
+            if seen.insert(id).inserted {
+                warming[id] = WarmingWorker(sinceMs: now, baseline: held[k], thin: false)
+            } else if let entry = warming[id] {
+                let grown = held[k] - entry.baseline >= w.blocks
+                if grown || (now >= entry.sinceMs + w.durationMs && !thin) { warming[id] = nil }
+            } else if thin {
+                warming[id] = WarmingWorker(sinceMs: now, baseline: held[k], thin: true)
+            }
+        }
+    }
+
+    /// The warm-up's say in a balanced decision that chose a worker not warming itself: one
+    /// miss in 1/share, and one hit in `divertEvery`, go to the warming worker holding the least
+    /// that has nothing in flight from the routers (one at a time, so warming costs no queue).
+    /// A miss mostly goes to a warming worker anyway: the miss rule picks the worker holding least.
+    mutating func warmupChoice(for selection: Selection, _ workers: [WorkerCandidate], _ available: [Int]) -> Selection? {
+        let w = config.warmup
+        guard warming[workers[selection.index].id] == nil else { return nil }
+        let due: Bool
+        switch selection.reason {
+        case .cacheMiss:
+            misses += 1
+            let every = w.share > 0 ? max(1, Int((1 / w.share).rounded())) : 0
+            due = every > 0 && misses % every == 0
+        case .cacheHit:
+            hits += 1
+            due = w.divertEvery > 0 && hits % w.divertEvery == 0
+        default:
+            return nil
+        }
+        guard due else { return nil }
+        let idle = available.filter { warming[workers[$0].id] != nil && workers[$0].inFlight == 0 && $0 != selection.index }
+        let sizes = idle.map { i in slots[workers[i].id].map { tree.size(of: $0) } ?? 0 }
+        guard let k = sizes.indices.min(by: { sizes[$0] < sizes[$1] }) else { return nil }
+        let target = idle[k]
+        return Selection(target, .warmup, matchRatio: selection.matchRatio)
+    }
+
     public mutating func removeWorker(id: String) {
+        warming[id] = nil
+        seen.remove(id)
         guard let s = slots.removeValue(forKey: id) else { return }
         tree.remove(owner: s)
         slotIDs[Int(s)] = nil

@@ -68,6 +68,8 @@ public enum SelectionReason: String, Sendable, CaseIterable {
     case newAssignment = "new_assignment"
     /// least_load: the shortest expected wait.
     case expectedWait = "expected_wait"
+    /// cache_aware: sent to a warming worker (new or thin) so it builds a cache.
+    case warmup
     case reassigned
     case fallback
 }

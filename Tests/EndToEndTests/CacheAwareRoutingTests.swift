@@ -118,6 +118,31 @@ import Testing
         #expect(try smg.metric(#"smg_policy_decisions_total{policy="least_load",model="unknown",reason="expected_wait"}"#) == 10)
     }
 
+    /// A worker added to a fleet where every prompt already has a holder gets a share of the hits
+    /// while it warms (one in --worker-warmup-divert-every), so it builds a cache instead of idling.
+    @Test func aNewWorkerGetsItsWarmupShare() async throws {
+        let a = try await InProcessWorker(name: "a")
+        let b = try await InProcessWorker(name: "b")
+        let smg = try await InProcessRouter(["--worker-urls", a.url, "--worker-warmup-blocks", "2", "--worker-warmup-divert-every", "4"])
+        try await waitForModels(smg, count: 1)
+        let prefix = "a system prompt every request of this workload shares, long enough for the tree"
+        for i in 0..<4 { #expect(try smg.chat("\(prefix) \(i)").header("x-sim-worker") == "a") }
+        #expect(try smg.request("POST", "/workers", body: #"{"url": "\#(b.url)", "model_id": "sim-model"}"#).status < 300)
+        try await waitForModels(smg, count: 2)
+        let served = try (0..<16).map { i in try smg.chat("\(prefix) later \(i)").header("x-sim-worker") ?? "" }
+        #expect(served.contains("b"), "the newcomer got diverted hits: \(served)")
+        #expect(try smg.metric(#"smg_cache_aware_policy_branch_total{branch="warmup"}"#) >= 1)
+        // Without warm-up every one of them follows the cache to a.
+        let c = try await InProcessWorker(name: "c")
+        let d = try await InProcessWorker(name: "d")
+        let plain = try await InProcessRouter(["--worker-urls", c.url, "--worker-warmup-secs", "0"])
+        try await waitForModels(plain, count: 1)
+        for i in 0..<4 { _ = try plain.chat("\(prefix) \(i)") }
+        #expect(try plain.request("POST", "/workers", body: #"{"url": "\#(d.url)", "model_id": "sim-model"}"#).status < 300)
+        try await waitForModels(plain, count: 2)
+        #expect(try (0..<16).map { i in try plain.chat("\(prefix) later \(i)").header("x-sim-worker") ?? "" }.allSatisfy { $0 == "c" })
+    }
+
     @Test func everyPolicyServesRequests() async throws {
         let a = try await InProcessWorker(name: "a")
         let b = try await InProcessWorker(name: "b")

@@ -289,3 +289,73 @@ private func text(_ s: String) -> [UInt8] { Array(s.utf8) }
         }
     }
 }
+
+/// cache_aware's warm-up: a worker that is new, or whose tree is thin next to the others', is
+/// sent some cache hits (one in `divertEvery`, while it has nothing in flight) and misses so it
+/// builds a cache instead of idling where every prompt already has a holder.
+@Suite struct CacheAwareWarmupTests {
+    func policy(blocks: Int = 8, divertEvery: Int = 4, durationMs: UInt64 = 60_000, thinRatio: Double = 0.5) -> CacheAwarePolicy {
+        var c = CacheAwareConfig()
+        c.blockSize = 4
+        c.warmup.blocks = blocks
+        c.warmup.divertEvery = divertEvery
+        c.warmup.durationMs = durationMs
+        c.warmup.thinRatio = thinRatio
+        return CacheAwarePolicy(c)
+    }
+    func fleet(_ n: Int, inFlight: [Int] = []) -> [WorkerCandidate] {
+        (0..<n).map { WorkerCandidate(id: "w\($0)", url: "http://w\($0)", inFlight: $0 < inFlight.count ? inFlight[$0] : 0) }
+    }
+    let prompt = Array("You are a helpful assistant. Tell me about routers.".utf8)
+
+    /// Worker 0 serves alone until its warm-up is over (it grew past `blocks`); then worker 1 joins.
+    func withVeteran(_ p: inout CacheAwarePolicy, rng: inout SplitMix64) {
+        let alone = [WorkerCandidate(id: "w0", url: "http://w0"), WorkerCandidate(id: "w1", url: "http://w1", isAvailable: false)]
+        for t in 0..<4 { _ = p.select(RoutingRequest(routingText: Array("warm-up prompt \(t) of some length".utf8), now: UInt64(t) * 2000), from: alone, using: &rng) }
+        _ = p.select(RoutingRequest(routingText: prompt, now: 10_000), from: alone, using: &rng)
+    }
+
+    @Test func aNewWorkerGetsOneHitInDivertEveryUntilItHasGrown() {
+        var p = policy(blocks: 30, divertEvery: 4), rng = SplitMix64(seed: 1)
+        withVeteran(&p, rng: &rng)
+        var served: [Int] = []
+        for t in 0..<16 {
+            let s = p.select(RoutingRequest(routingText: prompt + Array(" turn \(t)".utf8), now: 12_000 + UInt64(t)), from: fleet(2), using: &rng)!
+            served.append(s.index)
+            if s.index == 1 { #expect(s.reason == .warmup) }
+        }
+        #expect(served.filter { $0 == 1 }.count >= 2, "the newcomer got diverted hits: \(served)")
+        #expect(served.first == 0, "hits stay with the holder between diverts: \(served)")
+    }
+
+    @Test func aBusyWarmingWorkerIsNotSentMore() {
+        var p = policy(divertEvery: 1), rng = SplitMix64(seed: 1)
+        withVeteran(&p, rng: &rng)
+        for t in 0..<8 {
+            let s = p.select(RoutingRequest(routingText: prompt, now: 12_000 + UInt64(t)), from: fleet(2, inFlight: [0, 1]), using: &rng)!
+            #expect(s == Selection(0, .cacheHit), "one in flight per warming worker")
+        }
+    }
+
+    @Test func offWhenTheDurationIsZero() {
+        var p = policy(divertEvery: 1, durationMs: 0), rng = SplitMix64(seed: 1)
+        withVeteran(&p, rng: &rng)
+        for t in 0..<8 {
+            #expect(p.select(RoutingRequest(routingText: prompt, now: 12_000 + UInt64(t)), from: fleet(2), using: &rng) == Selection(0, .cacheHit))
+        }
+    }
+
+    @Test func aWorkerWhoseTreeWasEmptiedWarmsAgain() {
+        var p = policy(blocks: 1000, divertEvery: 1, durationMs: 1000), rng = SplitMix64(seed: 1)
+        // Both serve for long enough that their age warm-ups are over, worker 1 holding little.
+        for t in 0..<40 {
+            let w = t % 4 == 0 ? 1 : 0
+            let only = fleet(2).enumerated().map { i, c in var c = c; c.isAvailable = i == w; return c }
+            _ = p.select(RoutingRequest(routingText: Array("distinct prompt number \(t) for the tree".utf8), now: 5_000 + UInt64(t) * 100), from: only, using: &rng)
+        }
+        _ = p.select(RoutingRequest(routingText: prompt, now: 9_000), from: [fleet(2)[0], WorkerCandidate(id: "w1", url: "http://w1", isAvailable: false)], using: &rng)
+        p.removeWorker(id: "w1")  // a restart: its tree is gone
+        let s = p.select(RoutingRequest(routingText: prompt, now: 20_000), from: fleet(2), using: &rng)
+        #expect(s == Selection(1, .warmup), "an empty worker next to a full one warms: \(String(describing: s))")
+    }
+}

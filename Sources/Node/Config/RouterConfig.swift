@@ -256,6 +256,17 @@ public struct RouterConfig: Sendable {
             let v = f.doubleWithDefault(name)
             guard v.isFinite, v > 0 else { throw ConfigError("--\(name) \(v): must be a finite number above 0.0 (1.0 or more switches it off)") }
         }
+        let warmupSecs = try nonNegative(f, "worker-warmup-secs")
+        guard warmupSecs <= 86_400 else { throw ConfigError("--worker-warmup-secs \(warmupSecs): at most 86400") }
+        p.cacheAware.warmup.durationMs = UInt64(warmupSecs) * 1000
+        for name in ["worker-warmup-share", "worker-warmup-thin-ratio"] {
+            let v = f.doubleWithDefault(name)
+            guard v.isFinite, (0...1).contains(v) else { throw ConfigError("--\(name) \(v): must be a finite number from 0.0 to 1.0") }
+        }
+        p.cacheAware.warmup.share = f.doubleWithDefault("worker-warmup-share")
+        p.cacheAware.warmup.thinRatio = f.doubleWithDefault("worker-warmup-thin-ratio")
+        p.cacheAware.warmup.blocks = try positive(f, "worker-warmup-blocks")
+        p.cacheAware.warmup.divertEvery = try nonNegative(f, "worker-warmup-divert-every")
         p.cacheAware.balanceTokenUsageThreshold = f.doubleWithDefault("balance-token-usage-threshold")
         p.cacheAware.overloadTokenUsageThreshold = f.doubleWithDefault("overload-token-usage-threshold")
         let weight = f.doubleWithDefault("least-load-kv-pressure-weight")

@@ -196,6 +196,7 @@ public final class RouterMetrics: Sendable {
         case "cache_hit": return "tree_match"
         case "cache_miss": return "spill"
         case "imbalance": return "imbalance"
+        case "warmup": return "warmup"
         default: return nil
         }
     }
