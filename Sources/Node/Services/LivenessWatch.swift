@@ -8,7 +8,8 @@ import Reliability
 /// response, a probe, a load poll), and the change passed to `watch.livenessChanged` (the mesh
 /// tells the other routers).
 enum LivenessWatch {
-    /// Four looks per wedge bound (at least every 250 ms); nil when both rules are off.
+    /// Four looks per wedge bound (at least every 250 ms); nil when the wedge rule is off (a
+    /// stall is seen where a call fails, with no look needed).
     static func service(_ watch: WorkerWatch) -> PeriodicTask? {
         let rule = watch.config.workerLoad.liveness
         guard rule.wedgeMs > 0, let loop = watch.pools.loops.first else { return nil }
