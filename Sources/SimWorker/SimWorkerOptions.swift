@@ -36,6 +36,9 @@ public struct SimWorkerOptions: Sendable {
     public var reportedWaiting = 0
     /// KV-cache token usage `/v1/loads` reports, 0...1.
     public var reportedTokenUsage = 0.0
+    /// Requests generated at once, as an engine's batch; more wait in a queue that `/v1/loads`
+    /// reports, with the batch's fill as KV usage (0: no limit).
+    public var maxRunning = 0
     /// Seed for failure injection, so a flaky worker is reproducible.
     public var seed: UInt64 = 0x5EED
     /// HTTPS with this certificate chain and key (PEM), when both are set.
@@ -103,6 +106,7 @@ public struct SimWorkerOptions: Sendable {
             case "--extra-reported-load": o.extraReportedLoad = try int(a)
             case "--reported-waiting": o.reportedWaiting = try int(a)
             case "--reported-token-usage": o.reportedTokenUsage = try rate(a)
+            case "--max-running": o.maxRunning = try int(a)
             case "--tls-cert": o.tlsCertificatePath = try value(a)
             case "--tls-key": o.tlsKeyPath = try value(a)
             case "--tls-client-ca": o.tlsClientCAPath = try value(a)
@@ -149,6 +153,8 @@ public struct SimWorkerOptions: Sendable {
           --extra-reported-load N    added to the load /get_load and the running requests /v1/loads report (0)
           --reported-waiting N       waiting requests /v1/loads reports, summed over ranks (0)
           --reported-token-usage X   KV-cache token usage /v1/loads reports, 0 to 1 (0)
+          --max-running N            requests generated at once; more wait in a queue /v1/loads
+                                     reports, the batch's fill as KV usage (0: no limit)
           --seed N                   seed for failure injection
           --tls-cert FILE            serve HTTPS with this certificate chain (PEM; with --tls-key)
           --tls-key FILE             the private key of --tls-cert (PEM)

@@ -116,6 +116,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             if streaming { c.abortedStreams += 1; c.active -= 1 }
         }
         streaming = false
+        leaveBatch()
         context.fireChannelInactive()
     }
 
@@ -143,6 +144,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch (head.method, path) {
         case (.GET, "/health"), (.GET, "/health_generate"):
             state.update { $0.healthChecks += 1 }
+            guard !state.engineReport.healthStalled else { return }  // a probe that never gets an answer
             respond(context, head, status: .ok, body: "", contentType: "text/plain")
         case (.GET, "/v1/models"):
             respond(context, head, status: .ok, body: #"{"object":"list","data":[{"id":\#(SimResponses.quote(options.modelID)),"object":"model","created":0,"owned_by":"sglang","root":\#(SimResponses.quote(options.modelID))}]}"#)
@@ -157,14 +159,18 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.GET, "/v1/loads"):
             // A stalled load endpoint never answers: the connection stays busy until the caller gives up.
             guard !state.engineReport.loadsStalled else { return }
-            respond(context, head, status: .ok, body: SimResponses.loads(running: state.snapshot.active + options.extraReportedLoad,
-                                                                          engine: state.engineReport, options: options))
+            // With --max-running the queue behind the batch is waiting, and the batch's fill its KV usage.
+            var engine = state.engineReport
+            engine.waiting += state.queued
+            if options.maxRunning > 0 { engine.tokenUsage = max(engine.tokenUsage, min(1, Double(state.snapshot.active) / Double(options.maxRunning))) }
+            respond(context, head, status: .ok, body: SimResponses.loads(running: state.snapshot.active + options.extraReportedLoad, engine: engine, options: options))
         case (.POST, "/flush_cache"), (.GET, "/flush_cache"):
             state.flushCache()
             respond(context, head, status: .ok, body: "Cache flushed.\n", contentType: "text/plain")
         case (.POST, "/sim/config"):
             // Tests change the worker at run time: ?failure_rate=0&hang_rate=0&drop_rate=0&cut_rate=0
-            // (fractions), waiting=N and token_usage=X (what /v1/loads reports), loads=stall|answer.
+            // (fractions), waiting=N and token_usage=X (what /v1/loads reports), loads=stall|answer,
+            // health=stall|answer (the probes), slowdown=X (time to the first token and between tokens, times X).
             let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map {
                 $0.split(separator: "&").map { $0.split(separator: "=", maxSplits: 1) }.filter { $0.count == 2 }
             } ?? []
@@ -175,12 +181,14 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
                 if let n = value("waiting").flatMap({ Int($0) }), n >= 0 { e.waiting = n }
                 if let u = rate("token_usage") { e.tokenUsage = u }
                 if let l = value("loads") { e.loadsStalled = l == "stall" }
+                if let h = value("health") { e.healthStalled = h == "stall" }
+                if let x = value("slowdown").flatMap({ Double($0) }), x.isFinite, x > 0, x <= 1000 { e.slowdown = x }
             }
             let f = state.faultRates, e = state.engineReport
-            respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop),"cut_rate":\#(f.cut),"waiting":\#(e.waiting),"token_usage":\#(e.tokenUsage),"loads_stalled":\#(e.loadsStalled)}"#)
+            respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop),"cut_rate":\#(f.cut),"waiting":\#(e.waiting),"token_usage":\#(e.tokenUsage),"loads_stalled":\#(e.loadsStalled),"health_stalled":\#(e.healthStalled),"slowdown":\#(e.slowdown)}"#)
         case (.GET, "/sim/stats"):
             let s = state.snapshot
-            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"peak_active":\#(s.peakActive),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks)}"#)
+            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"peak_active":\#(s.peakActive),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks),"queued":\#(state.queued)}"#)
         case (.POST, "/v1/chat/completions"): infer(context, head, .chat)
         case (.POST, "/v1/completions"): infer(context, head, .completion)
         case (.POST, "/generate"): infer(context, head, .generate)
@@ -276,8 +284,29 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Holds a place in the engine's batch (`--max-running`) while generating.
+    private var inBatch = false
+
+    /// Generates once the engine's batch has a place (at once without `--max-running`).
     private func generate(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ request: SimRequest) {
+        let bound = NIOLoopBound((self, context, head, request), eventLoop: context.eventLoop)
+        state.admit(on: context.eventLoop) {
+            let (handler, context, head, request) = bound.value
+            guard handler.active else { return handler.state.leaveBatch() }
+            handler.inBatch = true
+            handler.run(context, head, request)
+        }
+    }
+
+    private func leaveBatch() {
+        guard inBatch else { return }
+        inBatch = false
+        state.leaveBatch()
+    }
+
+    private func run(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ request: SimRequest) {
         let options = state.options
+        let slowdown = state.engineReport.slowdown
         let promptText = String(decoding: request.prompt, as: UTF8.self)
         promptDigest = "\(promptText.count):\(String(FNV1a.hash(promptText), radix: 16))"
         let cached = state.cachedPrefix(of: request.prompt)
@@ -292,9 +321,9 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         streaming = true
         let loop = context.eventLoop.assumeIsolated()
-        let ttft = TimeAmount.milliseconds(Int64(options.timeToFirstTokenMs))
+        let ttft = TimeAmount.milliseconds(Int64(Double(options.timeToFirstTokenMs) * slowdown))
         if !request.stream {
-            let total = ttft + (options.tokensPerSecond > 0 ? .nanoseconds(Int64(Double(request.outputTokens) / options.tokensPerSecond * 1e9)) : .zero)
+            let total = ttft + (options.tokensPerSecond > 0 ? .nanoseconds(Int64(Double(request.outputTokens) / options.tokensPerSecond * 1e9 * slowdown)) : .zero)
             let send = { [self] in
                 guard active else { return }
                 finish()
@@ -308,7 +337,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
         h.add(name: "cache-control", value: "no-cache")
         addEchoes(to: &h)
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: h))), promise: nil)
-        let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond)) : .zero
+        let gap: TimeAmount = options.tokensPerSecond > 0 ? .nanoseconds(Int64(1e9 / options.tokensPerSecond * slowdown)) : .zero
         func emit(_ i: Int) {
             guard active else { return }
             if i < request.outputTokens {
@@ -347,6 +376,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func finish() {
         streaming = false
         state.update { c in c.active -= 1; c.completed += 1 }
+        leaveBatch()
     }
 
     func write(_ context: ChannelHandlerContext, _ text: String) {

@@ -1,3 +1,4 @@
+import NIOCore
 import Primitives
 import Synchronization
 
@@ -36,6 +37,10 @@ final class SimWorkerState: Sendable {
         var tokenUsage: Double
         /// `/v1/loads` and `/get_load` never answer (a stuck scheduler's endpoints).
         var loadsStalled = false
+        /// `/health` and `/health_generate` never answer.
+        var healthStalled = false
+        /// Time to the first token and between tokens, multiplied.
+        var slowdown = 1.0
     }
     private let engine: Mutex<EngineReport>
 
@@ -46,6 +51,44 @@ final class SimWorkerState: Sendable {
         self.faults = Mutex((options.failureRate, options.hangRate, options.dropRate, options.cutRate))
         self.engine = Mutex(EngineReport(waiting: options.reportedWaiting, tokenUsage: options.reportedTokenUsage))
     }
+
+    // MARK: the engine's batch (`--max-running`)
+
+    /// A request waiting for a place in the batch: started on its own loop when one frees.
+    struct Queued: Sendable {
+        let loop: any EventLoop
+        let start: @Sendable () -> Void
+    }
+    private let batch = Mutex<(running: Int, queue: [Queued])>((0, []))
+
+    /// Takes a place in the batch for a request, or queues `start` (on `loop`) until one frees,
+    /// as an engine does with `--max-running` requests at once (0: no limit).
+    func admit(on loop: any EventLoop, _ start: @escaping @Sendable () -> Void) {
+        let now: Bool = batch.withLock { b in
+            guard options.maxRunning == 0 || b.running < options.maxRunning else {
+                b.queue.append(Queued(loop: loop, start: start))
+                return false
+            }
+            b.running += 1
+            return true
+        }
+        if now { start() }
+    }
+
+    /// A request left the batch (answered or abandoned): the next queued one takes its place.
+    func leaveBatch() {
+        let next: Queued? = batch.withLock { b in
+            if b.queue.isEmpty {
+                b.running = max(0, b.running - 1)
+                return nil
+            }
+            return b.queue.removeFirst()
+        }
+        if let next { next.loop.execute(next.start) }
+    }
+
+    /// Requests queued behind the batch.
+    var queued: Int { batch.withLock { $0.queue.count } }
 
     var engineReport: EngineReport { engine.withLock { $0 } }
     func changeEngineReport(_ body: (inout EngineReport) -> Void) { engine.withLock { body(&$0) } }

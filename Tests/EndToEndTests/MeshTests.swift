@@ -385,7 +385,7 @@ nonisolated(unsafe) private var meshKeyFileToRemove: String?
         try await waitForModels(a, count: 2)
         try await waitForModels(b, count: 2)
         func fire(_ n: Int, at r: RouterProcess) {
-            for i in 0..<n { DispatchQueue.global().async { _ = try? r.chat("fired \(i)") } }
+            for i in 0..<n { Thread { _ = try? r.chat("fired \(i)") }.start() }
         }
         fire(8, at: a)  // half of them pile up on the wedged worker
         let veto = #"smg_worker_stalled{worker="\#(wedged.url)",reason="wedge"}"#

@@ -9,10 +9,11 @@ import Testing
 /// answer after `--worker-stall-secs` of silence, not after a breaker's worth of failures, and
 /// comes back at its first answer. Health checks run every 60 s here, so none of this is theirs.
 @Suite(.serialized) struct WorkerLivenessTests {
-    /// Sends `n` chat completions at once from threads of their own and returns at once.
+    /// Sends `n` chat completions at once, each from a thread of its own (not a pool that may
+    /// run fewer at once), and returns at once.
     func fire(_ n: Int, at smg: InProcessRouter) {
         for i in 0..<n {
-            DispatchQueue.global().async { _ = try? smg.chat("fired \(i)") }
+            Thread { _ = try? smg.chat("fired \(i)") }.start()
         }
     }
 

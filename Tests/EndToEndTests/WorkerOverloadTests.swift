@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import TestSupport
 import Testing
@@ -153,6 +154,38 @@ import Testing
             try await eventually(timeout: Self.pollSeen, "\(flag): the holder is passed over") { try smg.chat(prompt).header("x-sim-worker") != holder }
             #expect(try smg.metric(#"smg_workers_overloaded{model="sim-model"}"#) == 0, "0.7 is under overload protection's 0.8")
         }
+    }
+
+    /// Overload from real load: a worker whose batch (`--max-running 2`) is full reports its
+    /// queue and a full KV cache, and is left out until its batch drains.
+    @Test func aWorkerWhoseBatchFillsUpIsLeftOutUntilItDrains() async throws {
+        let calm = try await InProcessWorker(name: "calm")
+        let busy = try await InProcessWorker(name: "busy", ["--max-running", "2", "--ttft-ms", "3000"])
+        let smg = try await router([calm, busy])
+        for i in 0..<8 { Thread { _ = try? smg.chat("fired \(i)") }.start() }  // four reach busy: two run, two queue
+        try await eventually(timeout: .seconds(5), "busy's batch is full and two wait") { try busy.stats()["queued"] == 2 }
+        try await waitForOverloaded(smg, 1)
+        #expect(try smg.metric(#"smg_engine_waiting_requests{worker="\#(busy.url)",model="sim-model",dp_rank="0"}"#) == 2)
+        #expect(try served(smg, 6).allSatisfy { $0 == "calm" })
+        // Its batch drains (3 s a request, two at a time): the next poll lets it back in.
+        try await eventually(timeout: .seconds(2 * 3 + 1 + 2 + 5), "the drained worker serves again") { try served(smg, 4).contains("busy") }
+    }
+
+    /// A worker whose probes and load polls stop answering, while no request reaches it, is
+    /// stalled (no contact for --worker-stall-secs, then a probe that gets no answer) and comes
+    /// back at the first answer.
+    @Test func aWorkerWhoseProbesStallIsLeftOutUntilOneAnswers() async throws {
+        let calm = try await InProcessWorker(name: "calm")
+        let mute = try await InProcessWorker(name: "mute")
+        let smg = try await router([calm, mute], ["--health-check-interval-secs", "1", "--health-check-timeout-secs", "1", "--worker-stall-secs", "2"])
+        try mute.setFaults("health=stall&loads=stall")
+        let veto = #"smg_worker_stalled{worker="\#(mute.url)",reason="stall"}"#
+        // Two seconds without contact, then a probe's or a poll's timeout (1 s); margin.
+        try await eventually(timeout: .seconds(2 + 1 + 1 + 5), "the mute worker is stalled") { try smg.metric(veto) == 1 }
+        #expect(try served(smg, 6).allSatisfy { $0 == "calm" })
+        try mute.setFaults("health=answer&loads=answer")
+        try await eventually(timeout: .seconds(1 + 1 + 5), "an answered probe ends the stall") { try smg.metric(veto) == 0 }
+        try await eventually(timeout: .seconds(5), "it serves again") { try served(smg, 4).contains("mute") }
     }
 
     @Test func loadsArePolledAtTheInterval() async throws {

@@ -50,5 +50,9 @@ import Testing
         #expect(throws: SimWorkerOptionError.self) { try SimWorkerOptions.parse(["--port"]) }
         #expect(throws: SimWorkerOptionError.self) { try SimWorkerOptions.parse(["--bogus"]) }
         #expect(throws: SimWorkerOptionError.self) { try SimWorkerOptions.parse(["--cache-block-size", "0"]) }
+        let engine = try SimWorkerOptions.parse(["--max-running", "4", "--reported-waiting", "3", "--reported-token-usage", "0.5"])
+        #expect(engine.maxRunning == 4 && engine.reportedWaiting == 3 && engine.reportedTokenUsage == 0.5)
+        #expect(throws: SimWorkerOptionError.self) { try SimWorkerOptions.parse(["--reported-token-usage", "1.5"]) }
+        #expect(throws: SimWorkerOptionError.self) { try SimWorkerOptions.parse(["--max-running", "-1"]) }
     }
 }
