@@ -4,7 +4,8 @@ import Reliability
 /// Polls every worker's engine for its own view of its load: `GET /v1/loads?include=core`
 /// (SGLang: per data-parallel rank, requests running and waiting and KV-cache usage), and
 /// `GET /get_load` of a worker that has no `/v1/loads` (404). What it learns is kept on the
-/// worker: overload protection reads the verdict, `power_of_two` the load, metrics the rest.
+/// worker: overload protection reads the verdict; the load-aware policies (`power_of_two`,
+/// `least_load`, cache_aware's KV guards) the load, queue, throughput and KV usage; metrics all.
 ///
 /// A worker that does not answer keeps its last report only until the report's lifetime ends
 /// (`WorkerLoadSettings.reportLifetimeMs`): a stale report keeps no worker out for good.
@@ -45,13 +46,13 @@ enum LoadMonitor {
                 worker.recordEngineLoad(load, atMs: now, freshUntilMs: now + settings.reportLifetimeMs,
                                         overloaded: settings.overload.map { $0.isOverloaded(load) } ?? false)
             case .success(let r) where r.status == .notFound:
-                // An engine without /v1/loads: its /get_load load for power_of_two, no overload verdict.
+                // An engine without /v1/loads: its /get_load load for the load-aware policies, no overload verdict.
                 UpstreamFetch.run(pool: pool, url: worker.url, method: .GET, path: "/get_load", bearer: bearer, timeout: timeout) { result in
                     worker.setReportedLoad((try? result.get()).flatMap(reportedLoad)?.int.map { max(0, $0) })
                 }
             default:
-                // No answer: power_of_two falls back to the in-flight count; the last report
-                // counts until its lifetime ends.
+                // No answer: the load-aware policies fall back to the in-flight count; the last
+                // report counts until its lifetime ends.
                 worker.setReportedLoad(nil)
             }
         }
