@@ -131,7 +131,7 @@ final class Exchange: UpstreamCallDelegate {
 
     func callHead(_ call: UpstreamCall, _ response: HTTPResponseHead) {
         guard call === primaryCall else { return }
-        progressed(primaryWorker)
+        progressed(primaryWorker, now: state.nowMs())
         state.metrics.upstreamResponse(status: Int(response.status.code))
         let action = machine.upstreamHead(status: Int(response.status.code), now: state.nowMs())
         guard case .forwardHead(let exhausted) = action else { return perform(action) }
@@ -165,12 +165,13 @@ final class Exchange: UpstreamCallDelegate {
     }
 
     func callReadComplete(_ call: UpstreamCall) {
+        let now = state.nowMs()
         guard call === primaryCall else {
-            if call === prefillCall { progressed(prefillWorker) }
+            if call === prefillCall { progressed(prefillWorker, now: now) }
             return
         }
-        progressed(primaryWorker)
-        if keepaliveTimer != nil { lastUpstreamMs = state.nowMs() }
+        progressed(primaryWorker, now: now)
+        if keepaliveTimer != nil { lastUpstreamMs = now }
         sendBurst()
         client.flush()
     }
@@ -194,9 +195,9 @@ final class Exchange: UpstreamCallDelegate {
         perform(machine.prefillCallFailed(timedOut: timedOut, now: now))
     }
 
-    /// The worker sent a head or body bytes (once per read burst, not per part).
-    func progressed(_ w: Worker?) {
-        guard let w, w.progressed(now: state.nowMs()) != nil else { return }
+    /// The worker sent a head or body bytes (once per read burst, not per part), at `now`.
+    func progressed(_ w: Worker?, now: UInt64) {
+        guard let w, w.progressed(now: now) != nil else { return }
         livenessChanged(w, to: w.livenessVerdict)
     }
 

@@ -16,7 +16,7 @@ enum LoadMonitor {
         let config = watch.config
         let settings = config.workerLoad
         let loadAware = ([config.policy] + [config.pd?.prefillPolicy, config.pd?.decodePolicy].compactMap { $0 })
-            .contains { $0 == .power_of_two || $0 == .least_load || $0.readsEngineSignals(config.policyConfig) }
+            .contains { $0 == .power_of_two || $0.readsEngineSignals(config.policyConfig) }
         guard !settings.pollOnlyWhenNeeded || settings.overload != nil || loadAware, let loop = watch.pools.loops.first else { return nil }
         // A worker added is asked at once: an overloaded one must not take traffic for a whole interval.
         watch.registry.onAdded { worker in loop.execute { poll(worker, watch: watch, on: loop) } }
