@@ -56,6 +56,11 @@ public struct SimWorkerOptions: Sendable {
     public var dpSize = 1
     /// How inference requests are answered wrongly (`SimMisbehavior`); nil: properly.
     public var misbehave: SimMisbehavior?
+    /// Answers HTTP/2 too: h2c by prior knowledge on cleartext, ALPN `h2` with TLS (SGLang and
+    /// vLLM speak HTTP/1.1 only; this stands for a worker behind a proxy that speaks HTTP/2).
+    public var http2 = false
+    /// With `http2`: each connection takes this many streams at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    public var http2MaxStreams = 100
 
     public init() {}
 
@@ -122,6 +127,10 @@ public struct SimWorkerOptions: Sendable {
                 let v = try value(a)
                 guard let m = SimMisbehavior(rawValue: v) else { throw .badValue(a, v) }
                 o.misbehave = m
+            case "--http2": o.http2 = true
+            case "--http2-max-streams":
+                o.http2MaxStreams = try int(a)
+                if o.http2MaxStreams == 0 { throw .badValue(a, "0") }
             case "-h", "--help": throw .helpRequested
             default: throw .unknownFlag(a)
             }
@@ -162,6 +171,8 @@ public struct SimWorkerOptions: Sendable {
           --role R                   regular, prefill or decode (PD disaggregation) (regular)
           --bootstrap-port N         a prefill worker's KV bootstrap port, 0 = any free port (0)
           --dp-size N                data-parallel ranks; data_parallel_rank must be below N (1)
+          --http2                    answer HTTP/2 too: h2c by prior knowledge, ALPN h2 with TLS
+          --http2-max-streams N      with --http2: streams one connection takes at once (100)
           --misbehave MODE           answer inference wrongly: garbage, endless-line, huge-body,
                                      wrong-length, trickle, pause-mid-event (health checks stay fine)
         """

@@ -2,6 +2,7 @@ import Foundation
 import Primitives
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
@@ -40,14 +41,39 @@ public final class SimWorkerServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(SimWorkerHandler(state: state))
+                    guard options.http2 else { return try http1(channel, state: state) }
+                    // HTTP/2 is told from HTTP/1.1 by the first bytes (ALPN's choice comes in the
+                    // same bytes: a client that chose h2 starts with the preface).
+                    try channel.pipeline.syncOperations.addHandler(HTTP2PrefaceSniffer(
+                        http1: { try http1($0, state: state) }, http2: { try http2($0, state: state) }))
                 }
             }
             .bind(host: options.host, port: options.port).get()
         let bootstrap = options.role == .prefill
             ? try await SimBootstrap.listen(host: options.host, port: options.bootstrapPort, state: state, group: group) : nil
         return SimWorkerServer(options: options, state: state, channel: channel, bootstrap: bootstrap)
+    }
+
+    static func http1(_ channel: any Channel, state: SimWorkerState) throws {
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(SimWorkerHandler(state: state))
+    }
+
+    /// One HTTP/2 connection: each stream gets the HTTP/1 handler, as a connection of its own.
+    static func http2(_ channel: any Channel, state: SimWorkerState) throws {
+        state.update { $0.http2Connections += 1; $0.openHTTP2Connections += 1 }
+        channel.closeFuture.whenComplete { _ in state.update { $0.openHTTP2Connections -= 1 } }
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: state.options.http2MaxStreams),
+                                      HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16)]
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init()) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                state.update { $0.http2Streams += 1 }
+                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try stream.pipeline.syncOperations.addHandler(SimWorkerHandler(state: state))
+            }
+        }
     }
 
     /// The HTTPS context, when `--tls-cert` and `--tls-key` are given; with `--tls-client-ca`,
@@ -64,6 +90,7 @@ public final class SimWorkerServer: Sendable {
             configuration = .makeServerConfiguration(certificateChain: chain, privateKey: privateKey)
         }
         configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = options.http2 ? ["h2", "http/1.1"] : ["http/1.1"]
         return try NIOSSLContext(configuration: configuration)
     }
 
@@ -104,15 +131,29 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     init(state: SimWorkerState) { self.state = state }
 
+    /// Counted once in `openConnections` (a handler added to a channel already active, as after
+    /// the HTTP/2 sniffer, sees no channelActive).
+    private var counted = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { countOpen() }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
-        state.update { $0.openConnections += 1 }
+        countOpen()
         context.fireChannelActive()
+    }
+
+    private func countOpen() {
+        guard !counted else { return }
+        counted = true
+        state.update { $0.openConnections += 1 }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         active = false
         state.update { c in
-            c.openConnections -= 1
+            if counted { c.openConnections -= 1 }
             if streaming { c.abortedStreams += 1; c.active -= 1 }
         }
         streaming = false
@@ -188,7 +229,7 @@ final class SimWorkerHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context, head, status: .ok, body: #"{"failure_rate":\#(f.failure),"hang_rate":\#(f.hang),"drop_rate":\#(f.drop),"cut_rate":\#(f.cut),"waiting":\#(e.waiting),"token_usage":\#(e.tokenUsage),"loads_stalled":\#(e.loadsStalled),"health_stalled":\#(e.healthStalled),"slowdown":\#(e.slowdown)}"#)
         case (.GET, "/sim/stats"):
             let s = state.snapshot
-            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"peak_active":\#(s.peakActive),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks),"queued":\#(state.queued)}"#)
+            respond(context, head, status: .ok, body: #"{"requests":\#(s.requests),"active":\#(s.active),"peak_active":\#(s.peakActive),"completed":\#(s.completed),"aborted_streams":\#(s.abortedStreams),"open_connections":\#(s.openConnections),"http2_connections":\#(s.http2Connections),"open_http2_connections":\#(s.openHTTP2Connections),"http2_streams":\#(s.http2Streams),"failures_injected":\#(s.failuresInjected),"prompt_tokens":\#(s.promptTokens),"cached_tokens":\#(s.cachedTokens),"health_checks":\#(s.healthChecks),"queued":\#(state.queued)}"#)
         case (.POST, "/v1/chat/completions"): infer(context, head, .chat)
         case (.POST, "/v1/completions"): infer(context, head, .completion)
         case (.POST, "/generate"): infer(context, head, .generate)

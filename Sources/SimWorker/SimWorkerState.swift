@@ -12,7 +12,12 @@ final class SimWorkerState: Sendable {
         var active = 0
         /// The most requests this worker had in flight at once (how well routers spread load).
         var peakActive = 0
+        /// HTTP/1.1 connections and HTTP/2 streams open now (each stream is served as a connection).
         var openConnections = 0
+        /// `--http2`: connections that spoke HTTP/2 (ever, and now) and the streams they carried.
+        var http2Connections = 0
+        var openHTTP2Connections = 0
+        var http2Streams = 0
         var abortedStreams = 0
         var completed = 0
         var failuresInjected = 0

@@ -171,6 +171,8 @@ public enum FlagTable {
         FlagSpec("request-timeout-secs", .int, .int(1800), group: "Request handling", "Maximum seconds for one proxied request"),
         FlagSpec("upstream-pool-idle-timeout-secs", .int, .int(3), group: "Request handling",
                  "Seconds a pooled connection to a worker may stay idle before it is closed; keep it below the workers' keep-alive (SGLang and vLLM: 5). 0 keeps idle connections"),
+        FlagSpec("upstream-http2", .bool, .bool(false), group: "Request handling",
+                 "Speak HTTP/2 to workers that answer it when registered (h2c by prior knowledge on cleartext, ALPN h2 over TLS): every call to a worker multiplexed on one connection per router thread; a worker that does not answer HTTP/2, or stops, is called over HTTP/1.1"),
         FlagSpec("sse-keepalive-secs", .int, .int(15), group: "Request handling",
                  "Seconds of worker silence after which a relayed event stream carries a keep-alive comment (only between events), so an idle-timeout proxy does not cut a stream waiting on a long prefill; 0 sends none"),
         FlagSpec("shutdown-grace-period-secs", .int, .int(180), group: "Request handling", "Seconds in-flight requests get to finish on SIGTERM or after an in-place upgrade"),

@@ -14,6 +14,9 @@ public struct RouterConfig: Sendable {
     public var requestTimeoutSecs: Int
     /// `--upstream-pool-idle-timeout-secs`: 0 keeps idle worker connections.
     public var upstreamPoolIdleTimeoutSecs: Int
+    /// `--upstream-http2`: workers that answer HTTP/2 when registered (h2c by prior knowledge,
+    /// ALPN over TLS) are called over one multiplexed connection per router loop.
+    public var upstreamHTTP2 = false
     /// `--sse-keepalive-secs`: a relayed event stream the worker left silent this long carries a
     /// comment; 0 sends none.
     public var sseKeepaliveSecs = 15
@@ -141,6 +144,7 @@ public struct RouterConfig: Sendable {
         requestTimeoutSecs = try Self.positive(f, "request-timeout-secs")
         upstreamPoolIdleTimeoutSecs = try Self.nonNegative(f, "upstream-pool-idle-timeout-secs")
         guard upstreamPoolIdleTimeoutSecs <= 86_400 else { throw ConfigError("--upstream-pool-idle-timeout-secs \(upstreamPoolIdleTimeoutSecs): at most 86400") }
+        upstreamHTTP2 = f.bool("upstream-http2")
         sseKeepaliveSecs = try Self.nonNegative(f, "sse-keepalive-secs")
         guard sseKeepaliveSecs <= 3_600 else { throw ConfigError("--sse-keepalive-secs \(sseKeepaliveSecs): at most 3600") }
         shutdownGracePeriodSecs = try Self.nonNegative(f, "shutdown-grace-period-secs")

@@ -85,6 +85,7 @@ enum WorkerRoutes {
             "circuit_breaker": .string(w.breakerState.rawValue), "has_api_key": .bool(w.apiKey != nil),
             "bootstrap_port": JSONValue(w.bootstrapPort), "dp_size": .int(w.dpSize),
             "engine_load": engineLoad(w), "overloaded": .bool(w.isOverloaded(now: MonotonicClock.nowMs())),
+            "protocol": .string(w.speaksHTTP2 ? "http2" : "http1.1"),
         ]
     }
 

@@ -502,6 +502,10 @@ public final class RouterMetrics: Sendable {
                 }
             }
         }
+        for w in workers {
+            setGauge("smg_worker_http2", "1 while calls to the worker are HTTP/2 streams (--upstream-http2, answered when registered), 0 on HTTP/1.1, by worker",
+                     [("worker", w.url.canonical)], to: w.speaksHTTP2 ? 1 : 0)
+        }
         for (model, n) in overloaded {
             setGauge("smg_workers_overloaded", "Workers currently flagged overloaded and excluded from routing, by model", [("model", model)], to: Double(n))
         }

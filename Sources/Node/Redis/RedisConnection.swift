@@ -71,7 +71,7 @@ extension RedisHandler {
                         setup: [[[UInt8]]]) async throws -> (channel: any Channel, replies: [RedisValue]) {
         let channel: any Channel
         let loop = group.next()
-        let handshake = loop.makePromise(of: Void.self)
+        let handshake = loop.makePromise(of: String?.self)
         do {
             channel = try await ClientBootstrap(group: loop)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -91,13 +91,13 @@ extension RedisHandler {
             handshake.fail(error)
             throw RedisError.unavailable("\(address): \(error)")
         }
-        if tls == nil { handshake.succeed() } else {
+        if tls == nil { handshake.succeed(nil) } else {
             // The handshake's own failure (an untrusted certificate, a name that does not match,
             // a client certificate wanted), not a bare "connection closed".
             do {
                 let timer = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
                 defer { timer.cancel() }
-                try await handshake.futureResult.get()
+                _ = try await handshake.futureResult.get()
             } catch {
                 channel.close(promise: nil)
                 throw RedisError.unavailable("\(address): TLS handshake failed: \(error)")

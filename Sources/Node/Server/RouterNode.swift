@@ -228,6 +228,7 @@ public final class RouterNode: Service, Sendable, CustomStringConvertible {
                                     livenessChanged: { MeshBridge.livenessChanged($0, to: $1, state: state) })
             let screen = config.workerLoad
             state.metrics.prepareRoutingScreen(overload: screen.overload != nil, liveness: screen.liveness.wedgeMs > 0 || screen.liveness.stallMs > 0)
+            HTTP2Negotiation.start(watch)
             if let monitor = LoadMonitor.service(watch) { list.append(monitor) }
             if let liveness = LivenessWatch.service(watch) { list.append(liveness) }
             if let discovery = state.discovery.service(watch) { list.append(discovery) }

@@ -11,12 +11,14 @@ public final class TLSContexts: Sendable {
     private let server: Mutex<NIOSSLContext?>
     private let client: Mutex<NIOSSLContext>
     private let redisClient: Mutex<NIOSSLContext>
+    private let http2Client: Mutex<NIOSSLContext>
 
     public init(_ settings: TLSSettings) throws(ConfigError) {
         self.settings = settings
         server = Mutex(try settings.server.map { identity throws(ConfigError) in try Self.serverContext(identity) })
         client = Mutex(try Self.clientContext(settings))
         redisClient = Mutex(try Self.clientContext(settings, alpn: []))
+        http2Client = Mutex(try Self.clientContext(settings, alpn: ["h2", "http/1.1"]))
     }
 
     /// The API port's context (nil: plain HTTP).
@@ -26,6 +28,9 @@ public final class TLSContexts: Sendable {
     /// The context for `rediss://` connections: the same trust roots and client certificate,
     /// without ALPN (Redis speaks RESP, not HTTP).
     var redisContext: NIOSSLContext { redisClient.withLock { $0 } }
+    /// The context for `--upstream-http2` connections to `https://` workers: ALPN offers `h2`
+    /// first; a worker that does not choose it stays on HTTP/1.1.
+    var http2ClientContext: NIOSSLContext { http2Client.withLock { $0 } }
 
     /// Loads every file again; what fails to load keeps its old context. Returns what happened,
     /// one line per context, for the log.
@@ -45,8 +50,10 @@ public final class TLSContexts: Sendable {
         do throws(ConfigError) {
             let fresh = try Self.clientContext(settings)
             let freshRedis = try Self.clientContext(settings, alpn: [])
+            let freshHTTP2 = try Self.clientContext(settings, alpn: ["h2", "http/1.1"])
             client.withLock { $0 = fresh }
             redisClient.withLock { $0 = freshRedis }
+            http2Client.withLock { $0 = freshHTTP2 }
             if settings.client != nil || !settings.caCertificatePaths.isEmpty { logger.info("TLS: trust roots and client certificate (workers, Redis) reloaded") }
         } catch {
             ok = false

@@ -1,20 +1,26 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Synchronization
 
-/// A keep-alive connection to one worker, owned by one event loop's pool.
+/// A keep-alive connection to one worker, owned by one event loop's pool, or one stream of an
+/// HTTP/2 connection (`multiplexed`): the same HTTP/1 parts either way.
 final class PooledConnection {
     let channel: any Channel
     let handler: UpstreamHandler
     let url: WorkerURL
+    /// A stream of an `HTTP2Connection`: used for one call, never pooled.
+    let multiplexed: Bool
     /// When it was last put back in the pool (`NIODeadline` uptime nanoseconds).
     var idleSince: UInt64 = 0
-    init(channel: any Channel, handler: UpstreamHandler, url: WorkerURL) {
+    init(channel: any Channel, handler: UpstreamHandler, url: WorkerURL, multiplexed: Bool = false) {
         self.channel = channel
         self.handler = handler
         self.url = url
+        self.multiplexed = multiplexed
     }
 
     /// Writes one whole request: its head, its body when it has one, its end, then flushes.
@@ -51,6 +57,17 @@ final class UpstreamPool {
     /// The timer that closes connections idle too long (set while any are pooled).
     private var sweep: Scheduled<Void>?
 
+    /// `--upstream-http2`: the workers that answered HTTP/2 when they were registered. Calls
+    /// to them are streams on `http2[url]`; the rest use keep-alive HTTP/1.1 connections.
+    private var http2Workers: Set<WorkerURL> = []
+    private var http2: [WorkerURL: [HTTP2Connection]] = [:]
+    /// Calls waiting for an HTTP/2 connection being opened, per worker: one connection is opened
+    /// for a burst, not one per call.
+    private var opening: [WorkerURL: [(Result<PooledConnection, any Error>) -> Void]] = [:]
+    /// Told when a worker marked HTTP/2 refused it on a new connection (its calls went on over
+    /// HTTP/1.1): `UpstreamPools` tells every loop and the worker's record.
+    var http2Refused: ((WorkerURL) -> Void)?
+
     init(loop: any EventLoop, metrics: RouterMetrics, tls: TLSContexts? = nil, maxIdlePerWorker: Int = 128, connectTimeout: TimeAmount = .seconds(10),
          idleTimeout: TimeAmount? = nil, connector: Connector? = nil) {
         self.loop = loop
@@ -69,6 +86,7 @@ final class UpstreamPool {
     /// stale pooled connection, the others pooled beside it may be stale too). Calls back on this loop.
     func acquire(_ url: WorkerURL, fresh: Bool = false, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
         loop.preconditionInEventLoop()
+        if !http2Workers.isEmpty, http2Workers.contains(url) { return acquireStream(url, done) }
         while !fresh, var list = idle[url], let c = list.popLast() {
             idle[url] = list.isEmpty ? nil : list
             guard c.channel.isActive else { continue }
@@ -83,9 +101,29 @@ final class UpstreamPool {
         }
         metrics.upstreamConnectionOpened()
         if let connector { return connectScripted(connector, url, done) }
-        let tlsContext = url.isTLS ? tls?.clientContext : nil
+        connect(url, speaking: .http1) { result in
+            done(result.flatMap { channel in
+                Result(catching: { PooledConnection(channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self), url: url) })
+            })
+        }
+    }
+
+    /// What goes on a new connection's pipeline after TLS.
+    private enum WireProtocol {
+        case http1
+        /// HTTP/2, ready when the worker's SETTINGS arrive (or refused).
+        case http2(EventLoopPromise<HTTP2Connection>)
+    }
+
+    /// Connects to `url` (TLS first for `https://`) and adds the protocol's handlers; calls back
+    /// once the channel can carry a request: connected, and its TLS handshake done.
+    private func connect(_ url: WorkerURL, speaking proto: WireProtocol, _ done: @escaping (Result<any Channel, any Error>) -> Void) {
+        let wantsH2: Bool
+        if case .http2 = proto { wantsH2 = true } else { wantsH2 = false }
+        let tlsContext = url.isTLS ? (wantsH2 ? tls?.http2ClientContext : tls?.clientContext) : nil
         if url.isTLS, tlsContext == nil { return done(.failure(UpstreamError.tlsUnavailable)) }
-        let handshake = loop.makePromise(of: Void.self)
+        let handshake = loop.makePromise(of: String?.self)
+        let timeout = connectTimeout
         let bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(connectTimeout)
@@ -97,12 +135,18 @@ final class UpstreamPool {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: url.tlsServerName))
                         try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake, peer: "the worker"))
                     } else {
-                        handshake.succeed()
+                        handshake.succeed(nil)
                     }
-                    // Headers sent upstream were parsed from the client's request; validating
-                    // them again on the way out is pure cost.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                    switch proto {
+                    case .http1:
+                        // Headers sent upstream were parsed from the client's request; validating
+                        // them again on the way out is pure cost.
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes, enableOutboundHeaderValidation: false)
+                        try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                    case .http2(let ready):
+                        // Over TLS the handlers wait for ALPN's answer (below); h2c starts with the preface.
+                        if tlsContext == nil { try HTTP2Connection.configure(channel, url: url, timeout: min(timeout, .seconds(5)), ready: ready) }
+                    }
                 }
             }
         // An IP address is connected to as it is: `connect(host:)` would resolve it first, on
@@ -117,9 +161,12 @@ final class UpstreamPool {
                 // that fails verification is a connect failure that says why.
                 handshake.futureResult.assumeIsolated().whenComplete { shaken in
                     do {
-                        try shaken.get()
-                        let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
-                        done(.success(PooledConnection(channel: channel, handler: handler, url: url)))
+                        let negotiated = try shaken.get()
+                        if case .http2(let ready) = proto, tlsContext != nil {
+                            guard negotiated == "h2" else { throw HTTP2Connection.Refusal.notHTTP2("ALPN chose \(negotiated ?? "nothing")") }
+                            try HTTP2Connection.configure(channel, url: url, timeout: min(timeout, .seconds(5)), ready: ready)
+                        }
+                        done(.success(channel))
                     } catch let failed as TLSHandshakeWaiter.Failed {
                         channel.close(promise: nil)
                         done(.failure(UpstreamError.tlsHandshake(failed.reason)))
@@ -133,6 +180,94 @@ final class UpstreamPool {
                 done(.failure(error))
             }
         }
+    }
+
+    // MARK: HTTP/2
+
+    /// Marks `url` as speaking HTTP/2 on this loop, or not any more (its connections then drain).
+    func setHTTP2(_ url: WorkerURL, _ on: Bool) {
+        loop.preconditionInEventLoop()
+        if on { http2Workers.insert(url); return }
+        http2Workers.remove(url)
+        for c in http2.removeValue(forKey: url) ?? [] { c.draining = true; if c.openStreams == 0 { c.channel.close(promise: nil) } }
+    }
+
+    /// Whether calls to `url` from this loop are HTTP/2 streams.
+    func speaksHTTP2(_ url: WorkerURL) -> Bool { http2Workers.contains(url) }
+
+    /// Open HTTP/2 connections to `url` on this loop (tests and status).
+    func http2Connections(to url: WorkerURL) -> Int { http2[url]?.filter { $0.channel.isActive }.count ?? 0 }
+
+    /// Asks `url` for HTTP/2 (h2c by prior knowledge, or ALPN over TLS): true, and the
+    /// connection stays in this loop's pool, when its SETTINGS came back; false when the worker
+    /// does not speak it; an error when it could not be reached at all.
+    func negotiateHTTP2(_ url: WorkerURL, _ done: @escaping (Result<Bool, any Error>) -> Void) {
+        loop.preconditionInEventLoop()
+        openHTTP2(url) { [self] result in
+            switch result {
+            case .success(let c):
+                http2Workers.insert(url)
+                keep(c)
+                done(.success(true))
+            case .failure(HTTP2Connection.Refusal.notHTTP2):
+                done(.success(false))
+            case .failure(let error):
+                done(.failure(error))
+            }
+        }
+    }
+
+    /// A stream to `url` on a connection with room, or on a new connection; a worker that
+    /// refuses HTTP/2 on the new connection is called over HTTP/1.1 from then on.
+    private func acquireStream(_ url: WorkerURL, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
+        if let c = http2[url]?.first(where: \.usable) { return c.openStream(reused: true, done) }
+        if opening[url] != nil { opening[url]!.append(done); return }
+        opening[url] = [done]
+        openHTTP2(url) { [self] result in
+            let waiting = opening.removeValue(forKey: url) ?? []
+            switch result {
+            case .success(let c):
+                keep(c)
+                // Those past its stream limit open the next connection.
+                for w in waiting { if c.usable { c.openStream(reused: false, w) } else { acquire(url, w) } }
+            case .failure(HTTP2Connection.Refusal.notHTTP2):
+                setHTTP2(url, false)
+                http2Refused?(url)
+                for w in waiting { acquire(url, w) }
+            case .failure(let error):
+                for w in waiting { w(.failure(error)) }
+            }
+        }
+    }
+
+    private func openHTTP2(_ url: WorkerURL, _ done: @escaping (Result<HTTP2Connection, any Error>) -> Void) {
+        metrics.upstreamConnectionOpened()
+        let ready = loop.makePromise(of: HTTP2Connection.self)
+        if let connector {
+            connector(url, loop).assumeIsolated().whenComplete { result in
+                do { try HTTP2Connection.configure(try result.get(), url: url, timeout: self.connectTimeout, ready: ready) } catch { ready.fail(error) }
+            }
+        } else {
+            connect(url, speaking: .http2(ready)) { result in
+                if case .failure(let error) = result { ready.fail(error) }
+            }
+        }
+        ready.futureResult.assumeIsolated().whenComplete(done)
+    }
+
+    /// Puts a ready HTTP/2 connection in the pool; it leaves when it closes, and is closed when
+    /// idle past the timeout.
+    private func keep(_ c: HTTP2Connection) {
+        let url = c.url, id = ObjectIdentifier(c)
+        http2[url, default: []].append(c)
+        c.channel.closeFuture.assumeIsolated().whenComplete { [self] _ in
+            http2[url]?.removeAll { ObjectIdentifier($0) == id }
+            if http2[url]?.isEmpty == true { http2[url] = nil }
+        }
+        c.onIdle = { [unowned self] in
+            if let limit = idleTimeoutNs, sweep == nil { scheduleSweep(in: limit) }
+        }
+        c.onIdle?()
     }
 
     private func connectScripted(_ connector: Connector, _ url: WorkerURL, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
@@ -152,6 +287,8 @@ final class UpstreamPool {
     /// Returns a connection after a complete exchange; it is closed if the pool is full.
     func release(_ c: PooledConnection) {
         loop.preconditionInEventLoop()
+        // A stream ended with its answer; closing one still open resets it, not the connection.
+        if c.multiplexed { c.handler.delegate = nil; return c.channel.close(promise: nil) }
         guard c.channel.isActive, idle[c.url, default: []].count < maxIdlePerWorker else {
             c.channel.close(promise: nil)
             return
@@ -182,6 +319,9 @@ final class UpstreamPool {
             idle[url] = kept.isEmpty ? nil : kept
             if let oldest = kept.first { next = min(next ?? .max, oldest.idleSince + limit - now) }
         }
+        for c in http2.values.joined() where c.openStreams == 0 {
+            if now &- c.idleSince >= limit { c.channel.close(promise: nil) } else { next = min(next ?? .max, c.idleSince + limit - now) }
+        }
         if let next { scheduleSweep(in: next) }
     }
 
@@ -194,19 +334,28 @@ final class UpstreamPool {
     /// Closes every idle connection (shutdown, or a worker removed).
     func closeIdle(to url: WorkerURL? = nil) {
         let victims: [PooledConnection]
+        let multiplexed: [HTTP2Connection]
         if let url {
             victims = idle.removeValue(forKey: url) ?? []
+            multiplexed = http2[url] ?? []
         } else {
             victims = idle.values.flatMap { $0 }
             idle.removeAll()
+            multiplexed = Array(http2.values.joined())
         }
         for c in victims { c.channel.close(promise: nil) }
+        // An HTTP/2 connection's streams may be in flight: it takes no more and closes when idle.
+        for c in multiplexed where c.openStreams == 0 { c.channel.close(promise: nil) }
+        for c in multiplexed { c.draining = true }
     }
 }
 
 /// One pool per event loop, found from the loop a client connection runs on.
 final class UpstreamPools: Sendable {
     private let pools: [ObjectIdentifier: LoopOwned<UpstreamPool>]
+    /// Told when a worker that answered HTTP/2 refused it on a later connection (its calls go
+    /// on over HTTP/1.1 on every loop from then on).
+    private let http2Refused = Mutex<(@Sendable (WorkerURL) -> Void)?>(nil)
 
     init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil, idleTimeout: TimeAmount? = nil, connector: UpstreamPool.Connector? = nil) {
         var p: [ObjectIdentifier: LoopOwned<UpstreamPool>] = [:]
@@ -214,7 +363,24 @@ final class UpstreamPools: Sendable {
             p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics, tls: tls, idleTimeout: idleTimeout, connector: connector), on: loop)
         }
         pools = p
+        for bound in pools.values {
+            bound.eventLoop.execute { [self] in
+                bound.value.http2Refused = { url in
+                    self.setHTTP2(url, false)
+                    self.http2Refused.withLock { $0 }?(url)
+                }
+            }
+        }
     }
+
+    /// Tells every loop that `url` speaks HTTP/2 (calls to it become streams), or not.
+    func setHTTP2(_ url: WorkerURL, _ on: Bool) {
+        for bound in pools.values {
+            bound.eventLoop.execute { bound.value.setHTTP2(url, on) }
+        }
+    }
+
+    func onHTTP2Refused(_ handler: @escaping @Sendable (WorkerURL) -> Void) { http2Refused.withLock { $0 = handler } }
 
     /// The pool of `loop`; must be called on that loop.
     func pool(for loop: any EventLoop) -> UpstreamPool {

@@ -25,6 +25,9 @@ public final class Worker: Sendable {
     private let _served = Atomic<Int>(0)
     /// The worker's own load report (`/get_load`), -1 until one arrives.
     private let _reportedLoad = Atomic<Int>(-1)
+    /// `--upstream-http2`: it answered HTTP/2 when registered and has not refused it since
+    /// (the pools decide per call; this is what `/workers` and the metrics show).
+    private let _speaksHTTP2 = Atomic<Bool>(false)
 
     init(id: String, url: WorkerURL, modelID: String?, role: WorkerRole = .regular, bootstrapPort: Int? = nil, labels: [String: String] = [:],
          apiKey: String? = nil, breaker: CircuitBreakerConfig = CircuitBreakerConfig(), health: HealthCheckConfig = HealthCheckConfig()) {
@@ -39,6 +42,9 @@ public final class Worker: Sendable {
         self.health = Mutex(HealthState(health, startHealthy: !health.enabled))
         self._healthy.store(!health.enabled, ordering: .relaxed)
     }
+
+    public var speaksHTTP2: Bool { _speaksHTTP2.load(ordering: .relaxed) }
+    func setSpeaksHTTP2(_ on: Bool) { _speaksHTTP2.store(on, ordering: .relaxed) }
 
     public var labels: [String: String] { settings.withLock { $0.labels } }
     /// The bearer token sent to this worker (per-worker `api_key`, else `--api-key`).
