@@ -59,7 +59,8 @@ public struct SimWorkerOptions: Sendable {
     /// Answers HTTP/2 too: h2c by prior knowledge on cleartext, ALPN `h2` with TLS (SGLang and
     /// vLLM speak HTTP/1.1 only; this stands for a worker behind a proxy that speaks HTTP/2).
     public var http2 = false
-    /// With `http2`: each connection takes this many streams at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// With `http2`: each connection takes this many streams at once (SETTINGS_MAX_CONCURRENT_STREAMS;
+    /// 0, a worker that takes none, is a hostile case for the router).
     public var http2MaxStreams = 100
 
     public init() {}
@@ -128,9 +129,7 @@ public struct SimWorkerOptions: Sendable {
                 guard let m = SimMisbehavior(rawValue: v) else { throw .badValue(a, v) }
                 o.misbehave = m
             case "--http2": o.http2 = true
-            case "--http2-max-streams":
-                o.http2MaxStreams = try int(a)
-                if o.http2MaxStreams == 0 { throw .badValue(a, "0") }
+            case "--http2-max-streams": o.http2MaxStreams = try int(a)
             case "-h", "--help": throw .helpRequested
             default: throw .unknownFlag(a)
             }
@@ -172,7 +171,7 @@ public struct SimWorkerOptions: Sendable {
           --bootstrap-port N         a prefill worker's KV bootstrap port, 0 = any free port (0)
           --dp-size N                data-parallel ranks; data_parallel_rank must be below N (1)
           --http2                    answer HTTP/2 too: h2c by prior knowledge, ALPN h2 with TLS
-          --http2-max-streams N      with --http2: streams one connection takes at once (100)
+          --http2-max-streams N      with --http2: streams one connection takes at once, 0 none (100)
           --misbehave MODE           answer inference wrongly: garbage, endless-line, huge-body,
                                      wrong-length, trickle, pause-mid-event (health checks stay fine)
         """

@@ -117,6 +117,21 @@ import Testing
         #expect((3...6).contains(s["http2_connections"]!), "\(s)")
     }
 
+    @Test func aWorkerThatTakesNoStreamsIsCalledOverHTTP1() async throws {
+        // SETTINGS_MAX_CONCURRENT_STREAMS 0: a stream opened anyway would wait for ever.
+        let none = try await InProcessWorker(name: "none", ["--http2", "--http2-max-streams", "0"])
+        // Idle connections are kept: the asking connection closes only if the router refused it.
+        let smg = try await InProcessRouter(["--worker-urls", none.url, "--upstream-http2", "--request-timeout-secs", "5",
+                                             "--upstream-pool-idle-timeout-secs", "0"])
+        try await eventually(timeout: Self.negotiated, "the worker was asked, and the connection given up") {
+            let s = try none.stats()
+            return s["http2_connections"]! >= 1 && s["open_http2_connections"] == 0
+        }
+        #expect(try protocolShown(smg, none.url) == "http1.1")
+        #expect(try smg.chat("x").status == 200)
+        #expect(try none.stats()["http2_streams"] == 0)
+    }
+
     @Test func streamsAWorkerResetsAreRetriedAndBreakNothingElse() async throws {
         // A dropped request is a reset stream under HTTP/2: the connection and its other streams live on.
         let flaky = try await InProcessWorker(name: "flaky", ["--http2", "--drop-rate", "0.3", "--seed", "7", "--ttft-ms", "100"])

@@ -115,6 +115,13 @@ public final class EmbeddedRouter {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Calls to the worker at `url` become HTTP/2 streams (as `--upstream-http2` after the worker
+    /// answered it): its connections then carry the HTTP/2 preface, frames and streams.
+    public func speakHTTP2(_ url: String) {
+        state.pools.setHTTP2(try! WorkerURL(parsing: url), true)
+        loop.run()
+    }
+
     /// The worker on upstream connection `index` writes `raw` (any bytes, any part of an answer).
     public func answer(on index: Int, _ raw: String) {
         answer(on: index, bytes: Array(raw.utf8))

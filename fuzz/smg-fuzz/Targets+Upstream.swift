@@ -9,6 +9,10 @@ import RouterHarness
 /// (deadlines and backoffs fire), the client leaving. Regular and PD exchanges, streamed or not,
 /// with PD's logprob merge, with retries and breakers.
 ///
+/// With mode bit 0x10 the workers speak HTTP/2 (`--upstream-http2`): each connection is the
+/// router's HTTP/2 client and what the input writes are frames (whole ones from the pieces
+/// below, or raw bytes), on streams 1 to 7: SETTINGS, HEADERS, DATA, RST_STREAM, GOAWAY, PING.
+///
 /// A finding is a crash (a precondition of the exchange machine: an event a worker made the
 /// shell send out of order) or a leak once the client and every worker are gone: a request, an
 /// admission slot or a worker's in-flight count not given back.
@@ -35,11 +39,45 @@ extension FuzzTarget {
         "HTTP/1.1 100 Continue\r\n\r\n",
     ]
 
+    /// An HTTP/2 frame: its 9-byte header and payload.
+    static func h2Frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt32 = 0, _ payload: [UInt8] = []) -> [UInt8] {
+        let n = payload.count
+        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
+                UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+    }
+
+    /// HPACK: `:status` from the static table (0x88 is 200, 0x8e 500) and a content-type
+    /// literal (static name 31, not indexed).
+    static func h2Head(status: UInt8, contentType: String) -> [UInt8] {
+        [status, 0x0F, 0x10, UInt8(contentType.utf8.count)] + Array(contentType.utf8)
+    }
+
+    /// Pieces of what an HTTP/2 worker sends, on stream `stream` where they have one.
+    static func h2Pieces(stream s: UInt32) -> [[UInt8]] {
+        let (endHeaders, endStream) = (UInt8(0x4), UInt8(0x1))
+        return [
+            h2Frame(4),                                    // SETTINGS
+            h2Frame(4, flags: 1),                          // SETTINGS ack
+            h2Frame(4, [0, 3, 0, 0, 0, 1]),                // SETTINGS: one stream at a time
+            h2Frame(1, flags: endHeaders, stream: s, h2Head(status: 0x88, contentType: "application/json")),
+            h2Frame(1, flags: endHeaders, stream: s, h2Head(status: 0x88, contentType: "text/event-stream")),
+            h2Frame(1, flags: endHeaders | endStream, stream: s, h2Head(status: 0x8E, contentType: "application/json")),
+            h2Frame(0, flags: endStream, stream: s, Array("{}".utf8)),
+            h2Frame(0, stream: s, Array("data: {\"meta_info\":{\"id\":1}}\n\n".utf8)),
+            h2Frame(0, flags: endStream, stream: s, Array("data: [DONE]\n\n".utf8)),
+            h2Frame(3, stream: s, [0, 0, 0, 7]),           // RST_STREAM REFUSED_STREAM
+            h2Frame(7, [0, 0, 0, 1, 0, 0, 0, 0]),          // GOAWAY, last stream 1, no error
+            h2Frame(6, [1, 2, 3, 4, 5, 6, 7, 8]),          // PING
+            h2Frame(8, [0, 0, 0x10, 0]),                   // WINDOW_UPDATE on the connection
+        ]
+    }
+
     static func upstream(_ bytes: [UInt8]) {
         guard let mode = bytes.first else { return }
-        let pd = mode & 1 == 1, stream = mode & 2 != 0, logprobs = mode & 4 != 0, pipelined = mode & 8 != 0
+        let pd = mode & 1 == 1, stream = mode & 2 != 0, logprobs = mode & 4 != 0, pipelined = mode & 8 != 0, http2 = mode & 0x10 != 0
         // A fresh router per input: no run inherits another's breakers or pooled connections.
         let router = try! EmbeddedRouter(upstreamArguments[pd ? 1 : 0])
+        if http2 { for k in 1...4 { router.speakHTTP2("http://198.18.0.\(k):8000") } }
         let client = router.connect()
         let body = pd ? #"{"text":"hello","stream":\#(stream),"return_logprob":\#(logprobs)}"#
                       : #"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":\#(stream)}"#
@@ -63,8 +101,13 @@ extension FuzzTarget {
                 for _ in 0..<count { if let b = next() { raw.append(b) } }
                 if let target { router.answer(on: target, bytes: raw) }
             case 2, 3:  // a piece of a real answer
-                let piece = answerPieces[Int(next() ?? 0) % answerPieces.count]
-                if let target { router.answer(on: target, piece) }
+                let pick = Int(next() ?? 0)
+                if let target, http2 {
+                    let pieces = h2Pieces(stream: UInt32(1 + 2 * (pick >> 4 & 3)))
+                    router.answer(on: target, bytes: pieces[(pick & 0xF) % pieces.count])
+                } else if let target {
+                    router.answer(on: target, answerPieces[pick % answerPieces.count])
+                }
             case 4:  // the worker closes the connection
                 if let target { router.closeUpstream(target) }
             case 5:  // time passes: up to past the request deadline

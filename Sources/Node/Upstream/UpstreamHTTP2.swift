@@ -134,13 +134,20 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler {
         }
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data).payload {
         case .settings(.settings(let settings)):
             let announced = settings.last { $0.parameter == .maxConcurrentStreams }.map { Int($0.value) }
-            let limit = max(1, min(announced ?? HTTP2Connection.streamCap, HTTP2Connection.streamCap))
+            let limit = min(announced ?? HTTP2Connection.streamCap, HTTP2Connection.streamCap)
             if let connection {
+                // A limit of 0 takes no new streams (a stream opened anyway would wait for ever).
                 if announced != nil { connection.maxStreams = limit }
+            } else if limit == 0 {
+                refuse(context, "it takes no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0)")
             } else if let ready {
                 self.ready = nil
                 deadline?.cancel()

@@ -365,9 +365,11 @@ final class UpstreamPools: Sendable {
         pools = p
         for bound in pools.values {
             bound.eventLoop.execute { [self] in
-                bound.value.http2Refused = { url in
-                    self.setHTTP2(url, false)
-                    self.http2Refused.withLock { $0 }?(url)
+                // Weak: the pools own this pool, and a router's pools go with it.
+                bound.value.http2Refused = { [weak self] url in
+                    guard let self else { return }
+                    setHTTP2(url, false)
+                    http2Refused.withLock { $0 }?(url)
                 }
             }
         }
