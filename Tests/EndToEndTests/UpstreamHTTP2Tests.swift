@@ -56,6 +56,22 @@ import Testing
         #expect(s["open_http2_connections"] == 1)
     }
 
+    @Test func oneConnectionCarriesHundredsOfRequestsOneAfterAnother() async throws {
+        // Each finished stream closes by itself; resetting it anyway is what a "rapid reset"
+        // attacker does, and the worker (swift-nio-http2's defaults: 200 resets in 30 s) would
+        // close the connection under every stream on it.
+        let h2 = try await InProcessWorker(name: "h2", ["--http2"])
+        let smg = try await InProcessRouter(["--worker-urls", h2.url, "--upstream-http2", "--upstream-pool-idle-timeout-secs", "0"])
+        try await eventually(timeout: Self.negotiated, "the worker answered HTTP/2") { try protocolShown(smg, h2.url) == "http2" }
+        for i in 0..<300 {
+            let a = try smg.chat("request \(i)", stream: i % 2 == 0)
+            try #require(a.status == 200, "request \(i): \(a.status) \(a.text.prefix(200))")
+        }
+        let s = try h2.stats()
+        #expect(s["http2_connections"] == 1, "the connection lived through them all: \(s)")
+        #expect(s["aborted_streams"] == 0, "\(s)")
+    }
+
     @Test func aWorkerWithoutHTTP2IsCalledOverHTTP1BesideOneWithIt() async throws {
         let h2 = try await InProcessWorker(name: "h2", ["--http2"])
         let h1 = try await InProcessWorker(name: "h1")

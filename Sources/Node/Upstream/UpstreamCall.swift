@@ -71,7 +71,7 @@ final class UpstreamCall: UpstreamResponseDelegate {
     func release(reusable: Bool) {
         guard let c = connection else { return }
         connection = nil
-        if reusable { pool.release(c) } else { c.channel.close(promise: nil) }
+        if reusable || c.multiplexed { pool.release(c) } else { c.channel.close(promise: nil) }
     }
 
     /// The call is not wanted any more (or its answer is finished with): the connection is
@@ -111,7 +111,7 @@ final class UpstreamCall: UpstreamResponseDelegate {
         guard let c = connection else { return }
         connection = nil
         c.handler.delegate = nil
-        c.channel.close(promise: nil)
+        c.abandon()
     }
 
     private func fail(_ error: any Error) {

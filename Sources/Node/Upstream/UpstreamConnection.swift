@@ -47,6 +47,8 @@ final class UpstreamHandler: ChannelInboundHandler {
     private var inResponse = false
     /// True once this connection has carried a complete exchange (it came from the pool).
     var reused = false
+    /// The last answer's end arrived (a stream whose answer ended needs no reset).
+    private(set) var answerEnded = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
@@ -58,12 +60,14 @@ final class UpstreamHandler: ChannelInboundHandler {
         switch part {
         case .head(let head):
             inResponse = true
+            answerEnded = false
             responseKeepAlive = head.isKeepAlive
             delegate.upstreamHead(head)
         case .body(let buffer):
             delegate.upstreamBody(buffer)
         case .end:
             inResponse = false
+            answerEnded = true
             self.delegate = nil
             reused = true
             delegate.upstreamEnd(reusable: responseKeepAlive)

@@ -23,6 +23,15 @@ final class PooledConnection {
         self.multiplexed = multiplexed
     }
 
+    /// The call is given up: a keep-alive connection is closed (what it carries is unknown
+    /// now); a stream is reset, unless its answer ended, when it has closed itself or is about
+    /// to (resetting finished streams is what a "rapid reset" attacker does, and HTTP/2 servers,
+    /// swift-nio-http2's among them, close connections that do it often).
+    func abandon() {
+        guard !(multiplexed && handler.answerEnded) else { return }
+        channel.close(promise: nil)
+    }
+
     /// Writes one whole request: its head, its body when it has one, its end, then flushes.
     /// Every worker call (an attempt, a prefill half, a control-path fetch) sends this way.
     func send(_ head: HTTPRequestHead, body: ByteBuffer?) {
@@ -287,8 +296,9 @@ final class UpstreamPool {
     /// Returns a connection after a complete exchange; it is closed if the pool is full.
     func release(_ c: PooledConnection) {
         loop.preconditionInEventLoop()
-        // A stream ended with its answer; closing one still open resets it, not the connection.
-        if c.multiplexed { c.handler.delegate = nil; return c.channel.close(promise: nil) }
+        // A stream is not pooled: one whose answer ended closes itself; one still open is reset
+        // (the stream, not the connection).
+        if c.multiplexed { c.handler.delegate = nil; return c.abandon() }
         guard c.channel.isActive, idle[c.url, default: []].count < maxIdlePerWorker else {
             c.channel.close(promise: nil)
             return
