@@ -15,42 +15,10 @@ router: requests answered, errors (timeouts included), p50 and p99 latency, the 
 requests each worker served, and how many requests reached the wedged worker after the first
 5 s (its own count). Every process is stopped on exit, also on Ctrl-C.
 """
-import argparse, json, os, signal, socket, subprocess, sys, threading, time, urllib.request
+import argparse, json, os, signal, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-procs = []
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    procs.append(p)
-    return p
-
-
-def stop_all(*_):
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    procs.clear()
-
-
-def wait_ready(url, secs=30):
-    deadline = time.time() + secs
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url, timeout=1).status == 200:
-                return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"not ready: {url}")
+from fleetlib import free_port, start, stop, stop_all, wait_ready
 
 
 def drive(port, secs, clients, timeout):
@@ -128,9 +96,7 @@ def main():
         label = os.path.basename(cmd.split()[0]) + ("" if len(cmd.split()) == 1 else " " + " ".join(cmd.split()[1:]))
         print(f"{label[:28]:<28} {len(ok):>8} {errors:>6} {pct(0.5):>7.0f} {pct(0.99):>7.0f}  "
               + " ".join(f"{n} {share[n]:.1%}" for n in names) + (f"; {after5}" if after5 is not None else ""))
-        os.killpg(router.pid, signal.SIGKILL)
-        router.wait()
-        procs.remove(router)
+        stop(router)
 
 
 if __name__ == "__main__":

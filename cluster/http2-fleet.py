@@ -14,42 +14,10 @@ and the mean of samples every 100 ms, counted in /proc/net/tcp, so no router's o
 trusted) with the HTTP/2 streams the workers saw. Every process is stopped on exit, also on
 Ctrl-C.
 """
-import argparse, json, os, signal, socket, subprocess, threading, time, urllib.error, urllib.request
+import argparse, json, os, signal, threading, time, urllib.error, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-procs = []
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    procs.append(p)
-    return p
-
-
-def stop_all(*_):
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    procs.clear()
-
-
-def wait_ready(url, secs=30):
-    deadline = time.time() + secs
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url, timeout=1).status == 200:
-                return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"not ready: {url}")
+from fleetlib import free_port, start, stop, stop_all, wait_ready
 
 
 def established_to(port):
@@ -154,9 +122,7 @@ def main():
         label = os.path.basename(cmd.split()[0]) + ("" if len(cmd.split()) == 1 else " " + " ".join(cmd.split()[1:]))
         print(f"{label[:36]:<36} {len(ok):>8} {errors:>6} {pct(0.5):>7.0f} {pct(0.99):>7.0f} {cpu / max(1, len(rows)) * 1e6:>10.0f}  "
               f"{conns}; {sum(streams)}")
-        os.killpg(router.pid, signal.SIGKILL)
-        router.wait()
-        procs.remove(router)
+        stop(router)
 
 
 if __name__ == "__main__":

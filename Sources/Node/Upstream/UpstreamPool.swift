@@ -364,8 +364,10 @@ final class UpstreamPool {
 final class UpstreamPools: Sendable {
     private let pools: [ObjectIdentifier: LoopOwned<UpstreamPool>]
     /// Told when a worker that answered HTTP/2 refused it on a later connection (its calls go
-    /// on over HTTP/1.1 on every loop from then on).
-    private let http2Refused = Mutex<(@Sendable (WorkerURL) -> Void)?>(nil)
+    /// on over HTTP/1.1 on every loop from then on). A struct, not a bare closure, in the Mutex
+    /// (WakerTests: a bare one is re-wrapped by every read).
+    private struct RefusalListener: Sendable { let told: @Sendable (WorkerURL) -> Void }
+    private let http2Refused = Mutex<RefusalListener?>(nil)
 
     init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil, idleTimeout: TimeAmount? = nil, connector: UpstreamPool.Connector? = nil) {
         var p: [ObjectIdentifier: LoopOwned<UpstreamPool>] = [:]
@@ -379,7 +381,7 @@ final class UpstreamPools: Sendable {
                 bound.value.http2Refused = { [weak self] url in
                     guard let self else { return }
                     setHTTP2(url, false)
-                    http2Refused.withLock { $0 }?(url)
+                    http2Refused.withLock { $0 }?.told(url)
                 }
             }
         }
@@ -392,7 +394,7 @@ final class UpstreamPools: Sendable {
         }
     }
 
-    func onHTTP2Refused(_ handler: @escaping @Sendable (WorkerURL) -> Void) { http2Refused.withLock { $0 = handler } }
+    func onHTTP2Refused(_ handler: @escaping @Sendable (WorkerURL) -> Void) { http2Refused.withLock { $0 = RefusalListener(told: handler) } }
 
     /// The pool of `loop`; must be called on that loop.
     func pool(for loop: any EventLoop) -> UpstreamPool {
