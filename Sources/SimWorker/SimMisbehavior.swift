@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 
 /// How a broken or hostile worker answers inference requests (`--misbehave MODE`): the router
 /// must cost the request at most an error within `--request-timeout-secs`, never its own memory
@@ -37,9 +38,18 @@ extension SimWorkerHandler {
         let eventStart = #"data: {"id":"sim-misbehaving","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""#
         switch mode {
         case .garbage:
-            // Below the HTTP encoder: raw bytes on the socket.
-            guard let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else { return }
-            encoder.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: "\u{0}\u{1}this is not HTTP\r\n\u{7f}\r\n\r\n")), promise: nil)
+            // Below the HTTP encoder: raw bytes on the socket. On an HTTP/2 stream, below the
+            // connection's HTTP/2 handler: a frame header no parser takes (16 MiB long), so the
+            // whole connection is garbage from there on.
+            if let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) {
+                encoder.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: "\u{0}\u{1}this is not HTTP\r\n\u{7f}\r\n\r\n")), promise: nil)
+            } else if let connection = context.channel.parent {
+                let garbage = context.channel.allocator.buffer(bytes: [0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 1] + Array("this is not HTTP/2".utf8))
+                connection.eventLoop.execute {
+                    guard let http2 = try? connection.pipeline.syncOperations.context(handlerType: NIOHTTP2Handler.self) else { return }
+                    http2.writeAndFlush(NIOAny(garbage), promise: nil)
+                }
+            }
         case .endlessLine:
             sendHead(context, head, h)
             write(context, stream ? eventStart : jsonStart)

@@ -185,4 +185,41 @@ import Testing
         #expect(try await stats(h2)["http2_streams"]! >= 4)
         #expect(try await stats(h1)["http2_connections"] == 0)
     }
+
+    @Test func garbageOnAnHTTP2ConnectionCostsTheRequestAndNeverTheRouter() async throws {
+        // The worker writes garbage under its HTTP/2 framing: the connection is broken for
+        // every stream on it; each attempt fails at once, and the client gets 502, not a hang.
+        let bad = try await InProcessWorker(name: "bad", ["--http2", "--misbehave", "garbage"])
+        let smg = try await InProcessRouter(["--worker-urls", bad.url, "--upstream-http2", "--retry-max-retries", "1",
+                                             "--retry-initial-backoff-ms", "1", "--request-timeout-secs", "20"])
+        try await eventually(timeout: Self.negotiated, "the worker answered HTTP/2") { try protocolShown(smg, bad.url) == "http2" }
+        for stream in [false, true] {
+            let started = ContinuousClock.now
+            let a = try smg.chat("x", stream: stream)
+            #expect(a.status == 502, "stream=\(stream): \(a.status) \(a.text.prefix(200))")
+            #expect(ContinuousClock.now - started < .seconds(10), "failed at once, not at the request timeout")
+        }
+        #expect(try bad.stats()["http2_connections"]! >= 2, "each broken connection was replaced")
+        #expect(try smg.request("GET", "/health").status == 200)
+    }
+
+    @Test func prefillAndDecodeHalvesAreStreamsToo() async throws {
+        let prefill = try await InProcessWorker(name: "p0", ["--role", "prefill", "--bootstrap-port", "0", "--http2"])
+        let decode = try await InProcessWorker(name: "d0", ["--role", "decode", "--http2"])
+        let smg = try await InProcessRouter(["--pd-disaggregation", "--prefill", prefill.url, String(prefill.bootstrapPort!),
+                                             "--decode", decode.url, "--upstream-http2"])
+        try await eventually(timeout: Self.negotiated, "both halves answered HTTP/2") {
+            try protocolShown(smg, prefill.url) == "http2" && protocolShown(smg, decode.url) == "http2"
+        }
+        let before = (try prefill.stats()["http2_streams"]!, try decode.stats()["http2_streams"]!)
+        for stream in [false, true] {
+            let a = try smg.chat("hello", stream: stream)
+            #expect(a.status == 200, "\(a.text.prefix(200))")
+            #expect(a.header("x-sim-worker") == "d0")
+        }
+        let g = try smg.request("POST", "/generate", body: #"{"text":"hello","sampling_params":{"max_new_tokens":4}}"#)
+        #expect(g.status == 200, "\(g.text.prefix(200))")
+        #expect(try prefill.stats()["http2_streams"]! - before.0 >= 3)
+        #expect(try decode.stats()["http2_streams"]! - before.1 >= 3)
+    }
 }

@@ -153,7 +153,7 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler {
                 deadline?.cancel()
                 let c = HTTP2Connection(channel: context.channel, multiplexer: multiplexer, url: url, maxStreams: limit)
                 connection = c
-                ready.succeed(c)
+                ready.assumeIsolated().succeed(c)
             }
         case .goAway:
             connection?.draining = true

@@ -1,45 +1,8 @@
 import NIOCore
 import NIOHTTP1
-import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOTLS
-import Synchronization
-
-/// A keep-alive connection to one worker, owned by one event loop's pool, or one stream of an
-/// HTTP/2 connection (`multiplexed`): the same HTTP/1 parts either way.
-final class PooledConnection {
-    let channel: any Channel
-    let handler: UpstreamHandler
-    let url: WorkerURL
-    /// A stream of an `HTTP2Connection`: used for one call, never pooled.
-    let multiplexed: Bool
-    /// When it was last put back in the pool (`NIODeadline` uptime nanoseconds).
-    var idleSince: UInt64 = 0
-    init(channel: any Channel, handler: UpstreamHandler, url: WorkerURL, multiplexed: Bool = false) {
-        self.channel = channel
-        self.handler = handler
-        self.url = url
-        self.multiplexed = multiplexed
-    }
-
-    /// The call is given up: a keep-alive connection is closed (what it carries is unknown
-    /// now); a stream is reset, unless its answer ended, when it has closed itself or is about
-    /// to (resetting finished streams is what a "rapid reset" attacker does, and HTTP/2 servers,
-    /// swift-nio-http2's among them, close connections that do it often).
-    func abandon() {
-        guard !(multiplexed && handler.answerEnded) else { return }
-        channel.close(promise: nil)
-    }
-
-    /// Writes one whole request: its head, its body when it has one, its end, then flushes.
-    /// Every worker call (an attempt, a prefill half, a control-path fetch) sends this way.
-    func send(_ head: HTTPRequestHead, body: ByteBuffer?) {
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        if let body, body.readableBytes > 0 { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-    }
-}
 
 /// Upstream connections of one event loop, keyed by worker. Every channel in it lives on the
 /// same loop as the client connections that use it, so there are no locks and no thread hops
@@ -51,28 +14,29 @@ final class UpstreamPool {
     typealias Connector = (WorkerURL, any EventLoop) -> EventLoopFuture<any Channel>
 
     let loop: any EventLoop
-    private let connector: Connector?
-    private let metrics: RouterMetrics
+    let connector: Connector?
+    let metrics: RouterMetrics
     private var idle: [WorkerURL: [PooledConnection]] = [:]
     /// Idle connections kept per worker; extra ones are closed when released.
     let maxIdlePerWorker: Int
-    private let connectTimeout: TimeAmount
+    let connectTimeout: TimeAmount
     /// For `https://` workers.
     private let tls: TLSContexts?
     /// `--upstream-pool-idle-timeout-secs` in nanoseconds (nil: idle connections are kept). A
     /// worker closes a connection idle past its own keep-alive (SGLang and vLLM: 5 s), and a
     /// request written to it as it closes is lost to a reset; closing ours sooner avoids the race.
-    private let idleTimeoutNs: UInt64?
+    let idleTimeoutNs: UInt64?
     /// The timer that closes connections idle too long (set while any are pooled).
-    private var sweep: Scheduled<Void>?
+    var sweep: Scheduled<Void>?
 
-    /// `--upstream-http2`: the workers that answered HTTP/2 when they were registered. Calls
-    /// to them are streams on `http2[url]`; the rest use keep-alive HTTP/1.1 connections.
-    private var http2Workers: Set<WorkerURL> = []
-    private var http2: [WorkerURL: [HTTP2Connection]] = [:]
+    /// `--upstream-http2` (UpstreamPool+HTTP2.swift): the workers that answered HTTP/2 when they
+    /// were registered. Calls to them are streams on `http2[url]`; the rest use keep-alive
+    /// HTTP/1.1 connections.
+    var http2Workers: Set<WorkerURL> = []
+    var http2: [WorkerURL: [HTTP2Connection]] = [:]
     /// Calls waiting for an HTTP/2 connection being opened, per worker: one connection is opened
     /// for a burst, not one per call.
-    private var opening: [WorkerURL: [(Result<PooledConnection, any Error>) -> Void]] = [:]
+    var opening: [WorkerURL: [(Result<PooledConnection, any Error>) -> Void]] = [:]
     /// Told when a worker marked HTTP/2 refused it on a new connection (its calls went on over
     /// HTTP/1.1): `UpstreamPools` tells every loop and the worker's record.
     var http2Refused: ((WorkerURL) -> Void)?
@@ -118,7 +82,7 @@ final class UpstreamPool {
     }
 
     /// What goes on a new connection's pipeline after TLS.
-    private enum WireProtocol {
+    enum WireProtocol {
         case http1
         /// HTTP/2, ready when the worker's SETTINGS arrive (or refused).
         case http2(EventLoopPromise<HTTP2Connection>)
@@ -126,7 +90,7 @@ final class UpstreamPool {
 
     /// Connects to `url` (TLS first for `https://`) and adds the protocol's handlers; calls back
     /// once the channel can carry a request: connected, and its TLS handshake done.
-    private func connect(_ url: WorkerURL, speaking proto: WireProtocol, _ done: @escaping (Result<any Channel, any Error>) -> Void) {
+    func connect(_ url: WorkerURL, speaking proto: WireProtocol, _ done: @escaping (Result<any Channel, any Error>) -> Void) {
         let wantsH2: Bool
         if case .http2 = proto { wantsH2 = true } else { wantsH2 = false }
         let tlsContext = url.isTLS ? (wantsH2 ? tls?.http2ClientContext : tls?.clientContext) : nil
@@ -191,94 +155,6 @@ final class UpstreamPool {
         }
     }
 
-    // MARK: HTTP/2
-
-    /// Marks `url` as speaking HTTP/2 on this loop, or not any more (its connections then drain).
-    func setHTTP2(_ url: WorkerURL, _ on: Bool) {
-        loop.preconditionInEventLoop()
-        if on { http2Workers.insert(url); return }
-        http2Workers.remove(url)
-        for c in http2.removeValue(forKey: url) ?? [] { c.draining = true; if c.openStreams == 0 { c.channel.close(promise: nil) } }
-    }
-
-    /// Whether calls to `url` from this loop are HTTP/2 streams.
-    func speaksHTTP2(_ url: WorkerURL) -> Bool { http2Workers.contains(url) }
-
-    /// Open HTTP/2 connections to `url` on this loop (tests and status).
-    func http2Connections(to url: WorkerURL) -> Int { http2[url]?.filter { $0.channel.isActive }.count ?? 0 }
-
-    /// Asks `url` for HTTP/2 (h2c by prior knowledge, or ALPN over TLS): true, and the
-    /// connection stays in this loop's pool, when its SETTINGS came back; false when the worker
-    /// does not speak it; an error when it could not be reached at all.
-    func negotiateHTTP2(_ url: WorkerURL, _ done: @escaping (Result<Bool, any Error>) -> Void) {
-        loop.preconditionInEventLoop()
-        openHTTP2(url) { [self] result in
-            switch result {
-            case .success(let c):
-                http2Workers.insert(url)
-                keep(c)
-                done(.success(true))
-            case .failure(HTTP2Connection.Refusal.notHTTP2):
-                done(.success(false))
-            case .failure(let error):
-                done(.failure(error))
-            }
-        }
-    }
-
-    /// A stream to `url` on a connection with room, or on a new connection; a worker that
-    /// refuses HTTP/2 on the new connection is called over HTTP/1.1 from then on.
-    private func acquireStream(_ url: WorkerURL, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
-        if let c = http2[url]?.first(where: \.usable) { return c.openStream(reused: true, done) }
-        if opening[url] != nil { opening[url]!.append(done); return }
-        opening[url] = [done]
-        openHTTP2(url) { [self] result in
-            let waiting = opening.removeValue(forKey: url) ?? []
-            switch result {
-            case .success(let c):
-                keep(c)
-                // Those past its stream limit open the next connection.
-                for w in waiting { if c.usable { c.openStream(reused: false, w) } else { acquire(url, w) } }
-            case .failure(HTTP2Connection.Refusal.notHTTP2):
-                setHTTP2(url, false)
-                http2Refused?(url)
-                for w in waiting { acquire(url, w) }
-            case .failure(let error):
-                for w in waiting { w(.failure(error)) }
-            }
-        }
-    }
-
-    private func openHTTP2(_ url: WorkerURL, _ done: @escaping (Result<HTTP2Connection, any Error>) -> Void) {
-        metrics.upstreamConnectionOpened()
-        let ready = loop.makePromise(of: HTTP2Connection.self)
-        if let connector {
-            connector(url, loop).assumeIsolated().whenComplete { result in
-                do { try HTTP2Connection.configure(try result.get(), url: url, timeout: self.connectTimeout, ready: ready) } catch { ready.fail(error) }
-            }
-        } else {
-            connect(url, speaking: .http2(ready)) { result in
-                if case .failure(let error) = result { ready.fail(error) }
-            }
-        }
-        ready.futureResult.assumeIsolated().whenComplete(done)
-    }
-
-    /// Puts a ready HTTP/2 connection in the pool; it leaves when it closes, and is closed when
-    /// idle past the timeout.
-    private func keep(_ c: HTTP2Connection) {
-        let url = c.url, id = ObjectIdentifier(c)
-        http2[url, default: []].append(c)
-        c.channel.closeFuture.assumeIsolated().whenComplete { [self] _ in
-            http2[url]?.removeAll { ObjectIdentifier($0) == id }
-            if http2[url]?.isEmpty == true { http2[url] = nil }
-        }
-        c.onIdle = { [unowned self] in
-            if let limit = idleTimeoutNs, sweep == nil { scheduleSweep(in: limit) }
-        }
-        c.onIdle?()
-    }
-
     private func connectScripted(_ connector: Connector, _ url: WorkerURL, _ done: @escaping (Result<PooledConnection, any Error>) -> Void) {
         connector(url, loop).assumeIsolated().whenComplete { result in
             do {
@@ -335,7 +211,7 @@ final class UpstreamPool {
         if let next { scheduleSweep(in: next) }
     }
 
-    private func scheduleSweep(in ns: UInt64) {
+    func scheduleSweep(in ns: UInt64) {
         // The pool lives on its loop and the timer runs there.
         let me = NIOLoopBound(self, eventLoop: loop)
         sweep = loop.scheduleTask(in: .nanoseconds(Int64(ns))) { me.value.closeExpired() }
@@ -357,57 +233,5 @@ final class UpstreamPool {
         // An HTTP/2 connection's streams may be in flight: it takes no more and closes when idle.
         for c in multiplexed where c.openStreams == 0 { c.channel.close(promise: nil) }
         for c in multiplexed { c.draining = true }
-    }
-}
-
-/// One pool per event loop, found from the loop a client connection runs on.
-final class UpstreamPools: Sendable {
-    private let pools: [ObjectIdentifier: LoopOwned<UpstreamPool>]
-    /// Told when a worker that answered HTTP/2 refused it on a later connection (its calls go
-    /// on over HTTP/1.1 on every loop from then on). A struct, not a bare closure, in the Mutex
-    /// (WakerTests: a bare one is re-wrapped by every read).
-    private struct RefusalListener: Sendable { let told: @Sendable (WorkerURL) -> Void }
-    private let http2Refused = Mutex<RefusalListener?>(nil)
-
-    init(group: any EventLoopGroup, metrics: RouterMetrics, tls: TLSContexts? = nil, idleTimeout: TimeAmount? = nil, connector: UpstreamPool.Connector? = nil) {
-        var p: [ObjectIdentifier: LoopOwned<UpstreamPool>] = [:]
-        for loop in group.makeIterator() {
-            p[ObjectIdentifier(loop)] = LoopOwned(UpstreamPool(loop: loop, metrics: metrics, tls: tls, idleTimeout: idleTimeout, connector: connector), on: loop)
-        }
-        pools = p
-        for bound in pools.values {
-            bound.eventLoop.execute { [self] in
-                // Weak: the pools own this pool, and a router's pools go with it.
-                bound.value.http2Refused = { [weak self] url in
-                    guard let self else { return }
-                    setHTTP2(url, false)
-                    http2Refused.withLock { $0 }?.told(url)
-                }
-            }
-        }
-    }
-
-    /// Tells every loop that `url` speaks HTTP/2 (calls to it become streams), or not.
-    func setHTTP2(_ url: WorkerURL, _ on: Bool) {
-        for bound in pools.values {
-            bound.eventLoop.execute { bound.value.setHTTP2(url, on) }
-        }
-    }
-
-    func onHTTP2Refused(_ handler: @escaping @Sendable (WorkerURL) -> Void) { http2Refused.withLock { $0 = RefusalListener(told: handler) } }
-
-    /// The pool of `loop`; must be called on that loop.
-    func pool(for loop: any EventLoop) -> UpstreamPool {
-        guard let p = pools[ObjectIdentifier(loop)] else { preconditionFailure("no upstream pool for this event loop") }
-        return p.value
-    }
-
-    var loops: [any EventLoop] { pools.values.map(\.eventLoop) }
-
-    /// Closes idle connections on every loop: to `url` (a worker removed), or all (shutdown).
-    func closeIdle(to url: WorkerURL? = nil) {
-        for bound in pools.values {
-            bound.eventLoop.execute { bound.value.closeIdle(to: url) }
-        }
     }
 }
