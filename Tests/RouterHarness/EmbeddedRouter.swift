@@ -107,12 +107,17 @@ public final class EmbeddedRouter {
 
     /// What the router wrote on upstream connection `index` so far (and takes it off the channel).
     public func sent(on index: Int) -> String {
+        String(decoding: sentBytes(on: index), as: UTF8.self)
+    }
+
+    /// The same, as bytes (HTTP/2 frames are binary).
+    public func sentBytes(on index: Int) -> [UInt8] {
         var out: [UInt8] = []
         while let b = try? upstreams[index].channel.readOutbound(as: ByteBuffer.self) { out += b.readableBytesView }
         while let d = try? upstreams[index].channel.readOutbound(as: IOData.self) {
             if case .byteBuffer(let b) = d { out += b.readableBytesView }
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     /// Calls to the worker at `url` become HTTP/2 streams (as `--upstream-http2` after the worker
@@ -120,6 +125,21 @@ public final class EmbeddedRouter {
     public func speakHTTP2(_ url: String) {
         state.pools.setHTTP2(try! WorkerURL(parsing: url), true)
         loop.run()
+    }
+
+    /// An HTTP/2 frame as a worker writes it: its 9-byte header and payload (type 0 DATA,
+    /// 1 HEADERS, 3 RST_STREAM, 4 SETTINGS, 6 PING, 7 GOAWAY, 8 WINDOW_UPDATE; flags 0x1
+    /// END_STREAM or ACK, 0x4 END_HEADERS).
+    public static func h2Frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt32 = 0, _ payload: [UInt8] = []) -> [UInt8] {
+        let n = payload.count
+        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
+                UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+    }
+
+    /// An HTTP/2 header block (HPACK): `:status` from the static table (0x88 is 200, 0x8e 500)
+    /// and a content-type literal (static name 31, not indexed).
+    public static func h2Head(status: UInt8, contentType: String) -> [UInt8] {
+        [status, 0x0F, 0x10, UInt8(contentType.utf8.count)] + Array(contentType.utf8)
     }
 
     /// The worker on upstream connection `index` writes `raw` (any bytes, any part of an answer).

@@ -39,36 +39,23 @@ extension FuzzTarget {
         "HTTP/1.1 100 Continue\r\n\r\n",
     ]
 
-    /// An HTTP/2 frame: its 9-byte header and payload.
-    static func h2Frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt32 = 0, _ payload: [UInt8] = []) -> [UInt8] {
-        let n = payload.count
-        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
-                UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
-    }
-
-    /// HPACK: `:status` from the static table (0x88 is 200, 0x8e 500) and a content-type
-    /// literal (static name 31, not indexed).
-    static func h2Head(status: UInt8, contentType: String) -> [UInt8] {
-        [status, 0x0F, 0x10, UInt8(contentType.utf8.count)] + Array(contentType.utf8)
-    }
-
     /// Pieces of what an HTTP/2 worker sends, on stream `stream` where they have one.
     static func h2Pieces(stream s: UInt32) -> [[UInt8]] {
         let (endHeaders, endStream) = (UInt8(0x4), UInt8(0x1))
         return [
-            h2Frame(4),                                    // SETTINGS
-            h2Frame(4, flags: 1),                          // SETTINGS ack
-            h2Frame(4, [0, 3, 0, 0, 0, 1]),                // SETTINGS: one stream at a time
-            h2Frame(1, flags: endHeaders, stream: s, h2Head(status: 0x88, contentType: "application/json")),
-            h2Frame(1, flags: endHeaders, stream: s, h2Head(status: 0x88, contentType: "text/event-stream")),
-            h2Frame(1, flags: endHeaders | endStream, stream: s, h2Head(status: 0x8E, contentType: "application/json")),
-            h2Frame(0, flags: endStream, stream: s, Array("{}".utf8)),
-            h2Frame(0, stream: s, Array("data: {\"meta_info\":{\"id\":1}}\n\n".utf8)),
-            h2Frame(0, flags: endStream, stream: s, Array("data: [DONE]\n\n".utf8)),
-            h2Frame(3, stream: s, [0, 0, 0, 7]),           // RST_STREAM REFUSED_STREAM
-            h2Frame(7, [0, 0, 0, 1, 0, 0, 0, 0]),          // GOAWAY, last stream 1, no error
-            h2Frame(6, [1, 2, 3, 4, 5, 6, 7, 8]),          // PING
-            h2Frame(8, [0, 0, 0x10, 0]),                   // WINDOW_UPDATE on the connection
+            EmbeddedRouter.h2Frame(4),                                    // SETTINGS
+            EmbeddedRouter.h2Frame(4, flags: 1),                          // SETTINGS ack
+            EmbeddedRouter.h2Frame(4, [0, 3, 0, 0, 0, 1]),                // SETTINGS: one stream at a time
+            EmbeddedRouter.h2Frame(1, flags: endHeaders, stream: s, EmbeddedRouter.h2Head(status: 0x88, contentType: "application/json")),
+            EmbeddedRouter.h2Frame(1, flags: endHeaders, stream: s, EmbeddedRouter.h2Head(status: 0x88, contentType: "text/event-stream")),
+            EmbeddedRouter.h2Frame(1, flags: endHeaders | endStream, stream: s, EmbeddedRouter.h2Head(status: 0x8E, contentType: "application/json")),
+            EmbeddedRouter.h2Frame(0, flags: endStream, stream: s, Array("{}".utf8)),
+            EmbeddedRouter.h2Frame(0, stream: s, Array("data: {\"meta_info\":{\"id\":1}}\n\n".utf8)),
+            EmbeddedRouter.h2Frame(0, flags: endStream, stream: s, Array("data: [DONE]\n\n".utf8)),
+            EmbeddedRouter.h2Frame(3, stream: s, [0, 0, 0, 7]),           // RST_STREAM REFUSED_STREAM
+            EmbeddedRouter.h2Frame(7, [0, 0, 0, 1, 0, 0, 0, 0]),          // GOAWAY, last stream 1, no error
+            EmbeddedRouter.h2Frame(6, [1, 2, 3, 4, 5, 6, 7, 8]),          // PING
+            EmbeddedRouter.h2Frame(8, [0, 0, 0x10, 0]),                   // WINDOW_UPDATE on the connection
         ]
     }
 

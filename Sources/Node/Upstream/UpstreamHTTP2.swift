@@ -16,8 +16,9 @@ final class HTTP2Connection {
     /// gets a second connection past this many).
     var maxStreams: Int
     private(set) var openStreams = 0
-    /// The worker sent GOAWAY: no new streams; the open ones finish.
-    var draining = false
+    /// No new streams (the worker sent GOAWAY, or the pool let the connection go); the open
+    /// ones finish, and the connection closes with the last (`drain()`).
+    private(set) var draining = false
     /// When its last stream ended (`NIODeadline` uptime nanoseconds), for the idle timeout.
     private(set) var idleSince: UInt64
     /// Told when a stream ends and none is left (the pool's idle bookkeeping).
@@ -64,9 +65,16 @@ final class HTTP2Connection {
         }
     }
 
+    /// Takes no new streams, and closes once its open ones have ended.
+    func drain() {
+        draining = true
+        if openStreams == 0 { channel.close(promise: nil) }
+    }
+
     private func streamEnded() {
         openStreams -= 1
         guard openStreams == 0 else { return }
+        if draining { return channel.close(promise: nil) }
         idleSince = NIODeadline.now().uptimeNanoseconds
         onIdle?()
     }
@@ -156,7 +164,7 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler {
                 ready.assumeIsolated().succeed(c)
             }
         case .goAway:
-            connection?.draining = true
+            connection?.drain()
             if connection == nil { refuse(context, "GOAWAY before SETTINGS") }
         default:
             break
@@ -170,7 +178,6 @@ final class HTTP2ConnectionWatcher: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         refuse(context, "the connection closed before SETTINGS")
-        connection?.draining = true
         context.fireChannelInactive()
     }
 

@@ -8,14 +8,8 @@ extension UpstreamPool {
         loop.preconditionInEventLoop()
         if on { http2Workers.insert(url); return }
         http2Workers.remove(url)
-        for c in http2.removeValue(forKey: url) ?? [] { c.draining = true; if c.openStreams == 0 { c.channel.close(promise: nil) } }
+        for c in http2.removeValue(forKey: url) ?? [] { c.drain() }
     }
-
-    /// Whether calls to `url` from this loop are HTTP/2 streams.
-    func speaksHTTP2(_ url: WorkerURL) -> Bool { http2Workers.contains(url) }
-
-    /// Open HTTP/2 connections to `url` on this loop (tests and status).
-    func http2Connections(to url: WorkerURL) -> Int { http2[url]?.filter { $0.channel.isActive }.count ?? 0 }
 
     /// Asks `url` for HTTP/2 (h2c by prior knowledge, or ALPN over TLS): true, and the
     /// connection stays in this loop's pool, when its SETTINGS came back; false when the worker

@@ -230,8 +230,7 @@ final class UpstreamPool {
             multiplexed = Array(http2.values.joined())
         }
         for c in victims { c.channel.close(promise: nil) }
-        // An HTTP/2 connection's streams may be in flight: it takes no more and closes when idle.
-        for c in multiplexed where c.openStreams == 0 { c.channel.close(promise: nil) }
-        for c in multiplexed { c.draining = true }
+        // An HTTP/2 connection's streams may be in flight: it takes no more and closes after them.
+        for c in multiplexed { c.drain() }
     }
 }
