@@ -15,39 +15,17 @@ router: requests answered, errors (timeouts included), p50 and p99 latency, the 
 requests each worker served, and how many requests reached the wedged worker after the first
 5 s (its own count). Every process is stopped on exit, also on Ctrl-C.
 """
-import argparse, json, os, signal, threading, time, urllib.request
+import argparse, json, os, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from fleetlib import free_port, start, stop, stop_all, wait_ready
+from fleetlib import closed_loop, free_port, label, latencies, run, start, stop, wait_ready
 
 
 def drive(port, secs, clients, timeout):
-    results, lock, stop_at = [], threading.Lock(), time.time() + secs
-
-    def client(n):
-        i = 0
-        while time.time() < stop_at:
-            i += 1
-            body = json.dumps({"model": "sim-model", "messages": [{"role": "user", "content": f"client {n} request {i}"}]}).encode()
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, {"content-type": "application/json"})
-            t = time.time()
-            try:
-                with urllib.request.urlopen(req, timeout=timeout) as r:
-                    r.read()
-                    row = (r.status, time.time() - t, r.headers.get("x-sim-worker", "?"))
-            except urllib.error.HTTPError as e:
-                row = (e.code, time.time() - t, e.headers.get("x-sim-worker", "?"))
-            except Exception:
-                row = ("timeout", time.time() - t, "?")
-            with lock:
-                results.append(row)
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    """Rows of (status, seconds, the worker that answered)."""
+    return closed_loop(port, secs, clients,
+                       lambda n, i: {"model": "sim-model", "messages": [{"role": "user", "content": f"client {n} request {i}"}]},
+                       lambda status, text, headers, seconds, i: (status, seconds, headers.get("x-sim-worker", "?")), timeout)
 
 
 def main():
@@ -58,7 +36,6 @@ def main():
     ap.add_argument("--fault", choices=["none", "queued", "mixed"], default="queued")
     ap.add_argument("routers", nargs="*", default=[os.path.join(ROOT, ".build/release/smg")])
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, stop_all)
     sim = os.path.join(ROOT, ".build/release/smg-sim-worker")
     names = {"none": ["w0", "w1", "w2", "w3"], "queued": ["w0", "w1", "w2", "queued"], "mixed": ["w0", "slow", "queued", "wedged"]}[a.fault]
     flags = {"queued": ["--ttft-ms", "80", "--reported-waiting", "20", "--reported-token-usage", "0.95"],
@@ -89,18 +66,12 @@ def main():
             timer.start()
         rows = drive(port, a.secs, a.clients, a.timeout)
         after5 = wedged_requests() - late[0] if late else None
-        ok = sorted(r[1] for r in rows if r[0] == 200)
-        errors = len(rows) - len(ok)
-        pct = lambda q: ok[min(len(ok) - 1, int(q * len(ok)))] * 1000 if ok else float("nan")
+        answered, errors, pct = latencies(rows)
         share = {n: sum(1 for r in rows if r[2] == n) / max(1, len(rows)) for n in names}
-        label = os.path.basename(cmd.split()[0]) + ("" if len(cmd.split()) == 1 else " " + " ".join(cmd.split()[1:]))
-        print(f"{label[:28]:<28} {len(ok):>8} {errors:>6} {pct(0.5):>7.0f} {pct(0.99):>7.0f}  "
+        print(f"{label(cmd)[:28]:<28} {answered:>8} {errors:>6} {pct(0.5):>7.0f} {pct(0.99):>7.0f}  "
               + " ".join(f"{n} {share[n]:.1%}" for n in names) + (f"; {after5}" if after5 is not None else ""))
         stop(router)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        stop_all()
+    run(main)

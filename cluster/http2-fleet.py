@@ -14,10 +14,10 @@ and the mean of samples every 100 ms, counted in /proc/net/tcp, so no router's o
 trusted) with the HTTP/2 streams the workers saw. Every process is stopped on exit, also on
 Ctrl-C.
 """
-import argparse, json, os, signal, threading, time, urllib.error, urllib.request
+import argparse, json, os, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from fleetlib import free_port, start, stop, stop_all, wait_ready
+from fleetlib import closed_loop, free_port, label, latencies, run, start, stop, wait_ready
 
 
 def established_to(port):
@@ -44,35 +44,12 @@ def stats(url):
 
 
 def drive(port, secs, clients):
-    results, lock, stop_at = [], threading.Lock(), time.time() + secs
-
-    def client(n):
-        i = 0
-        while time.time() < stop_at:
-            i += 1
-            stream = i % 2 == 0
-            body = json.dumps({"model": "sim-model", "stream": stream,
-                               "messages": [{"role": "user", "content": f"client {n} request {i}"}]}).encode()
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, {"content-type": "application/json"})
-            t = time.time()
-            try:
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    text = r.read()
-                    whole = b"[DONE]" in text if stream else b"chat.completion" in text
-                    row = (r.status if whole else "cut", time.time() - t)
-            except urllib.error.HTTPError as e:
-                row = (e.code, time.time() - t)
-            except Exception:
-                row = ("error", time.time() - t)
-            with lock:
-                results.append(row)
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    """Rows of (status, seconds), every second request streamed; an answer that is not whole is "cut"."""
+    def row(status, text, headers, seconds, i):
+        whole = b"[DONE]" in text if i % 2 == 0 else b"chat.completion" in text
+        return (status if status != 200 or whole else "cut", seconds)
+    return closed_loop(port, secs, clients, lambda n, i: {"model": "sim-model", "stream": i % 2 == 0,
+                                                          "messages": [{"role": "user", "content": f"client {n} request {i}"}]}, row)
 
 
 def main():
@@ -83,7 +60,6 @@ def main():
     smg = os.path.join(ROOT, ".build/release/smg")
     ap.add_argument("routers", nargs="*", default=[smg, smg + " --upstream-http2"])
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, stop_all)
     sim = os.path.join(ROOT, ".build/release/smg-sim-worker")
     ports = [free_port() for _ in range(a.workers)]
     for k, port in enumerate(ports):
@@ -115,18 +91,12 @@ def main():
         done.set()
         sampler.join()
         streams = [stats(u)["http2_streams"] - s for u, s in zip(urls, streams0)]
-        ok = sorted(r[1] for r in rows if r[0] == 200)
-        errors = len(rows) - len(ok)
-        pct = lambda q: ok[min(len(ok) - 1, int(q * len(ok)))] * 1000 if ok else float("nan")
+        answered, errors, pct = latencies(rows)
         conns = ", ".join(f"{max(s or [0])} / {sum(s) / max(1, len(s)):.1f}" for s in samples)
-        label = os.path.basename(cmd.split()[0]) + ("" if len(cmd.split()) == 1 else " " + " ".join(cmd.split()[1:]))
-        print(f"{label[:36]:<36} {len(ok):>8} {errors:>6} {pct(0.5):>7.0f} {pct(0.99):>7.0f} {cpu / max(1, len(rows)) * 1e6:>10.0f}  "
+        print(f"{label(cmd)[:36]:<36} {answered:>8} {errors:>6} {pct(0.5):>7.0f} {pct(0.99):>7.0f} {cpu / max(1, len(rows)) * 1e6:>10.0f}  "
               f"{conns}; {sum(streams)}")
         stop(router)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        stop_all()
+    run(main)
