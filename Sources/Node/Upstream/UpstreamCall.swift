@@ -67,11 +67,12 @@ final class UpstreamCall: UpstreamResponseDelegate {
         send(fresh: false)
     }
 
-    /// After `callEnded`: the connection goes back to the pool when the worker keeps it open.
+    /// After `callEnded`: the connection goes back to the pool when the worker keeps it open
+    /// (a stream, never pooled, is let go there too); otherwise it is given up.
     func release(reusable: Bool) {
         guard let c = connection else { return }
         connection = nil
-        if reusable || c.multiplexed { pool.release(c) } else { c.channel.close(promise: nil) }
+        if reusable { pool.release(c) } else { c.abandon() }
     }
 
     /// The call is not wanted any more (or its answer is finished with): the connection is
@@ -94,7 +95,7 @@ final class UpstreamCall: UpstreamResponseDelegate {
             case .failure(let error):
                 fail(error)
             case .success(let c):
-                guard delegate != nil else { return c.channel.close(promise: nil) }
+                guard delegate != nil else { return c.abandon() }
                 connection = c
                 c.handler.delegate = self
                 c.send(head, body: body)
